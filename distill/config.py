@@ -1,0 +1,272 @@
+"""Typed experiment configuration: dataclasses, YAML job specs, command-line overrides.
+
+A job is a YAML file in `jobs/` whose keys mirror `ExperimentConfig`; overrides come from CLI flags
+(`--model`, `--fraction`, …) or generic `--set section.key=value`. Everything is validated here,
+before any work starts, so a typo fails in a second rather than after an hour of embedding.
+This is the only module that reads the environment (secrets are read, never stored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+from distill.errors import DistillError
+
+JOBS_DIR = Path(__file__).resolve().parent.parent / "jobs"
+EMBEDDED_BILLSUM = "embedded:billsum"
+EMBEDDED_SMOLLM2 = "embedded:smollm2-135m"
+
+
+@dataclass
+class DataConfig:
+    """Where the documents come from and how the held-out set is made."""
+
+    # "embedded:billsum", a Hub dataset name ("billsum"), or a local .jsonl/.json/.csv/.parquet file.
+    source: str = EMBEDDED_BILLSUM
+    hub_config: str | None = None  # e.g. "billsum" for MothMalone/SLMS-KD-Benchmarks
+    train_split: str = "train"  # Hub split, or value of `split_column` in a local file
+    test_split: str | None = None  # None: carve the held-out set out of the train split
+    split_column: str | None = None  # local files that hold several splits (e.g. SciTLDR's "split")
+    text_column: str = "text"
+    summary_column: str = "summary"
+    title_column: str | None = "title"
+    id_column: str | None = None  # None: ids are derived from a hash of the text
+    test_size: int = 10  # held-out examples (taken from test_split when given, else from train)
+    max_train: int | None = None  # cap on the training pool, after dedup
+    min_text_chars: int = 20
+    min_summary_chars: int = 5
+    split_seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """The ONE target model: it embeds, it is fine-tuned, it is evaluated."""
+
+    name: str = EMBEDDED_SMOLLM2  # embedded default, a Hub name, or a local folder
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16 (auto: bf16 on GPU, fp32 on CPU)
+    load_in_8bit: bool = False  # GPU only (bitsandbytes); prepares the model for k-bit training
+    max_source_tokens: int = 256  # document tokens kept in the prompt
+    max_target_tokens: int = 96  # summary tokens trained on
+
+
+@dataclass
+class EmbedConfig:
+    """Target-model features computed once per (model, data, settings)."""
+
+    batch_size: int = 8
+    num_actors: int = 0  # 0: one per GPU when there are GPUs, else one CPU actor
+    pooling: str = "mean"  # mean | last
+
+
+@dataclass
+class SelectConfig:
+    methods: list[str] = field(default_factory=lambda: ["random", "length_diversity", "balanced_lengths", "embedding_centroid", "clustering"])
+    fraction: float = 0.1  # budget as a share of the training pool, in (0, 1]
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method keyword arguments
+
+
+@dataclass
+class TrainConfig:
+    """LoRA fine-tuning of the target model on one subset (one Tune trial)."""
+
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    learning_rate: float = 3e-4
+    epochs: float = 1.0
+    max_steps: int | None = None  # cap on optimizer steps (CPU budgets)
+    batch_size: int = 4
+    grad_accum: int = 1
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    gradient_checkpointing: bool = False
+    auto_batch_size: bool = False  # GPU: find the largest batch that fits, back off on OOM
+
+
+@dataclass
+class EvalConfig:
+    max_new_tokens: int = 96  # sized to real summary lengths of the dataset at hand
+    batch_size: int = 8
+    bertscore_model: str = "auto"  # auto: deberta-xlarge-mnli with the Hub, offline MiniLM without
+    bertscore_num_layers: int | None = None
+    bootstrap_samples: int = 2000
+
+
+@dataclass
+class ResourcesConfig:
+    address: str | None = None  # None: RAY_ADDRESS if set (ray job submit), else a local cluster
+    num_cpus: int | None = None  # local cluster only
+    gpus_per_trial: float | None = None  # None: 1 when the cluster has GPUs, else 0
+    cpus_per_trial: float = 1.0
+    max_concurrent_trials: int | None = None
+
+
+@dataclass
+class WandbConfig:
+    enabled: bool = False  # also needs WANDB_API_KEY; offline mode unless `online`
+    online: bool = False
+    project: str = "distill"
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "quick"
+    mode: str = "quick"  # validate | quick | baseline | all
+    output_dir: str = "results"
+    seeds: int = 1
+    include_baseline: bool = False  # also train on the full pool (always on in baseline/all)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+MODES = ("validate", "quick", "baseline", "all")
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys by name."""
+    if not isinstance(values, dict):
+        raise DistillError(f"config section '{where}' must be a mapping, got {type(values).__name__}",
+                           f"write '{where}:' followed by indented key: value lines")
+    hints = get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise DistillError(f"unknown config key '{where + '.' if where else ''}{unknown[0]}'",
+                           f"use one of: {', '.join(sorted(known))}")
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value or {}, f"{where}.{name}" if where else name)
+        else:
+            kwargs[name] = _coerce(value, hint, f"{where}.{name}" if where else name)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check (and gently convert: '0.1' → 0.1 from the CLI) a scalar against its type hint."""
+    if value is None:
+        if type(None) in get_args(hint):
+            return None
+        raise DistillError(f"config key '{key}' may not be empty", f"give '{key}' a value")
+    options = [a for a in get_args(hint) if a is not type(None)] or [hint]
+    target = options[0]
+    origin = get_origin(target)
+    if origin is list:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list):
+            raise DistillError(f"config key '{key}' must be a list", f"write {key}: [a, b] or a,b on the CLI")
+        return [str(i).strip() for i in items if str(i).strip()]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise DistillError(f"config key '{key}' must be a mapping", f"write {key}: {{name: {{param: value}}}}")
+        return value
+    try:
+        if target is bool and isinstance(value, str):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1", "yes")
+        if target in (int, float) and isinstance(value, bool):
+            raise ValueError(value)
+        if target is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return target(value)
+    except (TypeError, ValueError):
+        raise DistillError(f"config key '{key}' must be {target.__name__}, got {value!r}",
+                           f"set '{key}' to a {target.__name__}") from None
+
+
+def validate(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Reject settings that cannot work, before anything runs."""
+    from distill.select import registry  # late: the registry imports every selector module
+
+    if cfg.mode not in MODES:
+        raise DistillError(f"unknown mode '{cfg.mode}'", f"use one of: {', '.join(MODES)}")
+    if not 0 < cfg.select.fraction <= 1:
+        raise DistillError(f"budget fraction {cfg.select.fraction} is outside (0, 1]",
+                           "pass --fraction with a value such as 0.1 (10% of the training pool)")
+    if cfg.seeds < 1:
+        raise DistillError(f"seeds must be at least 1, got {cfg.seeds}", "pass --seeds 1 or more")
+    for method in cfg.select.methods:
+        registry.get(method)  # raises a DistillError naming the registered methods
+    for method in cfg.select.params:
+        registry.get(method)
+    if cfg.data.test_size < 1:
+        raise DistillError(f"data.test_size must be at least 1, got {cfg.data.test_size}", "set data.test_size to 1 or more")
+    if cfg.data.max_train is not None and cfg.data.max_train < 2:
+        raise DistillError(f"--max-train {cfg.data.max_train} leaves nothing to select from", "pass --max-train 2 or more")
+    if cfg.model.dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise DistillError(f"unknown model.dtype '{cfg.model.dtype}'", "use auto, float32, bfloat16 or float16")
+    if cfg.embed.pooling not in ("mean", "last"):
+        raise DistillError(f"unknown embed.pooling '{cfg.embed.pooling}'", "use mean or last")
+    if cfg.train.epochs <= 0 or cfg.train.batch_size < 1 or cfg.train.learning_rate <= 0:
+        raise DistillError("train.epochs, train.batch_size and train.learning_rate must be positive",
+                           "fix them in the job YAML or with --set train.KEY=VALUE")
+    if cfg.mode in ("baseline", "all"):
+        cfg.include_baseline = True
+    if cfg.mode == "baseline":
+        cfg.select.methods = []
+    return cfg
+
+
+def load_job(path_or_name: str | Path) -> dict[str, Any]:
+    """Read a job spec: a path, or a name in jobs/ ('quick' → jobs/quick.yaml)."""
+    path = Path(path_or_name)
+    if not path.exists() and not path.suffix:
+        path = JOBS_DIR / f"{path_or_name}.yaml"
+    if not path.exists():
+        available = ", ".join(sorted(p.stem for p in JOBS_DIR.glob("*.yaml")))
+        raise DistillError(f"job spec '{path_or_name}' not found", f"pass a YAML path or one of: {available}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise DistillError(f"job spec {path} is not valid YAML ({str(exc).splitlines()[0]})", "fix the YAML syntax") from None
+    return values
+
+
+def set_key(values: dict[str, Any], dotted: str, value: Any) -> None:
+    """Apply one override 'section.key=value' to a nested mapping (YAML-typed value)."""
+    *parents, leaf = dotted.split(".")
+    node = values
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise DistillError(f"override '{dotted}' goes through a non-section key '{part}'", "use section.key=value")
+    node[leaf] = yaml.safe_load(value) if isinstance(value, str) else value
+
+
+def make_config(job: str | Path | dict[str, Any] = "quick", overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Job spec + overrides → validated ExperimentConfig."""
+    values = dict(job) if isinstance(job, dict) else load_job(job)
+    for dotted, value in (overrides or {}).items():
+        set_key(values, dotted, value)
+    return validate(_build(ExperimentConfig, values, ""))
+
+
+def secret(name: str) -> str | None:
+    """Read a secret (HF_TOKEN, WANDB_API_KEY) from the environment or ./.env; never log it."""
+    if os.environ.get(name):
+        return os.environ[name]
+    env_file = Path(".env")
+    if env_file.exists():
+        for line in env_file.read_text().splitlines():
+            key, sep, val = line.partition("=")
+            if sep and key.strip() == name:
+                return val.strip().strip("'\"") or None
+    return None

@@ -1,0 +1,84 @@
+"""The selector registry: one decorator turns a pure function into a runnable method.
+
+A selector is `fn(features, k, seed, **params) -> indices`. The decorator records its name,
+a one-line description, the features it needs and its cost class; the CLI (`distill methods`),
+the pipeline, the README table and the parametrised test matrix all read this registry, so a
+new method is one function plus one decorator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from distill.errors import DistillError
+from distill.features import Features
+
+SelectorFn = Callable[..., np.ndarray]
+
+
+@dataclass(frozen=True)
+class Selector:
+    name: str
+    fn: SelectorFn
+    description: str
+    needs: tuple[str, ...]  # Features attributes that must be present, e.g. ("embeddings",)
+    cost: str  # cost class in n (pool size), e.g. "O(n)", "O(n log n)", "O(n·k_nn·d)"
+    reference: str
+
+
+_REGISTRY: dict[str, Selector] = {}
+
+
+def register(name: str, *, description: str, needs: tuple[str, ...] = (), cost: str = "O(n)",
+             reference: str = "") -> Callable[[SelectorFn], SelectorFn]:
+    """Decorator: register `fn` under `name`."""
+
+    def wrap(fn: SelectorFn) -> SelectorFn:
+        if name in _REGISTRY:
+            raise ValueError(f"selector '{name}' registered twice")
+        _REGISTRY[name] = Selector(name, fn, description, needs, cost, reference)
+        return fn
+
+    return wrap
+
+
+def names() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> Selector:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise DistillError(f"unknown selection method '{name}'",
+                           f"use one of: {', '.join(sorted(_REGISTRY))} (see `python -m distill methods`)")
+    return _REGISTRY[name]
+
+
+def select(name: str, features: Features, k: int, seed: int, **params: Any) -> np.ndarray:
+    """Run a registered selector with its input checks; returns sorted unique int64 indices."""
+    selector = get(name)
+    n = len(features)
+    if not 1 <= k <= n:
+        raise DistillError(f"cannot select k={k} of n={n} examples with '{name}'",
+                           "choose a budget with 1 <= k <= pool size (--fraction in (0, 1])")
+    for need in selector.needs:
+        value = getattr(features, need)
+        if value is None:
+            raise DistillError(f"method '{name}' needs feature '{need}', which was not computed",
+                               "run it through the pipeline (which embeds with the target model) or pass the feature")
+        if not np.all(np.isfinite(value)):
+            raise DistillError(f"feature '{need}' holds NaN or infinite values; '{name}' cannot rank them",
+                               "check the model's dtype (fp16 overflow?) and recompute the embeddings")
+    indices = np.asarray(selector.fn(features, k, seed, **params), dtype=np.int64)
+    if len(indices) != k or len(np.unique(indices)) != k or indices.min() < 0 or indices.max() >= n:
+        raise AssertionError(f"selector '{name}' returned an invalid subset (len={len(indices)}, k={k}, n={n})")
+    return np.sort(indices)
+
+
+def _load_builtin() -> None:
+    """Import the built-in selector modules (they register themselves on import)."""
+    from distill.select import heuristic, semantic  # noqa: F401

@@ -1,0 +1,1 @@
+"""Selectors that read target-model embeddings."""
