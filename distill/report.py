@@ -1,0 +1,581 @@
+"""Comparison report: tables, statistics and plots rebuilt from the files a run leaves on disk.
+
+The report reads ONLY the stored contract (`trials/*/metrics.json`, `trials/*/predictions.jsonl`,
+`selected/*.jsonl`, `pool_stats.json`, `run.json`), so `python -m distill report <output-dir>` can
+redo it at any time without re-running a trial. Everything written under `<out>/comparison/`
+(results.json, results.csv, report.md) is deterministic: fixed bootstrap seeds, fixed row order,
+floats rounded to a fixed number of digits, no timestamps — regenerating gives identical bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distill import stats
+from distill.errors import DistillError
+
+RANDOM = "random"
+FULL = "full"
+DIGITS = 6  # rounding of every float written to results.json / results.csv
+SCORE_KEYS = ("rouge1", "rouge2", "rougeL", "bertscore_f1")
+COST_KEYS = ("time_s", "select_seconds", "train_seconds", "eval_seconds", "gpu_seconds")
+_SEED_SUFFIX = re.compile(r"^(?P<method>.+)-seed(?P<seed>\d+)$")
+
+COLUMNS = [
+    "method", "samples", "seeds", "rouge1", "rouge2", "rougeL", "rougeL_ci95", "bertscore_f1",
+    "bertscore_f1_ci95", "vs_random_pct", "pct_of_full", "rougeL_diff_vs_random", "p_vs_random",
+    "p_holm", "effect_size", "significant", "time_s", "select_seconds", "train_seconds",
+    "eval_seconds", "gpu_seconds", "rougeL_per_gpu_hour", "rougeL_per_cpu_hour", "peak_memory_mb",
+    "train_tokens", "n_empty", "n_eval", "device", "bertscore_model",
+]
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DistillError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})",
+                           "delete the damaged file and re-run that trial") from exc
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DistillError(f"{path} line {lineno} is not valid JSON ({exc.msg})",
+                               "delete the damaged file and re-run that trial") from exc
+    return rows
+
+
+def load_trials(output_dir: Path) -> list[dict]:
+    """Every trial's metrics (plus its predictions, when stored), sorted by (method, seed, trial)."""
+    trials_dir = output_dir / "trials"
+    paths = sorted(trials_dir.glob("*/metrics.json")) if trials_dir.is_dir() else []
+    if not paths:
+        raise DistillError(f"no trial results under {trials_dir}",
+                           f"run `python -m distill quick --output-dir {output_dir}` first")
+    trials = []
+    for path in paths:
+        m = _read_json(path)
+        missing = [k for k in ("method", "rougeL") if k not in m]
+        if missing:
+            raise DistillError(f"{path} lacks the field '{missing[0]}'",
+                               "re-run that trial; its metrics file predates the current format")
+        m.setdefault("trial", path.parent.name)
+        m.setdefault("seed", 0)
+        pred_path = path.parent / "predictions.jsonl"
+        m["_predictions"] = _read_jsonl(pred_path) if pred_path.is_file() else None
+        trials.append(m)
+    trials.sort(key=lambda t: (str(t["method"]), int(t.get("seed", 0)), str(t["trial"])))
+    return trials
+
+
+def _score_matrices(trials: list[dict], ids: list[str] | None) -> dict[str, np.ndarray] | None:
+    """(seeds × examples) matrices of rougeL and bertscore_f1, columns in the order of `ids`.
+
+    Returns None when any trial lacks predictions (then there are no per-example statistics).
+    Predictions are matched by id, so a trial that wrote them in another order still pairs correctly.
+    """
+    if ids is None or any(t["_predictions"] is None for t in trials):
+        return None
+    out = {}
+    for key in ("rougeL", "bertscore_f1"):
+        rows = []
+        for t in trials:
+            by_id = {str(p["id"]): float(p.get(key) or 0.0) for p in t["_predictions"]}
+            if set(by_id) != set(ids):
+                raise DistillError(f"trial {t['trial']} was scored on different held-out examples",
+                                   "re-run all trials with the same data settings (same test split and seed)")
+            rows.append([by_id[i] for i in ids])
+        out[key] = np.array(rows, dtype=float)
+    return out
+
+
+def load_selected_lengths(output_dir: Path) -> dict[str, list[int]]:
+    """n_words of every selected example, per method (all seeds pooled), from `selected/*.jsonl`."""
+    lengths: dict[str, list[int]] = defaultdict(list)
+    sel_dir = output_dir / "selected"
+    if not sel_dir.is_dir():
+        return {}
+    for path in sorted(sel_dir.glob("*.jsonl")):
+        match = _SEED_SUFFIX.match(path.stem)
+        method = match.group("method") if match else path.stem
+        for row in _read_jsonl(path):
+            if "n_words" in row:
+                lengths[method].append(int(row["n_words"]))
+            elif "text" in row:
+                lengths[method].append(len(str(row["text"]).split()))
+    return dict(lengths)
+
+
+# ------------------------------------------------------------------------------------- statistics
+
+def _mean(values: list[float]) -> float | None:
+    vals = [float(v) for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def _round(value: Any) -> Any:
+    """Round floats to DIGITS (recursively), map non-finite floats to None: stable, valid JSON."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if not math.isfinite(v):
+            return None
+        r = round(v, DIGITS)
+        return 0.0 if r == 0 else r  # no "-0.0"
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (list, tuple)):
+        return [_round(v) for v in value]
+    return value
+
+
+def _method_order(rows: dict[str, dict]) -> list[str]:
+    """random first, then methods by ROUGE-L (best first, name as tie-break), the full baseline last."""
+    middle = sorted((m for m in rows if m not in (RANDOM, FULL)),
+                    key=lambda m: (-(rows[m]["rougeL"] or 0.0), m))
+    return ([RANDOM] if RANDOM in rows else []) + middle + ([FULL] if FULL in rows else [])
+
+
+def compute_rows(trials: list[dict], bootstrap_samples: int = 2000) -> list[dict]:
+    """One summary row per method: means over seeds, bootstrap CIs, tests against random, costs."""
+    by_method: dict[str, list[dict]] = defaultdict(list)
+    for t in trials:
+        by_method[str(t["method"])].append(t)
+    first_with_preds = next((t for t in trials if t["_predictions"] is not None), None)
+    ids = [str(p["id"]) for p in first_with_preds["_predictions"]] if first_with_preds else None
+    if ids is not None and len(set(ids)) != len(ids):
+        raise DistillError(f"trial {first_with_preds['trial']} has duplicate held-out ids",
+                           "re-run the trials; every held-out example needs a unique id")
+    matrices = {m: _score_matrices(ts, ids) for m, ts in by_method.items()}
+    if ids is not None and not ids:
+        matrices = {m: None for m in by_method}
+
+    rows: dict[str, dict] = {}
+    for method, ts in by_method.items():
+        row: dict[str, Any] = {"method": method}
+        row["samples"] = int(max(int(t.get("samples", 0) or 0) for t in ts))
+        row["seeds"] = len(ts)
+        for key in SCORE_KEYS:
+            row[key] = _mean([t.get(key) for t in ts])
+        mats = matrices[method]
+        for key in ("rougeL", "bertscore_f1"):
+            if mats is not None:
+                _, lo, hi = stats.bootstrap_mean_ci(mats[key], n_boot=bootstrap_samples)
+                point = row[key]
+                if point is not None:  # the interval must contain the reported point estimate
+                    lo, hi = min(lo, point), max(hi, point)
+                row[f"{key}_ci95"] = [lo, hi]
+            else:
+                row[f"{key}_ci95"] = None
+        for key in COST_KEYS:
+            row[key] = _mean([t.get(key) for t in ts])
+        if row["time_s"] is None:
+            parts = [row[k] for k in ("select_seconds", "train_seconds", "eval_seconds")]
+            row["time_s"] = sum(parts) if all(p is not None for p in parts) else None
+        gpu, time_s, score = row["gpu_seconds"], row["time_s"], row["rougeL"]
+        row["rougeL_per_gpu_hour"] = score / (gpu / 3600) if gpu and score is not None else None
+        row["rougeL_per_cpu_hour"] = score / (time_s / 3600) if time_s and score is not None else None
+        mems = [t.get("peak_memory_mb") for t in ts if t.get("peak_memory_mb") is not None]
+        row["peak_memory_mb"] = float(max(mems)) if mems else None
+        row["train_tokens"] = _mean([t.get("train_tokens") for t in ts])
+        row["n_empty"] = int(sum(int(t.get("n_empty", 0) or 0) for t in ts))
+        row["n_eval"] = int(max(int(t.get("n_eval", 0) or 0) for t in ts))
+        row["device"] = ",".join(sorted({str(t.get("device", "")) for t in ts if t.get("device")})) or None
+        row["bertscore_model"] = ",".join(sorted({str(t["bertscore_model"]) for t in ts
+                                                  if t.get("bertscore_model")})) or None
+        rows[method] = row
+
+    rand = rows.get(RANDOM)
+    full = rows.get(FULL)
+    tested: list[str] = []
+    for method, row in rows.items():
+        r_score = rand["rougeL"] if rand else None
+        row["vs_random_pct"] = (100 * (row["rougeL"] - r_score) / r_score
+                                if r_score and row["rougeL"] is not None else None)
+        f_score = full["rougeL"] if full else None
+        row["pct_of_full"] = (100 * row["rougeL"] / f_score
+                              if f_score and row["rougeL"] is not None else None)
+        row["rougeL_diff_vs_random"] = None
+        row["p_vs_random"] = None
+        row["effect_size"] = None
+        if method in (RANDOM, FULL) or rand is None:
+            continue
+        if matrices[method] is not None and matrices[RANDOM] is not None:
+            test = stats.paired_bootstrap_test(matrices[method]["rougeL"], matrices[RANDOM]["rougeL"],
+                                               n_boot=bootstrap_samples)
+            row["rougeL_diff_vs_random"] = test.mean_diff
+            row["p_vs_random"] = test.p_value
+            row["effect_size"] = test.effect_size
+            tested.append(method)
+    adjusted = stats.holm_adjust([rows[m]["p_vs_random"] for m in tested])
+    for method, row in rows.items():
+        row["p_holm"] = None
+        row["significant"] = None
+    for method, p_adj in zip(tested, adjusted):
+        rows[method]["p_holm"] = p_adj
+        rows[method]["significant"] = stats.significant(p_adj)
+
+    return [{col: _round(rows[m].get(col)) for col in COLUMNS} for m in _method_order(rows)]
+
+
+# ---------------------------------------------------------------------------------------- writing
+
+def _fmt(value: Any, spec: str = ".4f", none: str = "—") -> str:
+    if value is None:
+        return none
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return format(value, spec)
+    return str(value)
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.1f}%"
+
+
+def _p_text(row: dict) -> str:
+    if row["p_holm"] is None:
+        return "—"
+    text = f"{row['p_holm']:.3f}" if row["p_holm"] >= 0.001 else "<0.001"
+    return text if row["significant"] else f"{text} (not significant)"
+
+
+def write_json(rows: list[dict], path: Path) -> None:
+    path.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """Same columns as results.json, flattened: each 95% CI becomes `<metric>_ci95_lo/_hi`."""
+    header: list[str] = []
+    for col in COLUMNS:
+        header += [f"{col}_lo", f"{col}_hi"] if col.endswith("_ci95") else [col]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        flat = []
+        for col in COLUMNS:
+            value = row[col]
+            if col.endswith("_ci95"):
+                flat += list(value) if value else ["", ""]
+            else:
+                flat.append("" if value is None else str(value).lower() if isinstance(value, bool) else value)
+        writer.writerow(flat)
+    path.write_text(buf.getvalue(), encoding="utf-8")
+
+
+def _is_test_model(run: dict) -> bool:
+    """A tiny randomly initialised model used by tests/smoke runs: its scores mean nothing."""
+    if run.get("test_model") is True:
+        return True
+    name = str(run.get("model") or "").lower()
+    return any(tag in name for tag in ("tiny-random", "tiny_random", "random-tiny", "hf-internal-testing", "test-model"))
+
+
+def _at_a_glance(rows: list[dict]) -> str:
+    """One paragraph of conclusions, every number taken from the rows (i.e. from measurements)."""
+    by = {r["method"]: r for r in rows}
+    candidates = [r for r in rows if r["method"] != FULL and r["rougeL"] is not None]
+    parts = []
+    if candidates:
+        best = max(candidates, key=lambda r: (r["rougeL"], r["method"] == RANDOM))
+        ci = best["rougeL_ci95"]
+        ci_txt = f" (95% CI {ci[0]:.4f}–{ci[1]:.4f})" if ci else ""
+        parts.append(f"The best subset method is **{best['method']}** with ROUGE-L {best['rougeL']:.4f}{ci_txt}.")
+    if RANDOM in by:
+        winners = [r["method"] for r in rows if r["significant"] and (r["rougeL_diff_vs_random"] or 0) > 0]
+        losers = [r["method"] for r in rows if r["significant"] and (r["rougeL_diff_vs_random"] or 0) < 0]
+        n_tested = sum(r["p_holm"] is not None for r in rows)
+        if not n_tested:
+            parts.append("No method could be tested against random (per-example predictions are missing).")
+        elif winners:
+            parts.append(f"After Holm correction over {n_tested} comparison(s), "
+                         f"{', '.join(f'**{w}**' for w in winners)} beat random significantly (p < 0.05).")
+        else:
+            parts.append(f"After Holm correction over {n_tested} comparison(s), no method beat random "
+                         "significantly: differences from random are within the noise.")
+        if losers:
+            parts.append(f"Significantly worse than random: {', '.join(losers)}.")
+    else:
+        parts.append("There is no `random` run, so no method is tested for significance.")
+    full = by.get(FULL)
+    if full and candidates:
+        best = max(candidates, key=lambda r: (r["rougeL"], r["method"] == RANDOM))
+        reach = (f"reaches {best['pct_of_full']:.1f}% of the full-data ROUGE-L ({full['rougeL']:.4f})"
+                 if best["pct_of_full"] is not None else "cannot be compared with the full-data ROUGE-L")
+        eff = [f"**{best['method']}** {reach} using {best['samples']} of {full['samples']} training examples"]
+        if best["train_seconds"] and full["train_seconds"]:
+            eff.append(f"training in {best['train_seconds']:.1f} s vs {full['train_seconds']:.1f} s "
+                       f"({full['train_seconds'] / best['train_seconds']:.1f}× less)")
+        if best["peak_memory_mb"] and full["peak_memory_mb"]:
+            eff.append(f"peak memory {best['peak_memory_mb']:.0f} MB vs {full['peak_memory_mb']:.0f} MB")
+        parts.append(", ".join(eff) + " (measured, mean per seed).")
+    return " ".join(parts)
+
+
+def render_markdown(rows: list[dict], run: dict | None, plots: dict[str, str]) -> str:
+    """The human-readable report; deterministic text (no timestamps)."""
+    run = run or {}
+    title = run.get("name") or "experiment"
+    lines = [f"# Distill report: {title}", ""]
+    if _is_test_model(run):
+        lines += ["> **Note:** this run used a tiny randomly initialised test model "
+                  f"(`{run.get('model')}`). Its numbers check that the pipeline works; they are never results.", ""]
+    lines += ["## At a glance", "", _at_a_glance(rows), ""]
+    lines += ["## Results", "",
+              "| Method | ROUGE-L ±95% CI | BERTScore-F1 | vs Random % | % of full | p (Holm) | Samples | Seeds | Time(s) |",
+              "|---|---|---|---:|---:|---|---:|---:|---:|"]
+    for r in rows:
+        ci = r["rougeL_ci95"]
+        rl = _fmt(r["rougeL"]) + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+        pct_full = "—" if r["pct_of_full"] is None else f"{r['pct_of_full']:.1f}%"
+        lines.append(f"| {r['method']} | {rl} | {_fmt(r['bertscore_f1'])} | {_pct(r['vs_random_pct'])} | "
+                     f"{pct_full} | {_p_text(r)} | {r['samples']} | {r['seeds']} | {_fmt(r['time_s'], '.1f')} |")
+    models = sorted({r["bertscore_model"] for r in rows if r["bertscore_model"]})
+    bs_model = ", ".join(models) or run.get("bertscore_model") or "unknown"
+    lines += ["",
+              "ROUGE-L and BERTScore-F1 are means over seeds and held-out examples; empty generations are "
+              "scored 0, never dropped. The 95% CI is a bootstrap over held-out examples (and seeds, when "
+              "there are several). p is a two-sided paired bootstrap test of ROUGE-L against `random` on the "
+              "same examples, Holm–Bonferroni adjusted over the methods compared; \"not significant\" marks "
+              "adjusted p ≥ 0.05. Time is the mean wall time per seed (select + train + eval).",
+              "", f"BERTScore model: `{bs_model}`.", ""]
+    n_empty = sum(r["n_empty"] for r in rows)
+    if n_empty:
+        lines += [f"Empty generations (summed over seeds): "
+                  + ", ".join(f"{r['method']} {r['n_empty']}" for r in rows if r["n_empty"]) + ".", ""]
+    if run:
+        lines += ["## Setup", ""]
+        for key in ("model", "dataset", "mode", "pool_size", "test_size", "fraction", "seeds", "git_commit"):
+            if run.get(key) is not None:
+                lines.append(f"- **{key}**: `{run[key]}`")
+        versions = run.get("versions") or {}
+        if versions:
+            lines.append("- **versions**: " + ", ".join(f"{k} {versions[k]}" for k in sorted(versions)))
+        train = (run.get("config") or {}).get("train") or {}
+        if train:
+            keys = [k for k in ("lora_r", "lora_alpha", "learning_rate", "epochs", "max_steps", "batch_size")
+                    if k in train]
+            lines.append("- **training**: " + ", ".join(f"{k}={train[k]}" for k in keys))
+        lines.append("")
+    else:
+        lines += ["_run.json not found: data, model and config details are unavailable._", ""]
+    if plots:
+        lines += ["## Plots", ""]
+        captions = {"rougeL": "ROUGE-L per method with 95% CI (dashed: random)",
+                    "cost": "Score vs cost", "lengths": "Document length of each selected subset vs the pool"}
+        for key, fname in plots.items():
+            lines += [f"![{captions.get(key, key)}]({fname})", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+# ------------------------------------------------------------------------------------------ plots
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+_PNG_META = {"Software": None}  # no matplotlib version stamp: plots stay stable across upgrades
+
+
+def plot_rougeL(rows: list[dict], path: Path) -> None:
+    """Bar per method with its 95% CI; random's mean as a dashed reference line."""
+    plt = _plt()
+    names = [r["method"] for r in rows]
+    means = np.array([r["rougeL"] or 0.0 for r in rows])
+    lo = np.array([means[i] - r["rougeL_ci95"][0] if r["rougeL_ci95"] else 0.0 for i, r in enumerate(rows)])
+    hi = np.array([r["rougeL_ci95"][1] - means[i] if r["rougeL_ci95"] else 0.0 for i, r in enumerate(rows)])
+    colors = ["tab:gray" if n == RANDOM else "tab:green" if n == FULL else
+              "tab:blue" if r["significant"] else "tab:cyan" for n, r in zip(names, rows)]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(rows) + 2), 4.5))
+    x = np.arange(len(rows))
+    ax.bar(x, means, yerr=np.vstack([np.maximum(lo, 0), np.maximum(hi, 0)]), capsize=4, color=colors)
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color="tab:blue", label="significant vs random (Holm)"),
+               Patch(color="tab:cyan", label="not significant")]
+    if FULL in names:
+        handles.append(Patch(color="tab:green", label="full-data baseline"))
+    rand = next((r for r in rows if r["method"] == RANDOM), None)
+    if rand and rand["rougeL"] is not None:
+        handles.insert(0, ax.axhline(rand["rougeL"], linestyle="--", color="black", linewidth=1,
+                                     label=f"random {rand['rougeL']:.4f}"))
+    top = max([means.max()] + [r["rougeL_ci95"][1] for r in rows if r["rougeL_ci95"]])
+    ax.set_ylim(0, top * 1.35 if top > 0 else 1)  # headroom so the legend never covers a bar
+    ax.legend(handles=handles, loc="upper left", fontsize=8, ncol=2)
+    ax.set_xticks(x, names, rotation=35, ha="right")
+    ax.set_ylabel("ROUGE-L (mean, 95% CI)")
+    ax.set_title("ROUGE-L per method")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata=_PNG_META)
+    plt.close(fig)
+
+
+def plot_cost(rows: list[dict], path: Path) -> None:
+    """ROUGE-L vs cost per method: GPU-seconds when any trial used a GPU, else wall seconds."""
+    plt = _plt()
+    use_gpu = any((r["gpu_seconds"] or 0) > 0 for r in rows)
+    key, label = ("gpu_seconds", "GPU-seconds per seed") if use_gpu else ("time_s", "wall time per seed (s)")
+    fig, ax = plt.subplots(figsize=(7, 5))
+    xs = [r[key] for r in rows if r[key] is not None and r[key] > 0]
+    ys = [r["rougeL"] for r in rows if r["rougeL"] is not None]
+    x_span = (max(xs) - min(xs)) if xs else 0.0
+    y_span = (max(ys) - min(ys)) if ys else 0.0
+    x_span, y_span = x_span or 1.0, y_span or 1.0
+    placed: list[tuple[float, float]] = []
+    for r in rows:
+        if r[key] is None or r["rougeL"] is None:
+            continue
+        ci = r["rougeL_ci95"]
+        yerr = [[r["rougeL"] - ci[0]], [ci[1] - r["rougeL"]]] if ci else None
+        marker = "s" if r["method"] == FULL else "D" if r["method"] == RANDOM else "o"
+        ax.errorbar(r[key], r["rougeL"], yerr=yerr, fmt=marker, capsize=3)
+        # Stack the labels of points that nearly coincide (same cost and score) so each stays legible.
+        near = sum(1 for x, y in placed if abs(x - r[key]) <= 0.03 * x_span and abs(y - r["rougeL"]) <= 0.03 * y_span)
+        placed.append((r[key], r["rougeL"]))
+        ax.annotate(r["method"], (r[key], r["rougeL"]), textcoords="offset points",
+                    xytext=(6, 4 - 11 * near), fontsize=8)
+    if xs and max(xs) / min(xs) > 10:
+        ax.set_xscale("log")  # subsets and the full baseline differ by orders of magnitude
+    ax.set_xlabel(label)
+    ax.set_ylabel("ROUGE-L")
+    ax.set_title("Score vs cost")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata=_PNG_META)
+    plt.close(fig)
+
+
+def plot_lengths(lengths: dict[str, list[int]], pool: list[int] | None, order: list[str], path: Path) -> None:
+    """Horizontal box plots of document length (words): the pool on top, then each selected subset.
+
+    Horizontal boxes stay readable with a dozen methods; a subset skewed to short or long documents
+    shows up immediately against the pool's box.
+    """
+    plt = _plt()
+    names = [m for m in order if m in lengths] + sorted(m for m in lengths if m not in order)
+    data = [lengths[m] for m in names]
+    if pool:
+        names, data = ["pool"] + names, [pool] + data
+    names, data = names[::-1], data[::-1]  # first entry at the top
+    fig, ax = plt.subplots(figsize=(8, max(3.0, 0.45 * len(names) + 1.5)))
+    if data:
+        box = ax.boxplot(data, orientation="horizontal", showfliers=False, patch_artist=True, widths=0.6)
+        ax.set_yticks(np.arange(1, len(names) + 1), names)
+        for name, patch in zip(names, box["boxes"]):
+            patch.set_facecolor("lightgray" if name == "pool" else "lightsteelblue")
+        for i, (name, values) in enumerate(zip(names, data), 1):
+            ax.annotate(f"n={len(values)}", (1.0, i), xycoords=("axes fraction", "data"),
+                        xytext=(4, 0), textcoords="offset points", va="center", fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no selected subsets stored", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("document length (words)")
+    ax.set_title("Length of selected documents vs the training pool")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata=_PNG_META)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------- console
+
+def print_table(rows: list[dict], console=None) -> None:
+    """The comparison table on the terminal (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from rich import box
+
+    console = console or Console()
+    cells = []
+    for r in rows:
+        ci = r["rougeL_ci95"]
+        pct_full = "—" if r["pct_of_full"] is None else f"{r['pct_of_full']:.1f}%"
+        if r["p_holm"] is None:
+            p_txt = "—"
+        else:
+            p_txt = (f"{r['p_holm']:.3f}" if r["p_holm"] >= 0.001 else "<0.001") + ("" if r["significant"] else " ns")
+        cells.append([r["method"], _fmt(r["rougeL"]), f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "—",
+                      _fmt(r["bertscore_f1"]), _pct(r["vs_random_pct"]), pct_full, p_txt,
+                      str(r["samples"]), str(r["seeds"]), _fmt(r["time_s"], ".1f")])
+    headers = ("Method", "ROUGE-L", "95% CI", "BERTScore-F1", "vs Random %", "% of full", "p (Holm)",
+               "Samples", "Seeds", "Time(s)")
+    # Fixed widths: values never wrap (width = widest value); long headers wrap onto two lines.
+    widths = [max([len(c[i]) for c in cells] + [max(len(w) for w in col.split())])
+              for i, col in enumerate(headers)]
+
+    def make(keep: list[int]) -> Table:
+        table = Table(title="Method comparison", box=box.SIMPLE_HEAD, pad_edge=False,
+                      caption="p: paired bootstrap vs random, Holm-adjusted; ns = not significant (p ≥ 0.05)")
+        for i in keep:
+            table.add_column(headers[i], justify="left" if i == 0 else "right", width=widths[i])
+        for r, row_cells in zip(rows, cells):
+            table.add_row(*[row_cells[i] for i in keep], style="bold green" if r["significant"] else None)
+        return table
+
+    keep = list(range(len(headers)))
+    table = make(keep)
+    for optional in ("Seeds", "95% CI", "% of full", "p (Holm)"):  # narrow terminal: drop these first
+        if sum(widths[i] + 3 for i in keep) <= console.width:  # + padding and separator
+            break
+        keep.remove(headers.index(optional))
+        table = make(keep)
+    console.print(table)
+
+
+# ------------------------------------------------------------------------------------------- main
+
+def build_report(output_dir: Path, bootstrap_samples: int = 2000, console=None) -> list[dict]:
+    """Read a run's stored files, compute statistics, write `<out>/comparison/`, print the table.
+
+    Returns the rows written to results.json (random first, then by ROUGE-L, "full" last).
+    """
+    output_dir = Path(output_dir)
+    if bootstrap_samples < 1:
+        raise DistillError(f"bootstrap_samples must be at least 1, got {bootstrap_samples}",
+                           "set eval.bootstrap_samples to e.g. 2000")
+    trials = load_trials(output_dir)
+    rows = compute_rows(trials, bootstrap_samples=bootstrap_samples)
+    run_path = output_dir / "run.json"
+    run = _read_json(run_path) if run_path.is_file() else None
+    pool_path = output_dir / "pool_stats.json"
+    pool = [int(v) for v in _read_json(pool_path).get("n_words", [])] if pool_path.is_file() else None
+
+    comp = output_dir / "comparison"
+    comp.mkdir(parents=True, exist_ok=True)
+    write_json(rows, comp / "results.json")
+    write_csv(rows, comp / "results.csv")
+    order = [r["method"] for r in rows]
+    plot_rougeL(rows, comp / "rougeL.png")
+    plot_cost(rows, comp / "cost.png")
+    plots = {"rougeL": "rougeL.png", "cost": "cost.png"}
+    lengths = load_selected_lengths(output_dir)
+    if lengths or pool:
+        plot_lengths(lengths, pool, order, comp / "lengths.png")
+        plots["lengths"] = "lengths.png"
+    (comp / "report.md").write_text(render_markdown(rows, run, plots), encoding="utf-8")
+    print_table(rows, console)
+    return rows

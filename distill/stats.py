@@ -1,0 +1,161 @@
+"""Uncertainty and significance for comparing selection methods — pure numpy, deterministic.
+
+Why bootstrap: a run has few seeds (often 1–3) and a few dozen held-out examples; per-example
+ROUGE/BERTScore are bounded and skewed, so normal-theory intervals are unreliable. Resampling the
+examples (and the seeds, when there are several) shows how much a mean would move with a different
+held-out draw and a different training seed, which is exactly the noise a method comparison must beat.
+
+Why fixed RNG seeds: the report must regenerate byte-identically from the stored files, so every
+resampling here uses `numpy.random.default_rng(seed)` with a constant default seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+DEFAULT_SEED = 0
+ALPHA = 0.05
+
+
+def _as_matrix(scores: Sequence | np.ndarray) -> np.ndarray:
+    """Coerce to a float (seeds × examples) matrix; a 1-D vector is one seed.
+
+    Rejecting empty input here keeps every caller from silently averaging nothing into NaN.
+    """
+    x = np.asarray(scores, dtype=float)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"expected a non-empty (seeds x examples) matrix, got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("scores contain NaN or infinity")
+    return x
+
+
+def _resample_weights(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
+    """(n_boot × n) weights, each row the counts of a with-replacement draw of n items, divided by n.
+
+    Drawing counts with a multinomial is equivalent to drawing indices with replacement, but lets a
+    weighted mean be a single matrix product instead of a Python loop over resamples.
+    """
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot) / n
+
+
+def bootstrap_mean_ci(scores: Sequence | np.ndarray, n_boot: int = 2000, seed: int = DEFAULT_SEED,
+                      alpha: float = ALPHA) -> tuple[float, float, float]:
+    """Mean of a (seeds × examples) score matrix with a percentile bootstrap (1 − alpha) interval.
+
+    Each resample draws the held-out examples with replacement and, when there is more than one
+    seed, the seeds with replacement too (a two-level bootstrap), so the interval reflects both
+    held-out-set noise and training-seed noise. With one seed only example noise can be measured.
+    Returns (mean, lo, hi); the point estimate is the plain mean of the matrix.
+    """
+    x = _as_matrix(scores)
+    if n_boot < 1:
+        raise ValueError("n_boot must be >= 1")
+    k, n = x.shape
+    rng = np.random.default_rng(seed)
+    w_ex = _resample_weights(rng, n, n_boot)  # (B, n)
+    if k > 1:
+        w_seed = _resample_weights(rng, k, n_boot)  # (B, k)
+    else:
+        w_seed = np.ones((n_boot, 1))
+    boot = np.einsum("bk,kn,bn->b", w_seed, x, w_ex)
+    lo, hi = np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    mean = float(x.mean())
+    # Guard against float round-off putting the mean a hair outside a degenerate interval.
+    return mean, float(min(lo, mean)), float(max(hi, mean))
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Result of comparing a method with a baseline on the same held-out examples."""
+
+    mean_diff: float  # mean over examples of (method − baseline), seed-averaged
+    diff_ci95: tuple[float, float]  # percentile bootstrap interval of mean_diff
+    p_value: float  # two-sided, shift-to-null bootstrap
+    effect_size: float | None  # paired Cohen's d_z = mean_diff / sd(diffs); None if undefined
+    n_examples: int
+
+
+def paired_bootstrap_test(method_scores: Sequence | np.ndarray, baseline_scores: Sequence | np.ndarray,
+                          n_boot: int = 2000, seed: int = DEFAULT_SEED) -> PairedTest:
+    """Two-sided paired bootstrap test of a method against a baseline (here: `random`).
+
+    Construction (shift-to-null, Efron & Tibshirani §16.4):
+    1. Average each side over its seeds, giving one score per held-out example, and take the
+       per-example differences d_i = method_i − baseline_i. Pairing on the example removes the large
+       between-example variance (some documents are simply easier to summarise).
+    2. Centre the differences, d0_i = d_i − mean(d), so they obey the null "no mean difference"
+       while keeping their spread.
+    3. Resample d0 with replacement B times; p = (1 + #{|mean(d0*)| ≥ |mean(d)|}) / (B + 1).
+       The +1 keeps p > 0 (the smallest reportable p is 1/(B+1)). Identical scores give d = 0,
+       every resample ties, and p = 1.
+    The effect size is paired Cohen's d_z (mean difference over the sd of the differences): it is
+    scale-free, so ROUGE-L and BERTScore effects can be compared. It is 0 for identical scores and
+    None when every difference is the same non-zero value (sd 0, d_z unbounded).
+    Seed-to-seed variance is averaged out in step 1, not tested; with few seeds that is the honest
+    choice, since resampling 2 seeds says little.
+    """
+    m = _as_matrix(method_scores)
+    b = _as_matrix(baseline_scores)
+    if m.shape[1] != b.shape[1]:
+        raise ValueError(f"method has {m.shape[1]} examples but the baseline has {b.shape[1]}: "
+                         "a paired test needs the same held-out examples")
+    if n_boot < 1:
+        raise ValueError("n_boot must be >= 1")
+    d = m.mean(axis=0) - b.mean(axis=0)
+    n = d.size
+    observed = float(d.mean())
+    rng = np.random.default_rng(seed)
+    w = _resample_weights(rng, n, n_boot)
+    boot = w @ d  # resampled mean differences (not centred): for the interval
+    null = boot - observed  # == w @ (d - mean(d)), since each row of w sums to 1
+    # Tolerance: treat differences within float round-off as ties, so identical scores give p = 1.
+    tol = 1e-12 * max(1.0, float(np.abs(d).max()))
+    extreme = np.count_nonzero(np.abs(null) >= abs(observed) - tol)
+    p = (1 + extreme) / (n_boot + 1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    sd = float(d.std(ddof=1)) if n > 1 else 0.0
+    if sd > tol:
+        effect: float | None = observed / sd
+    elif abs(observed) <= tol:
+        effect = 0.0
+    else:
+        effect = None
+    return PairedTest(mean_diff=observed, diff_ci95=(float(lo), float(hi)), p_value=float(min(1.0, p)),
+                      effect_size=effect, n_examples=n)
+
+
+def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm–Bonferroni adjusted p-values, in the input order; None entries pass through as None.
+
+    Comparing several methods with random multiplies the chance of a lucky "win"; Holm controls the
+    family-wise error rate like Bonferroni but is uniformly more powerful. With the m valid p-values
+    sorted ascending, p_(1) ≤ … ≤ p_(m): adj_(i) = max_{j ≤ i} min(1, (m − j + 1) · p_(j)).
+    The running max keeps the adjusted values in the same order as the raw ones.
+    """
+    idx = [i for i, p in enumerate(p_values) if p is not None]
+    out: list[float | None] = [None] * len(p_values)
+    if not idx:
+        return out
+    raw = np.array([float(p_values[i]) for i in idx])
+    if np.any((raw < 0) | (raw > 1)) or not np.all(np.isfinite(raw)):
+        raise ValueError("p-values must lie in [0, 1]")
+    m = raw.size
+    order = np.argsort(raw, kind="stable")
+    scaled = np.minimum(1.0, (m - np.arange(m)) * raw[order])
+    adjusted_sorted = np.maximum.accumulate(scaled)
+    adjusted = np.empty(m)
+    adjusted[order] = adjusted_sorted
+    for pos, i in enumerate(idx):
+        out[i] = float(adjusted[pos])
+    return out
+
+
+def significant(p_adjusted: float | None, alpha: float = ALPHA) -> bool | None:
+    """True when a (Holm-adjusted) p-value is below alpha; None when there was no test."""
+    return None if p_adjusted is None else bool(p_adjusted < alpha)

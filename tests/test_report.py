@@ -1,0 +1,160 @@
+"""build_report on a synthetic output directory written in the on-disk contract."""
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from distill.errors import DistillError
+from distill.report import build_report
+
+N_EX = 30
+# method -> (shift added to random's per-example ROUGE-L, samples, train seconds, peak MB)
+METHODS = {
+    "random": (0.0, 40, 10.0, 900.0),
+    "clustering": (0.08, 40, 11.0, 910.0),   # clearly better
+    "length_diversity": (0.0, 40, 10.5, 905.0),  # identical to random
+    "embedding_centroid": (-0.01, 40, 9.0, 900.0),
+    "full": (0.10, 400, 100.0, 2000.0),
+}
+
+
+def _write_run(out, with_run_json=True):
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.1, 0.5, size=N_EX)
+    ids = [f"doc{i:03d}" for i in range(N_EX)]
+    for method, (shift, samples, train_s, mem) in METHODS.items():
+        for seed in (0, 1):
+            noise = 0.0 if method in ("random", "length_diversity") else rng.normal(0, 0.01, N_EX)
+            rl = np.clip(base + shift + noise + 0.002 * seed, 0, 1)
+            bs = np.clip(0.8 + rl / 5, 0, 1)
+            tdir = out / "trials" / f"{method}_s{seed}"
+            tdir.mkdir(parents=True)
+            empty = [i == 0 and method == "embedding_centroid" for i in range(N_EX)]
+            rl = np.where(empty, 0.0, rl)
+            with open(tdir / "predictions.jsonl", "w") as f:
+                for i in range(N_EX):
+                    f.write(json.dumps({"id": ids[i], "prediction": "" if empty[i] else "p", "reference": "r",
+                                        "rouge1": rl[i], "rouge2": rl[i] / 2, "rougeL": rl[i],
+                                        "bertscore_f1": bs[i], "empty": empty[i]}) + "\n")
+            metrics = {"trial": tdir.name, "method": method, "seed": seed, "samples": samples,
+                       "rouge1": rl.mean(), "rouge2": rl.mean() / 2, "rougeL": rl.mean(),
+                       "bertscore_f1": bs.mean(), "n_eval": N_EX, "n_empty": sum(empty),
+                       "bertscore_model": "minilm-offline", "select_seconds": 1.0, "train_seconds": train_s,
+                       "eval_seconds": 5.0, "time_s": 6.0 + train_s, "gpu_seconds": 0.0,
+                       "peak_memory_mb": mem, "train_tokens": samples * 100, "device": "cpu"}
+            (tdir / "metrics.json").write_text(json.dumps(metrics))
+            if method != "full":
+                name = f"{method}.jsonl" if seed == 0 else f"{method}-seed{seed}.jsonl"
+                (out / "selected").mkdir(exist_ok=True)
+                with open(out / "selected" / name, "w") as f:
+                    for j in range(samples):
+                        n = int(rng.integers(50, 500)) + (200 if method == "clustering" else 0)
+                        f.write(json.dumps({"index": j, "id": f"t{j}", "title": "", "text": "x", "summary": "y",
+                                            "n_words": n}) + "\n")
+    (out / "pool_stats.json").write_text(json.dumps({"n_words": rng.integers(20, 900, 400).tolist()}))
+    if with_run_json:
+        (out / "run.json").write_text(json.dumps({
+            "name": "synthetic", "mode": "quick", "model": "hf-internal-testing/tiny-random-LlamaForCausalLM",
+            "dataset": "embedded:billsum", "pool_size": 400, "test_size": N_EX, "fraction": 0.1, "seeds": 2,
+            "bertscore_model": "minilm-offline", "git_commit": "abc123", "versions": {"torch": "2.x"},
+            "config": {"train": {"lora_r": 8, "learning_rate": 3e-4}}}))
+
+
+def _console():
+    return Console(file=io.StringIO(), width=200)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    _write_run(out)
+    console = _console()
+    rows = build_report(out, bootstrap_samples=500, console=console)
+    return out, rows, console.file.getvalue()
+
+
+def test_rows_order_and_fields(built):
+    out, rows, _ = built
+    assert [r["method"] for r in rows] == ["random", "clustering", "length_diversity", "embedding_centroid", "full"]
+    assert json.loads((out / "comparison" / "results.json").read_text()) == rows
+    by = {r["method"]: r for r in rows}
+    rand, clus, full = by["random"], by["clustering"], by["full"]
+    assert rand["vs_random_pct"] == 0.0 and rand["significant"] is None and rand["p_vs_random"] is None
+    assert full["significant"] is None and full["p_holm"] is None
+    assert clus["vs_random_pct"] == pytest.approx(100 * (clus["rougeL"] - rand["rougeL"]) / rand["rougeL"], abs=1e-3)
+    assert clus["pct_of_full"] == pytest.approx(100 * clus["rougeL"] / full["rougeL"], abs=1e-3)
+    assert full["pct_of_full"] == pytest.approx(100.0)
+    assert clus["significant"] is True and clus["p_holm"] < 0.05 and clus["effect_size"] > 1
+    assert by["length_diversity"]["significant"] is False
+    assert by["length_diversity"]["p_vs_random"] == pytest.approx(1.0)
+    for r in rows:
+        lo, hi = r["rougeL_ci95"]
+        assert lo <= r["rougeL"] <= hi
+        assert r["seeds"] == 2 and r["n_eval"] == N_EX
+        assert r["rougeL_per_gpu_hour"] is None and r["rougeL_per_cpu_hour"] > 0
+    assert by["embedding_centroid"]["n_empty"] == 2
+    assert full["samples"] == 400 and full["train_seconds"] == 100.0
+
+
+def test_files_plots_markdown_and_console(built):
+    out, rows, printed = built
+    comp = out / "comparison"
+    for png in ("rougeL.png", "cost.png", "lengths.png"):
+        data = (comp / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    with open(comp / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["method"] for r in table] == [r["method"] for r in rows]
+    assert "rougeL_ci95_lo" in table[0] and "rougeL_ci95_hi" in table[0]
+    md = (comp / "report.md").read_text()
+    assert "| Method | ROUGE-L ±95% CI | BERTScore-F1 | vs Random % | % of full | p (Holm) |" in md
+    assert "| clustering |" in md and "not significant" in md
+    assert "never results" in md  # tiny test model note
+    assert "minilm-offline" in md and "beat random significantly" in md
+    for png in ("rougeL.png", "cost.png", "lengths.png"):
+        assert f"({png})" in md
+    assert "clustering" in printed and "ROUGE-L" in printed
+
+
+def test_rebuild_is_byte_identical(built):
+    out, _, _ = built
+    comp = out / "comparison"
+    names = ("results.json", "results.csv", "report.md")
+    before = {n: (comp / n).read_bytes() for n in names}
+    build_report(out, bootstrap_samples=500, console=_console())
+    assert {n: (comp / n).read_bytes() for n in names} == before
+
+
+def test_without_run_json_or_random(tmp_path):
+    _write_run(tmp_path, with_run_json=False)
+    for seed in (0, 1):
+        for f in (tmp_path / "trials" / f"random_s{seed}").iterdir():
+            f.unlink()
+        (tmp_path / "trials" / f"random_s{seed}").rmdir()
+    rows = build_report(tmp_path, bootstrap_samples=100, console=_console())
+    assert rows[-1]["method"] == "full"
+    assert all(r["vs_random_pct"] is None and r["significant"] is None for r in rows)
+    md = (tmp_path / "comparison" / "report.md").read_text()
+    assert "never results" not in md and "run.json not found" in md
+
+
+def test_missing_trials_raises(tmp_path):
+    with pytest.raises(DistillError) as err:
+        build_report(tmp_path, console=_console())
+    assert "no trial results" in err.value.problem and "python -m distill quick" in err.value.fix
+
+
+def test_missing_predictions_give_no_ci_and_mismatched_ids_raise(tmp_path):
+    _write_run(tmp_path)
+    (tmp_path / "trials" / "clustering_s0" / "predictions.jsonl").unlink()
+    rows = {r["method"]: r for r in build_report(tmp_path, bootstrap_samples=100, console=_console())}
+    assert rows["clustering"]["rougeL_ci95"] is None and rows["clustering"]["p_vs_random"] is None
+    assert rows["length_diversity"]["p_holm"] == pytest.approx(1.0)  # Holm family: 2 tested methods
+    pred = tmp_path / "trials" / "full_s1" / "predictions.jsonl"
+    pred.write_text(pred.read_text().replace("doc000", "other"))
+    with pytest.raises(DistillError, match="different held-out examples"):
+        build_report(tmp_path, bootstrap_samples=100, console=_console())
