@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -162,11 +163,11 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     """Check (and gently convert: '0.1' → 0.1 from the CLI) a scalar against its type hint."""
     if value is None:
-        if type(None) in get_args(hint):
+        if get_origin(hint) in (Union, types.UnionType) and type(None) in get_args(hint):
             return None
         raise DistillError(f"config key '{key}' may not be empty", f"give '{key}' a value")
-    options = [a for a in get_args(hint) if a is not type(None)] or [hint]
-    target = options[0]
+    is_optional = get_origin(hint) in (Union, types.UnionType)
+    target = next(a for a in get_args(hint) if a is not type(None)) if is_optional else hint
     origin = get_origin(target)
     if origin is list:
         items = value.split(",") if isinstance(value, str) else value
@@ -257,6 +258,11 @@ def make_config(job: str | Path | dict[str, Any] = "quick", overrides: dict[str,
     for dotted, value in (overrides or {}).items():
         set_key(values, dotted, value)
     return validate(_build(ExperimentConfig, values, ""))
+
+
+def cache_root() -> Path:
+    """Machine-wide cache (converted models): $DISTILL_CACHE_DIR or ~/.cache/distill."""
+    return Path(os.environ.get("DISTILL_CACHE_DIR", Path.home() / ".cache" / "distill")).expanduser()
 
 
 def secret(name: str) -> str | None:

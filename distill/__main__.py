@@ -1,0 +1,3 @@
+from distill.cli import main
+
+raise SystemExit(main())

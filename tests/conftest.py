@@ -1,0 +1,61 @@
+"""Shared fixtures: a tiny random Llama with the real SmolLM2 tokenizer, real BillSum rows.
+
+A random model proves plumbing, never quality: its scores are never presented as results.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def build_tiny_llama(folder: Path, hidden: int = 32, layers: int = 2) -> Path:
+    """Save a random ~1.7M-parameter LlamaForCausalLM + the real SmolLM2 tokenizer to `folder`."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(FIXTURES / "smollm2-tokenizer")
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=2048, tie_word_embeddings=True,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """Path of the tiny random model folder (named so reports flag it as a test model)."""
+    return str(build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-random-llama"))
+
+
+@pytest.fixture(scope="session")
+def billsum_path() -> Path:
+    from distill.data import embedded_billsum_path
+
+    return embedded_billsum_path()
+
+
+@pytest.fixture
+def tiny_job(tiny_model, tmp_path) -> dict:
+    """A job spec that runs the whole pipeline in well under a minute on 2 cores."""
+    return {
+        "name": "test", "mode": "quick", "output_dir": str(tmp_path / "results"),
+        "data": {"source": "embedded:billsum", "test_size": 4, "max_train": 24},
+        "model": {"name": tiny_model, "max_source_tokens": 64, "max_target_tokens": 16},
+        "select": {"methods": ["random", "balanced_lengths"], "fraction": 0.25},
+        "train": {"epochs": 1, "batch_size": 2, "max_steps": 2},
+        "eval": {"max_new_tokens": 8, "batch_size": 4, "bertscore_model": "offline", "bootstrap_samples": 200},
+        "resources": {"num_cpus": 2},
+    }
