@@ -1,0 +1,235 @@
+"""Shared faiss/numpy helpers for the embedding selectors: one place for threads, norms, k-means,
+kNN graphs and seeded top-k, so the selectors do not grow copy-paste twins.
+
+Memory rule: the (n, d) float32 embedding matrix can be 2.3 GB (1M x 576), so nothing here makes a
+full normalised copy of it unless n is small; norms are computed once (n floats) and applied on the
+fly, and large intermediate products are computed in row blocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+# faiss' bundled libgomp reads this when it loads: idle OpenMP workers then sleep instead of
+# spinning, which otherwise starves numpy's BLAS threads between faiss calls on a 2-core box
+# (measured: 10-100x slower small matvecs). setdefault: a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
+
+_BLOCK = 16384  # rows per block for blocked numpy work (keeps temporaries ~ tens of MB)
+
+
+def set_threads() -> int:
+    """Set faiss' OpenMP threads explicitly: $DISTILL_THREADS, else the CPUs this process may use."""
+    env = os.environ.get("DISTILL_THREADS")
+    try:
+        n = int(env) if env else len(os.sched_getaffinity(0))
+    except (AttributeError, ValueError):
+        n = os.cpu_count() or 1
+    n = max(1, n)
+    faiss.omp_set_num_threads(n)
+    return n
+
+
+def single_thread_blas() -> contextlib.AbstractContextManager:
+    """Context limiting BLAS to one thread (threadpoolctl, when installed) for loops of tiny
+    matrix-vector products: multi-threaded small gemv is dominated by thread synchronisation and
+    collapses when other processes share the cores."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - optional
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def as_f32(x: np.ndarray) -> np.ndarray:
+    """C-contiguous float32 view of `x` (no copy when it already is one, as Features guarantees)."""
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def row_norms(x: np.ndarray) -> np.ndarray:
+    """L2 norm of every row (float32, no (n, d) temporary)."""
+    out = np.empty(len(x), dtype=np.float32)
+    for a in range(0, len(x), _BLOCK):
+        blk = x[a:a + _BLOCK]
+        out[a:a + _BLOCK] = np.sqrt(np.einsum("ij,ij->i", blk, blk))
+    return out
+
+
+def normalize_rows(x: np.ndarray, norms: np.ndarray | None = None) -> np.ndarray:
+    """L2-normalised copy of `x`. All-zero rows become the constant unit vector 1/sqrt(d), so
+    identical zero embeddings stay identical (cosine 1) instead of becoming undefined."""
+    norms = row_norms(x) if norms is None else norms
+    out = np.empty_like(x, dtype=np.float32)
+    zero = norms <= 0
+    safe = np.where(zero, 1.0, norms).astype(np.float32)
+    np.divide(x, safe[:, None], out=out)
+    if zero.any():
+        out[zero] = 1.0 / np.sqrt(x.shape[1])
+    return out
+
+
+def seeded_top_k(score: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Indices of the k largest scores; ties broken by a seeded random permutation (deterministic)."""
+    perm = np.random.default_rng(seed).permutation(len(score))
+    order = np.argsort(-np.asarray(score, dtype=np.float64)[perm], kind="stable")
+    return perm[order[:k]]
+
+
+def kmeans(x: np.ndarray, n_clusters: int, seed: int, *, niter: int = 10,
+           max_points_per_centroid: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """faiss k-means (Euclidean) on raw rows: (centroids (c, d), assignment (n,) int64, squared
+    distance to the assigned centroid (n,) float32).
+
+    Training uses at most `max_points_per_centroid * n_clusters` seeded sampled rows (faiss' own
+    subsampling); every row is then assigned exactly with a flat index. `n_clusters` is clamped to
+    [1, n]. Duplicate rows / fewer distinct points than clusters are fine: faiss splits empty
+    clusters, and the caller sees some clusters empty or identical.
+    """
+    set_threads()
+    x = as_f32(x)
+    n, d = x.shape
+    c = int(max(1, min(n_clusters, n)))
+    if c == 1:
+        centroids = x.mean(axis=0, keepdims=True, dtype=np.float64).astype(np.float32)
+    else:
+        km = faiss.Kmeans(d, c, niter=niter, seed=int(seed) % (2**31 - 1), verbose=False,
+                          max_points_per_centroid=max_points_per_centroid, min_points_per_centroid=1)
+        km.train(x)
+        centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
+    index = faiss.IndexFlatL2(d)
+    index.add(centroids)
+    dist, assign = index.search(x, 1)
+    return centroids, assign[:, 0].astype(np.int64), np.maximum(dist[:, 0], 0)
+
+
+def _exact_sq_dist(x: np.ndarray, sq: np.ndarray, idx: np.ndarray, inv: np.ndarray | None) -> np.ndarray:
+    """Squared distance between row i and rows idx[i, :] in the full space, blocked.
+    With `inv` (inverse norms) the distance is between L2-normalised rows: 2 - 2 cos."""
+    n, k = idx.shape
+    out = np.empty((n, k), dtype=np.float32)
+    step = max(1, _BLOCK // max(1, k) * 4)
+    safe = np.where(idx < 0, 0, idx)
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        dots = np.einsum("id,ikd->ik", x[a:b], x[safe[a:b]])
+        if inv is None:
+            out[a:b] = sq[a:b, None] + sq[safe[a:b]] - 2 * dots
+        else:
+            out[a:b] = 2 - 2 * dots * inv[a:b, None] * inv[safe[a:b]]
+    np.maximum(out, 0, out=out)
+    out[idx < 0] = np.inf
+    return out
+
+
+def knn_graph(x: np.ndarray, n_neighbors: int, *, metric: str = "l2", exact: bool | None = None,
+              exact_max: int = 20000, nprobe: int = 8, reduce_dim: int = 64, rerank: int = 2,
+              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """k-nearest-neighbour graph, self excluded: (squared distances (n, k) float32 ascending,
+    neighbour ids (n, k) int64; -1 / inf where fewer than k were found).
+
+    metric "l2" uses raw rows; "cosine" uses L2-normalised rows (squared distance = 2 - 2 cos).
+    exact (default: n <= exact_max): faiss IndexFlatL2, O(n^2 d).
+    approximate: rows are projected to `reduce_dim` dims by a PCA trained on a seeded sample, an
+    IVF-Flat index (nlist ~ 4 sqrt(n), nprobe probes) finds candidate neighbours in that space, and
+    `rerank * k` candidates per row are re-ranked by their exact full-space distance, so the returned
+    distances are exact and only the neighbour *identity* is approximate (recall vs exact is
+    measured by scripts/bench_selectors.py --quality).
+    """
+    set_threads()
+    x = as_f32(x)
+    n, d = x.shape
+    k = int(min(n_neighbors, n - 1))
+    if k <= 0:
+        return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+    if metric not in ("l2", "cosine"):
+        raise ValueError(f"unknown metric {metric!r}")
+    norms = row_norms(x)
+    inv = None
+    if metric == "cosine":
+        inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1), 0).astype(np.float32)
+    if exact is None:
+        exact = n <= exact_max
+    rng = np.random.default_rng(seed)
+    k_search = k + 1
+    if exact:
+        xs = normalize_rows(x, norms) if metric == "cosine" else x
+        index = faiss.IndexFlatL2(d)
+        index.add(xs)
+        _, idx = index.search(xs, k + 1)
+    else:
+        def space(blk_x: np.ndarray, blk_inv: np.ndarray | None) -> np.ndarray:
+            return blk_x if blk_inv is None else blk_x * blk_inv[:, None]
+
+        sample = np.sort(rng.choice(n, size=min(n, 50000), replace=False))
+        dr = d
+        pca = None
+        if d > reduce_dim:
+            dr = reduce_dim
+            pca = faiss.PCAMatrix(d, dr)
+            pca.train(np.ascontiguousarray(space(x[sample], None if inv is None else inv[sample])))
+        r = np.empty((n, dr), dtype=np.float32)
+        for a in range(0, n, _BLOCK):
+            blk = np.ascontiguousarray(space(x[a:a + _BLOCK], None if inv is None else inv[a:a + _BLOCK]))
+            r[a:a + _BLOCK] = pca.apply(blk) if pca is not None else blk
+        nlist = int(max(1, min(4 * np.sqrt(n), n // 39)))
+        quantizer = faiss.IndexFlatL2(dr)
+        index = faiss.IndexIVFFlat(quantizer, dr, nlist)
+        train = r[np.sort(rng.choice(n, size=min(n, nlist * 39), replace=False))]
+        index.cp.seed = int(seed) % (2**31 - 1)
+        index.train(np.ascontiguousarray(train))
+        index.add(r)
+        index.nprobe = int(min(nprobe, nlist))
+        k_search = int(min(n, max(1, rerank) * k + 1))
+        _, idx = index.search(r, k_search)
+        del r
+    idx = idx.astype(np.int64)
+    # drop self (or, with duplicate rows, the last column when self was not returned first)
+    is_self = idx == np.arange(n)[:, None]
+    no_self = ~is_self.any(axis=1)
+    is_self[no_self, -1] = True
+    idx = idx[~is_self].reshape(n, k_search - 1)
+    sq = norms.astype(np.float32) ** 2
+    dist = _exact_sq_dist(x, sq, idx, inv)
+    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(dist, order, 1), np.take_along_axis(idx, order, 1)
+
+
+def symmetric_edges(dist: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Undirected edge set of a kNN graph in CSR form: (indptr (n+1,), neighbours, squared dist).
+
+    Every kNN edge i->j is used in both directions; an edge found from both ends appears once.
+    """
+    n, k = idx.shape
+    rows = np.repeat(np.arange(n, dtype=np.int64), k)
+    cols = idx.ravel()
+    ds = dist.ravel()
+    ok = cols >= 0
+    rows, cols, ds = rows[ok], cols[ok], ds[ok]
+    r = np.concatenate([rows, cols])
+    c = np.concatenate([cols, rows])
+    dd = np.concatenate([ds, ds])
+    key = r * n + c
+    key, first = np.unique(key, return_index=True)  # sorted by (row, col): CSR order
+    r, c, dd = key // n, key % n, dd[first]
+    keep = r != c
+    r, c, dd = r[keep], c[keep], dd[keep]
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(r, minlength=n), out=indptr[1:])
+    return indptr, c, dd.astype(np.float64)
+
+
+def covering_radius(x: np.ndarray, centers: np.ndarray) -> float:
+    """max over rows of the Euclidean distance to the nearest selected row (exact, faiss flat)."""
+    set_threads()
+    x = as_f32(x)
+    index = faiss.IndexFlatL2(x.shape[1])
+    index.add(np.ascontiguousarray(x[np.asarray(centers)]))
+    worst = 0.0
+    for a in range(0, len(x), 65536):
+        dist, _ = index.search(x[a:a + 65536], 1)
+        worst = max(worst, float(dist.max()))
+    return float(np.sqrt(max(worst, 0.0)))

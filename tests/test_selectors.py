@@ -1,0 +1,290 @@
+"""Selector tests: one matrix over every registered method, then method-specific contracts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from distill.errors import DistillError
+from distill.features import Features, text_features
+from distill.select import registry
+from distill.select import neighbors as nb
+from distill.select.d2 import d2_pruning
+from distill.select.heuristic import high_info_density, length_bins, loss_band
+from distill.select.semantic import semdedup_keep
+
+WORDS = np.array("the act tax credit section amend federal state law bill health care fund grant "
+                 "report agency secretary program shall may year public energy water land".split())
+
+
+def make_texts(n: int, seed: int) -> list[str]:
+    """Generated documents with varied length, vocabulary and sentence structure."""
+    rng = np.random.default_rng(seed)
+    texts = []
+    for _ in range(n):
+        n_sent = int(rng.integers(1, 8))
+        vocab = WORDS[: int(rng.integers(3, len(WORDS) + 1))]
+        texts.append(" ".join(" ".join(rng.choice(vocab, size=int(rng.integers(2, 30)))) + "."
+                              for _ in range(n_sent)))
+    return texts
+
+
+def make_features(n: int = 200, d: int = 16, seed: int = 0, clusters: int = 5, emb: np.ndarray | None = None,
+                  loss: np.ndarray | None = None) -> Features:
+    rng = np.random.default_rng(seed)
+    if emb is None:
+        centers = rng.normal(0, 5, (clusters, d))
+        emb = centers[rng.integers(clusters, size=n)] + rng.normal(0, 1, (n, d))
+    if loss is None:
+        loss = rng.gamma(2.0, 1.0, n)
+    return text_features(make_texts(n, seed), emb.astype(np.float32), loss)
+
+
+@pytest.fixture(scope="module")
+def pool() -> Features:
+    return make_features()
+
+
+def _check(indices: np.ndarray, k: int, n: int) -> None:
+    assert len(indices) == k
+    assert len(np.unique(indices)) == k
+    assert indices.min() >= 0 and indices.max() < n
+
+
+METHODS = registry.names()
+
+
+# ---------------------------------------------------------------- the matrix (every registered method)
+
+@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("k", [1, 17, 200])
+def test_valid_subset_and_deterministic(name: str, k: int, pool: Features) -> None:
+    a = registry.select(name, pool, k, seed=3)
+    _check(a, k, len(pool))
+    assert np.array_equal(a, registry.select(name, pool, k, seed=3))
+
+
+@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("n,k", [(1, 1), (2, 1), (2, 2), (3, 3)])
+def test_tiny_pools(name: str, n: int, k: int) -> None:
+    _check(registry.select(name, make_features(n=n, d=4, seed=n), k, seed=0), k, n)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_duplicate_rows(name: str) -> None:
+    base = np.random.default_rng(1).normal(size=(20, 8))
+    f = make_features(n=40, emb=np.concatenate([base, base]), loss=np.tile(np.linspace(0.5, 2, 20), 2))
+    for k in (10, 40):
+        _check(registry.select(name, f, k, seed=1), k, 40)
+
+
+@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("value", [0.0, 1.5])
+def test_zero_variance_embeddings(name: str, value: float) -> None:
+    f = make_features(n=30, emb=np.full((30, 8), value), loss=np.ones(30))
+    for k in (5, 30):
+        a = registry.select(name, f, k, seed=2)
+        _check(a, k, 30)
+        assert np.array_equal(a, registry.select(name, f, k, seed=2))
+
+
+def test_seed_changes_random_choice(pool: Features) -> None:
+    assert not np.array_equal(registry.select("random", pool, 20, 0), registry.select("random", pool, 20, 1))
+
+
+# ---------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("k", [0, -1, 201])
+def test_bad_budget(name: str, k: int, pool: Features) -> None:
+    with pytest.raises(DistillError):
+        registry.select(name, pool, k, seed=0)
+
+
+@pytest.mark.parametrize("name", [m for m in METHODS if "embeddings" in registry.get(m).needs])
+def test_nan_and_missing_embeddings(name: str, pool: Features) -> None:
+    emb = pool.embeddings.copy()
+    emb[3, 2] = np.nan
+    with pytest.raises(DistillError, match="NaN"):
+        registry.select(name, make_features(emb=emb), 5, seed=0)
+    with pytest.raises(DistillError, match="embeddings"):
+        registry.select(name, text_features(make_texts(50, 0)), 5, seed=0)
+
+
+def test_missing_loss_and_unknown_names(pool: Features) -> None:
+    no_loss = make_features(emb=pool.embeddings, loss=np.zeros(200))
+    no_loss = Features(no_loss.n_words, no_loss.n_sentences, no_loss.type_token_ratio, no_loss.info_density,
+                       no_loss.embeddings, None)
+    with pytest.raises(DistillError, match="loss"):
+        registry.select("loss_based", no_loss, 5, seed=0)
+    with pytest.raises(DistillError, match="loss"):
+        registry.select("d2_pruning", no_loss, 5, seed=0, difficulty="loss")
+    _check(registry.select("d2_pruning", no_loss, 5, seed=0), 5, 200)  # auto -> density
+    with pytest.raises(DistillError, match="unknown selection method"):
+        registry.get("no_such_method")
+    with pytest.raises(DistillError, match="unknown selection method"):
+        registry.select("no_such_method", pool, 5, seed=0)
+    with pytest.raises(DistillError, match="variant"):
+        registry.select("d2_pruning", pool, 5, seed=0, variant="nope")
+    with pytest.raises(DistillError, match="band"):
+        registry.select("loss_based", pool, 5, seed=0, q_low=0.6, q_high=0.5)
+
+
+# ---------------------------------------------------------------- method-specific contracts
+
+def test_balanced_lengths_covers_every_bin() -> None:
+    f = make_features(n=300, seed=4)
+    for k in (10, 13, 50):
+        picks = registry.select("balanced_lengths", f, k, seed=k, n_bins=10)
+        # independent quantile bins: rank by length, ten equal-count groups
+        rank = np.argsort(np.argsort(f.n_words, kind="stable"), kind="stable")
+        assert set(rank[picks] * 10 // 300) == set(range(10))
+        counts = np.bincount(length_bins(f.n_words, 10)[picks], minlength=10)
+        assert counts.max() - counts.min() <= 1
+
+
+def _min_pairwise(x: np.ndarray) -> float:
+    d = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    return float(d[np.triu_indices(len(x), 1)].min())
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_diversity_beats_random_on_min_distance(exact: bool) -> None:
+    f = make_features(n=600, d=8, clusters=6, seed=5)
+    x = f.embeddings.astype(np.float64)
+    picked = registry.select("diversity_sampling", f, 30, seed=0, exact=exact, cell_size=100)
+    rand = [_min_pairwise(x[registry.select("random", f, 30, seed=s)]) for s in range(10)]
+    assert _min_pairwise(x[picked]) > max(rand)
+
+
+def test_exact_k_center_radius_not_worse_than_half_of_approx() -> None:
+    f = make_features(n=2000, d=8, clusters=10, seed=6)
+    x = f.embeddings
+    approx = registry.select("diversity_sampling", f, 100, seed=0, cell_size=200)
+    exact = registry.select("diversity_sampling", f, 100, seed=0, exact=True)
+    r_a, r_e = nb.covering_radius(x, approx), nb.covering_radius(x, exact)
+    assert r_a <= 2 * r_e  # greedy is a 2-approximation; the partitioned one should stay close
+
+
+def _near_duplicate_pairs(x: np.ndarray, eps: float = 0.05) -> int:
+    d = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    return int((d[np.triu_indices(len(x), 1)] < eps).sum())
+
+
+def test_d2_pruning_picks_fewer_near_duplicates_than_top_difficulty() -> None:
+    rng = np.random.default_rng(7)
+    hard = rng.normal(0, 1, (30, 16))
+    emb = np.concatenate([np.repeat(hard, 4, axis=0) + rng.normal(0, 1e-3, (120, 16)), rng.normal(0, 1, (200, 16))])
+    loss = np.concatenate([rng.uniform(4, 5, 120), rng.uniform(0, 3, 200)])
+    f = make_features(n=320, emb=emb, loss=loss)
+    top = np.argsort(-loss, kind="stable")[:60]  # top-k difficulty
+    d2 = registry.select("d2_pruning", f, 60, seed=0)
+    ref = registry.select("d2_pruning", f, 60, seed=0, variant="reference")
+    x = f.embeddings.astype(np.float64)
+    assert _near_duplicate_pairs(x[d2]) < _near_duplicate_pairs(x[top]) / 4
+    assert _near_duplicate_pairs(x[ref]) < _near_duplicate_pairs(x[top])
+
+
+def brute_force_reference_d2(x: np.ndarray, s: np.ndarray, k: int, n_neighbors: int, gamma: float) -> list[int]:
+    """Independent O(n^2) numpy re-implementation of the released GraphDensitySampler (sum / weighted)."""
+    x = x.astype(np.float64)
+    n = len(x)
+    dist = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+    masked = dist + np.diag(np.full(n, np.inf))
+    adj = np.zeros((n, n), dtype=bool)
+    for i in range(n):
+        adj[i, np.argsort(masked[i])[:n_neighbors]] = True
+    adj = adj | adj.T  # every kNN edge used in both directions
+    g = s + (adj * np.exp(-dist) * np.maximum(s, 1e-7)[None, :]).sum(1)
+    picked: list[int] = []
+    for _ in range(k):
+        v = int(np.argmax(g))
+        nbrs = np.flatnonzero(adj[v])
+        g[nbrs] = g[nbrs] - np.exp(-gamma * dist[v, nbrs]) * g[v]
+        picked.append(v)
+        g[picked] = g.min() - 1
+    return picked
+
+
+@pytest.mark.parametrize("seed,gamma,n_neighbors", [(0, 1.0, 5), (1, 0.3, 10), (2, 3.0, 3)])
+def test_d2_reference_matches_brute_force(seed: int, gamma: float, n_neighbors: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (80, 6))
+    s = rng.gamma(2.0, 1.0, 80)
+    f = make_features(n=80, emb=x, loss=s)
+    got = d2_pruning(f, 25, seed=123, n_neighbors=n_neighbors, gamma=gamma, difficulty="loss", variant="reference")
+    want = brute_force_reference_d2(x, s.astype(np.float32).astype(np.float64), 25, n_neighbors, gamma)
+    assert got.tolist() == want
+
+
+def test_d2_approximate_graph_runs_and_has_good_recall() -> None:
+    f = make_features(n=3000, d=96, clusters=20, seed=8)
+    _, approx = nb.knn_graph(f.embeddings, 10, metric="cosine", exact=False, nprobe=8, reduce_dim=64)
+    _, exact = nb.knn_graph(f.embeddings, 10, metric="cosine", exact=True)
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx.tolist(), exact.tolist())])
+    assert recall > 0.6
+    _check(registry.select("d2_pruning", f, 300, seed=0, exact=False), 300, 3000)
+
+
+def test_clustering_covers_every_cluster() -> None:
+    f = make_features(n=400, d=8, clusters=8, seed=9)
+    picks = registry.select("clustering", f, 40, seed=0, n_clusters=16)
+    _, assign, _ = nb.kmeans(f.embeddings, 16, 0)
+    assert set(assign[picks]) == set(assign)  # every (non-empty) k-means cluster represented
+    rng = np.random.default_rng(9)  # the 8 generating clusters (same draw as make_features)
+    centers = rng.normal(0, 5, (8, 8))
+    truth = rng.integers(8, size=400)
+    assert len(centers) == 8 and set(truth[picks]) == set(range(8))
+
+
+def test_embedding_centroid_picks_points_closest_to_centroid(pool: Features) -> None:
+    x = pool.embeddings.astype(np.float64)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    c = xn.mean(0)
+    sim = xn @ (c / np.linalg.norm(c))
+    picks = registry.select("embedding_centroid", pool, 20, seed=0)
+    assert set(picks) == set(np.argsort(-sim)[:20])
+
+
+@pytest.mark.parametrize("q_low,q_high", [(0.1, 0.1), (0.3, 0.0), (0.0, 0.5)])
+def test_loss_based_stays_in_band(q_low: float, q_high: float, pool: Features) -> None:
+    n = len(pool)
+    picks = registry.select("loss_based", pool, 50, seed=0, q_low=q_low, q_high=q_high)
+    order, (lo, hi) = loss_band(pool.loss, q_low, q_high)
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    assert lo == int(q_low * n) and hi == n - int(q_high * n)
+    assert rank[picks].min() >= lo and rank[picks].max() < hi
+    loss = pool.loss[picks]
+    assert loss.min() >= np.sort(pool.loss)[lo] and loss.max() <= np.sort(pool.loss)[hi - 1]
+
+
+def test_loss_based_widens_band_when_too_small(pool: Features) -> None:
+    picks = registry.select("loss_based", pool, 190, seed=0)  # band holds 160
+    _check(picks, 190, 200)
+
+
+def test_semantic_dedup_drops_duplicates() -> None:
+    rng = np.random.default_rng(10)
+    base = rng.normal(0, 1, (100, 32))
+    emb = np.concatenate([base, base[:50] + rng.normal(0, 1e-3, (50, 32))])
+    keep = semdedup_keep(emb.astype(np.float32), 0.95, 3, seed=0)
+    assert keep.sum() == 100
+    assert keep[:50].sum() + keep[100:].sum() == 50  # exactly one survivor per duplicate pair
+    f = make_features(n=150, emb=emb)
+    xn = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    picks = registry.select("semantic_dedup", f, 100, seed=0, n_clusters=3)
+    sim = xn[picks] @ xn[picks].T
+    assert sim[np.triu_indices(100, 1)].max() <= 0.95
+    _check(registry.select("semantic_dedup", f, 130, seed=0, n_clusters=3), 130, 150)  # fill from dropped
+
+
+def test_hybrid_picks_satisfy_filter(pool: Features) -> None:
+    k = 20
+    picks = registry.select("hybrid", pool, k, seed=4)
+    candidates = high_info_density(pool, 3 * k, seed=4)
+    assert set(picks) <= set(candidates)
+    threshold = np.sort(pool.info_density)[::-1][3 * k - 1]
+    assert pool.info_density[picks].min() >= threshold
+    picks = registry.select("hybrid", pool, k, seed=4, filter="length_diversity", candidate_factor=2)
+    assert set(picks) <= set(registry.get("length_diversity").fn(pool, 2 * k, 4))
