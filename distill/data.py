@@ -127,11 +127,11 @@ def _normalise(frame: pd.DataFrame, cfg: DataConfig, source: str) -> pd.DataFram
             raise DistillError(f"{source} has no '{column}' column for the {role} (columns: {', '.join(map(str, frame.columns))})",
                                f"map it with --set data.{role}_column=<column>")
     out = pd.DataFrame({
-        "text": frame[cfg.text_column].astype(str).str.strip(),
-        "summary": frame[cfg.summary_column].astype(str).str.strip(),
+        "text": frame[cfg.text_column].fillna("").astype(str).str.strip(),
+        "summary": frame[cfg.summary_column].fillna("").astype(str).str.strip(),
     })
     has_title = cfg.title_column and cfg.title_column in frame.columns
-    out["title"] = frame[cfg.title_column].astype(str).str.strip() if has_title else ""
+    out["title"] = frame[cfg.title_column].fillna("").astype(str).str.strip() if has_title else ""
     if cfg.id_column:
         if cfg.id_column not in frame.columns:
             raise DistillError(f"{source} has no id column '{cfg.id_column}'", "set data.id_column to an existing column, or null to hash texts")

@@ -1,0 +1,113 @@
+"""Command line: listing methods, and bad input failing fast with one line and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO), "DISTILL_CACHE_DIR": str(cwd / "cache")}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run([PYTHON, "-m", "distill", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("distill: error:")]
+    assert len(errors) == 1, result.stderr
+    assert "fix:" in errors[0]
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+def assert_nothing_heavy_started(result: subprocess.CompletedProcess, out: Path) -> None:
+    """Failed before the embedding stage: no Ray cluster, no model, no run files."""
+    assert "Ray cluster" not in result.stdout
+    assert "target model" not in result.stdout
+    assert not (out / "run.json").exists()
+    assert not (out / "cache").exists()
+
+
+def test_methods_lists_the_registry(tmp_path):
+    from distill.select import registry
+
+    result = run_cli("methods", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    listed = [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
+    assert listed == registry.names()
+    assert {"random", "clustering", "d2_pruning"} <= set(listed)
+
+
+def test_missing_data_file(tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("quick", "--data", "/nonexistent.jsonl", "--output-dir", str(out), cwd=tmp_path)
+    assert_one_line_error(result, "/nonexistent.jsonl", "does not exist")
+    assert_nothing_heavy_started(result, out)
+
+
+def test_missing_column(tmp_path):
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps({"text": f"A document of some length number {i}.", "abstract": "short"}) + "\n"
+                            for i in range(20)))
+    out = tmp_path / "out"
+    result = run_cli("quick", "--data", str(data), "--output-dir", str(out), cwd=tmp_path)
+    assert_one_line_error(result, "'summary'", "abstract", "summary_column")
+    assert_nothing_heavy_started(result, out)
+
+
+def test_unknown_method(tmp_path):
+    result = run_cli("quick", "--methods", "random,telepathy", "--output-dir", str(tmp_path / "out"), cwd=tmp_path)
+    assert_one_line_error(result, "telepathy", "random")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fraction", ["0", "1.5"])
+def test_fraction_outside_range(tmp_path, fraction):
+    result = run_cli("quick", "--fraction", fraction, "--output-dir", str(tmp_path / "out"), cwd=tmp_path)
+    assert_one_line_error(result, "outside (0, 1]", "--fraction")
+    assert not (tmp_path / "out").exists()
+
+
+def test_hub_dataset_offline_fails_fast(tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("quick", "--data", "some/hub-dataset", "--output-dir", str(out), cwd=tmp_path, timeout=60)
+    line = assert_one_line_error(result, "some/hub-dataset", "--data")
+    assert "local" in line
+    assert_nothing_heavy_started(result, out)
+
+
+def test_set_without_equals(tmp_path):
+    result = run_cli("quick", "--set", "notakey", "--output-dir", str(tmp_path / "out"), cwd=tmp_path)
+    assert_one_line_error(result, "notakey", "KEY=VALUE")
+
+
+def test_set_unknown_key(tmp_path):
+    result = run_cli("quick", "--set", "train.bogus=1", "--output-dir", str(tmp_path / "out"), cwd=tmp_path)
+    assert_one_line_error(result, "train.bogus")
+
+
+def test_report_on_empty_dir(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_cli("report", str(empty), cwd=tmp_path)
+    line = assert_one_line_error(result, str(empty))
+    assert "python -m distill" in line  # the fix says how to produce results
+
+
+def test_bad_subcommand_is_argparse_error(tmp_path):
+    result = run_cli("frobnicate", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr

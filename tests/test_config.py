@@ -1,0 +1,158 @@
+"""Config: defaults, YAML jobs, CLI-string coercion, validation errors, secrets."""
+
+from __future__ import annotations
+
+import pytest
+
+from distill.config import ExperimentConfig, make_config, secret, validate
+from distill.errors import DistillError
+
+
+def test_defaults_validate():
+    cfg = validate(ExperimentConfig())
+    assert cfg.mode == "quick"
+    assert 0 < cfg.select.fraction <= 1
+    assert cfg.select.methods  # the default method list is non-empty and registered
+
+
+def test_yaml_job_and_overrides(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("name: mine\nmode: quick\nselect:\n  fraction: 0.2\n  methods: [random]\n"
+                   "train:\n  epochs: 2\n")
+    cfg = make_config(job, {"train.learning_rate": "1e-4", "data.test_size": "7"})
+    assert cfg.name == "mine"
+    assert cfg.select.fraction == 0.2
+    assert cfg.select.methods == ["random"]
+    assert cfg.train.epochs == 2.0 and isinstance(cfg.train.epochs, float)
+    assert cfg.train.learning_rate == pytest.approx(1e-4)
+    assert cfg.data.test_size == 7 and isinstance(cfg.data.test_size, int)
+
+
+def test_named_job_from_jobs_dir():
+    cfg = make_config("quick")
+    assert cfg.name == "quick"
+
+
+def test_missing_job_names_the_available_ones():
+    with pytest.raises(DistillError) as err:
+        make_config("no-such-job")
+    assert "no-such-job" in err.value.problem
+    assert "quick" in err.value.fix
+
+
+def test_cli_string_coercion():
+    cfg = make_config({}, {"select.fraction": "0.1", "select.methods": "random,balanced_lengths",
+                           "train.gradient_checkpointing": "true", "seeds": "3", "data.max_train": "50"})
+    assert cfg.select.fraction == 0.1 and isinstance(cfg.select.fraction, float)
+    assert cfg.select.methods == ["random", "balanced_lengths"]
+    assert cfg.train.gradient_checkpointing is True
+    assert cfg.seeds == 3
+    assert cfg.data.max_train == 50
+
+
+def test_coercion_of_quoted_cli_strings():
+    # a value that reaches the config as a string (e.g. quoted in YAML) is still converted
+    cfg = make_config({"select": {"fraction": "0.25", "methods": "random, clustering"},
+                       "train": {"gradient_checkpointing": "false"}, "wandb": {"enabled": "yes"}})
+    assert cfg.select.fraction == 0.25
+    assert cfg.select.methods == ["random", "clustering"]
+    assert cfg.train.gradient_checkpointing is False
+    assert cfg.wandb.enabled is True
+
+
+@pytest.mark.parametrize("key,value", [("seeds", "many"), ("train.gradient_checkpointing", "maybe"),
+                                        ("data.test_size", "2.5")])
+def test_bad_types_name_the_key(key, value):
+    with pytest.raises(DistillError) as err:
+        make_config({}, {key: value})
+    assert key in err.value.problem
+
+
+def test_unknown_top_level_key():
+    with pytest.raises(DistillError) as err:
+        make_config({}, {"bogus": "1"})
+    assert "'bogus'" in err.value.problem
+
+
+def test_unknown_nested_key_is_named_with_its_section():
+    with pytest.raises(DistillError) as err:
+        make_config({}, {"train.bogus": "1"})
+    assert "train.bogus" in err.value.problem
+    assert "learning_rate" in err.value.fix  # lists the real keys of the section
+
+
+def test_unknown_nested_key_in_yaml(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("eval:\n  max_new_token: 10\n")
+    with pytest.raises(DistillError, match="eval.max_new_token"):
+        make_config(job)
+
+
+@pytest.mark.parametrize("fraction", ["0", "1.5", "-0.1"])
+def test_fraction_outside_unit_interval(fraction):
+    with pytest.raises(DistillError, match="outside"):
+        make_config({}, {"select.fraction": fraction})
+
+
+def test_fraction_one_is_allowed():
+    assert make_config({}, {"select.fraction": "1"}).select.fraction == 1.0
+
+
+def test_unknown_method_lists_the_registered_ones():
+    with pytest.raises(DistillError) as err:
+        make_config({}, {"select.methods": "random,not_a_method"})
+    assert "not_a_method" in err.value.problem
+    assert "random" in err.value.fix
+
+
+def test_unknown_mode_and_dtype_and_pooling():
+    for override in ({"mode": "fast"}, {"model.dtype": "int4"}, {"embed.pooling": "max"}):
+        with pytest.raises(DistillError):
+            make_config({}, override)
+
+
+def test_baseline_mode_clears_methods_and_includes_baseline():
+    cfg = make_config({"mode": "baseline", "select": {"methods": ["random", "clustering"]}})
+    assert cfg.select.methods == []
+    assert cfg.include_baseline is True
+
+
+def test_all_mode_includes_baseline_and_keeps_methods():
+    cfg = make_config({"mode": "all", "select": {"methods": ["random"]}})
+    assert cfg.include_baseline is True
+    assert cfg.select.methods == ["random"]
+
+
+def test_quick_mode_has_no_baseline_by_default():
+    assert make_config({}).include_baseline is False
+
+
+def test_section_must_be_a_mapping():
+    with pytest.raises(DistillError, match="train"):
+        make_config({"train": 3})
+
+
+def test_secret_reads_environment_first(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("DISTILL_TEST_TOKEN=from-file\n")
+    monkeypatch.setenv("DISTILL_TEST_TOKEN", "from-env")
+    assert secret("DISTILL_TEST_TOKEN") == "from-env"
+
+
+def test_secret_falls_back_to_dotenv(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DISTILL_TEST_TOKEN", raising=False)
+    assert secret("DISTILL_TEST_TOKEN") is None
+    (tmp_path / ".env").write_text("# comment\nOTHER=x\nDISTILL_TEST_TOKEN = 'hf_abc123'\n")
+    assert secret("DISTILL_TEST_TOKEN") == "hf_abc123"
+    assert secret("MISSING_ONE") is None
+
+
+def test_secret_never_in_config_dict(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    token = "hf_supersecretvalue42"
+    monkeypatch.setenv("HF_TOKEN", token)
+    monkeypatch.setenv("WANDB_API_KEY", token)
+    cfg = make_config({}, {"wandb.enabled": "true"})
+    assert token not in repr(cfg.to_dict())
+    assert token not in repr(cfg)

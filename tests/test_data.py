@@ -1,0 +1,320 @@
+"""Data: embedded sample, local files with column mapping, split column, leakage, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from distill.config import DataConfig
+from distill.data import COLUMNS, Splits, load_splits, text_hash
+from distill.errors import DistillError
+
+SCITLDR = Path(__file__).resolve().parent.parent / "data" / "scitldr" / "scitldr_a_train_dev.jsonl"
+
+
+def _rows(n: int, prefix: str = "doc") -> list[dict]:
+    return [{"id": f"{prefix}{i}", "title": f"Title {i}",
+             "text": f"This is {prefix} number {i}. It talks about topic {i * 7} at some length; enough to pass.",
+             "summary": f"Summary of {prefix} {i}."} for i in range(n)]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+# ----------------------------------------------------------------------------- embedded sample
+
+def test_embedded_billsum_split():
+    splits = load_splits(DataConfig(test_size=10))
+    assert len(splits.train) + len(splits.test) == 90
+    assert len(splits.test) == 10
+    assert list(splits.train.columns) == COLUMNS and list(splits.test.columns) == COLUMNS
+    assert not set(splits.train["id"]) & set(splits.test["id"])
+    assert "BillSum" in splits.source
+
+
+def test_embedded_split_is_deterministic_and_seeded():
+    a, b = load_splits(DataConfig(test_size=10)), load_splits(DataConfig(test_size=10))
+    assert a.test["id"].tolist() == b.test["id"].tolist()
+    assert a.train["id"].tolist() == b.train["id"].tolist()
+    assert a.fingerprint() == b.fingerprint()
+    c = load_splits(DataConfig(test_size=10, split_seed=1))
+    assert set(c.test["id"]) != set(a.test["id"])
+    assert c.fingerprint() != a.fingerprint()
+
+
+def test_max_train_caps_the_pool():
+    splits = load_splits(DataConfig(test_size=5, max_train=20))
+    assert len(splits.train) == 20
+    assert len(splits.test) == 5
+    assert not set(splits.train["id"]) & set(splits.test["id"])
+
+
+# ----------------------------------------------------------------------------- leakage
+
+def test_no_leakage_by_normalised_text_or_id(tmp_path):
+    train = _rows(12, "tr")
+    test = _rows(4, "te")
+    # a train row whose text is a test text with different whitespace and case
+    train.append({"id": "dup-text", "title": "", "text": "  " + test[0]["text"].upper().replace(" ", "   \n") + " ",
+                  "summary": "A duplicate in disguise."})
+    # a train row that shares a test row's id but has a different text
+    train.append({"id": test[1]["id"], "title": "", "text": "Completely different words that share only an identifier.",
+                  "summary": "Same id, other text."})
+    rows = [dict(r, split="train") for r in train] + [dict(r, split="test") for r in test]
+    path = _write_jsonl(tmp_path / "d.jsonl", rows)
+    splits = load_splits(DataConfig(source=str(path), split_column="split", test_split="test", test_size=4,
+                                    id_column="id"))
+    assert len(splits.test) == 4
+    test_hashes = set(splits.test["text"].map(text_hash))
+    assert not set(splits.train["id"]) & set(splits.test["id"])
+    assert not set(splits.train["text"].map(text_hash)) & test_hashes
+    assert "dup-text" not in set(splits.train["id"])
+    assert len(splits.train) == 12
+
+
+def test_text_hash_ignores_layout_and_case():
+    assert text_hash("Hello   World\n") == text_hash("hello world")
+    assert text_hash("hello world") != text_hash("hello worlds")
+
+
+def test_carved_split_drops_within_file_duplicates(tmp_path):
+    rows = _rows(20)
+    rows.append(dict(rows[3], id="copy", text=rows[3]["text"].lower()))
+    path = _write_jsonl(tmp_path / "d.jsonl", rows)
+    splits = load_splits(DataConfig(source=str(path), test_size=5, id_column="id"))
+    assert len(splits.train) + len(splits.test) == 20
+    all_hashes = pd.concat([splits.train, splits.test])["text"].map(text_hash)
+    assert all_hashes.is_unique
+
+
+# ----------------------------------------------------------------------------- local formats
+
+def _renamed(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows).rename(columns={"id": "doc_id", "title": "heading", "text": "body", "summary": "abstract"})
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".parquet"])
+def test_local_formats_with_column_mapping(tmp_path, suffix):
+    frame = _renamed(_rows(15))
+    path = tmp_path / f"data{suffix}"
+    if suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    elif suffix == ".json":
+        frame.to_json(path, orient="records")
+    elif suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path)
+    cfg = DataConfig(source=str(path), text_column="body", summary_column="abstract", title_column="heading",
+                     id_column="doc_id", test_size=3)
+    splits = load_splits(cfg)
+    reference = load_splits(DataConfig(source=str(_write_jsonl(tmp_path / "ref.jsonl", _rows(15))),
+                                       id_column="id", test_size=3))
+    pd.testing.assert_frame_equal(splits.train, reference.train)
+    pd.testing.assert_frame_equal(splits.test, reference.test)
+    assert splits.fingerprint() == reference.fingerprint()
+    assert splits.train["title"].str.startswith("Title").all()
+
+
+def test_ids_are_text_hashes_without_id_column(tmp_path):
+    path = _write_jsonl(tmp_path / "d.jsonl", _rows(8))
+    splits = load_splits(DataConfig(source=str(path), test_size=2))
+    for _, row in splits.train.iterrows():
+        assert row["id"] == text_hash(row["text"])[:16]
+
+
+def test_missing_title_column_gives_empty_titles(tmp_path):
+    rows = [{k: v for k, v in r.items() if k != "title"} for r in _rows(8)]
+    splits = load_splits(DataConfig(source=str(_write_jsonl(tmp_path / "d.jsonl", rows)), test_size=2))
+    assert (splits.train["title"] == "").all()
+
+
+def test_rows_with_empty_or_short_summary_are_dropped(tmp_path):
+    rows = _rows(10)
+    rows[0]["summary"] = ""
+    rows[1]["summary"] = "   "
+    rows[2]["summary"] = "abc"  # shorter than min_summary_chars=5
+    rows[3]["text"] = "too short"  # shorter than min_text_chars=20
+    splits = load_splits(DataConfig(source=str(_write_jsonl(tmp_path / "d.jsonl", rows)), id_column="id", test_size=2))
+    kept = set(splits.train["id"]) | set(splits.test["id"])
+    assert kept == {f"doc{i}" for i in range(4, 10)}
+    assert (pd.concat([splits.train, splits.test])["summary"].str.len() >= 5).all()
+
+
+def test_fingerprint_changes_when_a_row_changes(tmp_path):
+    rows = _rows(10)
+    cfg = DataConfig(source=str(_write_jsonl(tmp_path / "a.jsonl", rows)), id_column="id", test_size=2)
+    before = load_splits(cfg)
+    rows[5]["summary"] = "A different summary entirely."
+    rows[6]["title"] = "Another title"
+    after = load_splits(DataConfig(source=str(_write_jsonl(tmp_path / "b.jsonl", rows)), id_column="id", test_size=2))
+    assert after.test["id"].tolist() == before.test["id"].tolist()
+    assert after.fingerprint() != before.fingerprint()
+    # changing only a title still changes it
+    frame = before.train.copy()
+    frame.loc[0, "title"] = "changed"
+    assert Splits(frame, before.test, "x").fingerprint() != before.fingerprint()
+
+
+# ----------------------------------------------------------------------------- split column
+
+def test_split_column_scitldr_shaped(tmp_path):
+    rows = [dict(r, split="train", all_summaries=[r["summary"]]) for r in _rows(20, "t")]
+    rows += [dict(r, split="dev", all_summaries=[r["summary"], "x"]) for r in _rows(6, "d")]
+    path = _write_jsonl(tmp_path / "scitldr_like.jsonl", rows)
+    splits = load_splits(DataConfig(source=str(path), split_column="split", train_split="train", test_split="dev",
+                                    id_column="id", title_column=None, test_size=4))
+    assert len(splits.test) == 4
+    assert splits.test["id"].str.startswith("d").all()
+    assert splits.train["id"].str.startswith("t").all()
+    assert len(splits.train) == 20
+    assert "split=train/dev" in splits.source
+    again = load_splits(DataConfig(source=str(path), split_column="split", train_split="train", test_split="dev",
+                                   id_column="id", title_column=None, test_size=4))
+    assert again.test["id"].tolist() == splits.test["id"].tolist()
+
+
+def test_split_column_without_test_split_carves_from_train(tmp_path):
+    rows = [dict(r, split="train") for r in _rows(12, "t")] + [dict(r, split="dev") for r in _rows(5, "d")]
+    path = _write_jsonl(tmp_path / "s.jsonl", rows)
+    splits = load_splits(DataConfig(source=str(path), split_column="split", id_column="id", test_size=3))
+    assert len(splits.train) == 9 and len(splits.test) == 3
+    assert pd.concat([splits.train, splits.test])["id"].str.startswith("t").all()
+
+
+@pytest.mark.skipif(not SCITLDR.exists(), reason="SciTLDR file not in this checkout")
+def test_real_scitldr_file():
+    splits = load_splits(DataConfig(source=str(SCITLDR), split_column="split", train_split="train", test_split="dev",
+                                    id_column="id", title_column=None, test_size=50))
+    assert len(splits.train) == 1991
+    assert len(splits.test) == 50
+    assert splits.test["id"].str.contains("dev").all()
+    assert not splits.train["id"].str.contains("dev").any()
+    assert not set(splits.train["text"].map(text_hash)) & set(splits.test["text"].map(text_hash))
+
+
+# ----------------------------------------------------------------------------- errors
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DistillError) as err:
+        load_splits(DataConfig(source=str(tmp_path / "nope.jsonl")))
+    assert "does not exist" in err.value.problem
+    assert "--data" in err.value.fix
+
+
+def test_missing_column_names_it_and_the_mapping(tmp_path):
+    rows = [{"id": r["id"], "text": r["text"], "abstract": r["summary"]} for r in _rows(6)]
+    with pytest.raises(DistillError) as err:
+        load_splits(DataConfig(source=str(_write_jsonl(tmp_path / "d.jsonl", rows)), test_size=2))
+    assert "'summary'" in err.value.problem and "abstract" in err.value.problem
+    assert "data.summary_column" in err.value.fix
+
+
+def test_missing_id_column(tmp_path):
+    with pytest.raises(DistillError, match="id column"):
+        load_splits(DataConfig(source=str(_write_jsonl(tmp_path / "d.jsonl", _rows(6))), id_column="uid", test_size=2))
+
+
+def test_bad_split_value(tmp_path):
+    rows = [dict(r, split="train") for r in _rows(8)]
+    path = _write_jsonl(tmp_path / "d.jsonl", rows)
+    with pytest.raises(DistillError) as err:
+        load_splits(DataConfig(source=str(path), split_column="split", test_split="validation", test_size=2))
+    assert "validation" in err.value.problem and "train" in err.value.problem
+    assert "data.test_split" in err.value.fix
+
+
+def test_missing_split_column(tmp_path):
+    path = _write_jsonl(tmp_path / "d.jsonl", _rows(8))
+    with pytest.raises(DistillError, match="split column 'part'"):
+        load_splits(DataConfig(source=str(path), split_column="part", test_size=2))
+
+
+def test_unparseable_file(tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"text": "fine", "summary": "ok"}\n{this is not json\n')
+    with pytest.raises(DistillError) as err:
+        load_splits(DataConfig(source=str(path)))
+    assert "cannot parse" in err.value.problem
+    assert "one JSON object per line" in err.value.fix
+
+
+def test_unsupported_suffix(tmp_path):
+    path = tmp_path / "data.txt"
+    path.write_text("text\tsummary\n")
+    with pytest.raises(DistillError) as err:
+        load_splits(DataConfig(source=str(path)))
+    assert "unsupported" in err.value.problem
+    assert ".jsonl" in err.value.fix and ".parquet" in err.value.fix
+
+
+def test_too_few_rows_to_hold_out(tmp_path):
+    with pytest.raises(DistillError, match="test_size"):
+        load_splits(DataConfig(source=str(_write_jsonl(tmp_path / "d.jsonl", _rows(4))), test_size=4))
+
+
+def test_no_usable_rows(tmp_path):
+    rows = [dict(r, summary="") for r in _rows(5)]
+    with pytest.raises(DistillError, match="no usable rows"):
+        load_splits(DataConfig(source=str(_write_jsonl(tmp_path / "d.jsonl", rows)), test_size=2))
+
+
+def test_hub_dataset_offline_fails_with_the_local_alternative(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def offline(*args, **kwargs):
+        calls.append(args)
+        raise ConnectionError("Couldn't reach 'some/hub-dataset' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DistillError) as err:
+        load_splits(DataConfig(source="some/hub-dataset"))
+    assert calls and calls[0][0] == "some/hub-dataset"
+    assert "could not load Hub dataset some/hub-dataset" in err.value.problem
+    assert "OfflineModeIsEnabled" in err.value.problem
+    assert "--data" in err.value.fix and ".jsonl" in err.value.fix
+
+
+def test_hub_dataset_loads_through_datasets(monkeypatch):
+    import datasets
+
+    class Fake:
+        def __init__(self, frame):
+            self.frame = frame
+
+        def to_pandas(self):
+            return self.frame
+
+    frames = {"train": pd.DataFrame(_rows(10, "tr")), "test": pd.DataFrame(_rows(5, "te"))}
+    seen = []
+
+    def fake_load(name, config, split, token=None):
+        seen.append((name, config, split))
+        return Fake(frames[split])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    splits = load_splits(DataConfig(source="org/data", hub_config="cfg", test_split="test", test_size=3, id_column="id"))
+    assert seen == [("org/data", "cfg", "train"), ("org/data", "cfg", "test")]
+    assert len(splits.train) == 10 and len(splits.test) == 3
+    assert splits.test["id"].str.startswith("te").all()
+    assert "org/data" in splits.source
+
+
+def test_null_cells_are_empty_not_the_string_nan(tmp_path):
+    rows = _rows(8)
+    rows[0]["summary"] = None
+    rows[1]["title"] = None
+    rows[2]["text"] = None
+    splits = load_splits(DataConfig(source=str(_write_jsonl(tmp_path / "d.jsonl", rows)), id_column="id",
+                                    min_summary_chars=1, min_text_chars=1, test_size=2))
+    both = pd.concat([splits.train, splits.test])
+    assert set(both["id"]) == {f"doc{i}" for i in range(8)} - {"doc0", "doc2"}
+    assert both.set_index("id").loc["doc1", "title"] == ""
+    assert not both[["title", "text", "summary"]].isin(["nan", "None"]).any().any()
