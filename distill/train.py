@@ -76,7 +76,7 @@ def finetune(model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: l
     seed_everything(seed)
     start = time.perf_counter()
     data = encode_examples(fmt, texts, summaries)
-    effective = cfg.batch_size * cfg.grad_accum
+    effective = min(cfg.batch_size * cfg.grad_accum, len(data))  # a step never holds more than the subset
     steps = math.ceil(len(data) * cfg.epochs / effective)
     if cfg.max_steps:
         steps = min(steps, cfg.max_steps)

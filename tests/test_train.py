@@ -90,9 +90,11 @@ def test_only_lora_parameters_are_trainable(tiny_model):
     (5, 3.0, 1, 1, 4, 4),
     (4, 0.5, 1, 1, None, 2),
     (3, 1.0, 8, 1, None, 1),
+    (3, 3.0, 8, 1, None, 3),  # subset smaller than the batch: one full pass per step, still 3 epochs
+    (2, 2.0, 4, 2, None, 2),
 ])
 def test_step_count(tiny_model, tokenizer, fmt, monkeypatch, n, epochs, batch, accum, max_steps, expected):
-    """steps = ceil(n * epochs / (batch * grad_accum)), capped by max_steps (gradients stubbed: only counting)."""
+    """steps = ceil(n * epochs / min(batch * grad_accum, n)), capped by max_steps (gradients stubbed: only counting)."""
     import distill.train as train
 
     seen = []
@@ -106,6 +108,7 @@ def test_step_count(tiny_model, tokenizer, fmt, monkeypatch, n, epochs, batch, a
     model = fresh(tiny_model, cfg)
     stats = finetune(model, tokenizer, fmt, TEXTS[:n], SUMMARIES[:n], cfg, seed=0, device="cpu")
     assert stats.steps == expected == len(seen)
+    assert sum(seen) >= n * epochs or max_steps  # every epoch is delivered unless max_steps cuts it
     assert seen == [min(batch * accum, n)] * expected  # every step holds one effective batch
     assert stats.examples == n
     assert stats.micro_batch == batch
