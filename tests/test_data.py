@@ -235,13 +235,16 @@ def test_missing_split_column(tmp_path):
         load_splits(DataConfig(source=str(path), split_column="part", test_size=2))
 
 
-def test_unparseable_file(tmp_path):
-    path = tmp_path / "broken.jsonl"
-    path.write_text('{"text": "fine", "summary": "ok"}\n{this is not json\n')
+@pytest.mark.parametrize("name,content", [("broken.jsonl", '{"text": "fine", "summary": "ok"}\n{this is not json\n'),
+                                          ("broken.json", "[1, 2"), ("broken.csv", 'text,summary\n"unterminated,1\n'),
+                                          ("broken.parquet", "not a parquet file")])
+def test_unparseable_file(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_text(content)
     with pytest.raises(DistillError) as err:
         load_splits(DataConfig(source=str(path)))
-    assert "cannot parse" in err.value.problem
-    assert "one JSON object per line" in err.value.fix
+    assert "cannot parse" in err.value.problem and name in err.value.problem
+    assert "file format" in err.value.fix
 
 
 def test_unsupported_suffix(tmp_path):
