@@ -1,0 +1,228 @@
+"""The cluster side: cluster.yaml against Ray's own schema, a real `ray job submit` of the pipeline to a
+head node on 127.0.0.1, and GPU scheduling on a simulated multi-node cluster with fake GPUs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from distill import pipeline
+from distill.config import make_config
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+UPLOAD_EXCLUDES = [".git", ".venv", "results", "**/__pycache__", ".pytest_cache", ".hypothesis", "*.egg-info",
+                   ".cache", "wandb", "tests/fixtures", "data/scitldr"]
+
+
+# ------------------------------------------------------------------------------------------ cluster.yaml
+
+
+def test_cluster_yaml_passes_rays_schema_and_launcher_checks():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    raw = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    validate_config(raw)  # jsonschema against ray/autoscaler/ray-schema.json + the launcher's own checks
+    prepared = prepare_config(raw)  # merged with Ray's AWS defaults, as `ray up` does
+    validate_config(prepared)
+
+    types = prepared["available_node_types"]
+    head = types[prepared["head_node_type"]]
+    assert head["resources"].get("GPU", 0) == 0
+    gpu_types = {name: t for name, t in types.items() if t["resources"].get("GPU", 0) > 0}
+    assert {t["node_config"]["InstanceType"] for t in gpu_types.values()} == {"g5.xlarge", "g5.12xlarge"}
+    for t in gpu_types.values():
+        assert 0 <= t["min_workers"] <= t["max_workers"]
+    assert sum(t["max_workers"] for t in gpu_types.values()) <= prepared["max_workers"]
+    setup = " ".join(prepared["setup_commands"])
+    assert "scripts/setup.sh" in setup and "gpu" in setup
+    start = " ".join(prepared["head_start_ray_commands"])
+    assert "--dashboard-host=0.0.0.0" in start and ".venv/bin" in start
+
+
+# ------------------------------------------------------------------------------------- ray job submit
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _our_ray_processes(marker: str) -> list[psutil.Process]:
+    """Processes started for this test's cluster: they inherit the marker variable from `ray start`.
+
+    (Some Ray daemons rename themselves, e.g. `ray::DashboardAgent`, so command lines are not enough.)
+    """
+    ours = []
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == os.getpid():
+            continue
+        try:
+            if proc.environ().get("DISTILL_TEST_RAY") == marker:
+                ours.append(proc)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            pass
+    return ours
+
+
+def _stop_our_ray(marker: str) -> None:
+    """Stop only this test's cluster, by process id. `ray stop` would kill every Ray of this user,
+    including other tests' clusters."""
+    ours = _our_ray_processes(marker)
+    for proc in ours:
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(ours, timeout=10)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+@pytest.mark.slow
+def test_ray_job_submit_runs_the_quick_pipeline_on_a_head_node(tiny_job, tmp_path):
+    gcs_port, dashboard_port = _free_port(), _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="distill-ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    marker = Path(temp_dir).name
+    env = {**os.environ, "DISTILL_TEST_RAY": marker, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_AUTH_MODE": "disabled",
+           "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "HF_HUB_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("RAY_ADDRESS", None)
+    job_path = tmp_path / "tiny.yaml"
+    out = Path(tiny_job["output_dir"])
+    job_path.write_text(yaml.safe_dump(tiny_job))
+    address = f"http://127.0.0.1:{dashboard_port}"
+    runtime_env = {"working_dir": str(REPO), "excludes": UPLOAD_EXCLUDES,
+                   "env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}}
+    # every port explicit and free: the defaults (agent 52365, client 10001) clash with other local clusters
+    ports = [arg for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
+                              "--ray-client-server-port", "--runtime-env-agent-port", "--node-manager-port",
+                              "--object-manager-port") for arg in (flag, str(_free_port()))]
+    try:
+        subprocess.run([str(VENV_BIN / "ray"), "start", "--head", "--port", str(gcs_port),
+                        "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
+                        "--dashboard-port", str(dashboard_port), "--num-cpus", "2", "--disable-usage-stats",
+                        "--temp-dir", temp_dir, *ports], env=env, check=True, capture_output=True, text=True, timeout=90)
+        start = time.perf_counter()
+        submit = [str(VENV_BIN / "ray"), "job", "submit", "--address", address,
+                  "--runtime-env-json", json.dumps(runtime_env),
+                  "--", "bash", "-c", "python -c 'import sys; print(\"job python:\", sys.executable)' && "
+                                      f"python -m distill.quick --job {job_path}"]
+        while True:  # `ray start` returns before the head's job agent accepts jobs
+            job = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=150)
+            log = job.stdout + job.stderr
+            if "No available agent" not in log or time.perf_counter() - start > 60:
+                break
+            time.sleep(2)
+        assert job.returncode == 0, log[-4000:]
+        assert "succeeded" in log
+        # the job runs with the interpreter `ray start` was launched with: the project venv
+        assert f"job python: {VENV_BIN / 'python'}" in log
+        # the pipeline says where to watch and where its results are
+        assert f"dashboard http://127.0.0.1:{dashboard_port}" in log or "dashboard" in log.lower()
+        assert f"results in {out / 'comparison'}" in log
+        assert "Ray cluster: 2 CPU, 0 GPU" in log
+        results = json.loads((out / "comparison" / "results.json").read_text())
+        assert {r["method"] for r in results} == {"random", "balanced_lengths"}
+        print(f"job submitted and finished in {time.perf_counter() - start:.1f}s")
+
+        # validate joins the same cluster by address and reads its resources
+        check = subprocess.run([sys.executable, "-m", "distill", "validate", "--job", str(job_path),
+                                "--set", f"resources.address=127.0.0.1:{gcs_port}"],
+                               env=env, capture_output=True, text=True, timeout=90, cwd=REPO)
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert f"cluster 127.0.0.1:{gcs_port}: 1 node(s), 2 CPU, 0 GPU" in check.stdout
+    finally:
+        _stop_our_ray(marker)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+# ------------------------------------------------------------------- simulated multi-GPU scheduling
+
+
+@pytest.mark.slow
+def test_trials_run_concurrently_one_fake_gpu_each_across_nodes(tmp_path):
+    import ray
+    from ray import tune
+    from ray.cluster_utils import Cluster
+
+    # defined inside the test: cloudpickle ships it by value (the workers cannot import this test module)
+    def _record_gpu_trial(config: dict, *, out: str) -> None:
+        import ray
+        from ray import tune
+
+        start = time.time()
+        gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+        node = ray.get_runtime_context().get_node_id()
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        time.sleep(2.0)
+        record = {"trial": config["trial"], "start": start, "end": time.time(), "gpu_ids": gpu_ids, "node": node,
+                  "cuda_visible_devices": visible}
+        Path(out, f"{config['trial']}.json").write_text(json.dumps(record))
+        tune.report({"done": 1})
+
+    nodes = 3
+    # three raylets on this machine, each advertising one (fake) GPU; node_ip_address is left to Ray:
+    # pinning 127.0.0.1 here made the extra nodes unreachable from the driver (it hung)
+    node_args = {"num_cpus": 1, "num_gpus": 1, "object_store_memory": 100 * 1024 * 1024}
+    os.environ.pop("RAY_ADDRESS", None)
+    cluster = Cluster(initialize_head=True, head_node_args={**node_args, "include_dashboard": False})
+    try:
+        for _ in range(nodes - 1):
+            cluster.add_node(**node_args)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False)
+        assert ray.cluster_resources()["GPU"] == nodes
+        assert pipeline.embed_plan(ray.cluster_resources()) == (nodes, 0, 1)  # one embedding actor per GPU
+
+        cfg = make_config({"name": "gpu-sim", "output_dir": str(tmp_path), "select": {"methods": ["random"]},
+                           "resources": {"gpus_per_trial": 1, "cpus_per_trial": 1}})
+        records_dir = tmp_path / "records"
+        records_dir.mkdir()
+        names = [f"t{i}" for i in range(nodes)]
+        trainable = tune.with_parameters(_record_gpu_trial, out=str(records_dir))
+        grid = pipeline.make_tuner(trainable, names, cfg, 1.0, tmp_path, callbacks=[]).fit()
+        assert not [r.error for r in grid if r.error]
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+    records = [json.loads((records_dir / f"{n}.json").read_text()) for n in names]
+    for rec in records:
+        assert len(rec["gpu_ids"]) == 1  # each trial holds exactly one GPU...
+        assert rec["cuda_visible_devices"] == rec["gpu_ids"][0]  # ...and CUDA sees only that one
+    # every pair of trials overlaps in time: they ran concurrently, not one after another
+    for a in records:
+        for b in records:
+            if a is not b:
+                assert a["start"] < b["end"] and b["start"] < a["end"], (a, b)
+    # concurrent trials never share a GPU: a distinct (node, GPU id) per trial
+    assert len({(r["node"], r["gpu_ids"][0]) for r in records}) == nodes
+
+
+@pytest.mark.parametrize("resources, num_actors, expected", [
+    ({"CPU": 2.0}, 0, (1, 2, 0)),  # CPU box: one actor with every CPU
+    ({"CPU": 16.0, "GPU": 1.0}, 0, (1, 0, 1)),
+    ({"CPU": 48.0, "GPU": 4.0}, 0, (4, 0, 1)),  # g5.12xlarge: an actor per GPU
+    ({"CPU": 56.0, "GPU": 8.0}, 0, (8, 0, 1)),  # head + 4×A10G + 4×1 A10G
+    ({"CPU": 8.0}, 2, (2, 4, 0)),  # embed.num_actors overrides: the CPUs are shared
+    ({"CPU": 8.0, "GPU": 4.0}, 2, (2, 0, 1)),
+])
+def test_embedding_actors_scale_with_the_gpus(resources, num_actors, expected):
+    assert pipeline.embed_plan(resources, num_actors) == expected
