@@ -13,7 +13,7 @@ Two variants (param `variant`):
 | geometry | L2-normalised embeddings (cosine), squared distance d² in [0, 4] | raw embeddings, plain Euclidean d (not squared) |
 | forward weight | exp(-gamma_forward · d²) · s_j | exp(-d) · max(s_j, 1e-7) (no gamma) |
 | reverse weight | exp(-gamma · d²) | exp(-gamma · d) |
-| kNN graph | exact (faiss flat) up to `exact_max` rows, else PCA + IVF approximation | always exact, O(n² d) |
+| kNN graph | exact (faiss flat) up to 20,000 rows, else PCA-64 + cell-blocked approximation | always exact, O(n² d) |
 | seed | only seeds the approximate index's training sample | unused (deterministic) |
 
 The iterative selection uses a lazy max-heap: O(k · deg · log n) with deg ~ 2 n_neighbors.
@@ -100,14 +100,14 @@ def reverse_select(g: np.ndarray, indptr: np.ndarray, nbrs: np.ndarray, w_rev: n
           reference="Maharana et al. (2023), arXiv 2310.07931; github.com/adymaharana/d2pruning")
 def d2_pruning(features: Features, k: int, seed: int, n_neighbors: int = 10, gamma: float = 1.0,
                gamma_forward: float | None = None, difficulty: str = "auto", variant: str = "paper",
-               exact: bool | None = None, nprobe: int = 8) -> np.ndarray:
+               exact: bool | None = None, nprobe: int = 4) -> np.ndarray:
     """D2-Pruning; see the module docstring for the two variants.
 
     n_neighbors: k of the kNN graph. gamma: reverse-pass kernel width (exp(-gamma d²) in the paper
     variant, exp(-gamma d) in the reference one). gamma_forward: forward-pass width in the paper
     variant (default: gamma). difficulty: "auto" | "loss" | "density" | "uniform". exact: force the
     exact (True) or approximate (False) kNN graph in the paper variant (default: exact iff n <=
-    20000). nprobe: IVF probes of the approximate graph.
+    20000). nprobe: cells probed per cell by the approximate graph (nb.knn_graph).
     """
     if variant not in _VARIANTS:
         raise DistillError(f"unknown d2_pruning variant '{variant}'", f"use one of: {', '.join(_VARIANTS)}")

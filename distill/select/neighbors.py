@@ -107,37 +107,38 @@ def kmeans(x: np.ndarray, n_clusters: int, seed: int, *, niter: int = 10,
 
 
 def _exact_sq_dist(x: np.ndarray, sq: np.ndarray, idx: np.ndarray, inv: np.ndarray | None) -> np.ndarray:
-    """Squared distance between row i and rows idx[i, :] in the full space, blocked.
-    With `inv` (inverse norms) the distance is between L2-normalised rows: 2 - 2 cos."""
+    """Squared distance between row i and rows idx[i, :] in the full space (inf where idx < 0).
+    With `inv` (inverse norms) the distance is between L2-normalised rows: 2 - 2 cos.
+    The inner products come from faiss' multi-threaded fvec_inner_products_by_idx (no gather copy)."""
     n, k = idx.shape
-    out = np.empty((n, k), dtype=np.float32)
-    step = max(1, _BLOCK // max(1, k) * 4)
+    ids = np.ascontiguousarray(idx, dtype=np.int64)
+    dots = np.empty((n, k), dtype=np.float32)
+    faiss.fvec_inner_products_by_idx(faiss.swig_ptr(dots), faiss.swig_ptr(x), faiss.swig_ptr(x),
+                                     faiss.swig_ptr(ids), x.shape[1], n, k)
     safe = np.where(idx < 0, 0, idx)
-    for a in range(0, n, step):
-        b = min(n, a + step)
-        dots = np.einsum("id,ikd->ik", x[a:b], x[safe[a:b]])
-        if inv is None:
-            out[a:b] = sq[a:b, None] + sq[safe[a:b]] - 2 * dots
-        else:
-            out[a:b] = 2 - 2 * dots * inv[a:b, None] * inv[safe[a:b]]
+    if inv is None:
+        out = sq[:, None] + sq[safe] - 2 * dots
+    else:
+        out = 2 - 2 * dots * inv[:, None] * inv[safe]
     np.maximum(out, 0, out=out)
     out[idx < 0] = np.inf
-    return out
+    return out.astype(np.float32, copy=False)
 
 
 def knn_graph(x: np.ndarray, n_neighbors: int, *, metric: str = "l2", exact: bool | None = None,
-              exact_max: int = 20000, nprobe: int = 8, reduce_dim: int = 64, rerank: int = 2,
-              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+              exact_max: int = 20000, nprobe: int = 4, reduce_dim: int = 64, rerank: int = 2,
+              cell_size: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """k-nearest-neighbour graph, self excluded: (squared distances (n, k) float32 ascending,
     neighbour ids (n, k) int64; -1 / inf where fewer than k were found).
 
     metric "l2" uses raw rows; "cosine" uses L2-normalised rows (squared distance = 2 - 2 cos).
     exact (default: n <= exact_max): faiss IndexFlatL2, O(n^2 d).
-    approximate: rows are projected to `reduce_dim` dims by a PCA trained on a seeded sample, an
-    IVF-Flat index (nlist ~ 4 sqrt(n), nprobe probes) finds candidate neighbours in that space, and
-    `rerank * k` candidates per row are re-ranked by their exact full-space distance, so the returned
-    distances are exact and only the neighbour *identity* is approximate (recall vs exact is
-    measured by scripts/bench_selectors.py --quality).
+    approximate: rows are projected to `reduce_dim` dims by a PCA trained on a seeded sample; a
+    k-means splits them into cells of ~`cell_size` rows, and the rows of each cell search (exact,
+    faiss.knn: one BLAS block per cell) among the rows of the `nprobe` cells whose centroids are
+    nearest to their own cell's centroid. `rerank * k` candidates per row are re-ranked by their
+    exact full-space distance, so the returned distances are exact and only the neighbour
+    *identity* is approximate (recall vs exact: scripts/bench_selectors.py --quality).
     """
     set_threads()
     x = as_f32(x)
@@ -175,16 +176,8 @@ def knn_graph(x: np.ndarray, n_neighbors: int, *, metric: str = "l2", exact: boo
         for a in range(0, n, _BLOCK):
             blk = np.ascontiguousarray(space(x[a:a + _BLOCK], None if inv is None else inv[a:a + _BLOCK]))
             r[a:a + _BLOCK] = pca.apply(blk) if pca is not None else blk
-        nlist = int(max(1, min(4 * np.sqrt(n), n // 39)))
-        quantizer = faiss.IndexFlatL2(dr)
-        index = faiss.IndexIVFFlat(quantizer, dr, nlist)
-        train = r[np.sort(rng.choice(n, size=min(n, nlist * 39), replace=False))]
-        index.cp.seed = int(seed) % (2**31 - 1)
-        index.train(np.ascontiguousarray(train))
-        index.add(r)
-        index.nprobe = int(min(nprobe, nlist))
         k_search = int(min(n, max(1, rerank) * k + 1))
-        _, idx = index.search(r, k_search)
+        idx = _cell_block_knn(r, k_search, nprobe, cell_size, seed)
         del r
     idx = idx.astype(np.int64)
     # drop self (or, with duplicate rows, the last column when self was not returned first)
@@ -196,6 +189,28 @@ def knn_graph(x: np.ndarray, n_neighbors: int, *, metric: str = "l2", exact: boo
     dist = _exact_sq_dist(x, sq, idx, inv)
     order = np.argsort(dist, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(dist, order, 1), np.take_along_axis(idx, order, 1)
+
+
+def _cell_block_knn(r: np.ndarray, k: int, nprobe: int, cell_size: int, seed: int) -> np.ndarray:
+    """Approximate kNN ids (self included when found) by cell-blocked exact search; -1 = none."""
+    n = len(r)
+    cells = int(max(1, round(n / max(1, cell_size))))
+    cents, assign, _ = kmeans(r, cells, seed)
+    cells = len(cents)
+    probe = int(min(max(1, nprobe), cells))
+    _, near = faiss.knn(cents, cents, probe)
+    order = np.argsort(assign, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(assign, minlength=cells))])
+    out = np.full((n, k), -1, dtype=np.int64)
+    for c in range(cells):
+        q = order[bounds[c]:bounds[c + 1]]
+        if len(q) == 0:
+            continue
+        cand = np.concatenate([order[bounds[j]:bounds[j + 1]] for j in near[c] if j >= 0])
+        m = int(min(k, len(cand)))
+        _, loc = faiss.knn(np.ascontiguousarray(r[q]), np.ascontiguousarray(r[cand]), m)
+        out[q, :m] = np.where(loc >= 0, cand[np.maximum(loc, 0)], -1)
+    return out
 
 
 def symmetric_edges(dist: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
