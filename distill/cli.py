@@ -31,7 +31,7 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     for mode in MODES:
         cmd = sub.add_parser(mode, help=f"run the {mode} job")
-        cmd.add_argument("--job", help=f"job spec: a YAML path or a name in jobs/ (default: {mode})")
+        cmd.add_argument("--job", help=f"job spec: a YAML path or a name in jobs/ (default: {'quick' if mode == 'validate' else mode})")
         for flag, (_, help_text) in FLAGS.items():
             cmd.add_argument("--" + flag.replace("_", "-"), dest=flag, help=help_text)
         cmd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -67,8 +67,9 @@ def run_command(args: argparse.Namespace) -> int:
         report.build_report(Path(args.output_dir).resolve(), bootstrap_samples=args.bootstrap_samples)
         return 0
     values = overrides(args)
-    values.setdefault("mode", args.command)
-    cfg = make_config(args.job or args.command, values)
+    if args.command != "validate":  # validate checks a job as it is (default: the quick job)
+        values.setdefault("mode", args.command)
+    cfg = make_config(args.job or (args.command if args.command != "validate" else "quick"), values)
     if args.command == "validate":
         from distill.validate import checklist
 

@@ -10,6 +10,7 @@ folders), so a rerun reuses what is done and a failed trial loses nothing that f
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -69,6 +70,7 @@ def run(cfg: ExperimentConfig) -> list[dict]:
         trial_results(cfg, specs, splits, model_path, scorer, out)
     with stage("report"):
         rows = report.build_report(out, bootstrap_samples=cfg.eval.bootstrap_samples)
+        log_table_to_wandb(cfg, rows)
     log(f"results in {out / 'comparison'}")
     return rows
 
@@ -131,13 +133,13 @@ def embed_pool(cfg: ExperimentConfig, splits: Splits, model_path: str, out: Path
             cached = np.load(path)
             embeddings, loss = cached["embedding"], cached["loss"]
         else:
-            gpus = cluster_gpus()
-            actors = cfg.embed.num_actors or max(1, int(gpus))
-            cpus = 0 if gpus else max(1, int(ray.cluster_resources().get("CPU", 1)) // actors)
+            actors, cpus, gpus = embed_plan(ray.cluster_resources(), cfg.embed.num_actors)
             log(f"{actors} embedding actor(s), {'1 GPU' if gpus else f'{cpus} CPU'} each, batch {cfg.embed.batch_size}")
             frame = splits.train.assign(row=np.arange(len(splits.train)))[["row", "text", "summary"]]
             frame = frame.iloc[np.argsort(-frame["text"].str.len().to_numpy(), kind="stable")]  # length-sorted: less padding
-            dataset = ray.data.from_pandas(frame).map_batches(
+            # many small blocks: every actor stays fed, and progress advances block by block
+            blocks = max(1, min(len(frame) // cfg.embed.batch_size, 16 * actors))
+            dataset = ray.data.from_pandas(frame, override_num_blocks=blocks).map_batches(
                 EmbedActor, fn_constructor_kwargs={"model_path": model_path, "model_cfg": cfg.model,
                                                    "pooling": cfg.embed.pooling, "num_threads": cpus or None},
                 batch_size=cfg.embed.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
@@ -154,6 +156,14 @@ def embed_pool(cfg: ExperimentConfig, splits: Splits, model_path: str, out: Path
     features = text_features(splits.train["text"].tolist(), embeddings, loss)
     (out / "pool_stats.json").write_text(json.dumps({"n_words": features.n_words.tolist()}))
     return features
+
+
+def embed_plan(resources: dict, num_actors: int = 0) -> tuple[int, int, int]:
+    """(actors, CPUs per actor, GPUs per actor): one actor per GPU, else one actor sharing the CPUs."""
+    gpus = int(resources.get("GPU", 0))
+    actors = num_actors or max(1, gpus)
+    cpus = 0 if gpus else max(1, int(resources.get("CPU", 1)) // actors)
+    return actors, cpus, 1 if gpus else 0
 
 
 def budget(cfg: ExperimentConfig, pool_size: int) -> int:
@@ -214,18 +224,24 @@ def trial_results(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits,
             trainable = tune.with_parameters(_trainable, cfg=cfg, pool=splits.train, test=splits.test,
                                              specs={s.name: s for s in todo}, keys=keys, model_path=model_path,
                                              scorer=scorer, out=str(out), gpus=gpus)
-            tuner = tune.Tuner(
-                tune.with_resources(trainable, {"cpu": cfg.resources.cpus_per_trial, "gpu": gpus}),
-                param_space={"trial": tune.grid_search([s.name for s in todo])},
-                tune_config=tune.TuneConfig(max_concurrent_trials=cfg.resources.max_concurrent_trials),
-                run_config=tune.RunConfig(name=f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                                          storage_path=str(out / "tune"), callbacks=_callbacks(cfg), verbose=1))
-            grid = tuner.fit()
+            grid = make_tuner(trainable, [s.name for s in todo], cfg, gpus, out, _callbacks(cfg)).fit()
             failed = [str(r.error).splitlines()[0] for r in grid if r.error]
             if failed:
                 raise DistillError(f"{len(failed)} of {len(todo)} trial(s) failed, first: {failed[0][:300]}",
                                    f"see the Tune logs under {out / 'tune'}; finished trials are kept and reused on rerun")
     return [json.loads((out / "trials" / s.name / "metrics.json").read_text()) for s in specs]
+
+
+def make_tuner(trainable, trial_names: list[str], cfg: ExperimentConfig, gpus: float, out: Path, callbacks: list):
+    """One Tune trial per name (config {"trial": name}), each holding cpus_per_trial CPUs and `gpus` GPUs."""
+    from ray import tune
+
+    return tune.Tuner(
+        tune.with_resources(trainable, {"cpu": cfg.resources.cpus_per_trial, "gpu": gpus}),
+        param_space={"trial": tune.grid_search(list(trial_names))},
+        tune_config=tune.TuneConfig(max_concurrent_trials=cfg.resources.max_concurrent_trials),
+        run_config=tune.RunConfig(name=f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                  storage_path=str(Path(out) / "tune"), callbacks=callbacks, verbose=1))
 
 
 def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer, out, gpus) -> None:
@@ -246,10 +262,26 @@ def _callbacks(cfg: ExperimentConfig) -> list:
     key = secret("WANDB_API_KEY")
     if not key and cfg.wandb.online:
         raise DistillError("wandb.online is set but WANDB_API_KEY is not", "export WANDB_API_KEY or set wandb.online: false")
+    if importlib.util.find_spec("wandb") is None:
+        raise DistillError("wandb.enabled is set but the wandb package is not installed",
+                           "install the extra (DISTILL_EXTRAS=dev,wandb scripts/setup.sh) or set wandb.enabled: false")
     from ray.air.integrations.wandb import WandbLoggerCallback
 
     return [WandbLoggerCallback(project=cfg.wandb.project, group=cfg.name, api_key=key,
                                 mode="online" if cfg.wandb.online else "offline")]
+
+
+def log_table_to_wandb(cfg: ExperimentConfig, rows: list[dict]) -> None:
+    """The comparison table as a W&B Table in the experiment's group (when W&B is enabled)."""
+    if not cfg.wandb.enabled:
+        return
+    import wandb
+
+    columns = sorted({key for row in rows for key, value in row.items() if not isinstance(value, (list, dict))})
+    run = wandb.init(project=cfg.wandb.project, group=cfg.name, name=f"{cfg.name}-report", job_type="report",
+                     mode="online" if cfg.wandb.online else "offline", dir=cfg.output_dir)
+    run.log({"comparison": wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])})
+    run.finish()
 
 
 def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, model_path: str, scorer: Scorer) -> None:

@@ -21,7 +21,7 @@ from distill.config import ExperimentConfig
 from distill.evaluate import Scorer, generate, score
 from distill.models import device_name, load_model, load_tokenizer
 from distill.prompt import PromptFormat
-from distill.train import add_lora, finetune
+from distill.train import add_lora, finetune, seed_everything
 
 METRICS = ("rouge1", "rouge2", "rougeL", "bertscore_f1")
 BASELINE = "full"  # method name of the full-pool baseline trial
@@ -60,6 +60,7 @@ def run_trial(spec: TrialSpec, cfg: ExperimentConfig, pool: pd.DataFrame, test: 
         torch.cuda.reset_peak_memory_stats()
     tokenizer = load_tokenizer(model_path)
     fmt = PromptFormat(tokenizer, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
+    seed_everything(spec.seed)  # LoRA's initial weights are random: seed them too, or reruns differ
     model = add_lora(load_model(model_path, cfg.model, device), cfg.train, quantized=cfg.model.load_in_8bit)
     subset = pool.iloc[list(spec.indices)]
     stats = finetune(model, tokenizer, fmt, subset["text"].tolist(), subset["summary"].tolist(), cfg.train, spec.seed, device)
