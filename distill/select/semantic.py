@@ -158,6 +158,14 @@ def semdedup_keep(x: np.ndarray, threshold: float, n_clusters: int, seed: int) -
     order = np.lexsort((np.arange(len(x)), -dist, assign))
     sizes = np.bincount(assign)
     starts = np.concatenate([[0], np.cumsum(sizes)])
+    with nb.single_thread_blas():  # ~1000 x 1000 products: threading costs more than it gains
+        _drop_near_duplicates(x, order, sizes, threshold, keep)
+    return keep
+
+
+def _drop_near_duplicates(x: np.ndarray, order: np.ndarray, sizes: np.ndarray, threshold: float,
+                          keep: np.ndarray) -> None:
+    starts = np.concatenate([[0], np.cumsum(sizes)])
     block = 1024
     for c in range(len(sizes)):
         if sizes[c] < 2:
@@ -171,7 +179,6 @@ def semdedup_keep(x: np.ndarray, threshold: float, n_clusters: int, seed: int) -
             sim[np.arange(b - a)[:, None] + a <= np.arange(b)[None, :]] = -np.inf  # only earlier rows
             drop[a:b] = sim.max(axis=1) > threshold
         keep[rows[drop]] = False
-    return keep
 
 
 @register("semantic_dedup",
