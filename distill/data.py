@@ -62,7 +62,7 @@ def _load_raw(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame | None, str]:
     if cfg.source == EMBEDDED_BILLSUM:
         return _read_local(embedded_billsum_path()), None, "embedded BillSum sample (90 real US bills, CC0)"
     path = Path(cfg.source).expanduser()
-    if path.suffix.lower() in LOCAL_SUFFIXES or path.exists():
+    if path.suffix.lower() in LOCAL_SUFFIXES or path.is_file():  # a folder named like a Hub dataset is not a file
         if not path.exists():
             raise DistillError(f"data file {path} does not exist", "check the path passed to --data (relative paths are from the current directory)")
         frame = _read_local(path)
