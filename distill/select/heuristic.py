@@ -106,7 +106,7 @@ def balanced_lengths(features: Features, k: int, seed: int, n_bins: int = 10) ->
 
 @register("high_info_density",
           description="Top-k by distinct words per sentence (features.info_density).",
-          cost="O(n log n)", reference="information-density filtering, cf. Marion et al. (2023) 'When less is more'")
+          cost="O(n log n)", reference="text-quality heuristic (no canonical paper)")
 def high_info_density(features: Features, k: int, seed: int) -> np.ndarray:
     """Top-k info_density; ties broken by a seeded permutation."""
     return seeded_top_k(features.info_density, k, seed)
@@ -128,7 +128,7 @@ def loss_band(loss: np.ndarray, q_low: float, q_high: float) -> tuple[np.ndarray
           description="Middle loss band under the target model: drop the easiest q_low and noisiest q_high, "
                       "sample from the rest.",
           needs=("loss",), cost="O(n log n)",
-          reference="loss/perplexity-band pruning: Marion et al. (2023), arXiv 2309.04564")
+          reference="loss / perplexity-band pruning, Marion et al. (2023), arXiv 2309.04564")
 def loss_based(features: Features, k: int, seed: int, q_low: float = 0.1, q_high: float = 0.1) -> np.ndarray:
     """Uniform seeded sample of k from the band of ranks [floor(q_low n), n - floor(q_high n)) of
     the loss. If the band holds fewer than k documents it is widened symmetrically in rank (the

@@ -66,8 +66,8 @@ def proportional_with_floor(sizes: np.ndarray, k: int) -> np.ndarray:
 
 @register("clustering",
           description="faiss k-means; every cluster represented in proportion to its size by the examples nearest its centroid.",
-          needs=("embeddings",), cost="O(n·c·d)", reference="cluster-based coreset selection, e.g. Sener & Savarese (2018); "
-          "Abbas et al. (2024) arXiv 2402.09668")
+          needs=("embeddings",), cost="O(n·c·d)", reference="cluster-stratified sampling, cf. Sorscher et al. (2022) arXiv 2206.14486 "
+          "(k-means prototypes)")
 def clustering(features: Features, k: int, seed: int, n_clusters: int = 100) -> np.ndarray:
     """Euclidean k-means with c = min(n_clusters, k, n) clusters (nb.kmeans). Each non-empty
     cluster gets one pick, the other k - c picks are split in proportion to cluster size by
