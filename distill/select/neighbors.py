@@ -35,13 +35,10 @@ def set_threads() -> int:
 
 
 def single_thread_blas() -> contextlib.AbstractContextManager:
-    """Context limiting BLAS to one thread (threadpoolctl, when installed) for loops of tiny
-    matrix-vector products: multi-threaded small gemv is dominated by thread synchronisation and
-    collapses when other processes share the cores."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - optional
-        return contextlib.nullcontext()
+    """Context limiting BLAS to one thread for loops of tiny matrix-vector products: multi-threaded
+    small gemv is dominated by thread synchronisation and collapses when other processes share the cores."""
+    from threadpoolctl import threadpool_limits
+
     return threadpool_limits(1, user_api="blas")
 
 
