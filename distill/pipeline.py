@@ -32,8 +32,9 @@ from distill.evaluate import HUB_BERTSCORE, Scorer, resolve_scorer
 from distill.features import Features, text_features
 from distill.models import resolve_model
 from distill.select import registry
-from distill.trial import BASELINE, TrialSpec, cached_metrics, run_trial, trial_key
+from distill.trial import BASELINE, TrialSpec, cached_metrics, run_trial, trial_key, write_trial
 
+RECORD = "distill_record"  # Tune result key carrying a trial's full record (metrics + predictions) as JSON
 TRACKED_PACKAGES = ("distill", "ray", "torch", "transformers", "peft", "datasets", "faiss-cpu", "rouge-score",
                     "bert-score", "numpy", "pandas")
 
@@ -96,13 +97,13 @@ def ray_session(res: ResourcesConfig):
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = res.address or os.environ.get("RAY_ADDRESS")
     started = not ray.is_initialized()
+    dashboard = None
     if started and address:
-        ray.init(address=address, log_to_driver=True)
-    elif started:
-        ray.init(num_cpus=res.num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                 _node_ip_address="127.0.0.1", log_to_driver=True)
+        dashboard = ray.init(address=address, log_to_driver=True).dashboard_url
+    elif started:  # address="local": never attach to a stray `ray start` cluster by accident
+        dashboard = ray.init(address="local", num_cpus=res.num_cpus, include_dashboard=True,
+                             dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", log_to_driver=True).dashboard_url
     context = ray.get_runtime_context()
-    dashboard = getattr(ray, "_private").worker.get_dashboard_url() if started else None
     resources = ray.cluster_resources()
     log(f"Ray cluster: {resources.get('CPU', 0):.0f} CPU, {resources.get('GPU', 0):.0f} GPU"
         + (f", dashboard http://{dashboard}" if dashboard else "") + f" (job {context.get_job_id()})")
@@ -223,8 +224,9 @@ def trial_results(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits,
         with stage(f"train + evaluate {len(todo)} trial(s) with Ray Tune"):
             trainable = tune.with_parameters(_trainable, cfg=cfg, pool=splits.train, test=splits.test,
                                              specs={s.name: s for s in todo}, keys=keys, model_path=model_path,
-                                             scorer=scorer, out=str(out), gpus=gpus)
-            grid = make_tuner(trainable, [s.name for s in todo], cfg, gpus, out, _callbacks(cfg)).fit()
+                                             scorer=scorer, gpus=gpus)
+            callbacks = [_persist_trials(out), *_callbacks(cfg)]
+            grid = make_tuner(trainable, [s.name for s in todo], cfg, gpus, out, callbacks).fit()
             failed = [str(r.error).splitlines()[0] for r in grid if r.error]
             if failed:
                 raise DistillError(f"{len(failed)} of {len(todo)} trial(s) failed, first: {failed[0][:300]}",
@@ -244,15 +246,29 @@ def make_tuner(trainable, trial_names: list[str], cfg: ExperimentConfig, gpus: f
                                   storage_path=str(Path(out) / "tune"), callbacks=callbacks, verbose=1))
 
 
-def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer, out, gpus) -> None:
+def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer, gpus) -> None:
+    """Runs on whichever node Tune picks; reports the numbers plus the whole record for the driver."""
     import torch
     from ray import tune
 
     torch.set_num_threads(max(1, int(cfg.resources.cpus_per_trial)))
     spec = specs[config["trial"]]
-    trial_dir = Path(out) / "trials" / spec.name
-    metrics = run_trial(spec, cfg, pool, test, model_path, scorer, trial_dir, keys[spec.name], gpus)
-    tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    record = run_trial(spec, cfg, pool, test, model_path, scorer, keys[spec.name], gpus)
+    numbers = {k: v for k, v in record["metrics"].items() if isinstance(v, (int, float))}
+    tune.report({**numbers, RECORD: json.dumps(record)})
+
+
+def _persist_trials(out: Path):
+    """A Tune callback that writes each finished trial's folder on the driver, whatever node ran it."""
+    from ray import tune
+
+    class PersistTrials(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if RECORD in result:
+                record = json.loads(result[RECORD])
+                write_trial(out / "trials" / record["metrics"]["trial"], record)
+
+    return PersistTrials()
 
 
 def _callbacks(cfg: ExperimentConfig) -> list:

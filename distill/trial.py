@@ -1,8 +1,9 @@
 """One trial: fine-tune the target model on one subset, score it on the held-out set, store it.
 
-Plain Python (pipeline.py wraps it as a Ray Tune trainable). Everything a trial produces lands in
-`<output>/trials/<name>/`: metrics.json and predictions.jsonl (every held-out example with its
-generated summary and scores), keyed by a content hash so a rerun reuses finished trials.
+Plain Python (pipeline.py wraps it as a Ray Tune trainable and persists what it returns on the
+driver). Everything a trial produces lands in `<output>/trials/<name>/`: metrics.json and
+predictions.jsonl (every held-out example with its generated summary and scores), keyed by a
+content hash so a rerun reuses finished trials.
 """
 
 from __future__ import annotations
@@ -53,8 +54,12 @@ def cached_metrics(trial_dir: Path, key: str) -> dict | None:
 
 
 def run_trial(spec: TrialSpec, cfg: ExperimentConfig, pool: pd.DataFrame, test: pd.DataFrame, model_path: str,
-              scorer: Scorer, trial_dir: Path, key: str, gpus: float = 0.0) -> dict:
-    """Fine-tune on `pool.iloc[spec.indices]`, evaluate on `test`, write and return the metrics."""
+              scorer: Scorer, key: str, gpus: float = 0.0) -> dict:
+    """Fine-tune on `pool.iloc[spec.indices]`, evaluate on `test`; returns the trial's record.
+
+    The record is {"metrics": {...}, "predictions": [one row per held-out example]}. It is returned,
+    not written: on a cluster the trial runs on another node, and the driver persists it.
+    """
     device = device_name()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -66,8 +71,8 @@ def run_trial(spec: TrialSpec, cfg: ExperimentConfig, pool: pd.DataFrame, test: 
     stats = finetune(model, tokenizer, fmt, subset["text"].tolist(), subset["summary"].tolist(), cfg.train, spec.seed, device)
 
     start = time.perf_counter()
-    predictions = generate(model, tokenizer, fmt, test["text"].tolist(), cfg.eval, device)
-    per_example = score(predictions, test["summary"].tolist(), scorer, device, cfg.eval.batch_size)
+    generated = generate(model, tokenizer, fmt, test["text"].tolist(), cfg.eval, device)
+    per_example = score(generated, test["summary"].tolist(), scorer, device, cfg.eval.batch_size)
     eval_seconds = time.perf_counter() - start
 
     metrics = {"trial": spec.name, "key": key, "method": spec.method, "seed": spec.seed, "samples": len(spec.indices),
@@ -80,8 +85,9 @@ def run_trial(spec: TrialSpec, cfg: ExperimentConfig, pool: pd.DataFrame, test: 
                "peak_memory_mb": _peak_memory_mb(device), "train_tokens": stats.train_tokens,
                "train_steps": stats.steps, "final_train_loss": stats.final_loss, "micro_batch": stats.micro_batch,
                "device": device}
-    _write(trial_dir, metrics, test, predictions, per_example)
-    return metrics
+    predictions = [{"id": i, "prediction": p, "reference": r, **scores}
+                   for i, p, r, scores in zip(test["id"], generated, test["summary"], per_example)]
+    return {"metrics": metrics, "predictions": predictions}
 
 
 def _peak_memory_mb(device: str) -> float:
@@ -91,11 +97,11 @@ def _peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _write(trial_dir: Path, metrics: dict, test: pd.DataFrame, predictions: list[str], per_example: list[dict]) -> None:
+def write_trial(trial_dir: Path, record: dict) -> None:
+    """Persist a trial's record: predictions.jsonl, then metrics.json (its presence marks completion)."""
     trial_dir.mkdir(parents=True, exist_ok=True)
     with open(trial_dir / "predictions.jsonl", "w") as fh:
-        for (_, row), pred, scores in zip(test.iterrows(), predictions, per_example):
-            fh.write(json.dumps({"id": row["id"], "prediction": pred, "reference": row["summary"], **scores}) + "\n")
+        fh.writelines(json.dumps(row) + "\n" for row in record["predictions"])
     tmp = trial_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    tmp.replace(trial_dir / "metrics.json")  # written last: its presence means the trial is complete
+    tmp.write_text(json.dumps(record["metrics"], indent=2, sort_keys=True))
+    tmp.replace(trial_dir / "metrics.json")

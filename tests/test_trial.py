@@ -10,7 +10,7 @@ import pytest
 from distill.config import DataConfig, make_config
 from distill.data import load_splits
 from distill.evaluate import resolve_scorer
-from distill.trial import TrialSpec, cached_metrics, run_trial, trial_key
+from distill.trial import TrialSpec, cached_metrics, run_trial, trial_key, write_trial
 
 CONTRACT = {"trial", "key", "method", "seed", "samples", "rouge1", "rouge2", "rougeL", "bertscore_f1", "n_eval",
             "n_empty", "bertscore_model", "select_seconds", "train_seconds", "eval_seconds", "time_s", "gpu_seconds",
@@ -37,8 +37,9 @@ def finished(setup, tiny_model, tmp_path_factory):
     spec = TrialSpec("random-s0", "random", 0, (0, 2, 3), select_seconds=0.25)
     key = trial_key(spec, cfg, tiny_model, fingerprint, scorer)
     trial_dir = tmp_path_factory.mktemp("trials") / spec.name
-    metrics = run_trial(spec, cfg, pool, test, tiny_model, scorer, trial_dir, key)
-    return spec, key, trial_dir, metrics
+    record = run_trial(spec, cfg, pool, test, tiny_model, scorer, key)
+    write_trial(trial_dir, record)
+    return spec, key, trial_dir, record["metrics"]
 
 
 def test_metrics_file_holds_the_contract(finished, setup):
@@ -112,7 +113,8 @@ def test_rerun_with_same_seed_is_identical(finished, setup, tiny_model, tmp_path
     spec, key, trial_dir, metrics = finished
     cfg, pool, test, scorer, _ = setup
     torch.rand(100)  # consume global RNG state: the trial must seed everything it uses itself
-    again = run_trial(spec, cfg, pool, test, tiny_model, scorer, tmp_path / spec.name, key)
-    assert again["final_train_loss"] == metrics["final_train_loss"]
-    assert again["train_tokens"] == metrics["train_tokens"]
+    again = run_trial(spec, cfg, pool, test, tiny_model, scorer, key)
+    write_trial(tmp_path / spec.name, again)
+    assert again["metrics"]["final_train_loss"] == metrics["final_train_loss"]
+    assert again["metrics"]["train_tokens"] == metrics["train_tokens"]
     assert (tmp_path / spec.name / "predictions.jsonl").read_text() == (trial_dir / "predictions.jsonl").read_text()
