@@ -62,20 +62,27 @@ def _free_port() -> int:
 
 
 def _our_ray_processes(marker: str) -> list[psutil.Process]:
-    """Processes started for this test's cluster: they inherit the marker variable from `ray start`.
+    """Processes started for this test's cluster: they inherit the marker variable from `ray start`, and their
+    descendants.
 
-    (Some Ray daemons rename themselves, e.g. `ray::DashboardAgent`, so command lines are not enough.)
+    (Some Ray daemons rename themselves, e.g. `ray::DashboardAgent`, so command lines are not enough; renaming
+    also blanks their /proc environ, so they are found as children of the marked raylets.)
     """
-    ours = []
+    ours: dict[int, psutil.Process] = {}
     for proc in psutil.process_iter(["pid"]):
         if proc.pid == os.getpid():
             continue
         try:
             if proc.environ().get("DISTILL_TEST_RAY") == marker:
-                ours.append(proc)
+                ours[proc.pid] = proc
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
             pass
-    return ours
+    for proc in list(ours.values()):
+        try:
+            ours.update((child.pid, child) for child in proc.children(recursive=True) if child.pid != os.getpid())
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            pass
+    return list(ours.values())
 
 
 def _stop_our_ray(marker: str) -> None:
@@ -95,30 +102,66 @@ def _stop_our_ray(marker: str) -> None:
             pass
 
 
+def _ray_env(marker: str) -> dict[str, str]:
+    """Environment for `ray start` of a test cluster on 127.0.0.1: every process it starts carries `marker`.
+
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps Ray on the loopback address: with it on, Ray replaces every
+    127.0.0.1 it is given (--node-ip-address, --address, ray.init's address) by the machine's outward address.
+    """
+    env = {**os.environ, "DISTILL_TEST_RAY": marker, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+           "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def _node_ports() -> list[str]:
+    """Every per-node port explicit and free: the defaults (agent 52365, ...) clash with other local clusters,
+    and with the other nodes of a cluster on this one machine."""
+    return [arg for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
+                             "--runtime-env-agent-port", "--node-manager-port", "--object-manager-port")
+            for arg in (flag, str(_free_port()))]
+
+
+# `ray start --address` of a worker node on 127.0.0.1. With RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 the CLI refuses to
+# add nodes to a cluster; with it on, the CLI turns --address/--node-ip-address 127.0.0.1 into the outward address,
+# where this head does not listen. So the CLI runs with its multi-node check passing and 127.0.0.1 kept as given;
+# the processes it starts inherit _ray_env (cluster switch off) like the head's.
+_RAY_START_WORKER_ON_LOOPBACK = (
+    "import sys, ray._private.ray_constants as constants, ray._private.services as services; "
+    "constants.ENABLE_RAY_CLUSTER = True; services.resolve_ip_for_localhost = lambda host: host; "
+    "from ray.scripts.scripts import main; sys.argv[0] = 'ray'; sys.exit(main())")
+
+
+def _ray_start_head(env: dict[str, str], temp_dir: str, gcs_port: int, *args: str) -> None:
+    subprocess.run([str(VENV_BIN / "ray"), "start", "--head", "--port", str(gcs_port), "--node-ip-address", "127.0.0.1",
+                    "--ray-client-server-port", str(_free_port()), "--disable-usage-stats", "--temp-dir", temp_dir,
+                    *_node_ports(), *args], env=env, check=True, capture_output=True, text=True, timeout=90)
+
+
+def _ray_start_worker(env: dict[str, str], gcs_port: int, *args: str) -> None:
+    """Add a worker node to the head at `gcs_port` (it shares the head's temp dir and session)."""
+    start = subprocess.run([str(VENV_BIN / "python"), "-c", _RAY_START_WORKER_ON_LOOPBACK, "start",
+                            "--address", f"127.0.0.1:{gcs_port}", "--node-ip-address", "127.0.0.1",
+                            "--disable-usage-stats", *_node_ports(), *args],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=90)
+    assert start.returncode == 0, start.stdout[-4000:]
+
+
 @pytest.mark.slow
 def test_ray_job_submit_runs_the_quick_pipeline_on_a_head_node(tiny_job, tmp_path):
     gcs_port, dashboard_port = _free_port(), _free_port()
     temp_dir = tempfile.mkdtemp(prefix="distill-ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
     marker = Path(temp_dir).name
-    env = {**os.environ, "DISTILL_TEST_RAY": marker, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_AUTH_MODE": "disabled",
-           "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "HF_HUB_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("RAY_ADDRESS", None)
+    env = {**_ray_env(marker), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     job_path = tmp_path / "tiny.yaml"
     out = Path(tiny_job["output_dir"])
     job_path.write_text(yaml.safe_dump(tiny_job))
     address = f"http://127.0.0.1:{dashboard_port}"
     runtime_env = {"working_dir": str(REPO), "excludes": UPLOAD_EXCLUDES,
                    "env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}}
-    # every port explicit and free: the defaults (agent 52365, client 10001) clash with other local clusters
-    ports = [arg for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
-                              "--ray-client-server-port", "--runtime-env-agent-port", "--node-manager-port",
-                              "--object-manager-port") for arg in (flag, str(_free_port()))]
     try:
-        subprocess.run([str(VENV_BIN / "ray"), "start", "--head", "--port", str(gcs_port),
-                        "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
-                        "--dashboard-port", str(dashboard_port), "--num-cpus", "2", "--disable-usage-stats",
-                        "--temp-dir", temp_dir, *ports], env=env, check=True, capture_output=True, text=True, timeout=90)
+        _ray_start_head(env, temp_dir, gcs_port, "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
+                        "--num-cpus", "2")
         start = time.perf_counter()
         submit = [str(VENV_BIN / "ray"), "job", "submit", "--address", address,
                   "--runtime-env-json", json.dumps(runtime_env),
@@ -156,11 +199,20 @@ def test_ray_job_submit_runs_the_quick_pipeline_on_a_head_node(tiny_job, tmp_pat
 # ------------------------------------------------------------------- simulated multi-GPU scheduling
 
 
+def _listen_addresses(procs: list[psutil.Process]) -> set[str]:
+    addresses = set()
+    for proc in procs:
+        try:
+            addresses |= {c.laddr.ip for c in proc.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            pass
+    return addresses
+
+
 @pytest.mark.slow
-def test_trials_run_concurrently_one_fake_gpu_each_across_nodes(tmp_path):
+def test_trials_run_concurrently_one_fake_gpu_each_across_nodes(tmp_path, monkeypatch):
     import ray
     from ray import tune
-    from ray.cluster_utils import Cluster
 
     # defined inside the test: cloudpickle ships it by value (the workers cannot import this test module)
     def _record_gpu_trial(config: dict, *, out: str) -> None:
@@ -178,17 +230,30 @@ def test_trials_run_concurrently_one_fake_gpu_each_across_nodes(tmp_path):
         tune.report({"done": 1})
 
     nodes = 3
-    # three raylets on this machine, each advertising one (fake) GPU; node_ip_address is left to Ray:
-    # pinning 127.0.0.1 here made the extra nodes unreachable from the driver (it hung)
-    node_args = {"num_cpus": 1, "num_gpus": 1, "object_store_memory": 100 * 1024 * 1024}
-    os.environ.pop("RAY_ADDRESS", None)
-    cluster = Cluster(initialize_head=True, head_node_args={**node_args, "include_dashboard": False})
+    # three nodes on 127.0.0.1 of this machine, each advertising one (fake) GPU: a head and two workers from
+    # `ray start`, every port explicit, the workers in the head's temp dir and session
+    gcs_port = _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="distill-ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    marker = Path(temp_dir).name
+    env = _ray_env(marker)
+    node_args = ["--num-cpus", "1", "--num-gpus", "1", "--object-store-memory", str(100 * 1024 * 1024)]
+    # the driver joins the same way: Ray's switch is read at import, so it is flipped on the module as well
+    for name in ("RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
+        monkeypatch.setenv(name, env[name])
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)
     try:
-        for _ in range(nodes - 1):
-            cluster.add_node(**node_args)
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, log_to_driver=False)
+        _ray_start_head(env, temp_dir, gcs_port, "--include-dashboard", "false", *node_args)
+        for _ in range(nodes - 1):  # one after another: two raylets starting at once on 2 busy cores time out
+            _ray_start_worker(env, gcs_port, *node_args)
+        ray.init(address=f"127.0.0.1:{gcs_port}", log_to_driver=False)
+        deadline = time.monotonic() + 30
+        while ray.cluster_resources().get("GPU", 0) < nodes and time.monotonic() < deadline:
+            time.sleep(0.5)
         assert ray.cluster_resources()["GPU"] == nodes
+        # every node, and every socket this cluster listens on, is on the loopback address
+        assert [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]] == ["127.0.0.1"] * nodes
+        assert ray.get_runtime_context().gcs_address == f"127.0.0.1:{gcs_port}"
         assert pipeline.embed_plan(ray.cluster_resources()) == (nodes, 0, 1)  # one embedding actor per GPU
 
         cfg = make_config({"name": "gpu-sim", "output_dir": str(tmp_path), "select": {"methods": ["random"]},
@@ -199,9 +264,12 @@ def test_trials_run_concurrently_one_fake_gpu_each_across_nodes(tmp_path):
         trainable = tune.with_parameters(_record_gpu_trial, out=str(records_dir))
         grid = pipeline.make_tuner(trainable, names, cfg, 1.0, tmp_path, callbacks=[]).fit()
         assert not [r.error for r in grid if r.error]
+        listening = _listen_addresses([*_our_ray_processes(marker), psutil.Process()])  # the driver too
+        assert listening and listening <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening
     finally:
         ray.shutdown()
-        cluster.shutdown()
+        _stop_our_ray(marker)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
     records = [json.loads((records_dir / f"{n}.json").read_text()) for n in names]
     for rec in records:
