@@ -34,6 +34,11 @@ from distill.models import resolve_model
 from distill.select import registry
 from distill.trial import BASELINE, TrialSpec, cached_metrics, run_trial, trial_key, write_trial
 
+# Ray reads these when it is imported: a local cluster binds 127.0.0.1 only (without the first, Ray
+# rewrites 127.0.0.1 to the machine's external address), and no usage stats are sent.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
 RECORD = "distill_record"  # Tune result key carrying a trial's full record (metrics + predictions) as JSON
 TRACKED_PACKAGES = ("distill", "ray", "torch", "transformers", "peft", "datasets", "faiss-cpu", "rouge-score",
                     "bert-score", "numpy", "pandas")
@@ -94,7 +99,6 @@ def ray_session(res: ResourcesConfig):
     """Join the cluster we run on (ray job submit / an address) or start a local one on 127.0.0.1."""
     import ray
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = res.address or os.environ.get("RAY_ADDRESS")
     started = not ray.is_initialized()
     dashboard = None
