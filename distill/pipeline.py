@@ -73,7 +73,7 @@ def run(cfg: ExperimentConfig) -> list[dict]:
     with ray_session(cfg.resources):
         features = embed_pool(cfg, splits, model_path, out)
         specs = select_subsets(cfg, features, splits.train, out)
-        trial_results(cfg, specs, splits, model_path, scorer, out)
+        run_trials(cfg, specs, splits, model_path, scorer, out)
     with stage("report"):
         rows = report.build_report(out, bootstrap_samples=cfg.eval.bootstrap_samples)
         log_table_to_wandb(cfg, rows)
@@ -213,9 +213,9 @@ def write_subset(out: Path, method: str, seed: int, pool: pd.DataFrame, indices:
                                  "summary": row["summary"], "n_words": int(features.n_words[i])}) + "\n")
 
 
-def trial_results(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, model_path: str, scorer: Scorer,
-                  out: Path) -> list[dict]:
-    """One Ray Tune trial per subset; finished trials (same content hash) are reused, not re-run."""
+def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, model_path: str, scorer: Scorer,
+               out: Path) -> None:
+    """One Ray Tune trial per subset, persisted under <out>/trials; finished trials (same content hash) are reused."""
     from ray import tune
 
     gpus = cfg.resources.gpus_per_trial if cfg.resources.gpus_per_trial is not None else (1.0 if cluster_gpus() else 0.0)
@@ -235,7 +235,6 @@ def trial_results(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits,
             if failed:
                 raise DistillError(f"{len(failed)} of {len(todo)} trial(s) failed, first: {failed[0][:300]}",
                                    f"see the Tune logs under {out / 'tune'}; finished trials are kept and reused on rerun")
-    return [json.loads((out / "trials" / s.name / "metrics.json").read_text()) for s in specs]
 
 
 def make_tuner(trainable, trial_names: list[str], cfg: ExperimentConfig, gpus: float, out: Path, callbacks: list):
