@@ -9,6 +9,8 @@ This is the only module that reads the environment (secrets are read, never stor
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import types
 from dataclasses import dataclass, field
@@ -258,6 +260,11 @@ def make_config(job: str | Path | dict[str, Any] = "quick", overrides: dict[str,
     for dotted, value in (overrides or {}).items():
         set_key(values, dotted, value)
     return validate(_build(ExperimentConfig, values, ""))
+
+
+def content_hash(parts: dict[str, Any]) -> str:
+    """Short, stable hash of JSON-able settings: the key of every cached artifact."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def cache_root() -> Path:

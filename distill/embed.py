@@ -8,13 +8,10 @@ actor pool (pipeline.py); it holds no Ray code, so tests call it directly.
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 import numpy as np
 import torch
 
-from distill.config import ModelConfig
+from distill.config import ModelConfig, content_hash
 from distill.models import device_name, load_model, load_tokenizer
 from distill.prompt import PromptFormat
 
@@ -24,7 +21,7 @@ def cache_key(model_path: str, data_fingerprint: str, model_cfg: ModelConfig, po
     settings = {"model": model_path, "data": data_fingerprint, "pooling": pooling,
                 "src": model_cfg.max_source_tokens, "tgt": model_cfg.max_target_tokens, "dtype": model_cfg.dtype,
                 "8bit": model_cfg.load_in_8bit}
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    return content_hash(settings)
 
 
 class EmbedActor:

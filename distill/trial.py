@@ -8,7 +8,6 @@ content hash so a rerun reuses finished trials.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import resource
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from distill.config import ExperimentConfig
+from distill.config import ExperimentConfig, content_hash
 from distill.evaluate import Scorer, generate, score
 from distill.models import device_name, load_model, load_tokenizer
 from distill.prompt import PromptFormat
@@ -41,7 +40,7 @@ def trial_key(spec: TrialSpec, cfg: ExperimentConfig, model_path: str, data_fing
     """Hash of everything the trial's numbers depend on."""
     parts = {"indices": list(spec.indices), "seed": spec.seed, "model": model_path, "data": data_fingerprint,
              "model_cfg": asdict(cfg.model), "train": asdict(cfg.train), "eval": asdict(cfg.eval), "scorer": asdict(scorer)}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    return content_hash(parts)
 
 
 def cached_metrics(trial_dir: Path, key: str) -> dict | None:
