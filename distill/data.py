@@ -7,6 +7,7 @@ and leak-free: an example whose id or normalised text hash is in the test set ne
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.resources
 from dataclasses import dataclass
@@ -27,8 +28,9 @@ class Splits:
     test: pd.DataFrame  # held-out examples every trial is scored on
     source: str  # human-readable description of where the rows came from
 
+    @functools.cached_property
     def fingerprint(self) -> str:
-        """Content hash of both splits: part of every cache key downstream."""
+        """Content hash of both splits: part of every cache key downstream (hashed once per Splits)."""
         digest = hashlib.sha256()
         for frame in (self.train, self.test):
             digest.update("\x1f".join(frame["id"]).encode())

@@ -130,7 +130,7 @@ def embed_pool(cfg: ExperimentConfig, splits: Splits, model_path: str, out: Path
 
     import ray
 
-    key = cache_key(model_path, splits.fingerprint(), cfg.model, cfg.embed.pooling)
+    key = cache_key(model_path, splits.fingerprint, cfg.model, cfg.embed.pooling)
     path = out / "cache" / f"features-{key}.npz"
     with stage("embed"):
         if path.exists():
@@ -219,8 +219,7 @@ def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, mo
     from ray import tune
 
     gpus = cfg.resources.gpus_per_trial if cfg.resources.gpus_per_trial is not None else (1.0 if cluster_gpus() else 0.0)
-    fingerprint = splits.fingerprint()
-    keys = {s.name: trial_key(s, cfg, model_path, fingerprint, scorer) for s in specs}
+    keys = {s.name: trial_key(s, cfg, model_path, splits.fingerprint, scorer) for s in specs}
     todo = [s for s in specs if cached_metrics(out / "trials" / s.name, keys[s.name]) is None]
     log(f"{len(specs) - len(todo)} trial(s) reused from {out / 'trials'}, {len(todo)} to run "
         f"({gpus:g} GPU, {cfg.resources.cpus_per_trial:g} CPU each)")
@@ -306,7 +305,7 @@ def log_table_to_wandb(cfg: ExperimentConfig, rows: list[dict]) -> None:
 def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, model_path: str, scorer: Scorer) -> None:
     """Everything needed to reproduce the run from its folder (no secrets: config holds none)."""
     info = {"name": cfg.name, "mode": cfg.mode, "model": cfg.model.name, "model_path": model_path,
-            "dataset": splits.source, "data_fingerprint": splits.fingerprint(), "pool_size": len(splits.train),
+            "dataset": splits.source, "data_fingerprint": splits.fingerprint, "pool_size": len(splits.train),
             "test_size": len(splits.test), "fraction": cfg.select.fraction, "seeds": cfg.seeds,
             "bertscore_model": scorer.label, "git_commit": _git_commit(), "python": platform.python_version(),
             "platform": platform.platform(), "versions": _versions(), "config": asdict(cfg)}

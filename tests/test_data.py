@@ -41,10 +41,10 @@ def test_embedded_split_is_deterministic_and_seeded():
     a, b = load_splits(DataConfig(test_size=10)), load_splits(DataConfig(test_size=10))
     assert a.test["id"].tolist() == b.test["id"].tolist()
     assert a.train["id"].tolist() == b.train["id"].tolist()
-    assert a.fingerprint() == b.fingerprint()
+    assert a.fingerprint == b.fingerprint
     c = load_splits(DataConfig(test_size=10, split_seed=1))
     assert set(c.test["id"]) != set(a.test["id"])
-    assert c.fingerprint() != a.fingerprint()
+    assert c.fingerprint != a.fingerprint
 
 
 def test_max_train_caps_the_pool():
@@ -117,7 +117,7 @@ def test_local_formats_with_column_mapping(tmp_path, suffix):
                                        id_column="id", test_size=3))
     pd.testing.assert_frame_equal(splits.train, reference.train)
     pd.testing.assert_frame_equal(splits.test, reference.test)
-    assert splits.fingerprint() == reference.fingerprint()
+    assert splits.fingerprint == reference.fingerprint
     assert splits.train["title"].str.startswith("Title").all()
 
 
@@ -154,11 +154,11 @@ def test_fingerprint_changes_when_a_row_changes(tmp_path):
     rows[6]["title"] = "Another title"
     after = load_splits(DataConfig(source=str(_write_jsonl(tmp_path / "b.jsonl", rows)), id_column="id", test_size=2))
     assert after.test["id"].tolist() == before.test["id"].tolist()
-    assert after.fingerprint() != before.fingerprint()
+    assert after.fingerprint != before.fingerprint
     # changing only a title still changes it
     frame = before.train.copy()
     frame.loc[0, "title"] = "changed"
-    assert Splits(frame, before.test, "x").fingerprint() != before.fingerprint()
+    assert Splits(frame, before.test, "x").fingerprint != before.fingerprint
 
 
 # ----------------------------------------------------------------------------- split column

@@ -28,7 +28,7 @@ def setup(tiny_model):
     splits = load_splits(DataConfig(test_size=2, max_train=6))
     pool, test = splits.train.iloc[:4].reset_index(drop=True), splits.test
     scorer, _ = resolve_scorer(cfg.eval, hub_reachable=False)
-    return cfg, pool, test, scorer, splits.fingerprint()
+    return cfg, pool, test, scorer, splits.fingerprint
 
 
 @pytest.fixture(scope="module")
