@@ -13,6 +13,9 @@ from pathlib import Path
 from distill.config import MODES, make_config
 from distill.errors import DistillError
 
+# validate checks a job as it is; with no --job it checks the quick job
+DEFAULT_JOB = {"validate": "quick"}
+
 # flag → dotted config key; anything else goes through --set section.key=value
 FLAGS = {
     "model": ("model.name", "target model: embedded:smollm2-135m, a Hub name or a local folder"),
@@ -31,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     for mode in MODES:
         cmd = sub.add_parser(mode, help=f"run the {mode} job")
-        cmd.add_argument("--job", help=f"job spec: a YAML path or a name in jobs/ (default: {'quick' if mode == 'validate' else mode})")
+        cmd.add_argument("--job", help=f"job spec: a YAML path or a name in jobs/ (default: {DEFAULT_JOB.get(mode, mode)})")
         for flag, (_, help_text) in FLAGS.items():
             cmd.add_argument("--" + flag.replace("_", "-"), dest=flag, help=help_text)
         cmd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -67,9 +70,9 @@ def run_command(args: argparse.Namespace) -> int:
         report.build_report(Path(args.output_dir).resolve(), bootstrap_samples=args.bootstrap_samples)
         return 0
     values = overrides(args)
-    if args.command != "validate":  # validate checks a job as it is (default: the quick job)
+    if args.command not in DEFAULT_JOB:  # a run mode runs in its own mode, whatever the job says
         values.setdefault("mode", args.command)
-    cfg = make_config(args.job or (args.command if args.command != "validate" else "quick"), values)
+    cfg = make_config(args.job or DEFAULT_JOB.get(args.command, args.command), values)
     if args.command == "validate":
         from distill.validate import checklist
 
