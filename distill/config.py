@@ -117,6 +117,11 @@ class WandbConfig:
     online: bool = False
     project: str = "distill"
 
+    @property
+    def mode(self) -> str:
+        """wandb.init's mode."""
+        return "online" if self.online else "offline"
+
 
 @dataclass
 class ExperimentConfig:

@@ -286,7 +286,7 @@ def _callbacks(cfg: ExperimentConfig) -> list:
     from ray.air.integrations.wandb import WandbLoggerCallback
 
     return [WandbLoggerCallback(project=cfg.wandb.project, group=cfg.name, api_key=key,
-                                mode="online" if cfg.wandb.online else "offline")]
+                                mode=cfg.wandb.mode)]
 
 
 def log_table_to_wandb(cfg: ExperimentConfig, rows: list[dict]) -> None:
@@ -297,7 +297,7 @@ def log_table_to_wandb(cfg: ExperimentConfig, rows: list[dict]) -> None:
 
     columns = sorted({key for row in rows for key, value in row.items() if not isinstance(value, (list, dict))})
     run = wandb.init(project=cfg.wandb.project, group=cfg.name, name=f"{cfg.name}-report", job_type="report",
-                     mode="online" if cfg.wandb.online else "offline", dir=cfg.output_dir)
+                     mode=cfg.wandb.mode, dir=cfg.output_dir)
     run.log({"comparison": wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])})
     run.finish()
 
