@@ -60,18 +60,27 @@ def load_splits(cfg: DataConfig) -> Splits:
     return Splits(train.reset_index(drop=True), test.reset_index(drop=True), source)
 
 
+def is_hub_dataset(source: str) -> bool:
+    """Neither the embedded sample nor a local file (by suffix or by existence): a Hub dataset name.
+
+    A folder named like a Hub dataset is not a file, so it does not shadow the Hub name.
+    """
+    path = Path(source).expanduser()
+    return source != EMBEDDED_BILLSUM and path.suffix.lower() not in LOCAL_SUFFIXES and not path.is_file()
+
+
 def _load_raw(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame | None, str]:
     if cfg.source == EMBEDDED_BILLSUM:
         return _read_local(embedded_billsum_path()), None, "embedded BillSum sample (90 real US bills, CC0)"
+    if is_hub_dataset(cfg.source):
+        return _load_hub(cfg)
     path = Path(cfg.source).expanduser()
-    if path.suffix.lower() in LOCAL_SUFFIXES or path.is_file():  # a folder named like a Hub dataset is not a file
-        if not path.exists():
-            raise DistillError(f"data file {path} does not exist", "check the path passed to --data (relative paths are from the current directory)")
-        frame = _read_local(path)
-        if cfg.split_column:
-            return _split_by_column(frame, cfg, path)
-        return frame, None, f"local file {path}"
-    return _load_hub(cfg)
+    if not path.exists():
+        raise DistillError(f"data file {path} does not exist", "check the path passed to --data (relative paths are from the current directory)")
+    frame = _read_local(path)
+    if cfg.split_column:
+        return _split_by_column(frame, cfg, path)
+    return frame, None, f"local file {path}"
 
 
 def _read_local(path: Path) -> pd.DataFrame:

