@@ -13,7 +13,7 @@ import torch
 
 from distill.config import ModelConfig, content_hash
 from distill.models import device_name, load_model, load_tokenizer
-from distill.prompt import PromptFormat
+from distill.prompt import PromptFormat, pad
 
 
 def cache_key(model_path: str, data_fingerprint: str, model_cfg: ModelConfig, pooling: str) -> str:
@@ -39,11 +39,9 @@ class EmbedActor:
     @torch.no_grad()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         encoded = [self.format.encode(str(t), str(s)) for t, s in zip(batch["text"], batch["summary"])]
-        ids = [e.prompt + e.target for e in encoded]
-        width = max(map(len, ids))
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=self.device)
-        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=self.device)
+        padded, mask = pad([e.prompt + e.target for e in encoded], self.tokenizer.pad_token_id)
+        input_ids = torch.tensor(padded, device=self.device)
+        mask = torch.tensor(mask, device=self.device)
         hidden = self.model.get_decoder()(input_ids=input_ids, attention_mask=mask).last_hidden_state
         embeddings = [self._pool(hidden[i], e) for i, e in enumerate(encoded)]
         losses = [self._summary_loss(hidden[i], input_ids[i], e) for i, e in enumerate(encoded)]

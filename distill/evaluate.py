@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from distill.config import EvalConfig
-from distill.prompt import PromptFormat
+from distill.prompt import PromptFormat, pad
 
 HUB_BERTSCORE = "microsoft/deberta-xlarge-mnli"
 OFFLINE_BERTSCORE_LAYERS = 6  # all-MiniLM-L6-v2 has 6 layers; its last is the trained sentence space
@@ -48,15 +48,15 @@ def generate(model, tokenizer, fmt: PromptFormat, texts: list[str], cfg: EvalCon
     prompts = [fmt.encode(t).prompt for t in texts]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     outputs: dict[int, str] = {}
-    pad = tokenizer.pad_token_id
+    pad_id = tokenizer.pad_token_id
     for start in range(0, len(order), cfg.batch_size):
         chunk = order[start:start + cfg.batch_size]
-        width = max(len(prompts[i]) for i in chunk)
-        ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in chunk], device=device)
-        mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in chunk], device=device)
-        generated = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=cfg.max_new_tokens,
-                                   do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
-        for i, row in zip(chunk, generated[:, width:].tolist()):
+        padded, mask = pad([prompts[i] for i in chunk], pad_id, side="left")
+        ids = torch.tensor(padded, device=device)
+        generated = model.generate(input_ids=ids, attention_mask=torch.tensor(mask, device=device),
+                                   max_new_tokens=cfg.max_new_tokens, do_sample=False, pad_token_id=pad_id,
+                                   eos_token_id=tokenizer.eos_token_id)
+        for i, row in zip(chunk, generated[:, ids.shape[1]:].tolist()):
             outputs[i] = tokenizer.decode(_until_eos(row, tokenizer.eos_token_id), skip_special_tokens=True).strip()
     return [outputs[i] for i in range(len(texts))]
 

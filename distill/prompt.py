@@ -21,6 +21,18 @@ class Encoded:
     doc_span: tuple[int, int]  # [start, end) of the document inside `prompt` (pooling span)
 
 
+def pad(seqs: list[list[int]], value: int, side: str = "right") -> tuple[list[list[int]], list[list[int]]]:
+    """Pad token-id lists to one width; returns (padded, attention mask). Training and embedding pad
+    on the right; generation pads on the left so every prompt ends where its first new token goes."""
+    width = max(map(len, seqs))
+    fill = [[value] * (width - len(s)) for s in seqs]
+    ones = [[1] * len(s) for s in seqs]
+    zeros = [[0] * (width - len(s)) for s in seqs]
+    if side == "left":
+        return [f + s for f, s in zip(fill, seqs)], [z + o for z, o in zip(zeros, ones)]
+    return [s + f for s, f in zip(seqs, fill)], [o + z for o, z in zip(ones, zeros)]
+
+
 class PromptFormat:
     """Turns (document, summary) into token ids the same way for every stage."""
 

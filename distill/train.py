@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from distill.config import TrainConfig
-from distill.prompt import PromptFormat
+from distill.prompt import PromptFormat, pad
 
 IGNORE = -100
 
@@ -62,10 +62,8 @@ def encode_examples(fmt: PromptFormat, texts: list[str], summaries: list[str]) -
 
 
 def collate(examples: list[tuple[list[int], list[int]]], pad_id: int, device) -> dict[str, torch.Tensor]:
-    width = max(len(ids) for ids, _ in examples)
-    ids = [x + [pad_id] * (width - len(x)) for x, _ in examples]
-    labels = [y + [IGNORE] * (width - len(y)) for _, y in examples]
-    mask = [[1] * len(x) + [0] * (width - len(x)) for x, _ in examples]
+    ids, mask = pad([x for x, _ in examples], pad_id)
+    labels, _ = pad([y for _, y in examples], IGNORE)
     return {"input_ids": torch.tensor(ids, device=device), "labels": torch.tensor(labels, device=device),
             "attention_mask": torch.tensor(mask, device=device)}
 
