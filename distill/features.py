@@ -2,13 +2,15 @@
 
 Text statistics are pure functions of the documents; `embeddings` and `loss` come from the
 target model (distill.embed). Computed once per run and shared by every selector through the
-Ray object store.
+Ray object store. The model signals are usually memory-mapped files (distill.featstore); a pickled
+Features carries such a file by path, not by value (see `Features.__reduce__`).
 """
 
 from __future__ import annotations
 
+import mmap
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -30,6 +32,40 @@ class Features:
     def __len__(self) -> int:
         return len(self.n_words)
 
+    def __reduce__(self):
+        """Pickle whole-file memory maps as their file, not their bytes: `ray.put(features)` and task
+        arguments then ship a path (the receiver maps the same file read-only) instead of copying the
+        pool's embeddings, GBs at a million rows, into the object store. Other arrays pickle as usual."""
+        return _rebuild, ({f.name: _MappedFile.of(getattr(self, f.name)) for f in fields(self)},)
+
+
+@dataclass(frozen=True)
+class _MappedFile:
+    """Where a read-only memory map's bytes live: enough to map them again in another process."""
+
+    filename: str
+    offset: int
+    dtype: str
+    shape: tuple[int, ...]
+    order: str
+
+    @staticmethod
+    def of(value):
+        """A _MappedFile for a memmap of a whole file region (not a view or a copy of one), else `value`."""
+        whole = isinstance(value, np.memmap) and isinstance(value.base, mmap.mmap) and value.filename
+        if not whole:
+            return value
+        return _MappedFile(value.filename, value.offset, value.dtype.str, value.shape,
+                           "F" if value.flags.f_contiguous and not value.flags.c_contiguous else "C")
+
+    def open(self) -> np.memmap:
+        return np.memmap(self.filename, dtype=np.dtype(self.dtype), mode="r", offset=self.offset, shape=self.shape,
+                         order=self.order)
+
+
+def _rebuild(state: dict) -> Features:
+    return Features(**{k: v.open() if isinstance(v, _MappedFile) else v for k, v in state.items()})
+
 
 def text_statistics(text: str) -> tuple[int, int, float, float]:
     """(words, sentences, type-token ratio, distinct words per sentence) of one document.
@@ -44,14 +80,28 @@ def text_statistics(text: str) -> tuple[int, int, float, float]:
     return len(words), n_sentences, ttr, distinct / n_sentences
 
 
+_STATS = np.dtype([("n_words", np.int64), ("n_sentences", np.int64), ("type_token_ratio", np.float64),
+                    ("info_density", np.float64)])
+
+
 def text_features(texts: list[str], embeddings: np.ndarray | None = None, loss: np.ndarray | None = None) -> Features:
-    """Features for a list of documents, with optional target-model signals attached."""
-    stats = np.array([text_statistics(t) for t in texts], dtype=np.float64).reshape(-1, 4)
+    """Features for a list of documents, with optional target-model signals attached.
+
+    The statistics stream into one structured array (no list of a million Python tuples first), and
+    float32 C-contiguous signals, memory maps included, are kept as they are: no copy."""
+    stats = np.fromiter((text_statistics(t) for t in texts), dtype=_STATS, count=len(texts))
     return Features(
-        n_words=stats[:, 0].astype(np.int64),
-        n_sentences=stats[:, 1].astype(np.int64),
-        type_token_ratio=stats[:, 2],
-        info_density=stats[:, 3],
-        embeddings=None if embeddings is None else np.ascontiguousarray(embeddings, dtype=np.float32),
-        loss=None if loss is None else np.asarray(loss, dtype=np.float32),
+        n_words=stats["n_words"].copy(),
+        n_sentences=stats["n_sentences"].copy(),
+        type_token_ratio=stats["type_token_ratio"].copy(),
+        info_density=stats["info_density"].copy(),
+        embeddings=None if embeddings is None else _float32(embeddings),
+        loss=None if loss is None else _float32(loss),
     )
+
+
+def _float32(values) -> np.ndarray:
+    """float32 C-contiguous `values`: the array itself when it already is one (a memory map stays a map)."""
+    if isinstance(values, np.ndarray) and values.dtype == np.float32 and values.flags.c_contiguous:
+        return values
+    return np.ascontiguousarray(values, dtype=np.float32)

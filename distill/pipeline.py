@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from distill import report
+from distill import featstore, report
 from distill.config import ExperimentConfig, ResourcesConfig, secret
 from distill.data import Splits, load_splits
 from distill.embed import EmbedActor, cache_key
@@ -131,12 +131,11 @@ def embed_pool(cfg: ExperimentConfig, splits: Splits, model_path: str, out: Path
     import ray
 
     key = cache_key(model_path, splits.fingerprint, cfg.model, cfg.embed.pooling)
-    path = out / "cache" / f"features-{key}.npz"
+    path = out / "cache" / f"features-{key}"
     with stage("embed"):
         if path.exists():
             log(f"reusing cached features {path.name}")
-            cached = np.load(path)
-            embeddings, loss = cached["embedding"], cached["loss"]
+            embeddings, loss = featstore.load(path)
         else:
             actors, cpus, gpus = embed_plan(ray.cluster_resources(), cfg.embed.num_actors)
             log(f"{actors} embedding actor(s), {'1 GPU' if gpus else f'{cpus} CPU'} each, batch {cfg.embed.batch_size}")
@@ -149,14 +148,9 @@ def embed_pool(cfg: ExperimentConfig, splits: Splits, model_path: str, out: Path
                                                    "pooling": cfg.embed.pooling, "num_threads": cpus or None},
                 batch_size=cfg.embed.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
                 num_gpus=1 if gpus else 0, num_cpus=cpus or 1)
-            batches = list(dataset.iter_batches(batch_size=None, batch_format="numpy"))
-            rows = np.concatenate([b["row"] for b in batches])
-            order = np.argsort(rows)
-            embeddings = np.concatenate([b["embedding"] for b in batches])[order]
-            loss = np.concatenate([b["loss"] for b in batches])[order]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path.with_suffix(".tmp.npz"), embedding=embeddings, loss=loss)
-            path.with_suffix(".tmp.npz").replace(path)
+            # streamed into memory-mapped files at their rows: the driver holds one batch, never the pool twice
+            embeddings, loss = featstore.stream(dataset.iter_batches(batch_size=None, batch_format="numpy"), path,
+                                                len(frame))
         log(f"features: {embeddings.shape[0]} × {embeddings.shape[1]} embeddings, mean summary loss {loss.mean():.3f}")
     features = text_features(splits.train["text"].tolist(), embeddings, loss)
     (out / "pool_stats.json").write_text(json.dumps({"n_words": features.n_words.tolist()}))
@@ -177,13 +171,17 @@ def budget(cfg: ExperimentConfig, pool_size: int) -> int:
 
 def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame, out: Path) -> list[TrialSpec]:
     """Every (method, seed) selector as a concurrent Ray task over one shared copy of the features."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     import ray
 
     k = budget(cfg, len(features))
     specs = []
     with stage(f"select {len(cfg.select.methods)} method(s) × {cfg.seeds} seed(s), k={k} of {len(features)}"):
-        features_ref = ray.put(features)  # one copy in the object store, read zero-copy by every task
-        task = ray.remote(num_cpus=1)(_remote_select)
+        features_ref = ray.put(features)  # text stats by value; the memory-mapped embeddings by path (features.py)
+        # tasks map the cache file, so they run on this node (which holds it)
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        task = ray.remote(num_cpus=1, scheduling_strategy=here)(_remote_select)
         jobs = {(m, s): task.remote(m, features_ref, k, s, cfg.select.params.get(m, {}))
                 for m in cfg.select.methods for s in range(cfg.seeds)}
         for (method, seed), ref in jobs.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -62,6 +64,16 @@ def test_valid_subset_and_deterministic(name: str, k: int, pool: Features) -> No
     a = registry.select(name, pool, k, seed=3)
     _check(a, k, len(pool))
     assert np.array_equal(a, registry.select(name, pool, k, seed=3))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_read_only_memory_mapped_features(name: str, pool: Features, tmp_path) -> None:
+    """The pipeline hands selectors read-only memory maps of the features cache: same picks as in memory."""
+    np.save(tmp_path / "embedding.npy", pool.embeddings)
+    np.save(tmp_path / "loss.npy", pool.loss)
+    mapped = replace(pool, embeddings=np.load(tmp_path / "embedding.npy", mmap_mode="r"),
+                     loss=np.load(tmp_path / "loss.npy", mmap_mode="r"))
+    assert np.array_equal(registry.select(name, mapped, 17, seed=3), registry.select(name, pool, 17, seed=3))
 
 
 @pytest.mark.parametrize("name", METHODS)

@@ -1,0 +1,142 @@
+"""Streamed, memory-mapped features: same values as the old in-memory path, every row exactly once,
+nothing half-written left behind, and memory maps that travel by path."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from distill import featstore
+from distill.config import ModelConfig, make_config
+from distill.data import load_splits
+from distill.embed import EmbedActor
+from distill.features import Features, text_features
+
+
+def batches_of(rows: np.ndarray, emb: np.ndarray, loss: np.ndarray, sizes: list[int]):
+    """Yield (row, embedding, loss) batches over `rows` in the given order and batch sizes."""
+    start = 0
+    for size in sizes:
+        r = rows[start:start + size]
+        yield {"row": r, "embedding": emb[r], "loss": loss[r]}
+        start += size
+    assert start == len(rows)
+
+
+@pytest.fixture
+def table():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(50, 6)).astype(np.float32), rng.gamma(2.0, 1.0, 50).astype(np.float32)
+
+
+def test_stream_puts_every_row_at_its_index(tmp_path, table):
+    emb, loss = table
+    order = np.random.default_rng(1).permutation(50)
+    got_emb, got_loss = featstore.stream(batches_of(order, emb, loss, [7, 0, 20, 1, 22]), tmp_path / "f", 50)
+    assert isinstance(got_emb, np.memmap) and isinstance(got_loss, np.memmap)
+    assert got_emb.dtype == np.float32 and got_emb.shape == (50, 6) and got_emb.flags.c_contiguous
+    np.testing.assert_array_equal(got_emb, emb)
+    np.testing.assert_array_equal(got_loss, loss)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]  # the partial folder was renamed, not copied
+    reloaded = featstore.load(tmp_path / "f")
+    np.testing.assert_array_equal(reloaded[0], emb)
+
+
+@pytest.mark.parametrize("rows,problem", [
+    (np.r_[np.arange(50), 3], "repeats row"),  # a row embedded twice
+    (np.arange(49), "never embedded"),  # a row missing
+    (np.r_[np.arange(50), 50], "outside the pool"),
+])
+def test_every_row_exactly_once_or_nothing_is_cached(tmp_path, table, rows, problem):
+    emb, loss = table
+    emb, loss = np.vstack([emb, emb[:1]]), np.r_[loss, loss[:1]]  # row 50 exists in the source only
+    with pytest.raises(RuntimeError, match=problem):
+        featstore.stream(batches_of(rows, emb, loss, [len(rows)]), tmp_path / "f", 50)
+    assert list(tmp_path.iterdir()) == []  # neither a cache nor a partial folder is left
+
+
+def test_an_existing_cache_wins_a_race(tmp_path, table):
+    emb, loss = table
+    featstore.stream(batches_of(np.arange(50), emb, loss, [50]), tmp_path / "f", 50)
+    again = featstore.stream(batches_of(np.arange(50)[::-1], emb, loss, [25, 25]), tmp_path / "f", 50)
+    np.testing.assert_array_equal(again[0], emb)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+def test_features_keep_memory_maps_and_pickle_them_by_path(tmp_path, table):
+    emb, loss = featstore.stream(batches_of(np.arange(50), *table, [50]), tmp_path / "f", 50)
+    features = text_features(["a short text."] * 50, emb, loss)
+    assert features.embeddings is emb and features.loss is loss  # no copy
+    blob = pickle.dumps(features)
+    by_value = pickle.dumps(replace(features, embeddings=np.array(emb), loss=np.array(loss)))
+    assert len(blob) + emb.nbytes < len(by_value)  # the embedding matrix did not travel
+    assert emb.tobytes() not in blob
+    back = pickle.loads(blob)
+    assert isinstance(back.embeddings, np.memmap) and not back.embeddings.flags.writeable
+    np.testing.assert_array_equal(back.embeddings, emb)
+    np.testing.assert_array_equal(back.loss, loss)
+    np.testing.assert_array_equal(back.n_words, features.n_words)
+
+
+def test_views_and_plain_arrays_pickle_by_value(tmp_path, table):
+    emb, loss = featstore.stream(batches_of(np.arange(50), *table, [50]), tmp_path / "f", 50)
+    features = text_features(["x y."] * 50, emb, loss)
+    for part in (replace(features, embeddings=emb[10:20], loss=loss[10:20], n_words=features.n_words[10:20],
+                         n_sentences=features.n_sentences[10:20], type_token_ratio=features.type_token_ratio[10:20],
+                         info_density=features.info_density[10:20]),
+                 text_features(["x y."] * 50, np.array(emb), np.array(loss))):
+        back = pickle.loads(pickle.dumps(part))
+        assert getattr(back.embeddings, "filename", None) is None  # a copy of the values, not a map of the file
+        np.testing.assert_array_equal(back.embeddings, part.embeddings)
+
+
+def test_streamed_model_features_equal_the_old_in_memory_path(tmp_path, tiny_model, billsum_path):
+    """The pipeline's length-sorted batches, streamed, give exactly what concatenate + argsort gave."""
+    pool = pd.read_json(billsum_path, lines=True).head(12)
+    actor = EmbedActor(tiny_model, ModelConfig(name=tiny_model, dtype="float32", max_source_tokens=40,
+                                               max_target_tokens=8))
+    order = np.argsort(-pool["text"].str.len().to_numpy(), kind="stable")
+    outputs = [actor({"row": rows, "text": pool["text"].to_numpy()[rows], "summary": pool["summary"].to_numpy()[rows]})
+               for rows in np.array_split(order, 4)]
+    rows = np.concatenate([b["row"] for b in outputs])
+    old_emb = np.concatenate([b["embedding"] for b in outputs])[np.argsort(rows)]
+    old_loss = np.concatenate([b["loss"] for b in outputs])[np.argsort(rows)]
+    emb, loss = featstore.stream(iter(outputs), tmp_path / "f", len(pool))
+    np.testing.assert_array_equal(emb, old_emb)
+    np.testing.assert_array_equal(loss, old_loss)
+    alone = actor({"row": np.array([5]), "text": pool["text"].to_numpy()[[5]], "summary": pool["summary"].to_numpy()[[5]]})
+    np.testing.assert_allclose(emb[5], alone["embedding"][0], atol=1e-4)  # row 5 sits at index 5
+
+
+def test_pipeline_streams_the_pool_and_selects_from_the_memory_map(tiny_job, tiny_model):
+    """Through Ray: embed_pool streams to a memmap cache in row order, a rerun reuses it, and the
+    selector tasks (which get the features by path) pick what an in-process run picks."""
+    from distill import pipeline
+    from distill.select import registry
+
+    tiny_job["select"]["methods"] = ["embedding_centroid", "clustering", "loss_based"]
+    cfg = make_config(tiny_job)
+    splits = load_splits(cfg.data)
+    out = Path(cfg.output_dir)
+    with pipeline.ray_session(cfg.resources):
+        features = pipeline.embed_pool(cfg, splits, tiny_model, out)
+        specs = pipeline.select_subsets(cfg, features, splits.train, out)
+    assert isinstance(features.embeddings, np.memmap) and isinstance(features.loss, np.memmap)
+    [cache] = (out / "cache").iterdir()
+    assert cache.is_dir() and not cache.name.endswith(".npz")
+    actor = EmbedActor(tiny_model, cfg.model, cfg.embed.pooling)
+    pool = splits.train
+    expected = actor({"row": np.arange(len(pool)), "text": pool["text"].to_numpy(), "summary": pool["summary"].to_numpy()})
+    np.testing.assert_allclose(features.embeddings, expected["embedding"], atol=1e-4)
+    np.testing.assert_allclose(features.loss, expected["loss"], atol=1e-4)
+    k = pipeline.budget(cfg, len(pool))
+    for spec in specs:
+        assert list(spec.indices) == registry.select(spec.method, features, k, spec.seed).tolist()
+    reused = pipeline.embed_pool(cfg, splits, tiny_model, out)  # cached: no Ray needed
+    np.testing.assert_array_equal(reused.embeddings, features.embeddings)
+    assert isinstance(reused, Features)
