@@ -300,3 +300,15 @@ def test_hybrid_picks_satisfy_filter(pool: Features) -> None:
     assert pool.info_density[picks].min() >= threshold
     picks = registry.select("hybrid", pool, k, seed=4, filter="length_diversity", candidate_factor=2)
     assert set(picks) <= set(registry.get("length_diversity").fn(pool, 2 * k, 4))
+
+
+@pytest.mark.parametrize("name,params", [("d2_pruning", {"variant": "reference"}), ("d2_pruning", {"exact": True}),
+                                         ("diversity_sampling", {"exact": True})])
+def test_exact_quadratic_options_fail_fast_above_the_limit(name: str, params: dict) -> None:
+    """Exact all-pairs options would run for hours on a million rows: refused before any work."""
+    n = nb.EXACT_MAX_ROWS + 1
+    f = Features(n_words=np.full(n, 10), n_sentences=np.ones(n, dtype=np.int64), type_token_ratio=np.full(n, 0.5),
+                 info_density=np.ones(n), embeddings=np.random.default_rng(0).normal(size=(n, 4)).astype(np.float32),
+                 loss=np.ones(n, dtype=np.float32))
+    with pytest.raises(DistillError, match="exceeds its limit of 100,000 rows"):
+        registry.select(name, f, 10, seed=0, **params)

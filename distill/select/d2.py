@@ -13,7 +13,7 @@ Two variants (param `variant`):
 | geometry | L2-normalised embeddings (cosine), squared distance d² in [0, 4] | raw embeddings, plain Euclidean d (not squared) |
 | forward weight | exp(-gamma_forward · d²) · s_j | exp(-d) · max(s_j, 1e-7) (no gamma) |
 | reverse weight | exp(-gamma · d²) | exp(-gamma · d) |
-| kNN graph | exact (faiss flat) up to 20,000 rows, else PCA-64 + cell-blocked approximation | always exact, O(n² d) |
+| kNN graph | exact (faiss flat) up to 20,000 rows, else PCA-64 + cell-blocked approximation | always exact, O(n² d): refused above 100,000 rows |
 | seed | only seeds the approximate index's training sample | unused (deterministic) |
 
 The iterative selection uses a lazy max-heap: O(k · deg · log n) with deg ~ 2 n_neighbors.
@@ -115,6 +115,10 @@ def d2_pruning(features: Features, k: int, seed: int, n_neighbors: int = 10, gam
         raise DistillError(f"unknown d2_pruning difficulty '{difficulty}'", f"use one of: {', '.join(_DIFFICULTIES)}")
     x = features.embeddings
     n = len(features)
+    if variant == "reference":
+        nb.check_exact("d2_pruning", "variant='reference' (exact kNN graph)", n, "use variant='paper' (approximate graph)")
+    elif exact:
+        nb.check_exact("d2_pruning", "exact=True (exact kNN graph)", n, "leave exact unset (approximate above 20,000 rows)")
     if variant == "reference":
         dist2, idx = nb.knn_graph(x, n_neighbors, metric="l2", exact=True)
         indptr, nbrs, d2 = nb.symmetric_edges(dist2, idx)

@@ -19,7 +19,19 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
+from distill.errors import DistillError  # noqa: E402
+
 _BLOCK = 16384  # rows per block for blocked numpy work (keeps temporaries ~ tens of MB)
+# Exact all-pairs work (an exact kNN graph, O(n² d); exact greedy k-center, O(n k d) with k ~ n/10)
+# above this many rows takes hours on a CPU: such options fail fast instead (`check_exact`).
+EXACT_MAX_ROWS = 100_000
+
+
+def check_exact(method: str, what: str, n: int, fix: str) -> None:
+    """Refuse an exact quadratic computation on more than EXACT_MAX_ROWS rows, before any work starts."""
+    if n > EXACT_MAX_ROWS:
+        raise DistillError(f"{method}: {what} is quadratic in the pool size, and n={n:,} exceeds its limit of "
+                           f"{EXACT_MAX_ROWS:,} rows (hours of CPU time)", f"{fix}, or cap the pool with --max-train")
 
 
 def set_threads() -> int:

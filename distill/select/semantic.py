@@ -140,7 +140,10 @@ def diversity_sampling(features: Features, k: int, seed: int, cell_size: int | N
                        exact: bool = False) -> np.ndarray:
     """k-center greedy on raw Euclidean embeddings (`k_center_greedy`). exact=True (or
     cell_size=None) runs the exact O(n k d) greedy; the default partitions into cells of about
-    `cell_size` rows."""
+    `cell_size` rows. The exact greedy is refused above nb.EXACT_MAX_ROWS rows."""
+    if exact or cell_size is None:
+        nb.check_exact("diversity_sampling", "exact=True (exact greedy k-center)", len(features),
+                       "leave exact unset (cell-partitioned greedy)")
     return k_center_greedy(features.embeddings, k, seed, None if exact else cell_size)
 
 
