@@ -17,9 +17,9 @@ Stages:
    the full-size rate is extrapolated and said to be.
 3. embed stream at full n, side by side: the same Ray Data → driver path at every pool row, with
    a synthetic embedder in place of the model (clustered --dim vectors, rows arriving in a permuted
-   order as the length-sorted pipeline delivers them), materialized once in the object store and
-   then collected twice: (a) featstore.stream, today's path, and (b) the old path
-   (list(iter_batches) + concatenate + reorder), each with its own driver peak.
+   order as the length-sorted pipeline delivers them), run twice as the pipeline runs it (streamed,
+   not materialized): (a) featstore.stream, today's path, and (b) the old path (list(iter_batches)
+   + concatenate + reorder), each with its own driver peak.
 4. select: pipeline.select_subsets, every registered selector as Ray tasks (2 at a time on 2
    CPUs), over memory-mapped features of the full pool (stage 3a's file + stage 1's statistics).
    Then each selector once more, alone in a fresh worker, sampling that worker's private memory
@@ -55,23 +55,47 @@ def rss_mb(field: str = "VmRSS") -> float:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-class Stage:
-    """Wall time and the driver's peak RSS within one stage (peak reset at the start)."""
+RSS_PARTS = ("RssAnon", "RssFile", "RssShmem")  # private memory, mapped files (the memmap), Ray's object store
 
-    def __init__(self, results: dict, name: str):
-        self.results, self.name = results, name
+
+class Stage:
+    """Wall time and the driver's peak RSS within one stage (peak reset at the start), plus the peak
+    growth of each part of the RSS, sampled every `interval` seconds: a copy of the embeddings shows
+    up in RssAnon, the memory-mapped cache in RssFile, object-store blocks the driver reads in RssShmem."""
+
+    def __init__(self, results: dict, name: str, interval: float = 0.02):
+        self.results, self.name, self.interval = results, name, interval
 
     def __enter__(self):
+        import threading
+
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
         self.start_rss = rss_mb()
+        self.start = {part: rss_mb(part) for part in RSS_PARTS}
+        self.peak = dict(self.start)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
         self.t0 = time.perf_counter()
         print(f"[bench] {self.name} …", flush=True)
         return self
 
+    def _sample(self) -> None:
+        while True:
+            for part in RSS_PARTS:
+                self.peak[part] = max(self.peak[part], rss_mb(part))
+            if self.done.wait(self.interval):
+                return
+
     def __exit__(self, *exc):
-        row = {"seconds": round(time.perf_counter() - self.t0, 2), "rss_start_mb": round(self.start_rss, 1),
+        seconds = time.perf_counter() - self.t0
+        self.done.set()
+        self.thread.join()
+        self._sample()  # one last sample at the stage's end
+        row = {"seconds": round(seconds, 2), "rss_start_mb": round(self.start_rss, 1),
                "peak_rss_mb": round(rss_mb("VmHWM"), 1)}
         row["peak_growth_mb"] = round(row["peak_rss_mb"] - row["rss_start_mb"], 1)
+        row.update({f"{part}_peak_growth_mb": round(self.peak[part] - self.start[part], 1) for part in RSS_PARTS})
         self.results.setdefault("stages", {})[self.name] = row
         print(f"[bench] {self.name}: {row}", flush=True)
 
@@ -205,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
 
             n = len(splits.train)
             dataset = ray.data.range(n, override_num_blocks=max(16, n // 20_000)).map_batches(
-                synthetic_embedder(args.dim, n), batch_size=4096, batch_format="numpy").materialize()
-            # materialized once: both collection paths below read the same blocks, so they differ only in the driver
+                synthetic_embedder(args.dim, n), batch_size=4096, batch_format="numpy")
+            dataset.limit(4096).take_all()  # warm up the Ray Data workers, so neither path pays their start
             with Stage(res, f"embed stream, {n:,} rows: featstore.stream (new)"):
                 emb, loss = featstore.stream(dataset.iter_batches(batch_size=None, batch_format="numpy"),
                                              tmp / "features-synthetic", n)
@@ -240,9 +264,11 @@ def main(argv: list[str] | None = None) -> int:
 def print_table(res: dict) -> None:
     print(f"\npool n={res['n']:,}  d={res['dim']}  one float32 copy {res['one_float32_copy_mb']} MB  "
           f"goal: driver peak <= {res['goal_peak_rss_mb']} MB")
-    print(f"{'stage':62s} {'seconds':>9s} {'RSS start MB':>13s} {'peak MB':>9s} {'growth MB':>10s}")
+    print(f"{'stage':62s} {'seconds':>9s} {'RSS start MB':>13s} {'peak MB':>9s} {'growth MB':>10s}"
+          " | growth of: private  mapped files  object store")
     for name, row in res["stages"].items():
-        print(f"{name:62s} {row['seconds']:>9} {row['rss_start_mb']:>13} {row['peak_rss_mb']:>9} {row['peak_growth_mb']:>10}")
+        print(f"{name:62s} {row['seconds']:>9} {row['rss_start_mb']:>13} {row['peak_rss_mb']:>9} {row['peak_growth_mb']:>10}"
+              f" | {row['RssAnon_peak_growth_mb']:>18} {row['RssFile_peak_growth_mb']:>13} {row['RssShmem_peak_growth_mb']:>13}")
     print(f"\n{'selector':22s} {'s (2 at a time)':>16s} {'s (alone)':>10s} {'private MB':>11s} {'task peak RSS MB':>17s}")
     for name, row in res["selectors"].items():
         print(f"{name:22s} {row['seconds']:>16} {row['alone_seconds']:>10} {row['alone_private_growth_mb']:>11} "
