@@ -180,13 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--embed-batch", type=int, default=64)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--tmp", type=Path, default=None)
+    ap.add_argument("--stream-only", action="store_true", help="data + the embed-stream comparison only "
+                    "(e.g. at the real model's width, --dim 576)")
     args = ap.parse_args(argv)
 
-    import ray
-
-    from distill import featstore, pipeline
+    from distill import pipeline
     from distill.config import make_config
-    from distill.data import Splits, load_splits
+    from distill.data import load_splits
     from distill.features import text_features
     from distill.select import registry
     from tests.conftest import build_tiny_llama
@@ -218,40 +218,11 @@ def main(argv: list[str] | None = None) -> int:
             stats = text_features(splits.train["text"].tolist())
 
         with pipeline.ray_session(cfg.resources):
-            part = Splits(splits.train.iloc[:args.embed_n].reset_index(drop=True), splits.test, splits.source)
-            with Stage(res, f"embed: tiny model, {len(part.train):,} rows (pipeline.embed_pool)"):
-                real = pipeline.embed_pool(cfg, part, model, out)
-            name = f"embed: tiny model, {len(part.train):,} rows (pipeline.embed_pool)"
-            res["stages"][name]["rows_per_second"] = round(len(part.train) / res["stages"][name]["seconds"], 1)
-            res["embed_extrapolated_seconds_at_n"] = round(args.n / res["stages"][name]["rows_per_second"])
-            res["embed_real_is_memmap"] = isinstance(real.embeddings, np.memmap)
-            del real
-
-            n = len(splits.train)
-            dataset = ray.data.range(n, override_num_blocks=max(16, n // 20_000)).map_batches(
-                synthetic_embedder(args.dim, n), batch_size=4096, batch_format="numpy")
-            dataset.limit(4096).take_all()  # warm up the Ray Data workers, so neither path pays their start
-            with Stage(res, f"embed stream, {n:,} rows: featstore.stream (new)"):
-                emb, loss = featstore.stream(dataset.iter_batches(batch_size=None, batch_format="numpy"),
-                                             tmp / "features-synthetic", n)
-            with Stage(res, f"embed stream, {n:,} rows: list + concatenate (old)"):
-                old_emb, old_loss = old_collect(dataset.iter_batches(batch_size=None, batch_format="numpy"))
-            res["old_equals_new"] = bool(np.array_equal(old_emb, emb) and np.array_equal(old_loss, loss))
-            del old_emb, old_loss
-
-            features = replace(stats, embeddings=emb, loss=loss)
-            res["pickled_features_bytes"] = len(pickle.dumps(features))
-            res["embeddings_bytes"] = int(emb.nbytes)
-            k = pipeline.budget(cfg, n)
-            with Stage(res, f"select: {len(cfg.select.methods)} selectors, k={k:,} (pipeline.select_subsets)"):
-                specs = pipeline.select_subsets(cfg, features, splits.train, out)
-            res["selectors"] = {s.method: {"seconds": round(s.select_seconds, 2), "k": len(s.indices)} for s in specs}
-            # each selector again, alone, in a fresh worker (same pickled-by-path features): its own memory
-            probe = ray.remote(num_cpus=2, max_calls=1)(selector_memory)
-            for name in cfg.select.methods:
-                res["selectors"][name].update({f"alone_{key}": v for key, v in
-                                               ray.get(probe.remote(features, name, k)).items()})
-                print(f"[bench] {name} alone: {res['selectors'][name]}", flush=True)
+            if not args.stream_only:
+                model_embed(res, cfg, splits, model, out, args.embed_n, args.n)
+            emb, loss = stream_side_by_side(res, len(splits.train), args.dim, tmp)
+            if not args.stream_only:
+                select_all(res, cfg, replace(stats, embeddings=emb, loss=loss), splits.train, out)
     res["load_avg_1m_end"] = os.getloadavg()[0]
     res["peak_rss_mb_all_stages"] = max(s["peak_rss_mb"] for s in res["stages"].values())
     print_table(res)
@@ -259,6 +230,57 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=2) + "\n")
     return 0
+
+
+def model_embed(res: dict, cfg, splits, model: str, out: Path, embed_n: int, n: int) -> None:
+    """pipeline.embed_pool with the tiny model on the first embed_n pool rows; rate extrapolated to n."""
+    from distill import pipeline
+    from distill.data import Splits
+
+    part = Splits(splits.train.iloc[:embed_n].reset_index(drop=True), splits.test, splits.source)
+    name = f"embed: tiny model, {len(part.train):,} rows (pipeline.embed_pool)"
+    with Stage(res, name):
+        real = pipeline.embed_pool(cfg, part, model, out)
+    res["stages"][name]["rows_per_second"] = round(len(part.train) / res["stages"][name]["seconds"], 1)
+    res["embed_extrapolated_seconds_at_n"] = round(n / res["stages"][name]["rows_per_second"])
+    res["embed_real_is_memmap"] = isinstance(real.embeddings, np.memmap)
+
+
+def stream_side_by_side(res: dict, n: int, dim: int, tmp: Path) -> tuple[np.memmap, np.memmap]:
+    """The Ray Data → driver collection at n rows: featstore.stream, then the old path; returns the memmaps."""
+    import ray
+
+    from distill import featstore
+
+    dataset = ray.data.range(n, override_num_blocks=max(16, n // 20_000)).map_batches(
+        synthetic_embedder(dim, n), batch_size=4096, batch_format="numpy")
+    dataset.limit(4096).take_all()  # warm up the Ray Data workers, so neither path pays their start
+    with Stage(res, f"embed stream, {n:,} rows: featstore.stream (new)"):
+        emb, loss = featstore.stream(dataset.iter_batches(batch_size=None, batch_format="numpy"),
+                                     tmp / "features-synthetic", n)
+    with Stage(res, f"embed stream, {n:,} rows: list + concatenate (old)"):
+        old_emb, old_loss = old_collect(dataset.iter_batches(batch_size=None, batch_format="numpy"))
+    res["old_equals_new"] = bool(np.array_equal(old_emb, emb) and np.array_equal(old_loss, loss))
+    return emb, loss
+
+
+def select_all(res: dict, cfg, features, pool, out: Path) -> None:
+    """pipeline.select_subsets over the memory-mapped pool, then each selector alone for its memory."""
+    import ray
+
+    from distill import pipeline
+
+    res["pickled_features_bytes"] = len(pickle.dumps(features))
+    res["embeddings_bytes"] = int(features.embeddings.nbytes)
+    k = pipeline.budget(cfg, len(features))
+    with Stage(res, f"select: {len(cfg.select.methods)} selectors, k={k:,} (pipeline.select_subsets)"):
+        specs = pipeline.select_subsets(cfg, features, pool, out)
+    res["selectors"] = {s.method: {"seconds": round(s.select_seconds, 2), "k": len(s.indices)} for s in specs}
+    # each selector again, alone, in a fresh worker (same pickled-by-path features): its own memory
+    probe = ray.remote(num_cpus=2, max_calls=1)(selector_memory)
+    for name in cfg.select.methods:
+        res["selectors"][name].update({f"alone_{key}": v for key, v in ray.get(probe.remote(features, name, k)).items()})
+        print(f"[bench] {name} alone: {res['selectors'][name]}", flush=True)
 
 
 def print_table(res: dict) -> None:
@@ -269,6 +291,8 @@ def print_table(res: dict) -> None:
     for name, row in res["stages"].items():
         print(f"{name:62s} {row['seconds']:>9} {row['rss_start_mb']:>13} {row['peak_rss_mb']:>9} {row['peak_growth_mb']:>10}"
               f" | {row['RssAnon_peak_growth_mb']:>18} {row['RssFile_peak_growth_mb']:>13} {row['RssShmem_peak_growth_mb']:>13}")
+    if "selectors" not in res:
+        return
     print(f"\n{'selector':22s} {'s (2 at a time)':>16s} {'s (alone)':>10s} {'private MB':>11s} {'task peak RSS MB':>17s}")
     for name, row in res["selectors"].items():
         print(f"{name:22s} {row['seconds']:>16} {row['alone_seconds']:>10} {row['alone_private_growth_mb']:>11} "
