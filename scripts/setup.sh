@@ -47,7 +47,7 @@ else
 fi
 
 if [[ -f "$lock" ]]; then
-  echo "setup: $lock ($(grep -c '^[a-zA-Z]' "$lock") pinned packages) with ${uv:+uv}${uv:-pip}"
+  echo "setup: $lock ($(grep -c '^[a-zA-Z]' "$lock") pinned packages) with $([[ -n "$uv" ]] && echo uv || echo pip)"
   "${sync[@]}" "$lock"
   "${install[@]}" --no-deps -e .
 else
