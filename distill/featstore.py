@@ -45,8 +45,10 @@ class FeatureWriter:
             return
         if rows.min() < 0 or rows.max() >= self.n_rows:
             raise RuntimeError(f"embedding batch holds row {rows.max()} outside the pool of {self.n_rows} rows")
-        if self.seen[rows].any() or len(np.unique(rows)) != len(rows):
-            raise RuntimeError(f"embedding batch repeats row(s) already written, e.g. {rows[self.seen[rows]][:5].tolist()}")
+        unique, counts = np.unique(rows, return_counts=True)
+        repeated = np.union1d(rows[self.seen[rows]], unique[counts > 1])
+        if len(repeated):
+            raise RuntimeError(f"embedding batch repeats row(s) already written, e.g. {repeated[:5].tolist()}")
         if self.embedding is None:
             self.embedding = np.lib.format.open_memmap(self.partial / EMBEDDING_FILE, mode="w+", dtype=np.float32,
                                                        shape=(self.n_rows, np.shape(embedding)[1]))
