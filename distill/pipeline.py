@@ -172,17 +172,13 @@ def budget(cfg: ExperimentConfig, pool_size: int) -> int:
 
 def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame, out: Path) -> list[TrialSpec]:
     """Every (method, seed) selector as a concurrent Ray task over one shared copy of the features."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     import ray
 
     k = budget(cfg, len(features))
     specs = []
     with stage(f"select {len(cfg.select.methods)} method(s) × {cfg.seeds} seed(s), k={k} of {len(features)}"):
         features_ref = ray.put(features)  # text stats by value; the memory-mapped embeddings by path (features.py)
-        # tasks map the cache file, so they run on this node (which holds it)
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        task = ray.remote(num_cpus=1, scheduling_strategy=here)(_remote_select)
+        task = ray.remote(num_cpus=1, scheduling_strategy=_this_node())(_remote_select)
         jobs = {(m, s): task.remote(m, features_ref, k, s, cfg.select.params.get(m, {}))
                 for m in cfg.select.methods for s in range(cfg.seeds)}
         for (method, seed), ref in jobs.items():
@@ -193,6 +189,21 @@ def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame
     if cfg.include_baseline:
         specs += [TrialSpec(f"{BASELINE}-s{s}", BASELINE, s, tuple(range(len(pool))), 0.0) for s in range(cfg.seeds)]
     return specs
+
+
+def _this_node():
+    """Selector tasks map the driver-local features cache, so they run on the driver's node, which
+    therefore must offer Ray a CPU (a head started with --num-cpus 0 would queue them forever)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    cpus = next((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["NodeID"] == node), 0)
+    if cpus < 1:
+        raise DistillError("selection runs where the features cache is, on the driver's Ray node, which has no CPU",
+                           "start that node with CPUs (ray start --num-cpus N) or submit the job from a node that has them")
+    return NodeAffinitySchedulingStrategy(node, soft=False)
 
 
 def _remote_select(name: str, features: Features, k: int, seed: int, params: dict) -> tuple[np.ndarray, float]:

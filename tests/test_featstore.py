@@ -140,3 +140,16 @@ def test_pipeline_streams_the_pool_and_selects_from_the_memory_map(tiny_job, tin
     reused = pipeline.embed_pool(cfg, splits, tiny_model, out)  # cached: no Ray needed
     np.testing.assert_array_equal(reused.embeddings, features.embeddings)
     assert isinstance(reused, Features)
+
+
+def test_selection_refuses_a_driver_node_without_cpus(tiny_job):
+    """Selector tasks are pinned to the node holding the cache: with no CPU there they would wait forever."""
+    from distill import pipeline
+    from distill.errors import DistillError
+
+    cfg = make_config(tiny_job)
+    cfg.resources.num_cpus = 0
+    features = text_features(["One short text."] * 8, np.ones((8, 4), np.float32), np.ones(8, np.float32))
+    pool = pd.DataFrame({"id": list("abcdefgh"), "title": "", "text": "One short text.", "summary": "Short."})
+    with pipeline.ray_session(cfg.resources), pytest.raises(DistillError, match="has no CPU"):
+        pipeline.select_subsets(cfg, features, pool, Path(cfg.output_dir))
