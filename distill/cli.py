@@ -1,4 +1,4 @@
-"""Command line: `python -m distill {validate,quick,baseline,all,report,methods}`.
+"""Command line: `python -m distill {validate,quick,baseline,all,report,methods,resume}`.
 
 Each run mode reads its job spec (jobs/<mode>.yaml unless --job says otherwise) and applies the
 flags as overrides. A DistillError becomes one line on stderr and exit code 2: no traceback.
@@ -43,6 +43,8 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("output_dir", nargs="?", default="results")
     rep.add_argument("--bootstrap-samples", type=int, default=2000, help="bootstrap resamples for CIs and tests")
     sub.add_parser("methods", help="list the registered selection methods")
+    res = sub.add_parser("resume", help="continue a run whose driver died: reuse what is done, resume trials from checkpoints")
+    res.add_argument("output_dir", help="the output directory of the run (it holds run.json)")
     return top
 
 
@@ -68,6 +70,12 @@ def run_command(args: argparse.Namespace) -> int:
         from distill import report
 
         report.build_report(Path(args.output_dir).resolve(), bootstrap_samples=args.bootstrap_samples)
+        return 0
+    if args.command == "resume":
+        from distill import pipeline
+        from distill.config import config_from_run
+
+        pipeline.run(config_from_run(args.output_dir))
         return 0
     values = overrides(args)
     if args.command not in DEFAULT_JOB:  # a run mode runs in its own mode, whatever the job says

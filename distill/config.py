@@ -109,6 +109,11 @@ class ResourcesConfig:
     gpus_per_trial: float | None = None  # None: 1 when the cluster has GPUs, else 0
     cpus_per_trial: float = 1.0
     max_concurrent_trials: int | None = None
+    # Fault tolerance. These change how a run survives failures, never its numbers, so (being under `resources`)
+    # they stay out of the trial and feature content hashes.
+    max_failures: int = 2  # retries of a failed trial (from its last checkpoint) and restarts of an embedding actor
+    checkpoint_every: int = 0  # optimizer steps between trial checkpoints; 0: by time (checkpoint_minutes)
+    checkpoint_minutes: float = 5.0  # at most this much training is lost to a failure when checkpoint_every is 0
 
 
 @dataclass
@@ -226,6 +231,11 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     if cfg.train.epochs <= 0 or cfg.train.batch_size < 1 or cfg.train.learning_rate <= 0:
         raise DistillError("train.epochs, train.batch_size and train.learning_rate must be positive",
                            "fix them in the job YAML or with --set train.KEY=VALUE")
+    res = cfg.resources
+    if res.max_failures < 0 or res.checkpoint_every < 0 or res.checkpoint_minutes <= 0:
+        raise DistillError("resources.max_failures and resources.checkpoint_every must be >= 0, "
+                           "resources.checkpoint_minutes > 0",
+                           "fix them in the job YAML or with --set resources.KEY=VALUE")
     if cfg.mode in ("baseline", "all"):
         cfg.include_baseline = True
     if cfg.mode == "baseline":
@@ -264,6 +274,20 @@ def make_config(job: str | Path | dict[str, Any] = "quick", overrides: dict[str,
     values = dict(job) if isinstance(job, dict) else load_job(job)
     for dotted, value in (overrides or {}).items():
         set_key(values, dotted, value)
+    return validate(_build(ExperimentConfig, values, ""))
+
+
+def config_from_run(output_dir: str | Path) -> ExperimentConfig:
+    """The config a run was started with, from its run.json, writing to `output_dir` (wherever it now lives)."""
+    path = Path(output_dir).expanduser() / "run.json"
+    if not path.exists():
+        raise DistillError(f"{path} not found: nothing to resume there",
+                           "pass the output directory of a run that got as far as its data stage")
+    try:
+        values = json.loads(path.read_text())["config"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise DistillError(f"{path} is not a run record of distill", "rerun the job instead of resuming it") from None
+    values["output_dir"] = str(Path(output_dir).expanduser().resolve())
     return validate(_build(ExperimentConfig, values, ""))
 
 
