@@ -1,0 +1,135 @@
+"""Fault tolerance with real failures: a trial process that dies, a driver killed with SIGKILL, an embedding
+actor that dies, a worker node whose raylet is killed. Every kill is a real process death (os._exit or a
+signal); nothing about Ray is mocked. The faults come from distill.faults (DISTILL_FAULT), once each."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from distill import checkpoint, counters, pipeline
+from distill.config import ModelConfig, TrainConfig, make_config
+from distill.data import load_splits
+from distill.evaluate import resolve_scorer
+from distill.models import load_model, load_tokenizer
+from distill.prompt import PromptFormat
+from distill.train import _shuffled_stream, add_lora, finetune, seed_everything
+from distill.trial import TrialSpec, run_trial, trial_key
+
+REPO = Path(__file__).resolve().parent.parent
+COMPARED = ("rouge1", "rouge2", "rougeL", "bertscore_f1", "final_train_loss", "train_steps", "train_tokens", "n_empty")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false", **extra}
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+# ------------------------------------------------------------------------------------ the training state
+
+
+def test_the_data_stream_resumes_at_any_position():
+    full = list(itertools.islice(_shuffled_stream(7, seed=3), 40))
+    for start in (0, 5, 7, 13, 21):
+        assert list(itertools.islice(_shuffled_stream(7, seed=3, start=start), 40 - start)) == full[start:]
+
+
+def test_a_fine_tune_resumed_from_a_saved_checkpoint_is_bit_identical(tiny_model, tmp_path):
+    """Save after step 3 of 6 to disk, continue in a fresh model: the same adapter, to the last bit (CPU, one
+    thread: the same kernels on the same inputs in the same order; dropout draws from the restored RNG)."""
+    texts = [f"Section {i}. The Secretary shall report on program {i} to Congress within {i + 1} years." for i in range(5)]
+    summaries = [f"Requires report {i}." for i in range(5)]
+    cfg = TrainConfig(lora_r=4, lora_dropout=0.1, batch_size=2, epochs=3, max_steps=6, warmup_ratio=0.2)
+    tokenizer = load_tokenizer(tiny_model)
+    fmt = PromptFormat(tokenizer, 24, 8)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    def model():
+        seed_everything(0)
+        return add_lora(load_model(tiny_model, ModelConfig(name=tiny_model, dtype="float32"), "cpu"), cfg)
+
+    def lora(m):
+        return {k: v.detach().clone() for k, v in m.named_parameters() if "lora_" in k}
+
+    def save_at_3(step, total, snapshot):
+        if step == 3:
+            checkpoint.save(tmp_path / "ckpt", snapshot(), "t", "key")
+
+    try:
+        whole = model()
+        stats = finetune(whole, tokenizer, fmt, texts, summaries, cfg, seed=1, device="cpu", on_step=save_at_3)
+        resumed = model()
+        state = checkpoint.load(tmp_path / "ckpt")
+        assert state.step == checkpoint.step_of(tmp_path / "ckpt") == 3
+        again = finetune(resumed, tokenizer, fmt, texts, summaries, cfg, seed=1, device="cpu", state=state)
+    finally:
+        torch.set_num_threads(threads)
+    assert (again.steps, again.train_tokens, again.final_loss) == (stats.steps, stats.train_tokens, stats.final_loss)
+    for name, value in lora(whole).items():
+        assert torch.equal(value, lora(resumed)[name]), name
+
+
+def test_checkpoint_cadence():
+    every = checkpoint.Cadence(every=2, minutes=5)
+    assert [s for s in range(1, 8) if every.due(s, 7)] == [2, 4, 6, 7]
+    by_time = checkpoint.Cadence(every=0, minutes=5)
+    assert [s for s in range(1, 8) if by_time.due(s, 7)] == [7]  # only the last step within 5 minutes
+    by_time.last -= 301
+    assert by_time.due(1, 7)
+
+
+# ------------------------------------------------------------------- 1. a trial process dies half-way
+
+
+@pytest.mark.slow
+def test_a_killed_trial_is_retried_from_its_checkpoint_and_matches_an_uninterrupted_run(tiny_job, tmp_path, monkeypatch):
+    tiny_job["select"]["methods"] = ["random"]
+    tiny_job["train"].update(max_steps=6, epochs=3)
+    tiny_job["resources"].update(checkpoint_every=2, max_failures=1)
+    monkeypatch.setenv("DISTILL_FAULT", "train_step:3:exit")  # os._exit after step 3; the checkpoint is at step 2
+    monkeypatch.setenv("DISTILL_FAULT_DIR", str(tmp_path))
+    cfg = make_config(tiny_job)
+    pipeline.run(cfg)
+
+    out = Path(cfg.output_dir)
+    died = json.loads((tmp_path / "train_step.json").read_text())
+    assert died["tag"] == "random-s0" and died["action"] == "exit"  # the trial's process really exited...
+    metrics = json.loads((out / "trials" / "random-s0" / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] == 2  # ...and its retry started at the checkpoint, not at step 0
+    assert counters.read(out)["train_steps"] == 6 - 2
+
+    # the same trial, uninterrupted, in this process (one thread, as the trial had)
+    splits = load_splits(cfg.data)
+    indices = [json.loads(line)["index"] for line in (out / "selected" / "random.jsonl").read_text().splitlines()]
+    spec = TrialSpec("random-s0", "random", 0, tuple(indices), 0.0)
+    scorer, _ = resolve_scorer(cfg.eval, False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        record = run_trial(spec, cfg, splits.train, splits.test, cfg.model.name, scorer,
+                           trial_key(spec, cfg, cfg.model.name, splits.fingerprint, scorer))
+    finally:
+        torch.set_num_threads(threads)
+    assert {m: metrics[m] for m in COMPARED} == {m: record["metrics"][m] for m in COMPARED}  # bit-for-bit
+    predictions = [json.loads(line)["prediction"] for line in
+                   (out / "trials" / "random-s0" / "predictions.jsonl").read_text().splitlines()]
+    assert predictions == [p["prediction"] for p in record["predictions"]]
