@@ -133,3 +133,72 @@ def test_a_killed_trial_is_retried_from_its_checkpoint_and_matches_an_uninterrup
     predictions = [json.loads(line)["prediction"] for line in
                    (out / "trials" / "random-s0" / "predictions.jsonl").read_text().splitlines()]
     assert predictions == [p["prediction"] for p in record["predictions"]]
+
+
+# --------------------------------------------------------------------------- 2. the driver is killed
+
+
+@pytest.mark.slow
+def test_resume_after_the_driver_is_killed_recomputes_nothing_that_was_finished(tiny_job, tmp_path):
+    from test_cluster import _stop_our_ray
+
+    tiny_job["train"].update(max_steps=6, epochs=3)
+    tiny_job["resources"].update(checkpoint_every=2)
+    job, out, faults_dir = tmp_path / "job.yaml", Path(tiny_job["output_dir"]), tmp_path / "faults"
+    job.write_text(yaml.safe_dump(tiny_job))
+    faults_dir.mkdir()
+    marker = f"distill-ft-{os.getpid()}"  # every process of the driver's Ray cluster inherits it
+    # the first trial to checkpoint step 2 stalls there; the other one finishes; then the driver is killed
+    env = _env(DISTILL_FAULT="train_step:2:hang", DISTILL_FAULT_DIR=str(faults_dir), DISTILL_TEST_RAY=marker)
+    stalled = faults_dir / "train_step.json"
+    with open(tmp_path / "driver.log", "w") as log:
+        driver = subprocess.Popen([sys.executable, "-m", "distill", "quick", "--job", str(job)], env=env, cwd=tmp_path,
+                                  stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_for(stalled.exists, 150, "a trial to stall after its step-2 checkpoint")
+            hung = json.loads(stalled.read_text())["tag"]
+            _wait_for(lambda: (out / "trials" / hung / checkpoint.POINTER_FILE).exists()
+                      and len(list(out.glob("trials/*/metrics.json"))) == 1, 120, "the other trial to finish")
+            driver.send_signal(signal.SIGKILL)
+            assert driver.wait(timeout=30) == -signal.SIGKILL
+        finally:
+            driver.kill()
+            _stop_our_ray(marker)  # what the dead driver's local cluster left running
+    before = counters.read(out)
+    assert before == {"embeddings": 24, "selections": 2, "trials": 1, "train_steps": 6}
+
+    resumed = subprocess.run([sys.executable, "-m", "distill", "resume", str(out)], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    _stop_our_ray(marker)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    after = counters.read(out)
+    # 0 embeddings, 0 selections, 0 finished trials again; the stalled trial's last 4 of 6 steps
+    assert {k: after[k] - before.get(k, 0) for k in after} == {"embeddings": 0, "selections": 0, "trials": 1,
+                                                               "train_steps": 4}
+    assert json.loads((out / "trials" / hung / "metrics.json").read_text())["resumed_from_step"] == 2
+    assert "reusing cached features" in resumed.stdout and "2 selection(s) reused" in resumed.stdout
+    assert "1 trial(s) reused" in resumed.stdout
+    assert len(json.loads((out / "comparison" / "results.json").read_text())) == 2
+
+
+# ------------------------------------------------------------------------ 3. an embedding actor dies
+
+
+@pytest.mark.slow
+def test_a_dead_embedding_actor_is_restarted_and_every_row_is_embedded_once(tiny_job, tmp_path, monkeypatch):
+    from distill.models import resolve_model
+
+    tiny_job["embed"] = {"batch_size": 4}
+    cfg = make_config(tiny_job)
+    splits = load_splits(cfg.data)
+    model_path = resolve_model(cfg.model.name)
+    monkeypatch.setenv("DISTILL_FAULT", "embed_batch:2:exit")  # the actor process exits on its second batch
+    monkeypatch.setenv("DISTILL_FAULT_DIR", str(tmp_path))
+    with pipeline.ray_session(cfg.resources):
+        hit = pipeline.embed_pool(cfg, splits, model_path, tmp_path / "hit")
+        calm = pipeline.embed_pool(cfg, splits, model_path, tmp_path / "calm")  # the fault fires once: not here
+    assert json.loads((tmp_path / "embed_batch.json").read_text())["action"] == "exit"
+    # embed_pool checks the row ids (each pool row exactly once) before it caches anything
+    assert counters.read(tmp_path / "hit") == {"embeddings": len(splits.train)}
+    np.testing.assert_array_equal(hit.embeddings, calm.embeddings)
+    np.testing.assert_array_equal(hit.loss, calm.loss)
