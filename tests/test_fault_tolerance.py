@@ -202,3 +202,56 @@ def test_a_dead_embedding_actor_is_restarted_and_every_row_is_embedded_once(tiny
     assert counters.read(tmp_path / "hit") == {"embeddings": len(splits.train)}
     np.testing.assert_array_equal(hit.embeddings, calm.embeddings)
     np.testing.assert_array_equal(hit.loss, calm.loss)
+
+
+# ------------------------------------------------------------------------------- 4. a node is lost
+
+
+@pytest.mark.slow
+def test_a_trial_on_a_lost_node_continues_from_its_checkpoint_on_another_node(tiny_job, tmp_path):
+    """A head (no CPUs, as on a real cluster) and two 1-CPU workers on 127.0.0.1. The trial stalls after its
+    step-2 checkpoint; its node's raylet is SIGKILLed; Tune reschedules it on the surviving worker, where it
+    continues from that checkpoint (shared storage: the absolute storage_path on this one machine)."""
+    import shutil
+    import tempfile
+
+    import psutil
+    from test_cluster import _free_port, _ray_env, _ray_start_head, _ray_start_worker, _stop_our_ray
+
+    tiny_job["select"]["methods"] = ["random"]
+    tiny_job["train"].update(max_steps=6, epochs=3)
+    tiny_job["embed"] = {"num_actors": 2}  # one 1-CPU actor per worker node
+    tiny_job["resources"] = {"checkpoint_every": 2, "max_failures": 1}
+    job, out, faults_dir = tmp_path / "job.yaml", Path(tiny_job["output_dir"]), tmp_path / "faults"
+    job.write_text(yaml.safe_dump(tiny_job))
+    faults_dir.mkdir()
+    gcs_port = _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="distill-ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    marker = Path(temp_dir).name
+    env = {**_ray_env(marker), **_env(DISTILL_FAULT="train_step:2:hang", DISTILL_FAULT_DIR=str(faults_dir))}
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    stalled, driver = faults_dir / "train_step.json", None
+    try:
+        _ray_start_head(env, temp_dir, gcs_port, "--include-dashboard", "false", "--num-cpus", "0")
+        for _ in range(2):
+            _ray_start_worker(env, gcs_port, "--num-cpus", "1", "--object-store-memory", str(100 * 1024 * 1024))
+        with open(tmp_path / "driver.log", "w") as log:
+            driver = subprocess.Popen([sys.executable, "-m", "distill", "quick", "--job", str(job),
+                                       "--set", f"resources.address=127.0.0.1:{gcs_port}"],
+                                      env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+            _wait_for(stalled.exists, 180, "the trial to stall after its step-2 checkpoint")
+            trial = psutil.Process(json.loads(stalled.read_text())["pid"])
+            raylet = next(p for p in trial.parents() if p.name() == "raylet")
+            raylet.kill()  # SIGKILL: the node is gone, with the trial's process
+            code = driver.wait(timeout=240)
+    finally:
+        if driver is not None:
+            driver.kill()
+        _stop_our_ray(marker)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    text = (tmp_path / "driver.log").read_text()
+    assert code == 0, text[-4000:]
+    metrics = json.loads((out / "trials" / "random-s0" / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] == 2 and metrics["train_steps"] == 6
+    assert "random-s0: resuming from the checkpoint at step 2" in text
+    assert (out / "comparison" / "results.json").exists()
