@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import torch
 import yaml
 
 from distill import checkpoint, counters, pipeline
-from distill.config import ModelConfig, TrainConfig, make_config
+from distill.config import ModelConfig, TrainConfig, config_from_run, make_config
 from distill.data import load_splits
 from distill.evaluate import resolve_scorer
 from distill.models import load_model, load_tokenizer
@@ -95,6 +96,20 @@ def test_checkpoint_cadence():
     assert [s for s in range(1, 8) if by_time.due(s, 7)] == [7]  # only the last step within 5 minutes
     by_time.last -= 301
     assert by_time.due(1, 7)
+
+
+def test_resume_rebuilds_the_runs_config_from_run_json(tiny_job, tmp_path):
+    cfg = make_config(tiny_job)
+    (tmp_path / "run.json").write_text(json.dumps({"config": asdict(cfg)}))
+    assert config_from_run(tmp_path) == replace(cfg, output_dir=str(tmp_path.resolve()))
+
+
+def test_resume_of_a_folder_without_a_run_is_one_line_and_exit_2(tmp_path, capsys):
+    from distill.cli import main
+
+    assert main(["resume", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "run.json" in err and "fix:" in err
 
 
 # ------------------------------------------------------------------- 1. a trial process dies half-way
