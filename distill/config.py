@@ -281,7 +281,7 @@ def config_from_run(output_dir: str | Path) -> ExperimentConfig:
     except (json.JSONDecodeError, KeyError, TypeError):
         raise DistillError(f"{path} is not a run record of distill", "rerun the job instead of resuming it") from None
     values["output_dir"] = str(Path(output_dir).expanduser().resolve())
-    return validate(_build(ExperimentConfig, values, ""))
+    return validate(_build(values))
 
 
 def content_hash(parts: dict[str, Any]) -> str:
