@@ -304,10 +304,10 @@ def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer
     torch.set_num_threads(max(1, int(cfg.resources.cpus_per_trial)))
     spec = specs[config["trial"]]
     key = keys[spec.name]
-    start = tune.get_checkpoint() or (tune.Checkpoint(resume[spec.name]) if spec.name in resume else None)
+    origin = tune.get_checkpoint() or (tune.Checkpoint(resume[spec.name]) if spec.name in resume else None)
     state = None
-    if start is not None:
-        with start.as_directory() as folder:
+    if origin is not None:
+        with origin.as_directory() as folder:
             state = ckpt.load(Path(folder))
         log(f"{spec.name}: resuming from the checkpoint at step {state.step}")
     cadence = ckpt.Cadence(cfg.resources.checkpoint_every, cfg.resources.checkpoint_minutes)
