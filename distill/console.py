@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 import warnings
@@ -32,22 +33,20 @@ from rich import box
 
 PLAIN_EVERY_S = 10.0  # without a terminal: at most one progress line per display this often (CI logs stay short)
 REFRESH_PER_S = 4  # redraws of the live view per second on a terminal
-# Loggers of the libraries a run drives; their records go to the run log unless --verbose.
-# (py.warnings: Python warnings, once logging.captureWarnings routes them there.)
-LIBRARY_LOGGERS = ("ray", "ray.data", "ray.tune", "ray.train", "transformers", "peft", "datasets", "filelock",
-                   "py.warnings")
+# Loggers whose console handlers a run moves to the run log unless --verbose ("": the root, where the others propagate)
+LIBRARY_LOGGERS = ("", "ray", "ray.data", "ray.tune", "ray.train", "transformers")
 LOG_NAME = "run.log"
 
 
 class RunConsole:
     """The run's console: stage lines, one progress display at a time, log lines above it."""
 
-    def __init__(self, file: TextIO | None = None, verbose: bool = False, interactive: bool | None = None):
+    def __init__(self, file: TextIO | None = None, verbose: bool = False):
         self.console = Console(file=file or sys.stdout, soft_wrap=True, highlight=False)
         # explicit, not left to chance: bars and a live table only on a real terminal without raw logs
-        self.interactive = (self.console.is_terminal and not verbose) if interactive is None else interactive
+        self.interactive = self.console.is_terminal and not verbose
         self.verbose = verbose
-        self._stage: tuple[str, float] | None = None
+        self._stage: tuple[str, Spinner, float] | None = None  # name, its spinner, start
         self._widget = None  # the Progress or TrialBoard drawn under the stage spinner
 
     def log(self, message: str) -> None:
@@ -58,7 +57,7 @@ class RunConsole:
         """One line per stage with its wall time (a spinner while it runs, on a terminal)."""
         start = time.perf_counter()
         if self.interactive and self._stage is None:
-            self._stage = (name, start)
+            self._stage = (name, Spinner("dots"), start)
             try:
                 with self._live():
                     yield
@@ -77,8 +76,9 @@ class RunConsole:
 
     def __rich__(self):
         """What the live view draws: the running stage and the current progress display."""
-        name, start = self._stage or ("", time.perf_counter())
-        parts = [Spinner("dots", text=f"{name} … {time.perf_counter() - start:.0f}s")]
+        name, spinner, start = self._stage or ("", Spinner("dots"), time.perf_counter())
+        spinner.update(text=f"{name} … {time.perf_counter() - start:.0f}s")
+        parts = [spinner]
         if self._widget is not None:
             parts.append(self._widget)
         return Group(*parts)
@@ -95,6 +95,7 @@ class RunConsole:
                 yield lambda n: bar.advance(task, n)
             finally:
                 self._widget = None
+            self.console.print(bar)  # the final count and rate stay on screen
         else:
             counter = PlainCounter(what, total, unit, self.log)
             yield counter.advance
@@ -224,10 +225,10 @@ class TrialBoard:
 def quiet_libraries(log_dir: Path, console: RunConsole) -> Iterator[Path]:
     """Send what Ray, Tune and the libraries print to `<log_dir>/run.log` (unless --verbose).
 
-    Python-level output is redirected (sys.stdout/stderr, the libraries' logging handlers and
-    warnings), which covers the worker logs Ray streams to the driver (log_to_driver) and Tune's
-    reporter.
-    The console keeps the original stdout, so distill's own view is unaffected.
+    Covered: sys.stdout/stderr (the worker logs Ray streams to the driver, Tune's reporter), the
+    libraries' console log handlers, Python warnings, and file descriptor 2 (Ray's C++ core worker
+    logs to it directly, e.g. its warning about actor constructor arguments in the object store,
+    which Ray Data triggers for every actor pool). The console keeps the original stdout.
     """
     if console.verbose:
         yield log_dir / LOG_NAME
@@ -236,41 +237,43 @@ def quiet_libraries(log_dir: Path, console: RunConsole) -> Iterator[Path]:
     path = log_dir / LOG_NAME
     with open(path, "a", buffering=1) as sink, _redirected_loggers(sink), warnings.catch_warnings():
         console.log(f"Ray, Tune and library logs: {path} (--verbose shows them here)")
-        warnings.simplefilter("default")  # each warning once per place, in the log
-        logging.captureWarnings(True)
-        try:
-            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-                yield path
-        finally:
-            logging.captureWarnings(False)
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sink.write(
+            warnings.formatwarning(message, category, filename, lineno, line))  # catch_warnings restores it
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), _redirected_fd(2, sink):
+            yield path
+
+
+@contextlib.contextmanager
+def _redirected_fd(fd: int, sink: TextIO) -> Iterator[None]:
+    """Point a file descriptor at `sink` (for output that bypasses Python), restoring it after."""
+    sys.__stderr__.flush()
+    saved = os.dup(fd)
+    os.dup2(sink.fileno(), fd)
+    try:
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
 @contextlib.contextmanager
 def _redirected_loggers(sink: TextIO) -> Iterator[None]:
-    """Point the libraries' stream handlers at `sink` and stop their records reaching the root's."""
-    saved = []
-    for name in LIBRARY_LOGGERS:
-        logger = logging.getLogger(name)
-        saved.append((logger, logger.handlers[:], logger.propagate))
-        logger.handlers = [_handler_to(sink, h) for h in logger.handlers] or [logging.StreamHandler(sink)]
-        logger.propagate = False
+    """Point the libraries' console handlers at `sink`; after the run, back at the console."""
+    before = {handler: handler.stream for handler in _console_handlers()}
+    for handler in before:
+        handler.setStream(sink)
     try:
         yield
     finally:
-        for logger, handlers, propagate in saved:
-            logger.handlers, logger.propagate = handlers, propagate
+        for handler in _console_handlers(sink):  # also those the libraries created during the run
+            handler.setStream(before.get(handler, sys.stderr))
 
 
-def _handler_to(sink: TextIO, handler: logging.Handler) -> logging.Handler:
-    """A copy of a console handler writing to `sink` (file handlers are kept as they are)."""
-    if type(handler) is not logging.StreamHandler:
-        return handler
-    moved = logging.StreamHandler(sink)
-    moved.setLevel(handler.level)
-    moved.setFormatter(handler.formatter)
-    for f in handler.filters:
-        moved.addFilter(f)
-    return moved
+def _console_handlers(*streams: TextIO) -> list[logging.StreamHandler]:
+    """The libraries' handlers writing to `streams` (default: this process's stdout/stderr)."""
+    streams = streams or (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+    return [h for name in LIBRARY_LOGGERS for h in logging.getLogger(name).handlers
+            if isinstance(h, logging.StreamHandler) and h.stream in streams]
 
 
 _ACTIVE: list[RunConsole] = []  # the console of the run in progress (a stack: runs do not nest in practice)

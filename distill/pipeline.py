@@ -148,7 +148,9 @@ def embed_pool(cfg: ExperimentConfig, splits: Splits, model_path: str, out: Path
             frame = frame.iloc[np.argsort(-frame["text"].str.len().to_numpy(), kind="stable")]  # length-sorted: less padding
             # many small blocks: every actor stays fed, and progress advances block by block
             blocks = max(1, min(len(frame) // cfg.embed.batch_size, 16 * actors))
-            dataset = ray.data.from_pandas(frame, override_num_blocks=blocks).map_batches(
+            # split here: Ray's own split (override_num_blocks) runs np.array_split on a DataFrame, which pandas deprecates
+            parts = [frame.iloc[rows] for rows in np.array_split(np.arange(len(frame)), blocks)]
+            dataset = ray.data.from_pandas(parts).map_batches(
                 EmbedActor, fn_constructor_kwargs={"model_path": model_path, "model_cfg": cfg.model,
                                                    "pooling": cfg.embed.pooling, "num_threads": cpus or None},
                 batch_size=cfg.embed.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
