@@ -184,6 +184,10 @@ class TrialBoard:
     rows: dict[str, TrialRow]
     say: Callable[[str], None] | None = None  # set: plain lines instead of a live table
 
+    def __getstate__(self) -> dict:
+        """Tune pickles its callbacks with the experiment state: the rows go along, the console stays."""
+        return {**self.__dict__, "say": None}
+
     def started(self, name: str) -> None:
         row = self._row(name)
         row.status, row.start = "training", time.perf_counter()

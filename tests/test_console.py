@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import pickle
 import re
 import sys
 import warnings
@@ -74,6 +75,13 @@ def test_trial_board_plain_lines_follow_tune_events():
     assert lines[1].startswith("trial random-s0: status evaluating, step 2/2, loss 3.2500")
     assert lines[2].startswith("trial random-s0: status done, step 2/2")
     assert len(lines) == 3
+
+
+def test_trial_board_survives_tunes_pickling_of_callbacks():
+    rc = RunConsole(file=open(os.devnull, "w"))  # a console holds an open file, which cannot be pickled
+    with rc.trial_board(["random-s0"]) as board:
+        copy = pickle.loads(pickle.dumps(board))
+    assert copy.rows["random-s0"].status == "pending" and copy.say is None
 
 
 def test_terminal_shows_progress_bar_trial_table_and_stage_line():
