@@ -1,8 +1,9 @@
 """Typed experiment configuration: dataclasses, YAML job specs, command-line overrides.
 
 A job is a YAML file in `distill/jobs/` (package data, so an installed wheel has them) whose keys
-mirror `ExperimentConfig`; overrides come from CLI flags (`--model`, `--fraction`, …) or generic `--set section.key=value`. Everything is validated here,
-before any work starts, so a typo fails in a second rather than after an hour of embedding.
+mirror `ExperimentConfig`; overrides come from CLI flags (`--model`, `--fraction`, …) or generic
+`--set section.key=value`. Everything is validated here, before any work starts, so a typo fails in
+a second rather than after an hour of embedding.
 This is the only module that reads the environment (secrets are read, never stored).
 """
 
