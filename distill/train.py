@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -23,7 +24,7 @@ from distill.config import TrainConfig
 from distill.prompt import PromptFormat, pad
 
 IGNORE = -100
-StepHook = Callable[[int, int, Callable[[], TrainState]], None]  # (step, total steps, snapshot) → None
+StepHook = Callable[[int, int, float, Callable[[], TrainState]], None]  # (step, steps, loss, snapshot) after each step
 
 
 @dataclass
@@ -53,7 +54,9 @@ def add_lora(model, cfg: TrainConfig, quantized: bool = False):
         model.enable_input_require_grads()
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
-    return get_peft_model(model, lora)
+    with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing: not ours to fix
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, lora)
 
 
 def encode_examples(fmt: PromptFormat, texts: list[str], summaries: list[str]) -> list[tuple[list[int], list[int]]]:
@@ -78,7 +81,8 @@ def finetune(model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: l
 
     `state` (a checkpoint) continues a fine-tune after its `state.step`: same adapter, optimizer, scheduler,
     RNGs and data-stream position, so the remaining steps are the ones an uninterrupted run makes.
-    `on_step(step, total, snapshot)` runs after every optimizer step; `snapshot()` captures the state.
+    `on_step(step, steps, loss, snapshot)` is told of each optimizer step, so a caller can show progress and
+    checkpoint (`snapshot()` captures the state) without this module knowing how.
     """
     seed_everything(seed)
     start = time.perf_counter()
@@ -110,8 +114,8 @@ def finetune(model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: l
         optimizer.zero_grad(set_to_none=True)
         if on_step is not None:
             seconds = before + time.perf_counter() - start
-            on_step(step, steps, lambda: checkpoint.capture(model, optimizer, scheduler, step=step, tokens=tokens,
-                                                            loss=loss, micro=micro, seconds=seconds))
+            on_step(step, steps, loss, lambda: checkpoint.capture(model, optimizer, scheduler, step=step, tokens=tokens,
+                                                                  loss=loss, micro=micro, seconds=seconds))
     model.eval()
     return TrainStats(steps, len(data), tokens, loss, before + time.perf_counter() - start, micro)
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from distill.checkpoint import TrainState
 from distill.config import ExperimentConfig, content_hash
 from distill.evaluate import Scorer, generate, score
 from distill.models import device_name, load_model, load_tokenizer
 from distill.prompt import PromptFormat
-from distill.checkpoint import TrainState
 from distill.train import StepHook, add_lora, finetune, seed_everything
 
 METRICS = ("rouge1", "rouge2", "rougeL", "bertscore_f1")
@@ -58,10 +58,10 @@ def run_trial(spec: TrialSpec, cfg: ExperimentConfig, pool: pd.DataFrame, test: 
               on_step: StepHook | None = None) -> dict:
     """Fine-tune on `pool.iloc[spec.indices]`, evaluate on `test`; returns the trial's record.
 
-    `state` resumes the fine-tune from a checkpoint and `on_step` sees every step (see train.finetune).
-
     The record is {"metrics": {...}, "predictions": [one row per held-out example]}. It is returned,
     not written: on a cluster the trial runs on another node, and the driver persists it.
+    `state` resumes the fine-tune from a checkpoint; `on_step(step, steps, loss, snapshot)` hears of every
+    optimizer step (the console's trial table, checkpoints).
     """
     device = device_name()
     if device == "cuda":

@@ -62,7 +62,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         saves = []
 
-        def save_every_step(step, total, snapshot):
+        def save_every_step(step, steps, loss, snapshot):
             start = time.perf_counter()
             checkpoint.save(Path(tmp) / f"step{step}", snapshot(), "bench", "key")
             saves.append(time.perf_counter() - start)

@@ -71,7 +71,7 @@ def test_a_fine_tune_resumed_from_a_saved_checkpoint_is_bit_identical(tiny_model
     def lora(m):
         return {k: v.detach().clone() for k, v in m.named_parameters() if "lora_" in k}
 
-    def save_at_3(step, total, snapshot):
+    def save_at_3(step, steps, loss, snapshot):
         if step == 3:
             checkpoint.save(tmp_path / "ckpt", snapshot(), "t", "key")
 
@@ -264,7 +264,8 @@ def test_a_trial_on_a_lost_node_continues_from_its_checkpoint_on_another_node(ti
             driver.kill()
         _stop_our_ray(marker)
         shutil.rmtree(temp_dir, ignore_errors=True)
-    text = (tmp_path / "driver.log").read_text()
+    run_log = out / "logs" / "run.log"  # the trials' own lines land here (the console keeps stdout quiet)
+    text = (tmp_path / "driver.log").read_text() + (run_log.read_text() if run_log.exists() else "")
     assert code == 0, text[-4000:]
     metrics = json.loads((out / "trials" / "random-s0" / "metrics.json").read_text())
     assert metrics["resumed_from_step"] == 2 and metrics["train_steps"] == 6
