@@ -39,11 +39,17 @@ def parser() -> argparse.ArgumentParser:
             cmd.add_argument("--" + flag.replace("_", "-"), dest=flag, help=help_text)
         cmd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                          help="override any config key, e.g. --set train.learning_rate=1e-4 (repeatable)")
+        add_plugin_flag(cmd)
     rep = sub.add_parser("report", help="rebuild the comparison report from stored trial results")
     rep.add_argument("output_dir", nargs="?", default="results")
     rep.add_argument("--bootstrap-samples", type=int, default=2000, help="bootstrap resamples for CIs and tests")
-    sub.add_parser("methods", help="list the registered selection methods")
+    add_plugin_flag(sub.add_parser("methods", help="list the registered selection methods"))
     return top
+
+
+def add_plugin_flag(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE",
+                     help="load your own selectors from a .py file or module (repeatable; adds to select.plugins)")
 
 
 def overrides(args: argparse.Namespace) -> dict[str, str]:
@@ -58,8 +64,10 @@ def overrides(args: argparse.Namespace) -> dict[str, str]:
 
 def run_command(args: argparse.Namespace) -> int:
     if args.command == "methods":
+        from distill import plugins
         from distill.select import registry
 
+        plugins.load(args.plugin)
         for name in registry.names():
             selector = registry.get(name)
             print(f"{name:20s} {selector.description}")
@@ -72,7 +80,7 @@ def run_command(args: argparse.Namespace) -> int:
     values = overrides(args)
     if args.command not in DEFAULT_JOB:  # a run mode runs in its own mode, whatever the job says
         values.setdefault("mode", args.command)
-    cfg = make_config(args.job or DEFAULT_JOB.get(args.command, args.command), values)
+    cfg = make_config(args.job or DEFAULT_JOB.get(args.command, args.command), values, plugins=args.plugin)
     if args.command == "validate":
         from distill.validate import checklist
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from distill import report
+from distill import plugins, report
 from distill.config import ExperimentConfig, ResourcesConfig, secret
 from distill.data import Splits, load_splits
 from distill.embed import EmbedActor, cache_key
@@ -184,7 +184,8 @@ def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame
     with stage(f"select {len(cfg.select.methods)} method(s) × {cfg.seeds} seed(s), k={k} of {len(features)}"):
         features_ref = ray.put(features)  # one copy in the object store, read zero-copy by every task
         task = ray.remote(num_cpus=1)(_remote_select)
-        jobs = {(m, s): task.remote(m, features_ref, k, s, cfg.select.params.get(m, {}))
+        shipped = plugins.load(cfg.select.plugins)  # user selector files travel with each task as source text
+        jobs = {(m, s): task.remote(m, features_ref, k, s, cfg.select.params.get(m, {}), shipped)
                 for m in cfg.select.methods for s in range(cfg.seeds)}
         for (method, seed), ref in jobs.items():
             indices, seconds = ray.get(ref)
@@ -196,7 +197,9 @@ def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame
     return specs
 
 
-def _remote_select(name: str, features: Features, k: int, seed: int, params: dict) -> tuple[np.ndarray, float]:
+def _remote_select(name: str, features: Features, k: int, seed: int, params: dict,
+                   shipped: list[plugins.Plugin]) -> tuple[np.ndarray, float]:
+    plugins.install(shipped)  # this worker may be on a node without the user's plugin files
     start = time.perf_counter()
     indices = registry.select(name, features, k, seed, **params)
     return indices, time.perf_counter() - start
