@@ -1,4 +1,4 @@
-"""Uncertainty and significance for comparing selection methods — pure numpy, deterministic.
+"""Uncertainty, significance and statistical power for comparing selection methods — deterministic.
 
 Why bootstrap: a run has few seeds (often 1–3) and a few dozen held-out examples; per-example
 ROUGE/BERTScore are bounded and skewed, so normal-theory intervals are unreliable. Resampling the
@@ -7,10 +7,20 @@ held-out draw and a different training seed, which is exactly the noise a method
 
 Why fixed RNG seeds: the report must regenerate byte-identically from the stored files, so every
 resampling here uses `numpy.random.default_rng(seed)` with a constant default seed.
+
+What is hand-written and what is the library's (checked against scipy/statsmodels in tests/test_stats.py):
+- the two-level (seeds × examples) bootstrap CI and the paired shift-to-null bootstrap test are written here:
+  scipy.stats.bootstrap resamples one level only, and neither library offers the shift-to-null test. With
+  one seed and many examples they agree with scipy.stats.bootstrap and scipy.stats.ttest_rel.
+- Holm's correction is statsmodels' `multipletests(method="holm")`;
+- power and minimum detectable effects are statsmodels' `TTestPower` (the paired t-test on the same
+  per-example differences, which the bootstrap test approximates for the sample sizes used here).
+statsmodels takes seconds to import, so it is imported where it is used, not when distill starts.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -100,14 +110,9 @@ def paired_bootstrap_test(method_scores: Sequence | np.ndarray, baseline_scores:
     Seed-to-seed variance is averaged out in step 1, not tested; with few seeds that is the honest
     choice, since resampling 2 seeds says little.
     """
-    m = _as_matrix(method_scores)
-    b = _as_matrix(baseline_scores)
-    if m.shape[1] != b.shape[1]:
-        raise ValueError(f"method has {m.shape[1]} examples but the baseline has {b.shape[1]}: "
-                         "a paired test needs the same held-out examples")
     if n_boot < 1:
         raise ValueError("n_boot must be >= 1")
-    d = m.mean(axis=0) - b.mean(axis=0)
+    d = paired_differences(method_scores, baseline_scores)
     n = d.size
     observed = float(d.mean())
     rng = np.random.default_rng(seed)
@@ -130,14 +135,89 @@ def paired_bootstrap_test(method_scores: Sequence | np.ndarray, baseline_scores:
                       effect_size=effect, n_examples=n)
 
 
+def paired_differences(method_scores: Sequence | np.ndarray, baseline_scores: Sequence | np.ndarray) -> np.ndarray:
+    """Per-example differences d_i = mean over seeds of method − mean over seeds of baseline.
+
+    The one definition of "the paired differences" that the test, the effect size and the power
+    analysis all read, so they can never describe different data.
+    """
+    m, b = _paired(method_scores, baseline_scores)
+    return m.mean(axis=0) - b.mean(axis=0)
+
+
+def _paired(method_scores: Sequence | np.ndarray, baseline_scores: Sequence | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    m = _as_matrix(method_scores)
+    b = _as_matrix(baseline_scores)
+    if m.shape[1] != b.shape[1]:
+        raise ValueError(f"method has {m.shape[1]} examples but the baseline has {b.shape[1]}: "
+                         "a paired test needs the same held-out examples")
+    return m, b
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """How much evidence a comparison with the baseline has, and how much it would need."""
+
+    mde: float | None  # smallest true mean difference detectable at `power` with this run's examples
+    n_needed: int | None  # held-out examples needed to detect the observed difference (None: none observed)
+    seeds_needed: int | None  # seeds (same n) needed to detect it; None: unknowable (1 seed) or unreachable
+
+
+def evidence(method_scores: Sequence | np.ndarray, baseline_scores: Sequence | np.ndarray, alpha: float = ALPHA,
+             power: float = 0.8) -> Evidence:
+    """Minimum detectable effect and required sample sizes for a paired comparison, two-sided at `alpha`.
+
+    Computed from the observed paired differences d (see `paired_differences`) with the paired t-test's
+    power function (statsmodels TTestPower): MDE = d_z* · sd(d), where d_z* is the standardised effect
+    detected with probability `power` by n examples; n_needed solves the same equation for the observed
+    effect mean(d) / sd(d). Seeds: averaging S seeds shrinks the seed-noise part of var(d) by 1/S, so with
+    within-example seed variances w (estimated when both sides have ≥ 2 seeds) the variance with S' seeds
+    is var(d) − w_m/S_m − w_b/S_b + (w_m + w_b)/S'; seeds_needed is the smallest S' whose MDE at the same
+    n reaches the observed difference (None when even infinitely many seeds would not).
+    """
+    from statsmodels.stats.power import TTestPower
+
+    m, b = _paired(method_scores, baseline_scores)
+    d = m.mean(axis=0) - b.mean(axis=0)
+    n, observed = d.size, abs(float(d.mean()))
+    if n < 2:
+        return Evidence(None, None, None)
+    sd = float(d.std(ddof=1))
+    tol = 1e-12 * max(1.0, float(np.abs(d).max()))
+    if sd <= tol:  # every example moved by the same amount: any non-zero shift is already certain
+        return Evidence(0.0, None if observed <= tol else n, None)
+    solver = TTestPower()
+    detectable_dz = float(solver.solve_power(nobs=n, alpha=alpha, power=power, alternative="two-sided"))
+    n_needed = None
+    if observed > tol:
+        n_needed = max(2, math.ceil(solver.solve_power(effect_size=observed / sd, alpha=alpha, power=power,
+                                                       alternative="two-sided")))
+    return Evidence(detectable_dz * sd, n_needed, _seeds_needed(m, b, sd, observed / detectable_dz))
+
+
+def _seeds_needed(m: np.ndarray, b: np.ndarray, sd: float, target_sd: float) -> int | None:
+    """Smallest number of seeds per side whose projected sd(d) is ≤ target_sd (see `evidence`)."""
+    if m.shape[0] < 2 or b.shape[0] < 2 or target_sd <= 0:
+        return None
+    w_m = float(m.var(axis=0, ddof=1).mean())
+    w_b = float(b.var(axis=0, ddof=1).mean())
+    between = max(sd**2 - w_m / m.shape[0] - w_b / b.shape[0], 0.0)  # what no number of seeds removes
+    room = target_sd**2 - between
+    if room <= 0:
+        return None
+    return max(1, math.ceil((w_m + w_b) / room))
+
+
 def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:
     """Holm–Bonferroni adjusted p-values, in the input order; None entries pass through as None.
 
     Comparing several methods with random multiplies the chance of a lucky "win"; Holm controls the
     family-wise error rate like Bonferroni but is uniformly more powerful. With the m valid p-values
-    sorted ascending, p_(1) ≤ … ≤ p_(m): adj_(i) = max_{j ≤ i} min(1, (m − j + 1) · p_(j)).
-    The running max keeps the adjusted values in the same order as the raw ones.
+    sorted ascending, p_(1) ≤ … ≤ p_(m): adj_(i) = max_{j ≤ i} min(1, (m − j + 1) · p_(j)), computed by
+    statsmodels' multipletests(method="holm"); this wrapper only adds the None pass-through.
     """
+    from statsmodels.stats.multitest import multipletests
+
     idx = [i for i, p in enumerate(p_values) if p is not None]
     out: list[float | None] = [None] * len(p_values)
     if not idx:
@@ -145,12 +225,7 @@ def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:
     raw = np.array([float(p_values[i]) for i in idx])
     if np.any((raw < 0) | (raw > 1)) or not np.all(np.isfinite(raw)):
         raise ValueError("p-values must lie in [0, 1]")
-    m = raw.size
-    order = np.argsort(raw, kind="stable")
-    scaled = np.minimum(1.0, (m - np.arange(m)) * raw[order])
-    adjusted_sorted = np.maximum.accumulate(scaled)
-    adjusted = np.empty(m)
-    adjusted[order] = adjusted_sorted
+    adjusted = multipletests(raw, alpha=ALPHA, method="holm")[1]
     for pos, i in enumerate(idx):
         out[i] = float(adjusted[pos])
     return out
