@@ -13,9 +13,10 @@ What is hand-written and what is the library's (checked against scipy/statsmodel
   scipy.stats.bootstrap resamples one level only, and neither library offers the shift-to-null test. With
   one seed and many examples they agree with scipy.stats.bootstrap and scipy.stats.ttest_rel.
 - Holm's correction is statsmodels' `multipletests(method="holm")`;
-- power and minimum detectable effects are statsmodels' `TTestPower` (the paired t-test on the same
-  per-example differences, which the bootstrap test approximates for the sample sizes used here).
-statsmodels takes seconds to import, so it is imported where it is used, not when distill starts.
+- power and minimum detectable effects are the paired t-test's, from scipy's noncentral t distribution
+  (equal to statsmodels' TTestPower, which returns NaN for very small n with large effects); the
+  bootstrap test has about that power, as a simulation in the tests checks.
+statsmodels and scipy take seconds to import, so they are imported where used, not when distill starts.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 
 DEFAULT_SEED = 0
 ALPHA = 0.05
+POWER = 0.8  # the conventional power at which minimum detectable effects and sample sizes are stated
 
 
 def _as_matrix(scores: Sequence | np.ndarray) -> np.ndarray:
@@ -164,19 +166,16 @@ class Evidence:
 
 
 def evidence(method_scores: Sequence | np.ndarray, baseline_scores: Sequence | np.ndarray, alpha: float = ALPHA,
-             power: float = 0.8) -> Evidence:
+             power: float = POWER) -> Evidence:
     """Minimum detectable effect and required sample sizes for a paired comparison, two-sided at `alpha`.
 
     Computed from the observed paired differences d (see `paired_differences`) with the paired t-test's
-    power function (statsmodels TTestPower): MDE = d_z* · sd(d), where d_z* is the standardised effect
-    detected with probability `power` by n examples; n_needed solves the same equation for the observed
-    effect mean(d) / sd(d). Seeds: averaging S seeds shrinks the seed-noise part of var(d) by 1/S, so with
+    power function (`t_power`): MDE = d_z* · sd(d), where d_z* is the standardised effect detected with
+    probability `power` by n examples; n_needed solves the same equation for the observed effect mean(d) / sd(d). Seeds: averaging S seeds shrinks the seed-noise part of var(d) by 1/S, so with
     within-example seed variances w (estimated when both sides have ≥ 2 seeds) the variance with S' seeds
     is var(d) − w_m/S_m − w_b/S_b + (w_m + w_b)/S'; seeds_needed is the smallest S' whose MDE at the same
     n reaches the observed difference (None when even infinitely many seeds would not).
     """
-    from statsmodels.stats.power import TTestPower
-
     m, b = _paired(method_scores, baseline_scores)
     d = m.mean(axis=0) - b.mean(axis=0)
     n, observed = d.size, abs(float(d.mean()))
@@ -186,13 +185,41 @@ def evidence(method_scores: Sequence | np.ndarray, baseline_scores: Sequence | n
     tol = 1e-12 * max(1.0, float(np.abs(d).max()))
     if sd <= tol:  # every example moved by the same amount: any non-zero shift is already certain
         return Evidence(0.0, None if observed <= tol else n, None)
-    solver = TTestPower()
-    detectable_dz = float(solver.solve_power(nobs=n, alpha=alpha, power=power, alternative="two-sided"))
-    n_needed = None
-    if observed > tol:
-        n_needed = max(2, math.ceil(solver.solve_power(effect_size=observed / sd, alpha=alpha, power=power,
-                                                       alternative="two-sided")))
+    detectable_dz = _detectable_effect(n, alpha, power)
+    n_needed = _n_needed(observed / sd, alpha, power) if observed > tol else None
     return Evidence(detectable_dz * sd, n_needed, _seeds_needed(m, b, sd, observed / detectable_dz))
+
+
+def t_power(effect: float, n: int, alpha: float = ALPHA) -> float:
+    """Power of the two-sided paired t-test with n pairs at standardised effect d_z = mean/sd, from scipy's
+    noncentral t (statsmodels' TTestPower computes the same, but returns NaN for n = 3 and large effects)."""
+    from scipy import stats as st
+
+    crit = st.t.ppf(1 - alpha / 2, n - 1)
+    nc = abs(effect) * math.sqrt(n)
+    wrong_side = float(st.nct.cdf(-crit, n - 1, nc))  # far below the centre this underflows to NaN; it is ~0 there
+    return float(st.nct.sf(crit, n - 1, nc)) + (0.0 if math.isnan(wrong_side) else wrong_side)
+
+
+def _detectable_effect(n: int, alpha: float, power: float) -> float:
+    """The d_z that n pairs detect with `power`: a root of the monotone power curve."""
+    from scipy.optimize import brentq
+
+    hi = 1.0
+    while t_power(hi, n, alpha) < power:
+        hi *= 2
+    return float(brentq(lambda e: t_power(e, n, alpha) - power, 0.0, hi, xtol=1e-12))
+
+
+def _n_needed(effect: float, alpha: float, power: float) -> int:
+    """Smallest whole n ≥ 2 whose power reaches `power`: doubling, then bisection (power rises with n)."""
+    lo, hi = 1, 2  # invariant: lo is not enough (n = 1 never is)
+    while t_power(effect, hi, alpha) < power:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if t_power(effect, mid, alpha) >= power else (mid, hi)
+    return hi
 
 
 def _seeds_needed(m: np.ndarray, b: np.ndarray, sd: float, target_sd: float) -> int | None:

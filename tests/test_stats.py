@@ -94,13 +94,21 @@ def test_holm_rejects_invalid_p():
 
 # ------------------------------------------------------------------ against scipy / statsmodels
 
-def _nct_power(effect: float, n: int, alpha: float = 0.05) -> float:
-    """Power of the two-sided one-sample t-test from scipy's noncentral t: independent of statsmodels."""
-    from scipy import stats as st
+def _sm_power(effect: float, n: int, alpha: float = 0.05) -> float:
+    from statsmodels.stats.power import TTestPower
 
-    crit = st.t.ppf(1 - alpha / 2, n - 1)
-    nc = effect * np.sqrt(n)
-    return float(st.nct.sf(crit, n - 1, nc) + st.nct.cdf(-crit, n - 1, nc))
+    return float(TTestPower().power(effect_size=effect, nobs=n, alpha=alpha, alternative="two-sided"))
+
+
+@pytest.mark.parametrize("n", [4, 10, 50, 400, 5000])
+@pytest.mark.parametrize("effect", [0.05, 0.3, 1.0])
+def test_t_power_is_statsmodels_ttestpower(n, effect):
+    assert stats.t_power(effect, n, alpha=0.05 / 3) == pytest.approx(_sm_power(effect, n, 0.05 / 3), abs=1e-9)
+
+
+def test_t_power_is_finite_where_statsmodels_gives_nan():
+    assert np.isnan(_sm_power(10.4, 3))  # statsmodels 0.15.0: the reason t_power uses scipy's nct directly
+    assert stats.t_power(10.4, 2) < 0.8 < stats.t_power(10.4, 3) <= 1.0
 
 
 def test_effect_size_is_scipys_paired_t_statistic_over_sqrt_n():
@@ -150,10 +158,10 @@ def test_mde_and_n_needed_match_the_noncentral_t_power():
     ev = stats.evidence(method, base, alpha=0.05, power=0.8)
     d = method - base
     sd = d.std(ddof=1)
-    assert _nct_power(ev.mde / sd, 50) == pytest.approx(0.8, abs=1e-6)
+    assert _sm_power(ev.mde / sd, 50) == pytest.approx(0.8, abs=1e-6)
     observed = abs(d.mean()) / sd
     assert ev.n_needed > 50  # the observed difference is below the MDE ...
-    assert _nct_power(observed, ev.n_needed) >= 0.8 > _nct_power(observed, ev.n_needed - 1)  # ... and this n fixes it
+    assert _sm_power(observed, ev.n_needed) >= 0.8 > _sm_power(observed, ev.n_needed - 1)  # ... and this n fixes it
     stricter = stats.evidence(method, base, alpha=0.05 / 4)
     assert stricter.mde > ev.mde and stricter.n_needed > ev.n_needed
     assert ev.seeds_needed is None  # one seed: seed noise cannot be estimated
