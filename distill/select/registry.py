@@ -69,9 +69,10 @@ def _check_signature(name: str, fn: Any) -> None:
         raise DistillError(f"selector '{name}' in {source_file(fn)} is not a function: {fn!r}", fix) from None
     try:
         signature.bind(None, 1, 0)
-    except TypeError as exc:
+    except TypeError:
         raise DistillError(f"selector '{name}' in {source_file(fn)} has the wrong signature "
-                           f"{getattr(fn, '__name__', name)}{signature} ({exc})", fix) from None
+                           f"{getattr(fn, '__name__', name)}{signature}: it must accept (features, k, seed) and "
+                           "give every other parameter a default", fix) from None
 
 
 def names() -> list[str]:
