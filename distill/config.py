@@ -266,8 +266,8 @@ def make_config(job: str | Path | dict[str, Any] = "quick", overrides: dict[str,
     if plugins:
         select = values.get("select")
         listed = select.get("plugins") if isinstance(select, dict) else None
-        set_key(values, "select.plugins", [*([] if listed is None else listed if isinstance(listed, list) else [listed]),
-                                           *plugins])
+        listed = [] if listed is None else listed if isinstance(listed, list) else [listed]
+        set_key(values, "select.plugins", [*listed, *plugins])
     return validate(_build(values))
 
 

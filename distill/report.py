@@ -33,9 +33,9 @@ _SEED_SUFFIX = re.compile(r"^(?P<method>.+)-seed(?P<seed>\d+)$")
 COLUMNS = [
     "method", "samples", "seeds", "rouge1", "rouge2", "rougeL", "rougeL_ci95", "bertscore_f1",
     "bertscore_f1_ci95", "vs_random_pct", "pct_of_full", "rougeL_diff_vs_random", "p_vs_random",
-    "p_holm", "effect_size", "significant", "mde_rougeL", "mde_pct", "n_needed", "seeds_needed", "time_s", "select_seconds", "train_seconds",
-    "eval_seconds", "gpu_seconds", "rougeL_per_gpu_hour", "rougeL_per_cpu_hour", "peak_memory_mb",
-    "train_tokens", "n_empty", "n_eval", "device", "bertscore_model",
+    "p_holm", "effect_size", "significant", "mde_rougeL", "mde_pct", "n_needed", "seeds_needed", "time_s",
+    "select_seconds", "train_seconds", "eval_seconds", "gpu_seconds", "rougeL_per_gpu_hour", "rougeL_per_cpu_hour",
+    "peak_memory_mb", "train_tokens", "n_empty", "n_eval", "device", "bertscore_model",
 ]
 
 
@@ -365,15 +365,15 @@ def _evidence_table(rows: list[dict]) -> list[str]:
              f"Minimum detectable effect (MDE): the smallest true ROUGE-L difference from random that this run "
              f"({tested[0]['n_eval']} held-out examples, {seeds} seed(s)) detects with 80% power, two-sided at "
              f"α = 0.05/{len(tested)} (Holm's strictest step), from the observed per-example differences "
-             "(power of the paired t-test, which the bootstrap test matches). *n needed*: held-out examples that would detect the observed "
-             "difference; *seeds needed*: seeds per method that would, on the same examples (needs ≥ 2 seeds "
-             "to estimate seed noise).", "",
+             "(power of the paired t-test, which the bootstrap test matches). *n needed*: held-out examples "
+             "that would detect the observed difference; *seeds needed*: seeds per method that would, on the "
+             "same examples (needs ≥ 2 seeds to estimate seed noise).", "",
              "| Method | Δ ROUGE-L vs random | MDE (80% power) | MDE % of random | n needed | seeds needed |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in tested:
+        n_needed = "—" if r["n_needed"] is None else _about(r["n_needed"])
         lines.append(f"| {r['method']} | {_fmt(r['rougeL_diff_vs_random'], '+.4f')} | {_fmt(r['mde_rougeL'])} | "
-                     f"{_pct(r['mde_pct']).lstrip('+')} | {'—' if r['n_needed'] is None else _about(r['n_needed'])} | "
-                     f"{_fmt(r['seeds_needed'])} |")
+                     f"{_pct(r['mde_pct']).lstrip('+')} | {n_needed} | {_fmt(r['seeds_needed'])} |")
     return lines + [""]
 
 
@@ -408,12 +408,15 @@ def _recommendation(rows: list[dict]) -> str:
     if best["n_needed"] is not None and best["n_needed"] <= n:
         return text + ("is about as large as this run can detect yet not significant: repeat it with new seeds "
                        "or more held-out examples to settle it.")
-    text += (f"is below what this run can detect ({best['mde_rougeL']:.4f} ROUGE-L, {best['mde_pct']:.1f}% at "
-             f"80% power). A run that would decide it: n ≈ {_about(best['n_needed'])} held-out examples")
+    text += (f"is below what this run can detect ({best['mde_rougeL']:.4f} ROUGE-L, "
+             f"{_pct(best['mde_pct']).lstrip('+')} of random, at 80% power). "
+             f"A run that would decide it: n ≈ {_about(best['n_needed'])} held-out examples")
     if best["seeds_needed"] is not None:
-        return text + f", or {best['seeds_needed'] - seeds} more seed(s) ({best['seeds_needed']} in all) on these {n} examples."
+        return text + (f", or {best['seeds_needed'] - seeds} more seed(s) ({best['seeds_needed']} in all) "
+                       f"on these {n} examples.")
     if seeds == 1:
-        return text + " (whether more seeds would do instead cannot be estimated from one seed: run --seeds 3 to find out)."
+        return text + (" (whether more seeds would do instead cannot be estimated from one seed: run --seeds 3 "
+                       "to find out).")
     return text + " (more seeds alone would not: the example-to-example noise is too large)."
 
 

@@ -147,7 +147,8 @@ def paired_differences(method_scores: Sequence | np.ndarray, baseline_scores: Se
     return m.mean(axis=0) - b.mean(axis=0)
 
 
-def _paired(method_scores: Sequence | np.ndarray, baseline_scores: Sequence | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _paired(method_scores: Sequence | np.ndarray,
+            baseline_scores: Sequence | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     m = _as_matrix(method_scores)
     b = _as_matrix(baseline_scores)
     if m.shape[1] != b.shape[1]:
@@ -171,7 +172,8 @@ def evidence(method_scores: Sequence | np.ndarray, baseline_scores: Sequence | n
 
     Computed from the observed paired differences d (see `paired_differences`) with the paired t-test's
     power function (`t_power`): MDE = d_z* · sd(d), where d_z* is the standardised effect detected with
-    probability `power` by n examples; n_needed solves the same equation for the observed effect mean(d) / sd(d). Seeds: averaging S seeds shrinks the seed-noise part of var(d) by 1/S, so with
+    probability `power` by n examples; n_needed solves the same equation for the observed effect
+    mean(d) / sd(d). Seeds: averaging S seeds shrinks the seed-noise part of var(d) by 1/S, so with
     within-example seed variances w (estimated when both sides have ≥ 2 seeds) the variance with S' seeds
     is var(d) − w_m/S_m − w_b/S_b + (w_m + w_b)/S'; seeds_needed is the smallest S' whose MDE at the same
     n reaches the observed difference (None when even infinitely many seeds would not).
