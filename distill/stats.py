@@ -187,8 +187,8 @@ def evidence(method_scores: Sequence | np.ndarray, baseline_scores: Sequence | n
     tol = 1e-12 * max(1.0, float(np.abs(d).max()))
     if sd <= tol:  # every example moved by the same amount: any non-zero shift is already certain
         return Evidence(0.0, None if observed <= tol else n, None)
-    detectable_dz = _detectable_effect(n, alpha, power)
-    n_needed = _n_needed(observed / sd, alpha, power) if observed > tol else None
+    detectable_dz = detectable_effect(n, alpha, power)
+    n_needed = n_needed_for(observed / sd, alpha, power) if observed > tol else None
     return Evidence(detectable_dz * sd, n_needed, _seeds_needed(m, b, sd, observed / detectable_dz))
 
 
@@ -203,7 +203,7 @@ def t_power(effect: float, n: int, alpha: float = ALPHA) -> float:
     return float(st.nct.sf(crit, n - 1, nc)) + (0.0 if math.isnan(wrong_side) else wrong_side)
 
 
-def _detectable_effect(n: int, alpha: float, power: float) -> float:
+def detectable_effect(n: int, alpha: float, power: float) -> float:
     """The d_z that n pairs detect with `power`: a root of the monotone power curve."""
     from scipy.optimize import brentq
 
@@ -213,7 +213,7 @@ def _detectable_effect(n: int, alpha: float, power: float) -> float:
     return float(brentq(lambda e: t_power(e, n, alpha) - power, 0.0, hi, xtol=1e-12))
 
 
-def _n_needed(effect: float, alpha: float, power: float) -> int:
+def n_needed_for(effect: float, alpha: float, power: float) -> int:
     """Smallest whole n ≥ 2 whose power reaches `power`: doubling, then bisection (power rises with n)."""
     lo, hi = 1, 2  # invariant: lo is not enough (n = 1 never is)
     while t_power(effect, hi, alpha) < power:
