@@ -9,6 +9,7 @@ This is the only module that reads the environment (secrets are read, never stor
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -87,6 +88,7 @@ class SelectConfig:
     methods: Names = field(default_factory=lambda: ["random", "length_diversity", "balanced_lengths", "embedding_centroid", "clustering"])
     fraction: float = 0.1  # budget as a share of the training pool, in (0, 1]
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method keyword arguments
+    plugins: Names = field(default_factory=list)  # user selector files (.py) or modules: see distill/plugins.py
 
 
 @section
@@ -202,7 +204,8 @@ def _section(path: list[str]) -> type:
 
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     """Reject settings that cannot work, before anything runs."""
-    from distill.select import registry  # late: the registry imports every selector module
+    from distill import plugins  # late: the registry imports every selector module
+    from distill.select import registry
 
     if cfg.mode not in MODES:
         raise DistillError(f"unknown mode '{cfg.mode}'", f"use one of: {', '.join(MODES)}")
@@ -211,6 +214,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
                            "pass --fraction with a value such as 0.1 (10% of the training pool)")
     if cfg.seeds < 1:
         raise DistillError(f"seeds must be at least 1, got {cfg.seeds}", "pass --seeds 1 or more")
+    plugins.load(cfg.select.plugins)  # before the method names are checked: plugins add methods
     for method in cfg.select.methods:
         registry.get(method)  # raises a DistillError naming the registered methods
     for method in cfg.select.params:
@@ -269,11 +273,18 @@ def set_key(values: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = yaml.safe_load(value) if isinstance(value, str) else value
 
 
-def make_config(job: str | Path | dict[str, Any] = "quick", overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Job spec + overrides → validated ExperimentConfig."""
-    values = dict(job) if isinstance(job, dict) else load_job(job)
+def make_config(job: str | Path | dict[str, Any] = "quick", overrides: dict[str, Any] | None = None,
+                plugins: list[str] | None = None) -> ExperimentConfig:
+    """Job spec + overrides → validated ExperimentConfig. `plugins` (--plugin) are added to the job's
+    select.plugins rather than replacing them, so a job's team selectors stay loaded."""
+    values = copy.deepcopy(job) if isinstance(job, dict) else load_job(job)  # never edit the caller's dict
     for dotted, value in (overrides or {}).items():
         set_key(values, dotted, value)
+    if plugins:
+        select = values.get("select")
+        listed = select.get("plugins") if isinstance(select, dict) else None
+        listed = [] if listed is None else listed if isinstance(listed, list) else [listed]
+        set_key(values, "select.plugins", [*listed, *plugins])
     return validate(_build(values))
 
 

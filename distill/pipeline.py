@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from distill import checkpoint as ckpt  # (`checkpoint` is a parameter name in Tune's callbacks)
-from distill import console, counters, faults, report
+from distill import console, counters, faults, plugins, report
 from distill.config import ExperimentConfig, ResourcesConfig, content_hash, secret
 from distill.data import Splits, load_splits
 from distill.embed import EmbedActor, cache_key
@@ -208,13 +208,15 @@ def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame
     k = budget(cfg, len(features))
     specs = []
     with stage(f"select {len(cfg.select.methods)} method(s) × {cfg.seeds} seed(s), k={k} of {len(features)}"):
-        paths = {(m, s): out / "cache" / f"selection-{selection_key(features_key, m, cfg.select.params.get(m, {}), k, s)}.json"
+        shipped = plugins.load(cfg.select.plugins)  # user selector files travel with each task as source text
+        plugin_sources = [p.source or p.module for p in shipped]  # an edited plugin invalidates its selections
+        paths = {(m, s): out / "cache" / f"selection-{selection_key(features_key, m, cfg.select.params.get(m, {}), k, s, plugin_sources)}.json"
                  for m in cfg.select.methods for s in range(cfg.seeds)}
         todo = [job for job, path in paths.items() if not path.exists()]
         if todo:
             features_ref = ray.put(features)  # one copy in the object store, read zero-copy by every task
             task = ray.remote(num_cpus=1)(_remote_select)
-            refs = {(m, s): task.remote(m, features_ref, k, s, cfg.select.params.get(m, {})) for m, s in todo}
+            refs = {(m, s): task.remote(m, features_ref, k, s, cfg.select.params.get(m, {}), shipped) for m, s in todo}
             for job, ref in refs.items():
                 indices, seconds = ray.get(ref)
                 write_json_atomic(paths[job], {"indices": indices.tolist(), "seconds": seconds})
@@ -231,8 +233,9 @@ def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame
     return specs
 
 
-def selection_key(features_key: str, method: str, params: dict, k: int, seed: int) -> str:
-    return content_hash({"features": features_key, "method": method, "params": params, "k": k, "seed": seed})
+def selection_key(features_key: str, method: str, params: dict, k: int, seed: int, plugin_sources: list[str]) -> str:
+    return content_hash({"features": features_key, "method": method, "params": params, "k": k, "seed": seed,
+                         **({"plugins": plugin_sources} if plugin_sources else {})})
 
 
 def write_json_atomic(path: Path, value) -> None:
@@ -242,7 +245,9 @@ def write_json_atomic(path: Path, value) -> None:
     tmp.replace(path)
 
 
-def _remote_select(name: str, features: Features, k: int, seed: int, params: dict) -> tuple[np.ndarray, float]:
+def _remote_select(name: str, features: Features, k: int, seed: int, params: dict,
+                   shipped: list[plugins.Plugin]) -> tuple[np.ndarray, float]:
+    plugins.install(shipped)  # this worker may be on a node without the user's plugin files
     start = time.perf_counter()
     indices = registry.select(name, features, k, seed, **params)
     return indices, time.perf_counter() - start
