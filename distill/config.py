@@ -108,6 +108,7 @@ class ResourcesConfig:
     num_cpus: int | None = None  # local cluster only
     gpus_per_trial: float | None = None  # None: 1 when the cluster has GPUs, else 0
     cpus_per_trial: float = 1.0
+    share_idle_cpus: bool = True  # CPU trials: the last, partial round of trials splits the CPUs a full round uses
     max_concurrent_trials: int | None = None
 
 

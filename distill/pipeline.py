@@ -31,6 +31,7 @@ from distill.errors import DistillError
 from distill.evaluate import HUB_BERTSCORE, Scorer, resolve_scorer
 from distill.features import Features, text_features
 from distill.models import resolve_model
+from distill.scheduling import trial_cpus
 from distill.select import registry
 from distill.trial import BASELINE, TrialSpec, cached_metrics, run_trial, trial_key, write_trial
 
@@ -221,39 +222,52 @@ def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, mo
     gpus = cfg.resources.gpus_per_trial if cfg.resources.gpus_per_trial is not None else (1.0 if cluster_gpus() else 0.0)
     keys = {s.name: trial_key(s, cfg, model_path, splits.fingerprint, scorer) for s in specs}
     todo = [s for s in specs if cached_metrics(out / "trials" / s.name, keys[s.name]) is None]
+    cpus = plan_cpus(cfg.resources, len(todo), gpus)
     log(f"{len(specs) - len(todo)} trial(s) reused from {out / 'trials'}, {len(todo)} to run "
-        f"({gpus:g} GPU, {cfg.resources.cpus_per_trial:g} CPU each)")
+        f"({gpus:g} GPU, {'/'.join(f'{c:g}' for c in sorted(set(cpus)))} CPU each)")
     if todo:
         with stage(f"train + evaluate {len(todo)} trial(s) with Ray Tune"):
+            cpus_by_trial = {s.name: c for s, c in zip(todo, cpus)}
             trainable = tune.with_parameters(_trainable, cfg=cfg, pool=splits.train, test=splits.test,
                                              specs={s.name: s for s in todo}, keys=keys, model_path=model_path,
-                                             scorer=scorer, gpus=gpus)
+                                             scorer=scorer, gpus=gpus, cpus=cpus_by_trial)
             callbacks = [_persist_trials(out), *_callbacks(cfg)]
-            grid = make_tuner(trainable, [s.name for s in todo], cfg, gpus, out, callbacks).fit()
+            grid = make_tuner(trainable, cpus_by_trial, cfg, gpus, out, callbacks).fit()
             failed = [str(r.error).splitlines()[0] for r in grid if r.error]
             if failed:
                 raise DistillError(f"{len(failed)} of {len(todo)} trial(s) failed, first: {failed[0][:300]}",
                                    f"see the Tune logs under {out / 'tune'}; finished trials are kept and reused on rerun")
 
 
-def make_tuner(trainable, trial_names: list[str], cfg: ExperimentConfig, gpus: float, out: Path, callbacks: list):
-    """One Tune trial per name (config {"trial": name}), each holding cpus_per_trial CPUs and `gpus` GPUs."""
+def plan_cpus(res: ResourcesConfig, n_trials: int, gpus: float) -> list[float]:
+    """CPUs per queued trial (distill.scheduling): CPU-only trials of the last round share the idle CPUs."""
+    import ray
+
+    if gpus or not res.share_idle_cpus:
+        return [res.cpus_per_trial] * n_trials
+    node_cpus = max(n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"])
+    return trial_cpus(n_trials, ray.cluster_resources().get("CPU", 1), res.cpus_per_trial,
+                      res.max_concurrent_trials, node_cpus)
+
+
+def make_tuner(trainable, cpus: dict[str, float], cfg: ExperimentConfig, gpus: float, out: Path, callbacks: list):
+    """One Tune trial per name (config {"trial": name}), in queue order, each holding cpus[name] CPUs and `gpus` GPUs."""
     from ray import tune
 
     return tune.Tuner(
-        tune.with_resources(trainable, {"cpu": cfg.resources.cpus_per_trial, "gpu": gpus}),
-        param_space={"trial": tune.grid_search(list(trial_names))},
+        tune.with_resources(trainable, lambda config: {"cpu": cpus[config["trial"]], "gpu": gpus}),
+        param_space={"trial": tune.grid_search(list(cpus))},
         tune_config=tune.TuneConfig(max_concurrent_trials=cfg.resources.max_concurrent_trials),
         run_config=tune.RunConfig(name=f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}",
                                   storage_path=str(Path(out) / "tune"), callbacks=callbacks, verbose=1))
 
 
-def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer, gpus) -> None:
+def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer, gpus, cpus) -> None:
     """Runs on whichever node Tune picks; reports the numbers plus the whole record for the driver."""
     import torch
     from ray import tune
 
-    torch.set_num_threads(max(1, int(cfg.resources.cpus_per_trial)))
+    torch.set_num_threads(max(1, int(cpus[config["trial"]])))
     spec = specs[config["trial"]]
     record = run_trial(spec, cfg, pool, test, model_path, scorer, keys[spec.name], gpus)
     numbers = {k: v for k, v in record["metrics"].items() if isinstance(v, (int, float))}
