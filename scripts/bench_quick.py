@@ -100,6 +100,7 @@ def trial_sums(out: Path) -> dict:
     metrics = [json.loads(p.read_text()) for p in sorted(out.glob("trials/*/metrics.json"))]
     return {"trials": len(metrics), "train_seconds_sum": round(sum(m["train_seconds"] for m in metrics), 1),
             "eval_seconds_sum": round(sum(m["eval_seconds"] for m in metrics), 1),
+            "trial_peak_memory_mb_max": round(max(m["peak_memory_mb"] for m in metrics), 1),
             "rougeL": {m["trial"]: round(m["rougeL"], 6) for m in metrics}}
 
 
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cores", type=int, default=os.cpu_count())
     ap.add_argument("--json", type=Path, default=None, help="default: docs/bench/quick-<label>.json")
     args, extra = ap.parse_known_args(argv)  # anything else goes to distill.quick
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-quick-") as tmp:
         wall, lines, samples = run_job(args.checkout.resolve(), Path(tmp) / "results", extra)
         sums = trial_sums(Path(tmp) / "results")
@@ -128,10 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     job_util = utilisation(samples, 0, wall, args.cores)
     benchlib.print_table(rows, ["stage", "seconds", "share_of_wall"])
     print(f"trial stage: {trial_util:.0%} of {args.cores} cores busy; whole job {job_util:.0%}; "
-          f"train {sums['train_seconds_sum']}s + eval {sums['eval_seconds_sum']}s summed over {sums['trials']} trials")
+          f"train {sums['train_seconds_sum']}s + eval {sums['eval_seconds_sum']}s summed over {sums['trials']} trials; "
+          f"largest trial peak RSS {sums['trial_peak_memory_mb_max']} MB")
     benchlib.write_json(args.json or benchlib.ROOT / "docs" / "bench" / f"quick-{args.label}.json", {
         "benchmark": "quick", "label": args.label, "checkout": str(args.checkout), "extra_args": extra,
-        "machine": benchlib.machine(), "wall_s": round(wall, 1), "stages": rows,
+        "machine": benchlib.machine(), "load_average_at_start": load_before, "wall_s": round(wall, 1), "stages": rows,
         "trial_stage_core_utilisation": round(trial_util, 3), "job_core_utilisation": round(job_util, 3),
         **sums, "cpu_timeline": [(round(t, 1), round(c, 1)) for t, c in samples[::10]]})
     return 0

@@ -74,7 +74,8 @@ def machine() -> dict:
     import torch
 
     return {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "load_average_1_5_15min": os.getloadavg()}  # the box is shared: how busy it was at the end
 
 
 def print_table(rows: list[dict], columns: list[str]) -> None:
