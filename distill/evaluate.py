@@ -67,9 +67,10 @@ def generate(model, tokenizer, fmt: PromptFormat, texts: list[str], cfg: EvalCon
 def _lora_merged(model):
     """LoRA adapters folded into the base weights while generating, unfolded afterwards.
 
-    Why: unmerged, every adapted projection runs three extra small matmuls (dropout, A, B) per
-    decoding step, which on a CPU costs more than the projection itself at batch sizes of ~10.
-    Merging is exact up to float rounding. 8-bit models are left alone (merging would dequantise).
+    Why: unmerged, every adapted projection runs a dropout and two more small matmuls per decoding
+    step (120 extra calls per token for SmolLM2's 30 layers × 4 projections); merged, decoding costs
+    what the base model costs (scripts/bench_generate.py measures the difference). Merging is exact
+    up to float rounding. 8-bit models are left alone (merging would dequantise them).
     """
     mergeable = hasattr(model, "merge_adapter") and not getattr(model, "is_loaded_in_8bit", False)
     if mergeable:
