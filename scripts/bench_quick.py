@@ -35,16 +35,26 @@ STAGES = {"data": r"data", "model": r"model", "embed": r"embed", "select": r"sel
 DONE = re.compile(r"\[distill\] (?P<stage>.+) done in (?P<seconds>[\d.]+)s")
 
 
-def tree_cpu_seconds(root: psutil.Process) -> float:
-    """CPU seconds of `root` and every live descendant, plus the descendants they have reaped."""
-    total = 0.0
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            t = proc.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
-        except psutil.NoSuchProcess:
-            pass
-    return total
+class TreeCpu:
+    """CPU seconds used so far by `root` and every descendant it has had, dead ones included.
+
+    Each process's last sampled CPU time is kept after it exits (Ray's workers are not reaped into
+    a parent we could read `children_*` times from), so the total never goes down; a process that
+    exits loses at most one sampling interval of CPU time.
+    """
+
+    def __init__(self, root: psutil.Process):
+        self.root = root
+        self.seen: dict[tuple[int, float], float] = {}  # (pid, start time) → CPU seconds
+
+    def total(self) -> float:
+        for proc in [self.root, *self.root.children(recursive=True)]:
+            try:
+                t = proc.cpu_times()
+                self.seen[(proc.pid, proc.create_time())] = t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return sum(self.seen.values())
 
 
 def run_job(checkout: Path, out: Path, extra: list[str]) -> tuple[float, list[tuple[float, str]], list[tuple[float, float]]]:
@@ -54,11 +64,11 @@ def run_job(checkout: Path, out: Path, extra: list[str]) -> tuple[float, list[tu
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "distill.quick", "--output-dir", str(out), *extra], cwd=checkout,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    root, samples, lines = psutil.Process(proc.pid), [], []
+    tree, samples, lines = TreeCpu(psutil.Process(proc.pid)), [], []
 
     def sample():
         while proc.poll() is None:
-            samples.append((time.perf_counter() - start, tree_cpu_seconds(root)))
+            samples.append((time.perf_counter() - start, tree.total()))
             time.sleep(0.5)
 
     sampler = threading.Thread(target=sample, daemon=True)
