@@ -7,7 +7,6 @@ trial of a run is scored by the same model, and the report names it.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -45,41 +44,21 @@ def resolve_scorer(cfg: EvalConfig, hub_reachable: bool) -> tuple[Scorer, str]:
 
 @torch.no_grad()
 def generate(model, tokenizer, fmt: PromptFormat, texts: list[str], cfg: EvalConfig, device: str) -> list[str]:
-    """Greedy summaries for `texts`, batched with left padding, longest prompts first, LoRA merged."""
+    """Greedy summaries for `texts`, batched with left padding, longest prompts first."""
     prompts = [fmt.encode(t).prompt for t in texts]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     outputs: dict[int, str] = {}
     pad_id = tokenizer.pad_token_id
-    with _lora_merged(model):
-        for start in range(0, len(order), cfg.batch_size):
-            chunk = order[start:start + cfg.batch_size]
-            padded, mask = pad([prompts[i] for i in chunk], pad_id, side="left")
-            ids = torch.tensor(padded, device=device)
-            generated = model.generate(input_ids=ids, attention_mask=torch.tensor(mask, device=device),
-                                       max_new_tokens=cfg.max_new_tokens, do_sample=False, pad_token_id=pad_id,
-                                       eos_token_id=tokenizer.eos_token_id)
-            for i, row in zip(chunk, generated[:, ids.shape[1]:].tolist()):
-                outputs[i] = tokenizer.decode(_until_eos(row, tokenizer.eos_token_id), skip_special_tokens=True).strip()
+    for start in range(0, len(order), cfg.batch_size):
+        chunk = order[start:start + cfg.batch_size]
+        padded, mask = pad([prompts[i] for i in chunk], pad_id, side="left")
+        ids = torch.tensor(padded, device=device)
+        generated = model.generate(input_ids=ids, attention_mask=torch.tensor(mask, device=device),
+                                   max_new_tokens=cfg.max_new_tokens, do_sample=False, pad_token_id=pad_id,
+                                   eos_token_id=tokenizer.eos_token_id)
+        for i, row in zip(chunk, generated[:, ids.shape[1]:].tolist()):
+            outputs[i] = tokenizer.decode(_until_eos(row, tokenizer.eos_token_id), skip_special_tokens=True).strip()
     return [outputs[i] for i in range(len(texts))]
-
-
-@contextlib.contextmanager
-def _lora_merged(model):
-    """LoRA adapters folded into the base weights while generating, unfolded afterwards.
-
-    Why: unmerged, every adapted projection runs a dropout and two more small matmuls per decoding
-    step (120 extra calls per token for SmolLM2's 30 layers × 4 projections); merged, decoding costs
-    what the base model costs (scripts/bench_generate.py measures the difference). Merging is exact
-    up to float rounding. 8-bit models are left alone (merging would dequantise them).
-    """
-    mergeable = hasattr(model, "merge_adapter") and not getattr(model, "is_loaded_in_8bit", False)
-    if mergeable:
-        model.merge_adapter()
-    try:
-        yield
-    finally:
-        if mergeable:
-            model.unmerge_adapter()
 
 
 def _until_eos(tokens: list[int], eos_id: int) -> list[int]:

@@ -58,16 +58,7 @@ def distill_generate(bench: Bench) -> list[str]:
                     bench.device)
 
 
-def distill_unmerged(bench: Bench) -> list[str]:
-    """distill's path with the LoRA adapters left unmerged: what merging them pays."""
-    import contextlib
-    from unittest import mock
-
-    with mock.patch("distill.evaluate._lora_merged", lambda model: contextlib.nullcontext()):
-        return distill_generate(bench)
-
-
-ARMS = {"hf-per-example": hf_per_example, "distill-unmerged": distill_unmerged, "distill": distill_generate}
+ARMS = {"hf-per-example": hf_per_example, "distill": distill_generate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -170,7 +170,7 @@ def test_generate_cuts_at_eos(tiny, monkeypatch):
 
 
 def test_generate_with_lora_equals_per_example_unmerged_generation(tiny):
-    """Batched generation (adapters merged for speed) == per-example generate of the unmerged LoRA model."""
+    """Batched generation of a LoRA-wrapped model == its per-example generate (what a trial evaluates)."""
     from distill.config import TrainConfig
     from distill.train import add_lora
 
@@ -184,7 +184,7 @@ def test_generate_with_lora_equals_per_example_unmerged_generation(tiny):
     weights = {k: v.detach().clone() for k, v in model.named_parameters()}
     cfg = EvalConfig(max_new_tokens=6, batch_size=4)
     batched = generate(model, tokenizer, fmt, TEXTS, cfg, "cpu")
-    for k, v in model.named_parameters():  # unmerged again afterwards
+    for k, v in model.named_parameters():  # generation leaves the weights as they were
         torch.testing.assert_close(v, weights[k], rtol=1e-5, atol=1e-6)
     assert batched != generate(base, tokenizer, fmt, TEXTS, cfg, "cpu")  # the adapters matter
     for text, out in zip(TEXTS, batched):
