@@ -125,6 +125,7 @@ class ResourcesConfig:
     num_cpus: int | None = None  # local cluster only
     gpus_per_trial: float | None = None  # None: 1 when the cluster has GPUs, else 0
     cpus_per_trial: float = 1.0
+    share_idle_cpus: bool = True  # CPU trials: the last, partial round of trials splits the CPUs a full round uses
     max_concurrent_trials: int | None = None
     # Fault tolerance. These change how a run survives failures, never its numbers, so (being under `resources`)
     # they stay out of the trial and feature content hashes.

@@ -33,6 +33,7 @@ from distill.errors import DistillError
 from distill.evaluate import HUB_BERTSCORE, Scorer, resolve_scorer
 from distill.features import Features, text_features
 from distill.models import resolve_model
+from distill.scheduling import trial_cpus
 from distill.select import registry
 from distill.trial import BASELINE, TrialSpec, cached_metrics, run_trial, trial_key, write_trial
 from distill.version import git_commit
@@ -272,20 +273,22 @@ def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, mo
     gpus = cfg.resources.gpus_per_trial if cfg.resources.gpus_per_trial is not None else (1.0 if cluster_gpus() else 0.0)
     keys = {s.name: trial_key(s, cfg, model_path, splits.fingerprint, scorer) for s in specs}
     todo = [s for s in specs if cached_metrics(out / "trials" / s.name, keys[s.name]) is None]
+    cpus = plan_cpus(cfg.resources, len(todo), gpus)
     log(f"{len(specs) - len(todo)} trial(s) reused from {out / 'trials'}, {len(todo)} to run "
-        f"({gpus:g} GPU, {cfg.resources.cpus_per_trial:g} CPU each)")
+        f"({gpus:g} GPU, {'/'.join(f'{c:g}' for c in sorted(set(cpus)))} CPU each)")
     # trials an earlier driver left unfinished continue from their newest checkpoint
     resume = {s.name: path for s in todo if (path := ckpt.read_pointer(out / "trials" / s.name, keys[s.name]))}
     if resume:
         log(f"{len(resume)} unfinished trial(s) continue from their last checkpoint: {', '.join(sorted(resume))}")
     if todo:
         with stage(f"train + evaluate {len(todo)} trial(s) with Ray Tune"):
+            cpus_by_trial = {s.name: c for s, c in zip(todo, cpus)}
             trainable = tune.with_parameters(_trainable, cfg=cfg, pool=splits.train, test=splits.test,
                                              specs={s.name: s for s in todo}, keys=keys, model_path=model_path,
-                                             scorer=scorer, gpus=gpus, resume=resume)
+                                             scorer=scorer, gpus=gpus, cpus=cpus_by_trial, resume=resume)
             with console.current().trial_board([s.name for s in todo]) as board:
                 callbacks = [_persist_trials(out, keys), _trial_progress(board), *_callbacks(cfg)]
-                grid = make_tuner(trainable, [s.name for s in todo], cfg, gpus, out, callbacks).fit()
+                grid = make_tuner(trainable, cpus_by_trial, cfg, gpus, out, callbacks).fit()
             failed = [str(r.error).splitlines()[0] for r in grid if r.error]
             if failed:
                 raise DistillError(f"{len(failed)} of {len(todo)} trial(s) failed, first: {failed[0][:300]}",
@@ -293,13 +296,24 @@ def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, mo
                                    "reuses finished trials and continues the others from their last checkpoint")
 
 
-def make_tuner(trainable, trial_names: list[str], cfg: ExperimentConfig, gpus: float, out: Path, callbacks: list):
-    """One Tune trial per name (config {"trial": name}), each holding cpus_per_trial CPUs and `gpus` GPUs."""
+def plan_cpus(res: ResourcesConfig, n_trials: int, gpus: float) -> list[float]:
+    """CPUs per queued trial (distill.scheduling): CPU-only trials of the last round share the idle CPUs."""
+    import ray
+
+    if gpus or not res.share_idle_cpus:
+        return [res.cpus_per_trial] * n_trials
+    node_cpus = max(n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"])
+    return trial_cpus(n_trials, ray.cluster_resources().get("CPU", 1), res.cpus_per_trial,
+                      res.max_concurrent_trials, node_cpus)
+
+
+def make_tuner(trainable, cpus: dict[str, float], cfg: ExperimentConfig, gpus: float, out: Path, callbacks: list):
+    """One Tune trial per name (config {"trial": name}), in queue order, each holding cpus[name] CPUs and `gpus` GPUs."""
     from ray import tune
 
     return tune.Tuner(
-        tune.with_resources(trainable, {"cpu": cfg.resources.cpus_per_trial, "gpu": gpus}),
-        param_space={"trial": tune.grid_search(list(trial_names))},
+        tune.with_resources(trainable, lambda config: {"cpu": cpus[config["trial"]], "gpu": gpus}),
+        param_space={"trial": tune.grid_search(list(cpus))},
         tune_config=tune.TuneConfig(max_concurrent_trials=cfg.resources.max_concurrent_trials),
         # storage_path holds the checkpoints: a retried trial, on whichever node, must reach them (one machine:
         # this absolute path; a real cluster: NFS or cloud storage shared by every node)
@@ -309,7 +323,7 @@ def make_tuner(trainable, trial_names: list[str], cfg: ExperimentConfig, gpus: f
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS)))
 
 
-def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer, gpus, resume) -> None:
+def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer, gpus, cpus, resume) -> None:
     """Runs on whichever node Tune picks; reports the numbers plus the whole record for the driver.
 
     It checkpoints through Tune as it trains, and starts from the newest checkpoint there is: this trial's own
@@ -317,7 +331,7 @@ def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer
     import torch
     from ray import tune
 
-    torch.set_num_threads(max(1, int(cfg.resources.cpus_per_trial)))
+    torch.set_num_threads(max(1, int(cpus[config["trial"]])))
     spec = specs[config["trial"]]
     key = keys[spec.name]
     origin = tune.get_checkpoint() or (tune.Checkpoint(resume[spec.name]) if spec.name in resume else None)
