@@ -8,6 +8,7 @@ SmolLM2-135M at tiny settings: matching HF's greedy outputs only means something
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,14 @@ def test_pipeline_evaluates_every_trial_with_one_vllm_engine(smollm2, tmp_path):
         assert metrics["eval_engine"] == "vllm" and metrics["n_eval"] == 3
         assert (trial / "adapter" / "adapter_model.safetensors").exists()
         assert len((trial / "predictions.jsonl").read_text().splitlines()) == 3
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="checks the refusal on a machine without a GPU")
+def test_gpu_check_refuses_to_run_without_a_gpu():
+    """gpu_check.sh must never produce figures where no GPU ran them."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=root, capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2 and "nothing was run" in proc.stderr
