@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from distill.config import DataConfig, make_config
+from distill.config import EMBEDDED_SMOLLM2, DataConfig, make_config
 from distill.data import load_splits
 from distill.evaluate import generate, resolve_scorer, score
 from distill.generate_vllm import VllmGenerator, write_adapter
@@ -35,7 +36,7 @@ OUT = Path(__file__).resolve().parent.parent / "docs" / "bench"
 
 def main() -> None:
     args = parse_args()
-    cfg = make_config("quick", {"eval.engine": "vllm", "model.max_source_tokens": args.max_source_tokens,
+    cfg = make_config("quick", {"model.name": args.model, "eval.engine": "vllm", "model.max_source_tokens": args.max_source_tokens,
                                 "eval.max_new_tokens": args.max_new_tokens, "eval.batch_size": args.batch_size,
                                 "train.max_steps": args.train_steps, "eval.bertscore_model": "offline",
                                 "eval.vllm_max_num_seqs": args.max_num_seqs})
@@ -66,14 +67,16 @@ def main() -> None:
 
     result = summarize(args, cfg, tokenizer, refs, scorer, device, hf, vllm, hf_seconds, vllm_seconds, startup)
     print_table(result)
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"generate_vllm-{device}.json"
+    path = Path(args.json or OUT / f"generate_vllm-{device}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=EMBEDDED_SMOLLM2, help="target model (default: the real SmolLM2-135M)")
+    parser.add_argument("--json", help="where to write the result (default: docs/bench/generate_vllm-<device>.json)")
     parser.add_argument("--adapters", type=int, default=3, help="LoRA adapters (= trials) to evaluate")
     parser.add_argument("--test-size", type=int, default=10, help="held-out documents per adapter")
     parser.add_argument("--max-source-tokens", type=int, default=256, help="document tokens (quick job: 256)")
@@ -112,10 +115,10 @@ def summarize(args, cfg, tokenizer, refs, scorer, device, hf, vllm, hf_seconds, 
         arms[arm] = {"seconds": seconds, "generated_tokens": n, "tokens_per_s": n / seconds,
                      "rougeL": mean(outputs, "rougeL"), "bertscore_f1": mean(outputs, "bertscore_f1")}
     return {"benchmark": "generate_vllm", "device": device, "machine": platform.processor() or platform.machine(),
-            "model": cfg.model.name, "adapters": args.adapters, "documents": args.test_size,
+            "model": cfg.model.name, "command": " ".join(sys.argv), "adapters": args.adapters, "documents": args.test_size,
             "max_source_tokens": args.max_source_tokens, "max_new_tokens": args.max_new_tokens,
             "hf_batch_size": args.batch_size, "vllm_max_num_seqs": args.max_num_seqs, "arms": arms,
-            "vllm_startup_seconds": startup, "speedup": arms["vllm"]["tokens_per_s"] / arms["hf"]["tokens_per_s"],
+            "vllm_startup_seconds": startup, "speedup": hf_seconds / vllm_seconds,  # same requests in both arms
             "exact_match_share": sum(h == v for h, v in pairs) / len(pairs), "n_pairs": len(pairs),
             "rougeL_difference": arms["vllm"]["rougeL"] - arms["hf"]["rougeL"],
             "bertscore_difference": arms["vllm"]["bertscore_f1"] - arms["hf"]["bertscore_f1"],
