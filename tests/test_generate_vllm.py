@@ -149,6 +149,7 @@ def test_pipeline_evaluates_every_trial_with_one_vllm_engine(smollm2, tmp_path):
                                 "eval.bootstrap_samples": 100, "eval.vllm_max_num_seqs": 8, "resources.num_cpus": 2})
     rows = run(cfg)
     assert {r["method"] for r in rows} == {"random", "balanced_lengths"}
+    assert all(r["eval_engine"] == "vllm" for r in rows)
     for name in ("random-s0", "balanced_lengths-s0"):
         trial = Path(cfg.output_dir) / "trials" / name
         metrics = json.loads((trial / "metrics.json").read_text())
