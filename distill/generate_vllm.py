@@ -50,10 +50,12 @@ def vllm_problem(cfg: ExperimentConfig, model_path: str) -> str | None:
         return "vLLM is not installed"
     if cfg.model.load_in_8bit:
         return "the model is loaded in 8-bit (bitsandbytes), which the vLLM path does not reproduce"
+    try:
+        from vllm import ModelRegistry
+        from vllm.model_executor.models import supports_lora
+    except Exception as exc:  # a broken install (e.g. a torchvision built for another torch) must not end the run
+        return f"vLLM is installed but cannot be imported ({str(exc).splitlines()[0][:160]})"
     arch = _architecture(model_path)
-    from vllm import ModelRegistry
-    from vllm.model_executor.models import supports_lora
-
     if arch not in ModelRegistry.get_supported_archs():
         return f"vLLM {_vllm_version()} does not support the architecture {arch}"
     if not supports_lora(ModelRegistry._try_load_model_cls(arch)):  # no public lookup by name in vLLM 0.32
