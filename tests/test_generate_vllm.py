@@ -73,7 +73,7 @@ def test_trial_records_its_engine_or_hands_back_its_adapter(tiny_model, engine):
         assert record["metrics"]["train_steps"] == 1
 
 
-# --- the real thing: vLLM (CPU) vs HF on the same trained adapter, real SmolLM2 ---------------------
+# --- vLLM (CPU) vs HF on the same trained adapters: a tiny random model, then the real SmolLM2 -------
 
 @pytest.fixture(scope="module")
 def smollm2():
@@ -82,22 +82,57 @@ def smollm2():
     return resolve_model("embedded:smollm2-135m")
 
 
-@pytest.fixture(scope="module")
-def trained(smollm2):
-    """Two trials trained (a few steps, real SmolLM2) with the vLLM engine: records with adapters."""
+def train_adapters(model_path: str, overrides: dict) -> tuple:
+    """Two trials trained with the vLLM engine (so they hand back adapters), on different subsets."""
     from distill.data import load_splits
     from distill.evaluate import resolve_scorer
     from distill.trial import TrialSpec, run_trial
 
-    cfg = make_config("quick", {"eval.engine": "vllm", "model.max_source_tokens": 96, "eval.max_new_tokens": 24,
-                                "train.max_steps": 3, "train.batch_size": 2, "train.learning_rate": 2e-3,
-                                "eval.bertscore_model": "offline", "eval.vllm_max_num_seqs": 8})
+    cfg = make_config("quick", {"model.name": model_path, "eval.engine": "vllm", "train.batch_size": 2,
+                                "eval.bertscore_model": "offline", "eval.vllm_max_num_seqs": 8, **overrides})
     splits = load_splits(DataConfig(test_size=4, max_train=12))
     scorer, _ = resolve_scorer(cfg.eval, hub_reachable=False)
     records = {name: run_trial(TrialSpec(name, "random", seed, tuple(range(seed, seed + 6)), 0.0), cfg, splits.train,
-                               splits.test, smollm2, scorer, key="k")
+                               splits.test, model_path, scorer, key="k")
                for name, seed in (("a-s0", 0), ("b-s1", 1))}
-    return cfg, splits.test, scorer, records
+    return cfg, splits.test, records
+
+
+def vllm_vs_hf(cfg, model_path: str, test, records: dict, tmp_path: Path) -> list[bool]:
+    """One engine generates for both adapters in one batch; per example: equal to HF generate + that adapter?"""
+    from peft import PeftModel
+
+    from distill.evaluate import generate
+    from distill.generate_vllm import VllmGenerator
+    from distill.models import load_model, load_tokenizer
+    from distill.prompt import PromptFormat
+
+    tokenizer = load_tokenizer(model_path)
+    fmt = PromptFormat(tokenizer, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
+    engine = VllmGenerator(cfg, model_path, len(fmt.prefix) + len(fmt.suffix))
+    by_vllm = engine.generate([fmt.encode(t).prompt for t in test["text"]], {n: r["adapter"] for n, r in records.items()})
+    base = generate(load_model(model_path, cfg.model, "cpu"), tokenizer, fmt, test["text"].tolist(), cfg.eval, "cpu")
+    matches = []
+    for name, record in records.items():
+        adapter = write_adapter(record["adapter"], tmp_path / name)
+        model = PeftModel.from_pretrained(load_model(model_path, cfg.model, "cpu"), str(adapter))
+        by_hf = generate(model, tokenizer, fmt, test["text"].tolist(), cfg.eval, "cpu")
+        texts, seconds = by_vllm[name]
+        assert len(texts) == len(test) and seconds > 0
+        assert by_hf != base, "the trained adapter should change the greedy output (else this test proves nothing)"
+        matches += [v == h for v, h in zip(texts, by_hf)]
+    return matches
+
+
+@needs_vllm
+def test_vllm_matches_hf_on_a_tiny_model(tmp_path):
+    """Fast plumbing check (random 2-layer Llama, head_dim 32): exact equality is expected here."""
+    from conftest import build_tiny_llama
+
+    model_path = str(build_tiny_llama(tmp_path / "tiny-vllm", hidden=128))
+    cfg, test, records = train_adapters(model_path, {"model.max_source_tokens": 48, "eval.max_new_tokens": 8,
+                                                     "train.max_steps": 3, "train.learning_rate": 5e-2})
+    assert all(vllm_vs_hf(cfg, model_path, test, records, tmp_path))
 
 
 @needs_vllm
@@ -107,30 +142,11 @@ def test_vllm_is_chosen_for_smollm2(smollm2):
 
 
 @needs_vllm
-def test_vllm_matches_hf_greedy_on_the_same_adapters(trained, smollm2, tmp_path):
-    """One engine, two adapters in one batch; each adapter's outputs match HF generate with that adapter."""
-    from peft import PeftModel
-
-    from distill.evaluate import generate
-    from distill.generate_vllm import VllmGenerator
-    from distill.models import load_model, load_tokenizer
-    from distill.prompt import PromptFormat
-
-    cfg, test, _, records = trained
-    tokenizer = load_tokenizer(smollm2)
-    fmt = PromptFormat(tokenizer, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
-    engine = VllmGenerator(cfg, smollm2, len(fmt.prefix) + len(fmt.suffix))
-    by_vllm = engine.generate([fmt.encode(t).prompt for t in test["text"]], {n: r["adapter"] for n, r in records.items()})
-    base = generate(load_model(smollm2, cfg.model, "cpu"), tokenizer, fmt, test["text"].tolist(), cfg.eval, "cpu")
-    matches = []
-    for name, record in records.items():
-        adapter = write_adapter(record["adapter"], tmp_path / name)
-        model = PeftModel.from_pretrained(load_model(smollm2, cfg.model, "cpu"), str(adapter))
-        by_hf = generate(model, tokenizer, fmt, test["text"].tolist(), cfg.eval, "cpu")
-        texts, seconds = by_vllm[name]
-        assert len(texts) == len(test) and seconds > 0
-        matches += [v == h for v, h in zip(texts, by_hf)]
-        assert by_hf != base, "the trained adapter should change the greedy output (else this test proves nothing)"
+def test_vllm_matches_hf_greedy_on_smollm2(smollm2, tmp_path):
+    """The real model: small numeric differences may flip a near-tie token, so most, not all, must match."""
+    cfg, test, records = train_adapters(smollm2, {"model.max_source_tokens": 96, "eval.max_new_tokens": 24,
+                                                  "train.max_steps": 3, "train.learning_rate": 2e-3})
+    matches = vllm_vs_hf(cfg, smollm2, test, records, tmp_path)
     assert sum(matches) / len(matches) >= 0.75, matches
 
 
