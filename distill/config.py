@@ -1,8 +1,9 @@
 """Typed experiment configuration: dataclasses, YAML job specs, command-line overrides.
 
-A job is a YAML file in `jobs/` whose keys mirror `ExperimentConfig`; overrides come from CLI flags
-(`--model`, `--fraction`, …) or generic `--set section.key=value`. Everything is validated here,
-before any work starts, so a typo fails in a second rather than after an hour of embedding.
+A job is a YAML file in `distill/jobs/` (package data, so an installed wheel has them) whose keys
+mirror `ExperimentConfig`; overrides come from CLI flags (`--model`, `--fraction`, …) or generic
+`--set section.key=value`. Everything is validated here, before any work starts, so a typo fails in
+a second rather than after an hour of embedding.
 This is the only module that reads the environment (secrets are read, never stored).
 """
 
@@ -22,7 +23,7 @@ from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError, 
 
 from distill.errors import DistillError
 
-JOBS_DIR = Path(__file__).resolve().parent.parent / "jobs"
+JOBS_DIR = Path(__file__).resolve().parent / "jobs"  # package data: found by name after `pip install`
 EMBEDDED_BILLSUM = "embedded:billsum"
 EMBEDDED_SMOLLM2 = "embedded:smollm2-135m"
 
@@ -146,6 +147,7 @@ class WandbConfig:
 @section
 class ExperimentConfig:
     name: str = "quick"
+    description: str = ""  # one line shown by `distill jobs`
     mode: str = "quick"  # validate | quick | baseline | all
     output_dir: str = "results"
     seeds: int = 1
@@ -235,7 +237,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
 
 
 def load_job(path_or_name: str | Path) -> dict[str, Any]:
-    """Read a job spec: a path, or a name in jobs/ ('quick' → jobs/quick.yaml)."""
+    """Read a job spec: a path, or a name in distill/jobs/ ('quick' → distill/jobs/quick.yaml)."""
     path = Path(path_or_name)
     if not path.exists() and not path.suffix:
         path = JOBS_DIR / f"{path_or_name}.yaml"
@@ -247,6 +249,11 @@ def load_job(path_or_name: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise DistillError(f"job spec {path} is not valid YAML ({str(exc).splitlines()[0]})", "fix the YAML syntax") from None
     return values
+
+
+def job_descriptions() -> dict[str, str]:
+    """name → the job's one-line `description:`, for `distill jobs`."""
+    return {path.stem: str(load_job(path).get("description", "")) for path in sorted(JOBS_DIR.glob("*.yaml"))}
 
 
 def set_key(values: dict[str, Any], dotted: str, value: Any) -> None:

@@ -15,7 +15,6 @@ import importlib.util
 import json
 import os
 import platform
-import subprocess
 import time
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from distill import report
+from distill import console, report
 from distill.config import ExperimentConfig, ResourcesConfig, secret
 from distill.data import Splits, load_splits
 from distill.embed import EmbedActor, cache_key
@@ -36,6 +35,7 @@ from distill.models import load_tokenizer, resolve_model
 from distill.prompt import PromptFormat
 from distill.select import registry
 from distill.trial import BASELINE, TrialSpec, cached_metrics, evaluated, run_trial, trial_key, write_trial
+from distill.version import git_commit
 
 # Ray reads these when it is imported: a local cluster binds 127.0.0.1 only (without the first, Ray
 # rewrites 127.0.0.1 to the machine's external address), and no usage stats are sent.
@@ -48,22 +48,24 @@ TRACKED_PACKAGES = ("distill", "ray", "torch", "transformers", "peft", "datasets
 
 
 def log(message: str) -> None:
-    print(f"[distill] {message}", flush=True)
+    console.current().log(message)
 
 
-@contextlib.contextmanager
 def stage(name: str):
-    """A line when a stage starts and one with its wall time when it ends."""
-    log(f"{name} …")
-    start = time.perf_counter()
-    yield
-    log(f"{name} done in {time.perf_counter() - start:.1f}s")
+    """One line per stage with its wall time (distill/console.py draws it)."""
+    return console.current().stage(name)
 
 
-def run(cfg: ExperimentConfig) -> list[dict]:
-    """Run one experiment end to end; returns the report rows."""
+def run(cfg: ExperimentConfig, verbose: bool = False) -> list[dict]:
+    """Run one experiment end to end; returns the report rows. Ray's and Tune's own output goes to
+    <out>/logs/run.log unless `verbose`."""
     out = Path(cfg.output_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
+    with console.session(out / "logs", verbose):
+        return _run(cfg, out)
+
+
+def _run(cfg: ExperimentConfig, out: Path) -> list[dict]:
     with stage("data"):
         splits = load_splits(cfg.data)
         log(f"{splits.source}: {len(splits.train)} training pool, {len(splits.test)} held out")
@@ -80,7 +82,7 @@ def run(cfg: ExperimentConfig) -> list[dict]:
         specs = select_subsets(cfg, features, splits.train, out)
         run_trials(cfg, specs, splits, model_path, scorer, out)
     with stage("report"):
-        rows = report.build_report(out, bootstrap_samples=cfg.eval.bootstrap_samples)
+        rows = report.build_report(out, bootstrap_samples=cfg.eval.bootstrap_samples, console=console.current().console)
         log_table_to_wandb(cfg, rows)
     log(f"results in {out / 'comparison'}")
     return rows
@@ -103,6 +105,7 @@ def hub_reachable() -> bool:
 def ray_session(res: ResourcesConfig):
     """Join the cluster we run on (ray job submit / an address) or start a local one on 127.0.0.1."""
     import ray
+    from ray.data import DataContext
 
     address = res.address or os.environ.get("RAY_ADDRESS")
     started = not ray.is_initialized()
@@ -112,6 +115,7 @@ def ray_session(res: ResourcesConfig):
     elif started:  # address="local": never attach to a stray `ray start` cluster by accident
         dashboard = ray.init(address="local", num_cpus=res.num_cpus, include_dashboard=True,
                              dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", log_to_driver=True).dashboard_url
+    DataContext.get_current().enable_progress_bars = console.current().verbose  # distill's console draws its own
     context = ray.get_runtime_context()
     resources = ray.cluster_resources()
     log(f"Ray cluster: {resources.get('CPU', 0):.0f} CPU, {resources.get('GPU', 0):.0f} GPU"
@@ -149,12 +153,18 @@ def embed_pool(cfg: ExperimentConfig, splits: Splits, model_path: str, out: Path
             frame = frame.iloc[np.argsort(-frame["text"].str.len().to_numpy(), kind="stable")]  # length-sorted: less padding
             # many small blocks: every actor stays fed, and progress advances block by block
             blocks = max(1, min(len(frame) // cfg.embed.batch_size, 16 * actors))
-            dataset = ray.data.from_pandas(frame, override_num_blocks=blocks).map_batches(
+            # split here: Ray's own split (override_num_blocks) runs np.array_split on a DataFrame, which pandas deprecates
+            parts = [frame.iloc[rows] for rows in np.array_split(np.arange(len(frame)), blocks)]
+            dataset = ray.data.from_pandas(parts).map_batches(
                 EmbedActor, fn_constructor_kwargs={"model_path": model_path, "model_cfg": cfg.model,
                                                    "pooling": cfg.embed.pooling, "num_threads": cpus or None},
                 batch_size=cfg.embed.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
                 num_gpus=1 if gpus else 0, num_cpus=cpus or 1)
-            batches = list(dataset.iter_batches(batch_size=None, batch_format="numpy"))
+            batches = []
+            with console.current().progress("embed", total=len(frame), unit="rows") as advance:
+                for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                    batches.append(batch)
+                    advance(len(batch["row"]))
             rows = np.concatenate([b["row"] for b in batches])
             order = np.argsort(rows)
             embeddings = np.concatenate([b["embedding"] for b in batches])[order]
@@ -234,8 +244,9 @@ def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, mo
                                              specs={s.name: s for s in todo}, keys=keys, model_path=model_path,
                                              scorer=scorer, gpus=gpus)
             trained: dict[str, dict] = {}  # vLLM engine: records of trained trials awaiting generation
-            callbacks = [_persist_trials(out, trained), *_callbacks(cfg)]
-            grid = make_tuner(trainable, [s.name for s in todo], cfg, gpus, out, callbacks).fit()
+            with console.current().trial_board([s.name for s in todo]) as board:
+                callbacks = [_persist_trials(out, trained), _trial_progress(board), *_callbacks(cfg)]
+                grid = make_tuner(trainable, [s.name for s in todo], cfg, gpus, out, callbacks).fit()
             failed = [str(r.error).splitlines()[0] for r in grid if r.error]
         if trained:
             evaluate_with_vllm(cfg, trained, splits.test, model_path, scorer, out, gpus)
@@ -263,7 +274,8 @@ def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer
 
     torch.set_num_threads(max(1, int(cfg.resources.cpus_per_trial)))
     spec = specs[config["trial"]]
-    record = run_trial(spec, cfg, pool, test, model_path, scorer, keys[spec.name], gpus)
+    record = run_trial(spec, cfg, pool, test, model_path, scorer, keys[spec.name], gpus,
+                       on_step=lambda step, steps, loss: tune.report({"step": step, "steps": steps, "loss": loss}))
     numbers = {k: v for k, v in record["metrics"].items() if isinstance(v, (int, float))}
     tune.report({**numbers, RECORD: json.dumps(record)})
 
@@ -284,6 +296,27 @@ def _persist_trials(out: Path, trained: dict[str, dict]):
                     write_trial(out / "trials" / name, record)
 
     return PersistTrials()
+
+
+def _trial_progress(board: console.TrialBoard):
+    """A Tune callback feeding the console's trial table from Tune's own trial events."""
+    from ray import tune
+
+    class TrialProgress(tune.Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            board.started(trial.config["trial"])
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if "step" in result:
+                board.result(trial.config["trial"], result["step"], result["steps"], result["loss"])
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            board.finished(trial.config["trial"])
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            board.finished(trial.config["trial"], failed=True)
+
+    return TrialProgress()
 
 
 def evaluate_with_vllm(cfg: ExperimentConfig, trained: dict[str, dict], test: pd.DataFrame, model_path: str,
@@ -352,7 +385,7 @@ def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, model_path:
     info = {"name": cfg.name, "mode": cfg.mode, "model": cfg.model.name, "model_path": model_path,
             "dataset": splits.source, "data_fingerprint": splits.fingerprint, "pool_size": len(splits.train),
             "test_size": len(splits.test), "fraction": cfg.select.fraction, "seeds": cfg.seeds,
-            "bertscore_model": scorer.label, "git_commit": _git_commit(), "lock": lock_hash(), "python": platform.python_version(),
+            "bertscore_model": scorer.label, "git_commit": git_commit(), "lock": lock_hash(), "python": platform.python_version(),
             "platform": platform.platform(), "versions": _versions(), "config": asdict(cfg)}
     (out / "run.json").write_text(json.dumps(info, indent=2, sort_keys=True))
 
@@ -370,11 +403,3 @@ def _versions() -> dict[str, str]:
             found[name] = version(name)
     return found
 
-
-def _git_commit() -> str | None:
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).resolve().parent)
-        return result.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None

@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -20,6 +22,7 @@ from distill.config import TrainConfig
 from distill.prompt import PromptFormat, pad
 
 IGNORE = -100
+StepHook = Callable[[int, int, float], None]  # (step, steps, loss) after each optimizer step
 
 
 @dataclass
@@ -49,7 +52,9 @@ def add_lora(model, cfg: TrainConfig, quantized: bool = False):
         model.enable_input_require_grads()
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
-    return get_peft_model(model, lora)
+    with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing: not ours to fix
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, lora)
 
 
 def encode_examples(fmt: PromptFormat, texts: list[str], summaries: list[str]) -> list[tuple[list[int], list[int]]]:
@@ -69,8 +74,9 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int, device) ->
 
 
 def finetune(model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: list[str], cfg: TrainConfig,
-             seed: int, device: str) -> TrainStats:
-    """Train LoRA adapters in place on `model` (already wrapped by `add_lora`)."""
+             seed: int, device: str, on_step: StepHook | None = None) -> TrainStats:
+    """Train LoRA adapters in place on `model` (already wrapped by `add_lora`); `on_step(step, steps, loss)`
+    is told of each optimizer step, so a caller can show progress without this module knowing how."""
     seed_everything(seed)
     start = time.perf_counter()
     data = encode_examples(fmt, texts, summaries)
@@ -89,7 +95,7 @@ def finetune(model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: l
     indices = _shuffled_stream(len(data), seed)
     tokens, loss = 0, float("nan")
     model.train()
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         batch = [data[next(indices)] for _ in range(min(effective, len(data)))]
         loss, micro = _step_with_backoff(model, batch, micro, tokenizer.pad_token_id, device)
         tokens += sum(len(ids) for ids, _ in batch)
@@ -97,6 +103,8 @@ def finetune(model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: l
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if on_step:
+            on_step(step, steps, loss)
     model.eval()
     return TrainStats(steps, len(data), tokens, loss, time.perf_counter() - start, micro)
 

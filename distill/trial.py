@@ -23,7 +23,7 @@ from distill.evaluate import Scorer, generate, score
 from distill.generate_vllm import encode_adapter
 from distill.models import device_name, load_model, load_tokenizer
 from distill.prompt import PromptFormat
-from distill.train import add_lora, finetune, seed_everything
+from distill.train import StepHook, add_lora, finetune, seed_everything
 
 METRICS = ("rouge1", "rouge2", "rougeL", "bertscore_f1")
 BASELINE = "full"  # method name of the full-pool baseline trial
@@ -55,13 +55,14 @@ def cached_metrics(trial_dir: Path, key: str) -> dict | None:
 
 
 def run_trial(spec: TrialSpec, cfg: ExperimentConfig, pool: pd.DataFrame, test: pd.DataFrame, model_path: str,
-              scorer: Scorer, key: str, gpus: float = 0.0) -> dict:
+              scorer: Scorer, key: str, gpus: float = 0.0, on_step: StepHook | None = None) -> dict:
     """Fine-tune on `pool.iloc[spec.indices]`, evaluate on `test`; returns the trial's record.
 
     The record is {"metrics": {...}, "predictions": [one row per held-out example]}. It is returned,
     not written: on a cluster the trial runs on another node, and the driver persists it. With
     eval.engine vllm the trial stops after training: its record holds the trained metrics and the
     LoRA adapter ({"metrics", "adapter"}), and `evaluated` completes it after the shared vLLM stage.
+    `on_step(step, steps, loss)` hears of every optimizer step (the console's trial table).
     """
     device = device_name()
     if device == "cuda":
@@ -71,7 +72,8 @@ def run_trial(spec: TrialSpec, cfg: ExperimentConfig, pool: pd.DataFrame, test: 
     seed_everything(spec.seed)  # LoRA's initial weights are random: seed them too, or reruns differ
     model = add_lora(load_model(model_path, cfg.model, device), cfg.train, quantized=cfg.model.load_in_8bit)
     subset = pool.iloc[list(spec.indices)]
-    stats = finetune(model, tokenizer, fmt, subset["text"].tolist(), subset["summary"].tolist(), cfg.train, spec.seed, device)
+    stats = finetune(model, tokenizer, fmt, subset["text"].tolist(), subset["summary"].tolist(), cfg.train, spec.seed, device,
+                     on_step)
     trained = {"trial": spec.name, "key": key, "method": spec.method, "seed": spec.seed, "samples": len(spec.indices),
                "select_seconds": spec.select_seconds, "train_seconds": stats.seconds,
                "train_tokens": stats.train_tokens, "train_steps": stats.steps, "final_train_loss": stats.final_loss,
