@@ -20,7 +20,10 @@ from typing import Iterable
 
 import numpy as np
 
+from distill.errors import DistillError
+
 EMBEDDING_FILE = "embedding.npy"
+RERUN = "rerun: the features are not cached until every pool row is embedded exactly once"
 LOSS_FILE = "loss.npy"
 
 
@@ -44,11 +47,11 @@ class FeatureWriter:
         if len(rows) == 0:
             return
         if rows.min() < 0 or rows.max() >= self.n_rows:
-            raise RuntimeError(f"embedding batch holds row {rows.max()} outside the pool of {self.n_rows} rows")
+            raise DistillError(f"embedding batch holds row {rows.max()} outside the pool of {self.n_rows} rows", RERUN)
         unique, counts = np.unique(rows, return_counts=True)
         repeated = np.union1d(rows[self.seen[rows]], unique[counts > 1])
         if len(repeated):
-            raise RuntimeError(f"embedding batch repeats row(s) already written, e.g. {repeated[:5].tolist()}")
+            raise DistillError(f"embedding batch repeats row(s) already written, e.g. {repeated[:5].tolist()}", RERUN)
         if self.embedding is None:
             self.embedding = np.lib.format.open_memmap(self.partial / EMBEDDING_FILE, mode="w+", dtype=np.float32,
                                                        shape=(self.n_rows, np.shape(embedding)[1]))
@@ -60,7 +63,7 @@ class FeatureWriter:
         """Flush, check every row arrived, and rename the folder into place (atomic on one filesystem)."""
         missing = np.flatnonzero(~self.seen)
         if len(missing) or self.embedding is None:
-            raise RuntimeError(f"{len(missing)} of {self.n_rows} pool rows were never embedded, e.g. {missing[:5].tolist()}")
+            raise DistillError(f"{len(missing)} of {self.n_rows} pool rows were never embedded, e.g. {missing[:5].tolist()}", RERUN)
         self.embedding.flush()
         self.loss.flush()
         self.embedding = self.loss = None  # close the maps before the rename

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import mmap
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -31,6 +31,12 @@ class Features:
 
     def __len__(self) -> int:
         return len(self.n_words)
+
+    def by_value(self) -> Features:
+        """These features with the memory maps as plain array views: pickled, they carry their bytes
+        (for tasks on nodes that cannot open the driver's cache file)."""
+        return replace(self, embeddings=None if self.embeddings is None else np.asarray(self.embeddings),
+                       loss=None if self.loss is None else np.asarray(self.loss))
 
     def __reduce__(self):
         """Pickle whole-file memory maps as their file, not their bytes: `ray.put(features)` and task

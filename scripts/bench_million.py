@@ -274,7 +274,7 @@ def select_all(res: dict, cfg, features, pool, out: Path) -> None:
     res["embeddings_bytes"] = int(features.embeddings.nbytes)
     k = pipeline.budget(cfg, len(features))
     with Stage(res, f"select: {len(cfg.select.methods)} selectors, k={k:,} (pipeline.select_subsets)"):
-        specs = pipeline.select_subsets(cfg, features, pool, out)
+        specs = pipeline.select_subsets(cfg, features, pool, out, f"synthetic-{len(features)}")
     res["selectors"] = {s.method: {"seconds": round(s.select_seconds, 2), "k": len(s.indices)} for s in specs}
     # each selector again, alone, in a fresh worker (same pickled-by-path features): its own memory
     probe = ray.remote(num_cpus=2, max_calls=1)(selector_memory)

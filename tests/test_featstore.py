@@ -15,6 +15,7 @@ from distill import featstore
 from distill.config import ModelConfig, make_config
 from distill.data import load_splits
 from distill.embed import EmbedActor
+from distill.errors import DistillError
 from distill.features import Features, text_features
 
 
@@ -55,7 +56,7 @@ def test_stream_puts_every_row_at_its_index(tmp_path, table):
 def test_every_row_exactly_once_or_nothing_is_cached(tmp_path, table, rows, problem):
     emb, loss = table
     emb, loss = np.vstack([emb, emb[:1]]), np.r_[loss, loss[:1]]  # row 50 exists in the source only
-    with pytest.raises(RuntimeError, match=problem):
+    with pytest.raises(DistillError, match=problem):
         featstore.stream(batches_of(rows, emb, loss, [len(rows)]), tmp_path / "f", 50)
     assert list(tmp_path.iterdir()) == []  # neither a cache nor a partial folder is left
 
@@ -125,9 +126,10 @@ def test_pipeline_streams_the_pool_and_selects_from_the_memory_map(tiny_job, tin
     out = Path(cfg.output_dir)
     with pipeline.ray_session(cfg.resources):
         features = pipeline.embed_pool(cfg, splits, tiny_model, out)
-        specs = pipeline.select_subsets(cfg, features, splits.train, out)
+        specs = pipeline.select_subsets(cfg, features, splits.train, out,
+                                        pipeline.features_key(cfg, splits, tiny_model))
     assert isinstance(features.embeddings, np.memmap) and isinstance(features.loss, np.memmap)
-    [cache] = (out / "cache").iterdir()
+    [cache] = (out / "cache").glob("features-*")
     assert cache.is_dir() and not cache.name.endswith(".npz")
     actor = EmbedActor(tiny_model, cfg.model, cfg.embed.pooling)
     pool = splits.train
@@ -142,14 +144,15 @@ def test_pipeline_streams_the_pool_and_selects_from_the_memory_map(tiny_job, tin
     assert isinstance(reused, Features)
 
 
-def test_selection_refuses_a_driver_node_without_cpus(tiny_job):
-    """Selector tasks are pinned to the node holding the cache: with no CPU there they would wait forever."""
-    from distill import pipeline
-    from distill.errors import DistillError
 
-    cfg = make_config(tiny_job)
-    cfg.resources.num_cpus = 0
-    features = text_features(["One short text."] * 8, np.ones((8, 4), np.float32), np.ones(8, np.float32))
-    pool = pd.DataFrame({"id": list("abcdefgh"), "title": "", "text": "One short text.", "summary": "Short."})
-    with pipeline.ray_session(cfg.resources), pytest.raises(DistillError, match="has no CPU"):
-        pipeline.select_subsets(cfg, features, pool, Path(cfg.output_dir))
+def test_by_value_features_carry_their_bytes(tmp_path, table):
+    """For tasks that cannot map the driver's cache file (a driver node without CPUs), the features
+    travel by value."""
+    emb, loss = featstore.stream(batches_of(np.arange(50), *table, [50]), tmp_path / "f", 50)
+    features = text_features(["x y."] * 50, emb, loss).by_value()
+    blob = pickle.dumps(features)
+    assert emb.tobytes() in blob
+    back = pickle.loads(blob)
+    assert getattr(back.embeddings, "filename", None) is None
+    np.testing.assert_array_equal(back.embeddings, emb)
+    np.testing.assert_array_equal(back.loss, loss)
