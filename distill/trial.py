@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from distill.checkpoint import TrainState
 from distill.config import ExperimentConfig, content_hash
 from distill.evaluate import Scorer, generate, score
 from distill.generate_vllm import encode_adapter
@@ -55,14 +56,16 @@ def cached_metrics(trial_dir: Path, key: str) -> dict | None:
 
 
 def run_trial(spec: TrialSpec, cfg: ExperimentConfig, pool: pd.DataFrame, test: pd.DataFrame, model_path: str,
-              scorer: Scorer, key: str, gpus: float = 0.0, on_step: StepHook | None = None) -> dict:
+              scorer: Scorer, key: str, gpus: float = 0.0, state: TrainState | None = None,
+              on_step: StepHook | None = None) -> dict:
     """Fine-tune on `pool.iloc[spec.indices]`, evaluate on `test`; returns the trial's record.
 
     The record is {"metrics": {...}, "predictions": [one row per held-out example]}. It is returned,
     not written: on a cluster the trial runs on another node, and the driver persists it. With
     eval.engine vllm the trial stops after training: its record holds the trained metrics and the
     LoRA adapter ({"metrics", "adapter"}), and `evaluated` completes it after the shared vLLM stage.
-    `on_step(step, steps, loss)` hears of every optimizer step (the console's trial table).
+    `state` resumes the fine-tune from a checkpoint; `on_step(step, steps, loss, snapshot)` hears of every
+    optimizer step (the console's trial table, checkpoints).
     """
     device = device_name()
     if device == "cuda":
@@ -72,11 +75,12 @@ def run_trial(spec: TrialSpec, cfg: ExperimentConfig, pool: pd.DataFrame, test: 
     seed_everything(spec.seed)  # LoRA's initial weights are random: seed them too, or reruns differ
     model = add_lora(load_model(model_path, cfg.model, device), cfg.train, quantized=cfg.model.load_in_8bit)
     subset = pool.iloc[list(spec.indices)]
-    stats = finetune(model, tokenizer, fmt, subset["text"].tolist(), subset["summary"].tolist(), cfg.train, spec.seed, device,
-                     on_step)
+    stats = finetune(model, tokenizer, fmt, subset["text"].tolist(), subset["summary"].tolist(), cfg.train, spec.seed,
+                     device, state=state, on_step=on_step)
     trained = {"trial": spec.name, "key": key, "method": spec.method, "seed": spec.seed, "samples": len(spec.indices),
                "select_seconds": spec.select_seconds, "train_seconds": stats.seconds,
-               "train_tokens": stats.train_tokens, "train_steps": stats.steps, "final_train_loss": stats.final_loss,
+               "train_tokens": stats.train_tokens, "train_steps": stats.steps,
+               "resumed_from_step": state.step if state else 0, "final_train_loss": stats.final_loss,
                "micro_batch": stats.micro_batch, "device": device}
     if cfg.eval.engine == "vllm":
         with tempfile.TemporaryDirectory(prefix="distill-adapter-") as tmp:
