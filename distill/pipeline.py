@@ -367,9 +367,9 @@ def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer
 
 
 def _persist_trials(out: Path, keys: dict[str, str], trained: dict[str, dict]):
-    """A Tune callback that writes each finished trial's folder on the driver, whatever node ran it (with the
-    vLLM engine it keeps the trained trial's record for the shared generation stage instead), and points
-    the folder of an unfinished trial at its newest checkpoint (for a later `resume`)."""
+    """A Tune callback that writes each finished trial's folder on the driver, whatever node ran it (or, with the
+    vLLM engine, keeps the trained trial's record for the shared generation stage), and points the folder of an
+    unfinished trial at its newest checkpoint (for a later `resume`)."""
     from ray import tune
 
     class PersistTrials(tune.Callback):
@@ -377,11 +377,12 @@ def _persist_trials(out: Path, keys: dict[str, str], trained: dict[str, dict]):
             if RECORD in result:
                 record = json.loads(result[RECORD])
                 metrics = record["metrics"]
+                counters.bump(out, train_steps=metrics["train_steps"] - metrics["resumed_from_step"])
                 if "adapter" in record:
                     trained[metrics["trial"]] = record
                 else:
                     write_trial(out / "trials" / metrics["trial"], record)
-                counters.bump(out, trials=1, train_steps=metrics["train_steps"] - metrics["resumed_from_step"])
+                    counters.bump(out, trials=1)
 
         def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
             name = trial.config["trial"]
@@ -441,6 +442,7 @@ def evaluate_with_vllm(cfg: ExperimentConfig, trained: dict[str, dict], test: pd
                 for n in names}
         for name, ref in refs.items():
             write_trial(out / "trials" / name, ray.get(ref))
+        counters.bump(out, trials=len(refs))
 
 
 def _callbacks(cfg: ExperimentConfig) -> list:

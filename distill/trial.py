@@ -79,9 +79,8 @@ def run_trial(spec: TrialSpec, cfg: ExperimentConfig, pool: pd.DataFrame, test: 
                      device, state=state, on_step=on_step)
     trained = {"trial": spec.name, "key": key, "method": spec.method, "seed": spec.seed, "samples": len(spec.indices),
                "select_seconds": spec.select_seconds, "train_seconds": stats.seconds,
-               "train_tokens": stats.train_tokens, "train_steps": stats.steps,
-               "resumed_from_step": state.step if state else 0, "final_train_loss": stats.final_loss,
-               "micro_batch": stats.micro_batch, "device": device}
+               "train_tokens": stats.train_tokens, "train_steps": stats.steps, "final_train_loss": stats.final_loss,
+               "resumed_from_step": state.step if state else 0, "micro_batch": stats.micro_batch, "device": device}
     if cfg.eval.engine == "vllm":
         with tempfile.TemporaryDirectory(prefix="distill-adapter-") as tmp:
             model.save_pretrained(tmp)
