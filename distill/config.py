@@ -117,6 +117,12 @@ class EvalConfig:
     bertscore_model: str = "auto"  # auto: deberta-xlarge-mnli with the Hub, offline MiniLM without
     bertscore_num_layers: int | None = None
     bootstrap_samples: int = 2000
+    # auto: vLLM when it is installed and supports the model with LoRA (the log says which and why), else hf
+    engine: str = "auto"
+    vllm_max_loras: int = 8  # adapters one vLLM engine batches together (the rest wait for a free slot)
+    vllm_max_num_seqs: int = 64  # sequences a vLLM engine decodes at once
+    vllm_gpu_memory_utilization: float = 0.8  # share of a GPU's memory one vLLM engine may take
+    vllm_cpu_kvcache_gib: int = 1  # VLLM_CPU_KVCACHE_SPACE of a CPU engine
 
 
 @section
@@ -226,6 +232,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise DistillError(f"--max-train {cfg.data.max_train} leaves nothing to select from", "pass --max-train 2 or more")
     if cfg.model.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise DistillError(f"unknown model.dtype '{cfg.model.dtype}'", "use auto, float32, bfloat16 or float16")
+    if cfg.eval.engine not in ("auto", "hf", "vllm"):
+        raise DistillError(f"unknown eval.engine '{cfg.eval.engine}'", "use auto, hf or vllm")
     if cfg.embed.pooling not in ("mean", "last"):
         raise DistillError(f"unknown embed.pooling '{cfg.embed.pooling}'", "use mean or last")
     if cfg.train.epochs <= 0 or cfg.train.batch_size < 1 or cfg.train.learning_rate <= 0:

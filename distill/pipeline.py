@@ -32,10 +32,12 @@ from distill.embed import EmbedActor, cache_key
 from distill.errors import DistillError
 from distill.evaluate import HUB_BERTSCORE, Scorer, resolve_scorer
 from distill.features import Features, text_features
-from distill.models import resolve_model
+from distill.generate_vllm import VllmGenerator, choose_engine, write_adapter
+from distill.models import load_tokenizer, resolve_model
+from distill.prompt import PromptFormat
 from distill.scheduling import trial_cpus
 from distill.select import registry
-from distill.trial import BASELINE, TrialSpec, cached_metrics, run_trial, trial_key, write_trial
+from distill.trial import BASELINE, TrialSpec, cached_metrics, evaluated, run_trial, trial_key, write_trial
 from distill.version import git_commit
 
 # Ray reads these when it is imported: a local cluster binds 127.0.0.1 only (without the first, Ray
@@ -74,6 +76,8 @@ def _run(cfg: ExperimentConfig, out: Path) -> list[dict]:
     with stage("model"):
         model_path = resolve_model(cfg.model.name)
         log(f"target model: {model_path}")
+        cfg.eval.engine, why = choose_engine(cfg, model_path)  # resolved before trial keys hash the config
+        log(f"evaluation engine: {cfg.eval.engine} ({why})")
     scorer, why = resolve_scorer(cfg.eval, hub_reachable())
     log(f"BERTScore encoder: {scorer.label} ({why})")
     write_run_info(out, cfg, splits, model_path, scorer)
@@ -286,14 +290,17 @@ def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, mo
             trainable = tune.with_parameters(_trainable, cfg=cfg, pool=splits.train, test=splits.test,
                                              specs={s.name: s for s in todo}, keys=keys, model_path=model_path,
                                              scorer=scorer, gpus=gpus, cpus=cpus_by_trial, resume=resume)
+            trained: dict[str, dict] = {}  # vLLM engine: records of trained trials awaiting generation
             with console.current().trial_board([s.name for s in todo]) as board:
-                callbacks = [_persist_trials(out, keys), _trial_progress(board), *_callbacks(cfg)]
+                callbacks = [_persist_trials(out, keys, trained), _trial_progress(board), *_callbacks(cfg)]
                 grid = make_tuner(trainable, cpus_by_trial, cfg, gpus, out, callbacks).fit()
             failed = [str(r.error).splitlines()[0] for r in grid if r.error]
-            if failed:
-                raise DistillError(f"{len(failed)} of {len(todo)} trial(s) failed, first: {failed[0][:300]}",
-                                   f"see the Tune logs under {out / 'tune'}; then `python -m distill resume {out}` "
-                                   "reuses finished trials and continues the others from their last checkpoint")
+        if trained:
+            evaluate_with_vllm(cfg, trained, splits.test, model_path, scorer, out, gpus)
+        if failed:
+            raise DistillError(f"{len(failed)} of {len(todo)} trial(s) failed, first: {failed[0][:300]}",
+                               f"see the Tune logs under {out / 'tune'}; then `python -m distill resume {out}` "
+                               "reuses finished trials and continues the others from their last checkpoint")
 
 
 def plan_cpus(res: ResourcesConfig, n_trials: int, gpus: float) -> list[float]:
@@ -359,9 +366,10 @@ def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer
     tune.report({**numbers, RECORD: json.dumps(record)})
 
 
-def _persist_trials(out: Path, keys: dict[str, str]):
-    """A Tune callback that writes each finished trial's folder on the driver, whatever node ran it, and points
-    the folder of an unfinished trial at its newest checkpoint (for a later `resume`)."""
+def _persist_trials(out: Path, keys: dict[str, str], trained: dict[str, dict]):
+    """A Tune callback that writes each finished trial's folder on the driver, whatever node ran it (or, with the
+    vLLM engine, keeps the trained trial's record for the shared generation stage), and points the folder of an
+    unfinished trial at its newest checkpoint (for a later `resume`)."""
     from ray import tune
 
     class PersistTrials(tune.Callback):
@@ -369,8 +377,12 @@ def _persist_trials(out: Path, keys: dict[str, str]):
             if RECORD in result:
                 record = json.loads(result[RECORD])
                 metrics = record["metrics"]
-                write_trial(out / "trials" / metrics["trial"], record)
-                counters.bump(out, trials=1, train_steps=metrics["train_steps"] - metrics["resumed_from_step"])
+                counters.bump(out, train_steps=metrics["train_steps"] - metrics["resumed_from_step"])
+                if "adapter" in record:
+                    trained[metrics["trial"]] = record
+                else:
+                    write_trial(out / "trials" / metrics["trial"], record)
+                    counters.bump(out, trials=1)
 
         def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
             name = trial.config["trial"]
@@ -398,6 +410,39 @@ def _trial_progress(board: console.TrialBoard):
             board.finished(trial.config["trial"], failed=True)
 
     return TrialProgress()
+
+
+def evaluate_with_vllm(cfg: ExperimentConfig, trained: dict[str, dict], test: pd.DataFrame, model_path: str,
+                       scorer: Scorer, out: Path, gpus: float) -> None:
+    """Generate for every trained adapter with vLLM, then score and persist each trial.
+
+    One engine actor per GPU (one CPU engine sharing the CPUs otherwise), each serving its share of the
+    adapters with per-request LoRA; the engines are killed before the scoring tasks (which hold the same
+    resources as a trial) so no GPU is double-booked.
+    """
+    import ray
+
+    names = sorted(trained)
+    for name in names:
+        write_adapter(trained[name]["adapter"], out / "trials" / name / "adapter")
+    fmt = PromptFormat(load_tokenizer(model_path), cfg.model.max_source_tokens, cfg.model.max_target_tokens)
+    prompts = [fmt.encode(text).prompt for text in test["text"]]
+    engines, cpus, engine_gpus = embed_plan(ray.cluster_resources())
+    groups = [g for g in (names[i::engines] for i in range(engines)) if g]
+    with stage(f"generate with vLLM: {len(names)} adapter(s) × {len(prompts)} prompt(s) on {len(groups)} engine(s)"):
+        engine = ray.remote(num_gpus=engine_gpus, num_cpus=cpus or 1)(VllmGenerator)
+        actors = [engine.remote(cfg, model_path, len(fmt.prefix) + len(fmt.suffix)) for _ in groups]
+        outputs = ray.get([a.generate.remote(prompts, {n: trained[n]["adapter"] for n in g}) for a, g in zip(actors, groups)])
+        for actor in actors:
+            ray.kill(actor)
+    generated = {name: result for output in outputs for name, result in output.items()}
+    with stage(f"score {len(names)} trial(s)"):
+        task = ray.remote(num_gpus=gpus, num_cpus=cfg.resources.cpus_per_trial)(evaluated)
+        refs = {n: task.remote(trained[n]["metrics"], test, *generated[n], "vllm", scorer, cfg.eval.batch_size, gpus)
+                for n in names}
+        for name, ref in refs.items():
+            write_trial(out / "trials" / name, ray.get(ref))
+        counters.bump(out, trials=len(refs))
 
 
 def _callbacks(cfg: ExperimentConfig) -> list:
