@@ -7,7 +7,7 @@ the summary goes to docs/bench/gpu-<device>.json. The checks:
                       the largest micro-batch search, then the halve-and-retry of one step
   load_8bit           bitsandbytes 8-bit loading + k-bit LoRA preparation + a few training steps
   bench_generate_vllm vLLM multi-LoRA generation vs HF at GPU lengths (scripts/bench_generate_vllm.py)
-  bench_train         scripts/bench_train.py when this checkout has it (it lives on the perf-train branch)
+  bench_train         scripts/bench_train.py --device cuda (the training arms side by side)
   quick_gpu           the quick-gpu job with 2 methods, 1 seed, evaluation by vLLM
 
     python scripts/gpu_check.py                 # all checks (what gpu_check.sh runs)
@@ -151,9 +151,9 @@ def bench_generate_vllm() -> dict:
 
 
 def bench_train() -> dict:
-    if not (ROOT / "scripts" / "bench_train.py").exists():
-        return {"status": "skipped", "why": "scripts/bench_train.py is not in this checkout (perf-train branch)"}
-    return _script(["scripts/bench_train.py"], None)
+    """perf-train's training benchmark on the GPU (its arms side by side), into its own GPU file."""
+    return _script(["scripts/bench_train.py", "--device", "cuda", "--quick", "--json", "docs/bench/train-cuda.json"],
+                   "train-cuda.json")
 
 
 def quick_gpu() -> dict:
@@ -166,14 +166,12 @@ def quick_gpu() -> dict:
     return {"methods": {r["method"]: r["rougeL"] for r in rows}, "eval_engines": sorted(engines)}
 
 
-def _script(argv: list[str], result_file: str | None) -> dict:
+def _script(argv: list[str], result_file: str) -> dict:
     proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     if proc.returncode:
         raise RuntimeError(f"{argv[0]} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
-    if result_file:
-        return json.loads((ROOT / "docs" / "bench" / result_file).read_text())
-    return {"output_tail": proc.stdout[-2000:]}
+    return json.loads((ROOT / "docs" / "bench" / result_file).read_text())
 
 
 CHECKS = {"embed_bf16": embed_bf16, "oom_backoff": oom_backoff, "load_8bit": load_8bit,
