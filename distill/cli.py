@@ -1,4 +1,4 @@
-"""Command line: `distill {validate,quick,baseline,all,report,methods,jobs}` (also `python -m distill …`).
+"""Command line: `distill {validate,quick,baseline,all,resume,report,methods,jobs}` (also `python -m distill …`).
 
 Each run mode reads its job spec (distill/jobs/<mode>.yaml unless --job says otherwise) and applies
 the flags as overrides. A DistillError becomes one line on stderr and exit code 2: no traceback.
@@ -50,6 +50,11 @@ def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser],
     return register
 
 
+def add_plugin_flag(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE",
+                     help="load your own selectors from a .py file or module (repeatable; adds to select.plugins)")
+
+
 def job_arguments(mode: str) -> Callable[[argparse.ArgumentParser], None]:
     def add(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument("--job", help=f"job spec: a YAML path or a name from `distill jobs` "
@@ -58,6 +63,7 @@ def job_arguments(mode: str) -> Callable[[argparse.ArgumentParser], None]:
             cmd.add_argument("--" + flag.replace("_", "-"), dest=flag, help=help_text)
         cmd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                          help="override any config key, e.g. --set train.learning_rate=1e-4 (repeatable)")
+        add_plugin_flag(cmd)
         if mode != "validate":
             cmd.add_argument("-v", "--verbose", action="store_true",
                              help="show Ray's, Tune's and the libraries' own logs on the console "
@@ -79,7 +85,7 @@ def config_of(args: argparse.Namespace):
     values = overrides(args)
     if args.command not in DEFAULT_JOB:  # a run mode runs in its own mode, whatever the job says
         values.setdefault("mode", args.command)
-    return make_config(args.job or DEFAULT_JOB.get(args.command, args.command), values)
+    return make_config(args.job or DEFAULT_JOB.get(args.command, args.command), values, plugins=args.plugin)
 
 
 @command("validate", "check a job before running it: versions, GPU, Ray, HF_TOKEN, data, model, disk, W&B",
@@ -101,6 +107,21 @@ def run_mode(args: argparse.Namespace) -> int:
     return 0
 
 
+def resume_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("output_dir", help="the output directory of the run (it holds run.json)")
+    cmd.add_argument("-v", "--verbose", action="store_true", help="show Ray's, Tune's and the libraries' own logs")
+
+
+@command("resume", "continue a run whose driver died: reuse what is done, continue trials from their checkpoints",
+         resume_arguments)
+def resume(args: argparse.Namespace) -> int:
+    from distill import pipeline
+    from distill.config import config_from_run
+
+    pipeline.run(config_from_run(args.output_dir), verbose=args.verbose)
+    return 0
+
+
 def report_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("output_dir", nargs="?", default="results")
     cmd.add_argument("--bootstrap-samples", type=int, default=2000, help="bootstrap resamples for CIs and tests")
@@ -114,10 +135,12 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("methods", "list the registered selection methods")
+@command("methods", "list the registered selection methods", add_plugin_flag)
 def methods(args: argparse.Namespace) -> int:
+    from distill import plugins
     from distill.select import registry
 
+    plugins.load(args.plugin)
     for name in registry.names():
         print(f"{name:20s} {registry.get(name).description}")
     return 0
