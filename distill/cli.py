@@ -1,4 +1,4 @@
-"""Command line: `distill {validate,quick,baseline,all,report,methods,jobs}` (also `python -m distill …`).
+"""Command line: `distill {validate,quick,baseline,all,resume,report,methods,jobs}` (also `python -m distill …`).
 
 Each run mode reads its job spec (distill/jobs/<mode>.yaml unless --job says otherwise) and applies
 the flags as overrides. A DistillError becomes one line on stderr and exit code 2: no traceback.
@@ -104,6 +104,21 @@ def run_mode(args: argparse.Namespace) -> int:
     from distill import pipeline
 
     pipeline.run(cfg, verbose=args.verbose)
+    return 0
+
+
+def resume_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("output_dir", help="the output directory of the run (it holds run.json)")
+    cmd.add_argument("-v", "--verbose", action="store_true", help="show Ray's, Tune's and the libraries' own logs")
+
+
+@command("resume", "continue a run whose driver died: reuse what is done, continue trials from their checkpoints",
+         resume_arguments)
+def resume(args: argparse.Namespace) -> int:
+    from distill import pipeline
+    from distill.config import config_from_run
+
+    pipeline.run(config_from_run(args.output_dir), verbose=args.verbose)
     return 0
 
 

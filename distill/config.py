@@ -117,6 +117,12 @@ class EvalConfig:
     bertscore_model: str = "auto"  # auto: deberta-xlarge-mnli with the Hub, offline MiniLM without
     bertscore_num_layers: int | None = None
     bootstrap_samples: int = 2000
+    # auto: vLLM when it is installed and supports the model with LoRA (the log says which and why), else hf
+    engine: str = "auto"
+    vllm_max_loras: int = 8  # adapters one vLLM engine batches together (the rest wait for a free slot)
+    vllm_max_num_seqs: int = 64  # sequences a vLLM engine decodes at once
+    vllm_gpu_memory_utilization: float = 0.8  # share of a GPU's memory one vLLM engine may take
+    vllm_cpu_kvcache_gib: int = 1  # VLLM_CPU_KVCACHE_SPACE of a CPU engine
 
 
 @section
@@ -125,7 +131,13 @@ class ResourcesConfig:
     num_cpus: int | None = None  # local cluster only
     gpus_per_trial: float | None = None  # None: 1 when the cluster has GPUs, else 0
     cpus_per_trial: float = 1.0
+    share_idle_cpus: bool = True  # CPU trials: the last, partial round of trials splits the CPUs a full round uses
     max_concurrent_trials: int | None = None
+    # Fault tolerance. These change how a run survives failures, never its numbers, so (being under `resources`)
+    # they stay out of the trial and feature content hashes.
+    max_failures: int = 2  # retries of a failed trial (from its last checkpoint) and restarts of an embedding actor
+    checkpoint_every: int = 0  # optimizer steps between trial checkpoints; 0: by time (checkpoint_minutes)
+    checkpoint_minutes: float = 5.0  # at most this much training is lost to a failure when checkpoint_every is 0
 
 
 @section
@@ -220,11 +232,18 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise DistillError(f"--max-train {cfg.data.max_train} leaves nothing to select from", "pass --max-train 2 or more")
     if cfg.model.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise DistillError(f"unknown model.dtype '{cfg.model.dtype}'", "use auto, float32, bfloat16 or float16")
+    if cfg.eval.engine not in ("auto", "hf", "vllm"):
+        raise DistillError(f"unknown eval.engine '{cfg.eval.engine}'", "use auto, hf or vllm")
     if cfg.embed.pooling not in ("mean", "last"):
         raise DistillError(f"unknown embed.pooling '{cfg.embed.pooling}'", "use mean or last")
     if cfg.train.epochs <= 0 or cfg.train.batch_size < 1 or cfg.train.learning_rate <= 0:
         raise DistillError("train.epochs, train.batch_size and train.learning_rate must be positive",
                            "fix them in the job YAML or with --set train.KEY=VALUE")
+    res = cfg.resources
+    if res.max_failures < 0 or res.checkpoint_every < 0 or res.checkpoint_minutes <= 0:
+        raise DistillError("resources.max_failures and resources.checkpoint_every must be >= 0, "
+                           "resources.checkpoint_minutes > 0",
+                           "fix them in the job YAML or with --set resources.KEY=VALUE")
     if cfg.mode in ("baseline", "all"):
         cfg.include_baseline = True
     if cfg.mode == "baseline":
@@ -275,6 +294,20 @@ def make_config(job: str | Path | dict[str, Any] = "quick", overrides: dict[str,
         listed = select.get("plugins") if isinstance(select, dict) else None
         listed = [] if listed is None else listed if isinstance(listed, list) else [listed]
         set_key(values, "select.plugins", [*listed, *plugins])
+    return validate(_build(values))
+
+
+def config_from_run(output_dir: str | Path) -> ExperimentConfig:
+    """The config a run was started with, from its run.json, writing to `output_dir` (wherever it now lives)."""
+    path = Path(output_dir).expanduser() / "run.json"
+    if not path.exists():
+        raise DistillError(f"{path} not found: nothing to resume there",
+                           "pass the output directory of a run that got as far as its data stage")
+    try:
+        values = json.loads(path.read_text())["config"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise DistillError(f"{path} is not a run record of distill", "rerun the job instead of resuming it") from None
+    values["output_dir"] = str(Path(output_dir).expanduser().resolve())
     return validate(_build(values))
 
 

@@ -36,7 +36,7 @@ COLUMNS = [
     "bertscore_f1_ci95", "vs_random_pct", "pct_of_full", "rougeL_diff_vs_random", "p_vs_random",
     "p_holm", "effect_size", "significant", "mde_rougeL", "mde_pct", "n_needed", "seeds_needed", "time_s",
     "select_seconds", "train_seconds", "eval_seconds", "gpu_seconds", "rougeL_per_gpu_hour", "rougeL_per_cpu_hour",
-    "peak_memory_mb", "train_tokens", "n_empty", "n_eval", "device", "bertscore_model",
+    "peak_memory_mb", "train_tokens", "n_empty", "n_eval", "device", "bertscore_model", "eval_engine",
 ]
 
 
@@ -202,6 +202,7 @@ def compute_rows(trials: list[dict], bootstrap_samples: int = 2000) -> list[dict
         row["device"] = ",".join(sorted({str(t.get("device", "")) for t in ts if t.get("device")})) or None
         row["bertscore_model"] = ",".join(sorted({str(t["bertscore_model"]) for t in ts
                                                   if t.get("bertscore_model")})) or None
+        row["eval_engine"] = ",".join(sorted({str(t["eval_engine"]) for t in ts if t.get("eval_engine")})) or None
         rows[method] = row
 
     rand = rows.get(RANDOM)
