@@ -224,7 +224,7 @@ def test_select_subsets_runs_a_plugin_as_ray_tasks_even_where_its_file_is_gone(t
     ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     try:
-        specs = {s.method: s for s in pipeline.select_subsets(cfg, features, frame, Path(cfg.output_dir))}
+        specs = {s.method: s for s in pipeline.select_subsets(cfg, features, frame, Path(cfg.output_dir), "test")}
         assert sorted(features.n_words[list(specs["shortest_first"].indices)]) == expected
         shipped = plugins.load(cfg.select.plugins)
         path.unlink()
