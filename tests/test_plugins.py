@@ -209,6 +209,33 @@ def test_a_ray_task_body_runs_a_shipped_plugin_whose_file_is_gone(tmp_path):
 
 
 @pytest.mark.slow
+def test_select_subsets_runs_a_plugin_as_ray_tasks_even_where_its_file_is_gone(tmp_path):
+    """pipeline.select_subsets on a local Ray cluster with a plugin method; then the same task body as a Ray task
+    after the file was deleted: the worker can only have the selector from the source that travelled with it."""
+    import pandas as pd
+    import ray
+
+    path = write_plugin(tmp_path)
+    cfg = make_config({"output_dir": str(tmp_path / "out"), "select": {"methods": ["random", "shortest_first"],
+                       "fraction": 0.25, "plugins": [str(path)]}})
+    features = pool(24)
+    frame = pd.DataFrame({"id": [f"d{i}" for i in range(24)], "title": "", "text": "t", "summary": "s"})
+    expected = sorted(features.n_words)[:6]
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    try:
+        specs = {s.method: s for s in pipeline.select_subsets(cfg, features, frame, Path(cfg.output_dir), "test")}
+        assert sorted(features.n_words[list(specs["shortest_first"].indices)]) == expected
+        shipped = plugins.load(cfg.select.plugins)
+        path.unlink()
+        task = ray.remote(num_cpus=1)(pipeline._remote_select)
+        indices, _ = ray.get(task.remote("shortest_first", features, 6, 0, {}, shipped))
+    finally:
+        ray.shutdown()
+    assert sorted(features.n_words[indices]) == expected
+
+
+@pytest.mark.slow
 def test_ray_job_submit_runs_a_plugin_selector_from_the_jobs_working_dir(tiny_job, tmp_path):
     """A user's project folder (job YAML + selector file, relative paths) as the job's working_dir; distill itself
     travels as a py_module. The plugin selector runs as a Ray task and its trial lands in the report."""
