@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from distill import report
+from distill import artifacts, outdir, report
 from distill.config import ExperimentConfig, ResourcesConfig, secret
 from distill.data import Splits, load_splits
 from distill.embed import EmbedActor, cache_key
@@ -60,23 +60,25 @@ def stage(name: str):
 def run(cfg: ExperimentConfig) -> list[dict]:
     """Run one experiment end to end; returns the report rows."""
     out = Path(cfg.output_dir).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    outdir.check(out)  # a foreign or unwritable folder fails before any work, and is left as it was
     with stage("data"):
         splits = load_splits(cfg.data)
         log(f"{splits.source}: {len(splits.train)} training pool, {len(splits.test)} held out")
+    budget(cfg, len(splits.train))  # a budget of 0 or of the whole pool fails before any work
     with stage("model"):
         model_path = resolve_model(cfg.model.name)
         log(f"target model: {model_path}")
     scorer, why = resolve_scorer(cfg.eval, hub_reachable())
     log(f"BERTScore encoder: {scorer.label} ({why})")
-    write_run_info(out, cfg, splits, model_path, scorer)
-    with ray_session(cfg.resources):
-        features = embed_pool(cfg, splits, model_path, out)
-        specs = select_subsets(cfg, features, splits.train, out)
-        run_trials(cfg, specs, splits, model_path, scorer, out)
-    with stage("report"):
-        rows = report.build_report(out, bootstrap_samples=cfg.eval.bootstrap_samples)
-        log_table_to_wandb(cfg, rows)
+    with outdir.claim(out):  # one run at a time per output folder
+        write_run_info(out, cfg, splits, model_path, scorer)
+        with ray_session(cfg.resources):
+            features = embed_pool(cfg, splits, model_path, out)
+            specs = select_subsets(cfg, features, splits.train, out)
+            run_trials(cfg, specs, splits, model_path, scorer, out)
+        with stage("report"):
+            rows = report.build_report(out, bootstrap_samples=cfg.eval.bootstrap_samples)
+            log_table_to_wandb(cfg, rows)
     log(f"results in {out / 'comparison'}")
     return rows
 
@@ -105,8 +107,10 @@ def ray_session(res: ResourcesConfig):
     if started and address:
         dashboard = ray.init(address=address, log_to_driver=True).dashboard_url
     elif started:  # address="local": never attach to a stray `ray start` cluster by accident
-        dashboard = ray.init(address="local", num_cpus=res.num_cpus, include_dashboard=True,
-                             dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", log_to_driver=True).dashboard_url
+        local = ray.init(address="local", num_cpus=res.num_cpus, include_dashboard=True,
+                         dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", log_to_driver=True)
+        dashboard = local.dashboard_url
+        log(f"Ray session folder (its logs): {local.address_info['session_dir']}")
     context = ray.get_runtime_context()
     resources = ray.cluster_resources()
     log(f"Ray cluster: {resources.get('CPU', 0):.0f} CPU, {resources.get('GPU', 0):.0f} GPU"
@@ -133,9 +137,9 @@ def embed_pool(cfg: ExperimentConfig, splits: Splits, model_path: str, out: Path
     key = cache_key(model_path, splits.fingerprint, cfg.model, cfg.embed.pooling)
     path = out / "cache" / f"features-{key}.npz"
     with stage("embed"):
-        if path.exists():
+        if artifacts.intact(path):
             log(f"reusing cached features {path.name}")
-            cached = np.load(path)
+            cached = np.load(path, allow_pickle=False)
             embeddings, loss = cached["embedding"], cached["loss"]
         else:
             actors, cpus, gpus = embed_plan(ray.cluster_resources(), cfg.embed.num_actors)
@@ -154,12 +158,10 @@ def embed_pool(cfg: ExperimentConfig, splits: Splits, model_path: str, out: Path
             order = np.argsort(rows)
             embeddings = np.concatenate([b["embedding"] for b in batches])[order]
             loss = np.concatenate([b["loss"] for b in batches])[order]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path.with_suffix(".tmp.npz"), embedding=embeddings, loss=loss)
-            path.with_suffix(".tmp.npz").replace(path)
+            artifacts.write_npz(path, embedding=embeddings, loss=loss)
         log(f"features: {embeddings.shape[0]} × {embeddings.shape[1]} embeddings, mean summary loss {loss.mean():.3f}")
     features = text_features(splits.train["text"].tolist(), embeddings, loss)
-    (out / "pool_stats.json").write_text(json.dumps({"n_words": features.n_words.tolist()}))
+    artifacts.write_json(out / "pool_stats.json", {"n_words": features.n_words.tolist()})
     return features
 
 
@@ -172,7 +174,17 @@ def embed_plan(resources: dict, num_actors: int = 0) -> tuple[int, int, int]:
 
 
 def budget(cfg: ExperimentConfig, pool_size: int) -> int:
-    return max(1, min(pool_size, round(cfg.select.fraction * pool_size)))
+    """Examples each method selects; a budget that rounds to nothing or to the whole pool is an error."""
+    k = round(cfg.select.fraction * pool_size)
+    if cfg.select.methods and k < 1:
+        raise DistillError(f"budget fraction {cfg.select.fraction:g} of the {pool_size}-example pool rounds to 0 examples",
+                           f"pass --fraction {1 / pool_size:.3g} or more, or use more data")
+    if cfg.select.methods and k >= pool_size:
+        raise DistillError(f"budget fraction {cfg.select.fraction:g} of the {pool_size}-example pool selects all of it, "
+                           "so every method would train on the same data",
+                           f"pass --fraction below {(pool_size - 0.5) / pool_size:.3g}, or run `python -m distill baseline` "
+                           "to fine-tune on the whole pool")
+    return k
 
 
 def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame, out: Path) -> list[TrialSpec]:
@@ -205,12 +217,13 @@ def _remote_select(name: str, features: Features, k: int, seed: int, params: dic
 def write_subset(out: Path, method: str, seed: int, pool: pd.DataFrame, indices: np.ndarray, features: Features) -> None:
     """selected/<method>.jsonl (first seed) or <method>-seed<S>.jsonl: the chosen rows, reusable outside distill."""
     path = out / "selected" / (f"{method}.jsonl" if seed == 0 else f"{method}-seed{seed}.jsonl")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        for i in indices:
-            row = pool.iloc[int(i)]
-            fh.write(json.dumps({"index": int(i), "id": row["id"], "title": row["title"], "text": row["text"],
-                                 "summary": row["summary"], "n_words": int(features.n_words[i])}) + "\n")
+    artifacts.intact(path)  # a damaged earlier copy is named in a warning; it is recomputed either way
+    rows = []
+    for i in indices:
+        row = pool.iloc[int(i)]
+        rows.append({"index": int(i), "id": row["id"], "title": row["title"], "text": row["text"],
+                     "summary": row["summary"], "n_words": int(features.n_words[i])})
+    artifacts.write_jsonl(path, rows)
 
 
 def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, model_path: str, scorer: Scorer,
@@ -309,7 +322,8 @@ def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, model_path:
             "test_size": len(splits.test), "fraction": cfg.select.fraction, "seeds": cfg.seeds,
             "bertscore_model": scorer.label, "git_commit": _git_commit(), "python": platform.python_version(),
             "platform": platform.platform(), "versions": _versions(), "config": asdict(cfg)}
-    (out / "run.json").write_text(json.dumps(info, indent=2, sort_keys=True))
+    artifacts.intact(out / "run.json")  # a damaged earlier copy is named in a warning, then replaced
+    artifacts.write_json(out / "run.json", info, indent=2, sort_keys=True)
 
 
 def _versions() -> dict[str, str]:
