@@ -254,7 +254,7 @@ def check_selector(selector, params: dict[str, Any]) -> None:
         accepted = [p.name for p in list(signature.parameters.values())[3:]
                     if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         raise DistillError(f"select.params.{selector.name}: {exc}",
-                           f"use only {', '.join(accepted) or 'no parameters'} for {selector.name}") from None
+                           f"{selector.name} takes " + (", ".join(accepted) if accepted else "no parameters")) from None
 
 
 def _check_contradictions(cfg: ExperimentConfig) -> None:
@@ -282,6 +282,9 @@ def load_job(path_or_name: str | Path) -> dict[str, Any]:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise DistillError(f"job spec {path} is not valid YAML ({str(exc).splitlines()[0]})", "fix the YAML syntax") from None
+    if not isinstance(values, dict):
+        raise DistillError(f"job spec {path} holds a {type(values).__name__}, not a mapping of settings",
+                           "write it as key: value lines, like jobs/quick.yaml")
     return values
 
 

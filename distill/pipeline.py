@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import math
 import os
 import platform
 import subprocess
@@ -178,11 +179,11 @@ def budget(cfg: ExperimentConfig, pool_size: int) -> int:
     k = round(cfg.select.fraction * pool_size)
     if cfg.select.methods and k < 1:
         raise DistillError(f"budget fraction {cfg.select.fraction:g} of the {pool_size}-example pool rounds to 0 examples",
-                           f"pass --fraction {1 / pool_size:.3g} or more, or use more data")
+                           f"pass --fraction {math.ceil(1e4 / pool_size) / 1e4:g} or more, or use more data")
     if cfg.select.methods and k >= pool_size:
         raise DistillError(f"budget fraction {cfg.select.fraction:g} of the {pool_size}-example pool selects all of it, "
                            "so every method would train on the same data",
-                           f"pass --fraction below {(pool_size - 0.5) / pool_size:.3g}, or run `python -m distill baseline` "
+                           f"pass --fraction {math.floor(1e4 * (pool_size - 1) / pool_size) / 1e4:g} or less, or run `python -m distill baseline` "
                            "to fine-tune on the whole pool")
     return k
 
