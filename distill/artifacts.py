@@ -79,9 +79,15 @@ def seal(path: Path) -> None:
 
 
 def write(path: Path, writer: Callable[[IO[bytes]], None]) -> None:
-    """Atomic write, then seal. A crash between the two leaves a file its sidecar disowns: recomputed."""
+    """Atomic write, then seal. A crash between the two leaves a file its sidecar disowns: recomputed.
+
+    Replacing a damaged earlier copy is named in a warning, so no damage goes unreported.
+    """
+    problem = verify(path) if Path(path).exists() else None
     atomic_write(path, writer)
     seal(path)
+    if problem:
+        log.warning("damaged artifact %s (%s) replaced by a recomputed one", path, problem)
 
 
 def verify(path: Path) -> str | None:

@@ -218,7 +218,6 @@ def _remote_select(name: str, features: Features, k: int, seed: int, params: dic
 def write_subset(out: Path, method: str, seed: int, pool: pd.DataFrame, indices: np.ndarray, features: Features) -> None:
     """selected/<method>.jsonl (first seed) or <method>-seed<S>.jsonl: the chosen rows, reusable outside distill."""
     path = out / "selected" / (f"{method}.jsonl" if seed == 0 else f"{method}-seed{seed}.jsonl")
-    artifacts.intact(path)  # a damaged earlier copy is named in a warning; it is recomputed either way
     rows = []
     for i in indices:
         row = pool.iloc[int(i)]
@@ -323,7 +322,6 @@ def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, model_path:
             "test_size": len(splits.test), "fraction": cfg.select.fraction, "seeds": cfg.seeds,
             "bertscore_model": scorer.label, "git_commit": _git_commit(), "python": platform.python_version(),
             "platform": platform.platform(), "versions": _versions(), "config": asdict(cfg)}
-    artifacts.intact(out / "run.json")  # a damaged earlier copy is named in a warning, then replaced
     artifacts.write_json(out / "run.json", info, indent=2, sort_keys=True)
 
 

@@ -110,3 +110,13 @@ def test_killed_between_write_and_seal_is_detected(tmp_path):
     artifacts.write_text(path, "[1, 2, 3]")
     artifacts.atomic_write(path, lambda fh: fh.write(b"[4, 5, 6, 7]"))  # the step before seal()
     assert "size" in artifacts.verify(path)
+
+
+def test_replacing_a_damaged_file_is_named(tmp_path, caplog):
+    path = tmp_path / "results.json"
+    artifacts.write_text(path, "[1, 2, 3]")
+    path.write_text("[1, 2")
+    with caplog.at_level(logging.WARNING, logger="distill"):
+        artifacts.write_text(path, "[1, 2, 3]")
+        artifacts.write_text(path, "[1, 2, 3]")  # replacing an intact file says nothing
+    assert caplog.text.count(f"damaged artifact {path}") == 1 and artifacts.verify(path) is None
