@@ -83,7 +83,7 @@ CASES = [
          _write("notes.txt", "hello")),
     Case("data-hub-name-offline", ["--data", "some-org/some-dataset"], ("could not load Hub dataset", "--data embedded:billsum")),
     # ---------------------------------------------------------------- job keys
-    Case("job-wrong-type", ["--set", "train.batch_size=many"], ("train.batch_size", "must be int")),
+    Case("job-wrong-type", ["--set", "train.batch_size=many"], ("train.batch_size", "valid integer", "--set train.batch_size=")),
     Case("job-unknown-key", ["--set", "train.bogus=1"], ("unknown config key 'train.bogus'", "use one of")),
     Case("job-not-a-mapping", ["--job", "{d}/list.yaml"], ("holds a list", "key: value"), _write("list.yaml", "- a\n- b\n")),
     Case("job-invalid-yaml", ["--job", "{d}/bad.yaml"], ("not valid YAML", "fix the YAML"), _write("bad.yaml", "a: [1, 2\n")),
