@@ -9,6 +9,7 @@ runs. A separate test damages every kind of artifact of a finished run and rerun
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -30,7 +31,6 @@ REPO = Path(__file__).resolve().parent.parent
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
 SECRETS = {"HF_TOKEN": "hf_FAKE0secret0token0do0not0leak", "WANDB_API_KEY": "wandbFAKE0key0do0not0leak0123456",
            "DISTILL_TEST_SERVICE_TOKEN": "svcFAKE0token0do0not0leak", "SOME_CLOUD_API_KEY": "cloudFAKE0key0do0not0leak"}
-LOOPBACK = {"127.0.0.1", "::1"}
 SESSION = re.compile(r"Ray session folder \(its logs\): (\S+)")
 
 
@@ -115,14 +115,25 @@ def test_a_second_run_into_the_same_folder_is_refused(two_runs):
 def test_every_listening_port_is_on_loopback(two_runs):
     sockets = two_runs["sockets"]
     assert len({port for _, _, port in sockets}) >= 4, sockets  # GCS, raylet, dashboard, workers … were seen
-    exposed = sorted(s for s in sockets if s[1] not in LOOPBACK)
+    exposed = sorted(s for s in sockets if not is_loopback(s[1]))
     assert not exposed, f"listening beyond 127.0.0.1: {exposed}"
+
+
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1, or an IPv4-mapped loopback such as ::ffff:127.0.0.1 (how Ray's gRPC servers bind)."""
+    ip = ipaddress.ip_address(address)
+    return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None) and ip.ipv4_mapped.is_loopback)
 
 
 def _files(root: Path):
     for path in root.rglob("*"):
         if path.is_file() and not path.is_symlink():
             yield path
+
+
+def test_loopback_test_itself():
+    assert all(map(is_loopback, ["127.0.0.1", "::1", "::ffff:127.0.0.1"]))
+    assert not any(map(is_loopback, ["0.0.0.0", "::", "10.0.0.5", "::ffff:10.0.0.5"]))
 
 
 def test_secrets_never_reach_console_logs_or_files(two_runs):
