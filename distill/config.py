@@ -1,13 +1,15 @@
 """Typed experiment configuration: dataclasses, YAML job specs, command-line overrides.
 
-A job is a YAML file in `jobs/` whose keys mirror `ExperimentConfig`; overrides come from CLI flags
-(`--model`, `--fraction`, …) or generic `--set section.key=value`. Everything is validated here,
-before any work starts, so a typo fails in a second rather than after an hour of embedding.
+A job is a YAML file in `distill/jobs/` (package data, so an installed wheel has them) whose keys
+mirror `ExperimentConfig`; overrides come from CLI flags (`--model`, `--fraction`, …) or generic
+`--set section.key=value`. Everything is validated here, before any work starts, so a typo fails in
+a second rather than after an hour of embedding.
 This is the only module that reads the environment (secrets are read, never stored).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import inspect
@@ -24,7 +26,7 @@ from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError, 
 from distill.errors import DistillError
 from distill.outdir import safe_name
 
-JOBS_DIR = Path(__file__).resolve().parent.parent / "jobs"
+JOBS_DIR = Path(__file__).resolve().parent / "jobs"  # package data: found by name after `pip install`
 EMBEDDED_BILLSUM = "embedded:billsum"
 EMBEDDED_SMOLLM2 = "embedded:smollm2-135m"
 
@@ -88,6 +90,7 @@ class SelectConfig:
     methods: Names = field(default_factory=lambda: ["random", "length_diversity", "balanced_lengths", "embedding_centroid", "clustering"])
     fraction: float = 0.1  # budget as a share of the training pool, in (0, 1]
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method keyword arguments
+    plugins: Names = field(default_factory=list)  # user selector files (.py) or modules: see distill/plugins.py
 
 
 @section
@@ -116,6 +119,12 @@ class EvalConfig:
     bertscore_model: str = "auto"  # auto: deberta-xlarge-mnli with the Hub, offline MiniLM without
     bertscore_num_layers: int | None = None
     bootstrap_samples: int = 2000
+    # auto: vLLM when it is installed and supports the model with LoRA (the log says which and why), else hf
+    engine: str = "auto"
+    vllm_max_loras: int = 8  # adapters one vLLM engine batches together (the rest wait for a free slot)
+    vllm_max_num_seqs: int = 64  # sequences a vLLM engine decodes at once
+    vllm_gpu_memory_utilization: float = 0.8  # share of a GPU's memory one vLLM engine may take
+    vllm_cpu_kvcache_gib: int = 1  # VLLM_CPU_KVCACHE_SPACE of a CPU engine
 
 
 @section
@@ -124,7 +133,13 @@ class ResourcesConfig:
     num_cpus: int | None = None  # local cluster only
     gpus_per_trial: float | None = None  # None: 1 when the cluster has GPUs, else 0
     cpus_per_trial: float = 1.0
+    share_idle_cpus: bool = True  # CPU trials: the last, partial round of trials splits the CPUs a full round uses
     max_concurrent_trials: int | None = None
+    # Fault tolerance. These change how a run survives failures, never its numbers, so (being under `resources`)
+    # they stay out of the trial and feature content hashes.
+    max_failures: int = 2  # retries of a failed trial (from its last checkpoint) and restarts of an embedding actor
+    checkpoint_every: int = 0  # optimizer steps between trial checkpoints; 0: by time (checkpoint_minutes)
+    checkpoint_minutes: float = 5.0  # at most this much training is lost to a failure when checkpoint_every is 0
 
 
 @section
@@ -142,6 +157,7 @@ class WandbConfig:
 @section
 class ExperimentConfig:
     name: str = "quick"
+    description: str = ""  # one line shown by `distill jobs`
     mode: str = "quick"  # validate | quick | baseline | all
     output_dir: str = "results"
     seeds: int = 1
@@ -197,7 +213,8 @@ def _section(path: list[str]) -> type:
 
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     """Reject settings that cannot work, before anything runs."""
-    from distill.select import registry  # late: the registry imports every selector module
+    from distill import plugins  # late: the registry imports every selector module
+    from distill.select import registry
 
     if cfg.mode not in MODES:
         raise DistillError(f"unknown mode '{cfg.mode}'", f"use one of: {', '.join(MODES)}")
@@ -207,6 +224,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     if cfg.seeds < 1:
         raise DistillError(f"seeds must be at least 1, got {cfg.seeds}", "pass --seeds 1 or more")
     safe_name("job name", cfg.name)  # names Tune's experiment folder and the W&B group
+    plugins.load(cfg.select.plugins)  # before the method names are checked: plugins add methods
     for method in cfg.select.methods:
         check_selector(registry.get(method), cfg.select.params.get(method, {}))  # unknown: names the registered ones
     for method in cfg.select.params:
@@ -218,11 +236,18 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise DistillError(f"--max-train {cfg.data.max_train} leaves nothing to select from", "pass --max-train 2 or more")
     if cfg.model.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise DistillError(f"unknown model.dtype '{cfg.model.dtype}'", "use auto, float32, bfloat16 or float16")
+    if cfg.eval.engine not in ("auto", "hf", "vllm"):
+        raise DistillError(f"unknown eval.engine '{cfg.eval.engine}'", "use auto, hf or vllm")
     if cfg.embed.pooling not in ("mean", "last"):
         raise DistillError(f"unknown embed.pooling '{cfg.embed.pooling}'", "use mean or last")
     if cfg.train.epochs <= 0 or cfg.train.batch_size < 1 or cfg.train.learning_rate <= 0:
         raise DistillError("train.epochs, train.batch_size and train.learning_rate must be positive",
                            "fix them in the job YAML or with --set train.KEY=VALUE")
+    res = cfg.resources
+    if res.max_failures < 0 or res.checkpoint_every < 0 or res.checkpoint_minutes <= 0:
+        raise DistillError("resources.max_failures and resources.checkpoint_every must be >= 0, "
+                           "resources.checkpoint_minutes > 0",
+                           "fix them in the job YAML or with --set resources.KEY=VALUE")
     if cfg.mode in ("baseline", "all"):
         cfg.include_baseline = True
     if cfg.mode == "baseline":
@@ -264,7 +289,7 @@ def _check_contradictions(cfg: ExperimentConfig) -> None:
 
 
 def load_job(path_or_name: str | Path) -> dict[str, Any]:
-    """Read a job spec: a path, or a name in jobs/ ('quick' → jobs/quick.yaml)."""
+    """Read a job spec: a path, or a name in distill/jobs/ ('quick' → distill/jobs/quick.yaml)."""
     path = Path(path_or_name)
     if not path.exists() and not path.suffix:
         path = JOBS_DIR / f"{path_or_name}.yaml"
@@ -281,6 +306,11 @@ def load_job(path_or_name: str | Path) -> dict[str, Any]:
     return values
 
 
+def job_descriptions() -> dict[str, str]:
+    """name → the job's one-line `description:`, for `distill jobs`."""
+    return {path.stem: str(load_job(path).get("description", "")) for path in sorted(JOBS_DIR.glob("*.yaml"))}
+
+
 def set_key(values: dict[str, Any], dotted: str, value: Any) -> None:
     """Apply one override 'section.key=value' to a nested mapping (YAML-typed value)."""
     *parents, leaf = dotted.split(".")
@@ -292,11 +322,32 @@ def set_key(values: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = yaml.safe_load(value) if isinstance(value, str) else value
 
 
-def make_config(job: str | Path | dict[str, Any] = "quick", overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Job spec + overrides → validated ExperimentConfig."""
-    values = dict(job) if isinstance(job, dict) else load_job(job)
+def make_config(job: str | Path | dict[str, Any] = "quick", overrides: dict[str, Any] | None = None,
+                plugins: list[str] | None = None) -> ExperimentConfig:
+    """Job spec + overrides → validated ExperimentConfig. `plugins` (--plugin) are added to the job's
+    select.plugins rather than replacing them, so a job's team selectors stay loaded."""
+    values = copy.deepcopy(job) if isinstance(job, dict) else load_job(job)  # never edit the caller's dict
     for dotted, value in (overrides or {}).items():
         set_key(values, dotted, value)
+    if plugins:
+        select = values.get("select")
+        listed = select.get("plugins") if isinstance(select, dict) else None
+        listed = [] if listed is None else listed if isinstance(listed, list) else [listed]
+        set_key(values, "select.plugins", [*listed, *plugins])
+    return validate(_build(values))
+
+
+def config_from_run(output_dir: str | Path) -> ExperimentConfig:
+    """The config a run was started with, from its run.json, writing to `output_dir` (wherever it now lives)."""
+    path = Path(output_dir).expanduser() / "run.json"
+    if not path.exists():
+        raise DistillError(f"{path} not found: nothing to resume there",
+                           "pass the output directory of a run that got as far as its data stage")
+    try:
+        values = json.loads(path.read_text())["config"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise DistillError(f"{path} is not a run record of distill", "rerun the job instead of resuming it") from None
+    values["output_dir"] = str(Path(output_dir).expanduser().resolve())
     return validate(_build(values))
 
 

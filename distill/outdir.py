@@ -24,7 +24,7 @@ from typing import IO, Iterator
 from distill.errors import DistillError
 
 LOCK = ".distill.lock"
-MARKERS = ("run.json", LOCK)  # a non-empty folder holding neither was not written by distill
+MARKERS = ("run.json", LOCK, "logs/run.log")  # a non-empty folder holding none was not written by distill
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 log = logging.getLogger("distill.outdir")

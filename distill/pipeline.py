@@ -16,7 +16,7 @@ import json
 import math
 import os
 import platform
-import subprocess
+import tempfile
 import time
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
@@ -25,42 +25,49 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from distill import artifacts, outdir, report
-from distill.config import ExperimentConfig, ResourcesConfig, secret
+from distill import artifacts, outdir
+from distill import checkpoint as ckpt  # (`checkpoint` is a parameter name in Tune's callbacks)
+from distill import console, counters, faults, plugins, report
+from distill.config import ExperimentConfig, ResourcesConfig, content_hash, secret
 from distill.data import Splits, load_splits
 from distill.embed import EmbedActor, cache_key
 from distill.errors import DistillError
 from distill.evaluate import HUB_BERTSCORE, Scorer, resolve_scorer
 from distill.features import Features, text_features
-from distill.models import resolve_model
+from distill.generate_vllm import VllmGenerator, choose_engine, write_adapter
+from distill.models import load_tokenizer, resolve_model
+from distill.prompt import PromptFormat
+from distill.scheduling import trial_cpus
 from distill.select import registry
-from distill.trial import BASELINE, TrialSpec, cached_metrics, run_trial, trial_key, write_trial
+from distill.trial import BASELINE, TrialSpec, cached_metrics, evaluated, run_trial, trial_key, write_trial
+from distill.version import git_commit
 
 # Ray reads these when it is imported: a local cluster binds 127.0.0.1 only (without the first, Ray
 # rewrites 127.0.0.1 to the machine's external address), and no usage stats are sent.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+KEEP_CHECKPOINTS = 2  # per trial: the newest, and the one before in case a driver died before pointing at it
 RECORD = "distill_record"  # Tune result key carrying a trial's full record (metrics + predictions) as JSON
 TRACKED_PACKAGES = ("distill", "ray", "torch", "transformers", "peft", "datasets", "faiss-cpu", "rouge-score",
                     "bert-score", "numpy", "pandas")
 
 
 def log(message: str) -> None:
-    print(f"[distill] {message}", flush=True)
+    console.current().log(message)
 
 
-@contextlib.contextmanager
 def stage(name: str):
-    """A line when a stage starts and one with its wall time when it ends."""
-    log(f"{name} …")
-    start = time.perf_counter()
-    yield
-    log(f"{name} done in {time.perf_counter() - start:.1f}s")
+    """One line per stage with its wall time (distill/console.py draws it)."""
+    return console.current().stage(name)
 
 
-def run(cfg: ExperimentConfig) -> list[dict]:
-    """Run one experiment end to end; returns the report rows."""
+def run(cfg: ExperimentConfig, verbose: bool = False) -> list[dict]:
+    """Run one experiment end to end; returns the report rows. Ray's and Tune's own output goes to
+    <out>/logs/run.log unless `verbose`.
+
+    Everything a user can get wrong (folder, data, budget, model) fails before the output folder is
+    touched; then the folder is locked for this run (outdir.claim) and the logs start."""
     out = Path(cfg.output_dir).expanduser().resolve()
     outdir.check(out)  # a foreign or unwritable folder fails before any work, and is left as it was
     with stage("data"):
@@ -70,17 +77,23 @@ def run(cfg: ExperimentConfig) -> list[dict]:
     with stage("model"):
         model_path = resolve_model(cfg.model.name)
         log(f"target model: {model_path}")
+        cfg.eval.engine, why = choose_engine(cfg, model_path)  # resolved before trial keys hash the config
+        log(f"evaluation engine: {cfg.eval.engine} ({why})")
     scorer, why = resolve_scorer(cfg.eval, hub_reachable())
     log(f"BERTScore encoder: {scorer.label} ({why})")
-    with outdir.claim(out):  # one run at a time per output folder
-        write_run_info(out, cfg, splits, model_path, scorer)
-        with ray_session(cfg.resources):
-            features = embed_pool(cfg, splits, model_path, out)
-            specs = select_subsets(cfg, features, splits.train, out)
-            run_trials(cfg, specs, splits, model_path, scorer, out)
-        with stage("report"):
-            rows = report.build_report(out, bootstrap_samples=cfg.eval.bootstrap_samples)
-            log_table_to_wandb(cfg, rows)
+    with outdir.claim(out), console.session(out / "logs", verbose):  # one run at a time per output folder
+        return _run(cfg, out, splits, model_path, scorer)
+
+
+def _run(cfg: ExperimentConfig, out: Path, splits: Splits, model_path: str, scorer: Scorer) -> list[dict]:
+    write_run_info(out, cfg, splits, model_path, scorer)
+    with ray_session(cfg.resources):
+        features = embed_pool(cfg, splits, model_path, out)
+        specs = select_subsets(cfg, features, splits.train, out, features_key(cfg, splits, model_path))
+        run_trials(cfg, specs, splits, model_path, scorer, out)
+    with stage("report"):
+        rows = report.build_report(out, bootstrap_samples=cfg.eval.bootstrap_samples, console=console.current().console)
+        log_table_to_wandb(cfg, rows)
     log(f"results in {out / 'comparison'}")
     return rows
 
@@ -102,6 +115,7 @@ def hub_reachable() -> bool:
 def ray_session(res: ResourcesConfig):
     """Join the cluster we run on (ray job submit / an address) or start a local one on 127.0.0.1."""
     import ray
+    from ray.data import DataContext
 
     address = res.address or os.environ.get("RAY_ADDRESS")
     started = not ray.is_initialized()
@@ -113,6 +127,7 @@ def ray_session(res: ResourcesConfig):
                          dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", log_to_driver=True)
         dashboard = local.dashboard_url
         log(f"Ray session folder (its logs): {local.address_info['session_dir']}")
+    DataContext.get_current().enable_progress_bars = console.current().verbose  # distill's console draws its own
     context = ray.get_runtime_context()
     resources = ray.cluster_resources()
     log(f"Ray cluster: {resources.get('CPU', 0):.0f} CPU, {resources.get('GPU', 0):.0f} GPU"
@@ -136,8 +151,7 @@ def embed_pool(cfg: ExperimentConfig, splits: Splits, model_path: str, out: Path
 
     import ray
 
-    key = cache_key(model_path, splits.fingerprint, cfg.model, cfg.embed.pooling)
-    path = out / "cache" / f"features-{key}.npz"
+    path = out / "cache" / f"features-{features_key(cfg, splits, model_path)}.npz"
     with stage("embed"):
         if artifacts.intact(path):
             log(f"reusing cached features {path.name}")
@@ -150,21 +164,37 @@ def embed_pool(cfg: ExperimentConfig, splits: Splits, model_path: str, out: Path
             frame = frame.iloc[np.argsort(-frame["text"].str.len().to_numpy(), kind="stable")]  # length-sorted: less padding
             # many small blocks: every actor stays fed, and progress advances block by block
             blocks = max(1, min(len(frame) // cfg.embed.batch_size, 16 * actors))
-            dataset = ray.data.from_pandas(frame, override_num_blocks=blocks).map_batches(
+            # split here: Ray's own split (override_num_blocks) runs np.array_split on a DataFrame, which pandas deprecates
+            parts = [frame.iloc[rows] for rows in np.array_split(np.arange(len(frame)), blocks)]
+            dataset = ray.data.from_pandas(parts).map_batches(
                 EmbedActor, fn_constructor_kwargs={"model_path": model_path, "model_cfg": cfg.model,
                                                    "pooling": cfg.embed.pooling, "num_threads": cpus or None},
                 batch_size=cfg.embed.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
-                num_gpus=1 if gpus else 0, num_cpus=cpus or 1)
-            batches = list(dataset.iter_batches(batch_size=None, batch_format="numpy"))
+                num_gpus=1 if gpus else 0, num_cpus=cpus or 1,
+                # a dead actor (OOM kill, lost node) is restarted and its batch retried elsewhere
+                max_restarts=cfg.resources.max_failures, max_task_retries=cfg.resources.max_failures)
+            batches = []
+            with console.current().progress("embed", total=len(frame), unit="rows") as advance:
+                for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                    batches.append(batch)
+                    advance(len(batch["row"]))
             rows = np.concatenate([b["row"] for b in batches])
+            if not np.array_equal(np.sort(rows), np.arange(len(frame))):
+                raise DistillError(f"the embedding stage returned {len(rows)} rows for a pool of {len(frame)}",
+                                   "rerun: the features are not cached until every pool row is embedded exactly once")
             order = np.argsort(rows)
             embeddings = np.concatenate([b["embedding"] for b in batches])[order]
             loss = np.concatenate([b["loss"] for b in batches])[order]
             artifacts.write_npz(path, embedding=embeddings, loss=loss)
+            counters.bump(out, embeddings=len(rows))
         log(f"features: {embeddings.shape[0]} × {embeddings.shape[1]} embeddings, mean summary loss {loss.mean():.3f}")
     features = text_features(splits.train["text"].tolist(), embeddings, loss)
     artifacts.write_json(out / "pool_stats.json", {"n_words": features.n_words.tolist()})
     return features
+
+
+def features_key(cfg: ExperimentConfig, splits: Splits, model_path: str) -> str:
+    return cache_key(model_path, splits.fingerprint, cfg.model, cfg.embed.pooling)
 
 
 def embed_plan(resources: dict, num_actors: int = 0) -> tuple[int, int, int]:
@@ -189,19 +219,33 @@ def budget(cfg: ExperimentConfig, pool_size: int) -> int:
     return k
 
 
-def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame, out: Path) -> list[TrialSpec]:
-    """Every (method, seed) selector as a concurrent Ray task over one shared copy of the features."""
+def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame, out: Path,
+                   features_key: str) -> list[TrialSpec]:
+    """Every (method, seed) selector as a concurrent Ray task over one shared copy of the features.
+
+    Subsets are cached under <out>/cache by (features, method, params, k, seed): a rerun selects nothing twice."""
     import ray
 
     k = budget(cfg, len(features))
     specs = []
     with stage(f"select {len(cfg.select.methods)} method(s) × {cfg.seeds} seed(s), k={k} of {len(features)}"):
-        features_ref = ray.put(features)  # one copy in the object store, read zero-copy by every task
-        task = ray.remote(num_cpus=1)(_remote_select)
-        jobs = {(m, s): task.remote(m, features_ref, k, s, cfg.select.params.get(m, {}))
-                for m in cfg.select.methods for s in range(cfg.seeds)}
-        for (method, seed), ref in jobs.items():
-            indices, seconds = ray.get(ref)
+        shipped = plugins.load(cfg.select.plugins)  # user selector files travel with each task as source text
+        plugin_sources = [p.source or p.module for p in shipped]  # an edited plugin invalidates its selections
+        paths = {(m, s): out / "cache" / f"selection-{selection_key(features_key, m, cfg.select.params.get(m, {}), k, s, plugin_sources)}.json"
+                 for m in cfg.select.methods for s in range(cfg.seeds)}
+        todo = [job for job, path in paths.items() if not path.exists()]
+        if todo:
+            features_ref = ray.put(features)  # one copy in the object store, read zero-copy by every task
+            task = ray.remote(num_cpus=1)(_remote_select)
+            refs = {(m, s): task.remote(m, features_ref, k, s, cfg.select.params.get(m, {}), shipped) for m, s in todo}
+            for job, ref in refs.items():
+                indices, seconds = ray.get(ref)
+                write_json_atomic(paths[job], {"indices": indices.tolist(), "seconds": seconds})
+            counters.bump(out, selections=len(todo))
+        log(f"  {len(paths) - len(todo)} selection(s) reused from {out / 'cache'}")
+        for (method, seed), path in paths.items():
+            cached = json.loads(path.read_text())
+            indices, seconds = np.asarray(cached["indices"], dtype=np.int64), cached["seconds"]
             write_subset(out, method, seed, pool, indices, features)
             specs.append(TrialSpec(f"{method}-s{seed}", method, seed, tuple(int(i) for i in indices), seconds))
             log(f"  {method} (seed {seed}): {len(indices)} examples in {seconds:.2f}s")
@@ -210,7 +254,21 @@ def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame
     return specs
 
 
-def _remote_select(name: str, features: Features, k: int, seed: int, params: dict) -> tuple[np.ndarray, float]:
+def selection_key(features_key: str, method: str, params: dict, k: int, seed: int, plugin_sources: list[str]) -> str:
+    return content_hash({"features": features_key, "method": method, "params": params, "k": k, "seed": seed,
+                         **({"plugins": plugin_sources} if plugin_sources else {})})
+
+
+def write_json_atomic(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value))
+    tmp.replace(path)
+
+
+def _remote_select(name: str, features: Features, k: int, seed: int, params: dict,
+                   shipped: list[plugins.Plugin]) -> tuple[np.ndarray, float]:
+    plugins.install(shipped)  # this worker may be on a node without the user's plugin files
     start = time.perf_counter()
     indices = registry.select(name, features, k, seed, **params)
     return indices, time.perf_counter() - start
@@ -235,56 +293,172 @@ def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, mo
     gpus = cfg.resources.gpus_per_trial if cfg.resources.gpus_per_trial is not None else (1.0 if cluster_gpus() else 0.0)
     keys = {s.name: trial_key(s, cfg, model_path, splits.fingerprint, scorer) for s in specs}
     todo = [s for s in specs if cached_metrics(out / "trials" / s.name, keys[s.name]) is None]
+    cpus = plan_cpus(cfg.resources, len(todo), gpus)
     log(f"{len(specs) - len(todo)} trial(s) reused from {out / 'trials'}, {len(todo)} to run "
-        f"({gpus:g} GPU, {cfg.resources.cpus_per_trial:g} CPU each)")
+        f"({gpus:g} GPU, {'/'.join(f'{c:g}' for c in sorted(set(cpus)))} CPU each)")
+    # trials an earlier driver left unfinished continue from their newest checkpoint
+    resume = {s.name: path for s in todo if (path := ckpt.read_pointer(out / "trials" / s.name, keys[s.name]))}
+    if resume:
+        log(f"{len(resume)} unfinished trial(s) continue from their last checkpoint: {', '.join(sorted(resume))}")
     if todo:
         with stage(f"train + evaluate {len(todo)} trial(s) with Ray Tune"):
+            cpus_by_trial = {s.name: c for s, c in zip(todo, cpus)}
             trainable = tune.with_parameters(_trainable, cfg=cfg, pool=splits.train, test=splits.test,
                                              specs={s.name: s for s in todo}, keys=keys, model_path=model_path,
-                                             scorer=scorer, gpus=gpus)
-            callbacks = [_persist_trials(out), *_callbacks(cfg)]
-            grid = make_tuner(trainable, [s.name for s in todo], cfg, gpus, out, callbacks).fit()
+                                             scorer=scorer, gpus=gpus, cpus=cpus_by_trial, resume=resume)
+            trained: dict[str, dict] = {}  # vLLM engine: records of trained trials awaiting generation
+            with console.current().trial_board([s.name for s in todo]) as board:
+                callbacks = [_persist_trials(out, keys, trained), _trial_progress(board), *_callbacks(cfg)]
+                grid = make_tuner(trainable, cpus_by_trial, cfg, gpus, out, callbacks).fit()
             failed = [str(r.error).splitlines()[0] for r in grid if r.error]
-            if failed:
-                raise DistillError(f"{len(failed)} of {len(todo)} trial(s) failed, first: {failed[0][:300]}",
-                                   f"see the Tune logs under {out / 'tune'}; finished trials are kept and reused on rerun")
+        if trained:
+            evaluate_with_vllm(cfg, trained, splits.test, model_path, scorer, out, gpus)
+        if failed:
+            raise DistillError(f"{len(failed)} of {len(todo)} trial(s) failed, first: {failed[0][:300]}",
+                               f"see the Tune logs under {out / 'tune'}; then `python -m distill resume {out}` "
+                               "reuses finished trials and continues the others from their last checkpoint")
 
 
-def make_tuner(trainable, trial_names: list[str], cfg: ExperimentConfig, gpus: float, out: Path, callbacks: list):
-    """One Tune trial per name (config {"trial": name}), each holding cpus_per_trial CPUs and `gpus` GPUs."""
+def plan_cpus(res: ResourcesConfig, n_trials: int, gpus: float) -> list[float]:
+    """CPUs per queued trial (distill.scheduling): CPU-only trials of the last round share the idle CPUs."""
+    import ray
+
+    if gpus or not res.share_idle_cpus:
+        return [res.cpus_per_trial] * n_trials
+    node_cpus = max(n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"])
+    return trial_cpus(n_trials, ray.cluster_resources().get("CPU", 1), res.cpus_per_trial,
+                      res.max_concurrent_trials, node_cpus)
+
+
+def make_tuner(trainable, cpus: dict[str, float], cfg: ExperimentConfig, gpus: float, out: Path, callbacks: list):
+    """One Tune trial per name (config {"trial": name}), in queue order, each holding cpus[name] CPUs and `gpus` GPUs."""
     from ray import tune
 
     return tune.Tuner(
-        tune.with_resources(trainable, {"cpu": cfg.resources.cpus_per_trial, "gpu": gpus}),
-        param_space={"trial": tune.grid_search(list(trial_names))},
+        tune.with_resources(trainable, lambda config: {"cpu": cpus[config["trial"]], "gpu": gpus}),
+        param_space={"trial": tune.grid_search(list(cpus))},
         tune_config=tune.TuneConfig(max_concurrent_trials=cfg.resources.max_concurrent_trials),
+        # storage_path holds the checkpoints: a retried trial, on whichever node, must reach them (one machine:
+        # this absolute path; a real cluster: NFS or cloud storage shared by every node)
         run_config=tune.RunConfig(name=f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                                  storage_path=str(Path(out) / "tune"), callbacks=callbacks, verbose=1))
+                                  storage_path=str(Path(out).resolve() / "tune"), callbacks=callbacks, verbose=1,
+                                  failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS)))
 
 
-def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer, gpus) -> None:
-    """Runs on whichever node Tune picks; reports the numbers plus the whole record for the driver."""
+def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer, gpus, cpus, resume) -> None:
+    """Runs on whichever node Tune picks; reports the numbers plus the whole record for the driver.
+
+    It checkpoints through Tune as it trains, and starts from the newest checkpoint there is: this trial's own
+    (a retry after a failure, `tune.get_checkpoint()`) or one an earlier driver's run left (`resume`)."""
     import torch
     from ray import tune
 
-    torch.set_num_threads(max(1, int(cfg.resources.cpus_per_trial)))
+    torch.set_num_threads(max(1, int(cpus[config["trial"]])))
     spec = specs[config["trial"]]
-    record = run_trial(spec, cfg, pool, test, model_path, scorer, keys[spec.name], gpus)
+    key = keys[spec.name]
+    origin = tune.get_checkpoint() or (tune.Checkpoint(resume[spec.name]) if spec.name in resume else None)
+    state = None
+    if origin is not None:
+        with origin.as_directory() as folder:
+            state = ckpt.load(Path(folder))
+        log(f"{spec.name}: resuming from the checkpoint at step {state.step}")
+    cadence = ckpt.Cadence(cfg.resources.checkpoint_every, cfg.resources.checkpoint_minutes)
+
+    def on_step(step: int, steps: int, loss: float, snapshot) -> None:
+        """Progress for the console's trial table every step; with a checkpoint when one is due."""
+        progress = {"step": step, "steps": steps, "loss": loss}
+        if cadence.due(step, steps):
+            with tempfile.TemporaryDirectory() as folder:
+                ckpt.save(Path(folder), snapshot(), spec.name, key)
+                tune.report(progress, checkpoint=tune.Checkpoint.from_directory(folder))
+            cadence.saved()
+        else:
+            tune.report(progress)
+        faults.inject("train_step", step, spec.name)
+
+    record = run_trial(spec, cfg, pool, test, model_path, scorer, key, gpus, state=state, on_step=on_step)
     numbers = {k: v for k, v in record["metrics"].items() if isinstance(v, (int, float))}
     tune.report({**numbers, RECORD: json.dumps(record)})
 
 
-def _persist_trials(out: Path):
-    """A Tune callback that writes each finished trial's folder on the driver, whatever node ran it."""
+def _persist_trials(out: Path, keys: dict[str, str], trained: dict[str, dict]):
+    """A Tune callback that writes each finished trial's folder on the driver, whatever node ran it (or, with the
+    vLLM engine, keeps the trained trial's record for the shared generation stage), and points the folder of an
+    unfinished trial at its newest checkpoint (for a later `resume`)."""
     from ray import tune
 
     class PersistTrials(tune.Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if RECORD in result:
                 record = json.loads(result[RECORD])
-                write_trial(out / "trials" / record["metrics"]["trial"], record)
+                metrics = record["metrics"]
+                counters.bump(out, train_steps=metrics["train_steps"] - metrics["resumed_from_step"])
+                if "adapter" in record:
+                    trained[metrics["trial"]] = record
+                else:
+                    write_trial(out / "trials" / metrics["trial"], record)
+                    counters.bump(out, trials=1)
+
+        def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+            name = trial.config["trial"]
+            ckpt.write_pointer(out / "trials" / name, keys[name], checkpoint.path)
 
     return PersistTrials()
+
+
+def _trial_progress(board: console.TrialBoard):
+    """A Tune callback feeding the console's trial table from Tune's own trial events."""
+    from ray import tune
+
+    class TrialProgress(tune.Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            board.started(trial.config["trial"])
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if "step" in result:
+                board.result(trial.config["trial"], result["step"], result["steps"], result["loss"])
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            board.finished(trial.config["trial"])
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            board.finished(trial.config["trial"], failed=True)
+
+    return TrialProgress()
+
+
+def evaluate_with_vllm(cfg: ExperimentConfig, trained: dict[str, dict], test: pd.DataFrame, model_path: str,
+                       scorer: Scorer, out: Path, gpus: float) -> None:
+    """Generate for every trained adapter with vLLM, then score and persist each trial.
+
+    One engine actor per GPU (one CPU engine sharing the CPUs otherwise), each serving its share of the
+    adapters with per-request LoRA; the engines are killed before the scoring tasks (which hold the same
+    resources as a trial) so no GPU is double-booked.
+    """
+    import ray
+
+    names = sorted(trained)
+    for name in names:
+        write_adapter(trained[name]["adapter"], out / "trials" / name / "adapter")
+    fmt = PromptFormat(load_tokenizer(model_path), cfg.model.max_source_tokens, cfg.model.max_target_tokens)
+    prompts = [fmt.encode(text).prompt for text in test["text"]]
+    engines, cpus, engine_gpus = embed_plan(ray.cluster_resources())
+    groups = [g for g in (names[i::engines] for i in range(engines)) if g]
+    with stage(f"generate with vLLM: {len(names)} adapter(s) × {len(prompts)} prompt(s) on {len(groups)} engine(s)"):
+        engine = ray.remote(num_gpus=engine_gpus, num_cpus=cpus or 1)(VllmGenerator)
+        actors = [engine.remote(cfg, model_path, len(fmt.prefix) + len(fmt.suffix)) for _ in groups]
+        outputs = ray.get([a.generate.remote(prompts, {n: trained[n]["adapter"] for n in g}) for a, g in zip(actors, groups)])
+        for actor in actors:
+            ray.kill(actor)
+    generated = {name: result for output in outputs for name, result in output.items()}
+    with stage(f"score {len(names)} trial(s)"):
+        task = ray.remote(num_gpus=gpus, num_cpus=cfg.resources.cpus_per_trial)(evaluated)
+        refs = {n: task.remote(trained[n]["metrics"], test, *generated[n], "vllm", scorer, cfg.eval.batch_size, gpus)
+                for n in names}
+        for name, ref in refs.items():
+            write_trial(out / "trials" / name, ray.get(ref))
+        counters.bump(out, trials=len(refs))
 
 
 def _callbacks(cfg: ExperimentConfig) -> list:
@@ -321,7 +495,7 @@ def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, model_path:
     info = {"name": cfg.name, "mode": cfg.mode, "model": cfg.model.name, "model_path": model_path,
             "dataset": splits.source, "data_fingerprint": splits.fingerprint, "pool_size": len(splits.train),
             "test_size": len(splits.test), "fraction": cfg.select.fraction, "seeds": cfg.seeds,
-            "bertscore_model": scorer.label, "git_commit": _git_commit(), "lock": lock_hash(), "python": platform.python_version(),
+            "bertscore_model": scorer.label, "git_commit": git_commit(), "lock": lock_hash(), "python": platform.python_version(),
             "platform": platform.platform(), "versions": _versions(), "config": asdict(cfg)}
     artifacts.write_json(out / "run.json", info, indent=2, sort_keys=True)
 
@@ -339,11 +513,3 @@ def _versions() -> dict[str, str]:
             found[name] = version(name)
     return found
 
-
-def _git_commit() -> str | None:
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).resolve().parent)
-        return result.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
