@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import inspect
 import json
 import os
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from dotenv import dotenv_values
 from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError, with_config
 
 from distill.errors import DistillError
+from distill.outdir import safe_name
 
 JOBS_DIR = Path(__file__).resolve().parent / "jobs"  # package data: found by name after `pip install`
 EMBEDDED_BILLSUM = "embedded:billsum"
@@ -221,11 +223,13 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
                            "pass --fraction with a value such as 0.1 (10% of the training pool)")
     if cfg.seeds < 1:
         raise DistillError(f"seeds must be at least 1, got {cfg.seeds}", "pass --seeds 1 or more")
+    safe_name("job name", cfg.name)  # names Tune's experiment folder and the W&B group
     plugins.load(cfg.select.plugins)  # before the method names are checked: plugins add methods
     for method in cfg.select.methods:
-        registry.get(method)  # raises a DistillError naming the registered methods
+        check_selector(registry.get(method), cfg.select.params.get(method, {}))  # unknown: names the registered ones
     for method in cfg.select.params:
         registry.get(method)
+    _check_contradictions(cfg)
     if cfg.data.test_size < 1:
         raise DistillError(f"data.test_size must be at least 1, got {cfg.data.test_size}", "set data.test_size to 1 or more")
     if cfg.data.max_train is not None and cfg.data.max_train < 2:
@@ -251,6 +255,39 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     return cfg
 
 
+def check_selector(selector, params: dict[str, Any]) -> None:
+    """A method can run here: a safe name, features the pipeline computes, parameters it accepts."""
+    from distill.features import Features
+
+    safe_name("method name", selector.name)  # names selected/<method>.jsonl and trials/<method>-s<seed>/
+    computed = {f.name for f in dataclasses.fields(Features)}
+    missing = [need for need in selector.needs if need not in computed]
+    if missing:
+        raise DistillError(f"method '{selector.name}' needs feature '{missing[0]}', which the pipeline does not compute",
+                           f"drop '{selector.name}' from select.methods; the computed features are {', '.join(sorted(computed))}")
+    signature = inspect.signature(selector.fn)
+    try:
+        signature.bind(None, 1, 0, **params)
+    except TypeError as exc:
+        accepted = [p.name for p in list(signature.parameters.values())[3:]
+                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        raise DistillError(f"select.params.{selector.name}: {exc}",
+                           f"{selector.name} takes " + (", ".join(accepted) if accepted else "no parameters")) from None
+
+
+def _check_contradictions(cfg: ExperimentConfig) -> None:
+    """Settings that are each valid but cannot all hold: one would be silently ignored."""
+    from distill.data import is_hub_dataset
+
+    if cfg.data.test_split and not cfg.data.split_column and not is_hub_dataset(cfg.data.source):
+        raise DistillError(f"data.test_split '{cfg.data.test_split}' is set but {cfg.data.source} has no splits "
+                           "(data.split_column is null), so it would be ignored",
+                           "set data.split_column to the column holding the split names, or data.test_split: null")
+    if cfg.wandb.online and not cfg.wandb.enabled:
+        raise DistillError("wandb.online is set but wandb.enabled is false, so nothing would be logged",
+                           "set wandb.enabled: true, or drop wandb.online")
+
+
 def load_job(path_or_name: str | Path) -> dict[str, Any]:
     """Read a job spec: a path, or a name in distill/jobs/ ('quick' → distill/jobs/quick.yaml)."""
     path = Path(path_or_name)
@@ -263,6 +300,9 @@ def load_job(path_or_name: str | Path) -> dict[str, Any]:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise DistillError(f"job spec {path} is not valid YAML ({str(exc).splitlines()[0]})", "fix the YAML syntax") from None
+    if not isinstance(values, dict):
+        raise DistillError(f"job spec {path} holds a {type(values).__name__}, not a mapping of settings",
+                           "write it as key: value lines, like jobs/quick.yaml")
     return values
 
 

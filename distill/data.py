@@ -88,12 +88,17 @@ def _read_local(path: Path) -> pd.DataFrame:
     if kind is None:
         raise DistillError(f"cannot read {path}: unsupported file type '{path.suffix}'",
                            f"convert it to one of {', '.join(LOCAL_SUFFIXES)}")
+    if path.stat().st_size == 0:
+        raise DistillError(f"data file {path} is empty", "point --data at a file with one example per row")
     try:
         if kind == "json":
             return pd.read_json(path, lines=path.suffix.lower() == ".jsonl", dtype=False)
         if kind == "csv":
             return pd.read_csv(path, dtype=str, keep_default_na=False)
         return pd.read_parquet(path)
+    except UnicodeDecodeError as exc:
+        raise DistillError(f"data file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
+                           "re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8 in > out") from None
     except ValueError as exc:
         raise DistillError(f"cannot parse {path} as {kind} ({str(exc).splitlines()[0][:120]})",
                            "check the file format (.jsonl must hold one JSON object per line)") from None

