@@ -56,7 +56,10 @@ def restore(state: TrainState, model, optimizer, scheduler) -> None:
 
 
 def rng_states() -> dict:
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG a step draws from, as plain types and tensors (so the file loads with weights_only=True)."""
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"]["key"] = torch.from_numpy(numpy_state["state"]["key"].astype(np.int64))
+    states = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -64,7 +67,9 @@ def rng_states() -> dict:
 
 def set_rng_states(states: dict) -> None:
     random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    numpy_state = {**states["numpy"], "state": dict(states["numpy"]["state"])}
+    numpy_state["state"]["key"] = numpy_state["state"]["key"].numpy().astype(np.uint32)
+    np.random.set_state(numpy_state)
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -77,8 +82,8 @@ def save(folder: Path, state: TrainState, trial: str, key: str) -> None:
 
 
 def load(folder: Path) -> TrainState:
-    # weights_only=False: RNG states are Python tuples and numpy arrays; the file is one this run wrote
-    return TrainState(**torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False))
+    # weights_only=True: tensors and plain types only, so a tampered checkpoint cannot run code when resumed
+    return TrainState(**torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True))
 
 
 def step_of(folder: Path) -> int:
