@@ -16,14 +16,14 @@ import os
 import platform
 import subprocess
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from distill import report
+from distill import probe, report
 from distill.config import ExperimentConfig, ResourcesConfig, secret
 from distill.data import Splits, load_splits
 from distill.embed import EmbedActor, cache_key
@@ -72,6 +72,7 @@ def run(cfg: ExperimentConfig) -> list[dict]:
     write_run_info(out, cfg, splits, model_path, scorer)
     with ray_session(cfg.resources):
         features = embed_pool(cfg, splits, model_path, out)
+        features = probe_pool(cfg, features, splits, model_path, out)
         specs = select_subsets(cfg, features, splits.train, out)
         run_trials(cfg, specs, splits, model_path, scorer, out)
     with stage("report"):
@@ -169,6 +170,30 @@ def embed_plan(resources: dict, num_actors: int = 0) -> tuple[int, int, int]:
     actors = num_actors or max(1, gpus)
     cpus = 0 if gpus else max(1, int(resources.get("CPU", 1)) // actors)
     return actors, cpus, 1 if gpus else 0
+
+
+def probe_pool(cfg: ExperimentConfig, features: Features, splits: Splits, model_path: str, out: Path) -> Features:
+    """Training dynamics (distill/probe.py) as one Ray task on a GPU when there is one, else on the
+    CPUs; run only when a selected method needs them, and cached by content hash."""
+    wanted = probe.needed(cfg.select.methods)
+    if not wanted:
+        return features
+    import ray
+
+    paths = probe.cache_paths(out / "cache", model_path, splits.fingerprint, cfg)
+    with stage(f"probe ({', '.join(wanted)})"):
+        dynamics = probe.load_cached(paths)
+        if all(name in dynamics for name in wanted):
+            log(f"reusing cached {', '.join(p.name for p in (paths.probe, paths.grads) if p.exists())}")
+        else:
+            _, cpus, gpus = embed_plan(ray.cluster_resources(), 1)
+            task = ray.remote(num_cpus=cpus or 1, num_gpus=gpus)(probe.compute_dynamics)
+            fresh = ray.get(task.remote(model_path, cfg, splits.train["text"].tolist(), splits.train["summary"].tolist(),
+                                        wanted, dynamics.get("adapter"), cpus or None))
+            probe.store(paths, fresh)
+            dynamics.update(fresh)
+        log("; ".join(f"{name}: {' × '.join(map(str, dynamics[name].shape))}" for name in wanted))
+    return replace(features, **{name: dynamics[name] for name in wanted})
 
 
 def budget(cfg: ExperimentConfig, pool_size: int) -> int:

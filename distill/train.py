@@ -12,6 +12,7 @@ import math
 import random
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -69,8 +70,10 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int, device) ->
 
 
 def finetune(model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: list[str], cfg: TrainConfig,
-             seed: int, device: str) -> TrainStats:
-    """Train LoRA adapters in place on `model` (already wrapped by `add_lora`)."""
+             seed: int, device: str, on_step: Callable[[int, int], None] | None = None) -> TrainStats:
+    """Train LoRA adapters in place on `model` (already wrapped by `add_lora`).
+
+    `on_step(step, steps)` runs after every optimizer step (the probe records losses there)."""
     seed_everything(seed)
     start = time.perf_counter()
     data = encode_examples(fmt, texts, summaries)
@@ -89,7 +92,7 @@ def finetune(model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: l
     indices = _shuffled_stream(len(data), seed)
     tokens, loss = 0, float("nan")
     model.train()
-    for _ in range(steps):
+    for step in range(steps):
         batch = [data[next(indices)] for _ in range(min(effective, len(data)))]
         loss, micro = _step_with_backoff(model, batch, micro, tokenizer.pad_token_id, device)
         tokens += sum(len(ids) for ids, _ in batch)
@@ -97,6 +100,8 @@ def finetune(model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: l
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if on_step:
+            on_step(step + 1, steps)
     model.eval()
     return TrainStats(steps, len(data), tokens, loss, time.perf_counter() - start, micro)
 

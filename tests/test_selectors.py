@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -30,14 +32,20 @@ def make_texts(n: int, seed: int) -> list[str]:
 
 
 def make_features(n: int = 200, d: int = 16, seed: int = 0, clusters: int = 5, emb: np.ndarray | None = None,
-                  loss: np.ndarray | None = None) -> Features:
+                  loss: np.ndarray | None = None, probe_loss: np.ndarray | None = None,
+                  grads: np.ndarray | None = None) -> Features:
     rng = np.random.default_rng(seed)
     if emb is None:
         centers = rng.normal(0, 5, (clusters, d))
         emb = centers[rng.integers(clusters, size=n)] + rng.normal(0, 1, (n, d))
     if loss is None:
         loss = rng.gamma(2.0, 1.0, n)
-    return text_features(make_texts(n, seed), emb.astype(np.float32), loss)
+    if probe_loss is None:  # step 0 + 2 checkpoints, mostly falling
+        probe_loss = np.sort(rng.gamma(2.0, 1.0, (n, 3)), axis=1)[:, ::-1]
+    if grads is None:
+        grads = rng.normal(0, 1, (n, 12))
+    return replace(text_features(make_texts(n, seed), emb.astype(np.float32), loss),
+                   probe_loss=np.asarray(probe_loss, dtype=np.float32), grad_features=np.asarray(grads, dtype=np.float32))
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +81,8 @@ def test_tiny_pools(name: str, n: int, k: int) -> None:
 @pytest.mark.parametrize("name", METHODS)
 def test_duplicate_rows(name: str) -> None:
     base = np.random.default_rng(1).normal(size=(20, 8))
-    f = make_features(n=40, emb=np.concatenate([base, base]), loss=np.tile(np.linspace(0.5, 2, 20), 2))
+    f = make_features(n=40, emb=np.concatenate([base, base]), loss=np.tile(np.linspace(0.5, 2, 20), 2),
+                      probe_loss=np.tile(np.linspace(0.5, 2, 60).reshape(20, 3), (2, 1)), grads=np.concatenate([base, base]))
     for k in (10, 40):
         _check(registry.select(name, f, k, seed=1), k, 40)
 
@@ -81,7 +90,8 @@ def test_duplicate_rows(name: str) -> None:
 @pytest.mark.parametrize("name", METHODS)
 @pytest.mark.parametrize("value", [0.0, 1.5])
 def test_zero_variance_embeddings(name: str, value: float) -> None:
-    f = make_features(n=30, emb=np.full((30, 8), value), loss=np.ones(30))
+    f = make_features(n=30, emb=np.full((30, 8), value), loss=np.ones(30), probe_loss=np.full((30, 3), value),
+                      grads=np.full((30, 8), value))
     for k in (5, 30):
         a = registry.select(name, f, k, seed=2)
         _check(a, k, 30)
@@ -109,6 +119,17 @@ def test_nan_and_missing_embeddings(name: str, pool: Features) -> None:
         registry.select(name, make_features(emb=emb), 5, seed=0)
     with pytest.raises(DistillError, match="embeddings"):
         registry.select(name, text_features(make_texts(50, 0)), 5, seed=0)
+
+
+@pytest.mark.parametrize("name", [m for m in METHODS if {"probe_loss", "grad_features"} & set(registry.get(m).needs)])
+def test_nan_and_missing_dynamics(name: str, pool: Features) -> None:
+    need = registry.get(name).needs[0]
+    broken = getattr(pool, need).copy()
+    broken[3, 0] = np.inf
+    with pytest.raises(DistillError, match="NaN or infinite"):
+        registry.select(name, replace(pool, **{need: broken}), 5, seed=0)
+    with pytest.raises(DistillError, match=need):
+        registry.select(name, replace(pool, **{need: None}), 5, seed=0)
 
 
 def test_missing_loss_and_unknown_names(pool: Features) -> None:

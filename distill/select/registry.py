@@ -81,4 +81,4 @@ def select(name: str, features: Features, k: int, seed: int, **params: Any) -> n
 
 def _load_builtin() -> None:
     """Import the built-in selector modules (they register themselves on import)."""
-    from distill.select import d2, heuristic, semantic  # noqa: F401
+    from distill.select import d2, dynamics, heuristic, semantic  # noqa: F401
