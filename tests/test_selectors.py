@@ -309,3 +309,54 @@ def test_hybrid_picks_satisfy_filter(pool: Features) -> None:
     assert pool.info_density[picks].min() >= threshold
     picks = registry.select("hybrid", pool, k, seed=4, filter="length_diversity", candidate_factor=2)
     assert set(picks) <= set(registry.get("length_diversity").fn(pool, 2 * k, 4))
+
+
+# ---------------------------------------------------------------- training-dynamics selectors
+
+def test_el2n_loss_picks_the_hardest_at_the_chosen_checkpoint(pool: Features) -> None:
+    last, first = pool.probe_loss[:, -1], pool.probe_loss[:, 0]
+    assert set(registry.select("el2n_loss", pool, 20, seed=0)) == set(np.argsort(-last)[:20])
+    assert set(registry.select("el2n_loss", pool, 20, seed=0, checkpoint=0)) == set(np.argsort(-first)[:20])
+    with pytest.raises(DistillError, match="checkpoint 3 does not exist"):
+        registry.select("el2n_loss", pool, 20, seed=0, checkpoint=3)
+
+
+def test_learnability_picks_the_largest_loss_drop(pool: Features) -> None:
+    drop = pool.probe_loss[:, 0].astype(np.float64) - pool.probe_loss[:, -1]
+    picks = registry.select("learnability", pool, 20, seed=0)
+    assert set(picks) == set(np.argsort(-drop)[:20])
+    assert drop[picks].min() >= np.sort(drop)[-20]
+
+
+@pytest.mark.parametrize("region", ["ambiguous", "easy", "hard"])
+def test_cartography_regions(region: str, pool: Features) -> None:
+    p = np.exp(-pool.probe_loss.astype(np.float64))  # independent: per-checkpoint gold-summary probability
+    confidence = np.array([row.mean() for row in p])
+    variability = np.array([np.sqrt(((row - row.mean()) ** 2).mean()) for row in p])
+    want = {"ambiguous": np.argsort(-variability), "easy": np.argsort(-confidence), "hard": np.argsort(confidence)}
+    assert set(registry.select("cartography", pool, 25, seed=0, region=region)) == set(want[region][:25])
+
+
+def test_cartography_rejects_unknown_region(pool: Features) -> None:
+    with pytest.raises(DistillError, match="region"):
+        registry.select("cartography", pool, 5, seed=0, region="middle")
+
+
+def test_gradient_match_prefers_aligned_gradients_and_holds_the_validation_slice_out() -> None:
+    rng = np.random.default_rng(11)
+    u = rng.normal(size=32)
+    sign = np.where(rng.random(300) < 0.7, 1.0, -1.0)  # most of the pool pulls along +u, the rest against
+    grads = sign[:, None] * u[None] * rng.uniform(0.5, 3, (300, 1)) + rng.normal(0, 2, (300, 32))
+    f = make_features(n=300, grads=grads)
+    picks = registry.select("gradient_match", f, 30, seed=5, val_fraction=0.1)
+    val = np.random.default_rng(5).choice(300, size=30, replace=False)  # the documented slice
+    assert not set(picks) & set(val)
+    unit = grads / np.linalg.norm(grads, axis=1, keepdims=True)
+    score = np.array([np.mean([unit[i] @ unit[j] for j in val]) for i in range(300)])  # mean cosine, LESS
+    ranked = [i for i in np.argsort(-score) if i not in set(val)]
+    assert set(picks) == set(ranked[:30])
+    assert (sign[picks] > 0).all()
+    full = registry.select("gradient_match", f, 290, seed=5, val_fraction=0.1)  # k > n - |val|: 20 slice rows join
+    assert set(full) >= set(np.setdiff1d(np.arange(300), val)) and len(set(full) & set(val)) == 20
+    with pytest.raises(DistillError, match="val_fraction"):
+        registry.select("gradient_match", f, 5, seed=0, val_fraction=1.0)
