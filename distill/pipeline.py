@@ -189,7 +189,7 @@ def probe_pool(cfg: ExperimentConfig, features: Features, splits: Splits, model_
             _, cpus, gpus = embed_plan(ray.cluster_resources(), 1)
             task = ray.remote(num_cpus=cpus or 1, num_gpus=gpus)(probe.compute_dynamics)
             fresh = ray.get(task.remote(model_path, cfg, splits.train["text"].tolist(), splits.train["summary"].tolist(),
-                                        wanted, dynamics.get("adapter"), cpus or None))
+                                        wanted, dynamics.get("adapter"), features.loss, cpus or None))
             probe.store(paths, fresh)
             dynamics.update(fresh)
         log("; ".join(f"{name}: {' × '.join(map(str, dynamics[name].shape))}" for name in wanted))

@@ -113,15 +113,21 @@ def pool_losses(model, encoded: list[Encoded], pad_id: int, batch_size: int, dev
 
 
 def run_probe(model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: list[str], cfg: ExperimentConfig,
-              device: str) -> dict:
+              device: str, step0: np.ndarray | None = None) -> dict:
     """Fine-tune `model` (LoRA-wrapped) on the probe slice, recording every example's loss at step 0
     and at each checkpoint; returns probe_loss (n × (checkpoints + 1)), checkpoint_steps, trained
-    (the slice) and adapter (final LoRA weights, for gradient features later)."""
+    (the slice) and adapter (final LoRA weights, for gradient features later).
+
+    `step0`: the base model's losses when already known — the embedding pass computes exactly these
+    (LoRA starts as the identity), so the pipeline passes them and saves one pass over the pool."""
     from peft import get_peft_model_state_dict
 
     encoded = [fmt.encode(t, s) for t, s in zip(texts, summaries)]
-    record = lambda: pool_losses(model, encoded, tokenizer.pad_token_id, cfg.probe.batch_size, device)  # noqa: E731
-    columns, steps = [record()], [0]
+
+    def record() -> np.ndarray:
+        return pool_losses(model, encoded, tokenizer.pad_token_id, cfg.probe.batch_size, device)
+
+    columns, steps = [record() if step0 is None else np.asarray(step0, dtype=np.float32)], [0]
 
     def on_step(step: int, total: int) -> None:
         hits = int((checkpoint_steps(total, cfg.probe.checkpoints)[1:] == step).sum())
@@ -188,9 +194,11 @@ def gradient_features(model, tokenizer, fmt: PromptFormat, texts: list[str], sum
 
 
 def compute_dynamics(model_path: str, cfg: ExperimentConfig, texts: list[str], summaries: list[str],
-                     wanted: list[str], adapter: dict | None = None, num_threads: int | None = None) -> dict:
-    """The probe stage in one model load: run the probe unless its final LoRA weights (`adapter`,
-    from the cache) are given, then the gradient features at that point if `wanted`."""
+                     wanted: list[str], adapter: dict | None = None, step0: np.ndarray | None = None,
+                     num_threads: int | None = None) -> dict:
+    """The probe stage in one model load: run the probe (see `run_probe` for `step0`) unless its
+    final LoRA weights (`adapter`, from the cache) are given, then the gradient features at that
+    point if `wanted`."""
     from peft import set_peft_model_state_dict
 
     if num_threads:
@@ -202,7 +210,7 @@ def compute_dynamics(model_path: str, cfg: ExperimentConfig, texts: list[str], s
     model = add_lora(load_model(model_path, cfg.model, device), cfg.train, quantized=cfg.model.load_in_8bit)
     result = {}
     if adapter is None:
-        result = run_probe(model, tokenizer, fmt, texts, summaries, cfg, device)
+        result = run_probe(model, tokenizer, fmt, texts, summaries, cfg, device, step0)
     else:
         set_peft_model_state_dict(model, {k: torch.from_numpy(v) for k, v in adapter.items()})
     if GRAD_FEATURES in wanted:

@@ -98,7 +98,8 @@ def test_probe_stage_runs_on_ray_only_when_needed_and_is_cached(tiny_model, cfg,
     from distill import pipeline
 
     splits = load_splits(cfg.data)
-    features = text_features(splits.train["text"].tolist())
+    marker = np.linspace(1, 2, len(splits.train), dtype=np.float32)  # stands in for the embedding pass's loss
+    features = text_features(splits.train["text"].tolist(), loss=marker)
     cfg.select.methods = ["random"]
     assert pipeline.probe_pool(cfg, features, splits, tiny_model, tmp_path) is features  # nothing needed
     cfg.select.methods = ["el2n_loss"]
@@ -106,6 +107,7 @@ def test_probe_stage_runs_on_ray_only_when_needed_and_is_cached(tiny_model, cfg,
         first = pipeline.probe_pool(cfg, features, splits, tiny_model, tmp_path)
     paths = probe.cache_paths(tmp_path / "cache", tiny_model, splits.fingerprint, cfg)
     assert first.probe_loss.shape == (len(features), 4) and first.grad_features is None
+    np.testing.assert_array_equal(first.probe_loss[:, 0], marker)  # step 0 is taken from the embedding pass
     assert paths.probe.exists() and not paths.grads.exists()
     stamp = paths.probe.stat().st_mtime_ns
 
