@@ -12,12 +12,13 @@ import dataclasses
 import hashlib
 import json
 import os
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, get_type_hints
 
 import yaml
+from dotenv import dotenv_values
+from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError, with_config
 
 from distill.errors import DistillError
 
@@ -26,7 +27,20 @@ EMBEDDED_BILLSUM = "embedded:billsum"
 EMBEDDED_SMOLLM2 = "embedded:smollm2-135m"
 
 
-@dataclass
+def section(cls: type) -> type:
+    """A config section: a dataclass whose unknown keys are errors when a job is validated."""
+    return with_config(ConfigDict(extra="forbid"))(dataclass(cls))
+
+
+def _split_names(value: Any) -> Any:
+    """'a, b' (a CLI override) → ['a', 'b']; a YAML list passes through."""
+    return [name.strip() for name in value.split(",") if name.strip()] if isinstance(value, str) else value
+
+
+Names = Annotated[list[str], BeforeValidator(_split_names)]  # a list that also takes 'a,b' from the command line
+
+
+@section
 class DataConfig:
     """Where the documents come from and how the held-out set is made."""
 
@@ -47,7 +61,7 @@ class DataConfig:
     split_seed: int = 0
 
 
-@dataclass
+@section
 class ModelConfig:
     """The ONE target model: it embeds, it is fine-tuned, it is evaluated."""
 
@@ -58,7 +72,7 @@ class ModelConfig:
     max_target_tokens: int = 96  # summary tokens trained on
 
 
-@dataclass
+@section
 class EmbedConfig:
     """Target-model features computed once per (model, data, settings)."""
 
@@ -67,14 +81,14 @@ class EmbedConfig:
     pooling: str = "mean"  # mean | last
 
 
-@dataclass
+@section
 class SelectConfig:
-    methods: list[str] = field(default_factory=lambda: ["random", "length_diversity", "balanced_lengths", "embedding_centroid", "clustering"])
+    methods: Names = field(default_factory=lambda: ["random", "length_diversity", "balanced_lengths", "embedding_centroid", "clustering"])
     fraction: float = 0.1  # budget as a share of the training pool, in (0, 1]
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method keyword arguments
 
 
-@dataclass
+@section
 class ProbeConfig:
     """The training-dynamics probe (distill/probe.py): run only when a selected method needs it.
 
@@ -94,14 +108,14 @@ class ProbeConfig:
     grad_blocks: int = 4  # non-zeros per parameter in the sparse projection; must divide grad_dim
 
 
-@dataclass
+@section
 class TrainConfig:
     """LoRA fine-tuning of the target model on one subset (one Tune trial)."""
 
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    target_modules: Names = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     learning_rate: float = 3e-4
     epochs: float = 1.0
     max_steps: int | None = None  # cap on optimizer steps (CPU budgets)
@@ -113,7 +127,7 @@ class TrainConfig:
     auto_batch_size: bool = False  # GPU: find the largest batch that fits, back off on OOM
 
 
-@dataclass
+@section
 class EvalConfig:
     max_new_tokens: int = 96  # sized to real summary lengths of the dataset at hand
     batch_size: int = 8
@@ -122,7 +136,7 @@ class EvalConfig:
     bootstrap_samples: int = 2000
 
 
-@dataclass
+@section
 class ResourcesConfig:
     address: str | None = None  # None: RAY_ADDRESS if set (ray job submit), else a local cluster
     num_cpus: int | None = None  # local cluster only
@@ -131,7 +145,7 @@ class ResourcesConfig:
     max_concurrent_trials: int | None = None
 
 
-@dataclass
+@section
 class WandbConfig:
     enabled: bool = False  # also needs WANDB_API_KEY; offline mode unless `online`
     online: bool = False
@@ -143,7 +157,7 @@ class WandbConfig:
         return "online" if self.online else "offline"
 
 
-@dataclass
+@section
 class ExperimentConfig:
     name: str = "quick"
     mode: str = "quick"  # validate | quick | baseline | all
@@ -167,58 +181,37 @@ class ExperimentConfig:
 MODES = ("validate", "quick", "baseline", "all")
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
-    """Build dataclass `cls` from a mapping, rejecting unknown keys by name."""
-    if not isinstance(values, dict):
-        raise DistillError(f"config section '{where}' must be a mapping, got {type(values).__name__}",
-                           f"write '{where}:' followed by indented key: value lines")
-    hints = get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise DistillError(f"unknown config key '{where + '.' if where else ''}{unknown[0]}'",
-                           f"use one of: {', '.join(sorted(known))}")
-    kwargs = {}
-    for name, value in values.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value or {}, f"{where}.{name}" if where else name)
-        else:
-            kwargs[name] = _coerce(value, hint, f"{where}.{name}" if where else name)
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check (and gently convert: '0.1' → 0.1 from the CLI) a scalar against its type hint."""
-    if value is None:
-        if get_origin(hint) in (Union, types.UnionType) and type(None) in get_args(hint):
-            return None
-        raise DistillError(f"config key '{key}' may not be empty", f"give '{key}' a value")
-    is_optional = get_origin(hint) in (Union, types.UnionType)
-    target = next(a for a in get_args(hint) if a is not type(None)) if is_optional else hint
-    origin = get_origin(target)
-    if origin is list:
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, list):
-            raise DistillError(f"config key '{key}' must be a list", f"write {key}: [a, b] or a,b on the CLI")
-        return [str(i).strip() for i in items if str(i).strip()]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise DistillError(f"config key '{key}' must be a mapping", f"write {key}: {{name: {{param: value}}}}")
-        return value
+def _build(values: dict[str, Any]) -> ExperimentConfig:
+    """Mapping → ExperimentConfig, type-checked and gently converted ('0.1' → 0.1) by pydantic."""
     try:
-        if target is bool and isinstance(value, str):
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(value)
-            return value.lower() in ("true", "1", "yes")
-        if target in (int, float) and isinstance(value, bool):
-            raise ValueError(value)
-        if target is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError(value)
-        return target(value)
-    except (TypeError, ValueError):
-        raise DistillError(f"config key '{key}' must be {target.__name__}, got {value!r}",
-                           f"set '{key}' to a {target.__name__}") from None
+        return TypeAdapter(ExperimentConfig).validate_python(values)
+    except ValidationError as exc:
+        raise _config_error(exc.errors()[0]) from None
+
+
+def _config_error(error: dict[str, Any]) -> DistillError:
+    """pydantic's first complaint → one line naming the dotted key, and the fix."""
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc)
+    if error["type"] == "unexpected_keyword_argument":
+        known = sorted(f.name for f in dataclasses.fields(_section(loc[:-1])))
+        return DistillError(f"unknown config key '{key}'", f"use one of: {', '.join(known)}")
+    if error["type"] == "dataclass_type":
+        return DistillError(f"config section '{key}' must be a mapping, got {type(error['input']).__name__}",
+                            f"write '{key}:' followed by indented key: value lines")
+    if error.get("input") is None:
+        return DistillError(f"config key '{key}' may not be empty", f"give '{key}' a value")
+    reason = error["msg"][0].lower() + error["msg"][1:]
+    return DistillError(f"config key '{key}': {reason}, got {error['input']!r}",
+                        f"set '{key}' in the job YAML or with --set {key}=VALUE")
+
+
+def _section(path: list[str]) -> type:
+    """The config dataclass at a dotted path ([] → ExperimentConfig, ['train'] → TrainConfig)."""
+    cls = ExperimentConfig
+    for name in path:
+        cls = get_type_hints(cls)[name]
+    return cls
 
 
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -256,6 +249,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
 
 
 def validate_probe(probe: ProbeConfig) -> None:
+    """The probe's ranges: checked before any work, not after the embedding pass."""
     if not 0 < probe.fraction <= 1 or probe.epochs <= 0:
         raise DistillError(f"probe.fraction={probe.fraction} and probe.epochs={probe.epochs} must be in (0, 1] and positive",
                            "set e.g. --set probe.fraction=0.1 --set probe.epochs=2")
@@ -297,7 +291,7 @@ def make_config(job: str | Path | dict[str, Any] = "quick", overrides: dict[str,
     values = dict(job) if isinstance(job, dict) else load_job(job)
     for dotted, value in (overrides or {}).items():
         set_key(values, dotted, value)
-    return validate(_build(ExperimentConfig, values, ""))
+    return validate(_build(values))
 
 
 def content_hash(parts: dict[str, Any]) -> str:
@@ -312,12 +306,4 @@ def cache_root() -> Path:
 
 def secret(name: str) -> str | None:
     """Read a secret (HF_TOKEN, WANDB_API_KEY) from the environment or ./.env; never log it."""
-    if os.environ.get(name):
-        return os.environ[name]
-    env_file = Path(".env")
-    if env_file.exists():
-        for line in env_file.read_text().splitlines():
-            key, sep, val = line.partition("=")
-            if sep and key.strip() == name:
-                return val.strip().strip("'\"") or None
-    return None
+    return os.environ.get(name) or dotenv_values(".env").get(name) or None

@@ -10,6 +10,7 @@ folders), so a rerun reuses what is done and a failed trial loses nothing that f
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import json
 import os
@@ -332,9 +333,15 @@ def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, model_path:
     info = {"name": cfg.name, "mode": cfg.mode, "model": cfg.model.name, "model_path": model_path,
             "dataset": splits.source, "data_fingerprint": splits.fingerprint, "pool_size": len(splits.train),
             "test_size": len(splits.test), "fraction": cfg.select.fraction, "seeds": cfg.seeds,
-            "bertscore_model": scorer.label, "git_commit": _git_commit(), "python": platform.python_version(),
+            "bertscore_model": scorer.label, "git_commit": _git_commit(), "lock": lock_hash(), "python": platform.python_version(),
             "platform": platform.platform(), "versions": _versions(), "config": asdict(cfg)}
     (out / "run.json").write_text(json.dumps(info, indent=2, sort_keys=True))
+
+
+def lock_hash() -> str | None:
+    """sha256 of the lock file the environment was set up from (None outside a checkout)."""
+    lock = Path(__file__).resolve().parent.parent / "requirements" / "dev.lock"
+    return hashlib.sha256(lock.read_bytes()).hexdigest() if lock.exists() else None
 
 
 def _versions() -> dict[str, str]:

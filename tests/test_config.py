@@ -156,3 +156,31 @@ def test_secret_never_in_config_dict(monkeypatch, tmp_path):
     cfg = make_config({}, {"wandb.enabled": "true"})
     assert token not in repr(cfg.to_dict())
     assert token not in repr(cfg)
+
+
+def test_secret_reads_dotenv_with_quotes_and_comments(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DISTILL_TEST_TOKEN", raising=False)
+    (tmp_path / ".env").write_text("# a comment\nexport DISTILL_TEST_TOKEN='from file'  # trailing\n")
+    assert secret("DISTILL_TEST_TOKEN") == "from file"
+    assert secret("DISTILL_MISSING_TOKEN") is None
+
+
+def test_every_config_section_rejects_unknown_keys():
+    """A section added without @section would silently drop typos: every nested dataclass must forbid extras."""
+    import dataclasses
+
+    from distill.config import _section
+
+    for name in (f.name for f in dataclasses.fields(ExperimentConfig)):
+        cls = _section([name])
+        if dataclasses.is_dataclass(cls):
+            with pytest.raises(DistillError, match=f"{name}.not_a_key"):
+                make_config({}, {f"{name}.not_a_key": "1"})
+
+
+def test_empty_value_and_wrong_type_messages():
+    with pytest.raises(DistillError, match="may not be empty"):
+        make_config({"train": {"batch_size": None}})
+    with pytest.raises(DistillError, match=r"train.lora_r': input should be a valid integer.*'eight'"):
+        make_config({}, {"train.lora_r": "eight"})
