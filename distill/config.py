@@ -8,6 +8,7 @@ This is the only module that reads the environment (secrets are read, never stor
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -288,7 +289,7 @@ def set_key(values: dict[str, Any], dotted: str, value: Any) -> None:
 
 def make_config(job: str | Path | dict[str, Any] = "quick", overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Job spec + overrides → validated ExperimentConfig."""
-    values = dict(job) if isinstance(job, dict) else load_job(job)
+    values = copy.deepcopy(job) if isinstance(job, dict) else load_job(job)  # overrides never touch the caller's dict
     for dotted, value in (overrides or {}).items():
         set_key(values, dotted, value)
     return validate(_build(values))

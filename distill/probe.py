@@ -44,11 +44,13 @@ class CachePaths:
 
 
 def cache_paths(cache_dir: Path, model_path: str, data_fingerprint: str, cfg: ExperimentConfig) -> CachePaths:
-    """Content-hashed cache files: the probe depends on model, data, LoRA/optimiser settings and the
-    probe section; the gradients on the probe plus the projection (dim, blocks)."""
+    """Content-hashed cache files: the probe depends on model, data, LoRA/optimiser settings (not the
+    trials' length: the probe has its own epochs) and the probe section; the gradients on the probe
+    plus the projection (dim, blocks)."""
     probe_settings = {k: v for k, v in asdict(cfg.probe).items() if not k.startswith("grad_")}
+    train_settings = {k: v for k, v in asdict(cfg.train).items() if k not in ("epochs", "max_steps")}
     probe_key = content_hash({"model": model_path, "data": data_fingerprint, "model_cfg": asdict(cfg.model),
-                              "train": asdict(cfg.train), "probe": probe_settings})
+                              "train": train_settings, "probe": probe_settings})
     grads_key = content_hash({"probe": probe_key, "dim": cfg.probe.grad_dim, "blocks": cfg.probe.grad_blocks})
     return CachePaths(cache_dir / f"probe-{probe_key}.npz", cache_dir / f"grads-{grads_key}.npz")
 

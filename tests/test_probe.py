@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -124,3 +126,15 @@ def test_probe_stage_runs_on_ray_only_when_needed_and_is_cached(tiny_model, cfg,
     assert both.grad_features.shape == (len(features), 64) and paths.grads.exists()
     assert paths.probe.stat().st_mtime_ns == stamp
     np.testing.assert_array_equal(both.probe_loss, first.probe_loss)
+
+
+def test_cache_keys_follow_what_the_probe_depends_on(tiny_job):
+    def paths(**overrides):
+        return probe.cache_paths(Path("c"), "model", "data", make_config(tiny_job, overrides))
+
+    base = paths()
+    assert paths(**{"train.epochs": 3}) == base  # the trials' length: the probe has its own
+    assert paths(**{"probe.epochs": 3}).probe != base.probe
+    assert paths(**{"train.learning_rate": 0.1}).probe != base.probe
+    changed = paths(**{"probe.grad_dim": 1024})
+    assert changed.probe == base.probe and changed.grads != base.grads  # a new projection reuses the probe
