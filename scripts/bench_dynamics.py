@@ -10,7 +10,8 @@ fresh 'spawn' subprocess with the same torch thread count, so `peak_mb` (/proc V
   probe   LoRA fine-tune on probe.fraction of the rows + the loss of every row at each checkpoint (step 0
           comes from the embedding pass, as in the pipeline, when the embed stage ran first)
   grads   one backward pass per row at the probe's LoRA weights, sparse-projected to probe.grad_dim
-  trial   one quick trial (fine-tune on 10% of the rows for 2 epochs, generate + score 10 held-out bills)
+  trial   one quick trial as the quick job runs it (fine-tune on 10% of the 80-bill pool = 8 bills for 2
+          epochs, generate + score the 10 held-out bills), whatever --n is
 `compute_s` excludes loading the model; `s_per_1k` scales compute_s linearly to 1,000 pool rows
 (every stage is linear in n at a fixed fraction, except the trial, which depends on the budget and the
 held-out set, so it gets no per-1k figure). Ratios are to the embedding pass of the same run.
@@ -39,7 +40,7 @@ def _peak_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def _setup(n: int, threads: int, model: str):
+def _setup(threads: int, model: str):
     import torch
 
     from distill.config import make_config
@@ -49,7 +50,7 @@ def _setup(n: int, threads: int, model: str):
     torch.set_num_threads(threads)
     cfg = make_config("quick", {"model.name": model})
     splits = load_splits(cfg.data)
-    return cfg, splits.train.iloc[:n], splits.test, resolve_model(cfg.model.name)
+    return cfg, splits.train, splits.test, resolve_model(cfg.model.name)
 
 
 def _stage(name: str, n: int, threads: int, model: str, cache_dir: str, queue) -> None:
@@ -61,7 +62,8 @@ def _stage(name: str, n: int, threads: int, model: str, cache_dir: str, queue) -
     from distill.prompt import PromptFormat
     from distill.train import add_lora, seed_everything
 
-    cfg, pool, test, model_path = _setup(n, threads, model)
+    cfg, full_pool, test, model_path = _setup(threads, model)
+    pool = full_pool.iloc[:n]
     texts, summaries = pool["text"].tolist(), pool["summary"].tolist()
     paths = probe.cache_paths(Path(cache_dir), model_path, "bench", cfg)
     start = time.perf_counter()
@@ -83,9 +85,10 @@ def _stage(name: str, n: int, threads: int, model: str, cache_dir: str, queue) -
         from distill.trial import TrialSpec, run_trial
 
         scorer, _ = resolve_scorer(cfg.eval, hub_reachable=False)
-        k = max(1, round(cfg.select.fraction * n))
+        k = max(1, round(cfg.select.fraction * len(full_pool)))  # the quick job's budget, whatever --n is
         load = time.perf_counter()  # the trial loads its own model: counted in compute_s
-        record = run_trial(TrialSpec("bench", "random", 0, tuple(range(k)), 0.0), cfg, pool, test, model_path, scorer, "bench")
+        record = run_trial(TrialSpec("bench", "random", 0, tuple(range(k)), 0.0), cfg, full_pool, test, model_path,
+                           scorer, "bench")
         extra = {"train_s": record["metrics"]["train_seconds"], "eval_s": record["metrics"]["eval_seconds"], "examples": k,
                  "held_out": len(test)}
     else:
@@ -138,32 +141,38 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from distill.config import ProbeConfig
 
-    stages = {}
+    stages, load = {}, []
     with tempfile.TemporaryDirectory() as cache_dir:
         for name in args.stages.split(","):
             stages[name] = run_stage(name, args.n, args.threads, args.model, cache_dir)
+            load.append(round(os.getloadavg()[0], 2))
             print(f"{name}: {stages[name]}", flush=True)
+            result = summarise(args, stages, load)
+            if args.json:  # after every stage: a long run cut short still leaves what it measured
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nn = {args.n} pool rows, {args.threads} torch threads, 1-minute load average after each stage {load}")
+    print(f"{'stage':8s} {'load s':>7s} {'compute s':>10s} {'s / 1k rows':>12s} {'× embed':>8s} {'peak MB':>8s}")
+    for name, row in stages.items():
+        print(f"{name:8s} {row['load_s']:7.1f} {row['compute_s']:10.1f} {row.get('s_per_1k', '—'):>12} "
+              f"{row.get('x_embed', '—'):>8} {row['peak_mb']:8d}")
+    return 0
+
+
+def summarise(args: argparse.Namespace, stages: dict, load: list[float]) -> dict:
+    """Per-1k-row seconds and ratios to the embedding pass, with the run's settings."""
+    from distill.config import ProbeConfig
+
     base = stages.get("embed", {}).get("compute_s")
     for name, row in stages.items():
         if name != "trial":
             row["s_per_1k"] = round(row["compute_s"] / args.n * 1000, 1)
         if base:
             row["x_embed"] = round(row["compute_s"] / base, 2)
-    result = {"n": args.n, "threads": args.threads, "model": args.model, "device": "cpu",
-              "max_source_tokens": 256, "max_target_tokens": 96, "probe": vars(ProbeConfig()),
-              "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2), "python": platform.python_version(),
-              "stages": stages}
-    print(f"\nn = {args.n} pool rows, {args.threads} torch threads, load average {result['load_avg_1m']}")
-    print(f"{'stage':8s} {'load s':>7s} {'compute s':>10s} {'s / 1k rows':>12s} {'× embed':>8s} {'peak MB':>8s}")
-    for name, row in stages.items():
-        print(f"{name:8s} {row['load_s']:7.1f} {row['compute_s']:10.1f} {row.get('s_per_1k', '—'):>12} "
-              f"{row.get('x_embed', '—'):>8} {row['peak_mb']:8d}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    return {"n": args.n, "threads": args.threads, "model": args.model, "device": "cpu", "max_source_tokens": 256,
+            "max_target_tokens": 96, "probe": vars(ProbeConfig()), "cpus": os.cpu_count(), "load_avg_1m": load,
+            "python": platform.python_version(), "stages": stages}
 
 
 if __name__ == "__main__":
