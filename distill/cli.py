@@ -1,16 +1,19 @@
-"""Command line: `python -m distill {validate,quick,baseline,all,report,methods}`.
+"""Command line: `distill {validate,quick,baseline,all,resume,report,methods,jobs}` (also `python -m distill …`).
 
-Each run mode reads its job spec (jobs/<mode>.yaml unless --job says otherwise) and applies the
-flags as overrides. A DistillError becomes one line on stderr and exit code 2: no traceback.
+Each run mode reads its job spec (distill/jobs/<mode>.yaml unless --job says otherwise) and applies
+the flags as overrides. A DistillError becomes one line on stderr and exit code 2: no traceback.
+A subcommand is one function decorated with @command (its arguments, if any, in `arguments=`).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from distill.config import MODES, make_config
+from distill.config import make_config
 from distill.errors import DistillError
 
 # validate checks a job as it is; with no --job it checks the quick job
@@ -21,7 +24,7 @@ FLAGS = {
     "model": ("model.name", "target model: embedded:smollm2-135m, a Hub name or a local folder"),
     "data": ("data.source", "embedded:billsum, a Hub dataset name, or a local .jsonl/.json/.csv/.parquet"),
     "fraction": ("select.fraction", "selection budget as a share of the training pool, in (0, 1]"),
-    "methods": ("select.methods", "comma-separated selection methods (see `python -m distill methods`)"),
+    "methods": ("select.methods", "comma-separated selection methods (see `distill methods`)"),
     "max_train": ("data.max_train", "cap on the training pool size"),
     "test_size": ("data.test_size", "number of held-out examples"),
     "seeds": ("seeds", "repeat every method with this many selection+training seeds"),
@@ -29,21 +32,37 @@ FLAGS = {
 }
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="python -m distill", description="Which 10%% of my training data should I fine-tune on?")
-    sub = top.add_subparsers(dest="command", required=True)
-    for mode in MODES:
-        cmd = sub.add_parser(mode, help=f"run the {mode} job")
-        cmd.add_argument("--job", help=f"job spec: a YAML path or a name in jobs/ (default: {DEFAULT_JOB.get(mode, mode)})")
+@dataclass(frozen=True)
+class Command:
+    help: str
+    run: Callable[[argparse.Namespace], int]
+    arguments: Callable[[argparse.ArgumentParser], None]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None] = lambda _: None):
+    """Register `fn(args) -> exit code` as the subcommand `name`."""
+    def register(fn: Callable[[argparse.Namespace], int]):
+        COMMANDS[name] = Command(help, fn, arguments)
+        return fn
+    return register
+
+
+def job_arguments(mode: str) -> Callable[[argparse.ArgumentParser], None]:
+    def add(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("--job", help=f"job spec: a YAML path or a name from `distill jobs` "
+                                       f"(default: {DEFAULT_JOB.get(mode, mode)})")
         for flag, (_, help_text) in FLAGS.items():
             cmd.add_argument("--" + flag.replace("_", "-"), dest=flag, help=help_text)
         cmd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                          help="override any config key, e.g. --set train.learning_rate=1e-4 (repeatable)")
-    rep = sub.add_parser("report", help="rebuild the comparison report from stored trial results")
-    rep.add_argument("output_dir", nargs="?", default="results")
-    rep.add_argument("--bootstrap-samples", type=int, default=2000, help="bootstrap resamples for CIs and tests")
-    sub.add_parser("methods", help="list the registered selection methods")
-    return top
+        if mode != "validate":
+            cmd.add_argument("-v", "--verbose", action="store_true",
+                             help="show Ray's, Tune's and the libraries' own logs on the console "
+                                  "(by default they go to <output-dir>/logs/run.log)")
+    return add
 
 
 def overrides(args: argparse.Namespace) -> dict[str, str]:
@@ -56,37 +75,104 @@ def overrides(args: argparse.Namespace) -> dict[str, str]:
     return values
 
 
-def run_command(args: argparse.Namespace) -> int:
-    if args.command == "methods":
-        from distill.select import registry
-
-        for name in registry.names():
-            selector = registry.get(name)
-            print(f"{name:20s} {selector.description}")
-        return 0
-    if args.command == "report":
-        from distill import report
-
-        report.build_report(Path(args.output_dir).resolve(), bootstrap_samples=args.bootstrap_samples)
-        return 0
+def config_of(args: argparse.Namespace):
     values = overrides(args)
     if args.command not in DEFAULT_JOB:  # a run mode runs in its own mode, whatever the job says
         values.setdefault("mode", args.command)
-    cfg = make_config(args.job or DEFAULT_JOB.get(args.command, args.command), values)
-    if args.command == "validate":
-        from distill.validate import checklist
+    return make_config(args.job or DEFAULT_JOB.get(args.command, args.command), values)
 
-        return checklist(cfg)
+
+@command("validate", "check a job before running it: versions, GPU, Ray, HF_TOKEN, data, model, disk, W&B",
+         job_arguments("validate"))
+def validate(args: argparse.Namespace) -> int:
+    from distill.validate import checklist
+
+    return checklist(config_of(args))
+
+
+@command("all", "every registered method + the full-pool baseline (distill/jobs/all.yaml)", job_arguments("all"))
+@command("baseline", "fine-tune on the full training pool only (distill/jobs/baseline.yaml)", job_arguments("baseline"))
+@command("quick", "the main job: 5 methods at a 10%% budget (distill/jobs/quick.yaml)", job_arguments("quick"))
+def run_mode(args: argparse.Namespace) -> int:
+    cfg = config_of(args)
     from distill import pipeline
 
-    pipeline.run(cfg)
+    pipeline.run(cfg, verbose=args.verbose)
     return 0
+
+
+def resume_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("output_dir", help="the output directory of the run (it holds run.json)")
+    cmd.add_argument("-v", "--verbose", action="store_true", help="show Ray's, Tune's and the libraries' own logs")
+
+
+@command("resume", "continue a run whose driver died: reuse what is done, continue trials from their checkpoints",
+         resume_arguments)
+def resume(args: argparse.Namespace) -> int:
+    from distill import pipeline
+    from distill.config import config_from_run
+
+    pipeline.run(config_from_run(args.output_dir), verbose=args.verbose)
+    return 0
+
+
+def report_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("output_dir", nargs="?", default="results")
+    cmd.add_argument("--bootstrap-samples", type=int, default=2000, help="bootstrap resamples for CIs and tests")
+
+
+@command("report", "rebuild the comparison report from stored trial results", report_arguments)
+def report(args: argparse.Namespace) -> int:
+    from distill import report
+
+    report.build_report(Path(args.output_dir).resolve(), bootstrap_samples=args.bootstrap_samples)
+    return 0
+
+
+@command("methods", "list the registered selection methods")
+def methods(args: argparse.Namespace) -> int:
+    from distill.select import registry
+
+    for name in registry.names():
+        print(f"{name:20s} {registry.get(name).description}")
+    return 0
+
+
+@command("jobs", "list the job specs shipped with distill (use one with --job NAME)")
+def jobs(args: argparse.Namespace) -> int:
+    from distill.config import job_descriptions
+
+    for name, description in job_descriptions().items():
+        print(f"{name:15s} {description}")
+    return 0
+
+
+class VersionAction(argparse.Action):
+    """--version: the package version and git commit (looked up only when asked for)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="print the package and git versions and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from distill.version import describe
+
+        print(describe())
+        parser.exit()
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="distill", description="Which 10% of my training data should I fine-tune on?")
+    top.add_argument("--version", action=VersionAction)
+    sub = top.add_subparsers(dest="command", required=True)
+    for name, cmd in COMMANDS.items():
+        cmd.arguments(sub.add_parser(name, help=cmd.help))
+    return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return run_command(args)
+        return COMMANDS[args.command].run(args)
     except DistillError as exc:
         print(f"distill: error: {exc}", file=sys.stderr)
         return DistillError.exit_code

@@ -1,8 +1,9 @@
 """Typed experiment configuration: dataclasses, YAML job specs, command-line overrides.
 
-A job is a YAML file in `jobs/` whose keys mirror `ExperimentConfig`; overrides come from CLI flags
-(`--model`, `--fraction`, …) or generic `--set section.key=value`. Everything is validated here,
-before any work starts, so a typo fails in a second rather than after an hour of embedding.
+A job is a YAML file in `distill/jobs/` (package data, so an installed wheel has them) whose keys
+mirror `ExperimentConfig`; overrides come from CLI flags (`--model`, `--fraction`, …) or generic
+`--set section.key=value`. Everything is validated here, before any work starts, so a typo fails in
+a second rather than after an hour of embedding.
 This is the only module that reads the environment (secrets are read, never stored).
 """
 
@@ -23,7 +24,7 @@ from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError, 
 
 from distill.errors import DistillError
 
-JOBS_DIR = Path(__file__).resolve().parent.parent / "jobs"
+JOBS_DIR = Path(__file__).resolve().parent / "jobs"  # package data: found by name after `pip install`
 EMBEDDED_BILLSUM = "embedded:billsum"
 EMBEDDED_SMOLLM2 = "embedded:smollm2-135m"
 
@@ -144,6 +145,11 @@ class ResourcesConfig:
     gpus_per_trial: float | None = None  # None: 1 when the cluster has GPUs, else 0
     cpus_per_trial: float = 1.0
     max_concurrent_trials: int | None = None
+    # Fault tolerance. These change how a run survives failures, never its numbers, so (being under `resources`)
+    # they stay out of the trial and feature content hashes.
+    max_failures: int = 2  # retries of a failed trial (from its last checkpoint) and restarts of an embedding actor
+    checkpoint_every: int = 0  # optimizer steps between trial checkpoints; 0: by time (checkpoint_minutes)
+    checkpoint_minutes: float = 5.0  # at most this much training is lost to a failure when checkpoint_every is 0
 
 
 @section
@@ -161,6 +167,7 @@ class WandbConfig:
 @section
 class ExperimentConfig:
     name: str = "quick"
+    description: str = ""  # one line shown by `distill jobs`
     mode: str = "quick"  # validate | quick | baseline | all
     output_dir: str = "results"
     seeds: int = 1
@@ -242,6 +249,11 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise DistillError("train.epochs, train.batch_size and train.learning_rate must be positive",
                            "fix them in the job YAML or with --set train.KEY=VALUE")
     validate_probe(cfg.probe)
+    res = cfg.resources
+    if res.max_failures < 0 or res.checkpoint_every < 0 or res.checkpoint_minutes <= 0:
+        raise DistillError("resources.max_failures and resources.checkpoint_every must be >= 0, "
+                           "resources.checkpoint_minutes > 0",
+                           "fix them in the job YAML or with --set resources.KEY=VALUE")
     if cfg.mode in ("baseline", "all"):
         cfg.include_baseline = True
     if cfg.mode == "baseline":
@@ -262,7 +274,7 @@ def validate_probe(probe: ProbeConfig) -> None:
 
 
 def load_job(path_or_name: str | Path) -> dict[str, Any]:
-    """Read a job spec: a path, or a name in jobs/ ('quick' → jobs/quick.yaml)."""
+    """Read a job spec: a path, or a name in distill/jobs/ ('quick' → distill/jobs/quick.yaml)."""
     path = Path(path_or_name)
     if not path.exists() and not path.suffix:
         path = JOBS_DIR / f"{path_or_name}.yaml"
@@ -274,6 +286,11 @@ def load_job(path_or_name: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise DistillError(f"job spec {path} is not valid YAML ({str(exc).splitlines()[0]})", "fix the YAML syntax") from None
     return values
+
+
+def job_descriptions() -> dict[str, str]:
+    """name → the job's one-line `description:`, for `distill jobs`."""
+    return {path.stem: str(load_job(path).get("description", "")) for path in sorted(JOBS_DIR.glob("*.yaml"))}
 
 
 def set_key(values: dict[str, Any], dotted: str, value: Any) -> None:
@@ -292,6 +309,20 @@ def make_config(job: str | Path | dict[str, Any] = "quick", overrides: dict[str,
     values = copy.deepcopy(job) if isinstance(job, dict) else load_job(job)  # overrides never touch the caller's dict
     for dotted, value in (overrides or {}).items():
         set_key(values, dotted, value)
+    return validate(_build(values))
+
+
+def config_from_run(output_dir: str | Path) -> ExperimentConfig:
+    """The config a run was started with, from its run.json, writing to `output_dir` (wherever it now lives)."""
+    path = Path(output_dir).expanduser() / "run.json"
+    if not path.exists():
+        raise DistillError(f"{path} not found: nothing to resume there",
+                           "pass the output directory of a run that got as far as its data stage")
+    try:
+        values = json.loads(path.read_text())["config"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise DistillError(f"{path} is not a run record of distill", "rerun the job instead of resuming it") from None
+    values["output_dir"] = str(Path(output_dir).expanduser().resolve())
     return validate(_build(values))
 
 

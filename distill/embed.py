@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from distill import faults
 from distill.config import ModelConfig, content_hash
 from distill.models import device_name, load_model, load_tokenizer
 from distill.prompt import PromptFormat, pad
@@ -54,9 +55,12 @@ class EmbedActor:
         self.model = load_model(model_path, model_cfg, self.device).eval()
         self.format = PromptFormat(self.tokenizer, model_cfg.max_source_tokens, model_cfg.max_target_tokens)
         self.pooling = pooling
+        self.batches = 0  # batches this actor process has embedded (the fault-injection tests count them)
 
     @torch.no_grad()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.batches += 1
+        faults.inject("embed_batch", self.batches, "embed")
         encoded = [self.format.encode(str(t), str(s)) for t, s in zip(batch["text"], batch["summary"])]
         hidden, input_ids = teacher_forced(self.model, encoded, self.tokenizer.pad_token_id, self.device)
         embeddings = [self._pool(hidden[i], e) for i, e in enumerate(encoded)]

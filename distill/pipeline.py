@@ -15,7 +15,7 @@ import importlib.util
 import json
 import os
 import platform
-import subprocess
+import tempfile
 import time
 from dataclasses import asdict, replace
 from importlib.metadata import PackageNotFoundError, version
@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from distill import probe, report
-from distill.config import ExperimentConfig, ResourcesConfig, secret
+from distill import checkpoint as ckpt  # (`checkpoint` is a parameter name in Tune's callbacks)
+from distill import console, counters, faults, probe, report
+from distill.config import ExperimentConfig, ResourcesConfig, content_hash, secret
 from distill.data import Splits, load_splits
 from distill.embed import EmbedActor, cache_key
 from distill.errors import DistillError
@@ -34,34 +35,38 @@ from distill.features import Features, text_features
 from distill.models import resolve_model
 from distill.select import registry
 from distill.trial import BASELINE, TrialSpec, cached_metrics, run_trial, trial_key, write_trial
+from distill.version import git_commit
 
 # Ray reads these when it is imported: a local cluster binds 127.0.0.1 only (without the first, Ray
 # rewrites 127.0.0.1 to the machine's external address), and no usage stats are sent.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+KEEP_CHECKPOINTS = 2  # per trial: the newest, and the one before in case a driver died before pointing at it
 RECORD = "distill_record"  # Tune result key carrying a trial's full record (metrics + predictions) as JSON
 TRACKED_PACKAGES = ("distill", "ray", "torch", "transformers", "peft", "datasets", "faiss-cpu", "rouge-score",
                     "bert-score", "numpy", "pandas")
 
 
 def log(message: str) -> None:
-    print(f"[distill] {message}", flush=True)
+    console.current().log(message)
 
 
-@contextlib.contextmanager
 def stage(name: str):
-    """A line when a stage starts and one with its wall time when it ends."""
-    log(f"{name} …")
-    start = time.perf_counter()
-    yield
-    log(f"{name} done in {time.perf_counter() - start:.1f}s")
+    """One line per stage with its wall time (distill/console.py draws it)."""
+    return console.current().stage(name)
 
 
-def run(cfg: ExperimentConfig) -> list[dict]:
-    """Run one experiment end to end; returns the report rows."""
+def run(cfg: ExperimentConfig, verbose: bool = False) -> list[dict]:
+    """Run one experiment end to end; returns the report rows. Ray's and Tune's own output goes to
+    <out>/logs/run.log unless `verbose`."""
     out = Path(cfg.output_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
+    with console.session(out / "logs", verbose):
+        return _run(cfg, out)
+
+
+def _run(cfg: ExperimentConfig, out: Path) -> list[dict]:
     with stage("data"):
         splits = load_splits(cfg.data)
         log(f"{splits.source}: {len(splits.train)} training pool, {len(splits.test)} held out")
@@ -74,10 +79,10 @@ def run(cfg: ExperimentConfig) -> list[dict]:
     with ray_session(cfg.resources):
         features = embed_pool(cfg, splits, model_path, out)
         features = probe_pool(cfg, features, splits, model_path, out)
-        specs = select_subsets(cfg, features, splits.train, out)
+        specs = select_subsets(cfg, features, splits.train, out, selection_inputs_key(cfg, splits, model_path))
         run_trials(cfg, specs, splits, model_path, scorer, out)
     with stage("report"):
-        rows = report.build_report(out, bootstrap_samples=cfg.eval.bootstrap_samples)
+        rows = report.build_report(out, bootstrap_samples=cfg.eval.bootstrap_samples, console=console.current().console)
         log_table_to_wandb(cfg, rows)
     log(f"results in {out / 'comparison'}")
     return rows
@@ -100,6 +105,7 @@ def hub_reachable() -> bool:
 def ray_session(res: ResourcesConfig):
     """Join the cluster we run on (ray job submit / an address) or start a local one on 127.0.0.1."""
     import ray
+    from ray.data import DataContext
 
     address = res.address or os.environ.get("RAY_ADDRESS")
     started = not ray.is_initialized()
@@ -109,6 +115,7 @@ def ray_session(res: ResourcesConfig):
     elif started:  # address="local": never attach to a stray `ray start` cluster by accident
         dashboard = ray.init(address="local", num_cpus=res.num_cpus, include_dashboard=True,
                              dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", log_to_driver=True).dashboard_url
+    DataContext.get_current().enable_progress_bars = console.current().verbose  # distill's console draws its own
     context = ray.get_runtime_context()
     resources = ray.cluster_resources()
     log(f"Ray cluster: {resources.get('CPU', 0):.0f} CPU, {resources.get('GPU', 0):.0f} GPU"
@@ -132,8 +139,7 @@ def embed_pool(cfg: ExperimentConfig, splits: Splits, model_path: str, out: Path
 
     import ray
 
-    key = cache_key(model_path, splits.fingerprint, cfg.model, cfg.embed.pooling)
-    path = out / "cache" / f"features-{key}.npz"
+    path = out / "cache" / f"features-{features_key(cfg, splits, model_path)}.npz"
     with stage("embed"):
         if path.exists():
             log(f"reusing cached features {path.name}")
@@ -146,23 +152,51 @@ def embed_pool(cfg: ExperimentConfig, splits: Splits, model_path: str, out: Path
             frame = frame.iloc[np.argsort(-frame["text"].str.len().to_numpy(), kind="stable")]  # length-sorted: less padding
             # many small blocks: every actor stays fed, and progress advances block by block
             blocks = max(1, min(len(frame) // cfg.embed.batch_size, 16 * actors))
-            dataset = ray.data.from_pandas(frame, override_num_blocks=blocks).map_batches(
+            # split here: Ray's own split (override_num_blocks) runs np.array_split on a DataFrame, which pandas deprecates
+            parts = [frame.iloc[rows] for rows in np.array_split(np.arange(len(frame)), blocks)]
+            dataset = ray.data.from_pandas(parts).map_batches(
                 EmbedActor, fn_constructor_kwargs={"model_path": model_path, "model_cfg": cfg.model,
                                                    "pooling": cfg.embed.pooling, "num_threads": cpus or None},
                 batch_size=cfg.embed.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
-                num_gpus=1 if gpus else 0, num_cpus=cpus or 1)
-            batches = list(dataset.iter_batches(batch_size=None, batch_format="numpy"))
+                num_gpus=1 if gpus else 0, num_cpus=cpus or 1,
+                # a dead actor (OOM kill, lost node) is restarted and its batch retried elsewhere
+                max_restarts=cfg.resources.max_failures, max_task_retries=cfg.resources.max_failures)
+            batches = []
+            with console.current().progress("embed", total=len(frame), unit="rows") as advance:
+                for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                    batches.append(batch)
+                    advance(len(batch["row"]))
             rows = np.concatenate([b["row"] for b in batches])
+            if not np.array_equal(np.sort(rows), np.arange(len(frame))):
+                raise DistillError(f"the embedding stage returned {len(rows)} rows for a pool of {len(frame)}",
+                                   "rerun: the features are not cached until every pool row is embedded exactly once")
             order = np.argsort(rows)
             embeddings = np.concatenate([b["embedding"] for b in batches])[order]
             loss = np.concatenate([b["loss"] for b in batches])[order]
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez(path.with_suffix(".tmp.npz"), embedding=embeddings, loss=loss)
             path.with_suffix(".tmp.npz").replace(path)
+            counters.bump(out, embeddings=len(rows))
         log(f"features: {embeddings.shape[0]} × {embeddings.shape[1]} embeddings, mean summary loss {loss.mean():.3f}")
     features = text_features(splits.train["text"].tolist(), embeddings, loss)
     (out / "pool_stats.json").write_text(json.dumps({"n_words": features.n_words.tolist()}))
     return features
+
+
+def features_key(cfg: ExperimentConfig, splits: Splits, model_path: str) -> str:
+    return cache_key(model_path, splits.fingerprint, cfg.model, cfg.embed.pooling)
+
+
+def selection_inputs_key(cfg: ExperimentConfig, splits: Splits, model_path: str) -> str:
+    """What the selectors read: the features' key, plus the probe's outputs when a selected method
+    reads them (new probe settings must not reuse subsets selected from the old ones)."""
+    key = features_key(cfg, splits, model_path)
+    wanted = probe.needed(cfg.select.methods)
+    if not wanted:
+        return key
+    paths = probe.cache_paths(Path("cache"), model_path, splits.fingerprint, cfg)
+    files = {probe.PROBE_LOSS: paths.probe.name, probe.GRAD_FEATURES: paths.grads.name}
+    return content_hash({"features": key, **{name: files[name] for name in wanted}})
 
 
 def embed_plan(resources: dict, num_actors: int = 0) -> tuple[int, int, int]:
@@ -201,25 +235,48 @@ def budget(cfg: ExperimentConfig, pool_size: int) -> int:
     return max(1, min(pool_size, round(cfg.select.fraction * pool_size)))
 
 
-def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame, out: Path) -> list[TrialSpec]:
-    """Every (method, seed) selector as a concurrent Ray task over one shared copy of the features."""
+def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame, out: Path,
+                   features_key: str) -> list[TrialSpec]:
+    """Every (method, seed) selector as a concurrent Ray task over one shared copy of the features.
+
+    Subsets are cached under <out>/cache by (features, method, params, k, seed): a rerun selects nothing twice."""
     import ray
 
     k = budget(cfg, len(features))
     specs = []
     with stage(f"select {len(cfg.select.methods)} method(s) × {cfg.seeds} seed(s), k={k} of {len(features)}"):
-        features_ref = ray.put(features)  # one copy in the object store, read zero-copy by every task
-        task = ray.remote(num_cpus=1)(_remote_select)
-        jobs = {(m, s): task.remote(m, features_ref, k, s, cfg.select.params.get(m, {}))
-                for m in cfg.select.methods for s in range(cfg.seeds)}
-        for (method, seed), ref in jobs.items():
-            indices, seconds = ray.get(ref)
+        paths = {(m, s): out / "cache" / f"selection-{selection_key(features_key, m, cfg.select.params.get(m, {}), k, s)}.json"
+                 for m in cfg.select.methods for s in range(cfg.seeds)}
+        todo = [job for job, path in paths.items() if not path.exists()]
+        if todo:
+            features_ref = ray.put(features)  # one copy in the object store, read zero-copy by every task
+            task = ray.remote(num_cpus=1)(_remote_select)
+            refs = {(m, s): task.remote(m, features_ref, k, s, cfg.select.params.get(m, {})) for m, s in todo}
+            for job, ref in refs.items():
+                indices, seconds = ray.get(ref)
+                write_json_atomic(paths[job], {"indices": indices.tolist(), "seconds": seconds})
+            counters.bump(out, selections=len(todo))
+        log(f"  {len(paths) - len(todo)} selection(s) reused from {out / 'cache'}")
+        for (method, seed), path in paths.items():
+            cached = json.loads(path.read_text())
+            indices, seconds = np.asarray(cached["indices"], dtype=np.int64), cached["seconds"]
             write_subset(out, method, seed, pool, indices, features)
             specs.append(TrialSpec(f"{method}-s{seed}", method, seed, tuple(int(i) for i in indices), seconds))
             log(f"  {method} (seed {seed}): {len(indices)} examples in {seconds:.2f}s")
     if cfg.include_baseline:
         specs += [TrialSpec(f"{BASELINE}-s{s}", BASELINE, s, tuple(range(len(pool))), 0.0) for s in range(cfg.seeds)]
     return specs
+
+
+def selection_key(features_key: str, method: str, params: dict, k: int, seed: int) -> str:
+    return content_hash({"features": features_key, "method": method, "params": params, "k": k, "seed": seed})
+
+
+def write_json_atomic(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value))
+    tmp.replace(path)
 
 
 def _remote_select(name: str, features: Features, k: int, seed: int, params: dict) -> tuple[np.ndarray, float]:
@@ -249,17 +306,23 @@ def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, mo
     todo = [s for s in specs if cached_metrics(out / "trials" / s.name, keys[s.name]) is None]
     log(f"{len(specs) - len(todo)} trial(s) reused from {out / 'trials'}, {len(todo)} to run "
         f"({gpus:g} GPU, {cfg.resources.cpus_per_trial:g} CPU each)")
+    # trials an earlier driver left unfinished continue from their newest checkpoint
+    resume = {s.name: path for s in todo if (path := ckpt.read_pointer(out / "trials" / s.name, keys[s.name]))}
+    if resume:
+        log(f"{len(resume)} unfinished trial(s) continue from their last checkpoint: {', '.join(sorted(resume))}")
     if todo:
         with stage(f"train + evaluate {len(todo)} trial(s) with Ray Tune"):
             trainable = tune.with_parameters(_trainable, cfg=cfg, pool=splits.train, test=splits.test,
                                              specs={s.name: s for s in todo}, keys=keys, model_path=model_path,
-                                             scorer=scorer, gpus=gpus)
-            callbacks = [_persist_trials(out), *_callbacks(cfg)]
-            grid = make_tuner(trainable, [s.name for s in todo], cfg, gpus, out, callbacks).fit()
+                                             scorer=scorer, gpus=gpus, resume=resume)
+            with console.current().trial_board([s.name for s in todo]) as board:
+                callbacks = [_persist_trials(out, keys), _trial_progress(board), *_callbacks(cfg)]
+                grid = make_tuner(trainable, [s.name for s in todo], cfg, gpus, out, callbacks).fit()
             failed = [str(r.error).splitlines()[0] for r in grid if r.error]
             if failed:
                 raise DistillError(f"{len(failed)} of {len(todo)} trial(s) failed, first: {failed[0][:300]}",
-                                   f"see the Tune logs under {out / 'tune'}; finished trials are kept and reused on rerun")
+                                   f"see the Tune logs under {out / 'tune'}; then `python -m distill resume {out}` "
+                                   "reuses finished trials and continues the others from their last checkpoint")
 
 
 def make_tuner(trainable, trial_names: list[str], cfg: ExperimentConfig, gpus: float, out: Path, callbacks: list):
@@ -270,33 +333,89 @@ def make_tuner(trainable, trial_names: list[str], cfg: ExperimentConfig, gpus: f
         tune.with_resources(trainable, {"cpu": cfg.resources.cpus_per_trial, "gpu": gpus}),
         param_space={"trial": tune.grid_search(list(trial_names))},
         tune_config=tune.TuneConfig(max_concurrent_trials=cfg.resources.max_concurrent_trials),
+        # storage_path holds the checkpoints: a retried trial, on whichever node, must reach them (one machine:
+        # this absolute path; a real cluster: NFS or cloud storage shared by every node)
         run_config=tune.RunConfig(name=f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                                  storage_path=str(Path(out) / "tune"), callbacks=callbacks, verbose=1))
+                                  storage_path=str(Path(out).resolve() / "tune"), callbacks=callbacks, verbose=1,
+                                  failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS)))
 
 
-def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer, gpus) -> None:
-    """Runs on whichever node Tune picks; reports the numbers plus the whole record for the driver."""
+def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer, gpus, resume) -> None:
+    """Runs on whichever node Tune picks; reports the numbers plus the whole record for the driver.
+
+    It checkpoints through Tune as it trains, and starts from the newest checkpoint there is: this trial's own
+    (a retry after a failure, `tune.get_checkpoint()`) or one an earlier driver's run left (`resume`)."""
     import torch
     from ray import tune
 
     torch.set_num_threads(max(1, int(cfg.resources.cpus_per_trial)))
     spec = specs[config["trial"]]
-    record = run_trial(spec, cfg, pool, test, model_path, scorer, keys[spec.name], gpus)
+    key = keys[spec.name]
+    origin = tune.get_checkpoint() or (tune.Checkpoint(resume[spec.name]) if spec.name in resume else None)
+    state = None
+    if origin is not None:
+        with origin.as_directory() as folder:
+            state = ckpt.load(Path(folder))
+        log(f"{spec.name}: resuming from the checkpoint at step {state.step}")
+    cadence = ckpt.Cadence(cfg.resources.checkpoint_every, cfg.resources.checkpoint_minutes)
+
+    def on_step(step: int, steps: int, loss: float, snapshot) -> None:
+        """Progress for the console's trial table every step; with a checkpoint when one is due."""
+        progress = {"step": step, "steps": steps, "loss": loss}
+        if cadence.due(step, steps):
+            with tempfile.TemporaryDirectory() as folder:
+                ckpt.save(Path(folder), snapshot(), spec.name, key)
+                tune.report(progress, checkpoint=tune.Checkpoint.from_directory(folder))
+            cadence.saved()
+        else:
+            tune.report(progress)
+        faults.inject("train_step", step, spec.name)
+
+    record = run_trial(spec, cfg, pool, test, model_path, scorer, key, gpus, state=state, on_step=on_step)
     numbers = {k: v for k, v in record["metrics"].items() if isinstance(v, (int, float))}
     tune.report({**numbers, RECORD: json.dumps(record)})
 
 
-def _persist_trials(out: Path):
-    """A Tune callback that writes each finished trial's folder on the driver, whatever node ran it."""
+def _persist_trials(out: Path, keys: dict[str, str]):
+    """A Tune callback that writes each finished trial's folder on the driver, whatever node ran it, and points
+    the folder of an unfinished trial at its newest checkpoint (for a later `resume`)."""
     from ray import tune
 
     class PersistTrials(tune.Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if RECORD in result:
                 record = json.loads(result[RECORD])
-                write_trial(out / "trials" / record["metrics"]["trial"], record)
+                metrics = record["metrics"]
+                write_trial(out / "trials" / metrics["trial"], record)
+                counters.bump(out, trials=1, train_steps=metrics["train_steps"] - metrics["resumed_from_step"])
+
+        def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+            name = trial.config["trial"]
+            ckpt.write_pointer(out / "trials" / name, keys[name], checkpoint.path)
 
     return PersistTrials()
+
+
+def _trial_progress(board: console.TrialBoard):
+    """A Tune callback feeding the console's trial table from Tune's own trial events."""
+    from ray import tune
+
+    class TrialProgress(tune.Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            board.started(trial.config["trial"])
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if "step" in result:
+                board.result(trial.config["trial"], result["step"], result["steps"], result["loss"])
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            board.finished(trial.config["trial"])
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            board.finished(trial.config["trial"], failed=True)
+
+    return TrialProgress()
 
 
 def _callbacks(cfg: ExperimentConfig) -> list:
@@ -333,7 +452,7 @@ def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, model_path:
     info = {"name": cfg.name, "mode": cfg.mode, "model": cfg.model.name, "model_path": model_path,
             "dataset": splits.source, "data_fingerprint": splits.fingerprint, "pool_size": len(splits.train),
             "test_size": len(splits.test), "fraction": cfg.select.fraction, "seeds": cfg.seeds,
-            "bertscore_model": scorer.label, "git_commit": _git_commit(), "lock": lock_hash(), "python": platform.python_version(),
+            "bertscore_model": scorer.label, "git_commit": git_commit(), "lock": lock_hash(), "python": platform.python_version(),
             "platform": platform.platform(), "versions": _versions(), "config": asdict(cfg)}
     (out / "run.json").write_text(json.dumps(info, indent=2, sort_keys=True))
 
@@ -351,11 +470,3 @@ def _versions() -> dict[str, str]:
             found[name] = version(name)
     return found
 
-
-def _git_commit() -> str | None:
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).resolve().parent)
-        return result.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None

@@ -131,7 +131,7 @@ def run_probe(model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: 
 
     columns, steps = [record() if step0 is None else np.asarray(step0, dtype=np.float32)], [0]
 
-    def on_step(step: int, total: int) -> None:
+    def on_step(step: int, total: int, loss: float, snapshot) -> None:
         hits = int((checkpoint_steps(total, cfg.probe.checkpoints)[1:] == step).sum())
         if hits:
             losses = record()

@@ -15,8 +15,9 @@ import json
 import math
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -502,48 +503,77 @@ def plot_lengths(lengths: dict[str, list[int]], pool: list[int] | None, order: l
 
 # ---------------------------------------------------------------------------------------- console
 
-def print_table(rows: list[dict], console=None) -> None:
-    """The comparison table on the terminal (rich)."""
+@dataclass(frozen=True)
+class ConsoleColumn:
+    """One column of the terminal table. `under` names the column it is stacked beneath when the
+    terminal is too narrow for one column each; a new column (e.g. an MDE) is one more entry here."""
+
+    header: str
+    cell: Callable[[dict], str]
+    under: str | None = None
+
+
+def _console_p(row: dict) -> str:
+    if row["p_holm"] is None:
+        return "—"
+    return (f"{row['p_holm']:.3f}" if row["p_holm"] >= 0.001 else "<0.001") + ("" if row["significant"] else " ns")
+
+
+CONSOLE_COLUMNS = (
+    ConsoleColumn("Method", lambda r: r["method"]),
+    ConsoleColumn("ROUGE-L", lambda r: _fmt(r["rougeL"])),
+    ConsoleColumn("95% CI", lambda r: f"{r['rougeL_ci95'][0]:.3f}–{r['rougeL_ci95'][1]:.3f}" if r["rougeL_ci95"] else "—",
+                  under="ROUGE-L"),
+    ConsoleColumn("BERTScore", lambda r: _fmt(r["bertscore_f1"])),
+    ConsoleColumn("% of full", lambda r: "—" if r["pct_of_full"] is None else f"{r['pct_of_full']:.1f}%", under="BERTScore"),
+    ConsoleColumn("vs random", lambda r: _pct(r["vs_random_pct"])),
+    ConsoleColumn("p (Holm)", _console_p, under="vs random"),
+    ConsoleColumn("Samples", lambda r: str(r["samples"])),
+    ConsoleColumn("Seeds", lambda r: str(r["seeds"]), under="Samples"),
+    ConsoleColumn("Time (s)", lambda r: _fmt(r["time_s"], ".1f")),
+)
+
+
+MEASURE_WIDTH = 10_000
+
+
+def console_table(rows: list[dict], width: int, columns: tuple[ConsoleColumn, ...] = CONSOLE_COLUMNS):
+    """The comparison as a rich Table no wider than `width` if possible, never dropping a column:
+    one column each when it fits, else every `under` column stacked beneath its parent."""
     from rich.console import Console
+
+    wide = [[c] for c in columns]
+    stacked = [[c, *(d for d in columns if d.under == c.header)] for c in columns if c.under is None]
+    unbounded = Console(width=MEASURE_WIDTH)  # measures the table's natural width (a narrower console clamps it)
+    for layout in (wide, stacked):
+        table = _layout_table(rows, layout)
+        if unbounded.measure(table).maximum <= width:
+            break
+    return table
+
+
+def _layout_table(rows: list[dict], layout: list[list[ConsoleColumn]]):
+    """A table whose column i shows the cells of layout[i], one per line."""
     from rich.table import Table
 
     from rich import box
 
-    console = console or Console()
-    cells = []
+    table = Table(title="Method comparison", box=box.SIMPLE_HEAD, pad_edge=False,
+                  caption="p: paired bootstrap vs random, Holm-adjusted; ns = not significant (p ≥ 0.05)")
+    for i, group in enumerate(layout):
+        table.add_column("\n".join(c.header for c in group), justify="left" if i == 0 else "right", no_wrap=True)
     for r in rows:
-        ci = r["rougeL_ci95"]
-        pct_full = "—" if r["pct_of_full"] is None else f"{r['pct_of_full']:.1f}%"
-        if r["p_holm"] is None:
-            p_txt = "—"
-        else:
-            p_txt = (f"{r['p_holm']:.3f}" if r["p_holm"] >= 0.001 else "<0.001") + ("" if r["significant"] else " ns")
-        cells.append([r["method"], _fmt(r["rougeL"]), f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "—",
-                      _fmt(r["bertscore_f1"]), _pct(r["vs_random_pct"]), pct_full, p_txt,
-                      str(r["samples"]), str(r["seeds"]), _fmt(r["time_s"], ".1f")])
-    headers = ("Method", "ROUGE-L", "95% CI", "BERTScore-F1", "vs Random %", "% of full", "p (Holm)",
-               "Samples", "Seeds", "Time(s)")
-    # Fixed widths: values never wrap (width = widest value); long headers wrap onto two lines.
-    widths = [max([len(c[i]) for c in cells] + [max(len(w) for w in col.split())])
-              for i, col in enumerate(headers)]
+        table.add_row(*["\n".join(c.cell(r) for c in group) for group in layout],
+                      style="bold green" if r["significant"] else None, end_section=len(layout[1]) > 1)
+    return table
 
-    def make(keep: list[int]) -> Table:
-        table = Table(title="Method comparison", box=box.SIMPLE_HEAD, pad_edge=False,
-                      caption="p: paired bootstrap vs random, Holm-adjusted; ns = not significant (p ≥ 0.05)")
-        for i in keep:
-            table.add_column(headers[i], justify="left" if i == 0 else "right", width=widths[i])
-        for r, row_cells in zip(rows, cells):
-            table.add_row(*[row_cells[i] for i in keep], style="bold green" if r["significant"] else None)
-        return table
 
-    keep = list(range(len(headers)))
-    table = make(keep)
-    for optional in ("Seeds", "95% CI", "% of full", "p (Holm)"):  # narrow terminal: drop these first
-        if sum(widths[i] + 3 for i in keep) <= console.width:  # + padding and separator
-            break
-        keep.remove(headers.index(optional))
-        table = make(keep)
-    console.print(table)
+def print_table(rows: list[dict], console=None) -> None:
+    """The comparison table on the terminal, fitted to its width (80 columns keep every column)."""
+    from rich.console import Console
+
+    console = console or Console()
+    console.print(console_table(rows, console.width))
 
 
 # ------------------------------------------------------------------------------------------- main

@@ -11,16 +11,20 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
+from distill import checkpoint
+from distill.checkpoint import TrainState
 from distill.config import TrainConfig
 from distill.prompt import PromptFormat, pad
 
 IGNORE = -100
+StepHook = Callable[[int, int, float, Callable[[], TrainState]], None]  # (step, steps, loss, snapshot) after each step
 
 
 @dataclass
@@ -50,7 +54,9 @@ def add_lora(model, cfg: TrainConfig, quantized: bool = False):
         model.enable_input_require_grads()
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
-    return get_peft_model(model, lora)
+    with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing: not ours to fix
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, lora)
 
 
 def encode_examples(fmt: PromptFormat, texts: list[str], summaries: list[str]) -> list[tuple[list[int], list[int]]]:
@@ -70,10 +76,14 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int, device) ->
 
 
 def finetune(model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: list[str], cfg: TrainConfig,
-             seed: int, device: str, on_step: Callable[[int, int], None] | None = None) -> TrainStats:
+             seed: int, device: str, state: TrainState | None = None, on_step: StepHook | None = None) -> TrainStats:
     """Train LoRA adapters in place on `model` (already wrapped by `add_lora`).
 
-    `on_step(step, steps)` runs after every optimizer step (the probe records losses there)."""
+    `state` (a checkpoint) continues a fine-tune after its `state.step`: same adapter, optimizer, scheduler,
+    RNGs and data-stream position, so the remaining steps are the ones an uninterrupted run makes.
+    `on_step(step, steps, loss, snapshot)` is told of each optimizer step, so a caller can show progress and
+    checkpoint (`snapshot()` captures the state) without this module knowing how.
+    """
     seed_everything(seed)
     start = time.perf_counter()
     data = encode_examples(fmt, texts, summaries)
@@ -86,29 +96,41 @@ def finetune(model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: l
     from transformers import get_linear_schedule_with_warmup
 
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), max(steps, 1))
-    micro = cfg.batch_size
-    if cfg.auto_batch_size and device == "cuda":
+    done, tokens, loss, micro, before = 0, 0, float("nan"), cfg.batch_size, 0.0
+    if state is not None:
+        checkpoint.restore(state, model, optimizer, scheduler)
+        done, tokens, loss, micro, before = state.step, state.tokens, state.loss, state.micro, state.seconds
+    elif cfg.auto_batch_size and device == "cuda":
         micro = largest_micro_batch(model, data, effective, tokenizer.pad_token_id, device)
-    indices = _shuffled_stream(len(data), seed)
-    tokens, loss = 0, float("nan")
+    indices = _shuffled_stream(len(data), seed, start=done * effective)
     model.train()
-    for step in range(steps):
-        batch = [data[next(indices)] for _ in range(min(effective, len(data)))]
+    for step in range(done + 1, steps + 1):
+        batch = [data[next(indices)] for _ in range(effective)]
         loss, micro = _step_with_backoff(model, batch, micro, tokenizer.pad_token_id, device)
         tokens += sum(len(ids) for ids, _ in batch)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        if on_step:
-            on_step(step + 1, steps)
+        if on_step is not None:
+            seconds = before + time.perf_counter() - start
+            on_step(step, steps, loss, lambda: checkpoint.capture(model, optimizer, scheduler, step=step, tokens=tokens,
+                                                                  loss=loss, micro=micro, seconds=seconds))
     model.eval()
-    return TrainStats(steps, len(data), tokens, loss, time.perf_counter() - start, micro)
+    return TrainStats(steps, len(data), tokens, loss, before + time.perf_counter() - start, micro)
 
 
-def _shuffled_stream(n: int, seed: int):
-    """Example indices, a fresh permutation each epoch: every example is seen once per epoch."""
+def _shuffled_stream(n: int, seed: int, start: int = 0):
+    """Example indices, a fresh permutation each epoch: every example is seen once per epoch.
+
+    A pure function of (n, seed): from position `start` it yields what the stream from 0 yields there,
+    which is how a resumed fine-tune gets the batches the interrupted one had not reached.
+    """
     rng = np.random.default_rng(seed)
+    epochs, offset = divmod(start, n)
+    for _ in range(epochs):
+        rng.permutation(n)
+    yield from rng.permutation(n).tolist()[offset:]
     while True:
         yield from rng.permutation(n).tolist()
 

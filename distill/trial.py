@@ -17,11 +17,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from distill.checkpoint import TrainState
 from distill.config import ExperimentConfig, content_hash
 from distill.evaluate import Scorer, generate, score
 from distill.models import device_name, load_model, load_tokenizer
 from distill.prompt import PromptFormat
-from distill.train import add_lora, finetune, seed_everything
+from distill.train import StepHook, add_lora, finetune, seed_everything
 
 METRICS = ("rouge1", "rouge2", "rougeL", "bertscore_f1")
 BASELINE = "full"  # method name of the full-pool baseline trial
@@ -53,11 +54,14 @@ def cached_metrics(trial_dir: Path, key: str) -> dict | None:
 
 
 def run_trial(spec: TrialSpec, cfg: ExperimentConfig, pool: pd.DataFrame, test: pd.DataFrame, model_path: str,
-              scorer: Scorer, key: str, gpus: float = 0.0) -> dict:
+              scorer: Scorer, key: str, gpus: float = 0.0, state: TrainState | None = None,
+              on_step: StepHook | None = None) -> dict:
     """Fine-tune on `pool.iloc[spec.indices]`, evaluate on `test`; returns the trial's record.
 
     The record is {"metrics": {...}, "predictions": [one row per held-out example]}. It is returned,
     not written: on a cluster the trial runs on another node, and the driver persists it.
+    `state` resumes the fine-tune from a checkpoint; `on_step(step, steps, loss, snapshot)` hears of every
+    optimizer step (the console's trial table, checkpoints).
     """
     device = device_name()
     if device == "cuda":
@@ -67,7 +71,8 @@ def run_trial(spec: TrialSpec, cfg: ExperimentConfig, pool: pd.DataFrame, test: 
     seed_everything(spec.seed)  # LoRA's initial weights are random: seed them too, or reruns differ
     model = add_lora(load_model(model_path, cfg.model, device), cfg.train, quantized=cfg.model.load_in_8bit)
     subset = pool.iloc[list(spec.indices)]
-    stats = finetune(model, tokenizer, fmt, subset["text"].tolist(), subset["summary"].tolist(), cfg.train, spec.seed, device)
+    stats = finetune(model, tokenizer, fmt, subset["text"].tolist(), subset["summary"].tolist(), cfg.train, spec.seed,
+                     device, state=state, on_step=on_step)
 
     start = time.perf_counter()
     generated = generate(model, tokenizer, fmt, test["text"].tolist(), cfg.eval, device)
@@ -82,7 +87,7 @@ def run_trial(spec: TrialSpec, cfg: ExperimentConfig, pool: pd.DataFrame, test: 
                "time_s": spec.select_seconds + stats.seconds + eval_seconds,
                "gpu_seconds": (stats.seconds + eval_seconds) * gpus if device == "cuda" else 0.0,
                "peak_memory_mb": _peak_memory_mb(device), "train_tokens": stats.train_tokens,
-               "train_steps": stats.steps, "final_train_loss": stats.final_loss, "micro_batch": stats.micro_batch,
+               "train_steps": stats.steps, "resumed_from_step": state.step if state else 0, "final_train_loss": stats.final_loss, "micro_batch": stats.micro_batch,
                "device": device}
     predictions = [{"id": i, "prediction": p, "reference": r, **scores}
                    for i, p, r, scores in zip(test["id"], generated, test["summary"], per_example)]

@@ -111,3 +111,30 @@ def test_bad_subcommand_is_argparse_error(tmp_path):
     result = run_cli("frobnicate", cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+
+
+def test_version_names_the_package_and_the_git_commit(tmp_path):
+    from distill.version import git_commit
+
+    result = run_cli("--version", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"distill 0.1.0 (git {git_commit()[:12]})\n"
+
+
+def test_jobs_lists_every_shipped_job_with_its_description(tmp_path):
+    from distill.config import JOBS_DIR, make_config
+
+    result = run_cli("jobs", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    listed = dict(line.split(maxsplit=1) for line in result.stdout.splitlines())
+    assert set(listed) == {p.stem for p in JOBS_DIR.glob("*.yaml")} >= {"quick", "baseline", "all", "scitldr"}
+    for name, description in listed.items():
+        assert description == make_config(name).description and len(description) > 20
+
+
+@pytest.mark.parametrize("module", ["distill.quick", "distill.baseline", "distill.all"])
+def test_mode_modules_keep_working(tmp_path, module):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([PYTHON, "-m", module, "--help"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and "--verbose" in result.stdout and "--job" in result.stdout

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -161,3 +163,36 @@ def test_lock_file_pins_every_direct_dependency_as_pyproject_does():
     for requirement in project["dependencies"] + project["optional-dependencies"]["dev"]:
         name, version = re.match(r"([A-Za-z0-9_.-]+)(?:\[.*\])?==(.+)", requirement).groups()
         assert lock[name.lower().replace("_", "-")].split("+")[0] == version, requirement
+
+
+# ------------------------------------------------------------------------------ installed package
+
+
+def test_a_non_editable_install_ships_the_jobs_and_the_console_command(tmp_path):
+    """`pip install` (not -e) of a copy of the source: the jobs are package data, found by name."""
+    source = tmp_path / "src"
+    shutil.copytree(REPO / "distill", source / "distill", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    target = tmp_path / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                              "--target", str(target), str(source)], capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr[-3000:]
+    assert sorted(p.name for p in (target / "distill" / "jobs").glob("*.yaml")) == sorted(p.name for p in JOBS)
+
+    elsewhere = tmp_path / "elsewhere"  # no jobs/ folder and no checkout here
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    listed = subprocess.run([str(target / "bin" / "distill"), "jobs"], cwd=elsewhere, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == [p.stem for p in JOBS]
+    assert all(len(line.split(maxsplit=1)) == 2 for line in listed.stdout.splitlines())  # each has a description
+    found = subprocess.run([sys.executable, "-c", "import distill; from distill.config import make_config; "
+                            "print(distill.__file__); print(make_config('quick-gpu').name)"],
+                           cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.splitlines() == [str(target / "distill" / "__init__.py"), "quick-gpu"]
+    version = subprocess.run([str(target / "bin" / "distill"), "--version"], cwd=elsewhere, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert version.stdout.strip() == "distill 0.1.0 (git unknown: not a git checkout)", version.stdout + version.stderr

@@ -138,3 +138,17 @@ def test_cache_keys_follow_what_the_probe_depends_on(tiny_job):
     assert paths(**{"train.learning_rate": 0.1}).probe != base.probe
     changed = paths(**{"probe.grad_dim": 1024})
     assert changed.probe == base.probe and changed.grads != base.grads  # a new projection reuses the probe
+
+
+def test_selection_cache_key_follows_the_probe_only_for_dynamics_methods(tiny_job):
+    from distill import pipeline
+
+    splits = load_splits(make_config(tiny_job).data)
+
+    def key(methods, **overrides):
+        return pipeline.selection_inputs_key(make_config(tiny_job, {"select.methods": methods, **overrides}), splits, "m")
+
+    assert key("random", **{"probe.epochs": 3}) == key("random") == pipeline.features_key(make_config(tiny_job), splits, "m")
+    assert key("el2n_loss", **{"probe.epochs": 3}) != key("el2n_loss") != key("random")
+    assert key("el2n_loss", **{"probe.grad_dim": 64}) == key("el2n_loss")  # el2n_loss does not read gradients
+    assert key("gradient_match", **{"probe.grad_dim": 64}) != key("gradient_match")

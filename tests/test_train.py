@@ -115,6 +115,20 @@ def test_step_count(tiny_model, tokenizer, fmt, monkeypatch, n, epochs, batch, a
     assert stats.final_loss == 0.5
 
 
+def test_every_optimizer_step_is_reported(tiny_model, tokenizer, fmt, monkeypatch):
+    """on_step feeds the console's trial table (through tune.report) and checkpoints: (step, steps, loss,
+    snapshot) after each step."""
+    import distill.train as train
+
+    losses = iter([3.0, 2.5, 2.25])
+    monkeypatch.setattr(train, "_step_with_backoff", lambda model, ex, micro, pad, dev: (next(losses), micro))
+    cfg = TrainConfig(epochs=3, batch_size=5, lora_r=2)
+    heard = []
+    stats = finetune(fresh(tiny_model, cfg), tokenizer, fmt, TEXTS, SUMMARIES, cfg, seed=0, device="cpu",
+                     on_step=lambda step, steps, loss, snapshot: heard.append((step, steps, loss, callable(snapshot))))
+    assert heard == [(1, 3, 3.0, True), (2, 3, 2.5, True), (3, 3, 2.25, True)] and stats.final_loss == 2.25
+
+
 def test_every_example_seen_once_per_epoch(tiny_model, tokenizer, fmt, monkeypatch):
     import distill.train as train
 

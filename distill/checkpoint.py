@@ -1,0 +1,124 @@
+"""Trial checkpoints: everything a LoRA fine-tune needs to continue exactly where it stopped.
+
+A checkpoint holds the adapter weights, the optimizer and scheduler state, the step (which fixes the
+position in the seeded data stream) and every RNG state (LoRA dropout draws from torch's), so a trial
+resumed from step s makes the same remaining updates as one that never stopped. Plain torch + peft:
+pipeline.py hands these folders to Ray Tune, and points each trial folder at its newest one so that a
+new driver (`python -m distill resume`) can continue trials that an earlier driver left unfinished.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"  # {"trial", "key", "step"}: readable without torch
+POINTER_FILE = "checkpoint.json"  # in a trial folder: the newest checkpoint of that trial
+
+
+@dataclass
+class TrainState:
+    """A fine-tune after `step` optimizer steps (tensors as the live objects hold them)."""
+
+    step: int
+    tokens: int
+    loss: float
+    micro: int
+    seconds: float  # training time spent up to `step`, over every attempt
+    adapter: dict
+    optimizer: dict
+    scheduler: dict
+    rng: dict
+
+
+def capture(model, optimizer, scheduler, *, step: int, tokens: int, loss: float, micro: int, seconds: float) -> TrainState:
+    from peft import get_peft_model_state_dict
+
+    return TrainState(step, tokens, loss, micro, seconds, get_peft_model_state_dict(model), optimizer.state_dict(),
+                      scheduler.state_dict(), rng_states())
+
+
+def restore(state: TrainState, model, optimizer, scheduler) -> None:
+    """Put the adapter, optimizer, scheduler and RNGs back as they were at `state.step`."""
+    from peft import set_peft_model_state_dict
+
+    set_peft_model_state_dict(model, state.adapter)
+    optimizer.load_state_dict(state.optimizer)  # moves the moments to the parameters' device
+    scheduler.load_state_dict(state.scheduler)
+    set_rng_states(state.rng)
+
+
+def rng_states() -> dict:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save(folder: Path, state: TrainState, trial: str, key: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(asdict(state), folder / STATE_FILE)
+    (folder / META_FILE).write_text(json.dumps({"trial": trial, "key": key, "step": state.step}))
+
+
+def load(folder: Path) -> TrainState:
+    # weights_only=False: RNG states are Python tuples and numpy arrays; the file is one this run wrote
+    return TrainState(**torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False))
+
+
+def step_of(folder: Path) -> int:
+    return json.loads((folder / META_FILE).read_text())["step"]
+
+
+class Cadence:
+    """When to checkpoint: every `every` steps, or (every == 0) once `minutes` have passed since the last
+    checkpoint; always after the last step, so a failure during evaluation retrains nothing."""
+
+    def __init__(self, every: int, minutes: float):
+        self.every, self.seconds, self.last = every, minutes * 60, time.monotonic()
+
+    def due(self, step: int, total: int) -> bool:
+        if step == total:
+            return True
+        if self.every:
+            return step % self.every == 0
+        return time.monotonic() - self.last >= self.seconds
+
+    def saved(self) -> None:
+        self.last = time.monotonic()
+
+
+def write_pointer(trial_dir: Path, key: str, path: str) -> None:
+    """Record (on the driver) where a trial's newest checkpoint lives — a folder or a storage URI."""
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    tmp = trial_dir / f"{POINTER_FILE}.tmp"
+    tmp.write_text(json.dumps({"key": key, "path": path}))
+    tmp.replace(trial_dir / POINTER_FILE)
+
+
+def read_pointer(trial_dir: Path, key: str) -> str | None:
+    """The newest checkpoint of the trial with this content key, if an earlier driver left one."""
+    path = trial_dir / POINTER_FILE
+    if not path.exists():
+        return None
+    pointer = json.loads(path.read_text())
+    if pointer.get("key") != key:  # settings changed since: that checkpoint belongs to another trial
+        return None
+    if "://" not in pointer["path"] and not (Path(pointer["path"]) / STATE_FILE).exists():
+        return None
+    return pointer["path"]

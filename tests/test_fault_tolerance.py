@@ -1,0 +1,273 @@
+"""Fault tolerance with real failures: a trial process that dies, a driver killed with SIGKILL, an embedding
+actor that dies, a worker node whose raylet is killed. Every kill is a real process death (os._exit or a
+signal); nothing about Ray is mocked. The faults come from distill.faults (DISTILL_FAULT), once each."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from distill import checkpoint, counters, pipeline
+from distill.config import ModelConfig, TrainConfig, config_from_run, make_config
+from distill.data import load_splits
+from distill.evaluate import resolve_scorer
+from distill.models import load_model, load_tokenizer
+from distill.prompt import PromptFormat
+from distill.train import _shuffled_stream, add_lora, finetune, seed_everything
+from distill.trial import TrialSpec, run_trial, trial_key
+
+REPO = Path(__file__).resolve().parent.parent
+COMPARED = ("rouge1", "rouge2", "rougeL", "bertscore_f1", "final_train_loss", "train_steps", "train_tokens", "n_empty")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false", **extra}
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+# ------------------------------------------------------------------------------------ the training state
+
+
+def test_the_data_stream_resumes_at_any_position():
+    full = list(itertools.islice(_shuffled_stream(7, seed=3), 40))
+    for start in (0, 5, 7, 13, 21):
+        assert list(itertools.islice(_shuffled_stream(7, seed=3, start=start), 40 - start)) == full[start:]
+
+
+def test_a_fine_tune_resumed_from_a_saved_checkpoint_is_bit_identical(tiny_model, tmp_path):
+    """Save after step 3 of 6 to disk, continue in a fresh model: the same adapter, to the last bit (CPU, one
+    thread: the same kernels on the same inputs in the same order; dropout draws from the restored RNG)."""
+    texts = [f"Section {i}. The Secretary shall report on program {i} to Congress within {i + 1} years." for i in range(5)]
+    summaries = [f"Requires report {i}." for i in range(5)]
+    cfg = TrainConfig(lora_r=4, lora_dropout=0.1, batch_size=2, epochs=3, max_steps=6, warmup_ratio=0.2)
+    tokenizer = load_tokenizer(tiny_model)
+    fmt = PromptFormat(tokenizer, 24, 8)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    def model():
+        seed_everything(0)
+        return add_lora(load_model(tiny_model, ModelConfig(name=tiny_model, dtype="float32"), "cpu"), cfg)
+
+    def lora(m):
+        return {k: v.detach().clone() for k, v in m.named_parameters() if "lora_" in k}
+
+    def save_at_3(step, steps, loss, snapshot):
+        if step == 3:
+            checkpoint.save(tmp_path / "ckpt", snapshot(), "t", "key")
+
+    try:
+        whole = model()
+        stats = finetune(whole, tokenizer, fmt, texts, summaries, cfg, seed=1, device="cpu", on_step=save_at_3)
+        resumed = model()
+        state = checkpoint.load(tmp_path / "ckpt")
+        assert state.step == checkpoint.step_of(tmp_path / "ckpt") == 3
+        again = finetune(resumed, tokenizer, fmt, texts, summaries, cfg, seed=1, device="cpu", state=state)
+    finally:
+        torch.set_num_threads(threads)
+    assert (again.steps, again.train_tokens, again.final_loss) == (stats.steps, stats.train_tokens, stats.final_loss)
+    for name, value in lora(whole).items():
+        assert torch.equal(value, lora(resumed)[name]), name
+
+
+def test_checkpoint_cadence():
+    every = checkpoint.Cadence(every=2, minutes=5)
+    assert [s for s in range(1, 8) if every.due(s, 7)] == [2, 4, 6, 7]
+    by_time = checkpoint.Cadence(every=0, minutes=5)
+    assert [s for s in range(1, 8) if by_time.due(s, 7)] == [7]  # only the last step within 5 minutes
+    by_time.last -= 301
+    assert by_time.due(1, 7)
+
+
+def test_resume_rebuilds_the_runs_config_from_run_json(tiny_job, tmp_path):
+    cfg = make_config(tiny_job)
+    (tmp_path / "run.json").write_text(json.dumps({"config": asdict(cfg)}))
+    assert config_from_run(tmp_path) == replace(cfg, output_dir=str(tmp_path.resolve()))
+
+
+def test_resume_of_a_folder_without_a_run_is_one_line_and_exit_2(tmp_path, capsys):
+    from distill.cli import main
+
+    assert main(["resume", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "run.json" in err and "fix:" in err
+
+
+# ------------------------------------------------------------------- 1. a trial process dies half-way
+
+
+@pytest.mark.slow
+def test_a_killed_trial_is_retried_from_its_checkpoint_and_matches_an_uninterrupted_run(tiny_job, tmp_path, monkeypatch):
+    tiny_job["select"]["methods"] = ["random"]
+    tiny_job["train"].update(max_steps=6, epochs=3)
+    tiny_job["resources"].update(checkpoint_every=2, max_failures=1)
+    monkeypatch.setenv("DISTILL_FAULT", "train_step:3:exit")  # os._exit after step 3; the checkpoint is at step 2
+    monkeypatch.setenv("DISTILL_FAULT_DIR", str(tmp_path))
+    cfg = make_config(tiny_job)
+    pipeline.run(cfg)
+
+    out = Path(cfg.output_dir)
+    died = json.loads((tmp_path / "train_step.json").read_text())
+    assert died["tag"] == "random-s0" and died["action"] == "exit"  # the trial's process really exited...
+    metrics = json.loads((out / "trials" / "random-s0" / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] == 2  # ...and its retry started at the checkpoint, not at step 0
+    assert counters.read(out)["train_steps"] == 6 - 2
+
+    # the same trial, uninterrupted, in this process (one thread, as the trial had)
+    splits = load_splits(cfg.data)
+    indices = [json.loads(line)["index"] for line in (out / "selected" / "random.jsonl").read_text().splitlines()]
+    spec = TrialSpec("random-s0", "random", 0, tuple(indices), 0.0)
+    scorer, _ = resolve_scorer(cfg.eval, False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        record = run_trial(spec, cfg, splits.train, splits.test, cfg.model.name, scorer,
+                           trial_key(spec, cfg, cfg.model.name, splits.fingerprint, scorer))
+    finally:
+        torch.set_num_threads(threads)
+    assert {m: metrics[m] for m in COMPARED} == {m: record["metrics"][m] for m in COMPARED}  # bit-for-bit
+    predictions = [json.loads(line)["prediction"] for line in
+                   (out / "trials" / "random-s0" / "predictions.jsonl").read_text().splitlines()]
+    assert predictions == [p["prediction"] for p in record["predictions"]]
+
+
+# --------------------------------------------------------------------------- 2. the driver is killed
+
+
+@pytest.mark.slow
+def test_resume_after_the_driver_is_killed_recomputes_nothing_that_was_finished(tiny_job, tmp_path):
+    from test_cluster import _stop_our_ray
+
+    tiny_job["train"].update(max_steps=6, epochs=3)
+    tiny_job["resources"].update(checkpoint_every=2)
+    job, out, faults_dir = tmp_path / "job.yaml", Path(tiny_job["output_dir"]), tmp_path / "faults"
+    job.write_text(yaml.safe_dump(tiny_job))
+    faults_dir.mkdir()
+    marker = f"distill-ft-{os.getpid()}"  # every process of the driver's Ray cluster inherits it
+    # the first trial to checkpoint step 2 stalls there; the other one finishes; then the driver is killed
+    env = _env(DISTILL_FAULT="train_step:2:hang", DISTILL_FAULT_DIR=str(faults_dir), DISTILL_TEST_RAY=marker)
+    stalled = faults_dir / "train_step.json"
+    with open(tmp_path / "driver.log", "w") as log:
+        driver = subprocess.Popen([sys.executable, "-m", "distill", "quick", "--job", str(job)], env=env, cwd=tmp_path,
+                                  stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_for(stalled.exists, 150, "a trial to stall after its step-2 checkpoint")
+            hung = json.loads(stalled.read_text())["tag"]
+            _wait_for(lambda: (out / "trials" / hung / checkpoint.POINTER_FILE).exists()
+                      and len(list(out.glob("trials/*/metrics.json"))) == 1, 120, "the other trial to finish")
+            driver.send_signal(signal.SIGKILL)
+            assert driver.wait(timeout=30) == -signal.SIGKILL
+        finally:
+            driver.kill()
+            _stop_our_ray(marker)  # what the dead driver's local cluster left running
+    before = counters.read(out)
+    assert before == {"embeddings": 24, "selections": 2, "trials": 1, "train_steps": 6}
+
+    resumed = subprocess.run([sys.executable, "-m", "distill", "resume", str(out)], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    _stop_our_ray(marker)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    after = counters.read(out)
+    # 0 embeddings, 0 selections, 0 finished trials again; the stalled trial's last 4 of 6 steps
+    assert {k: after[k] - before.get(k, 0) for k in after} == {"embeddings": 0, "selections": 0, "trials": 1,
+                                                               "train_steps": 4}
+    assert json.loads((out / "trials" / hung / "metrics.json").read_text())["resumed_from_step"] == 2
+    assert "reusing cached features" in resumed.stdout and "2 selection(s) reused" in resumed.stdout
+    assert "1 trial(s) reused" in resumed.stdout
+    assert len(json.loads((out / "comparison" / "results.json").read_text())) == 2
+
+
+# ------------------------------------------------------------------------ 3. an embedding actor dies
+
+
+@pytest.mark.slow
+def test_a_dead_embedding_actor_is_restarted_and_every_row_is_embedded_once(tiny_job, tmp_path, monkeypatch):
+    from distill.models import resolve_model
+
+    tiny_job["embed"] = {"batch_size": 4}
+    cfg = make_config(tiny_job)
+    splits = load_splits(cfg.data)
+    model_path = resolve_model(cfg.model.name)
+    monkeypatch.setenv("DISTILL_FAULT", "embed_batch:2:exit")  # the actor process exits on its second batch
+    monkeypatch.setenv("DISTILL_FAULT_DIR", str(tmp_path))
+    with pipeline.ray_session(cfg.resources):
+        hit = pipeline.embed_pool(cfg, splits, model_path, tmp_path / "hit")
+        calm = pipeline.embed_pool(cfg, splits, model_path, tmp_path / "calm")  # the fault fires once: not here
+    assert json.loads((tmp_path / "embed_batch.json").read_text())["action"] == "exit"
+    # embed_pool checks the row ids (each pool row exactly once) before it caches anything
+    assert counters.read(tmp_path / "hit") == {"embeddings": len(splits.train)}
+    np.testing.assert_array_equal(hit.embeddings, calm.embeddings)
+    np.testing.assert_array_equal(hit.loss, calm.loss)
+
+
+# ------------------------------------------------------------------------------- 4. a node is lost
+
+
+@pytest.mark.slow
+def test_a_trial_on_a_lost_node_continues_from_its_checkpoint_on_another_node(tiny_job, tmp_path):
+    """A head (no CPUs, as on a real cluster) and two 1-CPU workers on 127.0.0.1. The trial stalls after its
+    step-2 checkpoint; its node's raylet is SIGKILLed; Tune reschedules it on the surviving worker, where it
+    continues from that checkpoint (shared storage: the absolute storage_path on this one machine)."""
+    import shutil
+    import tempfile
+
+    import psutil
+    from test_cluster import _free_port, _ray_env, _ray_start_head, _ray_start_worker, _stop_our_ray
+
+    tiny_job["select"]["methods"] = ["random"]
+    tiny_job["train"].update(max_steps=6, epochs=3)
+    tiny_job["embed"] = {"num_actors": 2}  # one 1-CPU actor per worker node
+    tiny_job["resources"] = {"checkpoint_every": 2, "max_failures": 1}
+    job, out, faults_dir = tmp_path / "job.yaml", Path(tiny_job["output_dir"]), tmp_path / "faults"
+    job.write_text(yaml.safe_dump(tiny_job))
+    faults_dir.mkdir()
+    gcs_port = _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="distill-ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    marker = Path(temp_dir).name
+    env = {**_ray_env(marker), **_env(DISTILL_FAULT="train_step:2:hang", DISTILL_FAULT_DIR=str(faults_dir))}
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    stalled, driver = faults_dir / "train_step.json", None
+    try:
+        _ray_start_head(env, temp_dir, gcs_port, "--include-dashboard", "false", "--num-cpus", "0")
+        for _ in range(2):
+            _ray_start_worker(env, gcs_port, "--num-cpus", "1", "--object-store-memory", str(100 * 1024 * 1024))
+        with open(tmp_path / "driver.log", "w") as log:
+            driver = subprocess.Popen([sys.executable, "-m", "distill", "quick", "--job", str(job),
+                                       "--set", f"resources.address=127.0.0.1:{gcs_port}"],
+                                      env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+            _wait_for(stalled.exists, 180, "the trial to stall after its step-2 checkpoint")
+            trial = psutil.Process(json.loads(stalled.read_text())["pid"])
+            raylet = next(p for p in trial.parents() if p.name() == "raylet")
+            raylet.kill()  # SIGKILL: the node is gone, with the trial's process
+            code = driver.wait(timeout=240)
+    finally:
+        if driver is not None:
+            driver.kill()
+        _stop_our_ray(marker)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    run_log = out / "logs" / "run.log"  # the trials' own lines land here (the console keeps stdout quiet)
+    text = (tmp_path / "driver.log").read_text() + (run_log.read_text() if run_log.exists() else "")
+    assert code == 0, text[-4000:]
+    metrics = json.loads((out / "trials" / "random-s0" / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] == 2 and metrics["train_steps"] == 6
+    assert "random-s0: resuming from the checkpoint at step 2" in text
+    assert (out / "comparison" / "results.json").exists()
