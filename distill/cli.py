@@ -50,6 +50,11 @@ def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser],
     return register
 
 
+def add_plugin_flag(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE",
+                     help="load your own selectors from a .py file or module (repeatable; adds to select.plugins)")
+
+
 def job_arguments(mode: str) -> Callable[[argparse.ArgumentParser], None]:
     def add(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument("--job", help=f"job spec: a YAML path or a name from `distill jobs` "
@@ -58,6 +63,7 @@ def job_arguments(mode: str) -> Callable[[argparse.ArgumentParser], None]:
             cmd.add_argument("--" + flag.replace("_", "-"), dest=flag, help=help_text)
         cmd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                          help="override any config key, e.g. --set train.learning_rate=1e-4 (repeatable)")
+        add_plugin_flag(cmd)
         if mode != "validate":
             cmd.add_argument("-v", "--verbose", action="store_true",
                              help="show Ray's, Tune's and the libraries' own logs on the console "
@@ -79,7 +85,7 @@ def config_of(args: argparse.Namespace):
     values = overrides(args)
     if args.command not in DEFAULT_JOB:  # a run mode runs in its own mode, whatever the job says
         values.setdefault("mode", args.command)
-    return make_config(args.job or DEFAULT_JOB.get(args.command, args.command), values)
+    return make_config(args.job or DEFAULT_JOB.get(args.command, args.command), values, plugins=args.plugin)
 
 
 @command("validate", "check a job before running it: versions, GPU, Ray, HF_TOKEN, data, model, disk, W&B",
@@ -129,10 +135,12 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("methods", "list the registered selection methods")
+@command("methods", "list the registered selection methods", add_plugin_flag)
 def methods(args: argparse.Namespace) -> int:
+    from distill import plugins
     from distill.select import registry
 
+    plugins.load(args.plugin)
     for name in registry.names():
         print(f"{name:20s} {registry.get(name).description}")
     return 0

@@ -88,6 +88,7 @@ class SelectConfig:
     methods: Names = field(default_factory=lambda: ["random", "length_diversity", "balanced_lengths", "embedding_centroid", "clustering"])
     fraction: float = 0.1  # budget as a share of the training pool, in (0, 1]
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method keyword arguments
+    plugins: Names = field(default_factory=list)  # user selector files (.py) or modules: see distill/plugins.py
 
 
 @section
@@ -136,6 +137,12 @@ class EvalConfig:
     bertscore_model: str = "auto"  # auto: deberta-xlarge-mnli with the Hub, offline MiniLM without
     bertscore_num_layers: int | None = None
     bootstrap_samples: int = 2000
+    # auto: vLLM when it is installed and supports the model with LoRA (the log says which and why), else hf
+    engine: str = "auto"
+    vllm_max_loras: int = 8  # adapters one vLLM engine batches together (the rest wait for a free slot)
+    vllm_max_num_seqs: int = 64  # sequences a vLLM engine decodes at once
+    vllm_gpu_memory_utilization: float = 0.8  # share of a GPU's memory one vLLM engine may take
+    vllm_cpu_kvcache_gib: int = 1  # VLLM_CPU_KVCACHE_SPACE of a CPU engine
 
 
 @section
@@ -144,6 +151,7 @@ class ResourcesConfig:
     num_cpus: int | None = None  # local cluster only
     gpus_per_trial: float | None = None  # None: 1 when the cluster has GPUs, else 0
     cpus_per_trial: float = 1.0
+    share_idle_cpus: bool = True  # CPU trials: the last, partial round of trials splits the CPUs a full round uses
     max_concurrent_trials: int | None = None
     # Fault tolerance. These change how a run survives failures, never its numbers, so (being under `resources`)
     # they stay out of the trial and feature content hashes.
@@ -224,7 +232,8 @@ def _section(path: list[str]) -> type:
 
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     """Reject settings that cannot work, before anything runs."""
-    from distill.select import registry  # late: the registry imports every selector module
+    from distill import plugins  # late: the registry imports every selector module
+    from distill.select import registry
 
     if cfg.mode not in MODES:
         raise DistillError(f"unknown mode '{cfg.mode}'", f"use one of: {', '.join(MODES)}")
@@ -233,6 +242,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
                            "pass --fraction with a value such as 0.1 (10% of the training pool)")
     if cfg.seeds < 1:
         raise DistillError(f"seeds must be at least 1, got {cfg.seeds}", "pass --seeds 1 or more")
+    plugins.load(cfg.select.plugins)  # before the method names are checked: plugins add methods
     for method in cfg.select.methods:
         registry.get(method)  # raises a DistillError naming the registered methods
     for method in cfg.select.params:
@@ -243,6 +253,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise DistillError(f"--max-train {cfg.data.max_train} leaves nothing to select from", "pass --max-train 2 or more")
     if cfg.model.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise DistillError(f"unknown model.dtype '{cfg.model.dtype}'", "use auto, float32, bfloat16 or float16")
+    if cfg.eval.engine not in ("auto", "hf", "vllm"):
+        raise DistillError(f"unknown eval.engine '{cfg.eval.engine}'", "use auto, hf or vllm")
     if cfg.embed.pooling not in ("mean", "last"):
         raise DistillError(f"unknown embed.pooling '{cfg.embed.pooling}'", "use mean or last")
     if cfg.train.epochs <= 0 or cfg.train.batch_size < 1 or cfg.train.learning_rate <= 0:
@@ -304,11 +316,24 @@ def set_key(values: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = yaml.safe_load(value) if isinstance(value, str) else value
 
 
+<<<<<<< HEAD
 def make_config(job: str | Path | dict[str, Any] = "quick", overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Job spec + overrides → validated ExperimentConfig."""
     values = copy.deepcopy(job) if isinstance(job, dict) else load_job(job)  # overrides never touch the caller's dict
+=======
+def make_config(job: str | Path | dict[str, Any] = "quick", overrides: dict[str, Any] | None = None,
+                plugins: list[str] | None = None) -> ExperimentConfig:
+    """Job spec + overrides → validated ExperimentConfig. `plugins` (--plugin) are added to the job's
+    select.plugins rather than replacing them, so a job's team selectors stay loaded."""
+    values = copy.deepcopy(job) if isinstance(job, dict) else load_job(job)  # never edit the caller's dict
+>>>>>>> main
     for dotted, value in (overrides or {}).items():
         set_key(values, dotted, value)
+    if plugins:
+        select = values.get("select")
+        listed = select.get("plugins") if isinstance(select, dict) else None
+        listed = [] if listed is None else listed if isinstance(listed, list) else [listed]
+        set_key(values, "select.plugins", [*listed, *plugins])
     return validate(_build(values))
 
 

@@ -25,16 +25,23 @@ import numpy as np
 import pandas as pd
 
 from distill import checkpoint as ckpt  # (`checkpoint` is a parameter name in Tune's callbacks)
+<<<<<<< HEAD
 from distill import console, counters, faults, probe, report
+=======
+from distill import console, counters, faults, plugins, report
+>>>>>>> main
 from distill.config import ExperimentConfig, ResourcesConfig, content_hash, secret
 from distill.data import Splits, load_splits
 from distill.embed import EmbedActor, cache_key
 from distill.errors import DistillError
 from distill.evaluate import HUB_BERTSCORE, Scorer, resolve_scorer
 from distill.features import Features, text_features
-from distill.models import resolve_model
+from distill.generate_vllm import VllmGenerator, choose_engine, write_adapter
+from distill.models import load_tokenizer, resolve_model
+from distill.prompt import PromptFormat
+from distill.scheduling import trial_cpus
 from distill.select import registry
-from distill.trial import BASELINE, TrialSpec, cached_metrics, run_trial, trial_key, write_trial
+from distill.trial import BASELINE, TrialSpec, cached_metrics, evaluated, run_trial, trial_key, write_trial
 from distill.version import git_commit
 
 # Ray reads these when it is imported: a local cluster binds 127.0.0.1 only (without the first, Ray
@@ -73,6 +80,8 @@ def _run(cfg: ExperimentConfig, out: Path) -> list[dict]:
     with stage("model"):
         model_path = resolve_model(cfg.model.name)
         log(f"target model: {model_path}")
+        cfg.eval.engine, why = choose_engine(cfg, model_path)  # resolved before trial keys hash the config
+        log(f"evaluation engine: {cfg.eval.engine} ({why})")
     scorer, why = resolve_scorer(cfg.eval, hub_reachable())
     log(f"BERTScore encoder: {scorer.label} ({why})")
     write_run_info(out, cfg, splits, model_path, scorer)
@@ -245,13 +254,15 @@ def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame
     k = budget(cfg, len(features))
     specs = []
     with stage(f"select {len(cfg.select.methods)} method(s) × {cfg.seeds} seed(s), k={k} of {len(features)}"):
-        paths = {(m, s): out / "cache" / f"selection-{selection_key(features_key, m, cfg.select.params.get(m, {}), k, s)}.json"
+        shipped = plugins.load(cfg.select.plugins)  # user selector files travel with each task as source text
+        plugin_sources = [p.source or p.module for p in shipped]  # an edited plugin invalidates its selections
+        paths = {(m, s): out / "cache" / f"selection-{selection_key(features_key, m, cfg.select.params.get(m, {}), k, s, plugin_sources)}.json"
                  for m in cfg.select.methods for s in range(cfg.seeds)}
         todo = [job for job, path in paths.items() if not path.exists()]
         if todo:
             features_ref = ray.put(features)  # one copy in the object store, read zero-copy by every task
             task = ray.remote(num_cpus=1)(_remote_select)
-            refs = {(m, s): task.remote(m, features_ref, k, s, cfg.select.params.get(m, {})) for m, s in todo}
+            refs = {(m, s): task.remote(m, features_ref, k, s, cfg.select.params.get(m, {}), shipped) for m, s in todo}
             for job, ref in refs.items():
                 indices, seconds = ray.get(ref)
                 write_json_atomic(paths[job], {"indices": indices.tolist(), "seconds": seconds})
@@ -268,8 +279,9 @@ def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame
     return specs
 
 
-def selection_key(features_key: str, method: str, params: dict, k: int, seed: int) -> str:
-    return content_hash({"features": features_key, "method": method, "params": params, "k": k, "seed": seed})
+def selection_key(features_key: str, method: str, params: dict, k: int, seed: int, plugin_sources: list[str]) -> str:
+    return content_hash({"features": features_key, "method": method, "params": params, "k": k, "seed": seed,
+                         **({"plugins": plugin_sources} if plugin_sources else {})})
 
 
 def write_json_atomic(path: Path, value) -> None:
@@ -279,7 +291,9 @@ def write_json_atomic(path: Path, value) -> None:
     tmp.replace(path)
 
 
-def _remote_select(name: str, features: Features, k: int, seed: int, params: dict) -> tuple[np.ndarray, float]:
+def _remote_select(name: str, features: Features, k: int, seed: int, params: dict,
+                   shipped: list[plugins.Plugin]) -> tuple[np.ndarray, float]:
+    plugins.install(shipped)  # this worker may be on a node without the user's plugin files
     start = time.perf_counter()
     indices = registry.select(name, features, k, seed, **params)
     return indices, time.perf_counter() - start
@@ -304,34 +318,50 @@ def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, mo
     gpus = cfg.resources.gpus_per_trial if cfg.resources.gpus_per_trial is not None else (1.0 if cluster_gpus() else 0.0)
     keys = {s.name: trial_key(s, cfg, model_path, splits.fingerprint, scorer) for s in specs}
     todo = [s for s in specs if cached_metrics(out / "trials" / s.name, keys[s.name]) is None]
+    cpus = plan_cpus(cfg.resources, len(todo), gpus)
     log(f"{len(specs) - len(todo)} trial(s) reused from {out / 'trials'}, {len(todo)} to run "
-        f"({gpus:g} GPU, {cfg.resources.cpus_per_trial:g} CPU each)")
+        f"({gpus:g} GPU, {'/'.join(f'{c:g}' for c in sorted(set(cpus)))} CPU each)")
     # trials an earlier driver left unfinished continue from their newest checkpoint
     resume = {s.name: path for s in todo if (path := ckpt.read_pointer(out / "trials" / s.name, keys[s.name]))}
     if resume:
         log(f"{len(resume)} unfinished trial(s) continue from their last checkpoint: {', '.join(sorted(resume))}")
     if todo:
         with stage(f"train + evaluate {len(todo)} trial(s) with Ray Tune"):
+            cpus_by_trial = {s.name: c for s, c in zip(todo, cpus)}
             trainable = tune.with_parameters(_trainable, cfg=cfg, pool=splits.train, test=splits.test,
                                              specs={s.name: s for s in todo}, keys=keys, model_path=model_path,
-                                             scorer=scorer, gpus=gpus, resume=resume)
+                                             scorer=scorer, gpus=gpus, cpus=cpus_by_trial, resume=resume)
+            trained: dict[str, dict] = {}  # vLLM engine: records of trained trials awaiting generation
             with console.current().trial_board([s.name for s in todo]) as board:
-                callbacks = [_persist_trials(out, keys), _trial_progress(board), *_callbacks(cfg)]
-                grid = make_tuner(trainable, [s.name for s in todo], cfg, gpus, out, callbacks).fit()
+                callbacks = [_persist_trials(out, keys, trained), _trial_progress(board), *_callbacks(cfg)]
+                grid = make_tuner(trainable, cpus_by_trial, cfg, gpus, out, callbacks).fit()
             failed = [str(r.error).splitlines()[0] for r in grid if r.error]
-            if failed:
-                raise DistillError(f"{len(failed)} of {len(todo)} trial(s) failed, first: {failed[0][:300]}",
-                                   f"see the Tune logs under {out / 'tune'}; then `python -m distill resume {out}` "
-                                   "reuses finished trials and continues the others from their last checkpoint")
+        if trained:
+            evaluate_with_vllm(cfg, trained, splits.test, model_path, scorer, out, gpus)
+        if failed:
+            raise DistillError(f"{len(failed)} of {len(todo)} trial(s) failed, first: {failed[0][:300]}",
+                               f"see the Tune logs under {out / 'tune'}; then `python -m distill resume {out}` "
+                               "reuses finished trials and continues the others from their last checkpoint")
 
 
-def make_tuner(trainable, trial_names: list[str], cfg: ExperimentConfig, gpus: float, out: Path, callbacks: list):
-    """One Tune trial per name (config {"trial": name}), each holding cpus_per_trial CPUs and `gpus` GPUs."""
+def plan_cpus(res: ResourcesConfig, n_trials: int, gpus: float) -> list[float]:
+    """CPUs per queued trial (distill.scheduling): CPU-only trials of the last round share the idle CPUs."""
+    import ray
+
+    if gpus or not res.share_idle_cpus:
+        return [res.cpus_per_trial] * n_trials
+    node_cpus = max(n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"])
+    return trial_cpus(n_trials, ray.cluster_resources().get("CPU", 1), res.cpus_per_trial,
+                      res.max_concurrent_trials, node_cpus)
+
+
+def make_tuner(trainable, cpus: dict[str, float], cfg: ExperimentConfig, gpus: float, out: Path, callbacks: list):
+    """One Tune trial per name (config {"trial": name}), in queue order, each holding cpus[name] CPUs and `gpus` GPUs."""
     from ray import tune
 
     return tune.Tuner(
-        tune.with_resources(trainable, {"cpu": cfg.resources.cpus_per_trial, "gpu": gpus}),
-        param_space={"trial": tune.grid_search(list(trial_names))},
+        tune.with_resources(trainable, lambda config: {"cpu": cpus[config["trial"]], "gpu": gpus}),
+        param_space={"trial": tune.grid_search(list(cpus))},
         tune_config=tune.TuneConfig(max_concurrent_trials=cfg.resources.max_concurrent_trials),
         # storage_path holds the checkpoints: a retried trial, on whichever node, must reach them (one machine:
         # this absolute path; a real cluster: NFS or cloud storage shared by every node)
@@ -341,7 +371,7 @@ def make_tuner(trainable, trial_names: list[str], cfg: ExperimentConfig, gpus: f
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS)))
 
 
-def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer, gpus, resume) -> None:
+def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer, gpus, cpus, resume) -> None:
     """Runs on whichever node Tune picks; reports the numbers plus the whole record for the driver.
 
     It checkpoints through Tune as it trains, and starts from the newest checkpoint there is: this trial's own
@@ -349,7 +379,7 @@ def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer
     import torch
     from ray import tune
 
-    torch.set_num_threads(max(1, int(cfg.resources.cpus_per_trial)))
+    torch.set_num_threads(max(1, int(cpus[config["trial"]])))
     spec = specs[config["trial"]]
     key = keys[spec.name]
     origin = tune.get_checkpoint() or (tune.Checkpoint(resume[spec.name]) if spec.name in resume else None)
@@ -377,9 +407,10 @@ def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer
     tune.report({**numbers, RECORD: json.dumps(record)})
 
 
-def _persist_trials(out: Path, keys: dict[str, str]):
-    """A Tune callback that writes each finished trial's folder on the driver, whatever node ran it, and points
-    the folder of an unfinished trial at its newest checkpoint (for a later `resume`)."""
+def _persist_trials(out: Path, keys: dict[str, str], trained: dict[str, dict]):
+    """A Tune callback that writes each finished trial's folder on the driver, whatever node ran it (or, with the
+    vLLM engine, keeps the trained trial's record for the shared generation stage), and points the folder of an
+    unfinished trial at its newest checkpoint (for a later `resume`)."""
     from ray import tune
 
     class PersistTrials(tune.Callback):
@@ -387,8 +418,12 @@ def _persist_trials(out: Path, keys: dict[str, str]):
             if RECORD in result:
                 record = json.loads(result[RECORD])
                 metrics = record["metrics"]
-                write_trial(out / "trials" / metrics["trial"], record)
-                counters.bump(out, trials=1, train_steps=metrics["train_steps"] - metrics["resumed_from_step"])
+                counters.bump(out, train_steps=metrics["train_steps"] - metrics["resumed_from_step"])
+                if "adapter" in record:
+                    trained[metrics["trial"]] = record
+                else:
+                    write_trial(out / "trials" / metrics["trial"], record)
+                    counters.bump(out, trials=1)
 
         def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
             name = trial.config["trial"]
@@ -416,6 +451,39 @@ def _trial_progress(board: console.TrialBoard):
             board.finished(trial.config["trial"], failed=True)
 
     return TrialProgress()
+
+
+def evaluate_with_vllm(cfg: ExperimentConfig, trained: dict[str, dict], test: pd.DataFrame, model_path: str,
+                       scorer: Scorer, out: Path, gpus: float) -> None:
+    """Generate for every trained adapter with vLLM, then score and persist each trial.
+
+    One engine actor per GPU (one CPU engine sharing the CPUs otherwise), each serving its share of the
+    adapters with per-request LoRA; the engines are killed before the scoring tasks (which hold the same
+    resources as a trial) so no GPU is double-booked.
+    """
+    import ray
+
+    names = sorted(trained)
+    for name in names:
+        write_adapter(trained[name]["adapter"], out / "trials" / name / "adapter")
+    fmt = PromptFormat(load_tokenizer(model_path), cfg.model.max_source_tokens, cfg.model.max_target_tokens)
+    prompts = [fmt.encode(text).prompt for text in test["text"]]
+    engines, cpus, engine_gpus = embed_plan(ray.cluster_resources())
+    groups = [g for g in (names[i::engines] for i in range(engines)) if g]
+    with stage(f"generate with vLLM: {len(names)} adapter(s) × {len(prompts)} prompt(s) on {len(groups)} engine(s)"):
+        engine = ray.remote(num_gpus=engine_gpus, num_cpus=cpus or 1)(VllmGenerator)
+        actors = [engine.remote(cfg, model_path, len(fmt.prefix) + len(fmt.suffix)) for _ in groups]
+        outputs = ray.get([a.generate.remote(prompts, {n: trained[n]["adapter"] for n in g}) for a, g in zip(actors, groups)])
+        for actor in actors:
+            ray.kill(actor)
+    generated = {name: result for output in outputs for name, result in output.items()}
+    with stage(f"score {len(names)} trial(s)"):
+        task = ray.remote(num_gpus=gpus, num_cpus=cfg.resources.cpus_per_trial)(evaluated)
+        refs = {n: task.remote(trained[n]["metrics"], test, *generated[n], "vllm", scorer, cfg.eval.batch_size, gpus)
+                for n in names}
+        for name, ref in refs.items():
+            write_trial(out / "trials" / name, ray.get(ref))
+        counters.bump(out, trials=len(refs))
 
 
 def _callbacks(cfg: ExperimentConfig) -> list:

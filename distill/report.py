@@ -34,9 +34,9 @@ _SEED_SUFFIX = re.compile(r"^(?P<method>.+)-seed(?P<seed>\d+)$")
 COLUMNS = [
     "method", "samples", "seeds", "rouge1", "rouge2", "rougeL", "rougeL_ci95", "bertscore_f1",
     "bertscore_f1_ci95", "vs_random_pct", "pct_of_full", "rougeL_diff_vs_random", "p_vs_random",
-    "p_holm", "effect_size", "significant", "time_s", "select_seconds", "train_seconds",
-    "eval_seconds", "gpu_seconds", "rougeL_per_gpu_hour", "rougeL_per_cpu_hour", "peak_memory_mb",
-    "train_tokens", "n_empty", "n_eval", "device", "bertscore_model",
+    "p_holm", "effect_size", "significant", "mde_rougeL", "mde_pct", "n_needed", "seeds_needed", "time_s",
+    "select_seconds", "train_seconds", "eval_seconds", "gpu_seconds", "rougeL_per_gpu_hour", "rougeL_per_cpu_hour",
+    "peak_memory_mb", "train_tokens", "n_empty", "n_eval", "device", "bertscore_model", "eval_engine",
 ]
 
 
@@ -202,6 +202,7 @@ def compute_rows(trials: list[dict], bootstrap_samples: int = 2000) -> list[dict
         row["device"] = ",".join(sorted({str(t.get("device", "")) for t in ts if t.get("device")})) or None
         row["bertscore_model"] = ",".join(sorted({str(t["bertscore_model"]) for t in ts
                                                   if t.get("bertscore_model")})) or None
+        row["eval_engine"] = ",".join(sorted({str(t["eval_engine"]) for t in ts if t.get("eval_engine")})) or None
         rows[method] = row
 
     rand = rows.get(RANDOM)
@@ -233,8 +234,25 @@ def compute_rows(trials: list[dict], bootstrap_samples: int = 2000) -> list[dict
     for method, p_adj in zip(tested, adjusted):
         rows[method]["p_holm"] = p_adj
         rows[method]["significant"] = stats.significant(p_adj)
+    _add_evidence(rows, tested, matrices)
 
     return [{col: _round(rows[m].get(col)) for col in COLUMNS} for m in _method_order(rows)]
+
+
+def _add_evidence(rows: dict[str, dict], tested: list[str], matrices: dict) -> None:
+    """MDE at 80% power and the held-out examples / seeds needed, for each method tested against random.
+
+    Planned at α/m (m = methods tested): Holm's strictest step, so these sizes suffice after Holm.
+    """
+    alpha = stats.ALPHA / max(1, len(tested))
+    for method, row in rows.items():
+        row.update(mde_rougeL=None, mde_pct=None, n_needed=None, seeds_needed=None)
+        if method not in tested:
+            continue
+        ev = stats.evidence(matrices[method]["rougeL"], matrices[RANDOM]["rougeL"], alpha=alpha)
+        r_score = rows[RANDOM]["rougeL"]
+        row.update(mde_rougeL=ev.mde, n_needed=ev.n_needed, seeds_needed=ev.seeds_needed,
+                   mde_pct=100 * ev.mde / r_score if ev.mde is not None and r_score else None)
 
 
 # ---------------------------------------------------------------------------------------- writing
@@ -333,6 +351,77 @@ def _at_a_glance(rows: list[dict]) -> str:
     return " ".join(parts)
 
 
+def _about(n: int) -> str:
+    """A planning figure, rounded up to two significant digits: 4,093 → "4,100"."""
+    step = 10 ** max(0, len(str(n)) - 2)
+    return f"{-(-n // step) * step:,}"
+
+
+def _evidence_table(rows: list[dict]) -> list[str]:
+    """Per method vs random: observed difference, minimum detectable effect, what it would take."""
+    tested = [r for r in rows if r["p_holm"] is not None]
+    if not tested:
+        return []
+    seeds = next(r["seeds"] for r in rows if r["method"] == RANDOM)
+    lines = ["## How much evidence", "",
+             f"Minimum detectable effect (MDE): the smallest true ROUGE-L difference from random that this run "
+             f"({tested[0]['n_eval']} held-out examples, {seeds} seed(s)) detects with 80% power, two-sided at "
+             f"α = 0.05/{len(tested)} (Holm's strictest step), from the observed per-example differences "
+             "(power of the paired t-test, which the bootstrap test matches). *n needed*: held-out examples "
+             "that would detect the observed difference; *seeds needed*: seeds per method that would, on the "
+             "same examples (needs ≥ 2 seeds to estimate seed noise).", "",
+             "| Method | Δ ROUGE-L vs random | MDE (80% power) | MDE % of random | n needed | seeds needed |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in tested:
+        n_needed = "—" if r["n_needed"] is None else _about(r["n_needed"])
+        lines.append(f"| {r['method']} | {_fmt(r['rougeL_diff_vs_random'], '+.4f')} | {_fmt(r['mde_rougeL'])} | "
+                     f"{_pct(r['mde_pct']).lstrip('+')} | {n_needed} | {_fmt(r['seeds_needed'])} |")
+    return lines + [""]
+
+
+def _recommendation(rows: list[dict]) -> str:
+    """The closing advice, written from the numbers: a method only when it survives Holm."""
+    tested = [r for r in rows if r["p_holm"] is not None]
+    if not tested:
+        return ("No recommendation: no method was tested against `random` (that needs a `random` run and "
+                "per-example predictions for every trial).")
+    m, n = len(tested), tested[0]["n_eval"]
+    seeds = next(r["seeds"] for r in rows if r["method"] == RANDOM)
+    scale = f"{n} held-out examples, {seeds} seed(s)"
+    by_gain = sorted(tested, key=lambda r: -(r["rougeL_diff_vs_random"] or 0.0))
+    winners = [r for r in by_gain if r["significant"] and (r["rougeL_diff_vs_random"] or 0) > 0]
+    if winners:
+        best = winners[0]
+        text = (f"**Use {best['method']}.** It beat random by {best['rougeL_diff_vs_random']:+.4f} ROUGE-L "
+                f"({_pct(best['vs_random_pct'])}), significant after Holm correction over {m} comparison(s) "
+                f"(adjusted p = {_p_text(best)}; {scale}).")
+        if len(winners) > 1:
+            text += " Also significantly better than random: " + ", ".join(r["method"] for r in winners[1:]) + "."
+        return text
+    text = (f"**No method is recommended.** None beat random significantly after Holm correction over {m} "
+            f"comparison(s), so at this scale ({scale}) random is as good as any method tested.")
+    best = by_gain[0]
+    gain = best["rougeL_diff_vs_random"] or 0.0
+    if gain <= 0:
+        return text + " No method even scored above random, so none is worth a larger run on this evidence."
+    text += (f" The best, {best['method']} ({gain:+.4f} ROUGE-L, {_pct(best['vs_random_pct'])}), ")
+    if best["mde_rougeL"] is None:
+        return text + "cannot be sized: a power analysis needs at least 2 held-out examples."
+    if best["n_needed"] is not None and best["n_needed"] <= n:
+        return text + ("is about as large as this run can detect yet not significant: repeat it with new seeds "
+                       "or more held-out examples to settle it.")
+    text += (f"is below what this run can detect ({best['mde_rougeL']:.4f} ROUGE-L, "
+             f"{_pct(best['mde_pct']).lstrip('+')} of random, at 80% power). "
+             f"A run that would decide it: n ≈ {_about(best['n_needed'])} held-out examples")
+    if best["seeds_needed"] is not None:
+        return text + (f", or {best['seeds_needed'] - seeds} more seed(s) ({best['seeds_needed']} in all) "
+                       f"on these {n} examples.")
+    if seeds == 1:
+        return text + (" (whether more seeds would do instead cannot be estimated from one seed: run --seeds 3 "
+                       "to find out).")
+    return text + " (more seeds alone would not: the example-to-example noise is too large)."
+
+
 def render_markdown(rows: list[dict], run: dict | None, plots: dict[str, str]) -> str:
     """The human-readable report; deterministic text (no timestamps)."""
     run = run or {}
@@ -364,6 +453,7 @@ def render_markdown(rows: list[dict], run: dict | None, plots: dict[str, str]) -
     if n_empty:
         lines += [f"Empty generations (summed over seeds): "
                   + ", ".join(f"{r['method']} {r['n_empty']}" for r in rows if r["n_empty"]) + ".", ""]
+    lines += _evidence_table(rows)
     if run:
         lines += ["## Setup", ""]
         for key in ("model", "dataset", "mode", "pool_size", "test_size", "fraction", "seeds", "git_commit"):
@@ -386,6 +476,7 @@ def render_markdown(rows: list[dict], run: dict | None, plots: dict[str, str]) -
                     "cost": "Score vs cost", "lengths": "Document length of each selected subset vs the pool"}
         for key, fname in plots.items():
             lines += [f"![{captions.get(key, key)}]({fname})", ""]
+    lines += ["## Recommendation", "", _recommendation(rows)]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

@@ -1,4 +1,4 @@
-"""Uncertainty and significance for comparing selection methods — pure numpy, deterministic.
+"""Uncertainty, significance and statistical power for comparing selection methods — deterministic.
 
 Why bootstrap: a run has few seeds (often 1–3) and a few dozen held-out examples; per-example
 ROUGE/BERTScore are bounded and skewed, so normal-theory intervals are unreliable. Resampling the
@@ -7,10 +7,21 @@ held-out draw and a different training seed, which is exactly the noise a method
 
 Why fixed RNG seeds: the report must regenerate byte-identically from the stored files, so every
 resampling here uses `numpy.random.default_rng(seed)` with a constant default seed.
+
+What is hand-written and what is the library's (checked against scipy/statsmodels in tests/test_stats.py):
+- the two-level (seeds × examples) bootstrap CI and the paired shift-to-null bootstrap test are written here:
+  scipy.stats.bootstrap resamples one level only, and neither library offers the shift-to-null test. With
+  one seed and many examples they agree with scipy.stats.bootstrap and scipy.stats.ttest_rel.
+- Holm's correction is statsmodels' `multipletests(method="holm")`;
+- power and minimum detectable effects are the paired t-test's, from scipy's noncentral t distribution
+  (equal to statsmodels' TTestPower, which returns NaN for very small n with large effects); the
+  bootstrap test has about that power, as a simulation in the tests checks.
+statsmodels and scipy take seconds to import, so they are imported where used, not when distill starts.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -18,6 +29,7 @@ import numpy as np
 
 DEFAULT_SEED = 0
 ALPHA = 0.05
+POWER = 0.8  # the conventional power at which minimum detectable effects and sample sizes are stated
 
 
 def _as_matrix(scores: Sequence | np.ndarray) -> np.ndarray:
@@ -100,14 +112,9 @@ def paired_bootstrap_test(method_scores: Sequence | np.ndarray, baseline_scores:
     Seed-to-seed variance is averaged out in step 1, not tested; with few seeds that is the honest
     choice, since resampling 2 seeds says little.
     """
-    m = _as_matrix(method_scores)
-    b = _as_matrix(baseline_scores)
-    if m.shape[1] != b.shape[1]:
-        raise ValueError(f"method has {m.shape[1]} examples but the baseline has {b.shape[1]}: "
-                         "a paired test needs the same held-out examples")
     if n_boot < 1:
         raise ValueError("n_boot must be >= 1")
-    d = m.mean(axis=0) - b.mean(axis=0)
+    d = paired_differences(method_scores, baseline_scores)
     n = d.size
     observed = float(d.mean())
     rng = np.random.default_rng(seed)
@@ -130,14 +137,116 @@ def paired_bootstrap_test(method_scores: Sequence | np.ndarray, baseline_scores:
                       effect_size=effect, n_examples=n)
 
 
+def paired_differences(method_scores: Sequence | np.ndarray, baseline_scores: Sequence | np.ndarray) -> np.ndarray:
+    """Per-example differences d_i = mean over seeds of method − mean over seeds of baseline.
+
+    The one definition of "the paired differences" that the test, the effect size and the power
+    analysis all read, so they can never describe different data.
+    """
+    m, b = _paired(method_scores, baseline_scores)
+    return m.mean(axis=0) - b.mean(axis=0)
+
+
+def _paired(method_scores: Sequence | np.ndarray,
+            baseline_scores: Sequence | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    m = _as_matrix(method_scores)
+    b = _as_matrix(baseline_scores)
+    if m.shape[1] != b.shape[1]:
+        raise ValueError(f"method has {m.shape[1]} examples but the baseline has {b.shape[1]}: "
+                         "a paired test needs the same held-out examples")
+    return m, b
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """How much evidence a comparison with the baseline has, and how much it would need."""
+
+    mde: float | None  # smallest true mean difference detectable at `power` with this run's examples
+    n_needed: int | None  # held-out examples needed to detect the observed difference (None: none observed)
+    seeds_needed: int | None  # seeds (same n) needed to detect it; None: unknowable (1 seed) or unreachable
+
+
+def evidence(method_scores: Sequence | np.ndarray, baseline_scores: Sequence | np.ndarray, alpha: float = ALPHA,
+             power: float = POWER) -> Evidence:
+    """Minimum detectable effect and required sample sizes for a paired comparison, two-sided at `alpha`.
+
+    Computed from the observed paired differences d (see `paired_differences`) with the paired t-test's
+    power function (`t_power`): MDE = d_z* · sd(d), where d_z* is the standardised effect detected with
+    probability `power` by n examples; n_needed solves the same equation for the observed effect
+    mean(d) / sd(d). Seeds: averaging S seeds shrinks the seed-noise part of var(d) by 1/S, so with
+    within-example seed variances w (estimated when both sides have ≥ 2 seeds) the variance with S' seeds
+    is var(d) − w_m/S_m − w_b/S_b + (w_m + w_b)/S'; seeds_needed is the smallest S' whose MDE at the same
+    n reaches the observed difference (None when even infinitely many seeds would not).
+    """
+    m, b = _paired(method_scores, baseline_scores)
+    d = m.mean(axis=0) - b.mean(axis=0)
+    n, observed = d.size, abs(float(d.mean()))
+    if n < 2:
+        return Evidence(None, None, None)
+    sd = float(d.std(ddof=1))
+    tol = 1e-12 * max(1.0, float(np.abs(d).max()))
+    if sd <= tol:  # every example moved by the same amount: any non-zero shift is already certain
+        return Evidence(0.0, None if observed <= tol else n, None)
+    detectable_dz = detectable_effect(n, alpha, power)
+    n_needed = n_needed_for(observed / sd, alpha, power) if observed > tol else None
+    return Evidence(detectable_dz * sd, n_needed, _seeds_needed(m, b, sd, observed / detectable_dz))
+
+
+def t_power(effect: float, n: int, alpha: float = ALPHA) -> float:
+    """Power of the two-sided paired t-test with n pairs at standardised effect d_z = mean/sd, from scipy's
+    noncentral t (statsmodels' TTestPower computes the same, but returns NaN for n = 3 and large effects)."""
+    from scipy import stats as st
+
+    crit = st.t.ppf(1 - alpha / 2, n - 1)
+    nc = abs(effect) * math.sqrt(n)
+    wrong_side = float(st.nct.cdf(-crit, n - 1, nc))  # far below the centre this underflows to NaN; it is ~0 there
+    return float(st.nct.sf(crit, n - 1, nc)) + (0.0 if math.isnan(wrong_side) else wrong_side)
+
+
+def detectable_effect(n: int, alpha: float, power: float) -> float:
+    """The d_z that n pairs detect with `power`: a root of the monotone power curve."""
+    from scipy.optimize import brentq
+
+    hi = 1.0
+    while t_power(hi, n, alpha) < power:
+        hi *= 2
+    return float(brentq(lambda e: t_power(e, n, alpha) - power, 0.0, hi, xtol=1e-12))
+
+
+def n_needed_for(effect: float, alpha: float, power: float) -> int:
+    """Smallest whole n ≥ 2 whose power reaches `power`: doubling, then bisection (power rises with n)."""
+    lo, hi = 1, 2  # invariant: lo is not enough (n = 1 never is)
+    while t_power(effect, hi, alpha) < power:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if t_power(effect, mid, alpha) >= power else (mid, hi)
+    return hi
+
+
+def _seeds_needed(m: np.ndarray, b: np.ndarray, sd: float, target_sd: float) -> int | None:
+    """Smallest number of seeds per side whose projected sd(d) is ≤ target_sd (see `evidence`)."""
+    if m.shape[0] < 2 or b.shape[0] < 2 or target_sd <= 0:
+        return None
+    w_m = float(m.var(axis=0, ddof=1).mean())
+    w_b = float(b.var(axis=0, ddof=1).mean())
+    between = max(sd**2 - w_m / m.shape[0] - w_b / b.shape[0], 0.0)  # what no number of seeds removes
+    room = target_sd**2 - between
+    if room <= 0:
+        return None
+    return max(1, math.ceil((w_m + w_b) / room))
+
+
 def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:
     """Holm–Bonferroni adjusted p-values, in the input order; None entries pass through as None.
 
     Comparing several methods with random multiplies the chance of a lucky "win"; Holm controls the
     family-wise error rate like Bonferroni but is uniformly more powerful. With the m valid p-values
-    sorted ascending, p_(1) ≤ … ≤ p_(m): adj_(i) = max_{j ≤ i} min(1, (m − j + 1) · p_(j)).
-    The running max keeps the adjusted values in the same order as the raw ones.
+    sorted ascending, p_(1) ≤ … ≤ p_(m): adj_(i) = max_{j ≤ i} min(1, (m − j + 1) · p_(j)), computed by
+    statsmodels' multipletests(method="holm"); this wrapper only adds the None pass-through.
     """
+    from statsmodels.stats.multitest import multipletests
+
     idx = [i for i, p in enumerate(p_values) if p is not None]
     out: list[float | None] = [None] * len(p_values)
     if not idx:
@@ -145,12 +254,7 @@ def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:
     raw = np.array([float(p_values[i]) for i in idx])
     if np.any((raw < 0) | (raw > 1)) or not np.all(np.isfinite(raw)):
         raise ValueError("p-values must lie in [0, 1]")
-    m = raw.size
-    order = np.argsort(raw, kind="stable")
-    scaled = np.minimum(1.0, (m - np.arange(m)) * raw[order])
-    adjusted_sorted = np.maximum.accumulate(scaled)
-    adjusted = np.empty(m)
-    adjusted[order] = adjusted_sorted
+    adjusted = multipletests(raw, alpha=ALPHA, method="holm")[1]
     for pos, i in enumerate(idx):
         out[i] = float(adjusted[pos])
     return out

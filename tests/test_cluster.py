@@ -262,7 +262,7 @@ def test_trials_run_concurrently_one_fake_gpu_each_across_nodes(tmp_path, monkey
         records_dir.mkdir()
         names = [f"t{i}" for i in range(nodes)]
         trainable = tune.with_parameters(_record_gpu_trial, out=str(records_dir))
-        grid = pipeline.make_tuner(trainable, names, cfg, 1.0, tmp_path, callbacks=[]).fit()
+        grid = pipeline.make_tuner(trainable, {n: 1.0 for n in names}, cfg, 1.0, tmp_path, callbacks=[]).fit()
         assert not [r.error for r in grid if r.error]
         listening = _listen_addresses([*_our_ray_processes(marker), psutil.Process()])  # the driver too
         assert listening and listening <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening

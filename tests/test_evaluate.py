@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -165,3 +167,30 @@ def test_generate_cuts_at_eos(tiny, monkeypatch):
     monkeypatch.setattr(model, "generate", fake_generate)
     outputs = generate(model, tokenizer, fmt, TEXTS[:2], EvalConfig(max_new_tokens=8, batch_size=2), "cpu")
     assert outputs == ["hello", "hello"]
+
+
+def test_generate_with_lora_equals_per_example_unmerged_generation(tiny):
+    """Batched generation of a LoRA-wrapped model == its per-example generate (what a trial evaluates)."""
+    from distill.config import TrainConfig
+    from distill.train import add_lora
+
+    base, tokenizer, fmt = tiny
+    model = add_lora(copy.deepcopy(base), TrainConfig(lora_r=4, lora_dropout=0.0)).eval()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:  # trained-looking adapters: the outputs differ from the base model's
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+    weights = {k: v.detach().clone() for k, v in model.named_parameters()}
+    cfg = EvalConfig(max_new_tokens=6, batch_size=4)
+    batched = generate(model, tokenizer, fmt, TEXTS, cfg, "cpu")
+    for k, v in model.named_parameters():  # generation leaves the weights as they were
+        torch.testing.assert_close(v, weights[k], rtol=1e-5, atol=1e-6)
+    assert batched != generate(base, tokenizer, fmt, TEXTS, cfg, "cpu")  # the adapters matter
+    for text, out in zip(TEXTS, batched):
+        ids = torch.tensor([fmt.encode(text).prompt])
+        with torch.no_grad():
+            gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        assert out == tokenizer.decode(_until_eos(gen[0, ids.shape[1]:].tolist(), tokenizer.eos_token_id),
+                                       skip_special_tokens=True).strip()

@@ -189,3 +189,51 @@ def test_finetune_trains_lora_b_from_zero(tiny_model, tokenizer, fmt):
     for k, v in model.named_parameters():
         if "lora_" not in k:
             assert torch.equal(v, base_before[k]), k  # the base model is frozen
+
+
+def _lora_grads(model) -> dict[str, torch.Tensor]:
+    return {k: v.grad.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+
+
+def test_summary_loss_and_gradients_equal_the_full_lm_loss(tiny_model, tokenizer, fmt):
+    """The lean loss (LM head on labelled positions only) is model(**batch).loss, gradients included."""
+    from distill.train import summary_loss
+
+    cfg = TrainConfig(lora_r=4, lora_dropout=0.0)
+    model = fresh(tiny_model, cfg)
+    for name, param in model.named_parameters():  # non-zero B, so the LoRA path carries gradient to A too
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.5)
+    batch = collate(encode_examples(fmt, TEXTS, SUMMARIES), tokenizer.pad_token_id, "cpu")
+    assert (batch["attention_mask"] == 0).any()  # right padding is exercised
+    full = model(**batch).loss
+    full.backward()
+    expected = _lora_grads(model)
+    model.zero_grad(set_to_none=True)
+    lean = summary_loss(model, batch)
+    lean.backward()
+    assert abs(lean.item() - full.item()) < 1e-5
+    got = _lora_grads(model)
+    assert got.keys() == expected.keys() and got
+    for key in got:
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-7)
+
+
+def test_micro_batches_give_the_gradient_of_the_whole_batch(tiny_model, tokenizer, fmt):
+    """Length-grouped chunks weighted by labelled tokens: micro-batch 1 == one pass over the batch."""
+    from distill.train import _accumulate
+
+    model = fresh(tiny_model, TrainConfig(lora_r=4, lora_dropout=0.0))
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.5)
+    batch = encode_examples(fmt, TEXTS, SUMMARIES)
+    whole = _accumulate(model, batch, len(batch), tokenizer.pad_token_id, "cpu")
+    expected = _lora_grads(model)
+    model.zero_grad(set_to_none=True)
+    split = _accumulate(model, batch, 1, tokenizer.pad_token_id, "cpu")
+    assert abs(whole - split) < 1e-5
+    assert abs(whole - model(**collate(batch, tokenizer.pad_token_id, "cpu")).loss.item()) < 1e-5
+    got = _lora_grads(model)
+    for key in got:  # float sums in another order: equal to 1e-4 of the gradient's scale
+        assert (got[key] - expected[key]).abs().max() <= 1e-4 * expected[key].abs().max(), key

@@ -3,11 +3,15 @@
 A selector is `fn(features, k, seed, **params) -> indices`. The decorator records its name,
 a one-line description, the features it needs and its cost class; the CLI (`distill methods`),
 the pipeline, the README table and the parametrised test matrix all read this registry, so a
-new method is one function plus one decorator.
+new method is one function plus one decorator. Selectors from outside distill (plugin files,
+modules, the `distill.selectors` entry-point group) register through the same decorator: see
+distill/plugins.py.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -37,12 +41,38 @@ def register(name: str, *, description: str, needs: tuple[str, ...] = (), cost: 
     """Decorator: register `fn` under `name`."""
 
     def wrap(fn: SelectorFn) -> SelectorFn:
-        if name in _REGISTRY:
-            raise ValueError(f"selector '{name}' registered twice")
+        _check_signature(name, fn)
+        known = _REGISTRY.get(name)
+        # the same module registering again is a reload (a Ray worker reused for the next task), not a clash
+        if known is not None and known.fn.__module__ != getattr(fn, "__module__", None):
+            kind = "built-in" if known.fn.__module__.startswith("distill.") else "already registered"
+            raise DistillError(f"selector '{name}' in {source_file(fn)} clashes with the {kind} selector '{name}' "
+                               f"in {source_file(known.fn)}", f"rename it, e.g. @register(\"my_{name}\", ...)")
         _REGISTRY[name] = Selector(name, fn, description, needs, cost, reference)
         return fn
 
     return wrap
+
+
+def source_file(fn: Any) -> str:
+    """The file a selector was defined in (plugin errors name it)."""
+    code = getattr(fn, "__code__", None)
+    return code.co_filename if code is not None else repr(fn)
+
+
+def _check_signature(name: str, fn: Any) -> None:
+    """Fail at registration, not an hour later in a Ray task: `fn(features, k, seed)` must be a valid call."""
+    fix = "define it as def fn(features, k, seed, **params) -> indices (extra parameters need defaults)"
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        raise DistillError(f"selector '{name}' in {source_file(fn)} is not a function: {fn!r}", fix) from None
+    try:
+        signature.bind(None, 1, 0)
+    except TypeError:
+        raise DistillError(f"selector '{name}' in {source_file(fn)} has the wrong signature "
+                           f"{getattr(fn, '__name__', name)}{signature}: it must accept (features, k, seed) and "
+                           "give every other parameter a default", fix) from None
 
 
 def names() -> list[str]:
@@ -79,6 +109,21 @@ def select(name: str, features: Features, k: int, seed: int, **params: Any) -> n
     return np.sort(indices)
 
 
+def from_module(module: str) -> list[str]:
+    """Names of the selectors a module registered (a plugin that registers none is a mistake)."""
+    return sorted(name for name, sel in _REGISTRY.items() if sel.fn.__module__ == module)
+
+
+@functools.cache
 def _load_builtin() -> None:
+<<<<<<< HEAD
     """Import the built-in selector modules (they register themselves on import)."""
     from distill.select import d2, dynamics, heuristic, semantic  # noqa: F401
+=======
+    """Import the built-in selector modules (they register themselves on import), then the installed
+    `distill.selectors` entry points: built-ins first, so a clashing plugin is the one named in the error."""
+    from distill import plugins
+    from distill.select import d2, heuristic, semantic  # noqa: F401
+
+    plugins.load_entry_points()
+>>>>>>> main

@@ -1,0 +1,150 @@
+"""Selectors from outside distill: plugin files, importable modules, installed entry points.
+
+A user brings a selector without touching distill: `--plugin my_selectors.py` (repeatable), the job key
+`select.plugins: [my_selectors.py, my_pkg.selectors]`, or a package that declares the entry-point group
+`distill.selectors`. Each plugin registers its functions with `distill.select.register`, exactly like the
+built-ins, so they pass the same checks and appear in `python -m distill methods`.
+
+Why plugin files travel as source text: selection runs as Ray tasks, possibly on another node where the
+user's file does not exist at the driver's path. The driver reads each file once (`load`) and hands the
+resulting `Plugin` records to every task, which runs the same source (`install`) before selecting, under the
+file's own name so tracebacks still point at it. Modules and entry points are imported by name: they must be
+installed (or on PYTHONPATH / in the job's working_dir) wherever the task runs.
+
+Every way a plugin can be broken (missing file, syntax error, failing import, wrong signature, a name that
+clashes with a built-in, no selector at all) is a one-line DistillError naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from distill.errors import DistillError
+from distill.select import registry
+
+ENTRY_POINT_GROUP = "distill.selectors"
+MODULE_PREFIX = "distill_plugin_"  # namespace of plugin files in sys.modules (never importable by name)
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """One plugin as a Ray task receives it: a module name, or a file's path and source text."""
+
+    spec: str  # as the user wrote it
+    module: str  # the sys.modules name its selectors register under
+    path: str | None = None  # absolute path of a plugin file (None for a module)
+    source: str | None = None  # the file's text, read once on the driver
+
+
+def resolve(spec: str) -> Plugin:
+    """A --plugin value → Plugin: a path ending in .py (relative to the current directory) or a module name."""
+    if spec.endswith(".py") or "/" in spec:
+        path = Path(spec).expanduser().resolve()
+        if not path.is_file():
+            raise DistillError(f"plugin file {spec} not found (looked at {path})",
+                               "pass an existing .py file to --plugin / select.plugins (relative paths are read "
+                               "from the current directory)")
+        try:
+            source = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DistillError(f"plugin file {path} cannot be read ({exc})", "pass a readable UTF-8 .py file") from None
+        digest = hashlib.sha256(str(path).encode()).hexdigest()[:10]
+        return Plugin(spec, f"{MODULE_PREFIX}{_identifier(path.stem)}_{digest}", str(path), source)
+    if not all(part.isidentifier() for part in spec.split(".")):
+        raise DistillError(f"plugin '{spec}' is neither a .py file nor a module name",
+                           "pass a path such as my_selectors.py or a module such as my_pkg.selectors")
+    return Plugin(spec, spec)
+
+
+def load(specs: Iterable[str]) -> list[Plugin]:
+    """Resolve and import the plugins of a job (on the driver); returns them for shipping to Ray tasks."""
+    plugins = [resolve(spec) for spec in specs]
+    install(plugins)
+    return plugins
+
+
+def install(plugins: Iterable[Plugin]) -> None:
+    """Import plugins resolved by `load`: on the driver, and in each Ray task before it selects.
+
+    Built-ins and entry points are registered first, so a clash is reported against the plugin.
+    Importing again is harmless: the same module re-registering a name replaces its own entry.
+    """
+    registry.names()  # loads the built-ins and the entry points
+    for plugin in plugins:
+        if plugin.source is not None:
+            _exec_file(plugin)
+        else:
+            _import_module(plugin)
+        if not registry.from_module(plugin.module):
+            raise DistillError(f"plugin {plugin.path or plugin.spec} registers no selector",
+                               "decorate each selector with @register(\"name\", description=...) from distill.select")
+
+
+def load_entry_points() -> None:
+    """Import every installed package's `distill.selectors` entry point (each names a module whose
+    selectors register themselves on import)."""
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        package = ep.dist.name if ep.dist else "an installed package"
+        where = f"entry point '{ep.name} = {ep.value}' of {package}"
+        try:
+            ep.load()
+        except DistillError:
+            raise  # registration errors already name the file and the problem
+        except Exception as exc:
+            raise DistillError(f"{where} failed to import: {_first_line(exc)}",
+                               f"fix or uninstall {package} (`pip uninstall {package}`)") from None
+        if not registry.from_module(ep.module):
+            raise DistillError(f"{where} registers no selector",
+                               "its module must decorate selectors with @register(...) from distill.select")
+
+
+def _exec_file(plugin: Plugin) -> None:
+    """Run a plugin file's source as module `plugin.module`, compiled under its own path."""
+    try:
+        code = compile(plugin.source, plugin.path, "exec")
+    except SyntaxError as exc:
+        raise DistillError(f"plugin {plugin.path} has a syntax error at line {exc.lineno}: {exc.msg}",
+                           "fix the file (python -m py_compile shows the spot)") from None
+    module = types.ModuleType(plugin.module)
+    module.__file__ = plugin.path
+    sys.modules[plugin.module] = module  # dataclasses and pickling look the module up by name
+    try:
+        exec(code, module.__dict__)
+    except DistillError:
+        raise
+    except Exception as exc:
+        del sys.modules[plugin.module]
+        raise DistillError(f"plugin {plugin.path} failed to import: {_first_line(exc)}",
+                           f"run `python {plugin.path}` to see the full traceback") from None
+
+
+def _import_module(plugin: Plugin) -> None:
+    try:
+        importlib.import_module(plugin.module)
+    except DistillError:
+        raise
+    except ModuleNotFoundError as exc:
+        if exc.name and f"{plugin.module}.".startswith(f"{exc.name}."):  # the plugin itself, not what it imports
+            raise DistillError(f"plugin module '{plugin.module}' not found",
+                               "install it, put its folder on PYTHONPATH, or pass the path of the .py file") from None
+        raise DistillError(f"plugin module '{plugin.module}' failed to import: {_first_line(exc)}",
+                           "install what it imports or fix the module") from None
+    except Exception as exc:
+        raise DistillError(f"plugin module '{plugin.module}' failed to import: {_first_line(exc)}",
+                           f"fix the module (python -c 'import {plugin.module}' shows the traceback)") from None
+
+
+def _identifier(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text)
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__

@@ -1,0 +1,107 @@
+#!/usr/bin/env python
+"""distill's evaluation generation (distill/evaluate.py generate) vs per-example HF `generate`.
+
+    flock /tmp/distill-heavy.lock .venv/bin/python scripts/bench_generate.py --threads 1
+
+At the quick job's settings: the real SmolLM2-135M with the quick job's LoRA adapters attached (as
+in a trial), its 10 held-out bills cut to 256 source tokens, greedy, up to 96 new tokens, the
+trial's thread count (1). Both arms get the same model object; each arm's outputs are checked
+against the per-example ones. tokens/s counts the new tokens up to each summary's EOS.
+
+An arm is one function `arm(bench) -> list[str]` in ARMS (another engine, e.g. vLLM, is one more
+function and one more entry).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import benchlib
+
+
+@dataclass
+class Bench:
+    """What every arm gets: the setup, the LoRA-wrapped model, the texts, the eval settings."""
+
+    setup: benchlib.QuickSetup
+    model: object
+    texts: list[str]
+    device: str
+
+
+def hf_per_example(bench: Bench) -> list[str]:
+    """The plain way: one `model.generate` call per bill, no batching."""
+    import torch
+
+    from distill.evaluate import _until_eos
+
+    tok, cfg, outputs = bench.setup.tokenizer, bench.setup.cfg.eval, []
+    for text in bench.texts:
+        ids = torch.tensor([bench.setup.fmt.encode(text).prompt], device=bench.device)
+        with torch.no_grad():
+            gen = bench.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                       max_new_tokens=cfg.max_new_tokens, pad_token_id=tok.pad_token_id,
+                                       eos_token_id=tok.eos_token_id)
+        outputs.append(tok.decode(_until_eos(gen[0, ids.shape[1]:].tolist(), tok.eos_token_id),
+                                  skip_special_tokens=True).strip())
+    return outputs
+
+
+def distill_generate(bench: Bench) -> list[str]:
+    """distill's evaluation path, at the job's eval settings."""
+    from distill.evaluate import generate
+
+    return generate(bench.model, bench.setup.tokenizer, bench.setup.fmt, bench.texts, bench.setup.cfg.eval,
+                    bench.device)
+
+
+ARMS = {"hf-per-example": hf_per_example, "distill": distill_generate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from distill.models import load_model
+    from distill.train import add_lora, seed_everything
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (a quick-job trial has 1)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--quick", action="store_true", help="4 bills instead of the 10 held out")
+    ap.add_argument("--model", help="another model than the quick job's (e.g. a tiny one for a smoke test)")
+    ap.add_argument("--json", type=Path, default=benchlib.ROOT / "docs" / "bench" / "generate.json")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    setup = benchlib.quick_setup(args.model)
+    seed_everything(0)
+    model = add_lora(load_model(setup.model_path, setup.cfg.model, args.device), setup.cfg.train).eval()
+    texts = setup.test["text"].tolist()[: 4 if args.quick else None]
+    bench = Bench(setup, model, texts, args.device)
+    rows, reference = [], None
+    for name in args.arms.split(","):
+        start = time.perf_counter()
+        outputs = ARMS[name](bench)
+        seconds = time.perf_counter() - start
+        reference = reference or outputs
+        new_tokens = sum(len(setup.tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outputs)
+        rows.append({"arm": name, "bills": len(texts), "seconds": round(seconds, 2), "new_tokens": new_tokens,
+                     "tokens_per_s": round(new_tokens / seconds, 1),
+                     "same_outputs_as_first_arm": sum(a == b for a, b in zip(outputs, reference))})
+        print(f"  {name}: {seconds:.1f}s", flush=True)
+    for row in rows:
+        row["speedup_vs_first_arm"] = round(rows[0]["seconds"] / row["seconds"], 2)
+    benchlib.print_table(rows, ["arm", "bills", "seconds", "new_tokens", "tokens_per_s", "same_outputs_as_first_arm",
+                                "speedup_vs_first_arm"])
+    benchlib.write_json(args.json, {"benchmark": "generate", "machine": benchlib.machine(), "threads": args.threads,
+                                    "device": args.device, "max_new_tokens": setup.cfg.eval.max_new_tokens,
+                                    "eval_batch_size": setup.cfg.eval.batch_size, "goal": "≥5× hf-per-example on CPU",
+                                    "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

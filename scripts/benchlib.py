@@ -1,0 +1,95 @@
+"""Shared pieces of the scripts/bench_*.py benchmarks: the quick job's setup, peak memory, tables, JSON.
+
+Every benchmark compares its arms side by side in ONE run on the same machine (the ratios are what
+count on a shared box) and writes what it measured to docs/bench/<name>.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@dataclass
+class QuickSetup:
+    """What the default quick job trains and evaluates on: its config, data, model and prompt format."""
+
+    cfg: object  # ExperimentConfig
+    pool: object  # pandas DataFrame: the training pool
+    test: object  # pandas DataFrame: the held-out set
+    model_path: str
+    tokenizer: object
+    fmt: object  # PromptFormat
+
+    def subset(self):
+        """The first k pool rows, k = the quick job's budget (10% of the pool)."""
+        k = max(1, round(self.cfg.select.fraction * len(self.pool)))
+        return self.pool.iloc[:k]
+
+
+def quick_setup(model: str | None = None) -> QuickSetup:
+    """The quick job (jobs/quick.yaml) with its data and the real target model, resolved offline."""
+    from distill.config import make_config
+    from distill.data import load_splits
+    from distill.models import load_tokenizer, resolve_model
+    from distill.prompt import PromptFormat
+
+    cfg = make_config("quick", {"model.name": model} if model else None)
+    splits = load_splits(cfg.data)
+    model_path = resolve_model(cfg.model.name)
+    tokenizer = load_tokenizer(model_path)
+    fmt = PromptFormat(tokenizer, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
+    return QuickSetup(cfg, splits.train, splits.test, model_path, tokenizer, fmt)
+
+
+def reset_peak_rss() -> float:
+    """Reset this process's peak resident memory (Linux clear_refs 5); returns the current RSS in MB."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_mb("VmRSS")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory since the last reset_peak_rss(), in MB."""
+    return _status_mb("VmHWM")
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def machine() -> dict:
+    import torch
+
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "load_average_1_5_15min": os.getloadavg()}  # the box is shared: how busy it was at the end
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    """A Markdown table of `rows` (missing cells blank)."""
+    def cell(value):
+        return f"{value:,.2f}" if isinstance(value, float) else str(value if value is not None else "")
+
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(cell(row.get(c)) for c in columns) + " |")
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {path}")

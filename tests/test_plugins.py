@@ -1,0 +1,252 @@
+"""Bring your own selector: plugin files, modules, entry points, broken plugins, and shipping to Ray workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from distill import pipeline, plugins
+from distill.config import make_config
+from distill.errors import DistillError
+from distill.features import text_features
+from distill.select import registry
+from test_cli import PYTHON, REPO, assert_one_line_error, run_cli
+
+SHORTEST = '''
+import numpy as np
+from distill.select import register
+
+
+@register("{name}", description="The k shortest documents.", cost="O(n log n)")
+def shortest(features, k, seed):
+    return np.argsort(features.n_words, kind="stable")[:k]
+'''
+
+
+@pytest.fixture(autouse=True)
+def clean_registry():
+    """Plugins register into the process-wide registry: put it back as it was after each test."""
+    registry.names()  # built-ins loaded first (once per process), so the snapshot holds them
+    before = dict(registry._REGISTRY)
+    modules = set(sys.modules)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(before)
+    for name in set(sys.modules) - modules:
+        if name.startswith(plugins.MODULE_PREFIX) or name.startswith("my_"):
+            del sys.modules[name]
+
+
+def write_plugin(folder: Path, name: str = "shortest_first", filename: str = "my_selectors.py") -> Path:
+    path = folder / filename
+    path.write_text(SHORTEST.format(name=name))
+    return path
+
+
+def pool(n: int = 12):
+    return text_features([" ".join(["word"] * (i % 7 + 1)) + f" doc{i}." for i in range(n)])
+
+
+def test_plugin_file_registers_and_runs_through_the_registry_checks(tmp_path):
+    path = write_plugin(tmp_path)
+    loaded = plugins.load([str(path)])
+    assert "shortest_first" in registry.names()
+    assert registry.source_file(registry.get("shortest_first").fn) == str(path)
+    features = pool()
+    picked = registry.select("shortest_first", features, 3, seed=0)
+    assert sorted(features.n_words[picked]) == sorted(features.n_words)[:3]
+    with pytest.raises(DistillError, match="k=13"):  # the same budget check as the built-ins
+        registry.select("shortest_first", features, 13, seed=0)
+    assert plugins.load([str(path)]) == loaded  # loading again is harmless (a reused Ray worker does it)
+
+
+def test_plugin_returning_a_bad_subset_is_caught(tmp_path):
+    path = tmp_path / "bad_output.py"
+    path.write_text("from distill.select import register\n"
+                    "@register('dupes', description='d')\n"
+                    "def dupes(features, k, seed):\n    return [0] * k\n")
+    plugins.load([str(path)])
+    with pytest.raises(AssertionError, match="invalid subset"):
+        registry.select("dupes", pool(), 3, seed=0)
+
+
+def test_plugin_module_on_the_path(tmp_path, monkeypatch):
+    package = tmp_path / "my_team"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    write_plugin(package, name="team_shortest", filename="selectors.py")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugins.load(["my_team.selectors"])
+    assert "team_shortest" in registry.names()
+
+
+def test_plugin_from_the_job_key_and_the_flag_adds_to_it(tmp_path):
+    job_plugin = write_plugin(tmp_path, name="job_shortest", filename="job_selectors.py")
+    flag_plugin = write_plugin(tmp_path, name="flag_shortest", filename="flag_selectors.py")
+    job = {"select": {"methods": ["random", "job_shortest"], "plugins": [str(job_plugin)]}}
+    cfg = make_config(job)
+    assert cfg.select.plugins == [str(job_plugin)] and "job_shortest" in cfg.select.methods
+    cfg = make_config(job, {"select.methods": "job_shortest,flag_shortest"}, plugins=[str(flag_plugin)])
+    assert cfg.select.plugins == [str(job_plugin), str(flag_plugin)]
+    assert job["select"]["plugins"] == [str(job_plugin)]  # the caller's job is not edited
+
+
+def test_unloaded_plugin_method_is_unknown(tmp_path):
+    with pytest.raises(DistillError, match="unknown selection method 'never_loaded'"):
+        make_config({"select": {"methods": ["never_loaded"]}})
+
+
+def test_cli_methods_lists_a_plugin_and_a_run_accepts_its_method(tmp_path):
+    path = write_plugin(tmp_path)
+    listed = run_cli("methods", "--plugin", path.name, cwd=tmp_path)  # relative to the current directory
+    assert listed.returncode == 0, listed.stderr
+    assert "shortest_first" in listed.stdout.split() and "random" in listed.stdout.split()
+    # a run mode takes the plugin's method: the job gets past method validation and fails later, on the data
+    run = run_cli("quick", "--plugin", path.name, "--methods", "random,shortest_first", "--data", "/nonexistent.jsonl",
+                  "--output-dir", str(tmp_path / "out"), cwd=tmp_path)
+    assert_one_line_error(run, "/nonexistent.jsonl")
+
+
+def _dist_info(site: Path, package: str, entry: str, body: str) -> None:
+    """A minimal installed distribution: a package plus a .dist-info declaring a distill.selectors entry point."""
+    (site / package).mkdir(parents=True)
+    (site / package / "__init__.py").write_text(body)
+    info = site / f"{package}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package.replace('_', '-')}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[{plugins.ENTRY_POINT_GROUP}]\n{entry}\n")
+
+
+def test_entry_point_plugin_is_registered_in_process_and_by_the_cli(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    _dist_info(site, "my_ep_selectors", "shortest = my_ep_selectors", SHORTEST.format(name="ep_shortest"))
+    monkeypatch.syspath_prepend(str(site))
+    plugins.load_entry_points()
+    assert "ep_shortest" in registry.names()
+    env_path = f"{site}{os.pathsep}{REPO}"
+    listed = subprocess.run([PYTHON, "-m", "distill", "methods"], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": env_path}, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert "ep_shortest" in listed.stdout.split()
+
+
+def test_broken_entry_point_names_the_package(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    _dist_info(site, "my_broken_ep", "broken = my_broken_ep", "import not_a_real_module_xyz\n")
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.raises(DistillError, match="my-broken-ep.*not_a_real_module_xyz"):
+        plugins.load_entry_points()
+
+
+BROKEN = {
+    "missing file": (None, "not found"),
+    "syntax error": ("def broken(:\n    pass\n", "syntax error at line 1"),
+    "import error": ("import not_a_real_module_xyz\n", "ModuleNotFoundError: No module named 'not_a_real_module_xyz'"),
+    "runtime error": ("raise RuntimeError('boom')\n", "RuntimeError: boom"),
+    "wrong signature": ("from distill.select import register\n@register('two_args', description='x')\n"
+                        "def two_args(features, k):\n    return []\n", "wrong signature two_args(features, k)"),
+    "extra required parameter": ("from distill.select import register\n@register('needy', description='x')\n"
+                                 "def needy(features, k, seed, alpha):\n    return []\n", "wrong signature"),
+    "name clash with a built-in": (SHORTEST.format(name="random"), "clashes with the built-in selector 'random'"),
+    "no selector": ("import numpy as np\n\ndef shortest(features, k, seed):\n    return []\n", "registers no selector"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_broken_plugin_is_one_error_naming_the_file(tmp_path, case):
+    source, problem = BROKEN[case]
+    path = tmp_path / "my_broken.py"
+    if source is not None:
+        path.write_text(source)
+    with pytest.raises(DistillError) as err:
+        plugins.load([str(path)])
+    assert str(path.name) in err.value.problem and problem in err.value.problem, err.value.problem
+    assert "\n" not in str(err.value)
+    assert "random" in registry.names() and registry.get("random").fn.__module__ == "distill.select.heuristic"
+
+
+def test_broken_plugin_on_the_command_line_is_one_line_exit_2(tmp_path):
+    path = tmp_path / "my_broken.py"
+    path.write_text("def broken(:\n")
+    result = run_cli("quick", "--plugin", str(path), "--output-dir", str(tmp_path / "out"), cwd=tmp_path)
+    assert_one_line_error(result, str(path), "syntax error")
+    assert not (tmp_path / "out").exists()
+
+
+def test_not_a_file_nor_a_module_name(tmp_path):
+    with pytest.raises(DistillError, match="neither a .py file nor a module name"):
+        plugins.load(["my selectors"])
+    with pytest.raises(DistillError, match="plugin module 'my_absent_pkg.selectors' not found"):
+        plugins.load(["my_absent_pkg.selectors"])
+
+
+def test_a_ray_task_body_runs_a_shipped_plugin_whose_file_is_gone(tmp_path):
+    """The worker side of select_subsets: a fresh process that never saw the file selects with it."""
+    path = write_plugin(tmp_path)
+    shipped = plugins.load([str(path)])
+    path.unlink()  # the worker's node has no copy of the file
+    features = pool()
+    payload = tmp_path / "task.pkl"
+    payload.write_bytes(pickle.dumps(("shortest_first", features, 3, 0, {}, shipped)))
+    code = ("import pickle, sys; from distill import pipeline; "
+            "idx, _ = pipeline._remote_select(*pickle.load(open(sys.argv[1], 'rb'))); print(idx.tolist())")
+    result = subprocess.run([PYTHON, "-c", code, str(payload)], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = registry.select("shortest_first", features, 3, seed=0)
+    assert result.stdout.strip() == str([int(i) for i in expected])
+
+
+@pytest.mark.slow
+def test_ray_job_submit_runs_a_plugin_selector_from_the_jobs_working_dir(tiny_job, tmp_path):
+    """A user's project folder (job YAML + selector file, relative paths) as the job's working_dir; distill itself
+    travels as a py_module. The plugin selector runs as a Ray task and its trial lands in the report."""
+    from test_cluster import VENV_BIN, _free_port, _ray_env, _ray_start_head, _stop_our_ray
+
+    project = tmp_path / "project"
+    project.mkdir()
+    write_plugin(project)
+    job = {**tiny_job, "select": {**tiny_job["select"], "methods": ["random", "shortest_first"],
+                                  "plugins": ["my_selectors.py"]}}
+    (project / "tiny.yaml").write_text(yaml.safe_dump(job))
+    out = Path(tiny_job["output_dir"])
+    gcs_port, dashboard_port = _free_port(), _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="distill-ray-", dir="/tmp")
+    marker = Path(temp_dir).name
+    env = {**_ray_env(marker), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    runtime_env = {"working_dir": str(project), "py_modules": [str(REPO / "distill")],
+                   "env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}}
+    submit = [str(VENV_BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dashboard_port}",
+              "--runtime-env-json", json.dumps(runtime_env), "--", "python", "-m", "distill.quick", "--job", "tiny.yaml"]
+    try:
+        _ray_start_head(env, temp_dir, gcs_port, "--dashboard-host", "127.0.0.1", "--dashboard-port",
+                        str(dashboard_port), "--num-cpus", "2")
+        start = time.perf_counter()
+        while True:  # `ray start` returns before the head's job agent accepts jobs
+            job_run = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=150, cwd=tmp_path)
+            log = job_run.stdout + job_run.stderr
+            if "No available agent" not in log or time.perf_counter() - start > 60:
+                break
+            time.sleep(2)
+        assert job_run.returncode == 0, log[-4000:]
+        assert "shortest_first (seed 0): 6 examples" in log
+        results = json.loads((out / "comparison" / "results.json").read_text())
+        assert {r["method"] for r in results} == {"random", "shortest_first"}
+        selected = [json.loads(line) for line in (out / "selected" / "shortest_first.jsonl").read_text().splitlines()]
+        pool_words = json.loads((out / "pool_stats.json").read_text())["n_words"]
+        assert sorted(r["index"] for r in selected) == sorted(np.argsort(pool_words, kind="stable")[:6].tolist())
+        print(f"job with a plugin selector submitted and finished in {time.perf_counter() - start:.1f}s")
+    finally:
+        _stop_our_ray(marker)
+        shutil.rmtree(temp_dir, ignore_errors=True)
