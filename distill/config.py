@@ -316,17 +316,11 @@ def set_key(values: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = yaml.safe_load(value) if isinstance(value, str) else value
 
 
-<<<<<<< HEAD
-def make_config(job: str | Path | dict[str, Any] = "quick", overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Job spec + overrides → validated ExperimentConfig."""
-    values = copy.deepcopy(job) if isinstance(job, dict) else load_job(job)  # overrides never touch the caller's dict
-=======
 def make_config(job: str | Path | dict[str, Any] = "quick", overrides: dict[str, Any] | None = None,
                 plugins: list[str] | None = None) -> ExperimentConfig:
     """Job spec + overrides → validated ExperimentConfig. `plugins` (--plugin) are added to the job's
     select.plugins rather than replacing them, so a job's team selectors stay loaded."""
     values = copy.deepcopy(job) if isinstance(job, dict) else load_job(job)  # never edit the caller's dict
->>>>>>> main
     for dotted, value in (overrides or {}).items():
         set_key(values, dotted, value)
     if plugins:

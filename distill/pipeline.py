@@ -25,11 +25,7 @@ import numpy as np
 import pandas as pd
 
 from distill import checkpoint as ckpt  # (`checkpoint` is a parameter name in Tune's callbacks)
-<<<<<<< HEAD
-from distill import console, counters, faults, probe, report
-=======
-from distill import console, counters, faults, plugins, report
->>>>>>> main
+from distill import console, counters, faults, plugins, probe, report
 from distill.config import ExperimentConfig, ResourcesConfig, content_hash, secret
 from distill.data import Splits, load_splits
 from distill.embed import EmbedActor, cache_key
