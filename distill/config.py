@@ -94,6 +94,26 @@ class SelectConfig:
 
 
 @section
+class ProbeConfig:
+    """The training-dynamics probe (distill/probe.py): run only when a selected method needs it.
+
+    A brief LoRA fine-tune (the `train` section's LoRA settings and learning rate) on a random
+    `fraction` of the pool for `epochs`; every pool example's summary loss is recorded at step 0 and
+    at `checkpoints` evenly spaced steps (the last one is the end). The defaults train on as many
+    examples for as many epochs as a quick trial (10%, 2 epochs). `grad_dim` and `grad_blocks` size
+    the sparse random projection of the per-example LoRA gradients (gradient_match).
+    """
+
+    fraction: float = 0.1  # share of the training pool the probe fine-tunes on, in (0, 1]
+    epochs: float = 2.0
+    checkpoints: int = 2  # loss columns after step 0; probe_loss is n × (checkpoints + 1)
+    seed: int = 0  # probe slice, LoRA init, projection
+    batch_size: int = 8  # examples per forward pass when recording losses
+    grad_dim: int = 8192  # projected gradient dimension
+    grad_blocks: int = 4  # non-zeros per parameter in the sparse projection; must divide grad_dim
+
+
+@section
 class TrainConfig:
     """LoRA fine-tuning of the target model on one subset (one Tune trial)."""
 
@@ -165,6 +185,7 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -243,6 +264,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     if cfg.train.epochs <= 0 or cfg.train.batch_size < 1 or cfg.train.learning_rate <= 0:
         raise DistillError("train.epochs, train.batch_size and train.learning_rate must be positive",
                            "fix them in the job YAML or with --set train.KEY=VALUE")
+    validate_probe(cfg.probe)
     res = cfg.resources
     if res.max_failures < 0 or res.checkpoint_every < 0 or res.checkpoint_minutes <= 0:
         raise DistillError("resources.max_failures and resources.checkpoint_every must be >= 0, "
@@ -286,6 +308,17 @@ def _check_contradictions(cfg: ExperimentConfig) -> None:
     if cfg.wandb.online and not cfg.wandb.enabled:
         raise DistillError("wandb.online is set but wandb.enabled is false, so nothing would be logged",
                            "set wandb.enabled: true, or drop wandb.online")
+
+def validate_probe(probe: ProbeConfig) -> None:
+    """The probe's ranges: checked before any work, not after the embedding pass."""
+    if not 0 < probe.fraction <= 1 or probe.epochs <= 0:
+        raise DistillError(f"probe.fraction={probe.fraction} and probe.epochs={probe.epochs} must be in (0, 1] and positive",
+                           "set e.g. --set probe.fraction=0.1 --set probe.epochs=2")
+    if probe.checkpoints < 1 or probe.batch_size < 1:
+        raise DistillError("probe.checkpoints and probe.batch_size must be at least 1", "set them to 1 or more")
+    if probe.grad_dim < 1 or probe.grad_blocks < 1 or probe.grad_dim % probe.grad_blocks:
+        raise DistillError(f"probe.grad_dim={probe.grad_dim} must be a positive multiple of probe.grad_blocks={probe.grad_blocks}",
+                           "use e.g. probe.grad_dim=8192 with probe.grad_blocks=4")
 
 
 def load_job(path_or_name: str | Path) -> dict[str, Any]:

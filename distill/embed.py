@@ -25,6 +25,25 @@ def cache_key(model_path: str, data_fingerprint: str, model_cfg: ModelConfig, po
     return content_hash(settings)
 
 
+def teacher_forced(model, encoded: list, pad_id: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One right-padded forward pass over `prompt + summary` of each example: (last hidden states, input ids)."""
+    padded, mask = pad([e.prompt + e.target for e in encoded], pad_id)
+    input_ids = torch.tensor(padded, device=device)
+    mask = torch.tensor(mask, device=device)
+    return model.get_decoder()(input_ids=input_ids, attention_mask=mask).last_hidden_state, input_ids
+
+
+def summary_loss(model, hidden: torch.Tensor, input_ids: torch.Tensor, enc) -> float:
+    """Mean cross-entropy of one example's summary tokens given its prompt (logits only where needed).
+
+    `hidden` is the example's last hidden states from `model.get_decoder()`; shared by the embedding
+    pass (step-0 loss) and the probe (loss at every checkpoint), so both measure the same thing."""
+    first = len(enc.prompt)
+    positions = torch.arange(first - 1, first + len(enc.target) - 1, device=hidden.device)
+    logits = model.get_output_embeddings()(hidden[positions]).float()
+    return torch.nn.functional.cross_entropy(logits, input_ids[positions + 1]).item()
+
+
 class EmbedActor:
     """Loads the target model once per actor; maps batches of rows to (embedding, loss)."""
 
@@ -43,12 +62,9 @@ class EmbedActor:
         self.batches += 1
         faults.inject("embed_batch", self.batches, "embed")
         encoded = [self.format.encode(str(t), str(s)) for t, s in zip(batch["text"], batch["summary"])]
-        padded, mask = pad([e.prompt + e.target for e in encoded], self.tokenizer.pad_token_id)
-        input_ids = torch.tensor(padded, device=self.device)
-        mask = torch.tensor(mask, device=self.device)
-        hidden = self.model.get_decoder()(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        hidden, input_ids = teacher_forced(self.model, encoded, self.tokenizer.pad_token_id, self.device)
         embeddings = [self._pool(hidden[i], e) for i, e in enumerate(encoded)]
-        losses = [self._summary_loss(hidden[i], input_ids[i], e) for i, e in enumerate(encoded)]
+        losses = [summary_loss(self.model, hidden[i], input_ids[i], e) for i, e in enumerate(encoded)]
         return {"row": np.asarray(batch["row"]), "embedding": torch.stack(embeddings).float().cpu().numpy(),
                 "loss": np.asarray(losses, dtype=np.float32)}
 
@@ -57,10 +73,3 @@ class EmbedActor:
         if self.pooling == "last":
             return hidden[len(enc.prompt) - 1]
         return hidden[start:max(end, start + 1)].mean(dim=0)
-
-    def _summary_loss(self, hidden: torch.Tensor, input_ids: torch.Tensor, enc) -> float:
-        """Mean cross-entropy of the summary tokens given the prompt (logits only where needed)."""
-        first = len(enc.prompt)
-        positions = torch.arange(first - 1, first + len(enc.target) - 1, device=hidden.device)
-        logits = self.model.get_output_embeddings()(hidden[positions]).float()
-        return torch.nn.functional.cross_entropy(logits, input_ids[positions + 1]).item()

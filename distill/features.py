@@ -1,9 +1,10 @@
 """Per-document features that selectors read: text statistics plus target-model signals.
 
 Text statistics are pure functions of the documents; `embeddings` and `loss` come from the
-target model (distill.embed). Computed once per run and shared by every selector through the
-Ray object store. The model signals are usually memory-mapped files (distill.featstore); a pickled
-Features carries such a file by path, not by value (see `Features.__reduce__`).
+target model (distill.embed), `probe_loss` and `grad_features` from the probe (distill.probe). Computed
+once per run and shared by every selector through the Ray object store. The model signals are usually
+memory-mapped files (distill.featstore); a pickled Features carries such a file by path, not by value
+(see `Features.__reduce__`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ class Features:
     info_density: np.ndarray  # float64, distinct words per sentence
     embeddings: np.ndarray | None = None  # float32 (n, d), pooled target-model hidden states
     loss: np.ndarray | None = None  # float32 (n,), mean summary-token loss under the target model
+    # training dynamics (distill/probe.py), attached only when a selected method needs them:
+    probe_loss: np.ndarray | None = None  # float32 (n, checkpoints + 1), summary loss at each probe checkpoint, step 0 first
+    grad_features: np.ndarray | None = None  # float32 (n, grad_dim), randomly projected per-example LoRA gradient
 
     def __len__(self) -> int:
         return len(self.n_words)

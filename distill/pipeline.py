@@ -18,7 +18,7 @@ import os
 import platform
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -27,7 +27,7 @@ import pandas as pd
 
 from distill import artifacts, outdir
 from distill import checkpoint as ckpt  # (`checkpoint` is a parameter name in Tune's callbacks)
-from distill import console, counters, faults, featstore, plugins, report
+from distill import console, counters, faults, featstore, plugins, probe, report
 from distill.config import ExperimentConfig, ResourcesConfig, content_hash, secret
 from distill.data import Splits, load_splits
 from distill.embed import EmbedActor, cache_key
@@ -89,7 +89,8 @@ def _run(cfg: ExperimentConfig, out: Path, splits: Splits, model_path: str, scor
     write_run_info(out, cfg, splits, model_path, scorer)
     with ray_session(cfg.resources):
         features = embed_pool(cfg, splits, model_path, out)
-        specs = select_subsets(cfg, features, splits.train, out, features_key(cfg, splits, model_path))
+        features = probe_pool(cfg, features, splits, model_path, out)
+        specs = select_subsets(cfg, features, splits.train, out, selection_inputs_key(cfg, splits, model_path))
         run_trials(cfg, specs, splits, model_path, scorer, out)
     with stage("report"):
         rows = report.build_report(out, bootstrap_samples=cfg.eval.bootstrap_samples, console=console.current().console)
@@ -194,12 +195,48 @@ def features_key(cfg: ExperimentConfig, splits: Splits, model_path: str) -> str:
     return cache_key(model_path, splits.fingerprint, cfg.model, cfg.embed.pooling)
 
 
+def selection_inputs_key(cfg: ExperimentConfig, splits: Splits, model_path: str) -> str:
+    """What the selectors read: the features' key, plus the probe's outputs when a selected method
+    reads them (new probe settings must not reuse subsets selected from the old ones)."""
+    key = features_key(cfg, splits, model_path)
+    wanted = probe.needed(cfg.select.methods)
+    if not wanted:
+        return key
+    paths = probe.cache_paths(Path("cache"), model_path, splits.fingerprint, cfg)
+    files = {probe.PROBE_LOSS: paths.probe.name, probe.GRAD_FEATURES: paths.grads.name}
+    return content_hash({"features": key, **{name: files[name] for name in wanted}})
+
+
 def embed_plan(resources: dict, num_actors: int = 0) -> tuple[int, int, int]:
     """(actors, CPUs per actor, GPUs per actor): one actor per GPU, else one actor sharing the CPUs."""
     gpus = int(resources.get("GPU", 0))
     actors = num_actors or max(1, gpus)
     cpus = 0 if gpus else max(1, int(resources.get("CPU", 1)) // actors)
     return actors, cpus, 1 if gpus else 0
+
+
+def probe_pool(cfg: ExperimentConfig, features: Features, splits: Splits, model_path: str, out: Path) -> Features:
+    """Training dynamics (distill/probe.py) as one Ray task on a GPU when there is one, else on the
+    CPUs; run only when a selected method needs them, and cached by content hash."""
+    wanted = probe.needed(cfg.select.methods)
+    if not wanted:
+        return features
+    import ray
+
+    paths = probe.cache_paths(out / "cache", model_path, splits.fingerprint, cfg)
+    with stage(f"probe ({', '.join(wanted)})"):
+        dynamics = probe.load_cached(paths)
+        if all(name in dynamics for name in wanted):
+            log(f"reusing cached {', '.join(p.name for p in (paths.probe, paths.grads) if p.exists())}")
+        else:
+            _, cpus, gpus = embed_plan(ray.cluster_resources(), 1)
+            task = ray.remote(num_cpus=cpus or 1, num_gpus=gpus)(probe.compute_dynamics)
+            fresh = ray.get(task.remote(model_path, cfg, splits.train["text"].tolist(), splits.train["summary"].tolist(),
+                                        wanted, dynamics.get("adapter"), features.loss, cpus or None))
+            probe.store(paths, fresh)
+            dynamics.update(fresh)
+        log("; ".join(f"{name}: {' × '.join(map(str, dynamics[name].shape))}" for name in wanted))
+    return replace(features, **{name: dynamics[name] for name in wanted})
 
 
 def budget(cfg: ExperimentConfig, pool_size: int) -> int:

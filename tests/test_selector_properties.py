@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,8 +17,8 @@ WORDS = ["a", "law", "tax", "fund", "the", "state", "act", "health", "credit", "
 
 @st.composite
 def pools(draw):
-    """A small pool: generated texts, embeddings from a coarse integer grid (so duplicate rows and
-    constant columns are common), loss with ties."""
+    """A small pool: generated texts, embeddings and gradients from a coarse integer grid (so
+    duplicate rows and constant columns are common), losses and probe losses with ties."""
     n = draw(st.integers(1, 40))
     d = draw(st.integers(1, 8))
     seed = draw(st.integers(0, 2**16))
@@ -26,8 +28,11 @@ def pools(draw):
     texts = [" ".join(rng.choice(WORDS, size=int(rng.integers(1, 25)))) + "." * int(rng.integers(0, 2))
              for _ in range(n)]
     loss = rng.integers(0, 3, n).astype(np.float32)
+    probe_loss = rng.integers(0, 3, (n, draw(st.integers(1, 4)))).astype(np.float32)  # 1 column: step 0 only
+    grads = rng.integers(-1, levels, (n, d)).astype(np.float32)  # zero rows and duplicates are common
     k = draw(st.integers(1, n))
-    return text_features(texts, emb, loss), k, draw(st.integers(0, 2**31 - 1))
+    features = replace(text_features(texts, emb, loss), probe_loss=probe_loss, grad_features=grads)
+    return features, k, draw(st.integers(0, 2**31 - 1))
 
 
 @pytest.mark.parametrize("name", registry.names())

@@ -32,14 +32,20 @@ def make_texts(n: int, seed: int) -> list[str]:
 
 
 def make_features(n: int = 200, d: int = 16, seed: int = 0, clusters: int = 5, emb: np.ndarray | None = None,
-                  loss: np.ndarray | None = None) -> Features:
+                  loss: np.ndarray | None = None, probe_loss: np.ndarray | None = None,
+                  grads: np.ndarray | None = None) -> Features:
     rng = np.random.default_rng(seed)
     if emb is None:
         centers = rng.normal(0, 5, (clusters, d))
         emb = centers[rng.integers(clusters, size=n)] + rng.normal(0, 1, (n, d))
     if loss is None:
         loss = rng.gamma(2.0, 1.0, n)
-    return text_features(make_texts(n, seed), emb.astype(np.float32), loss)
+    if probe_loss is None:  # step 0 + 2 checkpoints, mostly falling
+        probe_loss = np.sort(rng.gamma(2.0, 1.0, (n, 3)), axis=1)[:, ::-1]
+    if grads is None:
+        grads = rng.normal(0, 1, (n, 12))
+    return replace(text_features(make_texts(n, seed), emb.astype(np.float32), loss),
+                   probe_loss=np.asarray(probe_loss, dtype=np.float32), grad_features=np.asarray(grads, dtype=np.float32))
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +91,8 @@ def test_tiny_pools(name: str, n: int, k: int) -> None:
 @pytest.mark.parametrize("name", METHODS)
 def test_duplicate_rows(name: str) -> None:
     base = np.random.default_rng(1).normal(size=(20, 8))
-    f = make_features(n=40, emb=np.concatenate([base, base]), loss=np.tile(np.linspace(0.5, 2, 20), 2))
+    f = make_features(n=40, emb=np.concatenate([base, base]), loss=np.tile(np.linspace(0.5, 2, 20), 2),
+                      probe_loss=np.tile(np.linspace(0.5, 2, 60).reshape(20, 3), (2, 1)), grads=np.concatenate([base, base]))
     for k in (10, 40):
         _check(registry.select(name, f, k, seed=1), k, 40)
 
@@ -93,7 +100,8 @@ def test_duplicate_rows(name: str) -> None:
 @pytest.mark.parametrize("name", METHODS)
 @pytest.mark.parametrize("value", [0.0, 1.5])
 def test_zero_variance_embeddings(name: str, value: float) -> None:
-    f = make_features(n=30, emb=np.full((30, 8), value), loss=np.ones(30))
+    f = make_features(n=30, emb=np.full((30, 8), value), loss=np.ones(30), probe_loss=np.full((30, 3), value),
+                      grads=np.full((30, 8), value))
     for k in (5, 30):
         a = registry.select(name, f, k, seed=2)
         _check(a, k, 30)
@@ -121,6 +129,17 @@ def test_nan_and_missing_embeddings(name: str, pool: Features) -> None:
         registry.select(name, make_features(emb=emb), 5, seed=0)
     with pytest.raises(DistillError, match="embeddings"):
         registry.select(name, text_features(make_texts(50, 0)), 5, seed=0)
+
+
+@pytest.mark.parametrize("name", [m for m in METHODS if {"probe_loss", "grad_features"} & set(registry.get(m).needs)])
+def test_nan_and_missing_dynamics(name: str, pool: Features) -> None:
+    need = registry.get(name).needs[0]
+    broken = getattr(pool, need).copy()
+    broken[3, 0] = np.inf
+    with pytest.raises(DistillError, match="NaN or infinite"):
+        registry.select(name, replace(pool, **{need: broken}), 5, seed=0)
+    with pytest.raises(DistillError, match=need):
+        registry.select(name, replace(pool, **{need: None}), 5, seed=0)
 
 
 def test_missing_loss_and_unknown_names(pool: Features) -> None:
@@ -312,3 +331,54 @@ def test_exact_quadratic_options_fail_fast_above_the_limit(name: str, params: di
                  loss=np.ones(n, dtype=np.float32))
     with pytest.raises(DistillError, match="exceeds its limit of 100,000 rows"):
         registry.select(name, f, 10, seed=0, **params)
+
+
+# ---------------------------------------------------------------- training-dynamics selectors
+
+def test_el2n_loss_picks_the_hardest_at_the_chosen_checkpoint(pool: Features) -> None:
+    last, first = pool.probe_loss[:, -1], pool.probe_loss[:, 0]
+    assert set(registry.select("el2n_loss", pool, 20, seed=0)) == set(np.argsort(-last)[:20])
+    assert set(registry.select("el2n_loss", pool, 20, seed=0, checkpoint=0)) == set(np.argsort(-first)[:20])
+    with pytest.raises(DistillError, match="checkpoint 3 does not exist"):
+        registry.select("el2n_loss", pool, 20, seed=0, checkpoint=3)
+
+
+def test_learnability_picks_the_largest_loss_drop(pool: Features) -> None:
+    drop = pool.probe_loss[:, 0].astype(np.float64) - pool.probe_loss[:, -1]
+    picks = registry.select("learnability", pool, 20, seed=0)
+    assert set(picks) == set(np.argsort(-drop)[:20])
+    assert drop[picks].min() >= np.sort(drop)[-20]
+
+
+@pytest.mark.parametrize("region", ["ambiguous", "easy", "hard"])
+def test_cartography_regions(region: str, pool: Features) -> None:
+    p = np.exp(-pool.probe_loss.astype(np.float64))  # independent: per-checkpoint gold-summary probability
+    confidence = np.array([row.mean() for row in p])
+    variability = np.array([np.sqrt(((row - row.mean()) ** 2).mean()) for row in p])
+    want = {"ambiguous": np.argsort(-variability), "easy": np.argsort(-confidence), "hard": np.argsort(confidence)}
+    assert set(registry.select("cartography", pool, 25, seed=0, region=region)) == set(want[region][:25])
+
+
+def test_cartography_rejects_unknown_region(pool: Features) -> None:
+    with pytest.raises(DistillError, match="region"):
+        registry.select("cartography", pool, 5, seed=0, region="middle")
+
+
+def test_gradient_match_prefers_aligned_gradients_and_holds_the_validation_slice_out() -> None:
+    rng = np.random.default_rng(11)
+    u = rng.normal(size=32)
+    sign = np.where(rng.random(300) < 0.7, 1.0, -1.0)  # most of the pool pulls along +u, the rest against
+    grads = sign[:, None] * u[None] * rng.uniform(0.5, 3, (300, 1)) + rng.normal(0, 2, (300, 32))
+    f = make_features(n=300, grads=grads)
+    picks = registry.select("gradient_match", f, 30, seed=5, val_fraction=0.1)
+    val = np.random.default_rng(5).choice(300, size=30, replace=False)  # the documented slice
+    assert not set(picks) & set(val)
+    unit = grads / np.linalg.norm(grads, axis=1, keepdims=True)
+    score = np.array([np.mean([unit[i] @ unit[j] for j in val]) for i in range(300)])  # mean cosine, LESS
+    ranked = [i for i in np.argsort(-score) if i not in set(val)]
+    assert set(picks) == set(ranked[:30])
+    assert (sign[picks] > 0).all()
+    full = registry.select("gradient_match", f, 290, seed=5, val_fraction=0.1)  # k > n - |val|: 20 slice rows join
+    assert set(full) >= set(np.setdiff1d(np.arange(300), val)) and len(set(full) & set(val)) == 20
+    with pytest.raises(DistillError, match="val_fraction"):
+        registry.select("gradient_match", f, 5, seed=0, val_fraction=1.0)

@@ -119,6 +119,6 @@ def _load_builtin() -> None:
     """Import the built-in selector modules (they register themselves on import), then the installed
     `distill.selectors` entry points: built-ins first, so a clashing plugin is the one named in the error."""
     from distill import plugins
-    from distill.select import d2, heuristic, semantic  # noqa: F401
+    from distill.select import d2, dynamics, heuristic, semantic  # noqa: F401
 
     plugins.load_entry_points()

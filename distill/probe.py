@@ -1,0 +1,214 @@
+"""Training dynamics of the pool: a brief LoRA probe and per-example gradient features.
+
+Dynamics selectors (distill/select/dynamics.py) need more than the base model's one forward pass:
+how each example's loss moves while the target model fine-tunes (`probe_loss`), or which way its
+gradient pulls the LoRA weights (`grad_features`). The probe fine-tunes the target model's LoRA
+briefly on a random slice of the pool — LESS's warm-up (Xia et al., 2024) — and records every pool
+example's summary loss at step 0 and at evenly spaced checkpoints; the gradient features are the
+per-example LoRA gradients at the probe's end, randomly projected. Plain torch + peft: pipeline.py
+runs `compute_dynamics` as a Ray task and caches what it returns, keyed by `cache_paths`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distill import artifacts
+from distill.config import ExperimentConfig, ProbeConfig, content_hash
+from distill.embed import summary_loss, teacher_forced
+from distill.models import device_name, load_model, load_tokenizer
+from distill.prompt import Encoded, PromptFormat
+from distill.train import add_lora, collate, encode_examples, finetune, seed_everything
+
+PROBE_LOSS, GRAD_FEATURES = "probe_loss", "grad_features"
+DYNAMICS = (PROBE_LOSS, GRAD_FEATURES)  # Features attributes this module computes
+ADAPTER = "adapter/"  # prefix of the LoRA weights inside the probe's cache file
+
+
+def needed(methods: list[str]) -> list[str]:
+    """The dynamics features the given methods need (their registry `needs`), in a fixed order."""
+    from distill.select import registry
+
+    wanted = {need for method in methods for need in registry.get(method).needs}
+    return [name for name in DYNAMICS if name in wanted]
+
+
+@dataclass(frozen=True)
+class CachePaths:
+    probe: Path  # probe-<hash>.npz: losses, checkpoint steps, probe slice, final LoRA weights
+    grads: Path  # grads-<hash>.npz: projected gradients (keyed by the probe's hash + projection)
+
+
+def cache_paths(cache_dir: Path, model_path: str, data_fingerprint: str, cfg: ExperimentConfig) -> CachePaths:
+    """Content-hashed cache files: the probe depends on model, data, LoRA/optimiser settings (not the
+    trials' length: the probe has its own epochs) and the probe section; the gradients on the probe
+    plus the projection (dim, blocks)."""
+    probe_settings = {k: v for k, v in asdict(cfg.probe).items() if not k.startswith("grad_")}
+    train_settings = {k: v for k, v in asdict(cfg.train).items() if k not in ("epochs", "max_steps")}
+    probe_key = content_hash({"model": model_path, "data": data_fingerprint, "model_cfg": asdict(cfg.model),
+                              "train": train_settings, "probe": probe_settings})
+    grads_key = content_hash({"probe": probe_key, "dim": cfg.probe.grad_dim, "blocks": cfg.probe.grad_blocks})
+    return CachePaths(cache_dir / f"probe-{probe_key}.npz", cache_dir / f"grads-{grads_key}.npz")
+
+
+def load_cached(paths: CachePaths) -> dict:
+    """What the cache already holds: probe_loss + adapter (LoRA weights) and/or grad_features."""
+    found = {}
+    if artifacts.intact(paths.probe):  # a damaged file is named in a warning and recomputed
+        with np.load(paths.probe) as stored:
+            found[PROBE_LOSS] = stored[PROBE_LOSS]
+            found["adapter"] = {k[len(ADAPTER):]: stored[k] for k in stored.files if k.startswith(ADAPTER)}
+    if artifacts.intact(paths.grads):
+        with np.load(paths.grads) as stored:
+            found[GRAD_FEATURES] = stored[GRAD_FEATURES]
+    return found
+
+
+def store(paths: CachePaths, result: dict) -> None:
+    """Write what `compute_dynamics` returned (atomically and sealed: a crash or damage is never read as a result)."""
+    if PROBE_LOSS in result:
+        arrays = {PROBE_LOSS: result[PROBE_LOSS], "checkpoint_steps": result["checkpoint_steps"],
+                  "trained": result["trained"], **{ADAPTER + k: v for k, v in result["adapter"].items()}}
+        artifacts.write_npz(paths.probe, **arrays)
+    if GRAD_FEATURES in result:
+        artifacts.write_npz(paths.grads, **{GRAD_FEATURES: result[GRAD_FEATURES]})
+
+
+def probe_slice(n: int, probe: ProbeConfig) -> np.ndarray:
+    """Sorted indices of the random `probe.fraction` of the pool the probe fine-tunes on."""
+    size = max(1, min(n, round(probe.fraction * n)))
+    return np.sort(np.random.default_rng(probe.seed).choice(n, size=size, replace=False))
+
+
+def checkpoint_steps(total: int, checkpoints: int) -> np.ndarray:
+    """Optimizer step of every loss column: 0, then `checkpoints` evenly spaced steps ending at
+    `total` (when the probe has fewer steps than checkpoints, adjacent checkpoints share a step)."""
+    return np.array([0] + [math.ceil(total * c / checkpoints) for c in range(1, checkpoints + 1)])
+
+
+@torch.no_grad()
+def pool_losses(model, encoded: list[Encoded], pad_id: int, batch_size: int, device: str) -> np.ndarray:
+    """Summary loss of every example under the model as it is now (eval mode: no dropout),
+    in length-sorted batches (less padding)."""
+    was_training = model.training
+    model.eval()
+    order = np.argsort([-len(e.prompt) - len(e.target) for e in encoded], kind="stable")
+    losses = np.empty(len(encoded), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        chunk = [encoded[i] for i in rows]
+        hidden, input_ids = teacher_forced(model, chunk, pad_id, device)
+        losses[rows] = [summary_loss(model, hidden[j], input_ids[j], e) for j, e in enumerate(chunk)]
+    model.train(was_training)
+    return losses
+
+
+def run_probe(model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: list[str], cfg: ExperimentConfig,
+              device: str, step0: np.ndarray | None = None) -> dict:
+    """Fine-tune `model` (LoRA-wrapped) on the probe slice, recording every example's loss at step 0
+    and at each checkpoint; returns probe_loss (n × (checkpoints + 1)), checkpoint_steps, trained
+    (the slice) and adapter (final LoRA weights, for gradient features later).
+
+    `step0`: the base model's losses when already known — the embedding pass computes exactly these
+    (LoRA starts as the identity), so the pipeline passes them and saves one pass over the pool."""
+    from peft import get_peft_model_state_dict
+
+    encoded = [fmt.encode(t, s) for t, s in zip(texts, summaries)]
+
+    def record() -> np.ndarray:
+        return pool_losses(model, encoded, tokenizer.pad_token_id, cfg.probe.batch_size, device)
+
+    columns, steps = [record() if step0 is None else np.asarray(step0, dtype=np.float32)], [0]
+
+    def on_step(step: int, total: int, loss: float, snapshot) -> None:
+        hits = int((checkpoint_steps(total, cfg.probe.checkpoints)[1:] == step).sum())
+        if hits:
+            losses = record()
+            columns.extend([losses] * hits)
+            steps.extend([step] * hits)
+
+    trained = probe_slice(len(texts), cfg.probe)
+    finetune(model, tokenizer, fmt, [texts[i] for i in trained], [summaries[i] for i in trained],
+             replace(cfg.train, epochs=cfg.probe.epochs, max_steps=None), cfg.probe.seed, device, on_step=on_step)
+    adapter = {k: v.detach().float().cpu().numpy() for k, v in get_peft_model_state_dict(model).items()}
+    return {PROBE_LOSS: np.stack(columns, axis=1), "checkpoint_steps": np.array(steps), "trained": trained,
+            "adapter": adapter}
+
+
+class SparseProjection:
+    """Sparse Johnson–Lindenstrauss transform R^D → R^dim (Kane & Nelson, 2014, block construction).
+
+    Every input coordinate is added, with a random sign and scale 1/sqrt(blocks), to one random
+    output coordinate in each of `blocks` blocks of dim/blocks outputs. Inner products are preserved
+    in expectation with JL-type concentration, at O(blocks·D) per vector and without a D × dim
+    matrix: LESS/TRAK's dense projection of SmolLM2-135M's 0.92M LoRA weights to 8,192 dims would be
+    a 30 GB matrix (or 7.5 G random numbers per example), out of reach of a CPU.
+    """
+
+    def __init__(self, in_dim: int, dim: int, blocks: int, seed: int, device: str = "cpu"):
+        generator = torch.Generator().manual_seed(seed)
+        width = dim // blocks
+        offsets = torch.arange(blocks)[:, None] * width
+        self.dim = dim
+        self.buckets = (torch.randint(0, width, (blocks, in_dim), generator=generator) + offsets).to(device)
+        signs = torch.randint(0, 2, (blocks, in_dim), generator=generator).float() * 2 - 1
+        self.signs = (signs / math.sqrt(blocks)).to(device)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Project rows: (b, D) → (b, dim)."""
+        out = x.new_zeros(x.shape[0], self.dim)
+        for buckets, signs in zip(self.buckets, self.signs):
+            out.index_add_(1, buckets, x * signs)
+        return out
+
+
+def gradient_features(model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: list[str], probe: ProbeConfig,
+                      device: str) -> np.ndarray:
+    """Per-example gradient of the summary loss w.r.t. the LoRA weights, projected to probe.grad_dim.
+
+    One backward pass per example (a batched loss would sum the gradients), in eval mode so dropout
+    does not make the gradient random: the features are a deterministic function of the example,
+    the model and `probe.seed` (which draws the projection)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    projection = SparseProjection(sum(p.numel() for p in params), probe.grad_dim, probe.grad_blocks, probe.seed, device)
+    was_training = model.training
+    model.eval()
+    out = np.empty((len(texts), probe.grad_dim), dtype=np.float32)
+    for i, example in enumerate(encode_examples(fmt, texts, summaries)):
+        model.zero_grad(set_to_none=True)
+        model(**collate([example], tokenizer.pad_token_id, device)).loss.backward()
+        flat = torch.cat([p.grad.reshape(-1) for p in params]).float()
+        out[i] = projection(flat[None])[0].cpu().numpy()
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return out
+
+
+def compute_dynamics(model_path: str, cfg: ExperimentConfig, texts: list[str], summaries: list[str],
+                     wanted: list[str], adapter: dict | None = None, step0: np.ndarray | None = None,
+                     num_threads: int | None = None) -> dict:
+    """The probe stage in one model load: run the probe (see `run_probe` for `step0`) unless its
+    final LoRA weights (`adapter`, from the cache) are given, then the gradient features at that
+    point if `wanted`."""
+    from peft import set_peft_model_state_dict
+
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    device = device_name()
+    tokenizer = load_tokenizer(model_path)
+    fmt = PromptFormat(tokenizer, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
+    seed_everything(cfg.probe.seed)  # LoRA's initial weights are random
+    model = add_lora(load_model(model_path, cfg.model, device), cfg.train, quantized=cfg.model.load_in_8bit)
+    result = {}
+    if adapter is None:
+        result = run_probe(model, tokenizer, fmt, texts, summaries, cfg, device, step0)
+    else:
+        set_peft_model_state_dict(model, {k: torch.from_numpy(v) for k, v in adapter.items()})
+    if GRAD_FEATURES in wanted:
+        result[GRAD_FEATURES] = gradient_features(model, tokenizer, fmt, texts, summaries, cfg.probe, device)
+    return result

@@ -1,0 +1,179 @@
+#!/usr/bin/env python
+"""Cost of the probe stage and of gradient features, side by side with the embedding pass and a quick trial.
+
+    flock /tmp/distill-heavy.lock .venv/bin/python scripts/bench_dynamics.py --n 64 --json docs/bench/dynamics.json
+
+Real SmolLM2-135M-Instruct on CPU, the first `--n` rows of the embedded BillSum pool, quick.yaml's
+lengths (256 document / 96 summary tokens) and the default `probe:` section. Every stage runs in a
+fresh 'spawn' subprocess with the same torch thread count, so `peak_mb` (/proc VmHWM) is its own:
+  embed   the existing feature pass (EmbedActor: hidden states + step-0 loss), the baseline
+  probe   LoRA fine-tune on probe.fraction of the rows + the loss of every row at each checkpoint (step 0
+          comes from the embedding pass, as in the pipeline, when the embed stage ran first)
+  grads   one backward pass per row at the probe's LoRA weights, sparse-projected to probe.grad_dim
+  trial   one quick trial as the quick job runs it (fine-tune on 10% of the 80-bill pool = 8 bills for 2
+          epochs, generate + score the 10 held-out bills), whatever --n is
+`compute_s` excludes loading the model; `s_per_1k` scales compute_s linearly to 1,000 pool rows
+(every stage is linear in n at a fixed fraction, except the trial, which depends on the budget and the
+held-out set, so it gets no per-1k figure). Ratios are to the embedding pass of the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _peak_mb() -> float:
+    """Peak resident set of this process (VmHWM is reset by exec, so a spawned child's is its own)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def _setup(threads: int, model: str):
+    import torch
+
+    from distill.config import make_config
+    from distill.data import load_splits
+    from distill.models import resolve_model
+
+    torch.set_num_threads(threads)
+    cfg = make_config("quick", {"model.name": model})
+    splits = load_splits(cfg.data)
+    return cfg, splits.train, splits.test, resolve_model(cfg.model.name)
+
+
+def _stage(name: str, n: int, threads: int, model: str, cache_dir: str, queue) -> None:
+    """Run one stage; put {load_s, compute_s, peak_mb, ...} on the queue."""
+    import numpy as np
+
+    from distill import probe
+    from distill.models import device_name, load_model, load_tokenizer
+    from distill.prompt import PromptFormat
+    from distill.train import add_lora, seed_everything
+
+    cfg, full_pool, test, model_path = _setup(threads, model)
+    pool = full_pool.iloc[:n]
+    texts, summaries = pool["text"].tolist(), pool["summary"].tolist()
+    paths = probe.cache_paths(Path(cache_dir), model_path, "bench", cfg)
+    start = time.perf_counter()
+    extra = {}
+    if name == "embed":
+        from distill.embed import EmbedActor
+
+        actor = EmbedActor(model_path, cfg.model, cfg.embed.pooling)
+        load = time.perf_counter()
+        order = np.argsort([-len(t) for t in texts], kind="stable")  # length-sorted batches, as the pipeline does
+        losses = np.empty(n, dtype=np.float32)
+        for a in range(0, n, cfg.embed.batch_size):
+            rows = order[a:a + cfg.embed.batch_size]
+            losses[rows] = actor({"row": rows, "text": np.array([texts[i] for i in rows]),
+                                  "summary": np.array([summaries[i] for i in rows])})["loss"]
+        np.save(Path(cache_dir) / "step0.npy", losses)
+    elif name == "trial":
+        from distill.evaluate import resolve_scorer
+        from distill.trial import TrialSpec, run_trial
+
+        scorer, _ = resolve_scorer(cfg.eval, hub_reachable=False)
+        k = max(1, round(cfg.select.fraction * len(full_pool)))  # the quick job's budget, whatever --n is
+        load = time.perf_counter()  # the trial loads its own model: counted in compute_s
+        record = run_trial(TrialSpec("bench", "random", 0, tuple(range(k)), 0.0), cfg, full_pool, test, model_path,
+                           scorer, "bench")
+        extra = {"train_s": record["metrics"]["train_seconds"], "eval_s": record["metrics"]["eval_seconds"], "examples": k,
+                 "held_out": len(test)}
+    else:
+        device = device_name()
+        tokenizer = load_tokenizer(model_path)
+        fmt = PromptFormat(tokenizer, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
+        seed_everything(cfg.probe.seed)
+        model = add_lora(load_model(model_path, cfg.model, device), cfg.train)
+        load = time.perf_counter()
+        if name == "probe":
+            step0 = Path(cache_dir) / "step0.npy"  # as in the pipeline: step 0 comes from the embedding pass
+            result = probe.run_probe(model, tokenizer, fmt, texts, summaries, cfg, device,
+                                     np.load(step0) if step0.exists() else None)
+            probe.store(paths, result)
+            extra = {"probe_examples": len(result["trained"]), "checkpoint_steps": result["checkpoint_steps"].tolist(),
+                     "loss_passes": len(result["checkpoint_steps"]) - step0.exists(),
+                     "mean_loss_per_checkpoint": [round(float(x), 4) for x in result[probe.PROBE_LOSS].mean(axis=0)]}
+        else:
+            from peft import set_peft_model_state_dict
+            import torch
+
+            adapter = probe.load_cached(paths)["adapter"]
+            set_peft_model_state_dict(model, {k: torch.from_numpy(v) for k, v in adapter.items()})
+            load = time.perf_counter()
+            grads = probe.gradient_features(model, tokenizer, fmt, texts, summaries, cfg.probe, device)
+            extra = {"grad_dim": grads.shape[1], "lora_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    end = time.perf_counter()
+    queue.put({"load_s": round(load - start, 2), "compute_s": round(end - load, 2), "peak_mb": round(_peak_mb()), **extra})
+
+
+def run_stage(name: str, n: int, threads: int, model: str, cache_dir: str) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_stage, args=(name, n, threads, model, cache_dir, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    if proc.exitcode:
+        raise RuntimeError(f"stage {name} exited with {proc.exitcode}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=64, help="pool rows to measure on (the embedded pool has 80)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads per stage")
+    parser.add_argument("--stages", default="embed,probe,grads,trial")
+    parser.add_argument("--model", default="embedded:smollm2-135m", help="a local folder to smoke-test the script")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    stages, load = {}, []
+    with tempfile.TemporaryDirectory() as cache_dir:
+        for name in args.stages.split(","):
+            stages[name] = run_stage(name, args.n, args.threads, args.model, cache_dir)
+            load.append(round(os.getloadavg()[0], 2))
+            print(f"{name}: {stages[name]}", flush=True)
+            result = summarise(args, stages, load)
+            if args.json:  # after every stage: a long run cut short still leaves what it measured
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nn = {args.n} pool rows, {args.threads} torch threads, 1-minute load average after each stage {load}")
+    print(f"{'stage':8s} {'load s':>7s} {'compute s':>10s} {'s / 1k rows':>12s} {'× embed':>8s} {'peak MB':>8s}")
+    for name, row in stages.items():
+        print(f"{name:8s} {row['load_s']:7.1f} {row['compute_s']:10.1f} {row.get('s_per_1k', '—'):>12} "
+              f"{row.get('x_embed', '—'):>8} {row['peak_mb']:8d}")
+    return 0
+
+
+def summarise(args: argparse.Namespace, stages: dict, load: list[float]) -> dict:
+    """Per-1k-row seconds and ratios to the embedding pass, with the run's settings."""
+    from distill.config import ProbeConfig
+
+    base = stages.get("embed", {}).get("compute_s")
+    for name, row in stages.items():
+        if name != "trial":
+            row["s_per_1k"] = round(row["compute_s"] / args.n * 1000, 1)
+        if base:
+            row["x_embed"] = round(row["compute_s"] / base, 2)
+    return {"n": args.n, "threads": args.threads, "model": args.model, "device": "cpu", "max_source_tokens": 256,
+            "max_target_tokens": 96, "probe": vars(ProbeConfig()), "cpus": os.cpu_count(), "load_avg_1m": load,
+            "python": platform.python_version(), "stages": stages}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""The probe stage: per-checkpoint losses, gradient features, projection, and its content-hashed cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distill import probe
+from distill.config import make_config
+from distill.data import load_splits
+from distill.embed import EmbedActor
+from distill.errors import DistillError
+from distill.features import text_features
+
+
+@pytest.fixture
+def cfg(tiny_job):
+    job = {**tiny_job, "probe": {"fraction": 0.25, "epochs": 2, "checkpoints": 3, "grad_dim": 64, "grad_blocks": 4},
+           "train": {"batch_size": 2, "learning_rate": 0.01}, "select": {"methods": ["el2n_loss"], "fraction": 0.25}}
+    return make_config(job)
+
+
+@pytest.fixture
+def pool(cfg):
+    train = load_splits(cfg.data).train
+    return train["text"].tolist(), train["summary"].tolist()
+
+
+def test_needed_reads_the_registry():
+    assert probe.needed(["random", "loss_based"]) == []
+    assert probe.needed(["el2n_loss", "cartography"]) == ["probe_loss"]
+    assert probe.needed(["gradient_match", "learnability"]) == ["probe_loss", "grad_features"]
+
+
+def test_checkpoint_steps_are_evenly_spaced_and_end_at_the_last_step():
+    assert probe.checkpoint_steps(12, 3).tolist() == [0, 4, 8, 12]
+    assert probe.checkpoint_steps(5, 2).tolist() == [0, 3, 5]
+    assert probe.checkpoint_steps(1, 2).tolist() == [0, 1, 1]  # fewer steps than checkpoints: they share one
+
+
+def test_probe_records_every_example_at_every_checkpoint_including_step_0(tiny_model, cfg, pool):
+    texts, summaries = pool
+    out = probe.compute_dynamics(tiny_model, cfg, texts, summaries, ["probe_loss"])
+    losses = out["probe_loss"]
+    assert losses.shape == (len(texts), cfg.probe.checkpoints + 1) and np.isfinite(losses).all()
+    # 6 probe rows, 2 epochs, batch 2 -> 6 steps; 3 checkpoints at steps 2, 4, 6
+    assert out["trained"].tolist() == probe.probe_slice(len(texts), cfg.probe).tolist() and len(out["trained"]) == 6
+    assert out["checkpoint_steps"].tolist() == [0, 2, 4, 6]
+    # step 0 is the base model (LoRA B = 0): the same loss the embedding pass records
+    actor = EmbedActor(tiny_model, cfg.model)
+    base = actor({"row": np.arange(len(texts)), "text": np.array(texts), "summary": np.array(summaries)})["loss"]
+    np.testing.assert_allclose(losses[:, 0], base, atol=1e-4)
+    assert not np.allclose(losses[:, -1], losses[:, 0], atol=1e-3)  # the probe trained
+    trained = out["trained"]
+    assert losses[trained, -1].mean() < losses[trained, 0].mean()  # and learned its slice
+    assert out["adapter"] and all("lora_" in name for name in out["adapter"])
+
+
+def test_gradient_features_deterministic_for_a_seed_and_sized_by_grad_dim(tiny_model, cfg, pool):
+    texts, summaries = pool[0][:5], pool[1][:5]
+    first = probe.compute_dynamics(tiny_model, cfg, texts, summaries, ["probe_loss", "grad_features"])
+    assert first["grad_features"].shape == (5, 64) and np.isfinite(first["grad_features"]).all()
+    again = probe.compute_dynamics(tiny_model, cfg, texts, summaries, ["grad_features"], adapter=first["adapter"])
+    assert set(again) == {"grad_features"}  # the probe was not rerun: its LoRA weights were given
+    np.testing.assert_array_equal(again["grad_features"], first["grad_features"])
+    cfg.probe.grad_dim = 32
+    smaller = probe.compute_dynamics(tiny_model, cfg, texts, summaries, ["grad_features"], adapter=first["adapter"])
+    assert smaller["grad_features"].shape == (5, 32)
+    cfg.probe.seed = 1  # another projection (and probe slice)
+    other = probe.compute_dynamics(tiny_model, cfg, texts, summaries, ["grad_features"], adapter=first["adapter"])
+    assert not np.allclose(other["grad_features"], smaller["grad_features"])
+
+
+def test_sparse_projection_preserves_norms_and_inner_products():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 20_000)).astype(np.float32)
+    x[20:] = x[:20] + 0.5 * x[20:]  # correlated pairs: non-trivial inner products
+    import torch
+
+    projected = probe.SparseProjection(20_000, 2048, 4, seed=0)(torch.from_numpy(x)).numpy()
+    assert projected.shape == (40, 2048)
+    norms = np.linalg.norm(projected, axis=1) / np.linalg.norm(x, axis=1)
+    assert np.abs(norms - 1).max() < 0.15
+    cos = lambda a: (a[:20] * a[20:]).sum(1) / np.linalg.norm(a[:20], axis=1) / np.linalg.norm(a[20:], axis=1)  # noqa: E731
+    assert np.abs(cos(projected) - cos(x)).max() < 0.1
+
+
+def test_probe_config_is_validated(tiny_job):
+    with pytest.raises(DistillError, match="grad_blocks"):
+        make_config({**tiny_job, "probe": {"grad_dim": 100, "grad_blocks": 3}})
+    with pytest.raises(DistillError, match="probe.fraction"):
+        make_config({**tiny_job, "probe": {"fraction": 0}})
+    with pytest.raises(DistillError, match="checkpoints"):
+        make_config({**tiny_job, "probe": {"checkpoints": 0}})
+
+
+def test_probe_stage_runs_on_ray_only_when_needed_and_is_cached(tiny_model, cfg, tmp_path, monkeypatch):
+    from distill import pipeline
+
+    splits = load_splits(cfg.data)
+    marker = np.linspace(1, 2, len(splits.train), dtype=np.float32)  # stands in for the embedding pass's loss
+    features = text_features(splits.train["text"].tolist(), loss=marker)
+    cfg.select.methods = ["random"]
+    assert pipeline.probe_pool(cfg, features, splits, tiny_model, tmp_path) is features  # nothing needed
+    cfg.select.methods = ["el2n_loss"]
+    with pipeline.ray_session(cfg.resources):
+        first = pipeline.probe_pool(cfg, features, splits, tiny_model, tmp_path)
+    paths = probe.cache_paths(tmp_path / "cache", tiny_model, splits.fingerprint, cfg)
+    assert first.probe_loss.shape == (len(features), 4) and first.grad_features is None
+    np.testing.assert_array_equal(first.probe_loss[:, 0], marker)  # step 0 is taken from the embedding pass
+    assert paths.probe.exists() and not paths.grads.exists()
+    stamp = paths.probe.stat().st_mtime_ns
+
+    def fail(*args, **kwargs):
+        raise AssertionError("recomputed a cached probe")
+
+    monkeypatch.setattr(probe, "compute_dynamics", fail)
+    again = pipeline.probe_pool(cfg, features, splits, tiny_model, tmp_path)  # no Ray session: all from cache
+    np.testing.assert_array_equal(again.probe_loss, first.probe_loss)
+    monkeypatch.undo()
+    cfg.select.methods = ["gradient_match", "el2n_loss"]  # gradients: the cached probe's weights are reused
+    with pipeline.ray_session(cfg.resources):
+        both = pipeline.probe_pool(cfg, features, splits, tiny_model, tmp_path)
+    assert both.grad_features.shape == (len(features), 64) and paths.grads.exists()
+    assert paths.probe.stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(both.probe_loss, first.probe_loss)
+
+
+def test_cache_keys_follow_what_the_probe_depends_on(tiny_job):
+    def paths(**overrides):
+        return probe.cache_paths(Path("c"), "model", "data", make_config(tiny_job, overrides))
+
+    base = paths()
+    assert paths(**{"train.epochs": 3}) == base  # the trials' length: the probe has its own
+    assert paths(**{"probe.epochs": 3}).probe != base.probe
+    assert paths(**{"train.learning_rate": 0.1}).probe != base.probe
+    changed = paths(**{"probe.grad_dim": 1024})
+    assert changed.probe == base.probe and changed.grads != base.grads  # a new projection reuses the probe
+
+
+def test_selection_cache_key_follows_the_probe_only_for_dynamics_methods(tiny_job):
+    from distill import pipeline
+
+    splits = load_splits(make_config(tiny_job).data)
+
+    def key(methods, **overrides):
+        return pipeline.selection_inputs_key(make_config(tiny_job, {"select.methods": methods, **overrides}), splits, "m")
+
+    assert key("random", **{"probe.epochs": 3}) == key("random") == pipeline.features_key(make_config(tiny_job), splits, "m")
+    assert key("el2n_loss", **{"probe.epochs": 3}) != key("el2n_loss") != key("random")
+    assert key("el2n_loss", **{"probe.grad_dim": 64}) == key("el2n_loss")  # el2n_loss does not read gradients
+    assert key("gradient_match", **{"probe.grad_dim": 64}) != key("gradient_match")
