@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from distill import stats
+from distill import artifacts, stats
 from distill.report import _about, build_report
 
 
@@ -29,6 +29,8 @@ def write_trials(out: Path, shifts: dict[str, float], n: int = 40, seeds: int = 
                 json.dumps({"id": f"d{i}", "rougeL": s, "bertscore_f1": 0.5}) + "\n" for i, s in enumerate(scores)))
             folder.joinpath("metrics.json").write_text(json.dumps(
                 {"method": method, "seed": seed, "samples": 10, "rougeL": scores.mean(), "n_eval": n}))
+            for name in ("predictions.jsonl", "metrics.json"):  # what a run writes carries a checksum
+                artifacts.seal(folder / name)
 
 
 def build(out: Path) -> tuple[dict[str, dict], str]:
