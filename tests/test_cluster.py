@@ -85,6 +85,16 @@ def _our_ray_processes(marker: str) -> list[psutil.Process]:
     return list(ours.values())
 
 
+def _submit_when_ready(submit: list[str], env: dict, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`ray job submit`, retried for up to a minute: `ray start` returns before the head's job agent accepts jobs."""
+    start = time.perf_counter()
+    while True:
+        job = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=150, cwd=cwd)
+        if "No available agent" not in job.stdout + job.stderr or time.perf_counter() - start > 60:
+            return job
+        time.sleep(2)
+
+
 def _stop_our_ray(marker: str) -> None:
     """Stop only this test's cluster, by process id. `ray stop` would kill every Ray of this user,
     including other tests' clusters."""
@@ -167,12 +177,8 @@ def test_ray_job_submit_runs_the_quick_pipeline_on_a_head_node(tiny_job, tmp_pat
                   "--runtime-env-json", json.dumps(runtime_env),
                   "--", "bash", "-c", "python -c 'import sys; print(\"job python:\", sys.executable)' && "
                                       f"python -m distill.quick --job {job_path}"]
-        while True:  # `ray start` returns before the head's job agent accepts jobs
-            job = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=150)
-            log = job.stdout + job.stderr
-            if "No available agent" not in log or time.perf_counter() - start > 60:
-                break
-            time.sleep(2)
+        job = _submit_when_ready(submit, env)
+        log = job.stdout + job.stderr
         assert job.returncode == 0, log[-4000:]
         assert "succeeded" in log
         # the job runs with the interpreter `ray start` was launched with: the project venv

@@ -239,7 +239,7 @@ def test_select_subsets_runs_a_plugin_as_ray_tasks_even_where_its_file_is_gone(t
 def test_ray_job_submit_runs_a_plugin_selector_from_the_jobs_working_dir(tiny_job, tmp_path):
     """A user's project folder (job YAML + selector file, relative paths) as the job's working_dir; distill itself
     travels as a py_module. The plugin selector runs as a Ray task and its trial lands in the report."""
-    from test_cluster import VENV_BIN, _free_port, _ray_env, _ray_start_head, _stop_our_ray
+    from test_cluster import VENV_BIN, _free_port, _ray_env, _ray_start_head, _stop_our_ray, _submit_when_ready
 
     project = tmp_path / "project"
     project.mkdir()
@@ -260,12 +260,8 @@ def test_ray_job_submit_runs_a_plugin_selector_from_the_jobs_working_dir(tiny_jo
         _ray_start_head(env, temp_dir, gcs_port, "--dashboard-host", "127.0.0.1", "--dashboard-port",
                         str(dashboard_port), "--num-cpus", "2")
         start = time.perf_counter()
-        while True:  # `ray start` returns before the head's job agent accepts jobs
-            job_run = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=150, cwd=tmp_path)
-            log = job_run.stdout + job_run.stderr
-            if "No available agent" not in log or time.perf_counter() - start > 60:
-                break
-            time.sleep(2)
+        job_run = _submit_when_ready(submit, env, cwd=tmp_path)
+        log = job_run.stdout + job_run.stderr
         assert job_run.returncode == 0, log[-4000:]
         assert "shortest_first (seed 0): 6 examples" in log
         results = json.loads((out / "comparison" / "results.json").read_text())
