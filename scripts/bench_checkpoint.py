@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """What checkpointing costs a trial of the quick job: real SmolLM2-135M + LoRA, quick-job settings, CPU.
 
-    flock /tmp/distill-heavy.lock .venv/bin/python scripts/bench_checkpoint.py --json docs/bench/checkpoint.json
+    .venv/bin/python scripts/bench_checkpoint.py --json docs/bench/checkpoint.json
 
 In ONE process, side by side on the same subset and seed: `--steps` optimizer steps without checkpoints,
 then the same steps with a checkpoint after every one (capture + torch.save to disk, as the trainable writes

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Cost of the probe stage and of gradient features, side by side with the embedding pass and a quick trial.
 
-    flock /tmp/distill-heavy.lock .venv/bin/python scripts/bench_dynamics.py --n 64 --json docs/bench/dynamics.json
+    .venv/bin/python scripts/bench_dynamics.py --n 64 --json docs/bench/dynamics.json
 
 Real SmolLM2-135M-Instruct on CPU, the first `--n` rows of the embedded BillSum pool, quick.yaml's
 lengths (256 document / 96 summary tokens) and the default `probe:` section. Every stage runs in a

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """distill's embedding path (distill/embed.py EmbedActor, in-process) vs a per-example HF loop.
 
-    flock /tmp/distill-heavy.lock .venv/bin/python scripts/bench_embed.py --rows 24 --threads 2
+    .venv/bin/python scripts/bench_embed.py --rows 24 --threads 2
     python scripts/bench_embed.py --device cuda --dtype bfloat16 --rows 80     # on a GPU (not run here)
 
 Both arms produce the same thing for the quick job's pool bills (prompt + summary, 256/96 tokens):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """distill's evaluation generation (distill/evaluate.py generate) vs per-example HF `generate`.
 
-    flock /tmp/distill-heavy.lock .venv/bin/python scripts/bench_generate.py --threads 1
+    .venv/bin/python scripts/bench_generate.py --threads 1
 
 At the quick job's settings: the real SmolLM2-135M with the quick job's LoRA adapters attached (as
 in a trial), its 10 held-out bills cut to 256 source tokens, greedy, up to 96 new tokens, the

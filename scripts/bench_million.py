@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """A million-row pool through data → embed → every registered selector, measuring driver memory.
 
-    flock /tmp/distill-heavy.lock .venv/bin/python scripts/bench_million.py --json docs/bench/million.json
+    .venv/bin/python scripts/bench_million.py --json docs/bench/million.json
 
 This process is the driver: it calls the pipeline's own stage functions (distill.data.load_splits,
 pipeline.embed_pool, pipeline.select_subsets) and records each stage's wall time and the driver's

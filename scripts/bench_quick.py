@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """The default quick job end to end: stage breakdown, orchestration overhead, core utilisation.
 
-    flock /tmp/distill-heavy.lock .venv/bin/python scripts/bench_quick.py
-    flock /tmp/distill-heavy.lock .venv/bin/python scripts/bench_quick.py --checkout /tmp/main-copy --label before
+    .venv/bin/python scripts/bench_quick.py
+    .venv/bin/python scripts/bench_quick.py --checkout /tmp/main-copy --label before
 
 Runs `python -m distill.quick` (from `--checkout`, default this one) into a fresh output folder, so
 nothing is reused, and reads the wall time of each stage from its `[distill] <stage> done in Ns`

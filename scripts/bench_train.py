@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """distill's trial training (distill/train.py finetune) vs plain transformers.Trainer + peft.
 
-    flock /tmp/distill-heavy.lock .venv/bin/python scripts/bench_train.py --steps 2 --threads 2
+    .venv/bin/python scripts/bench_train.py --steps 2 --threads 2
 
 Same model (the real SmolLM2-135M), same subset (the quick job's first 8 pool bills), same LoRA
 config, sequence lengths (256 source / 96 summary tokens), effective batch (4) and optimizer steps.

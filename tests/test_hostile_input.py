@@ -4,7 +4,7 @@ traceback, and leaves the output folder exactly as it was (every file's bytes an
 
 The CLI runs as a subprocess per case; the cases run a few at a time (they are import-bound) in one
 module fixture, and each case is its own parametrised test. The README's hostile-input table is this
-list (docs/notes/ft-safety.md).
+list (README, "Bad input").
 """
 
 from __future__ import annotations
