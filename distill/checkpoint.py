@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from distill import artifacts
+
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"  # {"trial", "key", "step"}: readable without torch
 POINTER_FILE = "checkpoint.json"  # in a trial folder: the newest checkpoint of that trial
@@ -110,16 +112,13 @@ class Cadence:
 
 def write_pointer(trial_dir: Path, key: str, path: str) -> None:
     """Record (on the driver) where a trial's newest checkpoint lives — a folder or a storage URI."""
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    tmp = trial_dir / f"{POINTER_FILE}.tmp"
-    tmp.write_text(json.dumps({"key": key, "path": path}))
-    tmp.replace(trial_dir / POINTER_FILE)
+    artifacts.write_json(trial_dir / POINTER_FILE, {"key": key, "path": path})
 
 
 def read_pointer(trial_dir: Path, key: str) -> str | None:
     """The newest checkpoint of the trial with this content key, if an earlier driver left one."""
     path = trial_dir / POINTER_FILE
-    if not path.exists():
+    if not artifacts.intact(path):
         return None
     pointer = json.loads(path.read_text())
     if pointer.get("key") != key:  # settings changed since: that checkpoint belongs to another trial

@@ -1,7 +1,8 @@
 """<out>/counters.json: how much each stage computed (rather than reused), summed over every driver run.
 
 It is how a resumed run shows what it redid: the features, selections and trials it found finished add
-nothing. Written only by the driver, atomically (a killed driver leaves the previous version).
+nothing. Written only by the driver, through distill.artifacts (atomic and sealed: a killed driver leaves the
+previous version).
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from distill import artifacts
+
 FILE = "counters.json"
 
 
 def read(out: Path) -> dict[str, int]:
     path = Path(out) / FILE
-    return json.loads(path.read_text()) if path.exists() else {}
+    return json.loads(path.read_text()) if artifacts.intact(path) else {}
 
 
 def bump(out: Path, **counts: int) -> None:
@@ -22,6 +25,4 @@ def bump(out: Path, **counts: int) -> None:
     totals = read(out)
     for name, n in counts.items():
         totals[name] = totals.get(name, 0) + n
-    tmp = Path(out) / f"{FILE}.tmp"
-    tmp.write_text(json.dumps(totals, indent=2, sort_keys=True))
-    tmp.replace(Path(out) / FILE)
+    artifacts.write_json(Path(out) / FILE, totals, indent=2, sort_keys=True)
