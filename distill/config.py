@@ -105,7 +105,7 @@ class ProbeConfig:
     """
 
     fraction: float = 0.1  # share of the training pool the probe fine-tunes on, in (0, 1]
-    epochs: float = 2.0
+    epochs: float = 1.0
     checkpoints: int = 2  # loss columns after step 0; probe_loss is n × (checkpoints + 1)
     seed: int = 0  # probe slice, LoRA init, projection
     batch_size: int = 8  # examples per forward pass when recording losses

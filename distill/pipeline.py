@@ -89,8 +89,9 @@ def _run(cfg: ExperimentConfig, out: Path, splits: Splits, model_path: str, scor
     write_run_info(out, cfg, splits, model_path, scorer)
     with ray_session(cfg.resources):
         features = embed_pool(cfg, splits, model_path, out)
-        features = probe_pool(cfg, features, splits, model_path, out)
-        specs = select_subsets(cfg, features, splits.train, out, selection_inputs_key(cfg, splits, model_path))
+        features, probe_seconds = probe_pool(cfg, features, splits, model_path, out)
+        specs = select_subsets(cfg, features, splits.train, out, selection_inputs_key(cfg, splits, model_path),
+                               probe_seconds)
         run_trials(cfg, specs, splits, model_path, scorer, out)
     with stage("report"):
         rows = report.build_report(out, bootstrap_samples=cfg.eval.bootstrap_samples, console=console.current().console)
@@ -215,12 +216,14 @@ def embed_plan(resources: dict, num_actors: int = 0) -> tuple[int, int, int]:
     return actors, cpus, 1 if gpus else 0
 
 
-def probe_pool(cfg: ExperimentConfig, features: Features, splits: Splits, model_path: str, out: Path) -> Features:
+def probe_pool(cfg: ExperimentConfig, features: Features, splits: Splits, model_path: str,
+               out: Path) -> tuple[Features, dict]:
     """Training dynamics (distill/probe.py) as one Ray task on a GPU when there is one, else on the
-    CPUs; run only when a selected method needs them, and cached by content hash."""
+    CPUs; run only when a selected method needs them, and cached by content hash. Returns the
+    features with the dynamics added, and what computing them cost (probe.method_seconds reads it)."""
     wanted = probe.needed(cfg.select.methods)
     if not wanted:
-        return features
+        return features, {}
     import ray
 
     paths = probe.cache_paths(out / "cache", model_path, splits.fingerprint, cfg)
@@ -235,8 +238,9 @@ def probe_pool(cfg: ExperimentConfig, features: Features, splits: Splits, model_
                                         wanted, dynamics.get("adapter"), features.loss, cpus or None))
             probe.store(paths, fresh)
             dynamics.update(fresh)
-        log("; ".join(f"{name}: {' × '.join(map(str, dynamics[name].shape))}" for name in wanted))
-    return replace(features, **{name: dynamics[name] for name in wanted})
+        log("; ".join(f"{name}: {' × '.join(map(str, dynamics[name].shape))} "
+                      f"({dynamics[probe.SECONDS + name]:.1f}s)" for name in wanted))
+    return replace(features, **{name: dynamics[name] for name in wanted}), dynamics
 
 
 def budget(cfg: ExperimentConfig, pool_size: int) -> int:
@@ -254,10 +258,11 @@ def budget(cfg: ExperimentConfig, pool_size: int) -> int:
 
 
 def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame, out: Path,
-                   features_key: str) -> list[TrialSpec]:
+                   features_key: str, probe_seconds: dict | None = None) -> list[TrialSpec]:
     """Every (method, seed) selector as a concurrent Ray task over one shared copy of the features.
 
-    Subsets are cached under <out>/cache by (features, method, params, k, seed): a rerun selects nothing twice."""
+    Subsets are cached under <out>/cache by (features, method, params, k, seed): a rerun selects nothing twice.
+    A dynamics method's selection time includes the probe stage it needed (`probe_seconds`, from probe_pool)."""
     import ray
 
     k = budget(cfg, len(features))
@@ -280,7 +285,8 @@ def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame
         log(f"  {len(paths) - len(todo)} selection(s) reused from {out / 'cache'}")
         for (method, seed), path in paths.items():
             cached = json.loads(path.read_text())
-            indices, seconds = np.asarray(cached["indices"], dtype=np.int64), cached["seconds"]
+            indices = np.asarray(cached["indices"], dtype=np.int64)
+            seconds = cached["seconds"] + probe.method_seconds(registry.get(method).needs, probe_seconds or {})
             write_subset(out, method, seed, pool, indices, features)
             specs.append(TrialSpec(f"{method}-s{seed}", method, seed, tuple(int(i) for i in indices), seconds))
             log(f"  {method} (seed {seed}): {len(indices)} examples in {seconds:.2f}s")

@@ -12,6 +12,7 @@ runs `compute_dynamics` as a Ray task and caches what it returns, keyed by `cach
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from distill.train import add_lora, collate, encode_examples, finetune, seed_eve
 PROBE_LOSS, GRAD_FEATURES = "probe_loss", "grad_features"
 DYNAMICS = (PROBE_LOSS, GRAD_FEATURES)  # Features attributes this module computes
 ADAPTER = "adapter/"  # prefix of the LoRA weights inside the probe's cache file
+SECONDS = "seconds/"  # result key prefix: wall seconds that computed probe_loss / grad_features
 
 
 def needed(methods: list[str]) -> list[str]:
@@ -62,10 +64,12 @@ def load_cached(paths: CachePaths) -> dict:
     if artifacts.intact(paths.probe):  # a damaged file is named in a warning and recomputed
         with np.load(paths.probe) as stored:
             found[PROBE_LOSS] = stored[PROBE_LOSS]
+            found[SECONDS + PROBE_LOSS] = float(stored["seconds"])
             found["adapter"] = {k[len(ADAPTER):]: stored[k] for k in stored.files if k.startswith(ADAPTER)}
     if artifacts.intact(paths.grads):
         with np.load(paths.grads) as stored:
             found[GRAD_FEATURES] = stored[GRAD_FEATURES]
+            found[SECONDS + GRAD_FEATURES] = float(stored["seconds"])
     return found
 
 
@@ -73,10 +77,20 @@ def store(paths: CachePaths, result: dict) -> None:
     """Write what `compute_dynamics` returned (atomically and sealed: a crash or damage is never read as a result)."""
     if PROBE_LOSS in result:
         arrays = {PROBE_LOSS: result[PROBE_LOSS], "checkpoint_steps": result["checkpoint_steps"],
-                  "trained": result["trained"], **{ADAPTER + k: v for k, v in result["adapter"].items()}}
+                  "trained": result["trained"], "seconds": result[SECONDS + PROBE_LOSS], **{ADAPTER + k: v for k, v in result["adapter"].items()}}
         artifacts.write_npz(paths.probe, **arrays)
     if GRAD_FEATURES in result:
-        artifacts.write_npz(paths.grads, **{GRAD_FEATURES: result[GRAD_FEATURES]})
+        artifacts.write_npz(paths.grads, **{GRAD_FEATURES: result[GRAD_FEATURES], "seconds": result[SECONDS + GRAD_FEATURES]})
+
+
+def method_seconds(needs: frozenset[str] | set[str], dynamics: dict) -> float:
+    """What the probe stage cost a method that reads `needs`: the probe for probe_loss, the probe and
+    the gradient pass for grad_features (they are computed at the probe's final weights). The whole
+    cost is charged to every such method — one that runs alone pays all of it — so report times compare
+    what each method would cost a user."""
+    parts = {PROBE_LOSS} if PROBE_LOSS in needs else set()
+    parts |= {PROBE_LOSS, GRAD_FEATURES} if GRAD_FEATURES in needs else set()
+    return sum(dynamics.get(SECONDS + name, 0.0) for name in parts)
 
 
 def probe_slice(n: int, probe: ProbeConfig) -> np.ndarray:
@@ -112,12 +126,13 @@ def run_probe(model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: 
               device: str, step0: np.ndarray | None = None) -> dict:
     """Fine-tune `model` (LoRA-wrapped) on the probe slice, recording every example's loss at step 0
     and at each checkpoint; returns probe_loss (n × (checkpoints + 1)), checkpoint_steps, trained
-    (the slice) and adapter (final LoRA weights, for gradient features later).
+    (the slice), adapter (final LoRA weights, for gradient features later) and its wall seconds.
 
     `step0`: the base model's losses when already known — the embedding pass computes exactly these
     (LoRA starts as the identity), so the pipeline passes them and saves one pass over the pool."""
     from peft import get_peft_model_state_dict
 
+    start = time.perf_counter()
     encoded = [fmt.encode(t, s) for t, s in zip(texts, summaries)]
 
     def record() -> np.ndarray:
@@ -137,7 +152,7 @@ def run_probe(model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: 
              replace(cfg.train, epochs=cfg.probe.epochs, max_steps=None), cfg.probe.seed, device, on_step=on_step)
     adapter = {k: v.detach().float().cpu().numpy() for k, v in get_peft_model_state_dict(model).items()}
     return {PROBE_LOSS: np.stack(columns, axis=1), "checkpoint_steps": np.array(steps), "trained": trained,
-            "adapter": adapter}
+            "adapter": adapter, SECONDS + PROBE_LOSS: time.perf_counter() - start}
 
 
 class SparseProjection:
@@ -210,5 +225,7 @@ def compute_dynamics(model_path: str, cfg: ExperimentConfig, texts: list[str], s
     else:
         set_peft_model_state_dict(model, {k: torch.from_numpy(v) for k, v in adapter.items()})
     if GRAD_FEATURES in wanted:
+        start = time.perf_counter()
         result[GRAD_FEATURES] = gradient_features(model, tokenizer, fmt, texts, summaries, cfg.probe, device)
+        result[SECONDS + GRAD_FEATURES] = time.perf_counter() - start
     return result

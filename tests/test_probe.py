@@ -103,10 +103,10 @@ def test_probe_stage_runs_on_ray_only_when_needed_and_is_cached(tiny_model, cfg,
     marker = np.linspace(1, 2, len(splits.train), dtype=np.float32)  # stands in for the embedding pass's loss
     features = text_features(splits.train["text"].tolist(), loss=marker)
     cfg.select.methods = ["random"]
-    assert pipeline.probe_pool(cfg, features, splits, tiny_model, tmp_path) is features  # nothing needed
+    assert pipeline.probe_pool(cfg, features, splits, tiny_model, tmp_path) == (features, {})  # nothing needed
     cfg.select.methods = ["el2n_loss"]
     with pipeline.ray_session(cfg.resources):
-        first = pipeline.probe_pool(cfg, features, splits, tiny_model, tmp_path)
+        first, cost = pipeline.probe_pool(cfg, features, splits, tiny_model, tmp_path)
     paths = probe.cache_paths(tmp_path / "cache", tiny_model, splits.fingerprint, cfg)
     assert first.probe_loss.shape == (len(features), 4) and first.grad_features is None
     np.testing.assert_array_equal(first.probe_loss[:, 0], marker)  # step 0 is taken from the embedding pass
@@ -117,15 +117,20 @@ def test_probe_stage_runs_on_ray_only_when_needed_and_is_cached(tiny_model, cfg,
         raise AssertionError("recomputed a cached probe")
 
     monkeypatch.setattr(probe, "compute_dynamics", fail)
-    again = pipeline.probe_pool(cfg, features, splits, tiny_model, tmp_path)  # no Ray session: all from cache
+    again, cost_again = pipeline.probe_pool(cfg, features, splits, tiny_model, tmp_path)  # no Ray session: all from cache
     np.testing.assert_array_equal(again.probe_loss, first.probe_loss)
+    assert cost_again[probe.SECONDS + probe.PROBE_LOSS] == cost[probe.SECONDS + probe.PROBE_LOSS] > 0  # the cost it had
     monkeypatch.undo()
     cfg.select.methods = ["gradient_match", "el2n_loss"]  # gradients: the cached probe's weights are reused
     with pipeline.ray_session(cfg.resources):
-        both = pipeline.probe_pool(cfg, features, splits, tiny_model, tmp_path)
+        both, cost = pipeline.probe_pool(cfg, features, splits, tiny_model, tmp_path)
     assert both.grad_features.shape == (len(features), 64) and paths.grads.exists()
     assert paths.probe.stat().st_mtime_ns == stamp
     np.testing.assert_array_equal(both.probe_loss, first.probe_loss)
+    probe_s, grads_s = cost[probe.SECONDS + probe.PROBE_LOSS], cost[probe.SECONDS + probe.GRAD_FEATURES]
+    assert probe.method_seconds({"probe_loss"}, cost) == probe_s  # el2n_loss pays for the probe
+    assert probe.method_seconds({"grad_features"}, cost) == probe_s + grads_s > probe_s  # gradient_match for both
+    assert probe.method_seconds(set(), cost) == 0
 
 
 def test_cache_keys_follow_what_the_probe_depends_on(tiny_job):
