@@ -463,7 +463,7 @@ def render_markdown(rows: list[dict], run: dict | None, plots: dict[str, str]) -
               "", f"BERTScore model: `{bs_model}`.", ""]
     n_empty = sum(r["n_empty"] for r in rows)
     if n_empty:
-        lines += [f"Empty generations (summed over seeds): "
+        lines += ["Empty generations (summed over seeds): "
                   + ", ".join(f"{r['method']} {r['n_empty']}" for r in rows if r["n_empty"]) + ".", ""]
     lines += _evidence_table(rows)
     if run:

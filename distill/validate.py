@@ -295,7 +295,7 @@ def check_disk(cfg: ExperimentConfig) -> list[Item]:
         labels = " + ".join(f"{label} {path}" for label, path, _ in group)
         free = group[0][2]
         status = FAIL if free < MIN_FREE_GB else WARN if free < LOW_FREE_GB else OK
-        fix = "" if status == OK else (f"free space (a Hub model needs its size again in the HF cache) or move "
+        fix = "" if status == OK else ("free space (a Hub model needs its size again in the HF cache) or move "
                                        "output_dir / DISTILL_CACHE_DIR / HF_HOME to a larger disk")
         items.append(Item("disk", status, f"{free:.1f} GB free for {labels}", fix))
     return items

@@ -35,6 +35,17 @@ def build_tiny_llama(folder: Path, hidden: int = 32, layers: int = 2) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def isolated_environment():
+    """Every test starts from the same os.environ. An in-process `ray.init` writes RAY_AUTH_MODE=token into
+    it, which every later subprocess would inherit: a `ray job submit` to a test head with auth disabled
+    then fails authentication, depending on which tests this worker happened to run first."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
     """Path of the tiny random model folder (named so reports flag it as a test model)."""

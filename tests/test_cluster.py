@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 import yaml
@@ -157,49 +158,88 @@ def _ray_start_worker(env: dict[str, str], gcs_port: int, *args: str) -> None:
     assert start.returncode == 0, start.stdout[-4000:]
 
 
-@pytest.mark.slow
-def test_ray_job_submit_runs_the_quick_pipeline_on_a_head_node(tiny_job, tmp_path):
+@pytest.fixture(scope="module")
+def head():
+    """A 2-CPU head node on 127.0.0.1 from `ray start`, shared by this module's `ray job submit` tests (as
+    one cluster serves many jobs). Yields (environment, GCS port, job API address)."""
     gcs_port, dashboard_port = _free_port(), _free_port()
     temp_dir = tempfile.mkdtemp(prefix="distill-ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
     marker = Path(temp_dir).name
     env = {**_ray_env(marker), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    job_path = tmp_path / "tiny.yaml"
-    out = Path(tiny_job["output_dir"])
-    job_path.write_text(yaml.safe_dump(tiny_job))
-    address = f"http://127.0.0.1:{dashboard_port}"
-    runtime_env = {"working_dir": str(REPO), "excludes": UPLOAD_EXCLUDES,
-                   "env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}}
     try:
         _ray_start_head(env, temp_dir, gcs_port, "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
                         "--num-cpus", "2")
-        start = time.perf_counter()
-        submit = [str(VENV_BIN / "ray"), "job", "submit", "--address", address,
-                  "--runtime-env-json", json.dumps(runtime_env),
-                  "--", "bash", "-c", "python -c 'import sys; print(\"job python:\", sys.executable)' && "
-                                      f"python -m distill.quick --job {job_path}"]
-        job = _submit_when_ready(submit, env)
-        log = job.stdout + job.stderr
-        assert job.returncode == 0, log[-4000:]
-        assert "succeeded" in log
-        # the job runs with the interpreter `ray start` was launched with: the project venv
-        assert f"job python: {VENV_BIN / 'python'}" in log
-        # the pipeline says where to watch and where its results are
-        assert f"dashboard http://127.0.0.1:{dashboard_port}" in log or "dashboard" in log.lower()
-        assert f"results in {out / 'comparison'}" in log
-        assert "Ray cluster: 2 CPU, 0 GPU" in log
-        results = json.loads((out / "comparison" / "results.json").read_text())
-        assert {r["method"] for r in results} == {"random", "balanced_lengths"}
-        print(f"job submitted and finished in {time.perf_counter() - start:.1f}s")
-
-        # validate joins the same cluster by address and reads its resources
-        check = subprocess.run([sys.executable, "-m", "distill", "validate", "--job", str(job_path),
-                                "--set", f"resources.address=127.0.0.1:{gcs_port}"],
-                               env=env, capture_output=True, text=True, timeout=90, cwd=REPO)
-        assert check.returncode == 0, check.stdout + check.stderr
-        assert f"cluster 127.0.0.1:{gcs_port}: 1 node(s), 2 CPU, 0 GPU" in check.stdout
+        yield env, gcs_port, f"http://127.0.0.1:{dashboard_port}"
     finally:
         _stop_our_ray(marker)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_ray_job_submit_runs_the_quick_pipeline_on_a_head_node(head, tiny_job, tmp_path):
+    """The README's way: the repository as the job's working_dir."""
+    env, gcs_port, address = head
+    job_path = tmp_path / "tiny.yaml"
+    out = Path(tiny_job["output_dir"])
+    job_path.write_text(yaml.safe_dump(tiny_job))
+    runtime_env = {"working_dir": str(REPO), "excludes": UPLOAD_EXCLUDES,
+                   "env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}}
+    start = time.perf_counter()
+    submit = [str(VENV_BIN / "ray"), "job", "submit", "--address", address,
+              "--runtime-env-json", json.dumps(runtime_env),
+              "--", "bash", "-c", "python -c 'import sys; print(\"job python:\", sys.executable)' && "
+                                  f"python -m distill.quick --job {job_path}"]
+    job = _submit_when_ready(submit, env)
+    log = job.stdout + job.stderr
+    assert job.returncode == 0, log[-4000:]
+    assert "succeeded" in log
+    # the job runs with the interpreter `ray start` was launched with: the project venv
+    assert f"job python: {VENV_BIN / 'python'}" in log
+    # the pipeline says where to watch and where its results are
+    assert f"dashboard {address}" in log or "dashboard" in log.lower()
+    assert f"results in {out / 'comparison'}" in log
+    assert "Ray cluster: 2 CPU, 0 GPU" in log
+    results = json.loads((out / "comparison" / "results.json").read_text())
+    assert {r["method"] for r in results} == {"random", "balanced_lengths"}
+    print(f"job submitted and finished in {time.perf_counter() - start:.1f}s")
+
+    # validate joins the same cluster by address and reads its resources
+    check = subprocess.run([sys.executable, "-m", "distill", "validate", "--job", str(job_path),
+                            "--set", f"resources.address=127.0.0.1:{gcs_port}"],
+                           env=env, capture_output=True, text=True, timeout=90, cwd=REPO)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"cluster 127.0.0.1:{gcs_port}: 1 node(s), 2 CPU, 0 GPU" in check.stdout
+
+
+@pytest.mark.slow
+def test_ray_job_submit_runs_a_plugin_selector_from_the_jobs_working_dir(head, tiny_job, tmp_path):
+    """A user's project folder (job YAML + selector file, relative paths) as the job's working_dir; distill itself
+    travels as a py_module. The plugin selector runs as a Ray task and its trial lands in the report."""
+    from test_plugins import write_plugin
+
+    env, _, address = head
+    project = tmp_path / "project"
+    project.mkdir()
+    write_plugin(project)
+    job = {**tiny_job, "select": {**tiny_job["select"], "methods": ["random", "shortest_first"],
+                                  "plugins": ["my_selectors.py"]}}
+    (project / "tiny.yaml").write_text(yaml.safe_dump(job))
+    out = Path(tiny_job["output_dir"])
+    runtime_env = {"working_dir": str(project), "py_modules": [str(REPO / "distill")],
+                   "env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}}
+    submit = [str(VENV_BIN / "ray"), "job", "submit", "--address", address,
+              "--runtime-env-json", json.dumps(runtime_env), "--", "python", "-m", "distill.quick", "--job", "tiny.yaml"]
+    start = time.perf_counter()
+    job_run = _submit_when_ready(submit, env, cwd=tmp_path)
+    log = job_run.stdout + job_run.stderr
+    assert job_run.returncode == 0, log[-4000:]
+    assert "shortest_first (seed 0): 6 examples" in log
+    results = json.loads((out / "comparison" / "results.json").read_text())
+    assert {r["method"] for r in results} == {"random", "shortest_first"}
+    selected = [json.loads(line) for line in (out / "selected" / "shortest_first.jsonl").read_text().splitlines()]
+    pool_words = json.loads((out / "pool_stats.json").read_text())["n_words"]
+    assert sorted(r["index"] for r in selected) == sorted(np.argsort(pool_words, kind="stable")[:6].tolist())
+    print(f"job with a plugin selector submitted and finished in {time.perf_counter() - start:.1f}s")
 
 
 # ------------------------------------------------------------------- simulated multi-GPU scheduling

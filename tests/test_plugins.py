@@ -1,20 +1,15 @@
-"""Bring your own selector: plugin files, modules, entry points, broken plugins, and shipping to Ray workers."""
+"""Bring your own selector: plugin files, modules, entry points, broken plugins, and shipping to Ray workers
+(`ray job submit` of a plugin selector from a user's project folder: tests/test_cluster.py)."""
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import yaml
 
 from distill import pipeline, plugins
 from distill.config import make_config
@@ -233,43 +228,3 @@ def test_select_subsets_runs_a_plugin_as_ray_tasks_even_where_its_file_is_gone(t
     finally:
         ray.shutdown()
     assert sorted(features.n_words[indices]) == expected
-
-
-@pytest.mark.slow
-def test_ray_job_submit_runs_a_plugin_selector_from_the_jobs_working_dir(tiny_job, tmp_path):
-    """A user's project folder (job YAML + selector file, relative paths) as the job's working_dir; distill itself
-    travels as a py_module. The plugin selector runs as a Ray task and its trial lands in the report."""
-    from test_cluster import VENV_BIN, _free_port, _ray_env, _ray_start_head, _stop_our_ray, _submit_when_ready
-
-    project = tmp_path / "project"
-    project.mkdir()
-    write_plugin(project)
-    job = {**tiny_job, "select": {**tiny_job["select"], "methods": ["random", "shortest_first"],
-                                  "plugins": ["my_selectors.py"]}}
-    (project / "tiny.yaml").write_text(yaml.safe_dump(job))
-    out = Path(tiny_job["output_dir"])
-    gcs_port, dashboard_port = _free_port(), _free_port()
-    temp_dir = tempfile.mkdtemp(prefix="distill-ray-", dir="/tmp")
-    marker = Path(temp_dir).name
-    env = {**_ray_env(marker), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    runtime_env = {"working_dir": str(project), "py_modules": [str(REPO / "distill")],
-                   "env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}}
-    submit = [str(VENV_BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dashboard_port}",
-              "--runtime-env-json", json.dumps(runtime_env), "--", "python", "-m", "distill.quick", "--job", "tiny.yaml"]
-    try:
-        _ray_start_head(env, temp_dir, gcs_port, "--dashboard-host", "127.0.0.1", "--dashboard-port",
-                        str(dashboard_port), "--num-cpus", "2")
-        start = time.perf_counter()
-        job_run = _submit_when_ready(submit, env, cwd=tmp_path)
-        log = job_run.stdout + job_run.stderr
-        assert job_run.returncode == 0, log[-4000:]
-        assert "shortest_first (seed 0): 6 examples" in log
-        results = json.loads((out / "comparison" / "results.json").read_text())
-        assert {r["method"] for r in results} == {"random", "shortest_first"}
-        selected = [json.loads(line) for line in (out / "selected" / "shortest_first.jsonl").read_text().splitlines()]
-        pool_words = json.loads((out / "pool_stats.json").read_text())["n_words"]
-        assert sorted(r["index"] for r in selected) == sorted(np.argsort(pool_words, kind="stable")[:6].tolist())
-        print(f"job with a plugin selector submitted and finished in {time.perf_counter() - start:.1f}s")
-    finally:
-        _stop_our_ray(marker)
-        shutil.rmtree(temp_dir, ignore_errors=True)

@@ -160,7 +160,6 @@ def semdedup_keep(x: np.ndarray, threshold: float, n_clusters: int, seed: int) -
     keep = np.ones(len(x), dtype=bool)
     order = np.lexsort((np.arange(len(x)), -dist, assign))
     sizes = np.bincount(assign)
-    starts = np.concatenate([[0], np.cumsum(sizes)])
     with nb.single_thread_blas():  # ~1000 x 1000 products: threading costs more than it gains
         _drop_near_duplicates(x, order, sizes, threshold, keep)
     return keep
