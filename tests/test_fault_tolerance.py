@@ -245,6 +245,9 @@ def test_a_trial_on_a_lost_node_continues_from_its_checkpoint_on_another_node(ti
     marker = Path(temp_dir).name
     env = {**_ray_env(marker), **_env(DISTILL_FAULT="train_step:2:hang", DISTILL_FAULT_DIR=str(faults_dir))}
     env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    # the GCS declares the node dead after 2 failed 1-s health checks instead of 5 × 3 s: the same failure path
+    env.update(RAY_health_check_period_ms="1000", RAY_health_check_timeout_ms="1000",
+               RAY_health_check_failure_threshold="2")
     stalled, driver = faults_dir / "train_step.json", None
     try:
         _ray_start_head(env, temp_dir, gcs_port, "--include-dashboard", "false", "--num-cpus", "0")
