@@ -459,7 +459,8 @@ def render_markdown(rows: list[dict], run: dict | None, plots: dict[str, str]) -
               "scored 0, never dropped. The 95% CI is a bootstrap over held-out examples (and seeds, when "
               "there are several). p is a two-sided paired bootstrap test of ROUGE-L against `random` on the "
               "same examples, Holm–Bonferroni adjusted over the methods compared; \"not significant\" marks "
-              "adjusted p ≥ 0.05. Time is the mean wall time per seed (select + train + eval).",
+              "adjusted p ≥ 0.05. Time is the mean wall time per seed (select + train + eval; the select of a "
+              "training-dynamics method includes the probe stage it read).",
               "", f"BERTScore model: `{bs_model}`.", ""]
     n_empty = sum(r["n_empty"] for r in rows)
     if n_empty:
