@@ -285,11 +285,12 @@ def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame
         log(f"  {len(paths) - len(todo)} selection(s) reused from {out / 'cache'}")
         for (method, seed), path in paths.items():
             cached = json.loads(path.read_text())
-            indices = np.asarray(cached["indices"], dtype=np.int64)
-            seconds = cached["seconds"] + probe.method_seconds(registry.get(method).needs, probe_seconds or {})
+            indices, seconds = np.asarray(cached["indices"], dtype=np.int64), cached["seconds"]
+            probed = probe.method_seconds(registry.get(method).needs, probe_seconds or {})
             write_subset(out, method, seed, pool, indices, features)
-            specs.append(TrialSpec(f"{method}-s{seed}", method, seed, tuple(int(i) for i in indices), seconds))
-            log(f"  {method} (seed {seed}): {len(indices)} examples in {seconds:.2f}s")
+            specs.append(TrialSpec(f"{method}-s{seed}", method, seed, tuple(int(i) for i in indices), seconds + probed))
+            log(f"  {method} (seed {seed}): {len(indices)} examples in {seconds:.2f}s"
+                + (f" (+ {probed:.1f}s of probe stage)" if probed else ""))
     if cfg.include_baseline:
         specs += [TrialSpec(f"{BASELINE}-s{s}", BASELINE, s, tuple(range(len(pool))), 0.0) for s in range(cfg.seeds)]
     return specs
