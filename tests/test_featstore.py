@@ -120,14 +120,20 @@ def test_pipeline_streams_the_pool_and_selects_from_the_memory_map(tiny_job, tin
     from distill import pipeline
     from distill.select import registry
 
-    tiny_job["select"]["methods"] = ["embedding_centroid", "clustering", "loss_based"]
+    from distill import probe
+
+    tiny_job["select"]["methods"] = ["embedding_centroid", "clustering", "loss_based", "el2n_loss"]
     cfg = make_config(tiny_job)
     splits = load_splits(cfg.data)
     out = Path(cfg.output_dir)
+    probe_cost = {probe.SECONDS + probe.PROBE_LOSS: 12.5}  # what a probe stage reported
     with pipeline.ray_session(cfg.resources):
         features = pipeline.embed_pool(cfg, splits, tiny_model, out)
+        features = replace(features, probe_loss=np.random.default_rng(0).random((len(features), 3), dtype=np.float32))
         specs = pipeline.select_subsets(cfg, features, splits.train, out,
-                                        pipeline.features_key(cfg, splits, tiny_model))
+                                        pipeline.features_key(cfg, splits, tiny_model), probe_cost)
+    # the dynamics method's time includes the probe stage it read; the others' does not
+    assert all((spec.select_seconds >= 12.5) == (spec.method == "el2n_loss") for spec in specs)
     assert isinstance(features.embeddings, np.memmap) and isinstance(features.loss, np.memmap)
     [cache] = (out / "cache").glob("features-*")
     assert cache.is_dir() and not cache.name.endswith(".npz")
