@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Cost of the probe stage and of gradient features, side by side with the embedding pass and a quick trial.
 
-    .venv/bin/python scripts/bench_dynamics.py --n 64 --json docs/bench/dynamics.json
+    .venv/bin/python scripts/bench_dynamics.py --n 80 --json docs/bench/dynamics.json
 
 Real SmolLM2-135M-Instruct on CPU, the first `--n` rows of the embedded BillSum pool, quick.yaml's
 lengths (256 document / 96 summary tokens) and the default `probe:` section. Every stage runs in a
@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, row in stages.items():
         print(f"{name:8s} {row['load_s']:7.1f} {row['compute_s']:10.1f} {row.get('s_per_1k', '—'):>12} "
               f"{row.get('x_embed', '—'):>8} {row['peak_mb']:8d}")
+    if "probe_over_trial" in result:  # the probe stage's default is sized to cost no more than one quick trial
+        print(f"probe (load + compute) / one quick trial (load + compute) = {result['probe_over_trial']} (goal ≤ 1)")
     return 0
 
 
@@ -170,9 +172,11 @@ def summarise(args: argparse.Namespace, stages: dict, load: list[float]) -> dict
             row["s_per_1k"] = round(row["compute_s"] / args.n * 1000, 1)
         if base:
             row["x_embed"] = round(row["compute_s"] / base, 2)
+    whole = {name: row["load_s"] + row["compute_s"] for name, row in stages.items()}
+    versus = {"probe_over_trial": round(whole["probe"] / whole["trial"], 2)} if {"probe", "trial"} <= set(whole) else {}
     return {"n": args.n, "threads": args.threads, "model": args.model, "device": "cpu", "max_source_tokens": 256,
             "max_target_tokens": 96, "probe": vars(ProbeConfig()), "cpus": os.cpu_count(), "load_avg_1m": load,
-            "python": platform.python_version(), "stages": stages}
+            "python": platform.python_version(), "stages": stages, **versus}
 
 
 if __name__ == "__main__":
