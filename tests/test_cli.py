@@ -58,6 +58,17 @@ def test_missing_data_file(tmp_path):
     assert_nothing_heavy_started(result, out)
 
 
+def test_bad_input_fails_before_torch_or_ray_is_imported(tmp_path):
+    """preflight.check runs before the CLI imports the pipeline: a wrong path costs about a second, not a torch import."""
+    probe = ("import sys\nfrom distill.cli import main\n"
+             "code = main(['quick', '--data', 'missing.jsonl', '--output-dir', 'out'])\n"
+             "print(sorted(m for m in ('torch', 'ray', 'transformers') if m in sys.modules))\nsys.exit(code)\n")
+    result = subprocess.run([PYTHON, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"})
+    assert_one_line_error(result, "missing.jsonl")
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_missing_column(tmp_path):
     data = tmp_path / "docs.jsonl"
     data.write_text("".join(json.dumps({"text": f"A document of some length number {i}.", "abstract": "short"}) + "\n"

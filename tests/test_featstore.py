@@ -120,7 +120,7 @@ def test_pipeline_streams_the_pool_and_selects_from_the_memory_map(tiny_job, tin
     from distill import pipeline
     from distill.select import registry
 
-    from distill import probe
+    from distill import preflight, probe
 
     tiny_job["select"]["methods"] = ["embedding_centroid", "clustering", "loss_based", "el2n_loss"]
     cfg = make_config(tiny_job)
@@ -142,7 +142,7 @@ def test_pipeline_streams_the_pool_and_selects_from_the_memory_map(tiny_job, tin
     expected = actor({"row": np.arange(len(pool)), "text": pool["text"].to_numpy(), "summary": pool["summary"].to_numpy()})
     np.testing.assert_allclose(features.embeddings, expected["embedding"], atol=1e-4)
     np.testing.assert_allclose(features.loss, expected["loss"], atol=1e-4)
-    k = pipeline.budget(cfg, len(pool))
+    k = preflight.budget(cfg, len(pool))
     for spec in specs:
         assert list(spec.indices) == registry.select(spec.method, features, k, spec.seed).tolist()
     reused = pipeline.embed_pool(cfg, splits, tiny_model, out)  # cached: no Ray needed

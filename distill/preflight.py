@@ -1,0 +1,79 @@
+"""Everything a user can get wrong about a run, checked before any work and before the heavy imports.
+
+The output folder, the data, the budget, the model and the evaluation engine are resolved here, with
+no torch, Ray or model weights loaded: the CLI runs these checks first, so a typo in a path or a
+budget that rounds to nothing fails in about a second, with one line naming the problem and the fix,
+and the output folder is left exactly as it was. pipeline.run then does the work with what they resolved.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from distill import console, outdir
+from distill.config import ExperimentConfig, secret
+from distill.data import Splits, load_splits
+from distill.errors import DistillError
+from distill.evaluate import HUB_BERTSCORE, Scorer, resolve_scorer
+from distill.generate_vllm import choose_engine
+from distill.models import resolve_model
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What a run resolved before starting: where it writes, what it reads, which models it uses."""
+
+    out: Path
+    splits: Splits
+    model_path: str
+    scorer: Scorer
+
+
+def check(cfg: ExperimentConfig) -> Checked:
+    """Resolve the run's inputs, failing with a DistillError on the first one that is wrong (and
+    setting cfg.eval.engine, which trial keys hash, to the engine that will run)."""
+    log = console.current().log
+    out = Path(cfg.output_dir).expanduser().resolve()
+    outdir.check(out)  # a foreign or unwritable folder fails before any work, and is left as it was
+    with console.current().stage("data"):
+        splits = load_splits(cfg.data)
+        log(f"{splits.source}: {len(splits.train)} training pool, {len(splits.test)} held out")
+    budget(cfg, len(splits.train))  # a budget of 0 or of the whole pool fails before any work
+    with console.current().stage("model"):
+        model_path = resolve_model(cfg.model.name)
+        log(f"target model: {model_path}")
+        cfg.eval.engine, why = choose_engine(cfg, model_path)
+        log(f"evaluation engine: {cfg.eval.engine} ({why})")
+    scorer, why = resolve_scorer(cfg.eval, hub_reachable())
+    log(f"BERTScore encoder: {scorer.label} ({why})")
+    return Checked(out, splits, model_path, scorer)
+
+
+def budget(cfg: ExperimentConfig, pool_size: int) -> int:
+    """Examples each method selects; a budget that rounds to nothing or to the whole pool is an error."""
+    k = round(cfg.select.fraction * pool_size)
+    if cfg.select.methods and k < 1:
+        raise DistillError(f"budget fraction {cfg.select.fraction:g} of the {pool_size}-example pool rounds to 0 examples",
+                           f"pass --fraction {math.ceil(1e4 / pool_size) / 1e4:g} or more, or use more data")
+    if cfg.select.methods and k >= pool_size:
+        raise DistillError(f"budget fraction {cfg.select.fraction:g} of the {pool_size}-example pool selects all of it, "
+                           "so every method would train on the same data",
+                           f"pass --fraction {math.floor(1e4 * (pool_size - 1) / pool_size) / 1e4:g} or less, or run `python -m distill baseline` "
+                           "to fine-tune on the whole pool")
+    return k
+
+
+def hub_reachable() -> bool:
+    """Can the Hugging Face Hub be asked for files right now? (a quick metadata call)"""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    try:
+        import huggingface_hub
+
+        huggingface_hub.model_info(HUB_BERTSCORE, timeout=5, token=secret("HF_TOKEN"))
+        return True
+    except Exception:  # any failure (DNS, TLS, HTTP) means: not reachable from here
+        return False
