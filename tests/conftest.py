@@ -12,6 +12,10 @@ import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray clusters stay on 127.0.0.1
+# One auth mode for every test cluster, in-process or `ray start`: Ray caches the mode of the first in-process
+# ray.init in its C++ config, and a driver left in token mode rejects the workers of an auth-disabled cluster
+# ("Missing authorization header"). Loopback-only clusters; the product itself leaves Ray's default alone.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -49,9 +53,8 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(autouse=True)
 def isolated_environment():
-    """Every test starts from the same os.environ. An in-process `ray.init` writes RAY_AUTH_MODE=token into
-    it, which every later subprocess would inherit: a `ray job submit` to a test head with auth disabled
-    then fails authentication, depending on which tests this worker happened to run first."""
+    """Every test starts from the same os.environ, whichever tests this worker ran before: an in-process
+    `ray.init` writes into it (RAY_AUTH_MODE, PYTHONBREAKPOINT), and every later subprocess would inherit that."""
     saved = dict(os.environ)
     yield
     os.environ.clear()
