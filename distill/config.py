@@ -99,9 +99,10 @@ class ProbeConfig:
 
     A brief LoRA fine-tune (the `train` section's LoRA settings and learning rate) on a random
     `fraction` of the pool for `epochs`; every pool example's summary loss is recorded at step 0 and
-    at `checkpoints` evenly spaced steps (the last one is the end). The defaults train on as many
-    examples for as many epochs as a quick trial (10%, 2 epochs). `grad_dim` and `grad_blocks` size
-    the sparse random projection of the per-example LoRA gradients (gradient_match).
+    at `checkpoints` evenly spaced steps (the last one is the end). The defaults train on 10% of the
+    pool for one epoch (half a quick trial's training); the two loss passes over the whole pool
+    dominate the cost, about 2.3 quick trials on CPU (scripts/bench_dynamics.py). `grad_dim` and
+    `grad_blocks` size the sparse random projection of the per-example LoRA gradients (gradient_match).
     """
 
     fraction: float = 0.1  # share of the training pool the probe fine-tunes on, in (0, 1]
