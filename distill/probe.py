@@ -88,9 +88,9 @@ def method_seconds(needs: frozenset[str] | set[str], dynamics: dict) -> float:
     the gradient pass for grad_features (they are computed at the probe's final weights). The whole
     cost is charged to every such method — one that runs alone pays all of it — so report times compare
     what each method would cost a user."""
-    parts = {PROBE_LOSS} if PROBE_LOSS in needs else set()
-    parts |= {PROBE_LOSS, GRAD_FEATURES} if GRAD_FEATURES in needs else set()
-    return sum(dynamics.get(SECONDS + name, 0.0) for name in parts)
+    if GRAD_FEATURES in needs:  # the gradients are taken at the probe's final weights: it needs both
+        needs = {*needs, PROBE_LOSS}
+    return sum(dynamics.get(SECONDS + name, 0.0) for name in DYNAMICS if name in needs)
 
 
 def probe_slice(n: int, probe: ProbeConfig) -> np.ndarray:
