@@ -42,7 +42,10 @@ overrides=()
 if [[ -n "$uv" ]]; then
   install=("$uv" pip install --python .venv/bin/python -q "${sources[@]}")
   overrides=(--override requirements/vllm-overrides.txt)
-  sync=("$uv" pip sync --python .venv/bin/python -q --require-hashes "${sources[@]}")
+  # --compile-bytecode: pip writes .pyc files at install, uv does not by default. Without them every fresh
+  # Ray worker and daemon compiles torch, transformers and Ray again until the first ones land, which doubled
+  # the suite's time on a fresh clone and let a raylet miss Ray's fixed 30 s start-up wait.
+  sync=("$uv" pip sync --python .venv/bin/python -q --require-hashes --compile-bytecode "${sources[@]}")
 else
   echo "setup: uv unavailable, using pip (slower)"
   install=(.venv/bin/python -m pip install --disable-pip-version-check -q)
