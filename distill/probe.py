@@ -59,17 +59,21 @@ def cache_paths(cache_dir: Path, model_path: str, data_fingerprint: str, cfg: Ex
 
 
 def load_cached(paths: CachePaths) -> dict:
-    """What the cache already holds: probe_loss + adapter (LoRA weights) and/or grad_features."""
+    """What the cache already holds: probe_loss + adapter (LoRA weights) and/or grad_features, each with
+    the seconds it took. A file written before costs were stored has no `seconds` and is recomputed, so a
+    report never shows a dynamics method's time without its probe."""
     found = {}
     if artifacts.intact(paths.probe):  # a damaged file is named in a warning and recomputed
         with np.load(paths.probe) as stored:
-            found[PROBE_LOSS] = stored[PROBE_LOSS]
-            found[SECONDS + PROBE_LOSS] = float(stored["seconds"])
-            found["adapter"] = {k[len(ADAPTER):]: stored[k] for k in stored.files if k.startswith(ADAPTER)}
+            if "seconds" in stored.files:
+                found[PROBE_LOSS] = stored[PROBE_LOSS]
+                found[SECONDS + PROBE_LOSS] = float(stored["seconds"])
+                found["adapter"] = {k[len(ADAPTER):]: stored[k] for k in stored.files if k.startswith(ADAPTER)}
     if artifacts.intact(paths.grads):
         with np.load(paths.grads) as stored:
-            found[GRAD_FEATURES] = stored[GRAD_FEATURES]
-            found[SECONDS + GRAD_FEATURES] = float(stored["seconds"])
+            if "seconds" in stored.files:
+                found[GRAD_FEATURES] = stored[GRAD_FEATURES]
+                found[SECONDS + GRAD_FEATURES] = float(stored["seconds"])
     return found
 
 

@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, row in stages.items():
         print(f"{name:8s} {row['load_s']:7.1f} {row['compute_s']:10.1f} {row.get('s_per_1k', '—'):>12} "
               f"{row.get('x_embed', '—'):>8} {row['peak_mb']:8d}")
-    if "probe_over_trial" in result:  # the probe stage's default is sized to cost no more than one quick trial
+    if "probe_over_trial" in result:  # issue 10's goal for the default probe: no more than one quick trial
         print(f"probe (load + compute) / one quick trial (load + compute) = {result['probe_over_trial']} (goal ≤ 1)")
     return 0
 

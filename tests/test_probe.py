@@ -133,6 +133,19 @@ def test_probe_stage_runs_on_ray_only_when_needed_and_is_cached(tiny_model, cfg,
     assert probe.method_seconds(set(), cost) == 0
 
 
+def test_a_cache_file_without_its_cost_is_recomputed(tmp_path):
+    """Probe caches written before costs were stored hold no `seconds`: they are not used (a KeyError
+    before; a dynamics method's time without its probe otherwise)."""
+    from distill import artifacts
+
+    paths = probe.CachePaths(tmp_path / "probe-old.npz", tmp_path / "grads-old.npz")
+    artifacts.write_npz(paths.probe, **{probe.PROBE_LOSS: np.ones((3, 3), dtype=np.float32)})
+    artifacts.write_npz(paths.grads, **{probe.GRAD_FEATURES: np.ones((3, 4), dtype=np.float32)})
+    assert probe.load_cached(paths) == {}
+    artifacts.write_npz(paths.grads, **{probe.GRAD_FEATURES: np.ones((3, 4), dtype=np.float32), "seconds": 2.5})
+    assert probe.load_cached(paths)[probe.SECONDS + probe.GRAD_FEATURES] == 2.5
+
+
 def test_cache_keys_follow_what_the_probe_depends_on(tiny_job):
     def paths(**overrides):
         return probe.cache_paths(Path("c"), "model", "data", make_config(tiny_job, overrides))
