@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command].run(args)
     except DistillError as exc:
-        print(f"distill: error: {exc}", file=sys.stderr)
+        # raised inside a Ray task, it arrives as Ray's subclass of it with the task's traceback: print the original
+        print(f"distill: error: {getattr(exc, 'cause', exc)}", file=sys.stderr)
         return DistillError.exit_code
     except KeyboardInterrupt:
         print("distill: interrupted; finished trials are kept under the output directory", file=sys.stderr)

@@ -22,9 +22,10 @@ import torch
 from distill import artifacts
 from distill.config import ExperimentConfig, ProbeConfig, content_hash
 from distill.embed import summary_loss, teacher_forced
+from distill.errors import DistillError
 from distill.models import device_name, load_model, load_tokenizer
 from distill.prompt import Encoded, PromptFormat
-from distill.train import add_lora, collate, encode_examples, finetune, seed_everything
+from distill.train import add_lora, collate, encode_examples, finetune, seed_everything, summary_loss as train_loss
 
 PROBE_LOSS, GRAD_FEATURES = "probe_loss", "grad_features"
 DYNAMICS = (PROBE_LOSS, GRAD_FEATURES)  # Features attributes this module computes
@@ -154,9 +155,33 @@ def run_probe(model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: 
     trained = probe_slice(len(texts), cfg.probe)
     finetune(model, tokenizer, fmt, [texts[i] for i in trained], [summaries[i] for i in trained],
              replace(cfg.train, epochs=cfg.probe.epochs, max_steps=None), cfg.probe.seed, device, on_step=on_step)
+    require_visible_updates(model, encoded[int(trained[0])], tokenizer.pad_token_id, device, steps[-1])
     adapter = {k: v.detach().float().cpu().numpy() for k, v in get_peft_model_state_dict(model).items()}
     return {PROBE_LOSS: np.stack(columns, axis=1), "checkpoint_steps": np.array(steps), "trained": trained,
             "adapter": adapter, SECONDS + PROBE_LOSS: time.perf_counter() - start}
+
+
+@torch.no_grad()
+def require_visible_updates(model, example: Encoded, pad_id: int, device: str, steps: int) -> None:
+    """Fail when the probe's LoRA updates do not change the model's loss at all.
+
+    Why: a short probe's updates are tiny, and bf16 arithmetic can round the adapter's contribution
+    away entirely (measured: SmolLM2 under bf16 autocast after the default 2 steps gave every pool
+    example the same loss at every checkpoint). Every dynamics score would then be a tie, and the
+    selection a disguised random one. One example, adapter on vs off, in the same precision, tells."""
+    was_training = model.training
+    model.eval()
+    with_adapter = pool_losses(model, [example], pad_id, 1, device)
+    with model.disable_adapter():
+        without = pool_losses(model, [example], pad_id, 1, device)
+    model.train(was_training)
+    if np.array_equal(with_adapter, without):
+        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        raise DistillError(f"the probe's {steps} LoRA step(s) do not change the model's loss at all (model weights in "
+                           f"{dtype}): every dynamics score would be a tie",
+                           "give the probe more steps (--set probe.epochs=2, or a larger probe.fraction) or a larger "
+                           "train.learning_rate" + ("" if dtype == "float32" else ", or load the model in float32 "
+                                                    "(--set model.dtype=float32)"))
 
 
 class SparseProjection:
@@ -192,7 +217,9 @@ def gradient_features(model, tokenizer, fmt: PromptFormat, texts: list[str], sum
 
     One backward pass per example (a batched loss would sum the gradients), in eval mode so dropout
     does not make the gradient random: the features are a deterministic function of the example,
-    the model and `probe.seed` (which draws the projection)."""
+    the model and `probe.seed` (which draws the projection). The loss is the trials' (LM head on the
+    summary positions only: the same gradient as the full-vocabulary loss, without the prompt positions'
+    logits)."""
     params = [p for p in model.parameters() if p.requires_grad]
     projection = SparseProjection(sum(p.numel() for p in params), probe.grad_dim, probe.grad_blocks, probe.seed, device)
     was_training = model.training
@@ -200,7 +227,7 @@ def gradient_features(model, tokenizer, fmt: PromptFormat, texts: list[str], sum
     out = np.empty((len(texts), probe.grad_dim), dtype=np.float32)
     for i, example in enumerate(encode_examples(fmt, texts, summaries)):
         model.zero_grad(set_to_none=True)
-        model(**collate([example], tokenizer.pad_token_id, device)).loss.backward()
+        train_loss(model, collate([example], tokenizer.pad_token_id, device)).backward()
         flat = torch.cat([p.grad.reshape(-1) for p in params]).float()
         out[i] = projection(flat[None])[0].cpu().numpy()
     model.zero_grad(set_to_none=True)

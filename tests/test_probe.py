@@ -34,6 +34,37 @@ def test_needed_reads_the_registry():
     assert probe.needed(["gradient_match", "learnability"]) == ["probe_loss", "grad_features"]
 
 
+def test_a_probe_whose_updates_vanish_in_the_model_precision_is_refused(tiny_model, cfg, pool):
+    """A learning rate so small the LoRA update rounds away (as bf16 does to a short probe's real ones):
+    every loss column would be equal and every dynamics score a tie, so the probe says so, with the fix."""
+    from dataclasses import replace
+
+    texts, summaries = pool
+    frozen = replace(cfg, train=replace(cfg.train, learning_rate=1e-12))
+    with pytest.raises(DistillError, match="do not change the model's loss at all.*float32.*probe.epochs=2"):
+        probe.compute_dynamics(tiny_model, frozen, texts, summaries, ["probe_loss"])
+
+
+@pytest.mark.slow
+def test_the_cli_states_an_error_raised_inside_the_probe_task_in_one_line(tiny_job, tmp_path):
+    """The probe runs as a Ray task: its DistillError reaches the user as the one-line problem and fix,
+    not as Ray's wrapper with the worker's traceback."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({**tiny_job, "select": {"methods": ["el2n_loss"], "fraction": 0.25},
+                                   "train": {**tiny_job["train"], "learning_rate": 1e-12}}))
+    proc = subprocess.run([sys.executable, "-m", "distill", "quick", "--job", str(job)], capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("distill: error: the probe's") and "fix: give the probe more steps" in last
+    assert "Traceback" not in proc.stderr and "ray::" not in proc.stderr
+
+
 def test_checkpoint_steps_are_evenly_spaced_and_end_at_the_last_step():
     assert probe.checkpoint_steps(12, 3).tolist() == [0, 4, 8, 12]
     assert probe.checkpoint_steps(5, 2).tolist() == [0, 3, 5]
