@@ -8,6 +8,9 @@ the summary goes to docs/bench/gpu-<device>.json. The checks:
   load_8bit           bitsandbytes 8-bit loading + k-bit LoRA preparation + a few training steps
   bench_generate_vllm vLLM multi-LoRA generation vs HF at GPU lengths (scripts/bench_generate_vllm.py)
   bench_train         scripts/bench_train.py --device cuda (the training arms side by side)
+  bench_dynamics      scripts/bench_dynamics.py on the quick-gpu job: the probe stage vs one quick-gpu
+                      trial (issue 10's goal: the default probe costs no more than one trial), and the
+                      bf16 probe's ranking vs a float32 probe's
   quick_gpu           the quick-gpu job with 2 methods, 1 seed, evaluation by vLLM
 
     python scripts/gpu_check.py                 # all checks (what gpu_check.sh runs)
@@ -27,8 +30,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LIMITS_S = {"embed_bf16": 90, "oom_backoff": 60, "load_8bit": 60, "bench_generate_vllm": 150, "bench_train": 60,
-            "quick_gpu": 150}  # 570 s in all: the whole check stays under 10 minutes
+LIMITS_S = {"embed_bf16": 80, "oom_backoff": 50, "load_8bit": 50, "bench_generate_vllm": 130, "bench_train": 60,
+            "bench_dynamics": 90, "quick_gpu": 130}  # 590 s in all: the whole check stays under 10 minutes
 OOM_MEMORY_FRACTION = 0.05  # of the card: small enough that a 64-sequence micro-batch of 2k tokens cannot fit
 
 
@@ -156,6 +159,13 @@ def bench_train() -> dict:
                    "train-cuda.json")
 
 
+def bench_dynamics() -> dict:
+    """The bf16 probe, its float32 twin, the gradient features and one quick-gpu trial, each in its own process."""
+    return _script(["scripts/bench_dynamics.py", "--job", "quick-gpu", "--threads", "2", "--stages",
+                    "embed,probe,probe_fp32,grads,trial", "--json",
+                    "docs/bench/dynamics-cuda.json"], "dynamics-cuda.json")
+
+
 def quick_gpu() -> dict:
     with tempfile.TemporaryDirectory() as out:
         subprocess.run([sys.executable, "-m", "distill", "quick", "--job", "quick-gpu", "--methods", "random,clustering",
@@ -175,7 +185,8 @@ def _script(argv: list[str], result_file: str) -> dict:
 
 
 CHECKS = {"embed_bf16": embed_bf16, "oom_backoff": oom_backoff, "load_8bit": load_8bit,
-          "bench_generate_vllm": bench_generate_vllm, "bench_train": bench_train, "quick_gpu": quick_gpu}
+          "bench_generate_vllm": bench_generate_vllm, "bench_train": bench_train, "bench_dynamics": bench_dynamics,
+          "quick_gpu": quick_gpu}
 
 if __name__ == "__main__":
     main()

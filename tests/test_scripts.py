@@ -1,0 +1,62 @@
+"""The benchmark and GPU-check scripts: they run, and their time budgets add up."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_gpu_check_limits_cover_every_check_within_its_ten_minutes():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    assert set(gpu_check.LIMITS_S) == set(gpu_check.CHECKS)
+    assert sum(gpu_check.LIMITS_S.values()) < 600  # gpu_check.sh runs the whole script under `timeout 600`
+
+
+def test_bench_dynamics_measures_every_stage_and_the_float32_twin(tiny_model, tmp_path):
+    """A smoke run on the tiny model: every stage reports its cost, the probe is set against one trial,
+    and on a CPU (where the job's model is already float32) the float32 twin ranks the pool identically."""
+    out = tmp_path / "dynamics.json"
+    proc = subprocess.run([sys.executable, "scripts/bench_dynamics.py", "--n", "8", "--model", tiny_model, "--threads", "1",
+                           "--stages", "embed,probe,probe_fp32,grads,trial", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert set(result["stages"]) == {"embed", "probe", "probe_fp32", "grads", "trial"}
+    assert result["stages"]["probe"]["loss_passes"] == result["probe"]["checkpoints"]  # step 0 came from the embed pass
+    assert result["stages"]["probe_fp32"]["loss_passes"] == result["probe"]["checkpoints"] + 1
+    assert result["probe_over_trial"] > 0 and result["job"] == "quick" and result["max_source_tokens"] == 256
+    assert all(row["spearman"] > 0.99 for row in result["fidelity_vs_fp32"].values()), result["fidelity_vs_fp32"]
+
+
+def _bench(script: str, tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / f"{script}.json"
+    proc = subprocess.run([sys.executable, f"scripts/{script}.py", *args, "--json", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_bench_generate_measures_its_floor_beside_the_arms(tiny_model, tmp_path):
+    result = _bench("bench_generate", tmp_path, "--quick", "--model", tiny_model)
+    per_example, batched = result["rows"]
+    floor = result["floor"]
+    assert floor["prefill_s"] > 0 and floor["decode_step_s"] > 0 and 1 <= floor["decode_steps"] <= result["max_new_tokens"]
+    assert floor["floor_s"] < batched["seconds"] * 1.5  # a floor, not an estimate of something else
+    assert floor["ceiling_speedup"] == round(per_example["seconds"] / floor["floor_s"], 2)
+
+
+def test_bench_train_states_the_flop_ceiling_of_a_leaner_head(tiny_model, tmp_path):
+    result = _bench("bench_train", tmp_path, "--quick", "--repeats", "1", "--arms", "trainer,distill", "--model", tiny_model)
+    ceiling = result["flop_ceiling"]
+    assert 0 < ceiling["labelled"] < ceiling["tokens"]
+    head, body = ceiling["head_params"], ceiling["body_params"]
+    assert ceiling["ceiling_speedup"] == round((body + head) * ceiling["tokens"] / (body * ceiling["tokens"] + head * ceiling["labelled"]), 3)
+    assert [row["arm"] for row in result["rows"]] == ["trainer", "distill"]
