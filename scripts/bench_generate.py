@@ -10,6 +10,11 @@ against the per-example ones. tokens/s counts the new tokens up to each summary'
 
 An arm is one function `arm(bench) -> list[str]` in ARMS (another engine, e.g. vLLM, is one more
 function and one more entry).
+
+`floor` measures, in the same run, what no batching of this model can beat: the batched prefill (the
+prompts' forward pass, which batching does not shrink) plus one single-sequence decode step per new
+token (a batched step reads every weight once, as a single-sequence step does, and computes more). The
+per-example time over that floor is the largest speed-up any batched generate could reach here.
 """
 
 from __future__ import annotations
@@ -61,6 +66,31 @@ def distill_generate(bench: Bench) -> list[str]:
 ARMS = {"hf-per-example": hf_per_example, "distill": distill_generate}
 
 
+def floor(bench: Bench, steps: int) -> dict:
+    """prefill_s (one batched forward of every prompt = generate 1 token), decode_step_s (a single sequence's
+    step: generate 1 + 16 tokens minus generate 1) and their sum over `steps` decode steps, floor_s."""
+    import torch
+
+    from distill.evaluate import pad
+
+    tok, extra = bench.setup.tokenizer, 16
+    prompts = [bench.setup.fmt.encode(t).prompt for t in bench.texts]
+
+    def timed(rows: list[list[int]], new: int) -> float:
+        padded, mask = pad(rows, tok.pad_token_id, side="left")
+        ids, mask = torch.tensor(padded, device=bench.device), torch.tensor(mask, device=bench.device)
+        start = time.perf_counter()
+        with torch.no_grad():
+            bench.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new,
+                                 do_sample=False, pad_token_id=tok.pad_token_id)
+        return time.perf_counter() - start
+
+    prefill = timed(prompts, 1)
+    step = (timed(prompts[:1], 1 + extra) - timed(prompts[:1], 1)) / extra
+    return {"prefill_s": round(prefill, 2), "decode_step_s": round(step, 4), "decode_steps": steps,
+            "floor_s": round(prefill + steps * step, 2)}
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -94,12 +124,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name}: {seconds:.1f}s", flush=True)
     for row in rows:
         row["speedup_vs_first_arm"] = round(rows[0]["seconds"] / row["seconds"], 2)
+    longest = max(len(setup.tokenizer(o, add_special_tokens=False)["input_ids"]) for o in reference)
+    bound = floor(bench, min(setup.cfg.eval.max_new_tokens, longest + 1))  # the batch runs until its longest row ends
+    bound["ceiling_speedup"] = round(rows[0]["seconds"] / bound["floor_s"], 2)
     benchlib.print_table(rows, ["arm", "bills", "seconds", "new_tokens", "tokens_per_s", "same_outputs_as_first_arm",
                                 "speedup_vs_first_arm"])
+    print(f"floor: prefill {bound['prefill_s']}s + {bound['decode_steps']} steps × {bound['decode_step_s']}s "
+          f"= {bound['floor_s']}s, so no batched generate beats {bound['ceiling_speedup']}× {rows[0]['arm']} here")
     benchlib.write_json(args.json, {"benchmark": "generate", "machine": benchlib.machine(), "threads": args.threads,
                                     "device": args.device, "max_new_tokens": setup.cfg.eval.max_new_tokens,
                                     "eval_batch_size": setup.cfg.eval.batch_size, "goal": "≥5× hf-per-example on CPU",
-                                    "rows": rows})
+                                    "rows": rows, "floor": bound})
     return 0
 
 
