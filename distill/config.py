@@ -101,7 +101,7 @@ class ProbeConfig:
     `fraction` of the pool for `epochs`; every pool example's summary loss is recorded at step 0 and
     at `checkpoints` evenly spaced steps (the last one is the end). The defaults train on 10% of the
     pool for one epoch (half a quick trial's training); the two loss passes over the whole pool
-    dominate the cost, about 2.3 quick trials on CPU (scripts/bench_dynamics.py). `grad_dim` and
+    dominate the cost, about 2.4 quick trials on CPU (scripts/bench_dynamics.py). `grad_dim` and
     `grad_blocks` size the sparse random projection of the per-example LoRA gradients (gradient_match).
     """
 
