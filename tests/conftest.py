@@ -40,7 +40,7 @@ def build_tiny_llama(folder: Path, hidden: int = 32, layers: int = 2) -> Path:
 
 
 def pytest_collection_modifyitems(items):
-    """Modules with the most slow (Ray cluster) tests first, each module's tests kept together and in order.
+    """Modules with the most slow (Ray cluster, whole-script) tests first, each module's tests kept together and in order.
 
     scripts/test.sh runs the suite on two workers with `--dist loadfile --no-loadscope-reorder`, which hands
     out whole files in this order: the long files start first and the short ones fill in behind them,

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -20,16 +22,18 @@ def test_gpu_check_limits_cover_every_check_within_its_ten_minutes():
     assert sum(gpu_check.LIMITS_S.values()) < 600  # gpu_check.sh runs the whole script under `timeout 600`
 
 
+@pytest.mark.slow
 def test_bench_dynamics_measures_every_stage_and_the_float32_twin(tiny_model, tmp_path):
-    """A smoke run on the tiny model: every stage reports its cost, the probe is set against one trial,
-    and on a CPU (where the job's model is already float32) the float32 twin ranks the pool identically."""
+    """A smoke run on the tiny model: each stage reports its cost, the probe is set against one trial,
+    and on a CPU (where the job's model is already float32) the float32 twin ranks the pool identically.
+    (The gradient stage's code is test_probe.py's.)"""
     out = tmp_path / "dynamics.json"
     proc = subprocess.run([sys.executable, "scripts/bench_dynamics.py", "--n", "8", "--model", tiny_model, "--threads", "1",
-                           "--stages", "embed,probe,probe_fp32,grads,trial", "--json", str(out)],
+                           "--stages", "embed,probe,probe_fp32,trial", "--json", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert set(result["stages"]) == {"embed", "probe", "probe_fp32", "grads", "trial"}
+    assert set(result["stages"]) == {"embed", "probe", "probe_fp32", "trial"}
     assert result["stages"]["probe"]["loss_passes"] == result["probe"]["checkpoints"]  # step 0 came from the embed pass
     assert result["stages"]["probe_fp32"]["loss_passes"] == result["probe"]["checkpoints"] + 1
     assert result["probe_over_trial"] > 0 and result["job"] == "quick" and result["max_source_tokens"] == 256
@@ -44,6 +48,7 @@ def _bench(script: str, tmp_path: Path, *args: str) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_bench_generate_measures_its_floor_beside_the_arms(tiny_model, tmp_path):
     result = _bench("bench_generate", tmp_path, "--quick", "--model", tiny_model)
     per_example, batched = result["rows"]
@@ -53,6 +58,7 @@ def test_bench_generate_measures_its_floor_beside_the_arms(tiny_model, tmp_path)
     assert floor["ceiling_speedup"] == round(per_example["seconds"] / floor["floor_s"], 2)
 
 
+@pytest.mark.slow
 def test_bench_train_states_the_flop_ceiling_of_a_leaner_head(tiny_model, tmp_path):
     result = _bench("bench_train", tmp_path, "--quick", "--repeats", "1", "--arms", "trainer,distill", "--model", tiny_model)
     ceiling = result["flop_ceiling"]
