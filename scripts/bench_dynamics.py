@@ -209,11 +209,11 @@ def fidelity(default, reference) -> dict:
     def scores(loss):
         return {"final_loss": loss[:, -1], "learnability": loss[:, 0] - loss[:, -1], "variability": cartography_map(loss)[1]}
 
-    top = max(1, round(0.1 * len(default)))
+    mine, ref, top = scores(default), scores(reference), max(1, round(0.1 * len(default)))
     out = {}
-    for name, (a, b) in {k: (v, scores(reference)[k]) for k, v in scores(default).items()}.items():
-        overlap = len(set(np.argsort(-a)[:top]) & set(np.argsort(-b)[:top])) / top
-        out[name] = {"spearman": round(float(spearmanr(a, b).statistic), 4), "top10_overlap": round(overlap, 2)}
+    for name in mine:
+        overlap = len(set(np.argsort(-mine[name])[:top]) & set(np.argsort(-ref[name])[:top])) / top
+        out[name] = {"spearman": round(float(spearmanr(mine[name], ref[name]).statistic), 4), "top10_overlap": round(overlap, 2)}
     return out
 
 
