@@ -168,13 +168,11 @@ def require_visible_updates(model, example: Encoded, pad_id: int, device: str, s
     Why: a short probe's updates are tiny, and bf16 arithmetic can round the adapter's contribution
     away entirely (measured: SmolLM2 under bf16 autocast after the default 2 steps gave every pool
     example the same loss at every checkpoint). Every dynamics score would then be a tie, and the
-    selection a disguised random one. One example, adapter on vs off, in the same precision, tells."""
-    was_training = model.training
-    model.eval()
+    selection a disguised random one. One example, adapter on vs off, in the same precision, tells
+    (`pool_losses` runs in eval mode and restores the model's mode)."""
     with_adapter = pool_losses(model, [example], pad_id, 1, device)
     with model.disable_adapter():
         without = pool_losses(model, [example], pad_id, 1, device)
-    model.train(was_training)
     if np.array_equal(with_adapter, without):
         dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
         raise DistillError(f"the probe's {steps} LoRA step(s) do not change the model's loss at all (model weights in "

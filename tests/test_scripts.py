@@ -22,30 +22,26 @@ def test_gpu_check_limits_cover_every_check_within_its_ten_minutes():
     assert sum(gpu_check.LIMITS_S.values()) < 600  # gpu_check.sh runs the whole script under `timeout 600`
 
 
-@pytest.mark.slow
-def test_bench_dynamics_measures_every_stage_and_the_float32_twin(tiny_model, tmp_path):
-    """A smoke run on the tiny model: each stage reports its cost, the probe is set against one trial,
-    and on a CPU (where the job's model is already float32) the float32 twin ranks the pool identically.
-    (The gradient stage's code is test_probe.py's.)"""
-    out = tmp_path / "dynamics.json"
-    proc = subprocess.run([sys.executable, "scripts/bench_dynamics.py", "--n", "8", "--model", tiny_model, "--threads", "1",
-                           "--stages", "embed,probe,probe_fp32,trial", "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
-    assert set(result["stages"]) == {"embed", "probe", "probe_fp32", "trial"}
-    assert result["stages"]["probe"]["loss_passes"] == result["probe"]["checkpoints"]  # step 0 came from the embed pass
-    assert result["stages"]["probe_fp32"]["loss_passes"] == result["probe"]["checkpoints"] + 1
-    assert result["probe_over_trial"] > 0 and result["job"] == "quick" and result["max_source_tokens"] == 256
-    assert all(row["spearman"] > 0.99 for row in result["fidelity_vs_fp32"].values()), result["fidelity_vs_fp32"]
-
-
 def _bench(script: str, tmp_path: Path, *args: str) -> dict:
     out = tmp_path / f"{script}.json"
     proc = subprocess.run([sys.executable, f"scripts/{script}.py", *args, "--json", str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_bench_dynamics_measures_every_stage_and_the_float32_twin(tiny_model, tmp_path):
+    """A smoke run on the tiny model: each stage reports its cost, the probe is set against one trial,
+    and on a CPU (where the job's model is already float32) the float32 twin ranks the pool identically.
+    (The gradient stage's code is test_probe.py's.)"""
+    result = _bench("bench_dynamics", tmp_path, "--n", "8", "--model", tiny_model, "--threads", "1",
+                    "--stages", "embed,probe,probe_fp32,trial")
+    assert set(result["stages"]) == {"embed", "probe", "probe_fp32", "trial"}
+    assert result["stages"]["probe"]["loss_passes"] == result["probe"]["checkpoints"]  # step 0 came from the embed pass
+    assert result["stages"]["probe_fp32"]["loss_passes"] == result["probe"]["checkpoints"] + 1
+    assert result["probe_over_trial"] > 0 and result["job"] == "quick" and result["max_source_tokens"] == 256
+    assert all(row["spearman"] > 0.99 for row in result["fidelity_vs_fp32"].values()), result["fidelity_vs_fp32"]
 
 
 @pytest.mark.slow
