@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -56,10 +57,26 @@ def test_cluster_yaml_passes_rays_schema_and_launcher_checks():
 # ------------------------------------------------------------------------------------- ray job submit
 
 
+_PORTS_HANDED_OUT: set[int] = set()
+
+
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free loopback port between Ray's worker ports (10002-19999) and Linux's ephemeral range (32768+).
+
+    A port from bind(0) is ephemeral: between picking it and `ray start` binding it, any outgoing connection on the
+    machine (Ray's own, of the other tests' clusters) may be given it, and the head then fails to start.
+    """
+    while True:
+        port = random.randrange(20000, 32768)
+        if port in _PORTS_HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS_HANDED_OUT.add(port)
+        return port
 
 
 def _our_ray_processes(marker: str) -> list[psutil.Process]:
@@ -144,9 +161,18 @@ _RAY_START_WORKER_ON_LOOPBACK = (
 
 
 def _ray_start_head(env: dict[str, str], temp_dir: str, gcs_port: int, *args: str) -> None:
-    subprocess.run([str(VENV_BIN / "ray"), "start", "--head", "--port", str(gcs_port), "--node-ip-address", "127.0.0.1",
-                    "--ray-client-server-port", str(_free_port()), "--disable-usage-stats", "--temp-dir", temp_dir,
-                    *_node_ports(), *args], env=env, check=True, capture_output=True, text=True, timeout=90)
+    """`ray start --head`, tried twice (fresh per-node ports, the first attempt's processes stopped): starting a
+    head is this module's setup, not what it tests, and on 2 busy cores a daemon can miss its start-up deadline."""
+    for attempt in (1, 2):
+        start = subprocess.run([str(VENV_BIN / "ray"), "start", "--head", "--port", str(gcs_port),
+                                "--node-ip-address", "127.0.0.1", "--ray-client-server-port", str(_free_port()),
+                                "--disable-usage-stats", "--temp-dir", temp_dir, *_node_ports(), *args],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=90)
+        if start.returncode == 0:
+            return
+        print(f"ray start --head, attempt {attempt}, failed:\n{start.stdout[-4000:]}", file=sys.stderr)
+        _stop_our_ray(env["DISTILL_TEST_RAY"])
+    raise AssertionError(f"ray start --head failed twice; the last output:\n{start.stdout[-4000:]}")
 
 
 def _ray_start_worker(env: dict[str, str], gcs_port: int, *args: str) -> None:
