@@ -327,9 +327,9 @@ def check_selector(selector, params: dict[str, Any]) -> None:
 
 def _check_contradictions(cfg: ExperimentConfig) -> None:
     """Settings that are each valid but cannot all hold: one would be silently ignored."""
-    from distill.data import is_hub_dataset
+    from distill.data import has_splits
 
-    if cfg.data.test_split and not cfg.data.split_column and not is_hub_dataset(cfg.data.source):
+    if cfg.data.test_split and not cfg.data.split_column and not has_splits(cfg.data.source):
         raise DistillError(f"data.test_split '{cfg.data.test_split}' is set but {cfg.data.source} has no splits "
                            "(data.split_column is null), so it would be ignored",
                            "set data.split_column to the column holding the split names, or data.test_split: null")
