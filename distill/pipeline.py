@@ -13,10 +13,12 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import platform
 import tempfile
 import time
+import traceback
 from dataclasses import asdict, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -30,7 +32,7 @@ from distill import console, counters, faults, featstore, plugins, preflight, pr
 from distill.config import ExperimentConfig, ResourcesConfig, content_hash, secret
 from distill.data import Splits
 from distill.embed import EmbedActor, cache_key
-from distill.errors import DistillError
+from distill.errors import DistillError, describe
 from distill.evaluate import Scorer
 from distill.features import Features, text_features
 from distill.generate_vllm import VllmGenerator, write_adapter
@@ -48,6 +50,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 KEEP_CHECKPOINTS = 2  # per trial: the newest, and the one before in case a driver died before pointing at it
 RECORD = "distill_record"  # Tune result key carrying a trial's full record (metrics + predictions) as JSON
+logger = logging.getLogger(__name__)
 TRACKED_PACKAGES = ("distill", "ray", "torch", "transformers", "peft", "datasets", "faiss-cpu", "rouge-score",
                     "bert-score", "numpy", "pandas")
 
@@ -240,10 +243,18 @@ def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame
             features_ref = ray.put(features if here != "DEFAULT" else features.by_value())
             task = ray.remote(num_cpus=1, scheduling_strategy=here)(_remote_select)
             refs = {(m, s): task.remote(m, features_ref, k, s, cfg.select.params.get(m, {}), shipped) for m, s in todo}
-            for job, ref in refs.items():
-                indices, seconds = ray.get(ref)
+            failed = []
+            for job, ref in refs.items():  # every finished selection is cached, even when another one failed
+                try:
+                    indices, seconds = ray.get(ref)
+                except DistillError as exc:  # a selector that raised or answered wrongly (Ray's RayTaskError of it)
+                    failed.append(exc)
+                    continue
                 artifacts.write_json(paths[job], {"indices": indices.tolist(), "seconds": seconds})
-            counters.bump(out, selections=len(todo))
+            counters.bump(out, selections=len(todo) - len(failed))
+            if failed:
+                cause = root_cause(failed[0])
+                raise DistillError(cause.problem, f"{cause.fix} ({traceback_logged(failed[0])})")
         log(f"  {len(paths) - len(todo)} selection(s) reused from {out / 'cache'}")
         for (method, seed), path in paths.items():
             cached = json.loads(path.read_text())
@@ -319,13 +330,40 @@ def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, mo
             with console.current().trial_board([s.name for s in todo]) as board:
                 callbacks = [_persist_trials(out, keys, trained), _trial_progress(board), *_callbacks(cfg)]
                 grid = make_tuner(trainable, cpus_by_trial, cfg, gpus, out, callbacks).fit()
-            failed = [str(r.error).splitlines()[0] for r in grid if r.error]
+            failed = {r.config["trial"]: r.error for r in grid if r.error}
         if trained:
             evaluate_with_vllm(cfg, trained, splits.test, model_path, scorer, out, gpus)
         if failed:
-            raise DistillError(f"{len(failed)} of {len(todo)} trial(s) failed, first: {failed[0][:300]}",
-                               f"see the Tune logs under {out / 'tune'}; then `python -m distill resume {out}` "
-                               "reuses finished trials and continues the others from their last checkpoint")
+            raise trials_failed(failed, len(todo), out)
+
+
+def trials_failed(failed: dict[str, BaseException], n_trials: int, out: Path) -> DistillError:
+    """The one line for failed trials: the first one's name and its own exception (out of Ray's wrappers), with
+    every failed trial's whole traceback in the run log."""
+    for name, error in failed.items():
+        where = traceback_logged(error, f"trial {name} failed")
+    name, error = next(iter(failed.items()))
+    cause = root_cause(error)
+    what = cause.problem if isinstance(cause, DistillError) else describe(cause)
+    fix = f"{cause.fix}; " if isinstance(cause, DistillError) else ""
+    return DistillError(f"{len(failed)} of {n_trials} trial(s) failed; the first, trial {name} failed: {what}",
+                        f"{fix}{where}; then `python -m distill resume {out}` reuses finished trials and continues "
+                        "the others from their last checkpoint")
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """A trial's own exception: Tune hands it over inside Ray's RayTaskError, which carries it as `cause`."""
+    while isinstance(getattr(error, "cause", None), BaseException):
+        error = error.cause
+    return error
+
+
+def traceback_logged(error: BaseException, what: str = "") -> str:
+    """Write a failure's whole traceback to the run log (a Ray task's error holds the task's own traceback, and
+    the exception it chained from); returns where the user finds it, for the one-line error."""
+    logger.error("%s%s", f"{what}:\n" if what else "", "".join(traceback.format_exception(error)).rstrip())
+    where = console.current().log_path
+    return f"the traceback is in {where}" if where else "the traceback is printed above"
 
 
 def plan_cpus(res: ResourcesConfig, n_trials: int, gpus: float) -> list[float]:
