@@ -60,7 +60,8 @@ Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # the seeds numpy's and pandas
 class DataConfig:
     """Where the documents come from and how the held-out set is made."""
 
-    # "embedded:billsum", a Hub dataset name ("billsum"), or a local .jsonl/.json/.csv/.parquet file.
+    # "embedded:billsum", a Hub dataset name ("billsum"), a local .jsonl/.json/.csv/.tsv/.parquet file (the text
+    # formats also gzip-compressed), or a local folder of such shards (file names such as train-*/test-* are splits).
     source: str = EMBEDDED_BILLSUM
     hub_config: str | None = None  # e.g. "billsum" for MothMalone/SLMS-KD-Benchmarks
     train_split: str = "train"  # Hub split, or value of `split_column` in a local file
@@ -212,7 +213,7 @@ class ExperimentConfig:
 def _build(values: dict[str, Any]) -> ExperimentConfig:
     """Mapping → ExperimentConfig, type-checked and gently converted ('0.1' → 0.1) by pydantic."""
     try:
-        return TypeAdapter(ExperimentConfig).validate_python(values)
+        return _adapter().validate_python(values)
     except ValidationError as exc:
         raise _config_error(exc.errors()[0]) from None
 
@@ -243,9 +244,15 @@ def _config_error(error: dict[str, Any]) -> DistillError:
 
 
 @functools.cache
+def _adapter() -> TypeAdapter:
+    """pydantic's validator (and schema) of a whole job, built once per process."""
+    return TypeAdapter(ExperimentConfig)
+
+
+@functools.cache
 def settings() -> dict[str, dict[str, Any]]:
     """Every config key, dotted ('train.lora_r'), → its JSON schema: type, default and declared range."""
-    schema = TypeAdapter(ExperimentConfig).json_schema()
+    schema = _adapter().json_schema()
     found: dict[str, dict[str, Any]] = {}
 
     def walk(node: dict[str, Any], prefix: str) -> None:

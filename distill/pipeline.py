@@ -50,9 +50,9 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 KEEP_CHECKPOINTS = 2  # per trial: the newest, and the one before in case a driver died before pointing at it
 RECORD = "distill_record"  # Tune result key carrying a trial's full record (metrics + predictions) as JSON
-logger = logging.getLogger(__name__)
 TRACKED_PACKAGES = ("distill", "ray", "torch", "transformers", "peft", "datasets", "faiss-cpu", "rouge-score",
                     "bert-score", "numpy", "pandas")
+logger = logging.getLogger(__name__)
 
 
 def log(message: str) -> None:
@@ -243,18 +243,18 @@ def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame
             features_ref = ray.put(features if here != "DEFAULT" else features.by_value())
             task = ray.remote(num_cpus=1, scheduling_strategy=here)(_remote_select)
             refs = {(m, s): task.remote(m, features_ref, k, s, cfg.select.params.get(m, {}), shipped) for m, s in todo}
-            failed = []
-            for job, ref in refs.items():  # every finished selection is cached, even when another one failed
+            failed = {}
+            for (method, seed), ref in refs.items():  # every finished selection is cached, even when another failed
                 try:
                     indices, seconds = ray.get(ref)
                 except DistillError as exc:  # a selector that raised or answered wrongly (Ray's RayTaskError of it)
-                    failed.append(exc)
+                    failed[f"selection {method} (seed {seed})"] = exc
                     continue
-                artifacts.write_json(paths[job], {"indices": indices.tolist(), "seconds": seconds})
+                artifacts.write_json(paths[method, seed], {"indices": indices.tolist(), "seconds": seconds})
             counters.bump(out, selections=len(todo) - len(failed))
             if failed:
-                cause = root_cause(failed[0])
-                raise DistillError(cause.problem, f"{cause.fix} ({traceback_logged(failed[0])})")
+                _, cause, where = first_failure(failed)
+                raise DistillError(cause.problem, f"{cause.fix} ({where})")
         log(f"  {len(paths) - len(todo)} selection(s) reused from {out / 'cache'}")
         for (method, seed), path in paths.items():
             cached = json.loads(path.read_text())
@@ -330,7 +330,7 @@ def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, mo
             with console.current().trial_board([s.name for s in todo]) as board:
                 callbacks = [_persist_trials(out, keys, trained), _trial_progress(board), *_callbacks(cfg)]
                 grid = make_tuner(trainable, cpus_by_trial, cfg, gpus, out, callbacks).fit()
-            failed = {r.config["trial"]: r.error for r in grid if r.error}
+            failed = {f"trial {r.config['trial']}": r.error for r in grid if r.error}
         if trained:
             evaluate_with_vllm(cfg, trained, splits.test, model_path, scorer, out, gpus)
         if failed:
@@ -338,32 +338,26 @@ def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, mo
 
 
 def trials_failed(failed: dict[str, BaseException], n_trials: int, out: Path) -> DistillError:
-    """The one line for failed trials: the first one's name and its own exception (out of Ray's wrappers), with
-    every failed trial's whole traceback in the run log."""
-    for name, error in failed.items():
-        where = traceback_logged(error, f"trial {name} failed")
-    name, error = next(iter(failed.items()))
-    cause = root_cause(error)
+    """The one line for failed trials: the first one's name and its own exception, in plain text."""
+    name, cause, where = first_failure(failed)
     what = cause.problem if isinstance(cause, DistillError) else describe(cause)
     fix = f"{cause.fix}; " if isinstance(cause, DistillError) else ""
-    return DistillError(f"{len(failed)} of {n_trials} trial(s) failed; the first, trial {name} failed: {what}",
+    return DistillError(f"{len(failed)} of {n_trials} trial(s) failed; the first, {name} failed: {what}",
                         f"{fix}{where}; then `python -m distill resume {out}` reuses finished trials and continues "
                         "the others from their last checkpoint")
 
 
-def root_cause(error: BaseException) -> BaseException:
-    """A trial's own exception: Tune hands it over inside Ray's RayTaskError, which carries it as `cause`."""
-    while isinstance(getattr(error, "cause", None), BaseException):
-        error = error.cause
-    return error
-
-
-def traceback_logged(error: BaseException, what: str = "") -> str:
-    """Write a failure's whole traceback to the run log (a Ray task's error holds the task's own traceback, and
-    the exception it chained from); returns where the user finds it, for the one-line error."""
-    logger.error("%s%s", f"{what}:\n" if what else "", "".join(traceback.format_exception(error)).rstrip())
+def first_failure(failed: dict[str, BaseException]) -> tuple[str, BaseException, str]:
+    """Write every failure's whole traceback to the run log (a Ray task's error holds the task's own traceback and
+    the exception it chained from); returns the first one's name, its own exception (Ray's RayTaskError carries it
+    as `cause`), and where the user finds the tracebacks, for the one-line error."""
+    for name, error in failed.items():
+        logger.error("%s failed:\n%s", name, "".join(traceback.format_exception(error)).rstrip())
+    name, cause = next(iter(failed.items()))
+    while isinstance(getattr(cause, "cause", None), BaseException):
+        cause = cause.cause
     where = console.current().log_path
-    return f"the traceback is in {where}" if where else "the traceback is printed above"
+    return name, cause, f"the traceback is in {where}" if where else "the traceback is printed above"
 
 
 def plan_cpus(res: ResourcesConfig, n_trials: int, gpus: float) -> list[float]:
