@@ -137,7 +137,9 @@ def report_arguments(cmd: argparse.ArgumentParser) -> None:
 def report(args: argparse.Namespace) -> int:
     from distill import report
 
-    report.build_report(Path(args.output_dir).resolve(), bootstrap_samples=args.bootstrap_samples)
+    from distill.config import ReportConfig
+
+    report.build_report(Path(args.output_dir).resolve(), ReportConfig(bootstrap_samples=args.bootstrap_samples))
     return 0
 
 
