@@ -22,7 +22,8 @@ DEFAULT_JOB = {"validate": "quick"}
 # flag → dotted config key; anything else goes through --set section.key=value
 FLAGS = {
     "model": ("model.name", "target model: embedded:smollm2-135m, a Hub name or a local folder"),
-    "data": ("data.source", "embedded:billsum, a Hub dataset name, or a local .jsonl/.json/.csv/.parquet"),
+    "data": ("data.source", "embedded:billsum, a Hub dataset name, a local .jsonl/.json/.csv/.tsv/.parquet "
+                            "(text formats also .gz), or a folder of such shards"),
     "fraction": ("select.fraction", "selection budget as a share of the training pool, in (0, 1]"),
     "methods": ("select.methods", "comma-separated selection methods (see `distill methods`)"),
     "max_train": ("data.max_train", "cap on the training pool size"),

@@ -13,10 +13,12 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import platform
 import tempfile
 import time
+import traceback
 from dataclasses import asdict, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -30,7 +32,7 @@ from distill import console, counters, faults, featstore, plugins, preflight, pr
 from distill.config import ExperimentConfig, ResourcesConfig, content_hash, secret
 from distill.data import Splits
 from distill.embed import EmbedActor, cache_key
-from distill.errors import DistillError
+from distill.errors import DistillError, describe
 from distill.features import Features, text_features
 from distill.generate_vllm import VllmGenerator, write_adapter
 from distill.models import load_tokenizer
@@ -50,6 +52,7 @@ KEEP_CHECKPOINTS = 2  # per trial: the newest, and the one before in case a driv
 RECORD = "distill_record"  # Tune result key carrying a trial's full record (metrics + predictions) as JSON
 TRACKED_PACKAGES = ("distill", "ray", "torch", "transformers", "peft", "datasets", "faiss-cpu", "rouge-score",
                     "bert-score", "numpy", "pandas")
+logger = logging.getLogger(__name__)
 
 
 def log(message: str) -> None:
@@ -241,10 +244,18 @@ def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame
             features_ref = ray.put(features if here != "DEFAULT" else features.by_value())
             task = ray.remote(num_cpus=1, scheduling_strategy=here)(_remote_select)
             refs = {(m, s): task.remote(m, features_ref, k, s, cfg.select.params.get(m, {}), shipped) for m, s in todo}
-            for job, ref in refs.items():
-                indices, seconds = ray.get(ref)
-                artifacts.write_json(paths[job], {"indices": indices.tolist(), "seconds": seconds})
-            counters.bump(out, selections=len(todo))
+            failed = {}
+            for (method, seed), ref in refs.items():  # every finished selection is cached, even when another failed
+                try:
+                    indices, seconds = ray.get(ref)
+                except DistillError as exc:  # a selector that raised or answered wrongly (Ray's RayTaskError of it)
+                    failed[f"selection {method} (seed {seed})"] = exc
+                    continue
+                artifacts.write_json(paths[method, seed], {"indices": indices.tolist(), "seconds": seconds})
+            counters.bump(out, selections=len(todo) - len(failed))
+            if failed:
+                _, cause, where = first_failure(failed)
+                raise DistillError(cause.problem, f"{cause.fix} ({where})")
         log(f"  {len(paths) - len(todo)} selection(s) reused from {out / 'cache'}")
         for (method, seed), path in paths.items():
             cached = json.loads(path.read_text())
@@ -319,13 +330,34 @@ def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, re
             with console.current().trial_board([s.name for s in todo]) as board:
                 callbacks = [_persist_trials(out, keys, trained), _trial_progress(board), *_callbacks(cfg)]
                 grid = make_tuner(trainable, cpus_by_trial, cfg, gpus, out, callbacks).fit()
-            failed = [str(r.error).splitlines()[0] for r in grid if r.error]
+            failed = {f"trial {r.config['trial']}": r.error for r in grid if r.error}
         if trained:
             evaluate_with_vllm(cfg, trained, splits.test, resolved, out, gpus)
         if failed:
-            raise DistillError(f"{len(failed)} of {len(todo)} trial(s) failed, first: {failed[0][:300]}",
-                               f"see the Tune logs under {out / 'tune'}; then `python -m distill resume {out}` "
-                               "reuses finished trials and continues the others from their last checkpoint")
+            raise trials_failed(failed, len(todo), out)
+
+
+def trials_failed(failed: dict[str, BaseException], n_trials: int, out: Path) -> DistillError:
+    """The one line for failed trials: the first one's name and its own exception, in plain text."""
+    name, cause, where = first_failure(failed)
+    what = cause.problem if isinstance(cause, DistillError) else describe(cause)
+    fix = f"{cause.fix}; " if isinstance(cause, DistillError) else ""
+    return DistillError(f"{len(failed)} of {n_trials} trial(s) failed; the first, {name} failed: {what}",
+                        f"{fix}{where}; then `python -m distill resume {out}` reuses finished trials and continues "
+                        "the others from their last checkpoint")
+
+
+def first_failure(failed: dict[str, BaseException]) -> tuple[str, BaseException, str]:
+    """Write every failure's whole traceback to the run log (a Ray task's error holds the task's own traceback and
+    the exception it chained from); returns the first one's name, its own exception (Ray's RayTaskError carries it
+    as `cause`), and where the user finds the tracebacks, for the one-line error."""
+    for name, error in failed.items():
+        logger.error("%s failed:\n%s", name, "".join(traceback.format_exception(error)).rstrip())
+    name, cause = next(iter(failed.items()))
+    while isinstance(getattr(cause, "cause", None), BaseException):
+        cause = cause.cause
+    where = console.current().log_path
+    return name, cause, f"the traceback is in {where}" if where else "the traceback is printed above"
 
 
 def plan_cpus(res: ResourcesConfig, n_trials: int, gpus: float) -> list[float]:
