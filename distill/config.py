@@ -60,6 +60,9 @@ class DataConfig:
     id_column: str | None = None  # None: ids are derived from a hash of the text
     test_size: int = 10  # held-out examples (taken from test_split when given, else from train)
     max_train: int | None = None  # cap on the training pool, after dedup
+    # training examples kept out of the pool (seeded, before max_train) as the query set of query-based
+    # selectors (rds_plus): never held-out examples; 0: none (rds_plus then needs select.query files)
+    query_size: int = 0
     min_text_chars: int = 20
     min_summary_chars: int = 5
     split_seed: int = 0
@@ -91,6 +94,8 @@ class SelectConfig:
     fraction: float = 0.1  # budget as a share of the training pool, in (0, 1]
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method keyword arguments
     plugins: Names = field(default_factory=list)  # user selector files (.py) or modules: see distill/plugins.py
+    # target-task example files for rds_plus (.jsonl/.csv/.parquet, the data's columns), one task each
+    query: Names = field(default_factory=list)
 
 
 @section
@@ -135,6 +140,7 @@ class TrainConfig:
 
 @section
 class EvalConfig:
+    generate: bool = True  # false: held-out loss only (no generation, ROUGE or BERTScore): fast sweeps
     max_new_tokens: int = 96  # sized to real summary lengths of the dataset at hand
     batch_size: int = 8
     bertscore_model: str = "auto"  # auto: deberta-xlarge-mnli with the Hub, offline MiniLM without
@@ -252,6 +258,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     for method in cfg.select.params:
         registry.get(method)
     _check_contradictions(cfg)
+    if cfg.data.query_size < 0:
+        raise DistillError(f"data.query_size must be at least 0, got {cfg.data.query_size}", "set data.query_size to 0 or more")
     if cfg.data.test_size < 1:
         raise DistillError(f"data.test_size must be at least 1, got {cfg.data.test_size}", "set data.test_size to 1 or more")
     if cfg.data.max_train is not None and cfg.data.max_train < 2:
@@ -301,11 +309,19 @@ def check_selector(selector, params: dict[str, Any]) -> None:
 def _check_contradictions(cfg: ExperimentConfig) -> None:
     """Settings that are each valid but cannot all hold: one would be silently ignored."""
     from distill.data import is_hub_dataset
+    from distill.features import QUERY_EMBEDDING
+    from distill.select import registry
 
     if cfg.data.test_split and not cfg.data.split_column and not is_hub_dataset(cfg.data.source):
         raise DistillError(f"data.test_split '{cfg.data.test_split}' is set but {cfg.data.source} has no splits "
                            "(data.split_column is null), so it would be ignored",
                            "set data.split_column to the column holding the split names, or data.test_split: null")
+    needs_query = [m for m in cfg.select.methods if QUERY_EMBEDDING in registry.get(m).needs]
+    if needs_query and not cfg.data.query_size and not cfg.select.query:
+        raise DistillError(f"method '{needs_query[0]}' ranks the pool by similarity to target-task examples, and no "
+                           "query set is given",
+                           "hold some training examples out of the pool as the query set (--set data.query_size=20) "
+                           "or pass your own: --set select.query=target_examples.jsonl")
     if cfg.wandb.online and not cfg.wandb.enabled:
         raise DistillError("wandb.online is set but wandb.enabled is false, so nothing would be logged",
                            "set wandb.enabled: true, or drop wandb.online")

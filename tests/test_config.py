@@ -184,3 +184,13 @@ def test_empty_value_and_wrong_type_messages():
         make_config({"train": {"batch_size": None}})
     with pytest.raises(DistillError, match=r"train.lora_r': input should be a valid integer.*'eight'"):
         make_config({}, {"train.lora_r": "eight"})
+
+
+def test_a_query_method_needs_a_query_set():
+    with pytest.raises(DistillError, match="rds_plus.*no query set"):
+        make_config("quick", {"select.methods": "random,rds_plus"})
+    assert make_config("quick", {"select.methods": "random,rds_plus", "data.query_size": 8}).data.query_size == 8
+    assert make_config("quick", {"select.methods": "rds_plus", "select.query": "a.jsonl,b.jsonl"}).select.query == \
+        ["a.jsonl", "b.jsonl"]
+    with pytest.raises(DistillError, match="query_size"):
+        make_config("quick", {"data.query_size": -1})
