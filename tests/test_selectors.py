@@ -433,6 +433,8 @@ def test_rds_plus_several_tasks_round_robin_by_their_best_query() -> None:
     assert set(picks) >= set(range(40, 44))  # task 1 got its 4 rows although task 0's are as many as 40
     with pytest.raises(DistillError, match="query_embedding"):
         registry.select("rds_plus", replace(f, query_embedding=None), 5, seed=0)
+    with pytest.raises(DistillError, match="empty query set"):
+        registry.select("rds_plus", replace(f, query_embedding=np.zeros((0, 8), np.float32), query_task=None), 5, seed=0)
 
 
 def test_ifd_ranks_by_the_ratio_and_drops_unhelpful_documents() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from distill.errors import DistillError
 from distill.features import Features
 from distill.select.neighbors import as_f32, normalize_rows, row_norms, seeded_top_k
 from distill.select.registry import register
@@ -62,6 +63,9 @@ def rds_plus(features: Features, k: int, seed: int) -> np.ndarray:
     query task, each query example in turn takes its most similar pool example not taken yet; with
     several tasks (query files), each task in turn takes the pool example of highest similarity to any
     of its queries (Ivison et al.'s round-robin over tasks). Ties: a seeded permutation."""
+    if not len(features.query_embedding):
+        raise DistillError("rds_plus got an empty query set", "set data.query_size above 0 or pass select.query files "
+                           "holding target-task examples")
     n = len(features)
     task = np.zeros(len(features.query_embedding), dtype=np.int64) if features.query_task is None else features.query_task
     similarity = cosine_to_queries(features.embedding_wmean, features.query_embedding)
