@@ -77,3 +77,10 @@ def test_bench_selectors_gives_every_selector_its_inputs_and_fails_when_one_fail
     proc = subprocess.run([sys.executable, "scripts/bench_selectors.py", *small[:-1], "0", "--methods", "random",
                            "rds_plus"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "1 selector(s) failed: rds_plus" in proc.stderr
+
+
+@pytest.mark.slow
+def test_bench_heldout_loss_sets_the_loss_beside_generation(tiny_model, tmp_path):
+    result = _bench("bench_heldout_loss", tmp_path, "--quick", "--model", tiny_model)
+    assert [row["arm"] for row in result["rows"]] == ["generate", "score (ROUGE + BERTScore)", "heldout_loss"]
+    assert all(row["seconds"] > 0 and row["bills"] == 4 for row in result["rows"]) and result["mean_heldout_loss"] > 0
