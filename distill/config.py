@@ -25,6 +25,7 @@ from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError, 
 
 from distill.errors import DistillError
 from distill.outdir import safe_name
+from distill.records import LEGACY_VERSION, RunInfo
 
 JOBS_DIR = Path(__file__).resolve().parent / "jobs"  # package data: found by name after `pip install`
 EMBEDDED_BILLSUM = "embedded:billsum"
@@ -145,17 +146,21 @@ class EvalConfig:
     batch_size: int = 8
     bertscore_model: str = "auto"  # auto: deberta-xlarge-mnli with the Hub, offline MiniLM without
     bertscore_num_layers: int | None = None
-    bootstrap_samples: int = 2000
     # auto: vLLM when it is installed and supports the model with LoRA (the log says which and why), else hf
     engine: str = "auto"
-    vllm_max_loras: int = 8  # adapters one vLLM engine batches together (the rest wait for a free slot)
-    vllm_max_num_seqs: int = 64  # sequences a vLLM engine decodes at once
-    vllm_gpu_memory_utilization: float = 0.8  # share of a GPU's memory one vLLM engine may take
-    vllm_cpu_kvcache_gib: int = 1  # VLLM_CPU_KVCACHE_SPACE of a CPU engine
+
+
+@section
+class ReportConfig:
+    """Settings of the comparison report only: changing one rebuilds the report (`distill report`), never a trial."""
+
+    bootstrap_samples: int = 2000  # resamples for the confidence intervals and the tests against random
 
 
 @section
 class ResourcesConfig:
+    """How a run uses the machines: never what it computes, so no setting here reruns a trial."""
+
     address: str | None = None  # None: RAY_ADDRESS if set (ray job submit), else a local cluster
     num_cpus: int | None = None  # local cluster only
     gpus_per_trial: float | None = None  # None: 1 when the cluster has GPUs, else 0
@@ -167,6 +172,11 @@ class ResourcesConfig:
     max_failures: int = 2  # retries of a failed trial (from its last checkpoint) and restarts of an embedding actor
     checkpoint_every: int = 0  # optimizer steps between trial checkpoints; 0: by time (checkpoint_minutes)
     checkpoint_minutes: float = 5.0  # at most this much training is lost to a failure when checkpoint_every is 0
+    # The vLLM engine's memory and batching (greedy decoding does not depend on them).
+    vllm_max_loras: int = 8  # adapters one vLLM engine batches together (the rest wait for a free slot)
+    vllm_max_num_seqs: int = 64  # sequences a vLLM engine decodes at once
+    vllm_gpu_memory_utilization: float = 0.8  # share of a GPU's memory one vLLM engine may take
+    vllm_cpu_kvcache_gib: int = 1  # VLLM_CPU_KVCACHE_SPACE of a CPU engine
 
 
 @section
@@ -196,6 +206,7 @@ class ExperimentConfig:
     select: SelectConfig = field(default_factory=SelectConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
@@ -204,6 +215,55 @@ class ExperimentConfig:
 
 
 MODES = ("validate", "quick", "baseline", "all")
+
+# The settings a trial's numbers depend on, as dotted keys (a section name: all of its keys). trial.trial_key
+# hashes exactly these, plus the subset, the seed and the resolved facts (model path, data fingerprint, engine,
+# BERTScore encoder). A new setting that changes a trial's result belongs here; one that does not goes to
+# `report` (the report only) or `resources` (how the machines are used), and reruns nothing.
+TRIAL_SETTINGS = (
+    "model",  # which weights, in what precision, how much of each document and summary the prompt keeps
+    "train",  # LoRA and optimiser settings, batch sizes, steps: they make the adapter
+    "eval.max_new_tokens",  # where generation stops
+    "eval.batch_size",  # padding within a generation (and BERTScore) batch can flip a near-tie
+    "eval.generate",  # false: a loss-only trial, without generations or the scores of them
+)
+# Not listed: eval.engine and eval.bertscore_* are requests; what they resolve to is hashed instead (an `auto`
+# that resolves the same reruns nothing). data, select, embed, probe and seeds reach a trial through its subset
+# and the data fingerprint; name, description, mode, output_dir and wandb label a run; report and resources above.
+
+# Keys moved when the config was split by what they affect (results schema version 2): old → new.
+MOVED_KEYS = {
+    "eval.bootstrap_samples": "report.bootstrap_samples",
+    "eval.vllm_max_loras": "resources.vllm_max_loras",
+    "eval.vllm_max_num_seqs": "resources.vllm_max_num_seqs",
+    "eval.vllm_gpu_memory_utilization": "resources.vllm_gpu_memory_utilization",
+    "eval.vllm_cpu_kvcache_gib": "resources.vllm_cpu_kvcache_gib",
+}
+
+
+def trial_settings(cfg: ExperimentConfig) -> dict[str, Any]:
+    """TRIAL_SETTINGS' values in `cfg` (JSON-able), for the trial key."""
+    values = {}
+    for dotted in TRIAL_SETTINGS:
+        node: Any = cfg
+        for part in dotted.split("."):
+            node = getattr(node, part)
+        values[dotted] = dataclasses.asdict(node) if dataclasses.is_dataclass(node) else node
+    return values
+
+
+def move_keys(values: dict[str, Any], migrate: bool) -> None:
+    """Old keys (MOVED_KEYS) in a mapping of settings: moved to their new place (`migrate`: an old run.json),
+    else refused with one line naming the new key (a job or an override still using one)."""
+    for old, new in MOVED_KEYS.items():
+        section_name, key = old.split(".")
+        node = values.get(section_name)
+        if not isinstance(node, dict) or key not in node:
+            continue
+        if not migrate:
+            raise DistillError(f"config key '{old}' has moved to '{new}'",
+                               f"rename it to '{new}' in the job YAML (or pass --set {new}=VALUE)")
+        set_key(values, new, node.pop(key))
 
 
 def _build(values: dict[str, Any]) -> ExperimentConfig:
@@ -240,7 +300,8 @@ def _section(path: list[str]) -> type:
 
 
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Reject settings that cannot work, before anything runs."""
+    """Reject settings that cannot work, before anything runs; returns a normalised copy (the baseline
+    and all modes include the full-pool baseline; baseline selects nothing), never editing `cfg`."""
     from distill import plugins  # late: the registry imports every selector module
     from distill.select import registry
 
@@ -274,11 +335,20 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise DistillError("train.epochs, train.batch_size and train.learning_rate must be positive",
                            "fix them in the job YAML or with --set train.KEY=VALUE")
     validate_probe(cfg.probe)
+    if cfg.report.bootstrap_samples < 1:
+        raise DistillError(f"report.bootstrap_samples must be at least 1, got {cfg.report.bootstrap_samples}",
+                           "set report.bootstrap_samples to e.g. 2000")
     res = cfg.resources
     if res.max_failures < 0 or res.checkpoint_every < 0 or res.checkpoint_minutes <= 0:
         raise DistillError("resources.max_failures and resources.checkpoint_every must be >= 0, "
                            "resources.checkpoint_minutes > 0",
                            "fix them in the job YAML or with --set resources.KEY=VALUE")
+    return normalised(cfg)
+
+
+def normalised(cfg: ExperimentConfig) -> ExperimentConfig:
+    """A copy of `cfg` with what its mode implies made explicit."""
+    cfg = copy.deepcopy(cfg)
     if cfg.mode in ("baseline", "all"):
         cfg.include_baseline = True
     if cfg.mode == "baseline":
@@ -384,6 +454,7 @@ def make_config(job: str | Path | dict[str, Any] = "quick", overrides: dict[str,
         listed = select.get("plugins") if isinstance(select, dict) else None
         listed = [] if listed is None else listed if isinstance(listed, list) else [listed]
         set_key(values, "select.plugins", [*listed, *plugins])
+    move_keys(values, migrate=False)
     return validate(_build(values))
 
 
@@ -394,9 +465,13 @@ def config_from_run(output_dir: str | Path) -> ExperimentConfig:
         raise DistillError(f"{path} not found: nothing to resume there",
                            "pass the output directory of a run that got as far as its data stage")
     try:
-        values = json.loads(path.read_text())["config"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise DistillError(f"{path} is not a run record of distill", "rerun the job instead of resuming it") from None
+        info = RunInfo.from_dict(json.loads(path.read_text()), path)
+    except (json.JSONDecodeError, AttributeError, TypeError):
+        info = None
+    if info is None or not isinstance(info.config, dict) or not info.config:
+        raise DistillError(f"{path} is not a run record of distill", "rerun the job instead of resuming it")
+    values = copy.deepcopy(info.config)
+    move_keys(values, migrate=info.schema_version == LEGACY_VERSION)  # a run.json from before the config split
     values["output_dir"] = str(Path(output_dir).expanduser().resolve())
     return validate(_build(values))
 

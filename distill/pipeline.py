@@ -32,14 +32,14 @@ from distill.data import TASK, Splits
 from distill.embed import (EMBEDDING, EMBEDDING_WMEAN, LOSS, LOSS_ALONE, SECONDS, EmbedActor, cache_key,
                            output_columns)
 from distill.errors import DistillError
-from distill.evaluate import Scorer
 from distill.features import QUERY_EMBEDDING, Features, charged_seconds, text_features
 from distill.generate_vllm import VllmGenerator, write_adapter
 from distill.models import load_tokenizer
 from distill.prompt import PromptFormat
 from distill.scheduling import trial_cpus
 from distill.select import registry
-from distill.trial import BASELINE, HELDOUT_LOSS, TrialSpec, cached_metrics, evaluated, run_trial, trial_key, write_trial
+from distill.records import FULL, HELDOUT_LOSS, Resolved, RunInfo, TrialRecord
+from distill.trial import TrialSpec, cached_metrics, evaluated, run_trial, trial_key, write_trial
 from distill.version import git_commit
 
 # Ray reads these when it is imported: a local cluster binds 127.0.0.1 only (without the first, Ray
@@ -72,19 +72,20 @@ def run(cfg: ExperimentConfig, verbose: bool = False, checked: preflight.Checked
     checked = checked or preflight.check(cfg)
     out = checked.out
     with outdir.claim(out), console.session(out / "logs", verbose):  # one run at a time per output folder
-        return _run(cfg, out, checked.splits, checked.model_path, checked.scorer)
+        return _run(cfg, out, checked.splits, checked.resolved)
 
 
-def _run(cfg: ExperimentConfig, out: Path, splits: Splits, model_path: str, scorer: Scorer) -> list[dict]:
-    write_run_info(out, cfg, splits, model_path, scorer)
+def _run(cfg: ExperimentConfig, out: Path, splits: Splits, resolved: Resolved) -> list[dict]:
+    write_run_info(out, cfg, splits, resolved)
+    model_path = resolved.model_path
     with ray_session(cfg.resources):
         features, embed_costs = embed_pool(cfg, splits, model_path, out)
         features, probe_costs = probe_pool(cfg, features, splits, model_path, out)
         specs = select_subsets(cfg, features, splits.train, out, selection_inputs_key(cfg, splits, model_path),
                                {**embed_costs, **probe_costs})
-        run_trials(cfg, specs, splits, model_path, scorer, out)
+        run_trials(cfg, specs, splits, resolved, out)
     with stage("report"):
-        rows = report.build_report(out, bootstrap_samples=cfg.eval.bootstrap_samples, console=console.current().console)
+        rows = report.build_report(out, cfg.report, console=console.current().console)
         log_table_to_wandb(cfg, rows)
     log(f"results in {out / 'comparison'}")
     return rows
@@ -282,7 +283,7 @@ def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame
             log(f"  {method} (seed {seed}): {len(indices)} examples in {seconds:.2f}s"
                 + (f" (+ {extra:.1f}s computing the features it reads)" if extra else ""))
     if cfg.include_baseline:
-        specs += [TrialSpec(f"{BASELINE}-s{s}", BASELINE, s, tuple(range(len(pool))), 0.0) for s in range(cfg.seeds)]
+        specs += [TrialSpec(f"{FULL}-s{s}", FULL, s, tuple(range(len(pool))), 0.0) for s in range(cfg.seeds)]
     return specs
 
 
@@ -322,13 +323,12 @@ def write_subset(out: Path, method: str, seed: int, pool: pd.DataFrame, indices:
     artifacts.write_jsonl(path, rows)
 
 
-def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, model_path: str, scorer: Scorer,
-               out: Path) -> None:
+def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, resolved: Resolved, out: Path) -> None:
     """One Ray Tune trial per subset, persisted under <out>/trials; finished trials (same content hash) are reused."""
     from ray import tune
 
     gpus = cfg.resources.gpus_per_trial if cfg.resources.gpus_per_trial is not None else (1.0 if cluster_gpus() else 0.0)
-    keys = {s.name: trial_key(s, cfg, model_path, splits.fingerprint, scorer) for s in specs}
+    keys = {s.name: trial_key(s, cfg, resolved, splits.fingerprint) for s in specs}
     todo = [s for s in specs if cached_metrics(out / "trials" / s.name, keys[s.name]) is None]
     cpus = plan_cpus(cfg.resources, len(todo), gpus)
     log(f"{len(specs) - len(todo)} trial(s) reused from {out / 'trials'}, {len(todo)} to run "
@@ -341,15 +341,15 @@ def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, mo
         with stage(f"train + evaluate {len(todo)} trial(s) with Ray Tune"):
             cpus_by_trial = {s.name: c for s, c in zip(todo, cpus)}
             trainable = tune.with_parameters(_trainable, cfg=cfg, pool=splits.train, test=splits.test,
-                                             specs={s.name: s for s in todo}, keys=keys, model_path=model_path,
-                                             scorer=scorer, gpus=gpus, cpus=cpus_by_trial, resume=resume)
+                                             specs={s.name: s for s in todo}, keys=keys, resolved=resolved,
+                                             gpus=gpus, cpus=cpus_by_trial, resume=resume)
             trained: dict[str, dict] = {}  # vLLM engine: records of trained trials awaiting generation
             with console.current().trial_board([s.name for s in todo]) as board:
                 callbacks = [_persist_trials(out, keys, trained), _trial_progress(board), *_callbacks(cfg)]
                 grid = make_tuner(trainable, cpus_by_trial, cfg, gpus, out, callbacks).fit()
             failed = [str(r.error).splitlines()[0] for r in grid if r.error]
         if trained:
-            evaluate_with_vllm(cfg, trained, splits.test, model_path, scorer, out, gpus)
+            evaluate_with_vllm(cfg, trained, splits.test, resolved, out, gpus)
         if failed:
             raise DistillError(f"{len(failed)} of {len(todo)} trial(s) failed, first: {failed[0][:300]}",
                                f"see the Tune logs under {out / 'tune'}; then `python -m distill resume {out}` "
@@ -383,7 +383,7 @@ def make_tuner(trainable, cpus: dict[str, float], cfg: ExperimentConfig, gpus: f
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS)))
 
 
-def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer, gpus, cpus, resume) -> None:
+def _trainable(config: dict, *, cfg, pool, test, specs, keys, resolved, gpus, cpus, resume) -> None:
     """Runs on whichever node Tune picks; reports the numbers plus the whole record for the driver.
 
     It checkpoints through Tune as it trains, and starts from the newest checkpoint there is: this trial's own
@@ -414,7 +414,7 @@ def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer
             tune.report(progress)
         faults.inject("train_step", step, spec.name)
 
-    record = run_trial(spec, cfg, pool, test, model_path, scorer, key, gpus, state=state, on_step=on_step)
+    record = run_trial(spec, cfg, pool, test, resolved, key, gpus, state=state, on_step=on_step)
     numbers = {k: v for k, v in record["metrics"].items() if isinstance(v, (int, float))}
     tune.report({**numbers, RECORD: json.dumps(record)})
 
@@ -434,7 +434,7 @@ def _persist_trials(out: Path, keys: dict[str, str], trained: dict[str, dict]):
                 if "adapter" in record:
                     trained[metrics["trial"]] = record
                 else:
-                    write_trial(out / "trials" / metrics["trial"], record)
+                    write_trial(out / "trials" / metrics["trial"], TrialRecord.from_dict(record))
                     counters.bump(out, trials=1)
 
         def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
@@ -465,8 +465,8 @@ def _trial_progress(board: console.TrialBoard):
     return TrialProgress()
 
 
-def evaluate_with_vllm(cfg: ExperimentConfig, trained: dict[str, dict], test: pd.DataFrame, model_path: str,
-                       scorer: Scorer, out: Path, gpus: float) -> None:
+def evaluate_with_vllm(cfg: ExperimentConfig, trained: dict[str, dict], test: pd.DataFrame, resolved: Resolved,
+                       out: Path, gpus: float) -> None:
     """Generate for every trained adapter with vLLM, then score and persist each trial.
 
     One engine actor per GPU (one CPU engine sharing the CPUs otherwise), each serving its share of the
@@ -478,6 +478,7 @@ def evaluate_with_vllm(cfg: ExperimentConfig, trained: dict[str, dict], test: pd
     names = sorted(trained)
     for name in names:
         write_adapter(trained[name]["adapter"], out / "trials" / name / "adapter")
+    model_path = resolved.model_path
     fmt = PromptFormat(load_tokenizer(model_path), cfg.model.max_source_tokens, cfg.model.max_target_tokens)
     prompts = [fmt.encode(text).prompt for text in test["text"]]
     engines, cpus, engine_gpus = embed_plan(ray.cluster_resources())
@@ -491,8 +492,8 @@ def evaluate_with_vllm(cfg: ExperimentConfig, trained: dict[str, dict], test: pd
     generated = {name: result for output in outputs for name, result in output.items()}
     with stage(f"score {len(names)} trial(s)"):
         task = ray.remote(num_gpus=gpus, num_cpus=cfg.resources.cpus_per_trial)(evaluated)
-        refs = {n: task.remote(trained[n]["metrics"], test, trained[n][HELDOUT_LOSS], *generated[n], "vllm", scorer,
-                               cfg.eval.batch_size, gpus)
+        refs = {n: task.remote(trained[n]["metrics"], test, trained[n][HELDOUT_LOSS.name], *generated[n], "vllm",
+                               resolved.scorer, cfg.eval.batch_size, gpus)
                 for n in names}
         for name, ref in refs.items():
             write_trial(out / "trials" / name, ray.get(ref))
@@ -528,14 +529,16 @@ def log_table_to_wandb(cfg: ExperimentConfig, rows: list[dict]) -> None:
     run.finish()
 
 
-def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, model_path: str, scorer: Scorer) -> None:
-    """Everything needed to reproduce the run from its folder (no secrets: config holds none)."""
-    info = {"name": cfg.name, "mode": cfg.mode, "model": cfg.model.name, "model_path": model_path,
-            "dataset": splits.source, "data_fingerprint": splits.fingerprint, "pool_size": len(splits.train),
-            "test_size": len(splits.test), "fraction": cfg.select.fraction, "seeds": cfg.seeds,
-            "bertscore_model": scorer.label, "git_commit": git_commit(), "lock": lock_hash(), "python": platform.python_version(),
-            "platform": platform.platform(), "versions": _versions(), "config": asdict(cfg)}
-    artifacts.write_json(out / "run.json", info, indent=2, sort_keys=True)
+def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, resolved: Resolved) -> None:
+    """Everything needed to reproduce the run from its folder (no secrets: config holds none): the config as
+    the user gave it, and beside it what was resolved from it."""
+    info = RunInfo(name=cfg.name, mode=cfg.mode, model=cfg.model.name, model_path=resolved.model_path,
+                   test_model=resolved.test_model, eval_engine=resolved.engine, dataset=splits.source,
+                   data_fingerprint=splits.fingerprint, pool_size=len(splits.train), test_size=len(splits.test),
+                   fraction=cfg.select.fraction, seeds=cfg.seeds, bertscore_model=resolved.scorer.label,
+                   git_commit=git_commit(), lock=lock_hash(), python=platform.python_version(),
+                   platform=platform.platform(), versions=_versions(), config=asdict(cfg))
+    artifacts.write_json(out / "run.json", info.to_dict(), indent=2, sort_keys=True)
 
 
 def lock_hash() -> str | None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import json
+from dataclasses import asdict, replace
+
 import pytest
 
-from distill.config import ExperimentConfig, make_config, secret, validate
+from distill.config import MOVED_KEYS, ExperimentConfig, config_from_run, make_config, secret, validate
 from distill.errors import DistillError
+from distill.records import SCHEMA_VERSION
 
 
 def test_defaults_validate():
@@ -184,6 +189,45 @@ def test_empty_value_and_wrong_type_messages():
         make_config({"train": {"batch_size": None}})
     with pytest.raises(DistillError, match=r"train.lora_r': input should be a valid integer.*'eight'"):
         make_config({}, {"train.lora_r": "eight"})
+
+
+def test_validation_returns_a_normalised_copy_and_never_edits_its_input():
+    given = ExperimentConfig(mode="baseline")
+    before = copy.deepcopy(given)
+    cfg = validate(given)
+    assert given == before and given.select.methods and not given.include_baseline
+    assert cfg is not given and cfg.select.methods == [] and cfg.include_baseline
+
+
+@pytest.mark.parametrize("old", sorted(MOVED_KEYS))
+def test_a_moved_key_is_one_line_naming_its_new_place(old, tmp_path):
+    with pytest.raises(DistillError) as err:
+        make_config("quick", {old: "3"})
+    assert old in err.value.problem and MOVED_KEYS[old] in err.value.problem and MOVED_KEYS[old] in err.value.fix
+    section, key = old.split(".")
+    job = tmp_path / "job.yaml"
+    job.write_text(f"{section}:\n  {key}: 3\n")
+    with pytest.raises(DistillError, match=f"'{old}' has moved to '{MOVED_KEYS[old]}'"):
+        make_config(job)
+
+
+def test_resume_migrates_a_run_json_from_before_the_config_split(tmp_path):
+    """A version-1 run.json (no schema_version) kept bootstrap_samples and the vLLM knobs under eval."""
+    cfg = make_config("quick", {"report.bootstrap_samples": "300", "resources.vllm_max_loras": "3"})
+    values = asdict(cfg)
+    values["eval"].update(bootstrap_samples=values.pop("report")["bootstrap_samples"],
+                          **{k: values["resources"].pop(k) for k in list(values["resources"]) if k.startswith("vllm_")})
+    (tmp_path / "run.json").write_text(json.dumps({"name": "quick", "config": values}))
+    assert config_from_run(tmp_path) == replace(cfg, output_dir=str(tmp_path.resolve()))
+
+
+def test_resume_refuses_a_run_json_from_a_newer_distill_in_one_line(tmp_path):
+    newer = SCHEMA_VERSION + 1
+    (tmp_path / "run.json").write_text(json.dumps({"schema_version": newer, "config": asdict(make_config("quick"))}))
+    with pytest.raises(DistillError) as err:
+        config_from_run(tmp_path)
+    assert f"schema version {newer}" in err.value.problem and str(SCHEMA_VERSION) in err.value.problem
+    assert "\n" not in str(err.value)
 
 
 def test_a_query_method_needs_a_query_set():
