@@ -74,6 +74,9 @@ class DataConfig:
     id_column: str | None = None  # None: ids are derived from a hash of the text
     test_size: Count = 10  # held-out examples (taken from test_split when given, else from train)
     max_train: Annotated[int, Field(ge=2)] | None = None  # cap on the training pool, after dedup (2: one to select)
+    # training examples kept out of the pool (seeded, before max_train) as the query set of query-based
+    # selectors (rds_plus): never held-out examples; 0: none (rds_plus then needs select.query files)
+    query_size: NonNegative = 0
     min_text_chars: Count = 20  # an empty text or summary cannot be trained on
     min_summary_chars: Count = 5
     split_seed: Seed = 0
@@ -105,6 +108,8 @@ class SelectConfig:
     fraction: Share = 0.1  # budget as a share of the training pool
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method keyword arguments
     plugins: Names = field(default_factory=list)  # user selector files (.py) or modules: see distill/plugins.py
+    # target-task example files for rds_plus (.jsonl/.csv/.parquet, the data's columns), one task each
+    query: Names = field(default_factory=list)
 
 
 @section
@@ -149,6 +154,7 @@ class TrainConfig:
 
 @section
 class EvalConfig:
+    generate: bool = True  # false: held-out loss only (no generation, ROUGE or BERTScore): fast sweeps
     max_new_tokens: Count = 96  # sized to real summary lengths of the dataset at hand
     batch_size: Count = 8
     bertscore_model: str = "auto"  # auto: deberta-xlarge-mnli with the Hub, offline MiniLM without
@@ -230,6 +236,7 @@ TRIAL_SETTINGS = (
     "train",  # LoRA and optimiser settings, batch sizes, steps: they make the adapter
     "eval.max_new_tokens",  # where generation stops
     "eval.batch_size",  # padding within a generation (and BERTScore) batch can flip a near-tie
+    "eval.generate",  # false: a loss-only trial, without generations or the scores of them
 )
 # Not listed: eval.engine and eval.bertscore_* are requests; what they resolve to is hashed instead (an `auto`
 # that resolves the same reruns nothing). data, select, embed, probe and seeds reach a trial through its subset
@@ -402,11 +409,19 @@ def check_selector(selector, params: dict[str, Any]) -> None:
 def _check_contradictions(cfg: ExperimentConfig) -> None:
     """Settings that are each valid but cannot all hold: one would be silently ignored."""
     from distill.data import has_splits
+    from distill.features import QUERY_EMBEDDING
+    from distill.select import registry
 
     if cfg.data.test_split and not cfg.data.split_column and not has_splits(cfg.data.source):
         raise DistillError(f"data.test_split '{cfg.data.test_split}' is set but {cfg.data.source} has no splits "
                            "(data.split_column is null), so it would be ignored",
                            "set data.split_column to the column holding the split names, or data.test_split: null")
+    needs_query = [m for m in cfg.select.methods if QUERY_EMBEDDING in registry.get(m).needs]
+    if needs_query and not cfg.data.query_size and not cfg.select.query:
+        raise DistillError(f"method '{needs_query[0]}' ranks the pool by similarity to target-task examples, and no "
+                           "query set is given",
+                           "hold some training examples out of the pool as the query set (--set data.query_size=20) "
+                           "or pass your own: --set select.query=target_examples.jsonl")
     if cfg.wandb.online and not cfg.wandb.enabled:
         raise DistillError("wandb.online is set but wandb.enabled is false, so nothing would be logged",
                            "set wandb.enabled: true, or drop wandb.online")

@@ -30,16 +30,17 @@ from distill import artifacts, outdir
 from distill import checkpoint as ckpt  # (`checkpoint` is a parameter name in Tune's callbacks)
 from distill import console, counters, faults, featstore, plugins, preflight, probe, report
 from distill.config import ExperimentConfig, ResourcesConfig, content_hash, secret
-from distill.data import Splits
-from distill.embed import EmbedActor, cache_key
+from distill.data import TASK, Splits
+from distill.embed import (EMBEDDING, EMBEDDING_WMEAN, LOSS, LOSS_ALONE, SECONDS, EmbedActor, cache_key,
+                           output_columns)
 from distill.errors import DistillError, describe
-from distill.features import Features, text_features
+from distill.features import QUERY_EMBEDDING, Features, charged_seconds, text_features
 from distill.generate_vllm import VllmGenerator, write_adapter
 from distill.models import load_tokenizer
 from distill.prompt import PromptFormat
 from distill.scheduling import trial_cpus
 from distill.select import registry
-from distill.records import FULL, Resolved, RunInfo, TrialRecord
+from distill.records import FULL, HELDOUT_LOSS, Resolved, RunInfo, TrialRecord
 from distill.trial import TrialSpec, cached_metrics, evaluated, run_trial, trial_key, write_trial
 from distill.version import git_commit
 
@@ -81,10 +82,10 @@ def _run(cfg: ExperimentConfig, out: Path, splits: Splits, resolved: Resolved) -
     write_run_info(out, cfg, splits, resolved)
     model_path = resolved.model_path
     with ray_session(cfg.resources):
-        features = embed_pool(cfg, splits, model_path, out)
-        features, probe_seconds = probe_pool(cfg, features, splits, model_path, out)
+        features, embed_costs = embed_pool(cfg, splits, model_path, out)
+        features, probe_costs = probe_pool(cfg, features, splits, model_path, out)
         specs = select_subsets(cfg, features, splits.train, out, selection_inputs_key(cfg, splits, model_path),
-                               probe_seconds)
+                               {**embed_costs, **probe_costs})
         run_trials(cfg, specs, splits, resolved, out)
     with stage("report"):
         rows = report.build_report(out, cfg.report, console=console.current().console)
@@ -127,43 +128,62 @@ def cluster_gpus() -> float:
     return float(ray.cluster_resources().get("GPU", 0))
 
 
-def embed_pool(cfg: ExperimentConfig, splits: Splits, model_path: str, out: Path) -> Features:
-    """Target-model embeddings + summary loss for the pool (Ray Data actor pool), cached by content hash."""
+def embed_pool(cfg: ExperimentConfig, splits: Splits, model_path: str, out: Path) -> tuple[Features, dict[str, float]]:
+    """Target-model features of the pool, and of the query set when a selected method reads it (Ray Data
+    actor pools), cached by content hash; returns them with the seconds of any pass beyond the shared one
+    (IFD's `loss_alone`: features.charged_seconds charges them to the methods that read them)."""
+    needs = registry.needs_of(cfg.select.methods)
+    with stage("embed"):
+        pool = _embedded(cfg, splits.train, model_path, out, out / "cache" / f"features-{features_key(cfg, splits, model_path)}",
+                         LOSS_ALONE in needs)
+        log(f"features: {' × '.join(map(str, pool[EMBEDDING].shape))} embeddings, mean summary loss {pool[LOSS].mean():.3f}")
+    features = replace(text_features(splits.train["text"].tolist(), pool[EMBEDDING], pool[LOSS]),
+                       embedding_wmean=pool[EMBEDDING_WMEAN], loss_alone=pool.get(LOSS_ALONE))
+    costs = {LOSS_ALONE: float(np.sum(pool[SECONDS + LOSS_ALONE], dtype=np.float64))} if LOSS_ALONE in pool else {}
+    if QUERY_EMBEDDING in needs:
+        with stage(f"embed the query set ({len(splits.query)} examples)"):
+            query = _embedded(cfg, splits.query, model_path, out,
+                              out / "cache" / f"query-{query_key(cfg, splits, model_path)}", loss_alone=False)
+        features = replace(features, query_embedding=query[EMBEDDING_WMEAN],
+                           query_task=splits.query[TASK].to_numpy(dtype=np.int64))
+    artifacts.write_json(out / "pool_stats.json", {"n_words": features.n_words.tolist()})
+    return features, costs
+
+
+def _embedded(cfg: ExperimentConfig, frame: pd.DataFrame, model_path: str, out: Path, folder: Path,
+              loss_alone: bool) -> dict[str, np.memmap]:
+    """EmbedActor's columns for every row of `frame` (by position), memory-mapped from the cache `folder`,
+    computed first when it is not there."""
     from ray.data import ActorPoolStrategy
 
     import ray
 
-    path = out / "cache" / f"features-{features_key(cfg, splits, model_path)}"
-    with stage("embed"):
-        if featstore.intact(path):
-            log(f"reusing cached features {path.name}")
-            embeddings, loss = featstore.load(path)
-        else:
-            actors, cpus, gpus = embed_plan(ray.cluster_resources(), cfg.embed.num_actors)
-            log(f"{actors} embedding actor(s), {'1 GPU' if gpus else f'{cpus} CPU'} each, batch {cfg.embed.batch_size}")
-            frame = splits.train.assign(row=np.arange(len(splits.train)))[["row", "text", "summary"]]
-            frame = frame.iloc[np.argsort(-frame["text"].str.len().to_numpy(), kind="stable")]  # length-sorted: less padding
-            # many small blocks: every actor stays fed, and progress advances block by block
-            blocks = max(1, min(len(frame) // cfg.embed.batch_size, 16 * actors))
-            # split here: Ray's own split (override_num_blocks) runs np.array_split on a DataFrame, which pandas deprecates
-            parts = [frame.iloc[rows] for rows in np.array_split(np.arange(len(frame)), blocks)]
-            dataset = ray.data.from_pandas(parts).map_batches(
-                EmbedActor, fn_constructor_kwargs={"model_path": model_path, "model_cfg": cfg.model,
-                                                   "pooling": cfg.embed.pooling, "num_threads": cpus or None},
-                batch_size=cfg.embed.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
-                num_gpus=1 if gpus else 0, num_cpus=cpus or 1,
-                # a dead actor (OOM kill, lost node) is restarted and its batch retried elsewhere
-                max_restarts=cfg.resources.max_failures, max_task_retries=cfg.resources.max_failures)
-            with console.current().progress("embed", total=len(frame), unit="rows") as advance:
-                # streamed into memory-mapped files at their rows: the driver holds one batch, never the pool
-                # twice; featstore checks every pool row arrives exactly once before it caches anything
-                embeddings, loss = featstore.stream(_advancing(dataset.iter_batches(batch_size=None, batch_format="numpy"),
-                                                               advance), path, len(frame))
-            counters.bump(out, embeddings=len(frame))
-        log(f"features: {embeddings.shape[0]} × {embeddings.shape[1]} embeddings, mean summary loss {loss.mean():.3f}")
-    features = text_features(splits.train["text"].tolist(), embeddings, loss)
-    artifacts.write_json(out / "pool_stats.json", {"n_words": features.n_words.tolist()})
-    return features
+    columns = output_columns(loss_alone)
+    if featstore.intact(folder, columns):
+        log(f"reusing cached features {folder.name}")
+        return featstore.load(folder, columns)
+    actors, cpus, gpus = embed_plan(ray.cluster_resources(), cfg.embed.num_actors)
+    log(f"{actors} embedding actor(s), {'1 GPU' if gpus else f'{cpus} CPU'} each, batch {cfg.embed.batch_size}")
+    frame = frame.assign(row=np.arange(len(frame)))[["row", "text", "summary"]]
+    frame = frame.iloc[np.argsort(-frame["text"].str.len().to_numpy(), kind="stable")]  # length-sorted: less padding
+    # many small blocks: every actor stays fed, and progress advances block by block
+    blocks = max(1, min(len(frame) // cfg.embed.batch_size, 16 * actors))
+    # split here: Ray's own split (override_num_blocks) runs np.array_split on a DataFrame, which pandas deprecates
+    parts = [frame.iloc[rows] for rows in np.array_split(np.arange(len(frame)), blocks)]
+    dataset = ray.data.from_pandas(parts).map_batches(
+        EmbedActor, fn_constructor_kwargs={"model_path": model_path, "model_cfg": cfg.model, "pooling": cfg.embed.pooling,
+                                           "num_threads": cpus or None, "loss_alone": loss_alone},
+        batch_size=cfg.embed.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
+        num_gpus=1 if gpus else 0, num_cpus=cpus or 1,
+        # a dead actor (OOM kill, lost node) is restarted and its batch retried elsewhere
+        max_restarts=cfg.resources.max_failures, max_task_retries=cfg.resources.max_failures)
+    with console.current().progress("embed", total=len(frame), unit="rows") as advance:
+        # streamed into memory-mapped files at their rows: the driver holds one batch, never the pool
+        # twice; featstore checks every row arrives exactly once before it caches anything
+        stored = featstore.stream(_advancing(dataset.iter_batches(batch_size=None, batch_format="numpy"), advance),
+                                  folder, len(frame))
+    counters.bump(out, embeddings=len(frame))
+    return stored
 
 
 def _advancing(batches, advance):
@@ -173,19 +193,26 @@ def _advancing(batches, advance):
 
 
 def features_key(cfg: ExperimentConfig, splits: Splits, model_path: str) -> str:
-    return cache_key(model_path, splits.fingerprint, cfg.model, cfg.embed.pooling)
+    loss_alone = LOSS_ALONE in registry.needs_of(cfg.select.methods)
+    return cache_key(model_path, splits.fingerprint, cfg.model, cfg.embed.pooling, output_columns(loss_alone))
+
+
+def query_key(cfg: ExperimentConfig, splits: Splits, model_path: str) -> str:
+    return cache_key(model_path, splits.query_fingerprint, cfg.model, cfg.embed.pooling)
 
 
 def selection_inputs_key(cfg: ExperimentConfig, splits: Splits, model_path: str) -> str:
-    """What the selectors read: the features' key, plus the probe's outputs when a selected method
-    reads them (new probe settings must not reuse subsets selected from the old ones)."""
+    """What the selectors read: the features' key, plus the probe's outputs and the query set's when a
+    selected method reads them (new probe settings or query files must not reuse subsets selected from the old ones)."""
     key = features_key(cfg, splits, model_path)
-    wanted = probe.needed(cfg.select.methods)
-    if not wanted:
-        return key
-    paths = probe.cache_paths(Path("cache"), model_path, splits.fingerprint, cfg)
-    files = {probe.PROBE_LOSS: paths.probe.name, probe.GRAD_FEATURES: paths.grads.name}
-    return content_hash({"features": key, **{name: files[name] for name in wanted}})
+    extra = {}
+    if wanted := probe.needed(cfg.select.methods):
+        paths = probe.cache_paths(Path("cache"), model_path, splits.fingerprint, cfg)
+        files = {probe.PROBE_LOSS: paths.probe.name, probe.GRAD_FEATURES: paths.grads.name}
+        extra.update({name: files[name] for name in wanted})
+    if QUERY_EMBEDDING in registry.needs_of(cfg.select.methods):
+        extra["query"] = query_key(cfg, splits, model_path)
+    return content_hash({"features": key, **extra}) if extra else key
 
 
 def embed_plan(resources: dict, num_actors: int = 0) -> tuple[int, int, int]:
@@ -197,10 +224,10 @@ def embed_plan(resources: dict, num_actors: int = 0) -> tuple[int, int, int]:
 
 
 def probe_pool(cfg: ExperimentConfig, features: Features, splits: Splits, model_path: str,
-               out: Path) -> tuple[Features, dict]:
+               out: Path) -> tuple[Features, dict[str, float]]:
     """Training dynamics (distill/probe.py) as one Ray task on a GPU when there is one, else on the
     CPUs; run only when a selected method needs them, and cached by content hash. Returns the
-    features with the dynamics added, and what computing them cost (probe.method_seconds reads it)."""
+    features with the dynamics added, and the seconds computing each took (features.charged_seconds reads them)."""
     wanted = probe.needed(cfg.select.methods)
     if not wanted:
         return features, {}
@@ -220,15 +247,16 @@ def probe_pool(cfg: ExperimentConfig, features: Features, splits: Splits, model_
             dynamics.update(fresh)
         log("; ".join(f"{name}: {' × '.join(map(str, dynamics[name].shape))} "
                       f"({dynamics[probe.SECONDS + name]:.1f}s)" for name in wanted))
-    return replace(features, **{name: dynamics[name] for name in wanted}), dynamics
+    return replace(features, **{name: dynamics[name] for name in wanted}), probe.costs(dynamics)
 
 
 def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame, out: Path,
-                   features_key: str, probe_seconds: dict | None = None) -> list[TrialSpec]:
+                   features_key: str, costs: dict[str, float] | None = None) -> list[TrialSpec]:
     """Every (method, seed) selector as a concurrent Ray task over one shared copy of the features.
 
     Subsets are cached under <out>/cache by (features, method, params, k, seed): a rerun selects nothing twice.
-    A dynamics method's selection time includes the probe stage it needed (`probe_seconds`, from probe_pool)."""
+    A method's selection time includes what computing the features only it reads took (`costs`, seconds per
+    feature from embed_pool and probe_pool: the probe stage, IFD's extra pass)."""
     import ray
 
     k = preflight.budget(cfg, len(features))
@@ -260,11 +288,11 @@ def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame
         for (method, seed), path in paths.items():
             cached = json.loads(path.read_text())
             indices, seconds = np.asarray(cached["indices"], dtype=np.int64), cached["seconds"]
-            probed = probe.method_seconds(registry.get(method).needs, probe_seconds or {})
+            extra = charged_seconds(registry.get(method).needs, costs or {})
             write_subset(out, method, seed, pool, indices, features)
-            specs.append(TrialSpec(f"{method}-s{seed}", method, seed, tuple(int(i) for i in indices), seconds + probed))
+            specs.append(TrialSpec(f"{method}-s{seed}", method, seed, tuple(int(i) for i in indices), seconds + extra))
             log(f"  {method} (seed {seed}): {len(indices)} examples in {seconds:.2f}s"
-                + (f" (+ {probed:.1f}s of probe stage)" if probed else ""))
+                + (f" (+ {extra:.1f}s computing the features it reads)" if extra else ""))
     if cfg.include_baseline:
         specs += [TrialSpec(f"{FULL}-s{s}", FULL, s, tuple(range(len(pool))), 0.0) for s in range(cfg.seeds)]
     return specs
@@ -496,8 +524,8 @@ def evaluate_with_vllm(cfg: ExperimentConfig, trained: dict[str, dict], test: pd
     generated = {name: result for output in outputs for name, result in output.items()}
     with stage(f"score {len(names)} trial(s)"):
         task = ray.remote(num_gpus=gpus, num_cpus=cfg.resources.cpus_per_trial)(evaluated)
-        refs = {n: task.remote(trained[n]["metrics"], test, *generated[n], "vllm", resolved.scorer, cfg.eval.batch_size,
-                               gpus)
+        refs = {n: task.remote(trained[n]["metrics"], test, trained[n][HELDOUT_LOSS.name], *generated[n], "vllm",
+                               resolved.scorer, cfg.eval.batch_size, gpus)
                 for n in names}
         for name, ref in refs.items():
             write_trial(out / "trials" / name, ray.get(ref))

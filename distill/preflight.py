@@ -39,8 +39,9 @@ def check(cfg: ExperimentConfig) -> Checked:
     out = Path(cfg.output_dir).expanduser().resolve()
     outdir.check(out)  # a foreign or unwritable folder fails before any work, and is left as it was
     with console.current().stage("data"):
-        splits = load_splits(cfg.data)
-        log(f"{splits.source}: {len(splits.train)} training pool, {len(splits.test)} held out")
+        splits = load_splits(cfg.data, cfg.select.query)
+        log(f"{splits.source}: {len(splits.train)} training pool, {len(splits.test)} held out"
+            + (f", {len(splits.query)} query examples in {splits.query['task'].nunique()} task(s)" if len(splits.query) else ""))
     budget(cfg, len(splits.train))  # a budget of 0 or of the whole pool fails before any work
     with console.current().stage("model"):
         model_path = resolve_model(cfg.model.name)

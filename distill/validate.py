@@ -215,7 +215,7 @@ def check_data(cfg: ExperimentConfig) -> list[Item]:
 
     start = time.perf_counter()
     try:
-        splits = load_splits(cfg.data)
+        splits = load_splits(cfg.data, cfg.select.query)
     except DistillError as exc:
         return [Item("dataset", FAIL, exc.problem, exc.fix)]
     return [Item("dataset", OK, f"{splits.source}: {len(splits.train)} training pool, {len(splits.test)} held out "

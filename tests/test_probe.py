@@ -12,7 +12,7 @@ from distill.config import make_config
 from distill.data import load_splits
 from distill.embed import EmbedActor
 from distill.errors import DistillError
-from distill.features import text_features
+from distill.features import charged_seconds, text_features
 
 
 @pytest.fixture
@@ -150,7 +150,7 @@ def test_probe_stage_runs_on_ray_only_when_needed_and_is_cached(tiny_model, cfg,
     monkeypatch.setattr(probe, "compute_dynamics", fail)
     again, cost_again = pipeline.probe_pool(cfg, features, splits, tiny_model, tmp_path)  # no Ray session: all from cache
     np.testing.assert_array_equal(again.probe_loss, first.probe_loss)
-    assert cost_again[probe.SECONDS + probe.PROBE_LOSS] == cost[probe.SECONDS + probe.PROBE_LOSS] > 0  # the cost it had
+    assert cost_again == cost and cost[probe.PROBE_LOSS] > 0  # the cost it had
     monkeypatch.undo()
     cfg.select.methods = ["gradient_match", "el2n_loss"]  # gradients: the cached probe's weights are reused
     with pipeline.ray_session(cfg.resources):
@@ -158,10 +158,10 @@ def test_probe_stage_runs_on_ray_only_when_needed_and_is_cached(tiny_model, cfg,
     assert both.grad_features.shape == (len(features), 64) and paths.grads.exists()
     assert paths.probe.stat().st_mtime_ns == stamp
     np.testing.assert_array_equal(both.probe_loss, first.probe_loss)
-    probe_s, grads_s = cost[probe.SECONDS + probe.PROBE_LOSS], cost[probe.SECONDS + probe.GRAD_FEATURES]
-    assert probe.method_seconds({"probe_loss"}, cost) == probe_s  # el2n_loss pays for the probe
-    assert probe.method_seconds({"grad_features"}, cost) == probe_s + grads_s > probe_s  # gradient_match for both
-    assert probe.method_seconds(set(), cost) == 0
+    probe_s, grads_s = cost[probe.PROBE_LOSS], cost[probe.GRAD_FEATURES]
+    assert charged_seconds({"probe_loss"}, cost) == probe_s  # el2n_loss pays for the probe
+    assert charged_seconds({"grad_features"}, cost) == probe_s + grads_s > probe_s  # gradient_match for both
+    assert charged_seconds({"embeddings", "loss"}, cost) == 0  # the shared embedding pass is nobody's extra
 
 
 def test_a_cache_file_without_its_cost_is_recomputed(tmp_path):
@@ -201,3 +201,16 @@ def test_selection_cache_key_follows_the_probe_only_for_dynamics_methods(tiny_jo
     assert key("el2n_loss", **{"probe.epochs": 3}) != key("el2n_loss") != key("random")
     assert key("el2n_loss", **{"probe.grad_dim": 64}) == key("el2n_loss")  # el2n_loss does not read gradients
     assert key("gradient_match", **{"probe.grad_dim": 64}) != key("gradient_match")
+
+
+def test_selection_cache_key_follows_the_query_set_only_for_query_methods(tiny_job, tmp_path):
+    """A new query file must not reuse rds_plus's old subsets, and must not touch any other method's."""
+    from distill import pipeline
+
+    query = tmp_path / "q.jsonl"
+    query.write_text('{"text": "A bill to fund rural broadband grants for ten years.", "summary": "Funds broadband."}\n')
+    cfg = make_config(tiny_job, {"data.query_size": 2, "select.methods": "random,rds_plus"})
+    splits, with_file = load_splits(cfg.data), load_splits(cfg.data, [str(query)])
+    assert pipeline.selection_inputs_key(cfg, splits, "m") != pipeline.selection_inputs_key(cfg, with_file, "m")
+    plain = make_config(tiny_job, {"data.query_size": 2})
+    assert pipeline.selection_inputs_key(plain, splits, "m") == pipeline.selection_inputs_key(plain, with_file, "m")
