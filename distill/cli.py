@@ -29,6 +29,8 @@ FLAGS = {
     "test_size": ("data.test_size", "number of held-out examples"),
     "seeds": ("seeds", "repeat every method with this many selection+training seeds"),
     "output_dir": ("output_dir", "where results, caches and trials go (default: results)"),
+    "storage": ("storage.uri", "where every node writes trials and checkpoints: a shared path, s3://bucket/prefix or "
+                               "gs://bucket/prefix (default: the output directory)"),
 }
 
 

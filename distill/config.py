@@ -164,6 +164,18 @@ class ResourcesConfig:
 
 
 @section
+class StorageConfig:
+    """Where everything a worker writes goes, and what `distill resume` continues from (distill/storage.py).
+
+    Like `resources`, it says where a run is kept, never what it computes: no content hash includes it.
+    Credentials come from the environment or the node's IAM role, never from here."""
+
+    uri: str | None = None  # None: the output folder; else a local/NFS path, s3://bucket/prefix or gs://bucket/prefix
+    endpoint: str | None = None  # an S3-compatible store's URL (MinIO, Ceph, ...), e.g. http://10.0.0.5:9000
+    region: str | None = None  # the S3 region; None: the bucket's own (or the endpoint's default)
+
+
+@section
 class WandbConfig:
     enabled: bool = False  # also needs WANDB_API_KEY; offline mode unless `online`
     online: bool = False
@@ -191,6 +203,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
     def to_dict(self) -> dict[str, Any]:
