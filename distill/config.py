@@ -15,6 +15,7 @@ import hashlib
 import inspect
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, get_type_hints
@@ -390,11 +391,35 @@ def config_from_run(output_dir: str | Path) -> ExperimentConfig:
     if not path.exists():
         raise DistillError(f"{path} not found: nothing to resume there",
                            "pass the output directory of a run that got as far as its data stage")
+    return _continued(path.read_text(), path, {"output_dir": str(Path(output_dir).expanduser().resolve())})
+
+
+def config_from_storage(uri: str, output_dir: str | Path | None = None, endpoint: str | None = None,
+                        region: str | None = None) -> ExperimentConfig:
+    """The config of the run kept in storage `uri` (its run.json there), continued by this driver into
+    `output_dir` (default: a new folder under results/): all a machine that never saw the run needs."""
+    from distill.storage import check_reachable, open_storage
+
+    out = Path(output_dir or Path("results") / f"resumed-{time.strftime('%Y%m%d-%H%M%S')}").expanduser().resolve()
+    store = open_storage(out, uri, endpoint, region)
+    check_reachable(store)
+    data = store.read_bytes("run.json")
+    if data is None:
+        raise DistillError(f"{uri} holds no run.json: nothing to resume there",
+                           "pass the storage of a run that got as far as its data stage (with --endpoint for an "
+                           "S3-compatible store)")
+    settings = {"uri": store.uri, **({"endpoint": endpoint} if endpoint else {}), **({"region": region} if region else {})}
+    return _continued(data, f"{uri}/run.json", {"output_dir": str(out), "storage": settings})
+
+
+def _continued(run_json: str | bytes, path: str | Path, changes: dict[str, Any]) -> ExperimentConfig:
+    """The config recorded in a run.json, with `changes` (where this driver keeps the run) applied."""
     try:
-        values = json.loads(path.read_text())["config"]
+        values = json.loads(run_json)["config"]
     except (json.JSONDecodeError, KeyError, TypeError):
         raise DistillError(f"{path} is not a run record of distill", "rerun the job instead of resuming it") from None
-    values["output_dir"] = str(Path(output_dir).expanduser().resolve())
+    for key, value in changes.items():
+        values[key] = {**values.get(key, {}), **value} if isinstance(value, dict) else value
     return validate(_build(values))
 
 

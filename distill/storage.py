@@ -28,7 +28,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 from distill import artifacts
@@ -151,6 +151,12 @@ class Storage:
         """Storage's copy of `rel` into the output folder (a resumed driver on another machine starts with
         none); True when storage had it."""
         return not self.mirrored and self.download(rel, self.local / rel)
+
+    def fetched(self, rel: str, intact: Callable[[Path], bool] = artifacts.intact) -> bool:
+        """Whether the output folder holds an intact `rel` (`intact` checks it), pulling storage's copy first when
+        it does not: a driver continuing the run on another machine starts with an empty folder."""
+        path = self.local / rel
+        return intact(path) or (self.pull(rel) and intact(path))
 
     def sees(self, rel: str) -> str | None:
         """None when `rel` (a marker the driver wrote) is visible from here, else why not: run on every node."""

@@ -10,6 +10,7 @@ import pytest
 from distill.config import DataConfig, make_config
 from distill.data import load_splits
 from distill.evaluate import resolve_scorer
+from distill.storage import open_storage
 from distill.trial import TrialSpec, cached_metrics, run_trial, trial_key, write_trial
 
 CONTRACT = {"trial", "key", "method", "seed", "samples", "rouge1", "rouge2", "rougeL", "bertscore_f1", "n_eval",
@@ -36,10 +37,10 @@ def finished(setup, tiny_model, tmp_path_factory):
     cfg, pool, test, scorer, fingerprint = setup
     spec = TrialSpec("random-s0", "random", 0, (0, 2, 3), select_seconds=0.25)
     key = trial_key(spec, cfg, tiny_model, fingerprint, scorer)
-    trial_dir = tmp_path_factory.mktemp("trials") / spec.name
+    out = tmp_path_factory.mktemp("out")
     record = run_trial(spec, cfg, pool, test, tiny_model, scorer, key)
-    write_trial(trial_dir, record)
-    return spec, key, trial_dir, record["metrics"]
+    write_trial(open_storage(out), spec.name, record)
+    return spec, key, out / "trials" / spec.name, record["metrics"]
 
 
 def test_metrics_file_holds_the_contract(finished, setup):
@@ -114,7 +115,7 @@ def test_rerun_with_same_seed_is_identical(finished, setup, tiny_model, tmp_path
     cfg, pool, test, scorer, _ = setup
     torch.rand(100)  # consume global RNG state: the trial must seed everything it uses itself
     again = run_trial(spec, cfg, pool, test, tiny_model, scorer, key)
-    write_trial(tmp_path / spec.name, again)
+    write_trial(open_storage(tmp_path), spec.name, again)
     assert again["metrics"]["final_train_loss"] == metrics["final_train_loss"]
     assert again["metrics"]["train_tokens"] == metrics["train_tokens"]
-    assert (tmp_path / spec.name / "predictions.jsonl").read_text() == (trial_dir / "predictions.jsonl").read_text()
+    assert (tmp_path / "trials" / spec.name / "predictions.jsonl").read_text() == (trial_dir / "predictions.jsonl").read_text()
