@@ -143,14 +143,21 @@ class Storage:
         return True
 
     def push(self, rel: str) -> None:
-        """The driver's copy of `rel` (under the output folder) to storage; nothing to do when storage is the folder."""
-        if not self.mirrored and (self.local / rel).exists():
-            self.upload(self.local / rel, rel)
+        """The driver's copy of `rel` (a file with its sidecar, or a folder) under the output folder to storage;
+        nothing to do when storage is the folder."""
+        if self.mirrored:
+            return
+        for name in (rel, rel + artifacts.SIDECAR):
+            if (self.local / name).exists():
+                self.upload(self.local / name, name)
 
     def pull(self, rel: str) -> bool:
-        """Storage's copy of `rel` into the output folder (a resumed driver on another machine starts with
-        none); True when storage had it."""
-        return not self.mirrored and self.download(rel, self.local / rel)
+        """Storage's copy of `rel` (a file with its sidecar, or a folder) into the output folder: a resumed driver
+        on another machine starts with none. True when storage had it."""
+        if self.mirrored or not self.download(rel, self.local / rel):
+            return False
+        self.download(rel + artifacts.SIDECAR, self.local / (rel + artifacts.SIDECAR))
+        return True
 
     def fetched(self, rel: str, intact: Callable[[Path], bool] = artifacts.intact) -> bool:
         """Whether the output folder holds an intact `rel` (`intact` checks it), pulling storage's copy first when

@@ -68,6 +68,11 @@ def test_pull_and_push_mirror_the_output_folder(store):
     assert store.read_json("comparison/results.json") == {"rows": []}
     store.push("run.json")  # nothing there yet: nothing to push
     assert not store.exists("run.json")
+    artifacts.write_json(store.local / "run.json", {"config": {}})  # a single file travels with its checksum
+    store.push("run.json")
+    assert store.read_json("run.json") == {"config": {}}
+    (store.local / "run.json").unlink()
+    assert store.fetched("run.json") and artifacts.intact(store.local / "run.json")
 
 
 def test_the_default_is_the_output_folder_and_copies_nothing(tmp_path):
