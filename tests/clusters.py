@@ -133,28 +133,34 @@ _HIDING = ["unshare", "--mount", "--propagation", "private", "sh", "-c", 'mount 
 
 
 def start_head(env: dict[str, str], temp_dir: str, gcs_port: int, *args: str) -> None:
-    """`ray start --head`, tried twice (fresh per-node ports, the first attempt's processes stopped): starting a
-    head is the tests' setup, not what they test, and on 2 busy cores a daemon can miss its start-up deadline."""
-    for attempt in (1, 2):
-        start = subprocess.run([str(VENV_BIN / "ray"), "start", "--head", "--port", str(gcs_port),
-                                "--node-ip-address", "127.0.0.1", "--ray-client-server-port", str(free_port()),
-                                "--disable-usage-stats", "--temp-dir", temp_dir, *_node_ports(), *args],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=90)
-        if start.returncode == 0:
-            return
-        print(f"ray start --head, attempt {attempt}, failed:\n{start.stdout[-4000:]}", file=sys.stderr)
-        stop_ray(env["DISTILL_TEST_RAY"])
-    raise AssertionError(f"ray start --head failed twice; the last output:\n{start.stdout[-4000:]}")
+    """`ray start --head`: the cluster's head on 127.0.0.1, its GCS on `gcs_port`, its sessions in `temp_dir`."""
+    _ray_start(lambda: [str(VENV_BIN / "ray"), "start", "--head", "--port", str(gcs_port), "--node-ip-address",
+                        "127.0.0.1", "--ray-client-server-port", str(free_port()), "--disable-usage-stats",
+                        "--temp-dir", temp_dir, *_node_ports(), *args], env, "--head", head=True)
 
 
 def start_worker(env: dict[str, str], gcs_port: int, *args: str, hidden: Path | None = None) -> None:
     """Add a worker node to the head at `gcs_port` (it shares the head's temp dir and session); with `hidden`, the
     node sees an empty folder there instead of this machine's."""
-    start = subprocess.run([*(_HIDING + [str(hidden)] if hidden else []), str(VENV_BIN / "python"), "-c",
-                            _RAY_START_WORKER_ON_LOOPBACK, "start", "--address", f"127.0.0.1:{gcs_port}",
-                            "--node-ip-address", "127.0.0.1", "--disable-usage-stats", *_node_ports(), *args],
-                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=90)
-    assert start.returncode == 0, start.stdout[-4000:]
+    _ray_start(lambda: [*(_HIDING + [str(hidden)] if hidden else []), str(VENV_BIN / "python"), "-c",
+                        _RAY_START_WORKER_ON_LOOPBACK, "start", "--address", f"127.0.0.1:{gcs_port}",
+                        "--node-ip-address", "127.0.0.1", "--disable-usage-stats", *_node_ports(), *args],
+               env, "of a worker node")
+
+
+def _ray_start(command, env: dict[str, str], what: str, head: bool = False) -> None:
+    """Run `ray start` (`command()`: fresh per-node ports each time), tried twice, a failed head's processes
+    stopped in between (a worker node's are its own): starting nodes is the tests' setup, not what they test, and on 2 busy cores a daemon
+    can miss its start-up deadline."""
+    for attempt in (1, 2):
+        start = subprocess.run(command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               timeout=90)
+        if start.returncode == 0:
+            return
+        print(f"ray start {what}, attempt {attempt}, failed:\n{start.stdout[-4000:]}", file=sys.stderr)
+        if head:
+            stop_ray(env["DISTILL_TEST_RAY"])
+    raise AssertionError(f"ray start {what} failed twice; the last output:\n{start.stdout[-4000:]}")
 
 
 @dataclass

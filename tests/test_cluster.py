@@ -43,6 +43,10 @@ def test_cluster_yaml_passes_rays_schema_and_launcher_checks():
     assert {t["node_config"]["InstanceType"] for t in gpu_types.values()} == {"g5.xlarge", "g5.12xlarge"}
     for t in gpu_types.values():
         assert 0 <= t["min_workers"] <= t["max_workers"]
+        assert t["node_config"]["IamInstanceProfile"]  # the trials write to S3 with the node's role
+    text = (REPO / "cluster.yaml").read_text()
+    assert "--storage s3://" in text  # the nodes share no disk: runs name their storage
+    assert "secret" not in text.lower() and "access_key" not in text.lower()  # never credentials in the file
     assert sum(t["max_workers"] for t in gpu_types.values()) <= prepared["max_workers"]
     setup = " ".join(prepared["setup_commands"])
     assert "scripts/setup.sh" in setup and "gpu" in setup

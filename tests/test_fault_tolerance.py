@@ -1,6 +1,7 @@
 """Fault tolerance with real failures: a trial process that dies, a driver killed with SIGKILL, an embedding
-actor that dies, a worker node whose raylet is killed. Every kill is a real process death (os._exit or a
-signal); nothing about Ray is mocked. The faults come from distill.faults (DISTILL_FAULT), once each."""
+actor that dies. Every kill is a real process death (os._exit or a signal); nothing about Ray is mocked. The
+faults come from distill.faults (DISTILL_FAULT), once each. A worker node whose raylet is killed, on a
+cluster without a shared disk, is in test_no_shared_disk.py."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from clusters import FAST_NODE_DEATH, cluster, stop_ray, wait_for
+from clusters import stop_ray, wait_for
 from distill import checkpoint, counters, pipeline
 from distill.config import ModelConfig, TrainConfig, config_from_run, make_config
 from distill.data import load_splits
@@ -32,12 +33,9 @@ REPO = Path(__file__).resolve().parent.parent
 COMPARED = ("rouge1", "rouge2", "rougeL", "bertscore_f1", "final_train_loss", "train_steps", "train_tokens", "n_empty")
 
 
-TEST_SETTINGS = {"PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
-                 "TOKENIZERS_PARALLELISM": "false"}
-
-
 def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, **TEST_SETTINGS, **extra}
+    return {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false", **extra}
 
 
 # ------------------------------------------------------------------------------------ the training state
@@ -211,47 +209,3 @@ def test_a_dead_embedding_actor_is_restarted_and_every_row_is_embedded_once(tiny
     assert counters.read(tmp_path / "hit") == {"embeddings": len(splits.train)}
     np.testing.assert_array_equal(hit.embeddings, calm.embeddings)
     np.testing.assert_array_equal(hit.loss, calm.loss)
-
-
-# ------------------------------------------------------------------------------- 4. a node is lost
-
-
-@pytest.mark.slow
-def test_a_trial_on_a_lost_node_continues_from_its_checkpoint_on_another_node(tiny_job, tmp_path):
-    """A head (no CPUs, as on a real cluster) and two 1-CPU workers on 127.0.0.1. The trial stalls after its
-    step-2 checkpoint; its node's raylet is SIGKILLed; Tune reschedules it on the surviving worker, where it
-    continues from that checkpoint (shared storage: the absolute storage_path on this one machine)."""
-    import psutil
-
-    tiny_job["select"]["methods"] = ["random"]
-    tiny_job["train"].update(max_steps=6, epochs=3)
-    tiny_job["embed"] = {"num_actors": 2}  # one 1-CPU actor per worker node
-    tiny_job["resources"] = {"checkpoint_every": 2, "max_failures": 1}
-    job, out, faults_dir = tmp_path / "job.yaml", Path(tiny_job["output_dir"]), tmp_path / "faults"
-    job.write_text(yaml.safe_dump(tiny_job))
-    faults_dir.mkdir()
-    stalled, driver = faults_dir / "train_step.json", None
-    with cluster(["--include-dashboard", "false", "--num-cpus", "0"], workers=2,
-                 worker_args=("--num-cpus", "1", "--object-store-memory", str(100 * 1024 * 1024)),
-                 env={**TEST_SETTINGS, "DISTILL_FAULT": "train_step:2:hang", "DISTILL_FAULT_DIR": str(faults_dir),
-                      **FAST_NODE_DEATH}) as nodes:
-        try:
-            with open(tmp_path / "driver.log", "w") as log:
-                driver = subprocess.Popen([sys.executable, "-m", "distill", "quick", "--job", str(job),
-                                           "--set", f"resources.address={nodes.address}"],
-                                          env=nodes.env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-                wait_for(stalled.exists, 180, "the trial to stall after its step-2 checkpoint")
-                trial = psutil.Process(json.loads(stalled.read_text())["pid"])
-                raylet = next(p for p in trial.parents() if p.name() == "raylet")
-                raylet.kill()  # SIGKILL: the node is gone, with the trial's process
-                code = driver.wait(timeout=240)
-        finally:
-            if driver is not None:
-                driver.kill()
-    run_log = out / "logs" / "run.log"  # the trials' own lines land here (the console keeps stdout quiet)
-    text = (tmp_path / "driver.log").read_text() + (run_log.read_text() if run_log.exists() else "")
-    assert code == 0, text[-4000:]
-    metrics = json.loads((out / "trials" / "random-s0" / "metrics.json").read_text())
-    assert metrics["resumed_from_step"] == 2 and metrics["train_steps"] == 6
-    assert "random-s0: resuming from the checkpoint at step 2" in text
-    assert (out / "comparison" / "results.json").exists()

@@ -116,6 +116,32 @@ def test_local_storage_on_a_cluster_without_a_shared_disk_stops_before_any_work(
     print(f"refused in {time.perf_counter() - start:.1f}s")
 
 
+def test_the_node_check_passes_storage_that_every_node_reaches(cluster_ready, tmp_path):
+    """The same check, run by a driver on this cluster: a path outside the hidden folder (as an NFS mount every node
+    has) and S3 (each node with its own keys) pass; the driver's own disk does not."""
+    nodes, s3 = cluster_ready.nodes, cluster_ready.s3
+    check = f"""if True:
+        import ray
+        from distill.errors import DistillError
+        from distill.pipeline import check_nodes_see
+        from distill.storage import check_reachable, open_storage
+        ray.init(address="{nodes.address}", log_to_driver=False)
+        for store in (open_storage("{tmp_path}", "{tmp_path / 'nfs'}"),
+                      open_storage("{tmp_path}", "s3://runs/check", endpoint="{s3.endpoint}")):
+            check_reachable(store)
+            check_nodes_see(store)
+            print("seen by every node:", store.uri)
+        try:
+            check_nodes_see(open_storage("{cluster_ready.root}"))
+        except DistillError as refused:
+            print("refused:", refused.problem)
+        """
+    ran = subprocess.run([sys.executable, "-c", check], env=nodes.env, capture_output=True, text=True, timeout=180)
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    assert f"seen by every node: {tmp_path / 'nfs'}" in ran.stdout and "seen by every node: s3://runs/check" in ran.stdout
+    assert "refused: storage" in ran.stdout and "2 of 3 nodes" in ran.stdout
+
+
 def test_a_run_with_s3_storage_completes_on_nodes_that_cannot_see_the_driver(cluster_ready, tiny_job, tmp_path):
     s3 = cluster_ready.s3
     job, out = cluster_ready.job(tiny_job, "a", cluster_ready.s3_storage("a"))
