@@ -17,10 +17,12 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import platform
 import tempfile
 import time
+import traceback
 from dataclasses import asdict, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -34,7 +36,7 @@ from distill import console, counters, faults, featstore, plugins, preflight, pr
 from distill.config import ExperimentConfig, ResourcesConfig, content_hash, secret
 from distill.data import Splits
 from distill.embed import EmbedActor, cache_key
-from distill.errors import DistillError
+from distill.errors import DistillError, describe
 from distill.evaluate import Scorer
 from distill.features import Features, text_features
 from distill.generate_vllm import VllmGenerator
@@ -42,9 +44,9 @@ from distill.models import load_tokenizer
 from distill.prompt import PromptFormat
 from distill.scheduling import trial_cpus
 from distill.select import registry
+from distill.records import FULL, Resolved, RunInfo, TrialRecord
 from distill.storage import SHARED_FIX, Storage, open_storage
-from distill.trial import (BASELINE, TrialSpec, cached_metrics, evaluated, run_trial, trial_key, trial_path,
-                           write_trial)
+from distill.trial import TrialSpec, cached_metrics, evaluated, run_trial, trial_key, trial_path, write_trial
 from distill.version import git_commit
 
 # Ray reads these when it is imported: a local cluster binds 127.0.0.1 only (without the first, Ray
@@ -62,6 +64,7 @@ PUBLISHED = ("comparison", "selected", "pool_stats.json", "counters.json")  # th
 NODE_CHECK_SECONDS = 120  # for every node of the cluster to answer whether it sees the run's storage
 TRACKED_PACKAGES = ("distill", "ray", "torch", "transformers", "peft", "datasets", "faiss-cpu", "rouge-score",
                     "bert-score", "numpy", "pandas")
+logger = logging.getLogger(__name__)
 
 
 def log(message: str) -> None:
@@ -83,22 +86,23 @@ def run(cfg: ExperimentConfig, verbose: bool = False, checked: preflight.Checked
     checked = checked or preflight.check(cfg)
     out = checked.out
     with outdir.claim(out), console.session(out / "logs", verbose):  # one run at a time per output folder
-        return _run(cfg, checked.storage, checked.splits, checked.model_path, checked.scorer)
+        return _run(cfg, checked.storage, checked.splits, checked.resolved)
 
 
-def _run(cfg: ExperimentConfig, store: Storage, splits: Splits, model_path: str, scorer: Scorer) -> list[dict]:
+def _run(cfg: ExperimentConfig, store: Storage, splits: Splits, resolved: Resolved) -> list[dict]:
     out = store.local
-    write_run_info(out, cfg, splits, model_path, scorer)
+    write_run_info(out, cfg, splits, resolved)
     store.push("run.json")  # first: all `distill resume <storage>` needs, wherever this driver stops
+    model_path = resolved.model_path
     with ray_session(cfg.resources):
         check_nodes_see(store)
         features = embed_pool(cfg, splits, model_path, out, store)
         features, probe_seconds = probe_pool(cfg, features, splits, model_path, out, store)
         specs = select_subsets(cfg, features, splits.train, out, selection_inputs_key(cfg, splits, model_path),
                                probe_seconds, store)
-        run_trials(cfg, specs, splits, model_path, scorer, store)
+        run_trials(cfg, specs, splits, resolved, store)
     with stage("report"):
-        rows = report.build_report(out, bootstrap_samples=cfg.eval.bootstrap_samples, console=console.current().console)
+        rows = report.build_report(out, cfg.report, console=console.current().console)
         log_table_to_wandb(cfg, rows)
         for rel in PUBLISHED:
             store.push(rel)
@@ -298,20 +302,28 @@ def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame
     with stage(f"select {len(cfg.select.methods)} method(s) × {cfg.seeds} seed(s), k={k} of {len(features)}"):
         shipped = plugins.load(cfg.select.plugins)  # user selector files travel with each task as source text
         plugin_sources = [p.source or p.module for p in shipped]  # an edited plugin invalidates its selections
-        cached = {(m, s): f"cache/selection-{selection_key(features_key, m, cfg.select.params.get(m, {}), k, s, plugin_sources)}.json"
-                  for m in cfg.select.methods for s in range(cfg.seeds)}
-        paths = {job: out / rel for job, rel in cached.items()}
-        todo = [job for job, rel in cached.items() if not store.fetched(rel)]
+        rels = {(m, s): f"cache/selection-{selection_key(features_key, m, cfg.select.params.get(m, {}), k, s, plugin_sources)}.json"
+                for m in cfg.select.methods for s in range(cfg.seeds)}
+        paths = {job: out / rel for job, rel in rels.items()}
+        todo = [job for job, rel in rels.items() if not store.fetched(rel)]
         if todo:
             here = _cache_node()  # tasks there map the features cache file: ship its path, not its bytes
             features_ref = ray.put(features if here != "DEFAULT" else features.by_value())
             task = ray.remote(num_cpus=1, scheduling_strategy=here)(_remote_select)
             refs = {(m, s): task.remote(m, features_ref, k, s, cfg.select.params.get(m, {}), shipped) for m, s in todo}
-            for job, ref in refs.items():
-                indices, seconds = ray.get(ref)
-                artifacts.write_json(paths[job], {"indices": indices.tolist(), "seconds": seconds})
-                store.push(cached[job])
-            counters.bump(out, selections=len(todo))
+            failed = {}
+            for (method, seed), ref in refs.items():  # every finished selection is cached, even when another failed
+                try:
+                    indices, seconds = ray.get(ref)
+                except DistillError as exc:  # a selector that raised or answered wrongly (Ray's RayTaskError of it)
+                    failed[f"selection {method} (seed {seed})"] = exc
+                    continue
+                artifacts.write_json(paths[method, seed], {"indices": indices.tolist(), "seconds": seconds})
+                store.push(rels[method, seed])
+            counters.bump(out, selections=len(todo) - len(failed))
+            if failed:
+                _, cause, where = first_failure(failed)
+                raise DistillError(cause.problem, f"{cause.fix} ({where})")
         log(f"  {len(paths) - len(todo)} selection(s) reused from {store.uri}/cache")
         for (method, seed), path in paths.items():
             cached = json.loads(path.read_text())
@@ -322,7 +334,7 @@ def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame
             log(f"  {method} (seed {seed}): {len(indices)} examples in {seconds:.2f}s"
                 + (f" (+ {probed:.1f}s of probe stage)" if probed else ""))
     if cfg.include_baseline:
-        specs += [TrialSpec(f"{BASELINE}-s{s}", BASELINE, s, tuple(range(len(pool))), 0.0) for s in range(cfg.seeds)]
+        specs += [TrialSpec(f"{FULL}-s{s}", FULL, s, tuple(range(len(pool))), 0.0) for s in range(cfg.seeds)]
     return specs
 
 
@@ -362,15 +374,14 @@ def write_subset(out: Path, method: str, seed: int, pool: pd.DataFrame, indices:
     artifacts.write_jsonl(path, rows)
 
 
-def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, model_path: str, scorer: Scorer,
-               store: Storage) -> None:
+def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, resolved: Resolved, store: Storage) -> None:
     """One Ray Tune trial per subset, written to trials/<name> in storage by its node and copied into the output
     folder; finished trials (same content hash) are reused."""
     from ray import tune
 
     out = store.local
     gpus = cfg.resources.gpus_per_trial if cfg.resources.gpus_per_trial is not None else (1.0 if cluster_gpus() else 0.0)
-    keys = {s.name: trial_key(s, cfg, model_path, splits.fingerprint, scorer) for s in specs}
+    keys = {s.name: trial_key(s, cfg, resolved, splits.fingerprint) for s in specs}
     todo = [s for s in specs if not store.fetched(trial_path(s.name), lambda d, k=keys[s.name]: cached_metrics(d, k) is not None)]
     cpus = plan_cpus(cfg.resources, len(todo), gpus)
     log(f"{len(specs) - len(todo)} trial(s) reused from {store.uri}/trials, {len(todo)} to run "
@@ -383,19 +394,40 @@ def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, mo
         with stage(f"train + evaluate {len(todo)} trial(s) with Ray Tune"):
             cpus_by_trial = {s.name: c for s, c in zip(todo, cpus)}
             trainable = tune.with_parameters(_trainable, cfg=cfg, pool=splits.train, test=splits.test,
-                                             specs={s.name: s for s in todo}, keys=keys, model_path=model_path,
-                                             scorer=scorer, gpus=gpus, cpus=cpus_by_trial, resume=resume, store=store)
+                                             specs={s.name: s for s in todo}, keys=keys, resolved=resolved,
+                                             gpus=gpus, cpus=cpus_by_trial, resume=resume, store=store)
             trained: list[str] = []  # vLLM engine: trained trials awaiting generation
             with console.current().trial_board([s.name for s in todo]) as board:
                 callbacks = [_persist_trials(store, keys, trained), _trial_progress(board), *_callbacks(cfg)]
                 grid = make_tuner(trainable, cpus_by_trial, cfg, gpus, store, callbacks).fit()
-            failed = [str(r.error).splitlines()[0] for r in grid if r.error]
+            failed = {f"trial {r.config['trial']}": r.error for r in grid if r.error}
         if trained:
-            evaluate_with_vllm(cfg, trained, splits.test, model_path, scorer, store, gpus)
+            evaluate_with_vllm(cfg, trained, splits.test, resolved, store, gpus)
         if failed:
-            raise DistillError(f"{len(failed)} of {len(todo)} trial(s) failed, first: {failed[0][:300]}",
-                               f"see the Tune logs under {store.uri}/tune; then `python -m distill resume {out}` "
-                               "reuses finished trials and continues the others from their last checkpoint")
+            raise trials_failed(failed, len(todo), out)
+
+
+def trials_failed(failed: dict[str, BaseException], n_trials: int, out: Path) -> DistillError:
+    """The one line for failed trials: the first one's name and its own exception, in plain text."""
+    name, cause, where = first_failure(failed)
+    what = cause.problem if isinstance(cause, DistillError) else describe(cause)
+    fix = f"{cause.fix}; " if isinstance(cause, DistillError) else ""
+    return DistillError(f"{len(failed)} of {n_trials} trial(s) failed; the first, {name} failed: {what}",
+                        f"{fix}{where}; then `python -m distill resume {out}` reuses finished trials and continues "
+                        "the others from their last checkpoint")
+
+
+def first_failure(failed: dict[str, BaseException]) -> tuple[str, BaseException, str]:
+    """Write every failure's whole traceback to the run log (a Ray task's error holds the task's own traceback and
+    the exception it chained from); returns the first one's name, its own exception (Ray's RayTaskError carries it
+    as `cause`), and where the user finds the tracebacks, for the one-line error."""
+    for name, error in failed.items():
+        logger.error("%s failed:\n%s", name, "".join(traceback.format_exception(error)).rstrip())
+    name, cause = next(iter(failed.items()))
+    while isinstance(getattr(cause, "cause", None), BaseException):
+        cause = cause.cause
+    where = console.current().log_path
+    return name, cause, f"the traceback is in {where}" if where else "the traceback is printed above"
 
 
 def plan_cpus(res: ResourcesConfig, n_trials: int, gpus: float) -> list[float]:
@@ -425,7 +457,7 @@ def make_tuner(trainable, cpus: dict[str, float], cfg: ExperimentConfig, gpus: f
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS)))
 
 
-def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer, gpus, cpus, resume, store) -> None:
+def _trainable(config: dict, *, cfg, pool, test, specs, keys, resolved, gpus, cpus, resume, store) -> None:
     """Runs on whichever node Tune picks; writes its record (or, for the vLLM engine, its adapter) to storage and
     reports numbers only.
 
@@ -458,13 +490,13 @@ def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer
             tune.report(progress)
         faults.inject("train_step", step, spec.name)
 
-    record = run_trial(spec, cfg, pool, test, model_path, scorer, key, gpus, state=state, on_step=on_step)
+    record = run_trial(spec, cfg, pool, test, resolved, key, gpus, state=state, on_step=on_step)
     if "adapter" in record:
         for file, data in record["adapter"].items():
             store.write_bytes(trial_path(spec.name, ADAPTER, file), base64.b64decode(data))
         store.write_json(trial_path(spec.name, TRAINED_FILE), record["metrics"])
     else:
-        write_trial(store, spec.name, record)
+        write_trial(store, spec.name, TrialRecord.from_dict(record))
     numbers = {k: v for k, v in record["metrics"].items() if isinstance(v, (int, float))}
     tune.report({**numbers, TRAINED if "adapter" in record else FINISHED: 1})
 
@@ -514,8 +546,8 @@ def _trial_progress(board: console.TrialBoard):
     return TrialProgress()
 
 
-def evaluate_with_vllm(cfg: ExperimentConfig, trained: list[str], test: pd.DataFrame, model_path: str,
-                       scorer: Scorer, store: Storage, gpus: float) -> None:
+def evaluate_with_vllm(cfg: ExperimentConfig, trained: list[str], test: pd.DataFrame, resolved: Resolved,
+                       store: Storage, gpus: float) -> None:
     """Generate for every trained adapter with vLLM, then score and persist each trial.
 
     One engine actor per GPU (one CPU engine sharing the CPUs otherwise), each serving its share of the
@@ -526,6 +558,7 @@ def evaluate_with_vllm(cfg: ExperimentConfig, trained: list[str], test: pd.DataF
     import ray
 
     names = sorted(trained)
+    model_path = resolved.model_path
     fmt = PromptFormat(load_tokenizer(model_path), cfg.model.max_source_tokens, cfg.model.max_target_tokens)
     prompts = [fmt.encode(text).prompt for text in test["text"]]
     engines, cpus, engine_gpus = embed_plan(ray.cluster_resources())
@@ -539,7 +572,7 @@ def evaluate_with_vllm(cfg: ExperimentConfig, trained: list[str], test: pd.DataF
     generated = {name: result for output in outputs for name, result in output.items()}
     with stage(f"score {len(names)} trial(s)"):
         task = ray.remote(num_gpus=gpus, num_cpus=cfg.resources.cpus_per_trial)(_score_trial)
-        ray.get([task.remote(store, n, test, *generated[n], scorer, cfg.eval.batch_size, gpus) for n in names])
+        ray.get([task.remote(store, n, test, *generated[n], resolved.scorer, cfg.eval.batch_size, gpus) for n in names])
         for name in names:
             store.pull(trial_path(name))
         counters.bump(store.local, trials=len(names))
@@ -592,14 +625,16 @@ def log_table_to_wandb(cfg: ExperimentConfig, rows: list[dict]) -> None:
     run.finish()
 
 
-def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, model_path: str, scorer: Scorer) -> None:
-    """Everything needed to reproduce the run from its folder (no secrets: config holds none)."""
-    info = {"name": cfg.name, "mode": cfg.mode, "model": cfg.model.name, "model_path": model_path,
-            "dataset": splits.source, "data_fingerprint": splits.fingerprint, "pool_size": len(splits.train),
-            "test_size": len(splits.test), "fraction": cfg.select.fraction, "seeds": cfg.seeds,
-            "bertscore_model": scorer.label, "git_commit": git_commit(), "lock": lock_hash(), "python": platform.python_version(),
-            "platform": platform.platform(), "versions": _versions(), "config": asdict(cfg)}
-    artifacts.write_json(out / "run.json", info, indent=2, sort_keys=True)
+def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, resolved: Resolved) -> None:
+    """Everything needed to reproduce the run from its folder (no secrets: config holds none): the config as
+    the user gave it, and beside it what was resolved from it."""
+    info = RunInfo(name=cfg.name, mode=cfg.mode, model=cfg.model.name, model_path=resolved.model_path,
+                   test_model=resolved.test_model, eval_engine=resolved.engine, dataset=splits.source,
+                   data_fingerprint=splits.fingerprint, pool_size=len(splits.train), test_size=len(splits.test),
+                   fraction=cfg.select.fraction, seeds=cfg.seeds, bertscore_model=resolved.scorer.label,
+                   git_commit=git_commit(), lock=lock_hash(), python=platform.python_version(),
+                   platform=platform.platform(), versions=_versions(), config=asdict(cfg))
+    artifacts.write_json(out / "run.json", info.to_dict(), indent=2, sort_keys=True)
 
 
 def lock_hash() -> str | None:

@@ -149,9 +149,9 @@ def test_a_run_with_s3_storage_completes_on_nodes_that_cannot_see_the_driver(clu
     text = _finish(cluster_ready.distill("quick", "--job", str(job), log=tmp_path / "driver.log"), tmp_path / "driver.log", 600)
     assert "Ray cluster: 2 CPU" in text  # the head has none: every trial and actor ran on a worker node
     stored = s3.files("runs/a")
-    rows = json.loads((out / "comparison" / "results.json").read_text())
-    assert {r["method"] for r in rows} == {"random", "balanced_lengths"}
-    assert json.loads(stored["runs/a/comparison/results.json"]) == rows  # the report, locally and in storage
+    report = json.loads((out / "comparison" / "results.json").read_text())
+    assert {r["method"] for r in report["rows"]} == {"random", "balanced_lengths"}
+    assert json.loads(stored["runs/a/comparison/results.json"]) == report  # the report, locally and in storage
     for name in ("random-s0", "balanced_lengths-s0"):  # written by the workers, copied down by the driver
         for file in ("metrics.json", "predictions.jsonl"):
             assert stored[f"runs/a/trials/{name}/{file}"] == (out / "trials" / name / file).read_bytes()
@@ -222,6 +222,7 @@ def test_resume_from_s3_alone_after_the_driver_is_killed_recomputes_nothing_fini
     assert counters.read(fresh) == {"trials": 1, "train_steps": 4}
     assert "1 trial(s) reused" in resumed.stdout and "2 selection(s) reused" in resumed.stdout
     assert json.loads((fresh / "trials" / hung / "metrics.json").read_text())["resumed_from_step"] == 2
-    rows = json.loads((fresh / "comparison" / "results.json").read_text())
-    assert len(rows) == 2 and json.loads(s3.files("runs/c/comparison")["runs/c/comparison/results.json"]) == rows
+    report = json.loads((fresh / "comparison" / "results.json").read_text())
+    assert len(report["rows"]) == 2
+    assert json.loads(s3.files("runs/c/comparison")["runs/c/comparison/results.json"]) == report
     assert not os.path.exists(out / "comparison")  # the first driver never got there
