@@ -78,6 +78,11 @@ def seal(path: Path) -> None:
     atomic_write(sidecar(path), lambda fh: fh.write(record))
 
 
+def seal_of(data: bytes) -> bytes:
+    """The sidecar `seal` writes for a file holding `data`: how distill.storage seals an object it uploads."""
+    return json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}, sort_keys=True).encode()
+
+
 def write(path: Path, writer: Callable[[IO[bytes]], None]) -> None:
     """Atomic write, then seal. A crash between the two leaves a file its sidecar disowns: recomputed.
 

@@ -16,6 +16,7 @@ import hashlib
 import inspect
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_type_hints
@@ -193,6 +194,18 @@ class ResourcesConfig:
 
 
 @section
+class StorageConfig:
+    """Where everything a worker writes goes, and what `distill resume` continues from (distill/storage.py).
+
+    Like `resources`, it says where a run is kept, never what it computes: no content hash includes it.
+    Credentials come from the environment or the node's IAM role, never from here."""
+
+    uri: str | None = None  # None: the output folder; else a local/NFS path, s3://bucket/prefix or gs://bucket/prefix
+    endpoint: str | None = None  # an S3-compatible store's URL (MinIO, Ceph, ...), e.g. http://10.0.0.5:9000
+    region: str | None = None  # the S3 region; None: the bucket's own (or the endpoint's default)
+
+
+@section
 class WandbConfig:
     enabled: bool = False  # also needs WANDB_API_KEY; offline mode unless `online`
     online: bool = False
@@ -221,6 +234,7 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -490,15 +504,39 @@ def config_from_run(output_dir: str | Path) -> ExperimentConfig:
     if not path.exists():
         raise DistillError(f"{path} not found: nothing to resume there",
                            "pass the output directory of a run that got as far as its data stage")
+    return _continued(path.read_text(), path, {"output_dir": str(Path(output_dir).expanduser().resolve())})
+
+
+def config_from_storage(uri: str, output_dir: str | Path | None = None, endpoint: str | None = None,
+                        region: str | None = None) -> ExperimentConfig:
+    """The config of the run kept in storage `uri` (its run.json there), continued by this driver into
+    `output_dir` (default: a new folder under results/): all a machine that never saw the run needs."""
+    from distill.storage import check_reachable, open_storage
+
+    out = Path(output_dir or Path("results") / f"resumed-{time.strftime('%Y%m%d-%H%M%S')}").expanduser().resolve()
+    store = open_storage(out, uri, endpoint, region)
+    check_reachable(store)
+    data = store.read_bytes("run.json")
+    if data is None:
+        raise DistillError(f"{uri} holds no run.json: nothing to resume there",
+                           "pass the storage of a run that got as far as its data stage (with --endpoint for an "
+                           "S3-compatible store)")
+    settings = {"uri": store.uri, **({"endpoint": endpoint} if endpoint else {}), **({"region": region} if region else {})}
+    return _continued(data, f"{uri}/run.json", {"output_dir": str(out), "storage": settings})
+
+
+def _continued(run_json: str | bytes, path: str | Path, changes: dict[str, Any]) -> ExperimentConfig:
+    """The config recorded in a run.json, with `changes` (where this driver keeps the run) applied."""
     try:
-        info = RunInfo.from_dict(json.loads(path.read_text()), path)
+        info = RunInfo.from_dict(json.loads(run_json), path)
     except (json.JSONDecodeError, AttributeError, TypeError):
         info = None
     if info is None or not isinstance(info.config, dict) or not info.config:
         raise DistillError(f"{path} is not a run record of distill", "rerun the job instead of resuming it")
     values = copy.deepcopy(info.config)
     move_keys(values, migrate=info.schema_version == LEGACY_VERSION)  # a run.json from before the config split
-    values["output_dir"] = str(Path(output_dir).expanduser().resolve())
+    for key, value in changes.items():
+        values[key] = {**(values.get(key) or {}), **value} if isinstance(value, dict) else value
     return validate(_build(values))
 
 

@@ -1,14 +1,15 @@
 """One trial: fine-tune the target model on one subset, score it on the held-out set, store it.
 
-Plain Python (pipeline.py wraps it as a Ray Tune trainable and persists what it returns on the
-driver). Everything a trial produces lands in `<output>/trials/<name>/`: metrics.json and
-predictions.jsonl (every held-out example with its generated summary, scores and held-out loss),
-keyed by a content hash so a rerun reuses finished trials.
+Plain Python (pipeline.py wraps it as a Ray Tune trainable, which writes what it returns to the run's
+storage from its node). Everything a trial produces lands in `trials/<name>/` there (and in the output
+folder): metrics.json and predictions.jsonl (every held-out example with its generated summary, scores and
+held-out loss), keyed by a content hash so a rerun reuses finished trials.
 """
 
 from __future__ import annotations
 
 import json
+import posixpath
 import resource
 import tempfile
 import time
@@ -27,7 +28,10 @@ from distill.generate_vllm import encode_adapter
 from distill.models import device_name, load_model, load_tokenizer
 from distill.prompt import PromptFormat
 from distill.records import GENERATED_KEYS, HELDOUT_LOSS, Resolved, TrialMetrics, TrialRecord
+from distill.storage import Storage
 from distill.train import StepHook, add_lora, finetune, seed_everything
+
+TRIALS = "trials"  # the folder of trial folders, in storage and in the output folder
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,8 @@ def run_trial(spec: TrialSpec, cfg: ExperimentConfig, pool: pd.DataFrame, test: 
               on_step: StepHook | None = None) -> dict:
     """Fine-tune on `pool.iloc[spec.indices]`, evaluate on `test`; returns the trial's record.
 
-    The record is a TrialRecord as a dict (metrics + one prediction per held-out example). It is returned,
-    not written: on a cluster the trial runs on another node, and the driver persists it. With the
+    The record is a TrialRecord as a dict (metrics + one prediction per held-out example); the caller
+    writes it to the run's storage (`write_trial`), from the node it ran on. With the
     vLLM engine the trial stops after training: its record holds the trained metrics and the
     LoRA adapter ({"metrics", "adapter"}), and `evaluated` completes it after the shared vLLM stage.
     `state` resumes the fine-tune from a checkpoint; `on_step(step, steps, loss, snapshot)` hears of every
@@ -142,7 +146,13 @@ def _peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def write_trial(trial_dir: Path, record: TrialRecord) -> None:
-    """Persist a trial's record: predictions.jsonl, then metrics.json (its presence marks completion)."""
-    artifacts.write_jsonl(trial_dir / "predictions.jsonl", record.predictions)
-    artifacts.write_json(trial_dir / "metrics.json", record.metrics.to_dict(), indent=2, sort_keys=True)
+def trial_path(name: str, *parts: str) -> str:
+    """Where a trial's files live in the run's storage (and the output folder): trials/<name>/..."""
+    return posixpath.join(TRIALS, name, *parts)
+
+
+def write_trial(store: Storage, name: str, record: TrialRecord) -> None:
+    """Persist a trial's record in the run's storage, from whichever node ran it: predictions.jsonl, then
+    metrics.json (its presence marks completion). The driver pulls it into the output folder."""
+    store.write_jsonl(trial_path(name, "predictions.jsonl"), record.predictions)
+    store.write_json(trial_path(name, "metrics.json"), record.metrics.to_dict(), indent=2, sort_keys=True)

@@ -118,11 +118,11 @@ def vllm_vs_hf(cfg, model_path: str, test, records: dict, tmp_path: Path) -> lis
     tokenizer = load_tokenizer(model_path)
     fmt = PromptFormat(tokenizer, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
     engine = VllmGenerator(cfg, model_path, len(fmt.prefix) + len(fmt.suffix))
-    by_vllm = engine.generate([fmt.encode(t).prompt for t in test["text"]], {n: r["adapter"] for n, r in records.items()})
+    adapters = {name: write_adapter(record["adapter"], tmp_path / name) for name, record in records.items()}
+    by_vllm = engine.generate([fmt.encode(t).prompt for t in test["text"]], adapters)
     base = generate(load_model(model_path, cfg.model, "cpu"), tokenizer, fmt, test["text"].tolist(), cfg.eval, "cpu")
     matches = []
-    for name, record in records.items():
-        adapter = write_adapter(record["adapter"], tmp_path / name)
+    for name, adapter in adapters.items():
         model = PeftModel.from_pretrained(load_model(model_path, cfg.model, "cpu"), str(adapter))
         by_hf = generate(model, tokenizer, fmt, test["text"].tolist(), cfg.eval, "cpu")
         texts, seconds = by_vllm[name]

@@ -11,6 +11,7 @@ from distill.config import TRIAL_SETTINGS, DataConfig, ReportConfig, ResourcesCo
 from distill.data import load_splits
 from distill.evaluate import resolve_scorer
 from distill.records import FULL, RANDOM, SCHEMA_VERSION, Resolved, TrialRecord
+from distill.storage import open_storage
 from distill.trial import TrialSpec, cached_metrics, run_trial, trial_key, write_trial
 
 CONTRACT = {"trial", "key", "method", "seed", "samples", "rouge1", "rouge2", "rougeL", "bertscore_f1", "n_eval",
@@ -37,10 +38,10 @@ def finished(setup, tiny_model, tmp_path_factory):
     cfg, pool, test, resolved, fingerprint = setup
     spec = TrialSpec("random-s0", "random", 0, (0, 2, 3), select_seconds=0.25)
     key = trial_key(spec, cfg, resolved, fingerprint)
-    trial_dir = tmp_path_factory.mktemp("trials") / spec.name
+    out = tmp_path_factory.mktemp("out")
     record = run_trial(spec, cfg, pool, test, resolved, key)
-    write_trial(trial_dir, TrialRecord.from_dict(record))
-    return spec, key, trial_dir, record["metrics"]
+    write_trial(open_storage(out), spec.name, TrialRecord.from_dict(record))
+    return spec, key, out / "trials" / spec.name, record["metrics"]
 
 
 def test_metrics_file_holds_the_contract(finished, setup):
@@ -203,7 +204,7 @@ def test_rerun_with_same_seed_is_identical(finished, setup, tmp_path):
     cfg, pool, test, resolved, _ = setup
     torch.rand(100)  # consume global RNG state: the trial must seed everything it uses itself
     again = run_trial(spec, cfg, pool, test, resolved, key)
-    write_trial(tmp_path / spec.name, TrialRecord.from_dict(again))
+    write_trial(open_storage(tmp_path), spec.name, TrialRecord.from_dict(again))
     assert again["metrics"]["final_train_loss"] == metrics["final_train_loss"]
     assert again["metrics"]["train_tokens"] == metrics["train_tokens"]
-    assert (tmp_path / spec.name / "predictions.jsonl").read_text() == (trial_dir / "predictions.jsonl").read_text()
+    assert (tmp_path / "trials" / spec.name / "predictions.jsonl").read_text() == (trial_dir / "predictions.jsonl").read_text()
