@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import platform
 import tempfile
@@ -52,8 +53,7 @@ TRACKED_PACKAGES = ("distill", "ray", "torch", "transformers", "peft", "datasets
                     "bert-score", "numpy", "pandas")
 
 
-def log(message: str) -> None:
-    console.current().log(message)
+log = logging.getLogger(__name__).info  # on the console through distill.console.ConsoleHandler
 
 
 def stage(name: str):

@@ -8,6 +8,7 @@ and the output folder is left exactly as it was. pipeline.run then does the work
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ class Checked:
 def check(cfg: ExperimentConfig) -> Checked:
     """Resolve the run's inputs, failing with a DistillError on the first one that is wrong (and
     setting cfg.eval.engine, which trial keys hash, to the engine that will run)."""
-    log = console.current().log
+    log = logging.getLogger(__name__).info  # on the console through distill.console.ConsoleHandler
     out = Path(cfg.output_dir).expanduser().resolve()
     outdir.check(out)  # a foreign or unwritable folder fails before any work, and is left as it was
     with console.current().stage("data"):
