@@ -46,10 +46,11 @@ def pytest_collection_modifyitems(items):
     out whole files in this order: the long files start first and the short ones fill in behind them,
     instead of one long file starting last while the other worker idles. The fast tier (`-m "not slow"`)
     deselects after this hook: the tests it keeps stay in this order."""
-    slow: dict[str, int] = {}
+    slow: dict[str, set[str]] = {item.module.__name__: set() for item in items}
     for item in items:
-        slow[item.module.__name__] = slow.get(item.module.__name__, 0) + bool(item.get_closest_marker("slow"))
-    items.sort(key=lambda item: -slow[item.module.__name__])  # stable: file order and test order are kept
+        if item.get_closest_marker("slow"):
+            slow[item.module.__name__].add(item.originalname)  # a parametrised test counts once: one fixture, one cost
+    items.sort(key=lambda item: -len(slow[item.module.__name__]))  # stable: file order and test order are kept
     skip_gpu_tests_without_cuda(items)
 
 

@@ -175,6 +175,7 @@ def test_at_least_twenty_distinct_cases():
     assert len({c.id for c in CASES}) == len(CASES) >= 20
 
 
+@pytest.mark.slow  # a subprocess per case: the real CLI, 36 times
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_hostile_input_is_one_line_exit_2_and_changes_nothing(case, outcomes):
     outcome = outcomes[case.id]
