@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from distill.config import make_config
+from distill.config import ReportConfig, make_config
 from distill.errors import DistillError
 
 # validate checks a job as it is; with no --job it checks the quick job
@@ -22,7 +22,8 @@ DEFAULT_JOB = {"validate": "quick"}
 # flag → dotted config key; anything else goes through --set section.key=value
 FLAGS = {
     "model": ("model.name", "target model: embedded:smollm2-135m, a Hub name or a local folder"),
-    "data": ("data.source", "embedded:billsum, a Hub dataset name, or a local .jsonl/.json/.csv/.parquet"),
+    "data": ("data.source", "embedded:billsum, a Hub dataset name, a local .jsonl/.json/.csv/.tsv/.parquet "
+                            "(text formats also .gz), or a folder of such shards"),
     "fraction": ("select.fraction", "selection budget as a share of the training pool, in (0, 1]"),
     "methods": ("select.methods", "comma-separated selection methods (see `distill methods`)"),
     "max_train": ("data.max_train", "cap on the training pool size"),
@@ -130,14 +131,15 @@ def resume(args: argparse.Namespace) -> int:
 
 def report_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("output_dir", nargs="?", default="results")
-    cmd.add_argument("--bootstrap-samples", type=int, default=2000, help="bootstrap resamples for CIs and tests")
+    cmd.add_argument("--bootstrap-samples", type=int, default=ReportConfig.bootstrap_samples,
+                     help="bootstrap resamples for CIs and tests (report.bootstrap_samples)")
 
 
 @command("report", "rebuild the comparison report from stored trial results", report_arguments)
 def report(args: argparse.Namespace) -> int:
     from distill import report
 
-    report.build_report(Path(args.output_dir).resolve(), bootstrap_samples=args.bootstrap_samples)
+    report.build_report(Path(args.output_dir).resolve(), ReportConfig(bootstrap_samples=args.bootstrap_samples))
     return 0
 
 

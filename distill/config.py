@@ -11,20 +11,22 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import inspect
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, get_type_hints
+from typing import Annotated, Any, Literal, get_type_hints
 
 import yaml
 from dotenv import dotenv_values
-from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError, with_config
+from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, with_config
 
 from distill.errors import DistillError
 from distill.outdir import safe_name
+from distill.records import LEGACY_VERSION, RunInfo
 
 JOBS_DIR = Path(__file__).resolve().parent / "jobs"  # package data: found by name after `pip install`
 EMBEDDED_BILLSUM = "embedded:billsum"
@@ -32,8 +34,9 @@ EMBEDDED_SMOLLM2 = "embedded:smollm2-135m"
 
 
 def section(cls: type) -> type:
-    """A config section: a dataclass whose unknown keys are errors when a job is validated."""
-    return with_config(ConfigDict(extra="forbid"))(dataclass(cls))
+    """A config section: a dataclass whose unknown keys are errors when a job is validated, and whose
+    numbers are finite (an `inf` epoch count or a `nan` budget is refused like any other bad value)."""
+    return with_config(ConfigDict(extra="forbid", allow_inf_nan=False))(dataclass(cls))
 
 
 def _split_names(value: Any) -> Any:
@@ -43,12 +46,23 @@ def _split_names(value: Any) -> Any:
 
 Names = Annotated[list[str], BeforeValidator(_split_names)]  # a list that also takes 'a,b' from the command line
 
+# Every number declares its valid range here, in the schema: pydantic refuses a value outside it when the job is
+# built, before any work, and _config_error words the refusal (key, value, range, fix). tests/test_config.py walks
+# the schema, tries a value outside every declared range, and fails on a number declared without one.
+Count = Annotated[int, Field(ge=1)]  # how many of something: at least one
+NonNegative = Annotated[int, Field(ge=0)]
+Positive = Annotated[float, Field(gt=0)]
+Share = Annotated[float, Field(gt=0, le=1)]  # a share of something, in (0, 1]
+Ratio = Annotated[float, Field(ge=0, le=1)]
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # the seeds numpy's and pandas' RandomState accept
+
 
 @section
 class DataConfig:
     """Where the documents come from and how the held-out set is made."""
 
-    # "embedded:billsum", a Hub dataset name ("billsum"), or a local .jsonl/.json/.csv/.parquet file.
+    # "embedded:billsum", a Hub dataset name ("billsum"), a local .jsonl/.json/.csv/.tsv/.parquet file (the text
+    # formats also gzip-compressed), or a local folder of such shards (file names such as train-*/test-* are splits).
     source: str = EMBEDDED_BILLSUM
     hub_config: str | None = None  # e.g. "billsum" for MothMalone/SLMS-KD-Benchmarks
     train_split: str = "train"  # Hub split, or value of `split_column` in a local file
@@ -58,11 +72,11 @@ class DataConfig:
     summary_column: str = "summary"
     title_column: str | None = "title"
     id_column: str | None = None  # None: ids are derived from a hash of the text
-    test_size: int = 10  # held-out examples (taken from test_split when given, else from train)
-    max_train: int | None = None  # cap on the training pool, after dedup
-    min_text_chars: int = 20
-    min_summary_chars: int = 5
-    split_seed: int = 0
+    test_size: Count = 10  # held-out examples (taken from test_split when given, else from train)
+    max_train: Annotated[int, Field(ge=2)] | None = None  # cap on the training pool, after dedup (2: one to select)
+    min_text_chars: Count = 20  # an empty text or summary cannot be trained on
+    min_summary_chars: Count = 5
+    split_seed: Seed = 0
 
 
 @section
@@ -70,25 +84,25 @@ class ModelConfig:
     """The ONE target model: it embeds, it is fine-tuned, it is evaluated."""
 
     name: str = EMBEDDED_SMOLLM2  # embedded default, a Hub name, or a local folder
-    dtype: str = "auto"  # auto | float32 | bfloat16 | float16 (auto: bf16 on GPU, fp32 on CPU)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     load_in_8bit: bool = False  # GPU only (bitsandbytes); prepares the model for k-bit training
-    max_source_tokens: int = 256  # document tokens kept in the prompt
-    max_target_tokens: int = 96  # summary tokens trained on
+    max_source_tokens: Count = 256  # document tokens kept in the prompt
+    max_target_tokens: Count = 96  # summary tokens trained on
 
 
 @section
 class EmbedConfig:
     """Target-model features computed once per (model, data, settings)."""
 
-    batch_size: int = 8
-    num_actors: int = 0  # 0: one per GPU when there are GPUs, else one CPU actor
-    pooling: str = "mean"  # mean | last
+    batch_size: Count = 8
+    num_actors: NonNegative = 0  # 0: one per GPU when there are GPUs, else one CPU actor
+    pooling: Literal["mean", "last"] = "mean"
 
 
 @section
 class SelectConfig:
     methods: Names = field(default_factory=lambda: ["random", "length_diversity", "balanced_lengths", "embedding_centroid", "clustering"])
-    fraction: float = 0.1  # budget as a share of the training pool, in (0, 1]
+    fraction: Share = 0.1  # budget as a share of the training pool
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method keyword arguments
     plugins: Names = field(default_factory=list)  # user selector files (.py) or modules: see distill/plugins.py
 
@@ -105,62 +119,71 @@ class ProbeConfig:
     `grad_blocks` size the sparse random projection of the per-example LoRA gradients (gradient_match).
     """
 
-    fraction: float = 0.1  # share of the training pool the probe fine-tunes on, in (0, 1]
-    epochs: float = 1.0
-    checkpoints: int = 2  # loss columns after step 0; probe_loss is n × (checkpoints + 1)
-    seed: int = 0  # probe slice, LoRA init, projection
-    batch_size: int = 8  # examples per forward pass when recording losses
-    grad_dim: int = 8192  # projected gradient dimension
-    grad_blocks: int = 4  # non-zeros per parameter in the sparse projection; must divide grad_dim
+    fraction: Share = 0.1  # share of the training pool the probe fine-tunes on
+    epochs: Positive = 1.0
+    checkpoints: Count = 2  # loss columns after step 0; probe_loss is n × (checkpoints + 1)
+    seed: Seed = 0  # probe slice, LoRA init, projection
+    batch_size: Count = 8  # examples per forward pass when recording losses
+    grad_dim: Count = 8192  # projected gradient dimension
+    grad_blocks: Count = 4  # non-zeros per parameter in the sparse projection; must divide grad_dim
 
 
 @section
 class TrainConfig:
     """LoRA fine-tuning of the target model on one subset (one Tune trial)."""
 
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
+    lora_r: Count = 8
+    lora_alpha: Count = 16
+    lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05  # 1 would drop every input of the adapter
     target_modules: Names = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    learning_rate: float = 3e-4
-    epochs: float = 1.0
-    max_steps: int | None = None  # cap on optimizer steps (CPU budgets)
-    batch_size: int = 4
-    grad_accum: int = 1
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
+    learning_rate: Positive = 3e-4
+    epochs: Positive = 1.0
+    max_steps: Count | None = None  # cap on optimizer steps (CPU budgets)
+    batch_size: Count = 4
+    grad_accum: Count = 1
+    warmup_ratio: Ratio = 0.1
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
     gradient_checkpointing: bool = False
     auto_batch_size: bool = False  # GPU: find the largest batch that fits, back off on OOM
 
 
 @section
 class EvalConfig:
-    max_new_tokens: int = 96  # sized to real summary lengths of the dataset at hand
-    batch_size: int = 8
+    max_new_tokens: Count = 96  # sized to real summary lengths of the dataset at hand
+    batch_size: Count = 8
     bertscore_model: str = "auto"  # auto: deberta-xlarge-mnli with the Hub, offline MiniLM without
-    bertscore_num_layers: int | None = None
-    bootstrap_samples: int = 2000
+    bertscore_num_layers: Count | None = None
     # auto: vLLM when it is installed and supports the model with LoRA (the log says which and why), else hf
-    engine: str = "auto"
-    vllm_max_loras: int = 8  # adapters one vLLM engine batches together (the rest wait for a free slot)
-    vllm_max_num_seqs: int = 64  # sequences a vLLM engine decodes at once
-    vllm_gpu_memory_utilization: float = 0.8  # share of a GPU's memory one vLLM engine may take
-    vllm_cpu_kvcache_gib: int = 1  # VLLM_CPU_KVCACHE_SPACE of a CPU engine
+    engine: Literal["auto", "hf", "vllm"] = "auto"
+
+
+@section
+class ReportConfig:
+    """Settings of the comparison report only: changing one rebuilds the report (`distill report`), never a trial."""
+
+    bootstrap_samples: Count = 2000  # resamples for the confidence intervals and the tests against random
 
 
 @section
 class ResourcesConfig:
+    """How a run uses the machines: never what it computes, so no setting here reruns a trial."""
+
     address: str | None = None  # None: RAY_ADDRESS if set (ray job submit), else a local cluster
-    num_cpus: int | None = None  # local cluster only
-    gpus_per_trial: float | None = None  # None: 1 when the cluster has GPUs, else 0
-    cpus_per_trial: float = 1.0
+    num_cpus: Count | None = None  # local cluster only
+    gpus_per_trial: Annotated[float, Field(ge=0)] | None = None  # None: 1 when the cluster has GPUs, else 0
+    cpus_per_trial: Positive = 1.0
     share_idle_cpus: bool = True  # CPU trials: the last, partial round of trials splits the CPUs a full round uses
-    max_concurrent_trials: int | None = None
+    max_concurrent_trials: Count | None = None
     # Fault tolerance. These change how a run survives failures, never its numbers, so (being under `resources`)
     # they stay out of the trial and feature content hashes.
-    max_failures: int = 2  # retries of a failed trial (from its last checkpoint) and restarts of an embedding actor
-    checkpoint_every: int = 0  # optimizer steps between trial checkpoints; 0: by time (checkpoint_minutes)
-    checkpoint_minutes: float = 5.0  # at most this much training is lost to a failure when checkpoint_every is 0
+    max_failures: NonNegative = 2  # retries of a failed trial (from its last checkpoint) and restarts of an embedding actor
+    checkpoint_every: NonNegative = 0  # optimizer steps between trial checkpoints; 0: by time (checkpoint_minutes)
+    checkpoint_minutes: Positive = 5.0  # at most this much training is lost to a failure when checkpoint_every is 0
+    # The vLLM engine's memory and batching (greedy decoding does not depend on them).
+    vllm_max_loras: Count = 8  # adapters one vLLM engine batches together (the rest wait for a free slot)
+    vllm_max_num_seqs: Count = 64  # sequences a vLLM engine decodes at once
+    vllm_gpu_memory_utilization: Share = 0.8  # share of a GPU's memory one vLLM engine may take
+    vllm_cpu_kvcache_gib: Count = 1  # VLLM_CPU_KVCACHE_SPACE of a CPU engine
 
 
 @section
@@ -179,9 +202,9 @@ class WandbConfig:
 class ExperimentConfig:
     name: str = "quick"
     description: str = ""  # one line shown by `distill jobs`
-    mode: str = "quick"  # validate | quick | baseline | all
+    mode: Literal["validate", "quick", "baseline", "all"] = "quick"
     output_dir: str = "results"
-    seeds: int = 1
+    seeds: Count = 1
     include_baseline: bool = False  # also train on the full pool (always on in baseline/all)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -190,6 +213,7 @@ class ExperimentConfig:
     select: SelectConfig = field(default_factory=SelectConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
@@ -197,15 +221,64 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
 
-MODES = ("validate", "quick", "baseline", "all")
+# The settings a trial's numbers depend on, as dotted keys (a section name: all of its keys). trial.trial_key
+# hashes exactly these, plus the subset, the seed and the resolved facts (model path, data fingerprint, engine,
+# BERTScore encoder). A new setting that changes a trial's result belongs here; one that does not goes to
+# `report` (the report only) or `resources` (how the machines are used), and reruns nothing.
+TRIAL_SETTINGS = (
+    "model",  # which weights, in what precision, how much of each document and summary the prompt keeps
+    "train",  # LoRA and optimiser settings, batch sizes, steps: they make the adapter
+    "eval.max_new_tokens",  # where generation stops
+    "eval.batch_size",  # padding within a generation (and BERTScore) batch can flip a near-tie
+)
+# Not listed: eval.engine and eval.bertscore_* are requests; what they resolve to is hashed instead (an `auto`
+# that resolves the same reruns nothing). data, select, embed, probe and seeds reach a trial through its subset
+# and the data fingerprint; name, description, mode, output_dir and wandb label a run; report and resources above.
+
+# Keys moved when the config was split by what they affect (results schema version 2): old → new.
+MOVED_KEYS = {
+    "eval.bootstrap_samples": "report.bootstrap_samples",
+    "eval.vllm_max_loras": "resources.vllm_max_loras",
+    "eval.vllm_max_num_seqs": "resources.vllm_max_num_seqs",
+    "eval.vllm_gpu_memory_utilization": "resources.vllm_gpu_memory_utilization",
+    "eval.vllm_cpu_kvcache_gib": "resources.vllm_cpu_kvcache_gib",
+}
+
+
+def trial_settings(cfg: ExperimentConfig) -> dict[str, Any]:
+    """TRIAL_SETTINGS' values in `cfg` (JSON-able), for the trial key."""
+    values = {}
+    for dotted in TRIAL_SETTINGS:
+        node: Any = cfg
+        for part in dotted.split("."):
+            node = getattr(node, part)
+        values[dotted] = dataclasses.asdict(node) if dataclasses.is_dataclass(node) else node
+    return values
+
+
+def move_keys(values: dict[str, Any], migrate: bool) -> None:
+    """Old keys (MOVED_KEYS) in a mapping of settings: moved to their new place (`migrate`: an old run.json),
+    else refused with one line naming the new key (a job or an override still using one)."""
+    for old, new in MOVED_KEYS.items():
+        section_name, key = old.split(".")
+        node = values.get(section_name)
+        if not isinstance(node, dict) or key not in node:
+            continue
+        if not migrate:
+            raise DistillError(f"config key '{old}' has moved to '{new}'",
+                               f"rename it to '{new}' in the job YAML (or pass --set {new}=VALUE)")
+        set_key(values, new, node.pop(key))
 
 
 def _build(values: dict[str, Any]) -> ExperimentConfig:
     """Mapping → ExperimentConfig, type-checked and gently converted ('0.1' → 0.1) by pydantic."""
     try:
-        return TypeAdapter(ExperimentConfig).validate_python(values)
+        return _adapter().validate_python(values)
     except ValidationError as exc:
         raise _config_error(exc.errors()[0]) from None
+
+
+RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number", "literal_error"}
 
 
 def _config_error(error: dict[str, Any]) -> DistillError:
@@ -220,9 +293,55 @@ def _config_error(error: dict[str, Any]) -> DistillError:
                             f"write '{key}:' followed by indented key: value lines")
     if error.get("input") is None:
         return DistillError(f"config key '{key}' may not be empty", f"give '{key}' a value")
+    if error["type"] in RANGE_ERRORS:
+        allowed = describe_range(settings()[key])
+        default = functools.reduce(getattr, loc, ExperimentConfig())
+        return DistillError(f"config key '{key}' must be {allowed}, got {error['input']!r}",
+                            f"use {allowed}, e.g. --set {key}={yaml.safe_dump(default).splitlines()[0]} (the default)")
     reason = error["msg"][0].lower() + error["msg"][1:]
     return DistillError(f"config key '{key}': {reason}, got {error['input']!r}",
                         f"set '{key}' in the job YAML or with --set {key}=VALUE")
+
+
+@functools.cache
+def _adapter() -> TypeAdapter:
+    """pydantic's validator (and schema) of a whole job, built once per process."""
+    return TypeAdapter(ExperimentConfig)
+
+
+@functools.cache
+def settings() -> dict[str, dict[str, Any]]:
+    """Every config key, dotted ('train.lora_r'), → its JSON schema: type, default and declared range."""
+    schema = _adapter().json_schema()
+    found: dict[str, dict[str, Any]] = {}
+
+    def walk(node: dict[str, Any], prefix: str) -> None:
+        for name, prop in node["properties"].items():
+            if "$ref" in prop:  # a section
+                walk(schema["$defs"][prop["$ref"].rsplit("/", 1)[-1]], f"{prefix}{name}.")
+            else:
+                found[prefix + name] = prop
+
+    walk(schema, "")
+    return found
+
+
+def describe_range(prop: dict[str, Any]) -> str:
+    """A setting's declared range in words: 'an integer >= 1', 'a number in (0, 1]', 'one of mean, last'."""
+    options = prop.get("anyOf", [prop])
+    value = next(option for option in options if option.get("type") != "null")
+    if "enum" in value:
+        text = "one of " + ", ".join(map(str, value["enum"]))
+    else:
+        kind = "an integer" if value.get("type") == "integer" else "a number"
+        low = ("(", ">", value["exclusiveMinimum"]) if "exclusiveMinimum" in value else ("[", ">=", value.get("minimum"))
+        high = (")", "<", value["exclusiveMaximum"]) if "exclusiveMaximum" in value else ("]", "<=", value.get("maximum"))
+        if low[2] is not None and high[2] is not None:
+            text = f"{kind} in {low[0]}{low[2]}, {high[2]}{high[0]}"
+        else:
+            bound = low if low[2] is not None else high
+            text = f"{kind} {bound[1]} {bound[2]}" if bound[2] is not None else kind
+    return text + (" (or null)" if len(options) > 1 else "")
 
 
 def _section(path: list[str]) -> type:
@@ -234,17 +353,11 @@ def _section(path: list[str]) -> type:
 
 
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Reject settings that cannot work, before anything runs."""
+    """Reject settings that cannot work, before anything runs; returns a normalised copy (the baseline
+    and all modes include the full-pool baseline; baseline selects nothing), never editing `cfg`."""
     from distill import plugins  # late: the registry imports every selector module
     from distill.select import registry
 
-    if cfg.mode not in MODES:
-        raise DistillError(f"unknown mode '{cfg.mode}'", f"use one of: {', '.join(MODES)}")
-    if not 0 < cfg.select.fraction <= 1:
-        raise DistillError(f"budget fraction {cfg.select.fraction} is outside (0, 1]",
-                           "pass --fraction with a value such as 0.1 (10% of the training pool)")
-    if cfg.seeds < 1:
-        raise DistillError(f"seeds must be at least 1, got {cfg.seeds}", "pass --seeds 1 or more")
     safe_name("job name", cfg.name)  # names Tune's experiment folder and the W&B group
     plugins.load(cfg.select.plugins)  # before the method names are checked: plugins add methods
     for method in cfg.select.methods:
@@ -252,25 +365,13 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     for method in cfg.select.params:
         registry.get(method)
     _check_contradictions(cfg)
-    if cfg.data.test_size < 1:
-        raise DistillError(f"data.test_size must be at least 1, got {cfg.data.test_size}", "set data.test_size to 1 or more")
-    if cfg.data.max_train is not None and cfg.data.max_train < 2:
-        raise DistillError(f"--max-train {cfg.data.max_train} leaves nothing to select from", "pass --max-train 2 or more")
-    if cfg.model.dtype not in ("auto", "float32", "bfloat16", "float16"):
-        raise DistillError(f"unknown model.dtype '{cfg.model.dtype}'", "use auto, float32, bfloat16 or float16")
-    if cfg.eval.engine not in ("auto", "hf", "vllm"):
-        raise DistillError(f"unknown eval.engine '{cfg.eval.engine}'", "use auto, hf or vllm")
-    if cfg.embed.pooling not in ("mean", "last"):
-        raise DistillError(f"unknown embed.pooling '{cfg.embed.pooling}'", "use mean or last")
-    if cfg.train.epochs <= 0 or cfg.train.batch_size < 1 or cfg.train.learning_rate <= 0:
-        raise DistillError("train.epochs, train.batch_size and train.learning_rate must be positive",
-                           "fix them in the job YAML or with --set train.KEY=VALUE")
     validate_probe(cfg.probe)
-    res = cfg.resources
-    if res.max_failures < 0 or res.checkpoint_every < 0 or res.checkpoint_minutes <= 0:
-        raise DistillError("resources.max_failures and resources.checkpoint_every must be >= 0, "
-                           "resources.checkpoint_minutes > 0",
-                           "fix them in the job YAML or with --set resources.KEY=VALUE")
+    return normalised(cfg)
+
+
+def normalised(cfg: ExperimentConfig) -> ExperimentConfig:
+    """A copy of `cfg` with what its mode implies made explicit."""
+    cfg = copy.deepcopy(cfg)
     if cfg.mode in ("baseline", "all"):
         cfg.include_baseline = True
     if cfg.mode == "baseline":
@@ -300,9 +401,9 @@ def check_selector(selector, params: dict[str, Any]) -> None:
 
 def _check_contradictions(cfg: ExperimentConfig) -> None:
     """Settings that are each valid but cannot all hold: one would be silently ignored."""
-    from distill.data import is_hub_dataset
+    from distill.data import has_splits
 
-    if cfg.data.test_split and not cfg.data.split_column and not is_hub_dataset(cfg.data.source):
+    if cfg.data.test_split and not cfg.data.split_column and not has_splits(cfg.data.source):
         raise DistillError(f"data.test_split '{cfg.data.test_split}' is set but {cfg.data.source} has no splits "
                            "(data.split_column is null), so it would be ignored",
                            "set data.split_column to the column holding the split names, or data.test_split: null")
@@ -311,14 +412,10 @@ def _check_contradictions(cfg: ExperimentConfig) -> None:
                            "set wandb.enabled: true, or drop wandb.online")
 
 def validate_probe(probe: ProbeConfig) -> None:
-    """The probe's ranges: checked before any work, not after the embedding pass."""
-    if not 0 < probe.fraction <= 1 or probe.epochs <= 0:
-        raise DistillError(f"probe.fraction={probe.fraction} and probe.epochs={probe.epochs} must be in (0, 1] and positive",
-                           "set e.g. --set probe.fraction=0.1 --set probe.epochs=2")
-    if probe.checkpoints < 1 or probe.batch_size < 1:
-        raise DistillError("probe.checkpoints and probe.batch_size must be at least 1", "set them to 1 or more")
-    if probe.grad_dim < 1 or probe.grad_blocks < 1 or probe.grad_dim % probe.grad_blocks:
-        raise DistillError(f"probe.grad_dim={probe.grad_dim} must be a positive multiple of probe.grad_blocks={probe.grad_blocks}",
+    """The probe's settings that must agree (each one's own range is declared in ProbeConfig): checked before
+    any work, not after the embedding pass."""
+    if probe.grad_dim % probe.grad_blocks:
+        raise DistillError(f"probe.grad_dim={probe.grad_dim} must be a multiple of probe.grad_blocks={probe.grad_blocks}",
                            "use e.g. probe.grad_dim=8192 with probe.grad_blocks=4")
 
 
@@ -368,6 +465,7 @@ def make_config(job: str | Path | dict[str, Any] = "quick", overrides: dict[str,
         listed = select.get("plugins") if isinstance(select, dict) else None
         listed = [] if listed is None else listed if isinstance(listed, list) else [listed]
         set_key(values, "select.plugins", [*listed, *plugins])
+    move_keys(values, migrate=False)
     return validate(_build(values))
 
 
@@ -378,9 +476,13 @@ def config_from_run(output_dir: str | Path) -> ExperimentConfig:
         raise DistillError(f"{path} not found: nothing to resume there",
                            "pass the output directory of a run that got as far as its data stage")
     try:
-        values = json.loads(path.read_text())["config"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise DistillError(f"{path} is not a run record of distill", "rerun the job instead of resuming it") from None
+        info = RunInfo.from_dict(json.loads(path.read_text()), path)
+    except (json.JSONDecodeError, AttributeError, TypeError):
+        info = None
+    if info is None or not isinstance(info.config, dict) or not info.config:
+        raise DistillError(f"{path} is not a run record of distill", "rerun the job instead of resuming it")
+    values = copy.deepcopy(info.config)
+    move_keys(values, migrate=info.schema_version == LEGACY_VERSION)  # a run.json from before the config split
     values["output_dir"] = str(Path(output_dir).expanduser().resolve())
     return validate(_build(values))
 

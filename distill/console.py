@@ -46,6 +46,7 @@ class RunConsole:
         # explicit, not left to chance: bars and a live table only on a real terminal without raw logs
         self.interactive = self.console.is_terminal and not verbose
         self.verbose = verbose
+        self.log_path: Path | None = None  # the run log, where failures' tracebacks go (None: --verbose, the console)
         self._stage: tuple[str, Spinner, float] | None = None  # name, its spinner, start
         self._widget = None  # the Progress or TrialBoard drawn under the stage spinner
 
@@ -318,7 +319,8 @@ def session(log_dir: Path, verbose: bool = False) -> Iterator[RunConsole]:
     run_console = RunConsole(verbose=verbose)
     _ACTIVE.append(run_console)
     try:
-        with quiet_libraries(log_dir, run_console):
+        with quiet_libraries(log_dir, run_console) as path:
+            run_console.log_path = None if verbose else path
             yield run_console
     finally:
         _ACTIVE.pop()

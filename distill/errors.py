@@ -17,3 +17,9 @@ class DistillError(Exception):
 
     def __str__(self) -> str:
         return f"{self.problem} — fix: {self.fix}"
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one line, its type and the first line of its message ('ValueError: bad k')."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__

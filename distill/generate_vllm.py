@@ -97,14 +97,14 @@ class VllmGenerator:
 
         device = device_name()
         if device == "cpu":  # vLLM's CPU backend sizes its KV cache from this variable (GiB)
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.eval.vllm_cpu_kvcache_gib))
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.resources.vllm_cpu_kvcache_gib))
         self.cfg = cfg
         self.tokenizer = load_tokenizer(model_path)
         self.llm = LLM(model=model_path, dtype=str(pick_dtype(cfg.model, device)).removeprefix("torch."),
                        enable_lora=True, max_lora_rank=_lora_rank_slot(cfg.train.lora_r),
-                       max_loras=cfg.eval.vllm_max_loras, max_num_seqs=cfg.eval.vllm_max_num_seqs,
+                       max_loras=cfg.resources.vllm_max_loras, max_num_seqs=cfg.resources.vllm_max_num_seqs,
                        max_model_len=prefix_tokens + cfg.model.max_source_tokens + cfg.eval.max_new_tokens,
-                       gpu_memory_utilization=cfg.eval.vllm_gpu_memory_utilization,
+                       gpu_memory_utilization=cfg.resources.vllm_gpu_memory_utilization,
                        generation_config="vllm", seed=0, enforce_eager=device == "cpu")
 
     def generate(self, prompts: list[list[int]], adapters: dict[str, dict[str, str]]) -> dict[str, tuple[list[str], float]]:

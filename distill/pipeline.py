@@ -18,6 +18,7 @@ import os
 import platform
 import tempfile
 import time
+import traceback
 from dataclasses import asdict, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -31,15 +32,15 @@ from distill import console, counters, faults, featstore, plugins, preflight, pr
 from distill.config import ExperimentConfig, ResourcesConfig, content_hash, secret
 from distill.data import Splits
 from distill.embed import EmbedActor, cache_key
-from distill.errors import DistillError
-from distill.evaluate import Scorer
+from distill.errors import DistillError, describe
 from distill.features import Features, text_features
 from distill.generate_vllm import VllmGenerator, write_adapter
 from distill.models import load_tokenizer
 from distill.prompt import PromptFormat
 from distill.scheduling import trial_cpus
 from distill.select import registry
-from distill.trial import BASELINE, TrialSpec, cached_metrics, evaluated, run_trial, trial_key, write_trial
+from distill.records import FULL, Resolved, RunInfo, TrialRecord
+from distill.trial import TrialSpec, cached_metrics, evaluated, run_trial, trial_key, write_trial
 from distill.version import git_commit
 
 # Ray reads these when it is imported: a local cluster binds 127.0.0.1 only (without the first, Ray
@@ -51,6 +52,7 @@ KEEP_CHECKPOINTS = 2  # per trial: the newest, and the one before in case a driv
 RECORD = "distill_record"  # Tune result key carrying a trial's full record (metrics + predictions) as JSON
 TRACKED_PACKAGES = ("distill", "ray", "torch", "transformers", "peft", "datasets", "faiss-cpu", "rouge-score",
                     "bert-score", "numpy", "pandas")
+logger = logging.getLogger(__name__)
 
 
 log = logging.getLogger(__name__).info  # on the console through distill.console.ConsoleHandler
@@ -71,19 +73,20 @@ def run(cfg: ExperimentConfig, verbose: bool = False, checked: preflight.Checked
     checked = checked or preflight.check(cfg)
     out = checked.out
     with outdir.claim(out), console.session(out / "logs", verbose):  # one run at a time per output folder
-        return _run(cfg, out, checked.splits, checked.model_path, checked.scorer)
+        return _run(cfg, out, checked.splits, checked.resolved)
 
 
-def _run(cfg: ExperimentConfig, out: Path, splits: Splits, model_path: str, scorer: Scorer) -> list[dict]:
-    write_run_info(out, cfg, splits, model_path, scorer)
+def _run(cfg: ExperimentConfig, out: Path, splits: Splits, resolved: Resolved) -> list[dict]:
+    write_run_info(out, cfg, splits, resolved)
+    model_path = resolved.model_path
     with ray_session(cfg.resources):
         features = embed_pool(cfg, splits, model_path, out)
         features, probe_seconds = probe_pool(cfg, features, splits, model_path, out)
         specs = select_subsets(cfg, features, splits.train, out, selection_inputs_key(cfg, splits, model_path),
                                probe_seconds)
-        run_trials(cfg, specs, splits, model_path, scorer, out)
+        run_trials(cfg, specs, splits, resolved, out)
     with stage("report"):
-        rows = report.build_report(out, bootstrap_samples=cfg.eval.bootstrap_samples, console=console.current().console)
+        rows = report.build_report(out, cfg.report, console=console.current().console)
         log_table_to_wandb(cfg, rows)
     log(f"results in {out / 'comparison'}")
     return rows
@@ -240,10 +243,18 @@ def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame
             features_ref = ray.put(features if here != "DEFAULT" else features.by_value())
             task = ray.remote(num_cpus=1, scheduling_strategy=here)(_remote_select)
             refs = {(m, s): task.remote(m, features_ref, k, s, cfg.select.params.get(m, {}), shipped) for m, s in todo}
-            for job, ref in refs.items():
-                indices, seconds = ray.get(ref)
-                artifacts.write_json(paths[job], {"indices": indices.tolist(), "seconds": seconds})
-            counters.bump(out, selections=len(todo))
+            failed = {}
+            for (method, seed), ref in refs.items():  # every finished selection is cached, even when another failed
+                try:
+                    indices, seconds = ray.get(ref)
+                except DistillError as exc:  # a selector that raised or answered wrongly (Ray's RayTaskError of it)
+                    failed[f"selection {method} (seed {seed})"] = exc
+                    continue
+                artifacts.write_json(paths[method, seed], {"indices": indices.tolist(), "seconds": seconds})
+            counters.bump(out, selections=len(todo) - len(failed))
+            if failed:
+                _, cause, where = first_failure(failed)
+                raise DistillError(cause.problem, f"{cause.fix} ({where})")
         log(f"  {len(paths) - len(todo)} selection(s) reused from {out / 'cache'}")
         for (method, seed), path in paths.items():
             cached = json.loads(path.read_text())
@@ -254,7 +265,7 @@ def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame
             log(f"  {method} (seed {seed}): {len(indices)} examples in {seconds:.2f}s"
                 + (f" (+ {probed:.1f}s of probe stage)" if probed else ""))
     if cfg.include_baseline:
-        specs += [TrialSpec(f"{BASELINE}-s{s}", BASELINE, s, tuple(range(len(pool))), 0.0) for s in range(cfg.seeds)]
+        specs += [TrialSpec(f"{FULL}-s{s}", FULL, s, tuple(range(len(pool))), 0.0) for s in range(cfg.seeds)]
     return specs
 
 
@@ -294,13 +305,12 @@ def write_subset(out: Path, method: str, seed: int, pool: pd.DataFrame, indices:
     artifacts.write_jsonl(path, rows)
 
 
-def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, model_path: str, scorer: Scorer,
-               out: Path) -> None:
+def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, resolved: Resolved, out: Path) -> None:
     """One Ray Tune trial per subset, persisted under <out>/trials; finished trials (same content hash) are reused."""
     from ray import tune
 
     gpus = cfg.resources.gpus_per_trial if cfg.resources.gpus_per_trial is not None else (1.0 if cluster_gpus() else 0.0)
-    keys = {s.name: trial_key(s, cfg, model_path, splits.fingerprint, scorer) for s in specs}
+    keys = {s.name: trial_key(s, cfg, resolved, splits.fingerprint) for s in specs}
     todo = [s for s in specs if cached_metrics(out / "trials" / s.name, keys[s.name]) is None]
     cpus = plan_cpus(cfg.resources, len(todo), gpus)
     log(f"{len(specs) - len(todo)} trial(s) reused from {out / 'trials'}, {len(todo)} to run "
@@ -313,19 +323,40 @@ def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, mo
         with stage(f"train + evaluate {len(todo)} trial(s) with Ray Tune"):
             cpus_by_trial = {s.name: c for s, c in zip(todo, cpus)}
             trainable = tune.with_parameters(_trainable, cfg=cfg, pool=splits.train, test=splits.test,
-                                             specs={s.name: s for s in todo}, keys=keys, model_path=model_path,
-                                             scorer=scorer, gpus=gpus, cpus=cpus_by_trial, resume=resume)
+                                             specs={s.name: s for s in todo}, keys=keys, resolved=resolved,
+                                             gpus=gpus, cpus=cpus_by_trial, resume=resume)
             trained: dict[str, dict] = {}  # vLLM engine: records of trained trials awaiting generation
             with console.current().trial_board([s.name for s in todo]) as board:
                 callbacks = [_persist_trials(out, keys, trained), _trial_progress(board), *_callbacks(cfg)]
                 grid = make_tuner(trainable, cpus_by_trial, cfg, gpus, out, callbacks).fit()
-            failed = [str(r.error).splitlines()[0] for r in grid if r.error]
+            failed = {f"trial {r.config['trial']}": r.error for r in grid if r.error}
         if trained:
-            evaluate_with_vllm(cfg, trained, splits.test, model_path, scorer, out, gpus)
+            evaluate_with_vllm(cfg, trained, splits.test, resolved, out, gpus)
         if failed:
-            raise DistillError(f"{len(failed)} of {len(todo)} trial(s) failed, first: {failed[0][:300]}",
-                               f"see the Tune logs under {out / 'tune'}; then `python -m distill resume {out}` "
-                               "reuses finished trials and continues the others from their last checkpoint")
+            raise trials_failed(failed, len(todo), out)
+
+
+def trials_failed(failed: dict[str, BaseException], n_trials: int, out: Path) -> DistillError:
+    """The one line for failed trials: the first one's name and its own exception, in plain text."""
+    name, cause, where = first_failure(failed)
+    what = cause.problem if isinstance(cause, DistillError) else describe(cause)
+    fix = f"{cause.fix}; " if isinstance(cause, DistillError) else ""
+    return DistillError(f"{len(failed)} of {n_trials} trial(s) failed; the first, {name} failed: {what}",
+                        f"{fix}{where}; then `python -m distill resume {out}` reuses finished trials and continues "
+                        "the others from their last checkpoint")
+
+
+def first_failure(failed: dict[str, BaseException]) -> tuple[str, BaseException, str]:
+    """Write every failure's whole traceback to the run log (a Ray task's error holds the task's own traceback and
+    the exception it chained from); returns the first one's name, its own exception (Ray's RayTaskError carries it
+    as `cause`), and where the user finds the tracebacks, for the one-line error."""
+    for name, error in failed.items():
+        logger.error("%s failed:\n%s", name, "".join(traceback.format_exception(error)).rstrip())
+    name, cause = next(iter(failed.items()))
+    while isinstance(getattr(cause, "cause", None), BaseException):
+        cause = cause.cause
+    where = console.current().log_path
+    return name, cause, f"the traceback is in {where}" if where else "the traceback is printed above"
 
 
 def plan_cpus(res: ResourcesConfig, n_trials: int, gpus: float) -> list[float]:
@@ -355,7 +386,7 @@ def make_tuner(trainable, cpus: dict[str, float], cfg: ExperimentConfig, gpus: f
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS)))
 
 
-def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer, gpus, cpus, resume) -> None:
+def _trainable(config: dict, *, cfg, pool, test, specs, keys, resolved, gpus, cpus, resume) -> None:
     """Runs on whichever node Tune picks; reports the numbers plus the whole record for the driver.
 
     It checkpoints through Tune as it trains, and starts from the newest checkpoint there is: this trial's own
@@ -386,7 +417,7 @@ def _trainable(config: dict, *, cfg, pool, test, specs, keys, model_path, scorer
             tune.report(progress)
         faults.inject("train_step", step, spec.name)
 
-    record = run_trial(spec, cfg, pool, test, model_path, scorer, key, gpus, state=state, on_step=on_step)
+    record = run_trial(spec, cfg, pool, test, resolved, key, gpus, state=state, on_step=on_step)
     numbers = {k: v for k, v in record["metrics"].items() if isinstance(v, (int, float))}
     tune.report({**numbers, RECORD: json.dumps(record)})
 
@@ -406,7 +437,7 @@ def _persist_trials(out: Path, keys: dict[str, str], trained: dict[str, dict]):
                 if "adapter" in record:
                     trained[metrics["trial"]] = record
                 else:
-                    write_trial(out / "trials" / metrics["trial"], record)
+                    write_trial(out / "trials" / metrics["trial"], TrialRecord.from_dict(record))
                     counters.bump(out, trials=1)
 
         def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
@@ -437,8 +468,8 @@ def _trial_progress(board: console.TrialBoard):
     return TrialProgress()
 
 
-def evaluate_with_vllm(cfg: ExperimentConfig, trained: dict[str, dict], test: pd.DataFrame, model_path: str,
-                       scorer: Scorer, out: Path, gpus: float) -> None:
+def evaluate_with_vllm(cfg: ExperimentConfig, trained: dict[str, dict], test: pd.DataFrame, resolved: Resolved,
+                       out: Path, gpus: float) -> None:
     """Generate for every trained adapter with vLLM, then score and persist each trial.
 
     One engine actor per GPU (one CPU engine sharing the CPUs otherwise), each serving its share of the
@@ -450,6 +481,7 @@ def evaluate_with_vllm(cfg: ExperimentConfig, trained: dict[str, dict], test: pd
     names = sorted(trained)
     for name in names:
         write_adapter(trained[name]["adapter"], out / "trials" / name / "adapter")
+    model_path = resolved.model_path
     fmt = PromptFormat(load_tokenizer(model_path), cfg.model.max_source_tokens, cfg.model.max_target_tokens)
     prompts = [fmt.encode(text).prompt for text in test["text"]]
     engines, cpus, engine_gpus = embed_plan(ray.cluster_resources())
@@ -463,7 +495,8 @@ def evaluate_with_vllm(cfg: ExperimentConfig, trained: dict[str, dict], test: pd
     generated = {name: result for output in outputs for name, result in output.items()}
     with stage(f"score {len(names)} trial(s)"):
         task = ray.remote(num_gpus=gpus, num_cpus=cfg.resources.cpus_per_trial)(evaluated)
-        refs = {n: task.remote(trained[n]["metrics"], test, *generated[n], "vllm", scorer, cfg.eval.batch_size, gpus)
+        refs = {n: task.remote(trained[n]["metrics"], test, *generated[n], "vllm", resolved.scorer, cfg.eval.batch_size,
+                               gpus)
                 for n in names}
         for name, ref in refs.items():
             write_trial(out / "trials" / name, ray.get(ref))
@@ -499,14 +532,16 @@ def log_table_to_wandb(cfg: ExperimentConfig, rows: list[dict]) -> None:
     run.finish()
 
 
-def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, model_path: str, scorer: Scorer) -> None:
-    """Everything needed to reproduce the run from its folder (no secrets: config holds none)."""
-    info = {"name": cfg.name, "mode": cfg.mode, "model": cfg.model.name, "model_path": model_path,
-            "dataset": splits.source, "data_fingerprint": splits.fingerprint, "pool_size": len(splits.train),
-            "test_size": len(splits.test), "fraction": cfg.select.fraction, "seeds": cfg.seeds,
-            "bertscore_model": scorer.label, "git_commit": git_commit(), "lock": lock_hash(), "python": platform.python_version(),
-            "platform": platform.platform(), "versions": _versions(), "config": asdict(cfg)}
-    artifacts.write_json(out / "run.json", info, indent=2, sort_keys=True)
+def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, resolved: Resolved) -> None:
+    """Everything needed to reproduce the run from its folder (no secrets: config holds none): the config as
+    the user gave it, and beside it what was resolved from it."""
+    info = RunInfo(name=cfg.name, mode=cfg.mode, model=cfg.model.name, model_path=resolved.model_path,
+                   test_model=resolved.test_model, eval_engine=resolved.engine, dataset=splits.source,
+                   data_fingerprint=splits.fingerprint, pool_size=len(splits.train), test_size=len(splits.test),
+                   fraction=cfg.select.fraction, seeds=cfg.seeds, bertscore_model=resolved.scorer.label,
+                   git_commit=git_commit(), lock=lock_hash(), python=platform.python_version(),
+                   platform=platform.platform(), versions=_versions(), config=asdict(cfg))
+    artifacts.write_json(out / "run.json", info.to_dict(), indent=2, sort_keys=True)
 
 
 def lock_hash() -> str | None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from distill.errors import DistillError
+from distill.errors import DistillError, describe
 from distill.select import registry
 
 ENTRY_POINT_GROUP = "distill.selectors"
@@ -98,7 +98,7 @@ def load_entry_points() -> None:
         except DistillError:
             raise  # registration errors already name the file and the problem
         except Exception as exc:
-            raise DistillError(f"{where} failed to import: {_first_line(exc)}",
+            raise DistillError(f"{where} failed to import: {describe(exc)}",
                                f"fix or uninstall {package} (`pip uninstall {package}`)") from None
         if not registry.from_module(ep.module):
             raise DistillError(f"{where} registers no selector",
@@ -121,7 +121,7 @@ def _exec_file(plugin: Plugin) -> None:
         raise
     except Exception as exc:
         del sys.modules[plugin.module]
-        raise DistillError(f"plugin {plugin.path} failed to import: {_first_line(exc)}",
+        raise DistillError(f"plugin {plugin.path} failed to import: {describe(exc)}",
                            f"run `python {plugin.path}` to see the full traceback") from None
 
 
@@ -134,17 +134,12 @@ def _import_module(plugin: Plugin) -> None:
         if exc.name and f"{plugin.module}.".startswith(f"{exc.name}."):  # the plugin itself, not what it imports
             raise DistillError(f"plugin module '{plugin.module}' not found",
                                "install it, put its folder on PYTHONPATH, or pass the path of the .py file") from None
-        raise DistillError(f"plugin module '{plugin.module}' failed to import: {_first_line(exc)}",
+        raise DistillError(f"plugin module '{plugin.module}' failed to import: {describe(exc)}",
                            "install what it imports or fix the module") from None
     except Exception as exc:
-        raise DistillError(f"plugin module '{plugin.module}' failed to import: {_first_line(exc)}",
+        raise DistillError(f"plugin module '{plugin.module}' failed to import: {describe(exc)}",
                            f"fix the module (python -c 'import {plugin.module}' shows the traceback)") from None
 
 
 def _identifier(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text)
-
-
-def _first_line(exc: Exception) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__

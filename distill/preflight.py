@@ -18,9 +18,10 @@ from distill import console, outdir
 from distill.config import ExperimentConfig, secret
 from distill.data import Splits, load_splits
 from distill.errors import DistillError
-from distill.evaluate import HUB_BERTSCORE, Scorer, resolve_scorer
+from distill.evaluate import HUB_BERTSCORE, resolve_scorer
 from distill.generate_vllm import choose_engine
-from distill.models import resolve_model
+from distill.models import is_test_model, resolve_model
+from distill.records import Resolved
 
 
 @dataclass(frozen=True)
@@ -29,13 +30,12 @@ class Checked:
 
     out: Path
     splits: Splits
-    model_path: str
-    scorer: Scorer
+    resolved: Resolved
 
 
 def check(cfg: ExperimentConfig) -> Checked:
-    """Resolve the run's inputs, failing with a DistillError on the first one that is wrong (and
-    setting cfg.eval.engine, which trial keys hash, to the engine that will run)."""
+    """Resolve the run's inputs, failing with a DistillError on the first one that is wrong. `cfg` is
+    left as it is: what was resolved (the engine, the encoder, the test-model flag) travels in `Checked`."""
     log = logging.getLogger(__name__).info  # on the console through distill.console.ConsoleHandler
     out = Path(cfg.output_dir).expanduser().resolve()
     outdir.check(out)  # a foreign or unwritable folder fails before any work, and is left as it was
@@ -46,11 +46,14 @@ def check(cfg: ExperimentConfig) -> Checked:
     with console.current().stage("model"):
         model_path = resolve_model(cfg.model.name)
         log(f"target model: {model_path}")
-        cfg.eval.engine, why = choose_engine(cfg, model_path)
-        log(f"evaluation engine: {cfg.eval.engine} ({why})")
+        test_model = is_test_model(model_path)
+        if test_model:
+            log("it is a test model: its scores check that the pipeline works, they are never results")
+        engine, why = choose_engine(cfg, model_path)
+        log(f"evaluation engine: {engine} ({why})")
     scorer, why = resolve_scorer(cfg.eval, hub_reachable())
     log(f"BERTScore encoder: {scorer.label} ({why})")
-    return Checked(out, splits, model_path, scorer)
+    return Checked(out, splits, Resolved(model_path, engine, scorer, test_model))
 
 
 def budget(cfg: ExperimentConfig, pool_size: int) -> int:

@@ -1,7 +1,7 @@
 """Comparison report: tables, statistics and plots rebuilt from the files a run leaves on disk.
 
 The report reads ONLY the stored contract (`trials/*/metrics.json`, `trials/*/predictions.jsonl`,
-`selected/*.jsonl`, `pool_stats.json`, `run.json`), so `python -m distill report <output-dir>` can
+`selected/*.jsonl`, `pool_stats.json`, `run.json`; the records of distill/records.py), so `python -m distill report <output-dir>` can
 redo it at any time without re-running a trial. Everything written under `<out>/comparison/`
 (results.json, results.csv, report.md) is deterministic: fixed bootstrap seeds, fixed row order,
 floats rounded to a fixed number of digits, no timestamps — regenerating gives identical bytes.
@@ -22,22 +22,15 @@ from typing import Any, Callable
 import numpy as np
 
 from distill import artifacts, stats
+from distill.config import ReportConfig
 from distill.errors import DistillError
+from distill.records import (BERTSCORE_F1, COLUMNS, FULL, RANDOM, ROUGE_L, SCORE_KEYS, ReportRow, RunInfo, TrialMetrics,
+                             TrialRecord, results_document)
 
-RANDOM = "random"
-FULL = "full"
 DIGITS = 6  # rounding of every float written to results.json / results.csv
-SCORE_KEYS = ("rouge1", "rouge2", "rougeL", "bertscore_f1")
+CI_KEYS = (ROUGE_L.name, BERTSCORE_F1.name)  # metrics with per-example bootstrap intervals
 COST_KEYS = ("time_s", "select_seconds", "train_seconds", "eval_seconds", "gpu_seconds")
 _SEED_SUFFIX = re.compile(r"^(?P<method>.+)-seed(?P<seed>\d+)$")
-
-COLUMNS = [
-    "method", "samples", "seeds", "rouge1", "rouge2", "rougeL", "rougeL_ci95", "bertscore_f1",
-    "bertscore_f1_ci95", "vs_random_pct", "pct_of_full", "rougeL_diff_vs_random", "p_vs_random",
-    "p_holm", "effect_size", "significant", "mde_rougeL", "mde_pct", "n_needed", "seeds_needed", "time_s",
-    "select_seconds", "train_seconds", "eval_seconds", "gpu_seconds", "rougeL_per_gpu_hour", "rougeL_per_cpu_hour",
-    "peak_memory_mb", "train_tokens", "n_empty", "n_eval", "device", "bertscore_model", "eval_engine",
-]
 
 
 # ----------------------------------------------------------------------------------------- reading
@@ -75,7 +68,7 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def load_trials(output_dir: Path) -> list[dict]:
+def load_trials(output_dir: Path) -> list[TrialRecord]:
     """Every trial's metrics (plus its predictions, when stored), sorted by (method, seed, trial)."""
     trials_dir = output_dir / "trials"
     paths = sorted(trials_dir.glob("*/metrics.json")) if trials_dir.is_dir() else []
@@ -84,35 +77,28 @@ def load_trials(output_dir: Path) -> list[dict]:
                            f"run `python -m distill quick --output-dir {output_dir}` first")
     trials = []
     for path in paths:
-        m = _read_json(path)
-        missing = [k for k in ("method", "rougeL") if k not in m]
-        if missing:
-            raise DistillError(f"{path} lacks the field '{missing[0]}'",
-                               "re-run that trial; its metrics file predates the current format")
-        m.setdefault("trial", path.parent.name)
-        m.setdefault("seed", 0)
+        metrics = TrialMetrics.from_dict(_read_json(path), path, trial=path.parent.name)
         pred_path = path.parent / "predictions.jsonl"
-        m["_predictions"] = _read_jsonl(pred_path) if pred_path.is_file() else None
-        trials.append(m)
-    trials.sort(key=lambda t: (str(t["method"]), int(t.get("seed", 0)), str(t["trial"])))
+        trials.append(TrialRecord(metrics, _read_jsonl(pred_path) if pred_path.is_file() else None))
+    trials.sort(key=lambda t: (str(t.metrics.method), int(t.metrics.seed), str(t.metrics.trial)))
     return trials
 
 
-def _score_matrices(trials: list[dict], ids: list[str] | None) -> dict[str, np.ndarray] | None:
+def _score_matrices(trials: list[TrialRecord], ids: list[str] | None) -> dict[str, np.ndarray] | None:
     """(seeds × examples) matrices of rougeL and bertscore_f1, columns in the order of `ids`.
 
     Returns None when any trial lacks predictions (then there are no per-example statistics).
     Predictions are matched by id, so a trial that wrote them in another order still pairs correctly.
     """
-    if ids is None or any(t["_predictions"] is None for t in trials):
+    if ids is None or any(t.predictions is None for t in trials):
         return None
     out = {}
-    for key in ("rougeL", "bertscore_f1"):
+    for key in CI_KEYS:
         rows = []
         for t in trials:
-            by_id = {str(p["id"]): float(p.get(key) or 0.0) for p in t["_predictions"]}
+            by_id = {str(p["id"]): float(p.get(key) or 0.0) for p in t.predictions}
             if set(by_id) != set(ids):
-                raise DistillError(f"trial {t['trial']} was scored on different held-out examples",
+                raise DistillError(f"trial {t.metrics.trial} was scored on different held-out examples",
                                    "re-run all trials with the same data settings (same test split and seed)")
             rows.append([by_id[i] for i in ids])
         out[key] = np.array(rows, dtype=float)
@@ -167,29 +153,30 @@ def _method_order(rows: dict[str, dict]) -> list[str]:
     return ([RANDOM] if RANDOM in rows else []) + middle + ([FULL] if FULL in rows else [])
 
 
-def compute_rows(trials: list[dict], bootstrap_samples: int = 2000) -> list[dict]:
+def compute_rows(trials: list[TrialRecord], bootstrap_samples: int = 2000) -> list[ReportRow]:
     """One summary row per method: means over seeds, bootstrap CIs, tests against random, costs."""
-    by_method: dict[str, list[dict]] = defaultdict(list)
+    by_method: dict[str, list[TrialRecord]] = defaultdict(list)
     for t in trials:
-        by_method[str(t["method"])].append(t)
-    first_with_preds = next((t for t in trials if t["_predictions"] is not None), None)
-    ids = [str(p["id"]) for p in first_with_preds["_predictions"]] if first_with_preds else None
+        by_method[str(t.metrics.method)].append(t)
+    first_with_preds = next((t for t in trials if t.predictions is not None), None)
+    ids = [str(p["id"]) for p in first_with_preds.predictions] if first_with_preds else None
     if ids is not None and len(set(ids)) != len(ids):
-        raise DistillError(f"trial {first_with_preds['trial']} has duplicate held-out ids",
+        raise DistillError(f"trial {first_with_preds.metrics.trial} has duplicate held-out ids",
                            "re-run the trials; every held-out example needs a unique id")
     matrices = {m: _score_matrices(ts, ids) for m, ts in by_method.items()}
     if ids is not None and not ids:
         matrices = {m: None for m in by_method}
 
     rows: dict[str, dict] = {}
-    for method, ts in by_method.items():
+    for method, records in by_method.items():
+        ts = [t.metrics for t in records]
         row: dict[str, Any] = {"method": method}
-        row["samples"] = int(max(int(t.get("samples", 0) or 0) for t in ts))
+        row["samples"] = int(max(int(t.samples or 0) for t in ts))
         row["seeds"] = len(ts)
         for key in SCORE_KEYS:
             row[key] = _mean([t.get(key) for t in ts])
         mats = matrices[method]
-        for key in ("rougeL", "bertscore_f1"):
+        for key in CI_KEYS:
             if mats is not None:
                 _, lo, hi = stats.bootstrap_mean_ci(mats[key], n_boot=bootstrap_samples)
                 point = row[key]
@@ -209,12 +196,11 @@ def compute_rows(trials: list[dict], bootstrap_samples: int = 2000) -> list[dict
         mems = [t.get("peak_memory_mb") for t in ts if t.get("peak_memory_mb") is not None]
         row["peak_memory_mb"] = float(max(mems)) if mems else None
         row["train_tokens"] = _mean([t.get("train_tokens") for t in ts])
-        row["n_empty"] = int(sum(int(t.get("n_empty", 0) or 0) for t in ts))
-        row["n_eval"] = int(max(int(t.get("n_eval", 0) or 0) for t in ts))
-        row["device"] = ",".join(sorted({str(t.get("device", "")) for t in ts if t.get("device")})) or None
-        row["bertscore_model"] = ",".join(sorted({str(t["bertscore_model"]) for t in ts
-                                                  if t.get("bertscore_model")})) or None
-        row["eval_engine"] = ",".join(sorted({str(t["eval_engine"]) for t in ts if t.get("eval_engine")})) or None
+        row["n_empty"] = int(sum(int(t.n_empty or 0) for t in ts))
+        row["n_eval"] = int(max(int(t.n_eval or 0) for t in ts))
+        row["device"] = ",".join(sorted({str(t.device) for t in ts if t.device})) or None
+        row["bertscore_model"] = ",".join(sorted({str(t.bertscore_model) for t in ts if t.bertscore_model})) or None
+        row["eval_engine"] = ",".join(sorted({str(t.eval_engine) for t in ts if t.eval_engine})) or None
         rows[method] = row
 
     rand = rows.get(RANDOM)
@@ -248,7 +234,7 @@ def compute_rows(trials: list[dict], bootstrap_samples: int = 2000) -> list[dict
         rows[method]["significant"] = stats.significant(p_adj)
     _add_evidence(rows, tested, matrices)
 
-    return [{col: _round(rows[m].get(col)) for col in COLUMNS} for m in _method_order(rows)]
+    return [ReportRow(**{col: _round(rows[m].get(col)) for col in COLUMNS}) for m in _method_order(rows)]
 
 
 def _add_evidence(rows: dict[str, dict], tested: list[str], matrices: dict) -> None:
@@ -290,8 +276,8 @@ def _p_text(row: dict) -> str:
     return text if row["significant"] else f"{text} (not significant)"
 
 
-def write_json(rows: list[dict], path: Path) -> None:
-    artifacts.write_text(path, json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+def write_json(rows: list[ReportRow], path: Path) -> None:
+    artifacts.write_text(path, json.dumps(results_document(rows), indent=2, ensure_ascii=False) + "\n")
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -312,14 +298,6 @@ def write_csv(rows: list[dict], path: Path) -> None:
                 flat.append("" if value is None else str(value).lower() if isinstance(value, bool) else value)
         writer.writerow(flat)
     artifacts.write_text(path, buf.getvalue())
-
-
-def _is_test_model(run: dict) -> bool:
-    """A tiny randomly initialised model used by tests/smoke runs: its scores mean nothing."""
-    if run.get("test_model") is True:
-        return True
-    name = str(run.get("model") or "").lower()
-    return any(tag in name for tag in ("tiny-random", "tiny_random", "random-tiny", "hf-internal-testing", "test-model"))
 
 
 def _at_a_glance(rows: list[dict]) -> str:
@@ -434,14 +412,13 @@ def _recommendation(rows: list[dict]) -> str:
     return text + " (more seeds alone would not: the example-to-example noise is too large)."
 
 
-def render_markdown(rows: list[dict], run: dict | None, plots: dict[str, str]) -> str:
+def render_markdown(rows: list[dict], run: RunInfo | None, plots: dict[str, str]) -> str:
     """The human-readable report; deterministic text (no timestamps)."""
-    run = run or {}
-    title = run.get("name") or "experiment"
+    title = (run and run.name) or "experiment"
     lines = [f"# Distill report: {title}", ""]
-    if _is_test_model(run):
+    if run and run.test_model:
         lines += ["> **Note:** this run used a tiny randomly initialised test model "
-                  f"(`{run.get('model')}`). Its numbers check that the pipeline works; they are never results.", ""]
+                  f"(`{run.model}`). Its numbers check that the pipeline works; they are never results.", ""]
     lines += ["## At a glance", "", _at_a_glance(rows), ""]
     lines += ["## Results", "",
               "| Method | ROUGE-L ±95% CI | BERTScore-F1 | vs Random % | % of full | p (Holm) | Samples | Seeds | Time(s) |",
@@ -453,7 +430,7 @@ def render_markdown(rows: list[dict], run: dict | None, plots: dict[str, str]) -
         lines.append(f"| {r['method']} | {rl} | {_fmt(r['bertscore_f1'])} | {_pct(r['vs_random_pct'])} | "
                      f"{pct_full} | {_p_text(r)} | {r['samples']} | {r['seeds']} | {_fmt(r['time_s'], '.1f')} |")
     models = sorted({r["bertscore_model"] for r in rows if r["bertscore_model"]})
-    bs_model = ", ".join(models) or run.get("bertscore_model") or "unknown"
+    bs_model = ", ".join(models) or (run and run.bertscore_model) or "unknown"
     lines += ["",
               "ROUGE-L and BERTScore-F1 are means over seeds and held-out examples; empty generations are "
               "scored 0, never dropped. The 95% CI is a bootstrap over held-out examples (and seeds, when "
@@ -470,12 +447,11 @@ def render_markdown(rows: list[dict], run: dict | None, plots: dict[str, str]) -
     if run:
         lines += ["## Setup", ""]
         for key in ("model", "dataset", "mode", "pool_size", "test_size", "fraction", "seeds", "git_commit"):
-            if run.get(key) is not None:
-                lines.append(f"- **{key}**: `{run[key]}`")
-        versions = run.get("versions") or {}
-        if versions:
-            lines.append("- **versions**: " + ", ".join(f"{k} {versions[k]}" for k in sorted(versions)))
-        train = (run.get("config") or {}).get("train") or {}
+            if getattr(run, key) is not None:
+                lines.append(f"- **{key}**: `{getattr(run, key)}`")
+        if run.versions:
+            lines.append("- **versions**: " + ", ".join(f"{k} {run.versions[k]}" for k in sorted(run.versions)))
+        train = (run.config or {}).get("train") or {}
         if train:
             keys = [k for k in ("lora_r", "lora_alpha", "learning_rate", "epochs", "max_steps", "batch_size")
                     if k in train]
@@ -682,25 +658,27 @@ def print_table(rows: list[dict], console=None) -> None:
 
 # ------------------------------------------------------------------------------------------- main
 
-def build_report(output_dir: Path, bootstrap_samples: int = 2000, console=None) -> list[dict]:
+def build_report(output_dir: Path, settings: ReportConfig | None = None, console=None) -> list[dict]:
     """Read a run's stored files, compute statistics, write `<out>/comparison/`, print the table.
 
-    Returns the rows written to results.json (random first, then by ROUGE-L, "full" last).
+    Returns the rows written to results.json (random first, then by ROUGE-L, "full" last), as mappings.
     """
     output_dir = Path(output_dir)
-    if bootstrap_samples < 1:
-        raise DistillError(f"bootstrap_samples must be at least 1, got {bootstrap_samples}",
-                           "set eval.bootstrap_samples to e.g. 2000")
+    settings = settings or ReportConfig()
+    if settings.bootstrap_samples < 1:
+        raise DistillError(f"bootstrap_samples must be at least 1, got {settings.bootstrap_samples}",
+                           "set report.bootstrap_samples (or --bootstrap-samples) to e.g. 2000")
     trials = load_trials(output_dir)
-    rows = compute_rows(trials, bootstrap_samples=bootstrap_samples)
+    records = compute_rows(trials, bootstrap_samples=settings.bootstrap_samples)
+    rows = [row.to_dict() for row in records]
     run_path = output_dir / "run.json"
-    run = _read_json(run_path) if run_path.is_file() else None
+    run = RunInfo.from_dict(_read_json(run_path), run_path) if run_path.is_file() else None
     pool_path = output_dir / "pool_stats.json"
     pool = [int(v) for v in _read_json(pool_path).get("n_words", [])] if pool_path.is_file() else None
 
     comp = output_dir / "comparison"
     comp.mkdir(parents=True, exist_ok=True)
-    write_json(rows, comp / "results.json")
+    write_json(records, comp / "results.json")
     write_csv(rows, comp / "results.csv")
     order = [r["method"] for r in rows]
     plot_rougeL(rows, comp / "rougeL.png")

@@ -20,51 +20,50 @@ import torch
 
 from distill import artifacts
 from distill.checkpoint import TrainState
-from distill.config import ExperimentConfig, content_hash
+from distill.config import ExperimentConfig, content_hash, trial_settings
 from distill.evaluate import Scorer, generate, score
 from distill.generate_vllm import encode_adapter
 from distill.models import device_name, load_model, load_tokenizer
 from distill.prompt import PromptFormat
+from distill.records import SCORE_KEYS, Resolved, TrialMetrics, TrialRecord
 from distill.train import StepHook, add_lora, finetune, seed_everything
-
-METRICS = ("rouge1", "rouge2", "rougeL", "bertscore_f1")
-BASELINE = "full"  # method name of the full-pool baseline trial
 
 
 @dataclass(frozen=True)
 class TrialSpec:
     name: str  # e.g. "clustering-s1"
-    method: str  # selector name, or BASELINE
+    method: str  # selector name, or records.FULL
     seed: int
     indices: tuple[int, ...]  # rows of the training pool to fine-tune on
     select_seconds: float
 
 
-def trial_key(spec: TrialSpec, cfg: ExperimentConfig, model_path: str, data_fingerprint: str, scorer: Scorer) -> str:
-    """Hash of everything the trial's numbers depend on."""
-    parts = {"indices": list(spec.indices), "seed": spec.seed, "model": model_path, "data": data_fingerprint,
-             "model_cfg": asdict(cfg.model), "train": asdict(cfg.train), "eval": asdict(cfg.eval), "scorer": asdict(scorer)}
+def trial_key(spec: TrialSpec, cfg: ExperimentConfig, resolved: Resolved, data_fingerprint: str) -> str:
+    """Hash of everything the trial's numbers depend on: its subset and seed, the data, the settings named in
+    config.TRIAL_SETTINGS, and the resolved model, engine and BERTScore encoder."""
+    parts = {"indices": list(spec.indices), "seed": spec.seed, "model": resolved.model_path, "data": data_fingerprint,
+             "settings": trial_settings(cfg), "engine": resolved.engine, "scorer": asdict(resolved.scorer)}
     return content_hash(parts)
 
 
-def cached_metrics(trial_dir: Path, key: str) -> dict | None:
+def cached_metrics(trial_dir: Path, key: str) -> TrialMetrics | None:
     """The stored metrics of a finished trial with this key; None (rerun it) when absent, stale or damaged."""
     path = trial_dir / "metrics.json"
     if artifacts.intact(path) and artifacts.intact(trial_dir / "predictions.jsonl"):
-        metrics = json.loads(path.read_text())
-        if metrics.get("key") == key:
-            return metrics
+        data = json.loads(path.read_text())
+        if data.get("key") == key:
+            return TrialMetrics.from_dict(data, path)
     return None
 
 
-def run_trial(spec: TrialSpec, cfg: ExperimentConfig, pool: pd.DataFrame, test: pd.DataFrame, model_path: str,
-              scorer: Scorer, key: str, gpus: float = 0.0, state: TrainState | None = None,
+def run_trial(spec: TrialSpec, cfg: ExperimentConfig, pool: pd.DataFrame, test: pd.DataFrame, resolved: Resolved,
+              key: str, gpus: float = 0.0, state: TrainState | None = None,
               on_step: StepHook | None = None) -> dict:
     """Fine-tune on `pool.iloc[spec.indices]`, evaluate on `test`; returns the trial's record.
 
-    The record is {"metrics": {...}, "predictions": [one row per held-out example]}. It is returned,
-    not written: on a cluster the trial runs on another node, and the driver persists it. With
-    eval.engine vllm the trial stops after training: its record holds the trained metrics and the
+    The record is a TrialRecord as a dict (metrics + one prediction per held-out example). It is returned,
+    not written: on a cluster the trial runs on another node, and the driver persists it. With the
+    vLLM engine the trial stops after training: its record holds the trained metrics and the
     LoRA adapter ({"metrics", "adapter"}), and `evaluated` completes it after the shared vLLM stage.
     `state` resumes the fine-tune from a checkpoint; `on_step(step, steps, loss, snapshot)` hears of every
     optimizer step (the console's trial table, checkpoints).
@@ -72,6 +71,7 @@ def run_trial(spec: TrialSpec, cfg: ExperimentConfig, pool: pd.DataFrame, test: 
     device = device_name()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    model_path = resolved.model_path
     tokenizer = load_tokenizer(model_path)
     fmt = PromptFormat(tokenizer, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
     seed_everything(spec.seed)  # LoRA's initial weights are random: seed them too, or reruns differ
@@ -83,17 +83,18 @@ def run_trial(spec: TrialSpec, cfg: ExperimentConfig, pool: pd.DataFrame, test: 
                "select_seconds": spec.select_seconds, "train_seconds": stats.seconds,
                "train_tokens": stats.train_tokens, "train_steps": stats.steps, "final_train_loss": stats.final_loss,
                "resumed_from_step": state.step if state else 0, "micro_batch": stats.micro_batch, "device": device}
-    if cfg.eval.engine == "vllm":
+    if resolved.engine == "vllm":
         with tempfile.TemporaryDirectory(prefix="distill-adapter-") as tmp:
             model.save_pretrained(tmp)
             return {"metrics": {**trained, "peak_memory_mb": _peak_memory_mb(device)}, "adapter": encode_adapter(Path(tmp))}
     start = time.perf_counter()
     generated = generate(model, tokenizer, fmt, test["text"].tolist(), cfg.eval, device)
-    return evaluated(trained, test, generated, time.perf_counter() - start, "hf", scorer, cfg.eval.batch_size, gpus)
+    return evaluated(trained, test, generated, time.perf_counter() - start, "hf", resolved.scorer, cfg.eval.batch_size,
+                     gpus).to_dict()
 
 
 def evaluated(trained: dict, test: pd.DataFrame, generated: list[str], generate_seconds: float, engine: str,
-              scorer: Scorer, batch_size: int, gpus: float) -> dict:
+              scorer: Scorer, batch_size: int, gpus: float) -> TrialRecord:
     """Score a trained trial's generations; returns its complete record (metrics + predictions).
 
     `engine` ("hf" or "vllm") is recorded, so every trial says which engine wrote its predictions.
@@ -102,15 +103,16 @@ def evaluated(trained: dict, test: pd.DataFrame, generated: list[str], generate_
     start = time.perf_counter()
     per_example = score(generated, test["summary"].tolist(), scorer, device, batch_size)
     eval_seconds = generate_seconds + time.perf_counter() - start
-    metrics = {**trained, **{m: sum(r[m] for r in per_example) / len(per_example) for m in METRICS},
-               "n_eval": len(per_example), "n_empty": sum(r["empty"] for r in per_example),
-               "bertscore_model": scorer.label, "eval_engine": engine, "generate_seconds": generate_seconds,
-               "eval_seconds": eval_seconds, "time_s": trained["select_seconds"] + trained["train_seconds"] + eval_seconds,
-               "gpu_seconds": (trained["train_seconds"] + eval_seconds) * gpus if trained["device"] == "cuda" else 0.0,
-               "peak_memory_mb": max(trained.get("peak_memory_mb", 0.0), _peak_memory_mb(device))}
+    metrics = TrialMetrics(
+        **{**trained, "peak_memory_mb": max(trained.get("peak_memory_mb", 0.0), _peak_memory_mb(device))},
+        scores={m: sum(r[m] for r in per_example) / len(per_example) for m in SCORE_KEYS},
+        n_eval=len(per_example), n_empty=sum(r["empty"] for r in per_example), bertscore_model=scorer.label,
+        eval_engine=engine, generate_seconds=generate_seconds, eval_seconds=eval_seconds,
+        time_s=trained["select_seconds"] + trained["train_seconds"] + eval_seconds,
+        gpu_seconds=(trained["train_seconds"] + eval_seconds) * gpus if trained["device"] == "cuda" else 0.0)
     predictions = [{"id": i, "prediction": p, "reference": r, **scores}
                    for i, p, r, scores in zip(test["id"], generated, test["summary"], per_example)]
-    return {"metrics": metrics, "predictions": predictions}
+    return TrialRecord(metrics, predictions)
 
 
 def _peak_memory_mb(device: str) -> float:
@@ -120,7 +122,7 @@ def _peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def write_trial(trial_dir: Path, record: dict) -> None:
+def write_trial(trial_dir: Path, record: TrialRecord) -> None:
     """Persist a trial's record: predictions.jsonl, then metrics.json (its presence marks completion)."""
-    artifacts.write_jsonl(trial_dir / "predictions.jsonl", record["predictions"])
-    artifacts.write_json(trial_dir / "metrics.json", record["metrics"], indent=2, sort_keys=True)
+    artifacts.write_jsonl(trial_dir / "predictions.jsonl", record.predictions)
+    artifacts.write_json(trial_dir / "metrics.json", record.metrics.to_dict(), indent=2, sort_keys=True)

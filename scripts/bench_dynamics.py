@@ -88,13 +88,14 @@ def _stage(name: str, n: int, threads: int, job: str, model: str, cache_dir: str
         np.save(Path(cache_dir) / "step0.npy", losses)
     elif name == "trial":
         from distill.evaluate import resolve_scorer
+        from distill.models import is_test_model
+        from distill.records import Resolved
         from distill.trial import TrialSpec, run_trial
 
-        scorer, _ = resolve_scorer(cfg.eval, hub_reachable=False)
+        resolved = Resolved(model_path, "hf", resolve_scorer(cfg.eval, hub_reachable=False)[0], is_test_model(model_path))
         k = max(1, round(cfg.select.fraction * len(full_pool)))  # the quick job's budget, whatever --n is
         load = time.perf_counter()  # the trial loads its own model: counted in compute_s
-        record = run_trial(TrialSpec("bench", "random", 0, tuple(range(k)), 0.0), cfg, full_pool, test, model_path,
-                           scorer, "bench")
+        record = run_trial(TrialSpec("bench", "random", 0, tuple(range(k)), 0.0), cfg, full_pool, test, resolved, "bench")
         extra = {"train_s": record["metrics"]["train_seconds"], "eval_s": record["metrics"]["eval_seconds"], "examples": k,
                  "held_out": len(test)}
     else:

@@ -27,8 +27,9 @@ from distill.config import EMBEDDED_SMOLLM2, DataConfig, make_config
 from distill.data import load_splits
 from distill.evaluate import generate, resolve_scorer, score
 from distill.generate_vllm import VllmGenerator, write_adapter
-from distill.models import device_name, load_model, load_tokenizer, resolve_model
+from distill.models import device_name, is_test_model, load_model, load_tokenizer, resolve_model
 from distill.prompt import PromptFormat
+from distill.records import Resolved
 from distill.trial import TrialSpec, run_trial
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "bench"
@@ -39,7 +40,7 @@ def main() -> None:
     cfg = make_config("quick", {"model.name": args.model, "eval.engine": "vllm", "model.max_source_tokens": args.max_source_tokens,
                                 "eval.max_new_tokens": args.max_new_tokens, "eval.batch_size": args.batch_size,
                                 "train.max_steps": args.train_steps, "eval.bertscore_model": "offline",
-                                "eval.vllm_max_num_seqs": args.max_num_seqs})
+                                "resources.vllm_max_num_seqs": args.max_num_seqs})
     model_path = resolve_model(cfg.model.name)
     device = device_name()
     splits = load_splits(DataConfig(test_size=args.test_size))
@@ -53,7 +54,7 @@ def main() -> None:
     for i in range(args.adapters):  # different subsets → genuinely different adapters
         indices = tuple(int(j) for j in rng.choice(len(splits.train), size=args.train_size, replace=False))
         record = run_trial(TrialSpec(f"adapter{i}", "random", i, indices, 0.0), cfg, splits.train, splits.test,
-                           model_path, scorer, key="bench", gpus=0.0)
+                           Resolved(model_path, "vllm", scorer, is_test_model(model_path)), key="bench", gpus=0.0)
         adapters[f"adapter{i}"] = record["adapter"]
 
     hf, hf_seconds = hf_arm(cfg, model_path, tokenizer, fmt, docs, adapters, device)

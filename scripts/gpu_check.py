@@ -170,7 +170,7 @@ def quick_gpu() -> dict:
     with tempfile.TemporaryDirectory() as out:
         subprocess.run([sys.executable, "-m", "distill", "quick", "--job", "quick-gpu", "--methods", "random,clustering",
                         "--seeds", "1", "--output-dir", out, "--set", "eval.engine=vllm"], check=True, cwd=ROOT)
-        rows = json.loads((Path(out) / "comparison" / "results.json").read_text())
+        rows = json.loads((Path(out) / "comparison" / "results.json").read_text())["rows"]
         engines = {json.loads(p.read_text())["eval_engine"] for p in Path(out).glob("trials/*/metrics.json")}
     assert engines == {"vllm"}, engines
     return {"methods": {r["method"]: r["rougeL"] for r in rows}, "eval_engines": sorted(engines)}

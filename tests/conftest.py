@@ -23,7 +23,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def build_tiny_llama(folder: Path, hidden: int = 32, layers: int = 2) -> Path:
-    """Save a random ~1.7M-parameter LlamaForCausalLM + the real SmolLM2 tokenizer to `folder`."""
+    """Save a random ~1.7M-parameter LlamaForCausalLM + the real SmolLM2 tokenizer to `folder`, marked in its
+    config.json as a test model (models.TEST_MODEL_FLAG: run.json records it, reports carry a note)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -32,7 +33,7 @@ def build_tiny_llama(folder: Path, hidden: int = 32, layers: int = 2) -> Path:
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=2048, tie_word_embeddings=True,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
+                         pad_token_id=tokenizer.pad_token_id, distill_test_model=True)
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -80,7 +81,7 @@ def isolated_environment():
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
-    """Path of the tiny random model folder (named so reports flag it as a test model)."""
+    """Path of the tiny random model folder (marked as a test model in its config.json)."""
     return str(build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-random-llama"))
 
 
@@ -100,6 +101,7 @@ def tiny_job(tiny_model, tmp_path) -> dict:
         "model": {"name": tiny_model, "max_source_tokens": 64, "max_target_tokens": 16},
         "select": {"methods": ["random", "balanced_lengths"], "fraction": 0.25},
         "train": {"epochs": 1, "batch_size": 2, "max_steps": 2},
-        "eval": {"max_new_tokens": 8, "batch_size": 4, "bertscore_model": "offline", "bootstrap_samples": 200},
+        "eval": {"max_new_tokens": 8, "batch_size": 4, "bertscore_model": "offline"},
+        "report": {"bootstrap_samples": 200},
         "resources": {"num_cpus": 2},
     }

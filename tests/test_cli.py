@@ -88,7 +88,7 @@ def test_unknown_method(tmp_path):
 @pytest.mark.parametrize("fraction", ["0", "1.5"])
 def test_fraction_outside_range(tmp_path, fraction):
     result = run_cli("quick", "--fraction", fraction, "--output-dir", str(tmp_path / "out"), cwd=tmp_path)
-    assert_one_line_error(result, "outside (0, 1]", "--fraction")
+    assert_one_line_error(result, "select.fraction' must be a number in (0, 1]", "--set select.fraction=")
     assert not (tmp_path / "out").exists()
 
 

@@ -225,7 +225,7 @@ def test_ray_job_submit_runs_the_quick_pipeline_on_a_head_node(head, tiny_job, t
     assert f"dashboard {address}" in log or "dashboard" in log.lower()
     assert f"results in {out / 'comparison'}" in log
     assert "Ray cluster: 2 CPU, 0 GPU" in log
-    results = json.loads((out / "comparison" / "results.json").read_text())
+    results = json.loads((out / "comparison" / "results.json").read_text())["rows"]
     assert {r["method"] for r in results} == {"random", "balanced_lengths"}
     print(f"job submitted and finished in {time.perf_counter() - start:.1f}s")
 
@@ -260,7 +260,7 @@ def test_ray_job_submit_runs_a_plugin_selector_from_the_jobs_working_dir(head, t
     log = job_run.stdout + job_run.stderr
     assert job_run.returncode == 0, log[-4000:]
     assert "shortest_first (seed 0): 6 examples" in log
-    results = json.loads((out / "comparison" / "results.json").read_text())
+    results = json.loads((out / "comparison" / "results.json").read_text())["rows"]
     assert {r["method"] for r in results} == {"random", "shortest_first"}
     selected = [json.loads(line) for line in (out / "selected" / "shortest_first.jsonl").read_text().splitlines()]
     pool_words = json.loads((out / "pool_stats.json").read_text())["n_words"]

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+import copy
+import json
+from dataclasses import asdict, replace
 
-from distill.config import ExperimentConfig, make_config, secret, validate
+import pytest
+import yaml
+
+from distill.config import MOVED_KEYS, ExperimentConfig, config_from_run, make_config, secret, settings, validate
 from distill.errors import DistillError
+from distill.records import SCHEMA_VERSION
 
 
 def test_defaults_validate():
@@ -88,9 +94,9 @@ def test_unknown_nested_key_in_yaml(tmp_path):
         make_config(job)
 
 
-@pytest.mark.parametrize("fraction", ["0", "1.5", "-0.1"])
+@pytest.mark.parametrize("fraction", ["0", "1.5", "-0.1", "nan"])
 def test_fraction_outside_unit_interval(fraction):
-    with pytest.raises(DistillError, match="outside"):
+    with pytest.raises(DistillError, match=r"select.fraction' must be a number in \(0, 1\]"):
         make_config({}, {"select.fraction": fraction})
 
 
@@ -184,3 +190,100 @@ def test_empty_value_and_wrong_type_messages():
         make_config({"train": {"batch_size": None}})
     with pytest.raises(DistillError, match=r"train.lora_r': input should be a valid integer.*'eight'"):
         make_config({}, {"train.lora_r": "eight"})
+
+
+def test_validation_returns_a_normalised_copy_and_never_edits_its_input():
+    given = ExperimentConfig(mode="baseline")
+    before = copy.deepcopy(given)
+    cfg = validate(given)
+    assert given == before and given.select.methods and not given.include_baseline
+    assert cfg is not given and cfg.select.methods == [] and cfg.include_baseline
+
+
+@pytest.mark.parametrize("old", sorted(MOVED_KEYS))
+def test_a_moved_key_is_one_line_naming_its_new_place(old, tmp_path):
+    with pytest.raises(DistillError) as err:
+        make_config("quick", {old: "3"})
+    assert old in err.value.problem and MOVED_KEYS[old] in err.value.problem and MOVED_KEYS[old] in err.value.fix
+    section, key = old.split(".")
+    job = tmp_path / "job.yaml"
+    job.write_text(f"{section}:\n  {key}: 3\n")
+    with pytest.raises(DistillError, match=f"'{old}' has moved to '{MOVED_KEYS[old]}'"):
+        make_config(job)
+
+
+def test_resume_migrates_a_run_json_from_before_the_config_split(tmp_path):
+    """A version-1 run.json (no schema_version) kept bootstrap_samples and the vLLM knobs under eval."""
+    cfg = make_config("quick", {"report.bootstrap_samples": "300", "resources.vllm_max_loras": "3"})
+    values = asdict(cfg)
+    values["eval"].update(bootstrap_samples=values.pop("report")["bootstrap_samples"],
+                          **{k: values["resources"].pop(k) for k in list(values["resources"]) if k.startswith("vllm_")})
+    (tmp_path / "run.json").write_text(json.dumps({"name": "quick", "config": values}))
+    assert config_from_run(tmp_path) == replace(cfg, output_dir=str(tmp_path.resolve()))
+
+
+def test_resume_refuses_a_run_json_from_a_newer_distill_in_one_line(tmp_path):
+    newer = SCHEMA_VERSION + 1
+    (tmp_path / "run.json").write_text(json.dumps({"schema_version": newer, "config": asdict(make_config("quick"))}))
+    with pytest.raises(DistillError) as err:
+        config_from_run(tmp_path)
+    assert f"schema version {newer}" in err.value.problem and str(SCHEMA_VERSION) in err.value.problem
+    assert "\n" not in str(err.value)
+
+
+def _numeric(prop: dict) -> dict | None:
+    """The number schema of a setting (the non-null member of an optional one), or None for other types."""
+    options = [o for o in prop.get("anyOf", [prop]) if o.get("type") != "null"]
+    return options[0] if len(options) == 1 and options[0].get("type") in ("integer", "number") else None
+
+
+def _outside(prop: dict) -> list:
+    """Values just outside a setting's declared range: below its lower bound, above its upper one, not a choice."""
+    if "enum" in prop:
+        return ["not-a-choice"]
+    number = _numeric(prop)
+    if number is None:
+        return []
+    step = 1 if number["type"] == "integer" else 0.5
+    values = [number[b] for b in ("exclusiveMinimum", "exclusiveMaximum") if b in number]
+    values += [number["minimum"] - step] if "minimum" in number else []
+    values += [number["maximum"] + step] if "maximum" in number else []
+    return values + (["nan", "inf"] if number["type"] == "number" else [])
+
+
+RANGED = [(key, value) for key, prop in settings().items() for value in _outside(prop)]
+
+
+def test_the_schema_walk_reaches_every_section():
+    assert {key.split(".")[0] for key, _ in RANGED} >= {"data", "model", "embed", "probe", "select", "train", "eval",
+                                                         "report", "resources", "seeds", "mode"}
+
+
+@pytest.mark.parametrize("key,value", RANGED, ids=[f"{k}={v}" for k, v in RANGED])
+def test_every_value_outside_a_declared_range_is_one_line_naming_the_key(key, value):
+    """Walks the whole schema: every declared range is enforced when the job is built, before any work, and the
+    line names the key, the value, the range and a value that works (the default)."""
+    with pytest.raises(DistillError) as err:
+        make_config({}, {key: str(value)})
+    assert f"config key '{key}' must be " in err.value.problem
+    assert err.value.problem.endswith(f", got {yaml.safe_load(str(value))!r}")  # as the override reached the config
+    assert f"--set {key}=" in err.value.fix and "(the default)" in err.value.fix
+    assert "\n" not in str(err.value)
+
+
+def test_every_numeric_setting_declares_its_range():
+    """A new number without a declared range (Field(ge=...), a Count, Share, ... alias) fails here."""
+    unranged = [key for key, prop in settings().items()
+                if (number := _numeric(prop)) and not {"minimum", "exclusiveMinimum"} & set(number)]
+    assert not unranged, f"declare a range for {unranged} in distill/config.py"
+
+
+def test_range_edges_are_accepted():
+    cfg = make_config({}, {"train.lora_dropout": "0", "select.fraction": "1", "train.warmup_ratio": "1",
+                           "embed.num_actors": "0", "data.max_train": "2", "data.split_seed": str(2**32 - 1)})
+    assert cfg.select.fraction == 1.0 and cfg.data.max_train == 2
+
+
+def test_cross_field_check_stays_in_validate():
+    with pytest.raises(DistillError, match="probe.grad_dim=10 must be a multiple of probe.grad_blocks=4"):
+        make_config({}, {"probe.grad_dim": "10"})

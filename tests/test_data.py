@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -119,6 +120,94 @@ def test_local_formats_with_column_mapping(tmp_path, suffix):
     pd.testing.assert_frame_equal(splits.test, reference.test)
     assert splits.fingerprint == reference.fingerprint
     assert splits.train["title"].str.startswith("Title").all()
+
+
+# Files as other tools write them: each must load to exactly the rows of the plain JSONL file.
+def _jsonl_bytes(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def _csv_bytes(rows: list[dict], sep: str = ",") -> bytes:
+    return pd.DataFrame(rows).to_csv(index=False, sep=sep, lineterminator="\r\n").encode()
+
+
+AS_PEOPLE_HAVE_THEM = {
+    "bom-crlf-blank-lines.jsonl": lambda rows: (b"\xef\xbb\xbf" + _jsonl_bytes(rows).replace(b"\n", b"\r\n")
+                                                + b"\r\n\r\n"),
+    "array-named.jsonl": lambda rows: json.dumps(rows, indent=2).encode(),
+    "lines-named.json": _jsonl_bytes,
+    "bom-excel.csv": lambda rows: b"\xef\xbb\xbf" + _csv_bytes(rows) + b"\r\n",
+    "tabs.tsv": lambda rows: _csv_bytes(rows, "\t"),
+    "data.jsonl.gz": lambda rows: gzip.compress(b"\xef\xbb\xbf" + _jsonl_bytes(rows)),
+    "data.json.gz": lambda rows: gzip.compress(json.dumps(rows).encode()),
+    "data.csv.gz": lambda rows: gzip.compress(_csv_bytes(rows)),
+}
+
+
+@pytest.mark.parametrize("name", AS_PEOPLE_HAVE_THEM)
+def test_files_as_other_tools_write_them_load_like_plain_jsonl(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(AS_PEOPLE_HAVE_THEM[name](_rows(15)))
+    splits = load_splits(DataConfig(source=str(path), id_column="id", test_size=3))
+    reference = load_splits(DataConfig(source=str(_write_jsonl(tmp_path / "ref.jsonl", _rows(15))), id_column="id",
+                                       test_size=3))
+    assert splits.fingerprint == reference.fingerprint
+
+
+@pytest.mark.parametrize("name,content,problem,fix", [
+    ("utf16.csv", "text,summary\nsome text here,short\n".encode("utf-16"), "is UTF-16 text", "iconv -f utf-16"),
+    ("plain.jsonl.gz", b'{"text": "a"}\n', "cannot decompress", "gzip -t"),
+    ("cut.jsonl.gz", gzip.compress(b'{"text": "a"}\n' * 100)[:40], "cannot decompress", "gzip -t"),
+    ("sheet.xlsx", b"PK\x03\x04", "unsupported file type '.xlsx'", "CSV UTF-8"),
+    ("data.zip", b"PK\x03\x04", "unsupported file type '.zip'", "unzip"),
+    ("data.parquet.gz", b"x", "unsupported file type '.parquet.gz'", ".jsonl.gz"),
+])
+def test_files_that_cannot_be_read_say_how_to_convert_them(tmp_path, name, content, problem, fix):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DistillError) as err:
+        load_splits(DataConfig(source=str(path)))
+    assert problem in err.value.problem and name in err.value.problem
+    assert fix in err.value.fix
+
+
+def test_a_folder_of_shards_loads_like_one_file(tmp_path):
+    rows = _rows(15)
+    (tmp_path / "shards").mkdir()
+    pd.DataFrame(rows[:8]).to_parquet(tmp_path / "shards" / "part-00000.parquet")
+    pd.DataFrame(rows[8:]).to_parquet(tmp_path / "shards" / "part-00001.parquet")
+    splits = load_splits(DataConfig(source=str(tmp_path / "shards"), id_column="id", test_size=3))
+    assert set(splits.train["id"]) | set(splits.test["id"]) == {r["id"] for r in rows}
+    assert "local folder" in splits.source
+
+
+def test_a_hub_style_folder_maps_its_file_names_to_splits(tmp_path):
+    """A Hub dataset's files copied to an offline machine: data/train-*.parquet and data/test-*.parquet are the splits."""
+    (tmp_path / "hub" / "data").mkdir(parents=True)
+    (tmp_path / "hub" / "README.md").write_text("# a dataset card\n")
+    pd.DataFrame(_rows(12, "tr")).to_parquet(tmp_path / "hub" / "data" / "train-00000-of-00001.parquet")
+    pd.DataFrame(_rows(5, "te")).to_parquet(tmp_path / "hub" / "data" / "test-00000-of-00001.parquet")
+    splits = load_splits(DataConfig(source=str(tmp_path / "hub"), test_split="test", id_column="id", test_size=3))
+    assert splits.train["id"].str.startswith("tr").all() and splits.test["id"].str.startswith("te").all()
+    with pytest.raises(DistillError, match="has no split 'validation' .*train, test"):
+        load_splits(DataConfig(source=str(tmp_path / "hub"), test_split="validation"))
+
+
+def test_a_folder_written_by_save_to_disk_loads(tmp_path):
+    import datasets
+
+    datasets.Dataset.from_list(_rows(12)).save_to_disk(str(tmp_path / "saved"))
+    assert len(load_splits(DataConfig(source=str(tmp_path / "saved"), id_column="id", test_size=3)).train) == 9
+
+
+@pytest.mark.parametrize("shards", [{}, {"part-0.jsonl": b'{"text": "cut'}])
+def test_a_folder_without_readable_shards_is_one_error(tmp_path, shards):
+    (tmp_path / "folder.jsonl").mkdir()  # a folder named like a file, too
+    for name, content in shards.items():
+        (tmp_path / "folder.jsonl" / name).write_bytes(content)
+    with pytest.raises(DistillError) as err:
+        load_splits(DataConfig(source=str(tmp_path / "folder.jsonl")))
+    assert "cannot read the folder" in err.value.problem and "shards" in err.value.fix
 
 
 def test_ids_are_text_hashes_without_id_column(tmp_path):

@@ -25,6 +25,7 @@ from distill.data import load_splits
 from distill.evaluate import resolve_scorer
 from distill.models import load_model, load_tokenizer
 from distill.prompt import PromptFormat
+from distill.records import Resolved
 from distill.train import _shuffled_stream, add_lora, finetune, seed_everything
 from distill.trial import TrialSpec, run_trial, trial_key
 
@@ -137,12 +138,11 @@ def test_a_killed_trial_is_retried_from_its_checkpoint_and_matches_an_uninterrup
     splits = load_splits(cfg.data)
     indices = [json.loads(line)["index"] for line in (out / "selected" / "random.jsonl").read_text().splitlines()]
     spec = TrialSpec("random-s0", "random", 0, tuple(indices), 0.0)
-    scorer, _ = resolve_scorer(cfg.eval, False)
+    resolved = Resolved(cfg.model.name, "hf", resolve_scorer(cfg.eval, False)[0], test_model=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        record = run_trial(spec, cfg, splits.train, splits.test, cfg.model.name, scorer,
-                           trial_key(spec, cfg, cfg.model.name, splits.fingerprint, scorer))
+        record = run_trial(spec, cfg, splits.train, splits.test, resolved, trial_key(spec, cfg, resolved, splits.fingerprint))
     finally:
         torch.set_num_threads(threads)
     assert {m: metrics[m] for m in COMPARED} == {m: record["metrics"][m] for m in COMPARED}  # bit-for-bit
@@ -194,7 +194,7 @@ def test_resume_after_the_driver_is_killed_recomputes_nothing_that_was_finished(
     assert json.loads((out / "trials" / hung / "metrics.json").read_text())["resumed_from_step"] == 2
     assert "reusing cached features" in resumed.stdout and "2 selection(s) reused" in resumed.stdout
     assert "1 trial(s) reused" in resumed.stdout
-    assert len(json.loads((out / "comparison" / "results.json").read_text())) == 2
+    assert len(json.loads((out / "comparison" / "results.json").read_text())["rows"]) == 2
 
 
 # ------------------------------------------------------------------------ 3. an embedding actor dies

@@ -16,6 +16,8 @@ import pytest
 from distill.config import DataConfig, make_config
 from distill.errors import DistillError
 from distill.generate_vllm import choose_engine, encode_adapter, write_adapter
+from distill.models import is_test_model
+from distill.records import Resolved
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed (DISTILL_EXTRAS=dev,vllm scripts/setup.sh)")
@@ -63,7 +65,8 @@ def test_trial_records_its_engine_or_hands_back_its_adapter(tiny_model, engine):
                                 "eval.bertscore_model": "offline"})
     splits = load_splits(DataConfig(test_size=2, max_train=6))
     scorer, _ = resolve_scorer(cfg.eval, hub_reachable=False)
-    record = run_trial(TrialSpec("r-s0", "random", 0, (0, 1), 0.0), cfg, splits.train, splits.test, tiny_model, scorer, "k")
+    resolved = Resolved(tiny_model, engine, scorer, test_model=True)  # preflight resolves an explicit engine as given
+    record = run_trial(TrialSpec("r-s0", "random", 0, (0, 1), 0.0), cfg, splits.train, splits.test, resolved, "k")
     if engine == "hf":
         assert record["metrics"]["eval_engine"] == "hf" and len(record["predictions"]) == 2
         assert 0 < record["metrics"]["generate_seconds"] <= record["metrics"]["eval_seconds"]
@@ -89,11 +92,12 @@ def train_adapters(model_path: str, overrides: dict) -> tuple:
     from distill.trial import TrialSpec, run_trial
 
     cfg = make_config("quick", {"model.name": model_path, "eval.engine": "vllm", "train.batch_size": 2,
-                                "eval.bertscore_model": "offline", "eval.vllm_max_num_seqs": 8, **overrides})
+                                "eval.bertscore_model": "offline", "resources.vllm_max_num_seqs": 8, **overrides})
     splits = load_splits(DataConfig(test_size=4, max_train=12))
     scorer, _ = resolve_scorer(cfg.eval, hub_reachable=False)
+    resolved = Resolved(model_path, "vllm", scorer, is_test_model(model_path))
     records = {name: run_trial(TrialSpec(name, "random", seed, tuple(range(seed, seed + 6)), 0.0), cfg, splits.train,
-                               splits.test, model_path, scorer, key="k")
+                               splits.test, resolved, key="k")
                for name, seed in (("a-s0", 0), ("b-s1", 1))}
     return cfg, splits.test, records
 
@@ -162,7 +166,7 @@ def test_pipeline_evaluates_every_trial_with_one_vllm_engine(smollm2, tmp_path):
                                 "model.max_target_tokens": 16, "select.methods": ["random", "balanced_lengths"],
                                 "select.fraction": 0.25, "train.max_steps": 2, "train.batch_size": 2,
                                 "eval.max_new_tokens": 12, "eval.bertscore_model": "offline",
-                                "eval.bootstrap_samples": 100, "eval.vllm_max_num_seqs": 8, "resources.num_cpus": 2})
+                                "report.bootstrap_samples": 100, "resources.vllm_max_num_seqs": 8, "resources.num_cpus": 2})
     rows = run(cfg)
     assert {r["method"] for r in rows} == {"random", "balanced_lengths"}
     assert all(r["eval_engine"] == "vllm" for r in rows)

@@ -9,6 +9,7 @@ import pytest
 
 from distill import pipeline
 from distill.config import make_config
+from distill.records import SCHEMA_VERSION
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +19,7 @@ def test_quick_pipeline_end_to_end_then_reuses_everything(tiny_job, capsys):
     rows = pipeline.run(cfg)
     out = Path(cfg.output_dir)
 
-    results = json.loads((out / "comparison" / "results.json").read_text())
+    results = json.loads((out / "comparison" / "results.json").read_text())["rows"]
     assert [r["method"] for r in results] == [r["method"] for r in rows]
     assert {r["method"] for r in results} == {"random", "balanced_lengths"}
     for row in results:
@@ -36,11 +37,14 @@ def test_quick_pipeline_end_to_end_then_reuses_everything(tiny_job, capsys):
     assert len(predictions) == 4
     run_info = json.loads((out / "run.json").read_text())
     assert run_info["pool_size"] == 24 and run_info["config"]["select"]["fraction"] == 0.25
+    assert run_info["schema_version"] == SCHEMA_VERSION and run_info["test_model"] is True  # conftest marks it
+    assert run_info["eval_engine"] == "hf" and run_info["config"]["eval"]["engine"] == "auto"  # resolved beside
     assert "HF_TOKEN" not in json.dumps(run_info)
 
-    # A rerun reuses the cached features and both finished trials.
+    # A rerun reuses the cached features and both finished trials, whatever the report and resource settings.
     capsys.readouterr()
-    pipeline.run(make_config(tiny_job))
+    pipeline.run(make_config(tiny_job, {"report.bootstrap_samples": 50, "resources.vllm_max_num_seqs": 4,
+                                        "resources.max_failures": 0, "resources.checkpoint_minutes": 1}))
     log = capsys.readouterr().out
     assert "reusing cached features" in log
     assert "2 trial(s) reused" in log

@@ -66,14 +66,31 @@ def test_plugin_file_registers_and_runs_through_the_registry_checks(tmp_path):
     assert plugins.load([str(path)]) == loaded  # loading again is harmless (a reused Ray worker does it)
 
 
-def test_plugin_returning_a_bad_subset_is_caught(tmp_path):
-    path = tmp_path / "bad_output.py"
-    path.write_text("from distill.select import register\n"
-                    "@register('dupes', description='d')\n"
-                    "def dupes(features, k, seed):\n    return [0] * k\n")
-    plugins.load([str(path)])
-    with pytest.raises(AssertionError, match="invalid subset"):
-        registry.select("dupes", pool(), 3, seed=0)
+MISBEHAVING = Path(__file__).resolve().parent / "fixtures" / "misbehaving_selectors.py"
+# what each answer of the misbehaving selector (k=3 of a pool of 12) must be called
+WRONG = {
+    "raises": "raised ValueError: invalid literal for int() with base 10: 'not a number'",
+    "out_of_range": "returned index 10000 for a pool of 12",
+    "negative": "returned index -1 for a pool of 12",
+    "duplicates": "returned index 3 twice",
+    "too_many": "returned 6 indices, expected k=3",
+    "too_few": "returned no indices, expected k=3",
+    "floats": "returned ndarray of float64, not integer indices",
+    "none": "returned None, not integer indices",
+    "shape": "returned an array of shape (3, 1), not a flat list of indices",
+    "ragged": "returned a ragged list, not a flat list of indices",
+}
+
+
+@pytest.mark.parametrize("answer", WRONG)
+def test_a_misbehaving_selector_is_one_error_naming_it_its_file_and_the_mistake(answer):
+    plugins.load([str(MISBEHAVING)])
+    with pytest.raises(DistillError) as err:
+        registry.select("misbehaves", pool(), 3, seed=0, answer=answer)
+    assert err.value.problem == f"selector 'misbehaves' ({MISBEHAVING}) {WRONG[answer]}"
+    assert "\n" not in str(err.value)
+    if answer == "raises":  # its own traceback travels with the error, for the run log
+        assert isinstance(err.value.__cause__, ValueError)
 
 
 def test_plugin_module_on_the_path(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ import pytest
 from rich.console import Console
 
 from distill import artifacts, stats
+from distill.config import ReportConfig
 from distill.report import _about, build_report
 
 
@@ -34,7 +35,7 @@ def write_trials(out: Path, shifts: dict[str, float], n: int = 40, seeds: int = 
 
 
 def build(out: Path) -> tuple[dict[str, dict], str]:
-    rows = build_report(out, bootstrap_samples=500, console=Console(file=io.StringIO()))
+    rows = build_report(out, ReportConfig(bootstrap_samples=500), console=Console(file=io.StringIO()))
     return {r["method"]: r for r in rows}, (out / "comparison" / "report.md").read_text()
 
 

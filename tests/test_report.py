@@ -9,7 +9,9 @@ import pytest
 from rich.console import Console
 
 from distill import artifacts
+from distill.config import ReportConfig
 from distill.errors import DistillError
+from distill.records import COLUMNS, SCHEMA_VERSION, SCORE_KEYS, read_results
 from distill.report import build_report
 
 N_EX = 30
@@ -59,6 +61,7 @@ def _write_run(out, with_run_json=True):
     (out / "pool_stats.json").write_text(json.dumps({"n_words": rng.integers(20, 900, 400).tolist()}))
     if with_run_json:
         (out / "run.json").write_text(json.dumps({
+            "schema_version": SCHEMA_VERSION, "test_model": True,
             "name": "synthetic", "mode": "quick", "model": "hf-internal-testing/tiny-random-LlamaForCausalLM",
             "dataset": "embedded:billsum", "pool_size": 400, "test_size": N_EX, "fraction": 0.1, "seeds": 2,
             "bertscore_model": "minilm-offline", "git_commit": "abc123", "versions": {"torch": "2.x"},
@@ -77,14 +80,16 @@ def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     _write_run(out)
     console = _console()
-    rows = build_report(out, bootstrap_samples=500, console=console)
+    rows = build_report(out, ReportConfig(bootstrap_samples=500), console=console)
     return out, rows, console.file.getvalue()
 
 
 def test_rows_order_and_fields(built):
     out, rows, _ = built
     assert [r["method"] for r in rows] == ["random", "clustering", "length_diversity", "embedding_centroid", "full"]
-    assert json.loads((out / "comparison" / "results.json").read_text()) == rows
+    stored = json.loads((out / "comparison" / "results.json").read_text())
+    assert stored == {"schema_version": SCHEMA_VERSION, "rows": rows}
+    assert [r.to_dict() for r in read_results(stored, "results.json")] == rows
     by = {r["method"]: r for r in rows}
     rand, clus, full = by["random"], by["clustering"], by["full"]
     assert rand["vs_random_pct"] == 0.0 and rand["significant"] is None and rand["p_vs_random"] is None
@@ -129,7 +134,7 @@ def test_rebuild_is_byte_identical(built):
     comp = out / "comparison"
     names = ("results.json", "results.csv", "report.md")
     before = {n: (comp / n).read_bytes() for n in names}
-    build_report(out, bootstrap_samples=500, console=_console())
+    build_report(out, ReportConfig(bootstrap_samples=500), console=_console())
     assert {n: (comp / n).read_bytes() for n in names} == before
 
 
@@ -139,7 +144,7 @@ def test_without_run_json_or_random(tmp_path):
         for f in (tmp_path / "trials" / f"random_s{seed}").iterdir():
             f.unlink()
         (tmp_path / "trials" / f"random_s{seed}").rmdir()
-    rows = build_report(tmp_path, bootstrap_samples=100, console=_console())
+    rows = build_report(tmp_path, ReportConfig(bootstrap_samples=100), console=_console())
     assert rows[-1]["method"] == "full"
     assert all(r["vs_random_pct"] is None and r["significant"] is None for r in rows)
     md = (tmp_path / "comparison" / "report.md").read_text()
@@ -155,14 +160,14 @@ def test_missing_trials_raises(tmp_path):
 def test_missing_predictions_give_no_ci_and_mismatched_ids_raise(tmp_path):
     _write_run(tmp_path)
     (tmp_path / "trials" / "clustering_s0" / "predictions.jsonl").unlink()
-    rows = {r["method"]: r for r in build_report(tmp_path, bootstrap_samples=100, console=_console())}
+    rows = {r["method"]: r for r in build_report(tmp_path, ReportConfig(bootstrap_samples=100), console=_console())}
     assert rows["clustering"]["rougeL_ci95"] is None and rows["clustering"]["p_vs_random"] is None
     assert rows["length_diversity"]["p_holm"] == pytest.approx(1.0)  # Holm family: 2 tested methods
     pred = tmp_path / "trials" / "full_s1" / "predictions.jsonl"
     pred.write_text(pred.read_text().replace("doc000", "other"))
     artifacts.seal(pred)
     with pytest.raises(DistillError, match="different held-out examples"):
-        build_report(tmp_path, bootstrap_samples=100, console=_console())
+        build_report(tmp_path, ReportConfig(bootstrap_samples=100), console=_console())
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "unsealed"])
@@ -178,5 +183,39 @@ def test_a_damaged_stored_file_is_named_never_used(tmp_path, damage):
     else:
         artifacts.sidecar(path).unlink()
     with pytest.raises(DistillError, match="random_s1/predictions.jsonl is damaged") as err:
-        build_report(tmp_path, bootstrap_samples=100, console=_console())
+        build_report(tmp_path, ReportConfig(bootstrap_samples=100), console=_console())
     assert "rerun the experiment" in err.value.fix
+
+
+def _rewrite(path, **changes):
+    data = json.loads(path.read_text())
+    data.update(changes)
+    for key in [k for k, v in changes.items() if v is None]:
+        del data[key]
+    path.write_text(json.dumps(data))
+    artifacts.seal(path)
+
+
+def test_files_from_before_versioning_load_as_version_1(tmp_path):
+    """Today's trial files carry no schema_version (see _write_run); a version-1 run.json records no test_model."""
+    _write_run(tmp_path)
+    _rewrite(tmp_path / "run.json", schema_version=None, test_model=None)
+    rows = build_report(tmp_path, ReportConfig(bootstrap_samples=100), console=_console())
+    assert len(rows) == len(METHODS)
+    assert "never results" not in (tmp_path / "comparison" / "report.md").read_text()  # no flag: not a test model
+    assert [r.method for r in read_results(rows, "results.json")] == [r["method"] for r in rows]  # the bare list
+
+
+@pytest.mark.parametrize("name", ["trials/random_s0/metrics.json", "run.json"])
+def test_a_file_from_a_newer_distill_is_refused_in_one_line(tmp_path, name):
+    _write_run(tmp_path)
+    _rewrite(tmp_path / name, schema_version=SCHEMA_VERSION + 1)
+    with pytest.raises(DistillError) as err:
+        build_report(tmp_path, ReportConfig(bootstrap_samples=100), console=_console())
+    assert name in err.value.problem and f"schema version {SCHEMA_VERSION + 1}" in err.value.problem
+    assert str(SCHEMA_VERSION) in err.value.problem and "\n" not in str(err.value)
+
+
+def test_every_score_metric_has_a_column():
+    """Adding a Metric to records.SCORE_METRICS without its ReportRow column fails here, not in a run."""
+    assert set(SCORE_KEYS) <= set(COLUMNS)

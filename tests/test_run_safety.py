@@ -67,7 +67,8 @@ def two_runs(tmp_path_factory, tiny_model) -> dict:
             "model": {"name": tiny_model, "max_source_tokens": 64, "max_target_tokens": 16},
             "select": {"methods": ["random", "balanced_lengths"], "fraction": 0.25},
             "train": {"epochs": 1, "batch_size": 2, "max_steps": 2},
-            "eval": {"max_new_tokens": 8, "batch_size": 4, "bertscore_model": "offline", "bootstrap_samples": 200},
+            "eval": {"max_new_tokens": 8, "batch_size": 4, "bertscore_model": "offline"},
+            "report": {"bootstrap_samples": 200},
             "resources": {"num_cpus": 1}}
     outs = {name: folder / f"out-{name}" for name in "ab"}
     procs = {name: _start({**base, "output_dir": str(outs[name])}, folder, name) for name in "ab"}
@@ -98,7 +99,7 @@ def test_two_runs_into_two_folders_both_finish(two_runs):
     for name in "ab":
         out, err = two_runs["logs"][name]
         assert two_runs["procs"][name].returncode == 0, err[-3000:]
-        rows = json.loads((two_runs["outs"][name] / "comparison" / "results.json").read_text())
+        rows = json.loads((two_runs["outs"][name] / "comparison" / "results.json").read_text())["rows"]
         assert {r["method"] for r in rows} == {"random", "balanced_lengths"}
         assert not (two_runs["outs"][name] / ".distill.lock").exists()
     assert len(set(two_runs["sessions"].values())) == 2  # each run has its own Ray session (temp dir)

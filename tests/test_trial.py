@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from distill.config import DataConfig, make_config
+from distill.config import TRIAL_SETTINGS, DataConfig, ReportConfig, ResourcesConfig, make_config
 from distill.data import load_splits
 from distill.evaluate import resolve_scorer
+from distill.records import FULL, RANDOM, SCHEMA_VERSION, Resolved, TrialRecord
 from distill.trial import TrialSpec, cached_metrics, run_trial, trial_key, write_trial
 
 CONTRACT = {"trial", "key", "method", "seed", "samples", "rouge1", "rouge2", "rougeL", "bertscore_f1", "n_eval",
@@ -27,27 +28,29 @@ def setup(tiny_model):
     })
     splits = load_splits(DataConfig(test_size=2, max_train=6))
     pool, test = splits.train.iloc[:4].reset_index(drop=True), splits.test
-    scorer, _ = resolve_scorer(cfg.eval, hub_reachable=False)
-    return cfg, pool, test, scorer, splits.fingerprint
+    resolved = Resolved(tiny_model, "hf", resolve_scorer(cfg.eval, hub_reachable=False)[0], test_model=True)
+    return cfg, pool, test, resolved, splits.fingerprint
 
 
 @pytest.fixture(scope="module")
 def finished(setup, tiny_model, tmp_path_factory):
-    cfg, pool, test, scorer, fingerprint = setup
+    cfg, pool, test, resolved, fingerprint = setup
     spec = TrialSpec("random-s0", "random", 0, (0, 2, 3), select_seconds=0.25)
-    key = trial_key(spec, cfg, tiny_model, fingerprint, scorer)
+    key = trial_key(spec, cfg, resolved, fingerprint)
     trial_dir = tmp_path_factory.mktemp("trials") / spec.name
-    record = run_trial(spec, cfg, pool, test, tiny_model, scorer, key)
-    write_trial(trial_dir, record)
+    record = run_trial(spec, cfg, pool, test, resolved, key)
+    write_trial(trial_dir, TrialRecord.from_dict(record))
     return spec, key, trial_dir, record["metrics"]
 
 
 def test_metrics_file_holds_the_contract(finished, setup):
     spec, key, trial_dir, metrics = finished
-    _, _, test, scorer, _ = setup
+    _, _, test, resolved, _ = setup
+    scorer = resolved.scorer
     stored = json.loads((trial_dir / "metrics.json").read_text())
     assert stored == json.loads(json.dumps(metrics))
     assert CONTRACT <= set(stored), CONTRACT - set(stored)
+    assert stored["schema_version"] == SCHEMA_VERSION and stored["eval_engine"] == "hf"
     assert stored["trial"] == "random-s0" and stored["method"] == "random" and stored["seed"] == 0
     assert stored["key"] == key
     assert stored["samples"] == 3
@@ -78,43 +81,88 @@ def test_predictions_file_one_line_per_test_row_in_order(finished, setup):
 
 def test_cached_metrics(finished, tmp_path):
     _, key, trial_dir, metrics = finished
-    assert cached_metrics(trial_dir, key)["key"] == key
-    assert cached_metrics(trial_dir, key)["rougeL"] == metrics["rougeL"]
+    assert cached_metrics(trial_dir, key).key == key
+    assert cached_metrics(trial_dir, key).scores["rougeL"] == metrics["rougeL"]
     assert cached_metrics(trial_dir, "0" * 16) is None
     assert cached_metrics(tmp_path / "never-ran", key) is None
 
 
-def test_trial_key_depends_on_everything(setup, tiny_model):
-    cfg, _, _, scorer, fingerprint = setup
+def test_trial_key_depends_on_everything(setup):
+    cfg, _, _, resolved, fingerprint = setup
     spec = TrialSpec("random-s0", "random", 0, (0, 2, 3), 0.25)
-    base = trial_key(spec, cfg, tiny_model, fingerprint, scorer)
+    base = trial_key(spec, cfg, resolved, fingerprint)
     # timing and the display name do not change the numbers, so they do not change the key
-    assert trial_key(dataclasses.replace(spec, select_seconds=9.0), cfg, tiny_model, fingerprint, scorer) == base
+    assert trial_key(dataclasses.replace(spec, select_seconds=9.0), cfg, resolved, fingerprint) == base
     train = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, learning_rate=1e-3))
     evaluation = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, max_new_tokens=5))
+    eval_batch = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, batch_size=3))
     model_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, max_source_tokens=49))
     variants = [
-        trial_key(dataclasses.replace(spec, indices=(0, 2)), cfg, tiny_model, fingerprint, scorer),
-        trial_key(dataclasses.replace(spec, indices=(0, 1, 3)), cfg, tiny_model, fingerprint, scorer),
-        trial_key(dataclasses.replace(spec, seed=1), cfg, tiny_model, fingerprint, scorer),
-        trial_key(spec, train, tiny_model, fingerprint, scorer),
-        trial_key(spec, evaluation, tiny_model, fingerprint, scorer),
-        trial_key(spec, model_cfg, tiny_model, fingerprint, scorer),
-        trial_key(spec, cfg, tiny_model + "-other", fingerprint, scorer),
-        trial_key(spec, cfg, tiny_model, "f" * 16, scorer),
-        trial_key(spec, cfg, tiny_model, fingerprint, dataclasses.replace(scorer, num_layers=5)),
+        trial_key(dataclasses.replace(spec, indices=(0, 2)), cfg, resolved, fingerprint),
+        trial_key(dataclasses.replace(spec, indices=(0, 1, 3)), cfg, resolved, fingerprint),
+        trial_key(dataclasses.replace(spec, seed=1), cfg, resolved, fingerprint),
+        trial_key(spec, train, resolved, fingerprint),
+        trial_key(spec, evaluation, resolved, fingerprint),
+        trial_key(spec, eval_batch, resolved, fingerprint),
+        trial_key(spec, model_cfg, resolved, fingerprint),
+        trial_key(spec, cfg, dataclasses.replace(resolved, model_path=resolved.model_path + "-other"), fingerprint),
+        trial_key(spec, cfg, resolved, "f" * 16),
+        trial_key(spec, cfg, dataclasses.replace(resolved, scorer=dataclasses.replace(resolved.scorer, num_layers=5)),
+                  fingerprint),
+        trial_key(spec, cfg, dataclasses.replace(resolved, engine="vllm"), fingerprint),  # the engine that generated
     ]
     assert len({base, *variants}) == len(variants) + 1
 
 
-def test_rerun_with_same_seed_is_identical(finished, setup, tiny_model, tmp_path):
+def _other(value):
+    """A different value of the same kind (None: any set value)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    return f"{value}-other" if isinstance(value, str) else 1
+
+
+SPECS = [TrialSpec(f"{m}-s{s}", m, s, idx, 0.1) for m, idx in ((RANDOM, (0, 2)), ("clustering", (1, 3)),
+                                                               (FULL, (0, 1, 2, 3))) for s in (0, 1)]
+
+
+@pytest.mark.parametrize("section", ["report", "resources"])
+def test_no_report_or_resource_setting_changes_a_trial_key(setup, section):
+    """Every key of the report and resources sections, one at a time: no trial is rerun."""
+    cfg, _, _, resolved, fingerprint = setup
+    fields = dataclasses.fields(ReportConfig if section == "report" else ResourcesConfig)
+    assert fields and not any(s == section or s.startswith(section + ".") for s in TRIAL_SETTINGS)
+    base = [trial_key(spec, cfg, resolved, fingerprint) for spec in SPECS]
+    for field in fields:
+        changed = dataclasses.replace(getattr(cfg, section), **{field.name: _other(getattr(getattr(cfg, section), field.name))})
+        assert [trial_key(spec, dataclasses.replace(cfg, **{section: changed}), resolved, fingerprint)
+                for spec in SPECS] == base, f"{section}.{field.name} changed a trial key"
+
+
+def test_the_requested_engine_is_not_hashed_only_the_resolved_one(setup):
+    cfg, _, _, resolved, fingerprint = setup
+    requested = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, engine="auto" if cfg.eval.engine != "auto" else "hf"))
+    assert [trial_key(s, requested, resolved, fingerprint) for s in SPECS] == \
+        [trial_key(s, cfg, resolved, fingerprint) for s in SPECS]
+
+
+def test_a_training_setting_changes_every_trial_key(setup):
+    cfg, _, _, resolved, fingerprint = setup
+    lr = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, learning_rate=cfg.train.learning_rate * 2))
+    before = [trial_key(spec, cfg, resolved, fingerprint) for spec in SPECS]
+    after = [trial_key(spec, lr, resolved, fingerprint) for spec in SPECS]
+    assert len(set(before)) == len(SPECS) and not set(before) & set(after) and len(set(after)) == len(SPECS)
+
+
+def test_rerun_with_same_seed_is_identical(finished, setup, tmp_path):
     import torch
 
     spec, key, trial_dir, metrics = finished
-    cfg, pool, test, scorer, _ = setup
+    cfg, pool, test, resolved, _ = setup
     torch.rand(100)  # consume global RNG state: the trial must seed everything it uses itself
-    again = run_trial(spec, cfg, pool, test, tiny_model, scorer, key)
-    write_trial(tmp_path / spec.name, again)
+    again = run_trial(spec, cfg, pool, test, resolved, key)
+    write_trial(tmp_path / spec.name, TrialRecord.from_dict(again))
     assert again["metrics"]["final_train_loss"] == metrics["final_train_loss"]
     assert again["metrics"]["train_tokens"] == metrics["train_tokens"]
     assert (tmp_path / spec.name / "predictions.jsonl").read_text() == (trial_dir / "predictions.jsonl").read_text()

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from distill.errors import DistillError
+from distill.errors import DistillError, describe
 from distill.features import Features
 
 SelectorFn = Callable[..., np.ndarray]
@@ -103,10 +103,45 @@ def select(name: str, features: Features, k: int, seed: int, **params: Any) -> n
         if not np.all(np.isfinite(value)):
             raise DistillError(f"feature '{need}' holds NaN or infinite values; '{name}' cannot rank them",
                                "check the model's dtype (fp16 overflow?) and recompute the embeddings")
-    indices = np.asarray(selector.fn(features, k, seed, **params), dtype=np.int64)
-    if len(indices) != k or len(np.unique(indices)) != k or indices.min() < 0 or indices.max() >= n:
-        raise AssertionError(f"selector '{name}' returned an invalid subset (len={len(indices)}, k={k}, n={n})")
-    return np.sort(indices)
+    where = f"selector '{name}' ({source_file(selector.fn)})"
+    try:
+        returned = selector.fn(features, k, seed, **params)
+    except DistillError:
+        raise  # a selector's own refusal already names the problem and the fix
+    except Exception as exc:  # the selector's bug: one line here, its traceback in the chained exception
+        raise DistillError(f"{where} raised {describe(exc)}",
+                           f"fix {getattr(selector.fn, '__name__', name)} or drop '{name}' from select.methods") from exc
+    problem = _problem(returned, k, n)
+    if problem:
+        raise DistillError(f"{where} {problem}", f"return {k} distinct integer indices into the pool (0 to {n - 1}), "
+                                                 "e.g. np.argsort(scores)[:k]")
+    return np.sort(np.asarray(returned, dtype=np.int64))
+
+
+def _problem(returned: Any, k: int, n: int) -> str | None:
+    """What is wrong with a selector's answer, in words (None: k distinct indices into the pool). Built-in and
+    plugin selectors alike go through it: the pipeline trains on whatever it lets through."""
+    try:
+        indices = np.asarray(returned)
+    except ValueError:  # e.g. a ragged list of lists
+        return f"returned a ragged {type(returned).__name__}, not a flat list of indices"
+    if indices.ndim == 1 and indices.size == 0:
+        return f"returned no indices, expected k={k}"
+    if indices.dtype.kind not in "iu":
+        what = "None" if returned is None else type(returned).__name__
+        return f"returned {what}" + (f" of {indices.dtype}" if indices.dtype != object else "") + ", not integer indices"
+    if indices.ndim != 1:
+        return f"returned an array of shape {indices.shape}, not a flat list of indices"
+    outside = indices[(indices < 0) | (indices >= n)]
+    if outside.size:
+        return f"returned index {outside[0]} for a pool of {n}"
+    values, counts = np.unique(indices, return_counts=True)
+    if (counts > 1).any():
+        value, count = values[counts > 1][0], counts[counts > 1][0]
+        return f"returned index {value} " + ("twice" if count == 2 else f"{count} times")
+    if len(indices) != k:
+        return f"returned {len(indices)} indices, expected k={k}"
+    return None
 
 
 def from_module(module: str) -> list[str]:

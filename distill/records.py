@@ -1,0 +1,244 @@
+"""The results contract: every file distill writes for a reader (a trial's metrics.json, run.json,
+comparison/results.json) as a typed record, with the schema version it was written in.
+
+Writers build these records and call `to_dict`; readers call `from_dict`, which checks the version:
+a file from before versioning (no `schema_version`) is read as version 1 (the same fields), one from
+a newer distill is refused with one line. Names the report and the trials share (the metrics, the
+"random" and "full" methods) are defined here once. No heavy imports: the CLI reads these files
+without loading torch or Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from distill.errors import DistillError
+
+if TYPE_CHECKING:  # evaluate is light, but the contract must not depend on the code that computes it
+    from distill.evaluate import Scorer
+
+# 2: results.json became {"schema_version", "rows"}; run.json records test_model and eval_engine, and its
+#    config has the `report` section (eval.bootstrap_samples moved there) and the vLLM knobs under `resources`.
+SCHEMA_VERSION = 2
+LEGACY_VERSION = 1  # files written before versioning: the version-1 fields, no `schema_version`
+
+RANDOM = "random"  # the method every other is compared with
+FULL = "full"  # the full-pool baseline trial's method name
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A score every trial reports: its key in the files, its label for people, and which way is better."""
+
+    name: str
+    label: str
+    higher_is_better: bool = True
+
+
+ROUGE1 = Metric("rouge1", "ROUGE-1")
+ROUGE2 = Metric("rouge2", "ROUGE-2")
+ROUGE_L = Metric("rougeL", "ROUGE-L")
+BERTSCORE_F1 = Metric("bertscore_f1", "BERTScore-F1")
+# What `evaluated` averages over the held-out examples and the report averages over seeds. A new score is
+# one entry here (and a column in ReportRow): e.g. Metric("heldout_loss", "held-out loss", higher_is_better=False).
+SCORE_METRICS: tuple[Metric, ...] = (ROUGE1, ROUGE2, ROUGE_L, BERTSCORE_F1)
+SCORE_KEYS = tuple(m.name for m in SCORE_METRICS)
+
+
+def check_version(data: dict[str, Any], path: Path | str) -> int:
+    """The schema version `data` was written in; a version this distill cannot read is one line naming it."""
+    found = data.get("schema_version", LEGACY_VERSION)
+    if not isinstance(found, int) or isinstance(found, bool) or not LEGACY_VERSION <= found <= SCHEMA_VERSION:
+        raise DistillError(f"{path} has results schema version {found!r}, but this distill reads versions "
+                           f"{LEGACY_VERSION} to {SCHEMA_VERSION}",
+                           "read it with the distill version that wrote it (see run.json's git_commit), "
+                           "or rerun the job into a new output directory")
+    return found
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The entries of `data` that are fields of `cls` (a record ignores what it does not define)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+@dataclass
+class TrialMetrics:
+    """A finished trial's metrics.json: what it trained on, what it cost, its mean scores.
+
+    Fields other than trial, method and the scores are optional so that version-1 files (and files
+    from trials of older distills that lacked some of them) still load.
+    """
+
+    trial: str
+    method: str
+    scores: dict[str, float]  # SCORE_METRICS name → mean over the held-out examples (flat keys on disk)
+    seed: int = 0
+    key: str | None = None  # the trial key (trial.trial_key): a rerun with the same key reuses this trial
+    samples: int | None = None
+    select_seconds: float | None = None
+    train_seconds: float | None = None
+    train_tokens: int | None = None
+    train_steps: int | None = None
+    final_train_loss: float | None = None
+    resumed_from_step: int | None = None
+    micro_batch: int | None = None
+    device: str | None = None
+    n_eval: int | None = None
+    n_empty: int | None = None
+    bertscore_model: str | None = None
+    eval_engine: str | None = None
+    generate_seconds: float | None = None
+    eval_seconds: float | None = None
+    time_s: float | None = None
+    gpu_seconds: float | None = None
+    peak_memory_mb: float | None = None
+
+    def get(self, name: str) -> Any:
+        """A field or a score by its on-disk name (None when this trial did not record it)."""
+        return self.scores.get(name) if name in SCORE_KEYS else getattr(self, name, None)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = {k: v for k, v in dataclasses.asdict(self).items() if k != "scores"}
+        return {"schema_version": SCHEMA_VERSION, **values, **self.scores}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], path: Path | str, trial: str | None = None) -> TrialMetrics:
+        """Read a metrics.json; `trial` (its folder's name) stands in for a missing trial name."""
+        check_version(data, path)
+        missing = [k for k in ("method", ROUGE_L.name) if k not in data]
+        if missing:
+            raise DistillError(f"{path} lacks the field '{missing[0]}'",
+                               "re-run that trial; its metrics file predates the current format")
+        values = _known(cls, data)
+        values.setdefault("trial", trial)
+        values["seed"] = values.get("seed") or 0
+        return cls(**values, scores={m: data[m] for m in SCORE_KEYS if m in data})
+
+
+@dataclass
+class TrialRecord:
+    """What one trial leaves: its metrics, and every held-out example with its prediction and scores."""
+
+    metrics: TrialMetrics
+    predictions: list[dict[str, Any]] | None  # None: a stored trial without predictions.jsonl
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metrics": self.metrics.to_dict(), "predictions": self.predictions}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], path: Path | str = "trial record") -> TrialRecord:
+        return cls(TrialMetrics.from_dict(data["metrics"], path), data.get("predictions"))
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Facts a run resolved before it started, beside (never written into) the user's config.
+
+    The engine and the scorer change a trial's numbers, so trial keys hash them; all of them go into run.json.
+    """
+
+    model_path: str  # what from_pretrained loads (the embedded model's converted folder, a Hub name, a folder)
+    engine: str  # "hf" or "vllm": what eval.engine (auto | hf | vllm) resolved to
+    scorer: Scorer  # the BERTScore encoder eval.bertscore_model resolved to
+    test_model: bool  # a model made for tests (models.is_test_model): its scores are never results
+
+
+@dataclass
+class RunInfo:
+    """run.json: everything needed to reproduce a run from its folder (no secrets: the config holds none)."""
+
+    name: str | None = None
+    mode: str | None = None
+    model: str | None = None  # as configured
+    model_path: str | None = None  # as resolved
+    test_model: bool = False  # version 1 did not record it: such runs read as real models
+    eval_engine: str | None = None
+    dataset: str | None = None
+    data_fingerprint: str | None = None
+    pool_size: int | None = None
+    test_size: int | None = None
+    fraction: float | None = None
+    seeds: int | None = None
+    bertscore_model: str | None = None
+    git_commit: str | None = None
+    lock: str | None = None
+    python: str | None = None
+    platform: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)  # ExperimentConfig as a mapping (config.config_from_run)
+    schema_version: int = SCHEMA_VERSION  # the version the file was written in (LEGACY_VERSION: a migrated config)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "schema_version": SCHEMA_VERSION}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], path: Path | str) -> RunInfo:
+        version = check_version(data, path)
+        return cls(**{**_known(cls, data), "schema_version": version})
+
+
+@dataclass
+class ReportRow:
+    """One method's row of comparison/results.json (and results.csv, with each CI flattened to _lo/_hi)."""
+
+    method: str
+    samples: int
+    seeds: int
+    rouge1: float | None
+    rouge2: float | None
+    rougeL: float | None
+    rougeL_ci95: list[float] | None
+    bertscore_f1: float | None
+    bertscore_f1_ci95: list[float] | None
+    vs_random_pct: float | None
+    pct_of_full: float | None
+    rougeL_diff_vs_random: float | None
+    p_vs_random: float | None
+    p_holm: float | None
+    effect_size: float | None
+    significant: bool | None
+    mde_rougeL: float | None
+    mde_pct: float | None
+    n_needed: int | None
+    seeds_needed: int | None
+    time_s: float | None
+    select_seconds: float | None
+    train_seconds: float | None
+    eval_seconds: float | None
+    gpu_seconds: float | None
+    rougeL_per_gpu_hour: float | None
+    rougeL_per_cpu_hour: float | None
+    peak_memory_mb: float | None
+    train_tokens: float | None
+    n_empty: int
+    n_eval: int
+    device: str | None
+    bertscore_model: str | None
+    eval_engine: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReportRow:
+        return cls(**_known(cls, data))
+
+
+COLUMNS = [f.name for f in dataclasses.fields(ReportRow)]  # results.json's keys, in order
+
+
+def results_document(rows: list[ReportRow]) -> dict[str, Any]:
+    """comparison/results.json's content."""
+    return {"schema_version": SCHEMA_VERSION, "rows": [row.to_dict() for row in rows]}
+
+
+def read_results(data: dict[str, Any] | list, path: Path | str) -> list[ReportRow]:
+    """comparison/results.json's rows; a version-1 file is the bare list of rows."""
+    if isinstance(data, list):
+        return [ReportRow.from_dict(row) for row in data]
+    check_version(data, path)
+    return [ReportRow.from_dict(row) for row in data["rows"]]
