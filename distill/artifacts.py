@@ -25,7 +25,7 @@ import numpy as np
 SIDECAR = ".sha256"  # suffix of the checksum file next to each artifact
 CHUNK = 1 << 20  # bytes hashed per read: big artifacts (feature caches) are streamed, never loaded whole
 
-log = logging.getLogger("distill.artifacts")
+log = logging.getLogger(__name__)
 
 
 def atomic_write(path: Path, writer: Callable[[IO[bytes]], None]) -> None:

@@ -68,8 +68,7 @@ TRACKED_PACKAGES = ("distill", "ray", "torch", "transformers", "peft", "datasets
 logger = logging.getLogger(__name__)
 
 
-def log(message: str) -> None:
-    console.current().log(message)
+log = logging.getLogger(__name__).info  # on the console through distill.console.ConsoleHandler
 
 
 def stage(name: str):

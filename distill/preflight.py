@@ -8,6 +8,7 @@ and the output folder is left exactly as it was. pipeline.run then does the work
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ class Checked:
 def check(cfg: ExperimentConfig) -> Checked:
     """Resolve the run's inputs, failing with a DistillError on the first one that is wrong. `cfg` is
     left as it is: what was resolved (the engine, the encoder, the test-model flag) travels in `Checked`."""
-    log = console.current().log
+    log = logging.getLogger(__name__).info  # on the console through distill.console.ConsoleHandler
     out = Path(cfg.output_dir).expanduser().resolve()
     outdir.check(out)  # a foreign or unwritable folder fails before any work, and is left as it was
     storage = open_storage(out, cfg.storage.uri, cfg.storage.endpoint, cfg.storage.region)

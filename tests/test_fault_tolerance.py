@@ -48,6 +48,7 @@ def test_the_data_stream_resumes_at_any_position():
         assert list(itertools.islice(_shuffled_stream(7, seed=3, start=start), 40 - start)) == full[start:]
 
 
+@pytest.mark.slow  # two whole fine-tunes: ~9 s of CPU
 def test_a_fine_tune_resumed_from_a_saved_checkpoint_is_bit_identical(tiny_model, tmp_path):
     """Save after step 3 of 6 to disk, continue in a fresh model: the same adapter, to the last bit (CPU, one
     thread: the same kernels on the same inputs in the same order; dropout draws from the restored RNG)."""

@@ -127,6 +127,7 @@ def test_streamed_model_features_equal_the_old_in_memory_path(tmp_path, tiny_mod
     np.testing.assert_allclose(emb[5], alone["embedding"][0], atol=1e-4)  # row 5 sits at index 5
 
 
+@pytest.mark.slow
 def test_pipeline_streams_the_pool_and_selects_from_the_memory_map(tiny_job, tiny_model):
     """Through Ray: embed_pool streams to a memmap cache in row order (the query set to its own), a rerun
     reuses it, the selector tasks (which get the features by path) pick what an in-process run picks, and a

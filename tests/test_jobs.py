@@ -168,6 +168,7 @@ def test_lock_file_pins_every_direct_dependency_as_pyproject_does():
 # ------------------------------------------------------------------------------ installed package
 
 
+@pytest.mark.slow
 def test_a_non_editable_install_ships_the_jobs_and_the_console_command(tmp_path):
     """`pip install` (not -e) of a copy of the source: the jobs are package data, found by name."""
     source = tmp_path / "src"

@@ -34,6 +34,7 @@ def test_needed_reads_the_registry():
     assert probe.needed(["gradient_match", "learnability"]) == ["probe_loss", "grad_features"]
 
 
+@pytest.mark.slow  # a whole probe stage: ~20 s of CPU
 def test_a_probe_whose_updates_vanish_in_the_model_precision_is_refused(tiny_model, cfg, pool):
     """A learning rate so small the LoRA update rounds away (as bf16 does to a short probe's real ones):
     every loss column would be equal and every dynamics score a tie, so the probe says so, with the fix."""
@@ -71,6 +72,7 @@ def test_checkpoint_steps_are_evenly_spaced_and_end_at_the_last_step():
     assert probe.checkpoint_steps(1, 2).tolist() == [0, 1, 1]  # fewer steps than checkpoints: they share one
 
 
+@pytest.mark.slow  # a whole probe stage: ~14 s of CPU
 def test_probe_records_every_example_at_every_checkpoint_including_step_0(tiny_model, cfg, pool):
     texts, summaries = pool
     out = probe.compute_dynamics(tiny_model, cfg, texts, summaries, ["probe_loss"])
@@ -89,6 +91,7 @@ def test_probe_records_every_example_at_every_checkpoint_including_step_0(tiny_m
     assert out["adapter"] and all("lora_" in name for name in out["adapter"])
 
 
+@pytest.mark.slow  # two probes and gradient passes: ~20 s of CPU
 def test_gradient_features_deterministic_for_a_seed_and_sized_by_grad_dim(tiny_model, cfg, pool):
     texts, summaries = pool[0][:5], pool[1][:5]
     first = probe.compute_dynamics(tiny_model, cfg, texts, summaries, ["probe_loss", "grad_features"])
@@ -127,6 +130,7 @@ def test_probe_config_is_validated(tiny_job):
         make_config({**tiny_job, "probe": {"checkpoints": 0}})
 
 
+@pytest.mark.slow
 def test_probe_stage_runs_on_ray_only_when_needed_and_is_cached(tiny_model, cfg, tmp_path, monkeypatch):
     from distill import pipeline
 
