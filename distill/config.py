@@ -254,7 +254,8 @@ TRIAL_SETTINGS = (
 )
 # Not listed: eval.engine and eval.bertscore_* are requests; what they resolve to is hashed instead (an `auto`
 # that resolves the same reruns nothing). data, select, embed, probe and seeds reach a trial through its subset
-# and the data fingerprint; name, description, mode, output_dir and wandb label a run; report and resources above.
+# and the data fingerprint; name, description, mode, output_dir and wandb label a run; report, resources and
+# storage above.
 
 # Keys moved when the config was split by what they affect (results schema version 2): old → new.
 MOVED_KEYS = {

@@ -11,7 +11,7 @@ import pytest
 from clusters import S3_KEYS, free_port, s3_server
 from distill import artifacts
 from distill.cli import main
-from distill.config import make_config
+from distill.config import make_config, trial_settings
 from distill.errors import DistillError
 from distill.storage import check_reachable, open_storage
 
@@ -116,11 +116,12 @@ def test_unreachable_storage_fails_before_any_work(s3_env, tmp_path):
     assert s3_env.files("runs/reachable") == {}
 
 
-def test_storage_is_a_config_section_and_a_flag(capsys):
+def test_storage_is_a_config_section_and_a_flag_never_in_a_trial_key(capsys):
     from distill.cli import config_of, parser
 
     cfg = config_of(parser().parse_args(["quick", "--storage", "s3://runs/x", "--set", "storage.region=eu-west-1"]))
     assert (cfg.storage.uri, cfg.storage.region, cfg.storage.endpoint) == ("s3://runs/x", "eu-west-1", None)
+    assert trial_settings(cfg) == trial_settings(make_config("quick"))  # where a run is kept reruns nothing
     assert make_config({"storage": {"uri": "/shared/run"}}).storage.uri == "/shared/run"
     assert main(["validate", "--set", "storage.bucket=x"]) == 2
     assert "unknown config key 'storage.bucket'" in capsys.readouterr().err
