@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import importlib.util
 import json
 import logging
 import os
 import platform
+import sys
 import tempfile
 import time
 import traceback
@@ -666,9 +666,9 @@ def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, resolved: R
 
 
 def lock_hash() -> str | None:
-    """sha256 of the lock file the environment was set up from (None outside a checkout)."""
-    lock = Path(__file__).resolve().parent.parent / "requirements" / "dev.lock"
-    return hashlib.sha256(lock.read_bytes()).hexdigest() if lock.exists() else None
+    """sha256 of the lock file scripts/setup.sh built this environment from (None for any other install)."""
+    record = Path(sys.prefix) / ".distill-lock"  # `sha256sum <lock>`, written by setup.sh
+    return record.read_text().split()[0] if record.exists() else None
 
 
 def _versions() -> dict[str, str]:
