@@ -2,6 +2,12 @@
 
 Flow (one direction): config → data → models → embed → select → train → evaluate → stats → report.
 `distill.pipeline` is the only module that talks to Ray; every other module is plain Python.
+Every module logs to its named logger; the console is the one handler of the `distill` logger, attached
+here so that Ray's worker processes, which import distill modules but never the CLI, log the same way.
 """
 
+from distill import console as _console
+
 __version__ = "0.1.0"
+
+_console.attach()

@@ -25,7 +25,7 @@ import numpy as np
 SIDECAR = ".sha256"  # suffix of the checksum file next to each artifact
 CHUNK = 1 << 20  # bytes hashed per read: big artifacts (feature caches) are streamed, never loaded whole
 
-log = logging.getLogger("distill.artifacts")
+log = logging.getLogger(__name__)
 
 
 def atomic_write(path: Path, writer: Callable[[IO[bytes]], None]) -> None:
@@ -76,6 +76,11 @@ def seal(path: Path) -> None:
     """Record `path`'s checksum in its sidecar (atomically): from now on `verify` can tell if it changed."""
     record = json.dumps(digest(path), sort_keys=True).encode()
     atomic_write(sidecar(path), lambda fh: fh.write(record))
+
+
+def seal_of(data: bytes) -> bytes:
+    """The sidecar `seal` writes for a file holding `data`: how distill.storage seals an object it uploads."""
+    return json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}, sort_keys=True).encode()
 
 
 def write(path: Path, writer: Callable[[IO[bytes]], None]) -> None:

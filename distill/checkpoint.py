@@ -3,13 +3,15 @@
 A checkpoint holds the adapter weights, the optimizer and scheduler state, the step (which fixes the
 position in the seeded data stream) and every RNG state (LoRA dropout draws from torch's), so a trial
 resumed from step s makes the same remaining updates as one that never stopped. Plain torch + peft:
-pipeline.py hands these folders to Ray Tune, and points each trial folder at its newest one so that a
-new driver (`python -m distill resume`) can continue trials that an earlier driver left unfinished.
+pipeline.py hands these folders to Ray Tune, which keeps them in the run's storage, and points each trial's
+folder there at its newest one so that a new driver (`distill resume`, on any machine that reaches the
+storage) can continue trials that an earlier driver left unfinished.
 """
 
 from __future__ import annotations
 
 import json
+import posixpath
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill import artifacts
+from distill.storage import Storage
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"  # {"trial", "key", "step"}: readable without torch
@@ -110,19 +112,18 @@ class Cadence:
         self.last = time.monotonic()
 
 
-def write_pointer(trial_dir: Path, key: str, path: str) -> None:
-    """Record (on the driver) where a trial's newest checkpoint lives — a folder or a storage URI."""
-    artifacts.write_json(trial_dir / POINTER_FILE, {"key": key, "path": path})
+def write_pointer(store: Storage, trial: str, key: str, path: str) -> None:
+    """Record in the run's storage where the newest checkpoint of the trial whose folder (inside storage) is
+    `trial` lives: `path`, a folder inside storage, so any driver that reaches storage can continue it."""
+    store.write_json(posixpath.join(trial, POINTER_FILE), {"key": key, "path": path})
 
 
-def read_pointer(trial_dir: Path, key: str) -> str | None:
-    """The newest checkpoint of the trial with this content key, if an earlier driver left one."""
-    path = trial_dir / POINTER_FILE
-    if not artifacts.intact(path):
+def read_pointer(store: Storage, trial: str, key: str) -> str | None:
+    """The newest checkpoint (a folder inside storage) of the trial with this content key, if an earlier
+    driver left one."""
+    pointer = store.read_json(posixpath.join(trial, POINTER_FILE))
+    if pointer is None or pointer.get("key") != key:  # none, or settings changed since: another trial's
         return None
-    pointer = json.loads(path.read_text())
-    if pointer.get("key") != key:  # settings changed since: that checkpoint belongs to another trial
-        return None
-    if "://" not in pointer["path"] and not (Path(pointer["path"]) / STATE_FILE).exists():
+    if not store.exists(posixpath.join(pointer["path"], STATE_FILE)):  # Tune deleted it, or it never finished
         return None
     return pointer["path"]

@@ -30,6 +30,8 @@ FLAGS = {
     "test_size": ("data.test_size", "number of held-out examples"),
     "seeds": ("seeds", "repeat every method with this many selection+training seeds"),
     "output_dir": ("output_dir", "where results, caches and trials go (default: results)"),
+    "storage": ("storage.uri", "where every node writes trials and checkpoints: a shared path, s3://bucket/prefix or "
+                               "gs://bucket/prefix (default: the output directory)"),
 }
 
 
@@ -117,16 +119,24 @@ def run(cfg, verbose: bool) -> int:
 
 
 def resume_arguments(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("output_dir", help="the output directory of the run (it holds run.json)")
+    cmd.add_argument("run", metavar="OUTPUT_DIR|STORAGE",
+                     help="the run's output directory (it holds run.json), or its storage (s3://bucket/prefix, "
+                          "gs://bucket/prefix, a shared path) from any machine that reaches it")
+    cmd.add_argument("--output-dir", help="resuming from storage: this driver's local folder for the run and its report "
+                                          "(default: a new folder under results/)")
+    cmd.add_argument("--endpoint", help="resuming from an S3-compatible store: its endpoint URL (storage.endpoint)")
+    cmd.add_argument("--region", help="resuming from S3: the bucket's region (storage.region)")
     cmd.add_argument("-v", "--verbose", action="store_true", help="show Ray's, Tune's and the libraries' own logs")
 
 
 @command("resume", "continue a run whose driver died: reuse what is done, continue trials from their checkpoints",
          resume_arguments)
 def resume(args: argparse.Namespace) -> int:
-    from distill.config import config_from_run
+    from distill.config import config_from_run, config_from_storage
 
-    return run(config_from_run(args.output_dir), args.verbose)
+    if "://" in args.run or args.output_dir or args.endpoint or args.region:
+        return run(config_from_storage(args.run, args.output_dir, args.endpoint, args.region), args.verbose)
+    return run(config_from_run(args.run), args.verbose)
 
 
 def report_arguments(cmd: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ import hashlib
 import inspect
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_type_hints
@@ -74,6 +75,9 @@ class DataConfig:
     id_column: str | None = None  # None: ids are derived from a hash of the text
     test_size: Count = 10  # held-out examples (taken from test_split when given, else from train)
     max_train: Annotated[int, Field(ge=2)] | None = None  # cap on the training pool, after dedup (2: one to select)
+    # training examples kept out of the pool (seeded, before max_train) as the query set of query-based
+    # selectors (rds_plus): never held-out examples; 0: none (rds_plus then needs select.query files)
+    query_size: NonNegative = 0
     min_text_chars: Count = 20  # an empty text or summary cannot be trained on
     min_summary_chars: Count = 5
     split_seed: Seed = 0
@@ -105,6 +109,8 @@ class SelectConfig:
     fraction: Share = 0.1  # budget as a share of the training pool
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method keyword arguments
     plugins: Names = field(default_factory=list)  # user selector files (.py) or modules: see distill/plugins.py
+    # target-task example files for rds_plus (.jsonl/.csv/.parquet, the data's columns), one task each
+    query: Names = field(default_factory=list)
 
 
 @section
@@ -149,6 +155,7 @@ class TrainConfig:
 
 @section
 class EvalConfig:
+    generate: bool = True  # false: held-out loss only (no generation, ROUGE or BERTScore): fast sweeps
     max_new_tokens: Count = 96  # sized to real summary lengths of the dataset at hand
     batch_size: Count = 8
     bertscore_model: str = "auto"  # auto: deberta-xlarge-mnli with the Hub, offline MiniLM without
@@ -187,6 +194,18 @@ class ResourcesConfig:
 
 
 @section
+class StorageConfig:
+    """Where everything a worker writes goes, and what `distill resume` continues from (distill/storage.py).
+
+    Like `resources`, it says where a run is kept, never what it computes: no content hash includes it.
+    Credentials come from the environment or the node's IAM role, never from here."""
+
+    uri: str | None = None  # None: the output folder; else a local/NFS path, s3://bucket/prefix or gs://bucket/prefix
+    endpoint: str | None = None  # an S3-compatible store's URL (MinIO, Ceph, ...), e.g. http://10.0.0.5:9000
+    region: str | None = None  # the S3 region; None: the bucket's own (or the endpoint's default)
+
+
+@section
 class WandbConfig:
     enabled: bool = False  # also needs WANDB_API_KEY; offline mode unless `online`
     online: bool = False
@@ -215,6 +234,7 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -230,10 +250,12 @@ TRIAL_SETTINGS = (
     "train",  # LoRA and optimiser settings, batch sizes, steps: they make the adapter
     "eval.max_new_tokens",  # where generation stops
     "eval.batch_size",  # padding within a generation (and BERTScore) batch can flip a near-tie
+    "eval.generate",  # false: a loss-only trial, without generations or the scores of them
 )
 # Not listed: eval.engine and eval.bertscore_* are requests; what they resolve to is hashed instead (an `auto`
 # that resolves the same reruns nothing). data, select, embed, probe and seeds reach a trial through its subset
-# and the data fingerprint; name, description, mode, output_dir and wandb label a run; report and resources above.
+# and the data fingerprint; name, description, mode, output_dir and wandb label a run; report, resources and
+# storage above.
 
 # Keys moved when the config was split by what they affect (results schema version 2): old → new.
 MOVED_KEYS = {
@@ -402,11 +424,19 @@ def check_selector(selector, params: dict[str, Any]) -> None:
 def _check_contradictions(cfg: ExperimentConfig) -> None:
     """Settings that are each valid but cannot all hold: one would be silently ignored."""
     from distill.data import has_splits
+    from distill.features import QUERY_EMBEDDING
+    from distill.select import registry
 
     if cfg.data.test_split and not cfg.data.split_column and not has_splits(cfg.data.source):
         raise DistillError(f"data.test_split '{cfg.data.test_split}' is set but {cfg.data.source} has no splits "
                            "(data.split_column is null), so it would be ignored",
                            "set data.split_column to the column holding the split names, or data.test_split: null")
+    needs_query = [m for m in cfg.select.methods if QUERY_EMBEDDING in registry.get(m).needs]
+    if needs_query and not cfg.data.query_size and not cfg.select.query:
+        raise DistillError(f"method '{needs_query[0]}' ranks the pool by similarity to target-task examples, and no "
+                           "query set is given",
+                           "hold some training examples out of the pool as the query set (--set data.query_size=20) "
+                           "or pass your own: --set select.query=target_examples.jsonl")
     if cfg.wandb.online and not cfg.wandb.enabled:
         raise DistillError("wandb.online is set but wandb.enabled is false, so nothing would be logged",
                            "set wandb.enabled: true, or drop wandb.online")
@@ -475,15 +505,39 @@ def config_from_run(output_dir: str | Path) -> ExperimentConfig:
     if not path.exists():
         raise DistillError(f"{path} not found: nothing to resume there",
                            "pass the output directory of a run that got as far as its data stage")
+    return _continued(path.read_text(), path, {"output_dir": str(Path(output_dir).expanduser().resolve())})
+
+
+def config_from_storage(uri: str, output_dir: str | Path | None = None, endpoint: str | None = None,
+                        region: str | None = None) -> ExperimentConfig:
+    """The config of the run kept in storage `uri` (its run.json there), continued by this driver into
+    `output_dir` (default: a new folder under results/): all a machine that never saw the run needs."""
+    from distill.storage import check_reachable, open_storage
+
+    out = Path(output_dir or Path("results") / f"resumed-{time.strftime('%Y%m%d-%H%M%S')}").expanduser().resolve()
+    store = open_storage(out, uri, endpoint, region)
+    check_reachable(store)
+    data = store.read_bytes("run.json")
+    if data is None:
+        raise DistillError(f"{uri} holds no run.json: nothing to resume there",
+                           "pass the storage of a run that got as far as its data stage (with --endpoint for an "
+                           "S3-compatible store)")
+    settings = {"uri": store.uri, **({"endpoint": endpoint} if endpoint else {}), **({"region": region} if region else {})}
+    return _continued(data, f"{uri}/run.json", {"output_dir": str(out), "storage": settings})
+
+
+def _continued(run_json: str | bytes, path: str | Path, changes: dict[str, Any]) -> ExperimentConfig:
+    """The config recorded in a run.json, with `changes` (where this driver keeps the run) applied."""
     try:
-        info = RunInfo.from_dict(json.loads(path.read_text()), path)
+        info = RunInfo.from_dict(json.loads(run_json), path)
     except (json.JSONDecodeError, AttributeError, TypeError):
         info = None
     if info is None or not isinstance(info.config, dict) or not info.config:
         raise DistillError(f"{path} is not a run record of distill", "rerun the job instead of resuming it")
     values = copy.deepcopy(info.config)
     move_keys(values, migrate=info.schema_version == LEGACY_VERSION)  # a run.json from before the config split
-    values["output_dir"] = str(Path(output_dir).expanduser().resolve())
+    for key, value in changes.items():
+        values[key] = {**(values.get(key) or {}), **value} if isinstance(value, dict) else value
     return validate(_build(values))
 
 

@@ -289,6 +289,30 @@ def current() -> RunConsole:
     return _ACTIVE[-1] if _ACTIVE else RunConsole()
 
 
+class ConsoleHandler(logging.Handler):
+    """distill's loggers on the run's console: one `[distill] …` line per record, drawn above a live bar or table.
+
+    Why a handler and not print: every module logs to its named logger (`logging.getLogger(__name__)`), and
+    this one handler decides where that goes — the run's console in the driver, the process's stdout in a
+    Ray worker (which Ray streams to the driver's run log), a test's caplog through propagation."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+            current().log(level + self.format(record))
+        except Exception:  # logging must never take the run down (logging.Handler's own contract)
+            self.handleError(record)
+
+
+def attach(name: str = "distill") -> None:
+    """Make the console the handler of logger `name` at INFO (once per process: distill/__init__.py calls it)."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(h, ConsoleHandler) for h in logger.handlers):
+        logger.addHandler(ConsoleHandler())
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+
+
 @contextlib.contextmanager
 def session(log_dir: Path, verbose: bool = False) -> Iterator[RunConsole]:
     """A run's console for its whole duration, with library output in `<log_dir>/run.log`."""

@@ -1,12 +1,18 @@
-"""Target-model features: pooled hidden states of each document and its summary loss.
+"""Target-model features: pooled hidden states of each example and its summary loss.
 
-One teacher-forced forward pass over `prompt + summary` gives both: the document span's hidden
-states (pooled → embedding) and the summary tokens' cross-entropy (→ `loss`, the training-dynamics
-signal of `loss_based` and `d2_pruning`). `EmbedActor` is the callable class Ray Data runs as an
-actor pool (pipeline.py); it holds no Ray code, so tests call it directly.
+One teacher-forced forward pass over `prompt + summary` gives: the document span's hidden states
+(pooled → `embedding`), the position-weighted mean of every token's final hidden state
+(→ `embedding_wmean`, RDS+'s representation) and the summary tokens' cross-entropy (→ `loss`, the
+training-dynamics signal of `loss_based` and `d2_pruning`). When a selected method needs it (IFD),
+one more batched pass over the summaries without their documents gives `loss_alone`, with the
+seconds it took (the method's extra cost). `EmbedActor` is the callable class Ray Data runs as an
+actor pool (pipeline.py); it holds no Ray code, so tests call it directly. `summary_losses` is the
+batched loss pass that the probe and the trials' held-out loss share.
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import torch
@@ -14,14 +20,24 @@ import torch
 from distill import faults
 from distill.config import ModelConfig, content_hash
 from distill.models import device_name, load_model, load_tokenizer
-from distill.prompt import PromptFormat, pad
+from distill.prompt import Encoded, PromptFormat, pad
+
+EMBEDDING, LOSS, EMBEDDING_WMEAN = "embedding", "loss", "embedding_wmean"  # columns of every embedding batch
+LOSS_ALONE = "loss_alone"  # the summary's loss without its document (only when asked for)
+SECONDS = "seconds_"  # column prefix: each row's share of the wall seconds of the pass that computed a column
 
 
-def cache_key(model_path: str, data_fingerprint: str, model_cfg: ModelConfig, pooling: str) -> str:
-    """Content hash of everything the features depend on."""
+def output_columns(loss_alone: bool = False) -> tuple[str, ...]:
+    """The feature columns EmbedActor writes (with `loss_alone`: also IFD's extra pass and its seconds)."""
+    return (EMBEDDING, LOSS, EMBEDDING_WMEAN) + ((LOSS_ALONE, SECONDS + LOSS_ALONE) if loss_alone else ())
+
+
+def cache_key(model_path: str, data_fingerprint: str, model_cfg: ModelConfig, pooling: str,
+              columns: tuple[str, ...] = output_columns()) -> str:
+    """Content hash of everything the features depend on, and of which columns the cache holds."""
     settings = {"model": model_path, "data": data_fingerprint, "pooling": pooling,
                 "src": model_cfg.max_source_tokens, "tgt": model_cfg.max_target_tokens, "dtype": model_cfg.dtype,
-                "8bit": model_cfg.load_in_8bit}
+                "8bit": model_cfg.load_in_8bit, "columns": sorted(columns)}
     return content_hash(settings)
 
 
@@ -37,17 +53,44 @@ def summary_loss(model, hidden: torch.Tensor, input_ids: torch.Tensor, enc) -> f
     """Mean cross-entropy of one example's summary tokens given its prompt (logits only where needed).
 
     `hidden` is the example's last hidden states from `model.get_decoder()`; shared by the embedding
-    pass (step-0 loss) and the probe (loss at every checkpoint), so both measure the same thing."""
+    pass (step-0 loss), the probe (loss at every checkpoint) and the trials (held-out loss), so all
+    measure the same thing."""
     first = len(enc.prompt)
     positions = torch.arange(first - 1, first + len(enc.target) - 1, device=hidden.device)
     logits = model.get_output_embeddings()(hidden[positions]).float()
     return torch.nn.functional.cross_entropy(logits, input_ids[positions + 1]).item()
 
 
-class EmbedActor:
-    """Loads the target model once per actor; maps batches of rows to (embedding, loss)."""
+@torch.no_grad()
+def summary_losses(model, encoded: list[Encoded], pad_id: int, batch_size: int, device: str) -> np.ndarray:
+    """Summary loss of every example under the model as it is now (eval mode: no dropout),
+    in length-sorted batches (less padding); the model's train/eval mode is restored after."""
+    was_training = model.training
+    model.eval()
+    order = np.argsort([-len(e.prompt) - len(e.target) for e in encoded], kind="stable")
+    losses = np.empty(len(encoded), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        chunk = [encoded[i] for i in rows]
+        hidden, input_ids = teacher_forced(model, chunk, pad_id, device)
+        losses[rows] = [summary_loss(model, hidden[j], input_ids[j], e) for j, e in enumerate(chunk)]
+    model.train(was_training)
+    return losses
 
-    def __init__(self, model_path: str, model_cfg: ModelConfig, pooling: str = "mean", num_threads: int | None = None):
+
+def position_weighted_mean(hidden: torch.Tensor, length: int) -> torch.Tensor:
+    """RDS+'s pooling (Ivison et al., 2025, after SGPT): the mean of the first `length` (real, not
+    padding) hidden states with weights t / Σt, t = 1..length: in a causal model later tokens have
+    seen more of the text, so they weigh more."""
+    weights = torch.arange(1, length + 1, device=hidden.device, dtype=hidden.dtype)
+    return (weights / weights.sum()) @ hidden[:length]
+
+
+class EmbedActor:
+    """Loads the target model once per actor; maps batches of rows to their feature columns."""
+
+    def __init__(self, model_path: str, model_cfg: ModelConfig, pooling: str = "mean", num_threads: int | None = None,
+                 loss_alone: bool = False):
         if num_threads:
             torch.set_num_threads(num_threads)
         self.device = device_name()
@@ -55,6 +98,7 @@ class EmbedActor:
         self.model = load_model(model_path, model_cfg, self.device).eval()
         self.format = PromptFormat(self.tokenizer, model_cfg.max_source_tokens, model_cfg.max_target_tokens)
         self.pooling = pooling
+        self.loss_alone = loss_alone
         self.batches = 0  # batches this actor process has embedded (the fault-injection tests count them)
 
     @torch.no_grad()
@@ -64,9 +108,24 @@ class EmbedActor:
         encoded = [self.format.encode(str(t), str(s)) for t, s in zip(batch["text"], batch["summary"])]
         hidden, input_ids = teacher_forced(self.model, encoded, self.tokenizer.pad_token_id, self.device)
         embeddings = [self._pool(hidden[i], e) for i, e in enumerate(encoded)]
+        weighted = [position_weighted_mean(hidden[i], len(e.prompt) + len(e.target)) for i, e in enumerate(encoded)]
         losses = [summary_loss(self.model, hidden[i], input_ids[i], e) for i, e in enumerate(encoded)]
-        return {"row": np.asarray(batch["row"]), "embedding": torch.stack(embeddings).float().cpu().numpy(),
-                "loss": np.asarray(losses, dtype=np.float32)}
+        out = {"row": np.asarray(batch["row"]), EMBEDDING: torch.stack(embeddings).float().cpu().numpy(),
+               LOSS: np.asarray(losses, dtype=np.float32), EMBEDDING_WMEAN: torch.stack(weighted).float().cpu().numpy()}
+        if self.loss_alone:
+            out.update(self._loss_alone(batch["summary"]))
+        return out
+
+    def _loss_alone(self, summaries: np.ndarray) -> dict[str, np.ndarray]:
+        """IFD's denominator: each summary's loss in the same prompt template with the document left
+        out (one more batched pass, over short sequences), and each row's share of its wall seconds."""
+        start = time.perf_counter()
+        alone = [self.format.encode("", str(s)) for s in summaries]
+        hidden, input_ids = teacher_forced(self.model, alone, self.tokenizer.pad_token_id, self.device)
+        losses = np.asarray([summary_loss(self.model, hidden[i], input_ids[i], e) for i, e in enumerate(alone)],
+                            dtype=np.float32)
+        seconds = (time.perf_counter() - start) / len(alone)
+        return {LOSS_ALONE: losses, SECONDS + LOSS_ALONE: np.full(len(alone), seconds, dtype=np.float32)}
 
     def _pool(self, hidden: torch.Tensor, enc) -> torch.Tensor:
         start, end = enc.doc_span

@@ -11,9 +11,12 @@ reach Ray's worker processes, which inherit it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 EXIT_CODE = 17  # distinctive in Ray's "worker died" messages
 HANG_SECONDS = 120  # long enough for a test to kill the node; bounded so a forgotten variable cannot hang forever
@@ -34,7 +37,7 @@ def inject(point: str, n: int, tag: str) -> None:
         return  # it happened already: this is the retry
     os.write(fd, json.dumps({"pid": os.getpid(), "point": point, "n": n, "action": action, "tag": tag}).encode())
     os.close(fd)
-    print(f"[distill] fault injection: {action} at {point} {n} ({tag}, pid {os.getpid()})", flush=True)
+    log.warning("fault injection: %s at %s %d (%s, pid %d)", action, point, n, tag, os.getpid())
     if action == "exit":
         os._exit(EXIT_CODE)
     time.sleep(HANG_SECONDS)

@@ -1,7 +1,8 @@
 """Per-document features that selectors read: text statistics plus target-model signals.
 
-Text statistics are pure functions of the documents; `embeddings` and `loss` come from the
-target model (distill.embed), `probe_loss` and `grad_features` from the probe (distill.probe). Computed
+Text statistics are pure functions of the documents; `embeddings`, `loss`, `embedding_wmean`,
+`loss_alone` and the query set's `query_embedding` come from the target model (distill.embed),
+`probe_loss` and `grad_features` from the probe (distill.probe). Computed
 once per run and shared by every selector through the Ray object store. The model signals are usually
 memory-mapped files (distill.featstore); a pickled Features carries such a file by path, not by value
 (see `Features.__reduce__`).
@@ -12,9 +13,11 @@ from __future__ import annotations
 import mmap
 import re
 from dataclasses import dataclass, fields, replace
+from typing import Iterable
 
 import numpy as np
 
+QUERY_EMBEDDING = "query_embedding"  # the Features field of a query-based selector (rds_plus): needs a query set
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")
 _SENTENCE_END = re.compile(r"[.!?;]+(?:\s|$)|\n\s*\n")
 
@@ -32,6 +35,12 @@ class Features:
     # training dynamics (distill/probe.py), attached only when a selected method needs them:
     probe_loss: np.ndarray | None = None  # float32 (n, checkpoints + 1), summary loss at each probe checkpoint, step 0 first
     grad_features: np.ndarray | None = None  # float32 (n, grad_dim), randomly projected per-example LoRA gradient
+    # RDS+ and IFD (distill/embed.py); loss_alone only when a selected method needs it:
+    embedding_wmean: np.ndarray | None = None  # float32 (n, d), position-weighted mean of prompt + summary hidden states
+    loss_alone: np.ndarray | None = None  # float32 (n,), summary loss without its document (the template only)
+    # the query set (target-task examples, never pool rows): NOT aligned with the pool, one row per query example
+    query_embedding: np.ndarray | None = None  # float32 (m, d), embedding_wmean of each query example
+    query_task: np.ndarray | None = None  # int64 (m,), the query source (task) of each query example
 
     def __len__(self) -> int:
         return len(self.n_words)
@@ -39,8 +48,8 @@ class Features:
     def by_value(self) -> Features:
         """These features with the memory maps as plain array views: pickled, they carry their bytes
         (for tasks on nodes that cannot open the driver's cache file)."""
-        return replace(self, embeddings=None if self.embeddings is None else np.asarray(self.embeddings),
-                       loss=None if self.loss is None else np.asarray(self.loss))
+        return replace(self, **{f.name: np.asarray(value) for f in fields(self)
+                                if isinstance(value := getattr(self, f.name), np.memmap)})
 
     def __reduce__(self):
         """Pickle whole-file memory maps as their file, not their bytes: `ray.put(features)` and task
@@ -115,3 +124,17 @@ def _float32(values) -> np.ndarray:
     if isinstance(values, np.ndarray) and values.dtype == np.float32 and values.flags.c_contiguous:
         return values
     return np.ascontiguousarray(values, dtype=np.float32)
+
+
+# Features computed from another one's results: the gradients are taken at the probe's final weights.
+PREREQUISITES = {"grad_features": ("probe_loss",)}
+
+
+def charged_seconds(needs: Iterable[str], costs: dict[str, float]) -> float:
+    """What computing the features in `needs` beyond the shared embedding pass cost (`costs`: seconds per
+    feature, e.g. the probe's for probe_loss, the extra pass's for loss_alone), prerequisites included.
+    The whole cost is charged to every method that reads them (one that runs alone pays all of it), so
+    report times compare what each method would cost a user."""
+    needs = set(needs)
+    charged = needs.union(*(PREREQUISITES.get(name, ()) for name in needs))
+    return sum(costs.get(name, 0.0) for name in sorted(charged))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import importlib.util
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -76,8 +75,8 @@ def _architecture(model_path: str) -> str:
 
 
 def encode_adapter(folder: Path) -> dict[str, str]:
-    """A saved adapter folder as {file name: base64}: it travels inside the trial's record, so the
-    engine can run on another node than the trial without a shared filesystem."""
+    """A saved adapter folder as {file name: base64}: how a trial's record holds it (the trial's node then
+    writes it to the run's storage, where the engine's node reads it)."""
     return {p.name: base64.b64encode(p.read_bytes()).decode() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
@@ -107,8 +106,8 @@ class VllmGenerator:
                        gpu_memory_utilization=cfg.resources.vllm_gpu_memory_utilization,
                        generation_config="vllm", seed=0, enforce_eager=device == "cpu")
 
-    def generate(self, prompts: list[list[int]], adapters: dict[str, dict[str, str]]) -> dict[str, tuple[list[str], float]]:
-        """Greedy summaries of every prompt under every adapter, in one batch: {trial: (texts, seconds)}.
+    def generate(self, prompts: list[list[int]], adapters: dict[str, Path]) -> dict[str, tuple[list[str], float]]:
+        """Greedy summaries of every prompt under every adapter (its saved folder), in one batch: {trial: (texts, seconds)}.
 
         The seconds are the engine's wall time split evenly across its adapters (they share every step).
         """
@@ -117,15 +116,13 @@ class VllmGenerator:
         from vllm.lora.request import LoRARequest
 
         names = list(adapters)
-        with tempfile.TemporaryDirectory(prefix="distill-adapters-") as tmp:
-            requests = [LoRARequest(name, i + 1, str(write_adapter(adapters[name], Path(tmp) / name)))
-                        for i, name in enumerate(names)]
-            params = SamplingParams(temperature=0.0, max_tokens=self.cfg.eval.max_new_tokens,
-                                    stop_token_ids=[self.tokenizer.eos_token_id], detokenize=False)
-            start = time.perf_counter()
-            outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for _ in names for p in prompts], params,
-                                        lora_request=[r for r in requests for _ in prompts], use_tqdm=False)
-            seconds = (time.perf_counter() - start) / max(1, len(names))
+        requests = [LoRARequest(name, i + 1, str(adapters[name])) for i, name in enumerate(names)]
+        params = SamplingParams(temperature=0.0, max_tokens=self.cfg.eval.max_new_tokens,
+                                stop_token_ids=[self.tokenizer.eos_token_id], detokenize=False)
+        start = time.perf_counter()
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for _ in names for p in prompts], params,
+                                    lora_request=[r for r in requests for _ in prompts], use_tqdm=False)
+        seconds = (time.perf_counter() - start) / max(1, len(names))
         texts = [self._decode(list(o.outputs[0].token_ids)) for o in outputs]
         return {name: (texts[i * len(prompts):(i + 1) * len(prompts)], seconds) for i, name in enumerate(names)}
 

@@ -27,7 +27,7 @@ LOCK = ".distill.lock"
 MARKERS = ("run.json", LOCK, "logs/run.log")  # a non-empty folder holding none was not written by distill
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
-log = logging.getLogger("distill.outdir")
+log = logging.getLogger(__name__)
 
 
 def safe_name(kind: str, name: str) -> str:

@@ -1,6 +1,6 @@
 """Everything a user can get wrong about a run, checked before any work and before the heavy imports.
 
-The output folder, the data, the budget, the model and the evaluation engine are resolved here, with
+The output folder, the storage, the data, the budget, the model and the evaluation engine are resolved here, with
 no torch, Ray or model weights loaded: the CLI runs these checks first, so a typo in a path or a
 budget that rounds to nothing fails in about a second, with one line naming the problem and the fix,
 and the output folder is left exactly as it was. pipeline.run then does the work with what they resolved.
@@ -8,6 +8,7 @@ and the output folder is left exactly as it was. pipeline.run then does the work
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from distill.evaluate import HUB_BERTSCORE, resolve_scorer
 from distill.generate_vllm import choose_engine
 from distill.models import is_test_model, resolve_model
 from distill.records import Resolved
+from distill.storage import Storage, check_reachable, open_storage
 
 
 @dataclass(frozen=True)
@@ -30,17 +32,21 @@ class Checked:
     out: Path
     splits: Splits
     resolved: Resolved
+    storage: Storage  # where the workers write (the output folder unless storage.uri says otherwise)
 
 
 def check(cfg: ExperimentConfig) -> Checked:
     """Resolve the run's inputs, failing with a DistillError on the first one that is wrong. `cfg` is
     left as it is: what was resolved (the engine, the encoder, the test-model flag) travels in `Checked`."""
-    log = console.current().log
+    log = logging.getLogger(__name__).info  # on the console through distill.console.ConsoleHandler
     out = Path(cfg.output_dir).expanduser().resolve()
     outdir.check(out)  # a foreign or unwritable folder fails before any work, and is left as it was
+    storage = open_storage(out, cfg.storage.uri, cfg.storage.endpoint, cfg.storage.region)
+    check_reachable(storage)  # a missing bucket, a wrong endpoint, no credentials: in a second
     with console.current().stage("data"):
-        splits = load_splits(cfg.data)
-        log(f"{splits.source}: {len(splits.train)} training pool, {len(splits.test)} held out")
+        splits = load_splits(cfg.data, cfg.select.query)
+        log(f"{splits.source}: {len(splits.train)} training pool, {len(splits.test)} held out"
+            + (f", {len(splits.query)} query examples in {splits.query['task'].nunique()} task(s)" if len(splits.query) else ""))
     budget(cfg, len(splits.train))  # a budget of 0 or of the whole pool fails before any work
     with console.current().stage("model"):
         model_path = resolve_model(cfg.model.name)
@@ -52,7 +58,7 @@ def check(cfg: ExperimentConfig) -> Checked:
         log(f"evaluation engine: {engine} ({why})")
     scorer, why = resolve_scorer(cfg.eval, hub_reachable())
     log(f"BERTScore encoder: {scorer.label} ({why})")
-    return Checked(out, splits, Resolved(model_path, engine, scorer, test_model))
+    return Checked(out, splits, Resolved(model_path, engine, scorer, test_model), storage)
 
 
 def budget(cfg: ExperimentConfig, pool_size: int) -> int:

@@ -21,7 +21,7 @@ import torch
 
 from distill import artifacts
 from distill.config import ExperimentConfig, ProbeConfig, content_hash
-from distill.embed import summary_loss, teacher_forced
+from distill.embed import summary_losses
 from distill.errors import DistillError
 from distill.models import device_name, load_model, load_tokenizer
 from distill.prompt import Encoded, PromptFormat
@@ -37,7 +37,7 @@ def needed(methods: list[str]) -> list[str]:
     """The dynamics features the given methods need (their registry `needs`), in a fixed order."""
     from distill.select import registry
 
-    wanted = {need for method in methods for need in registry.get(method).needs}
+    wanted = registry.needs_of(methods)
     return [name for name in DYNAMICS if name in wanted]
 
 
@@ -88,14 +88,10 @@ def store(paths: CachePaths, result: dict) -> None:
         artifacts.write_npz(paths.grads, **{GRAD_FEATURES: result[GRAD_FEATURES], "seconds": result[SECONDS + GRAD_FEATURES]})
 
 
-def method_seconds(needs: frozenset[str] | set[str], dynamics: dict) -> float:
-    """What the probe stage cost a method that reads `needs`: the probe for probe_loss, the probe and
-    the gradient pass for grad_features (they are computed at the probe's final weights). The whole
-    cost is charged to every such method — one that runs alone pays all of it — so report times compare
-    what each method would cost a user."""
-    if GRAD_FEATURES in needs:  # the gradients are taken at the probe's final weights: it needs both
-        needs = {*needs, PROBE_LOSS}
-    return sum(dynamics.get(SECONDS + name, 0.0) for name in DYNAMICS if name in needs)
+def costs(dynamics: dict) -> dict[str, float]:
+    """Wall seconds per dynamics feature the probe stage computed or found cached (features.charged_seconds
+    charges them to the methods that read them)."""
+    return {name: dynamics[SECONDS + name] for name in DYNAMICS if SECONDS + name in dynamics}
 
 
 def probe_slice(n: int, probe: ProbeConfig) -> np.ndarray:
@@ -108,23 +104,6 @@ def checkpoint_steps(total: int, checkpoints: int) -> np.ndarray:
     """Optimizer step of every loss column: 0, then `checkpoints` evenly spaced steps ending at
     `total` (when the probe has fewer steps than checkpoints, adjacent checkpoints share a step)."""
     return np.array([0] + [math.ceil(total * c / checkpoints) for c in range(1, checkpoints + 1)])
-
-
-@torch.no_grad()
-def pool_losses(model, encoded: list[Encoded], pad_id: int, batch_size: int, device: str) -> np.ndarray:
-    """Summary loss of every example under the model as it is now (eval mode: no dropout),
-    in length-sorted batches (less padding)."""
-    was_training = model.training
-    model.eval()
-    order = np.argsort([-len(e.prompt) - len(e.target) for e in encoded], kind="stable")
-    losses = np.empty(len(encoded), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        chunk = [encoded[i] for i in rows]
-        hidden, input_ids = teacher_forced(model, chunk, pad_id, device)
-        losses[rows] = [summary_loss(model, hidden[j], input_ids[j], e) for j, e in enumerate(chunk)]
-    model.train(was_training)
-    return losses
 
 
 def run_probe(model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: list[str], cfg: ExperimentConfig,
@@ -141,7 +120,7 @@ def run_probe(model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: 
     encoded = [fmt.encode(t, s) for t, s in zip(texts, summaries)]
 
     def record() -> np.ndarray:
-        return pool_losses(model, encoded, tokenizer.pad_token_id, cfg.probe.batch_size, device)
+        return summary_losses(model, encoded, tokenizer.pad_token_id, cfg.probe.batch_size, device)
 
     columns, steps = [record() if step0 is None else np.asarray(step0, dtype=np.float32)], [0]
 
@@ -169,10 +148,10 @@ def require_visible_updates(model, example: Encoded, pad_id: int, device: str, s
     away entirely (measured: SmolLM2 under bf16 autocast after the default 2 steps gave every pool
     example the same loss at every checkpoint). Every dynamics score would then be a tie, and the
     selection a disguised random one. One example, adapter on vs off, in the same precision, tells
-    (`pool_losses` runs in eval mode and restores the model's mode)."""
-    with_adapter = pool_losses(model, [example], pad_id, 1, device)
+    (`summary_losses` runs in eval mode and restores the model's mode)."""
+    with_adapter = summary_losses(model, [example], pad_id, 1, device)
     with model.disable_adapter():
-        without = pool_losses(model, [example], pad_id, 1, device)
+        without = summary_losses(model, [example], pad_id, 1, device)
     if np.array_equal(with_adapter, without):
         dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
         raise DistillError(f"the probe's {steps} LoRA step(s) do not change the model's loss at all (model weights in "

@@ -45,10 +45,14 @@ ROUGE1 = Metric("rouge1", "ROUGE-1")
 ROUGE2 = Metric("rouge2", "ROUGE-2")
 ROUGE_L = Metric("rougeL", "ROUGE-L")
 BERTSCORE_F1 = Metric("bertscore_f1", "BERTScore-F1")
+# each held-out reference summary's mean token cross-entropy under the trial's adapter (no generation needed)
+HELDOUT_LOSS = Metric("heldout_loss", "held-out loss", higher_is_better=False)
 # What `evaluated` averages over the held-out examples and the report averages over seeds. A new score is
-# one entry here (and a column in ReportRow): e.g. Metric("heldout_loss", "held-out loss", higher_is_better=False).
-SCORE_METRICS: tuple[Metric, ...] = (ROUGE1, ROUGE2, ROUGE_L, BERTSCORE_F1)
+# one entry here (and a column in ReportRow).
+GENERATED_METRICS: tuple[Metric, ...] = (ROUGE1, ROUGE2, ROUGE_L, BERTSCORE_F1)  # absent with eval.generate false
+SCORE_METRICS: tuple[Metric, ...] = (*GENERATED_METRICS, HELDOUT_LOSS)
 SCORE_KEYS = tuple(m.name for m in SCORE_METRICS)
+GENERATED_KEYS = tuple(m.name for m in GENERATED_METRICS)
 
 
 def check_version(data: dict[str, Any], path: Path | str) -> int:
@@ -95,6 +99,7 @@ class TrialMetrics:
     bertscore_model: str | None = None
     eval_engine: str | None = None
     generate_seconds: float | None = None
+    heldout_loss_seconds: float | None = None
     eval_seconds: float | None = None
     time_s: float | None = None
     gpu_seconds: float | None = None
@@ -112,9 +117,9 @@ class TrialMetrics:
     def from_dict(cls, data: dict[str, Any], path: Path | str, trial: str | None = None) -> TrialMetrics:
         """Read a metrics.json; `trial` (its folder's name) stands in for a missing trial name."""
         check_version(data, path)
-        missing = [k for k in ("method", ROUGE_L.name) if k not in data]
-        if missing:
-            raise DistillError(f"{path} lacks the field '{missing[0]}'",
+        missing = "method" if "method" not in data else None if set(SCORE_KEYS) & set(data) else ROUGE_L.name
+        if missing:  # a trial scores ROUGE-L, or held-out loss alone (eval.generate false)
+            raise DistillError(f"{path} lacks the field '{missing}'",
                                "re-run that trial; its metrics file predates the current format")
         values = _known(cls, data)
         values.setdefault("trial", trial)
@@ -217,6 +222,7 @@ class ReportRow:
     rougeL_ci95: list[float] | None
     bertscore_f1: float | None
     bertscore_f1_ci95: list[float] | None
+    heldout_loss: float | None
     vs_random_pct: float | None
     pct_of_full: float | None
     vs_random: dict[str, VsRandom] | None  # metric name → its test against random; None for random, full

@@ -8,6 +8,7 @@ with more gradient accumulation, so the effective batch â€” and the experiment â
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -22,6 +23,8 @@ from distill import checkpoint
 from distill.checkpoint import TrainState
 from distill.config import TrainConfig
 from distill.prompt import PromptFormat, pad
+
+log = logging.getLogger(__name__)
 
 IGNORE = -100
 StepHook = Callable[[int, int, float, Callable[[], TrainState]], None]  # (step, steps, loss, snapshot) after each step
@@ -184,7 +187,7 @@ def _step_with_backoff(model, batch, micro: int, pad_id: int, device: str) -> tu
             model.zero_grad(set_to_none=True)
             torch.cuda.empty_cache()
             micro = max(1, micro // 2)
-            print(f"[train] out of memory: retrying the step with micro-batch {micro}", flush=True)
+            log.warning("out of memory: retrying the step with micro-batch %d", micro)
 
 
 def largest_micro_batch(model, data, effective: int, pad_id: int, device: str) -> int:

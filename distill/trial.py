@@ -1,14 +1,15 @@
 """One trial: fine-tune the target model on one subset, score it on the held-out set, store it.
 
-Plain Python (pipeline.py wraps it as a Ray Tune trainable and persists what it returns on the
-driver). Everything a trial produces lands in `<output>/trials/<name>/`: metrics.json and
-predictions.jsonl (every held-out example with its generated summary and scores), keyed by a
-content hash so a rerun reuses finished trials.
+Plain Python (pipeline.py wraps it as a Ray Tune trainable, which writes what it returns to the run's
+storage from its node). Everything a trial produces lands in `trials/<name>/` there (and in the output
+folder): metrics.json and predictions.jsonl (every held-out example with its generated summary, scores and
+held-out loss), keyed by a content hash so a rerun reuses finished trials.
 """
 
 from __future__ import annotations
 
 import json
+import posixpath
 import resource
 import tempfile
 import time
@@ -21,12 +22,16 @@ import torch
 from distill import artifacts
 from distill.checkpoint import TrainState
 from distill.config import ExperimentConfig, content_hash, trial_settings
+from distill.embed import summary_losses
 from distill.evaluate import Scorer, generate, score
 from distill.generate_vllm import encode_adapter
 from distill.models import device_name, load_model, load_tokenizer
 from distill.prompt import PromptFormat
-from distill.records import SCORE_KEYS, Resolved, TrialMetrics, TrialRecord
+from distill.records import GENERATED_KEYS, HELDOUT_LOSS, Resolved, TrialMetrics, TrialRecord
+from distill.storage import Storage
 from distill.train import StepHook, add_lora, finetune, seed_everything
+
+TRIALS = "trials"  # the folder of trial folders, in storage and in the output folder
 
 
 @dataclass(frozen=True)
@@ -61,8 +66,8 @@ def run_trial(spec: TrialSpec, cfg: ExperimentConfig, pool: pd.DataFrame, test: 
               on_step: StepHook | None = None) -> dict:
     """Fine-tune on `pool.iloc[spec.indices]`, evaluate on `test`; returns the trial's record.
 
-    The record is a TrialRecord as a dict (metrics + one prediction per held-out example). It is returned,
-    not written: on a cluster the trial runs on another node, and the driver persists it. With the
+    The record is a TrialRecord as a dict (metrics + one prediction per held-out example); the caller
+    writes it to the run's storage (`write_trial`), from the node it ran on. With the
     vLLM engine the trial stops after training: its record holds the trained metrics and the
     LoRA adapter ({"metrics", "adapter"}), and `evaluated` completes it after the shared vLLM stage.
     `state` resumes the fine-tune from a checkpoint; `on_step(step, steps, loss, snapshot)` hears of every
@@ -79,39 +84,58 @@ def run_trial(spec: TrialSpec, cfg: ExperimentConfig, pool: pd.DataFrame, test: 
     subset = pool.iloc[list(spec.indices)]
     stats = finetune(model, tokenizer, fmt, subset["text"].tolist(), subset["summary"].tolist(), cfg.train, spec.seed,
                      device, state=state, on_step=on_step)
+    start = time.perf_counter()
+    losses = heldout_losses(model, tokenizer, fmt, test, cfg.eval.batch_size, device)
     trained = {"trial": spec.name, "key": key, "method": spec.method, "seed": spec.seed, "samples": len(spec.indices),
                "select_seconds": spec.select_seconds, "train_seconds": stats.seconds,
                "train_tokens": stats.train_tokens, "train_steps": stats.steps, "final_train_loss": stats.final_loss,
-               "resumed_from_step": state.step if state else 0, "micro_batch": stats.micro_batch, "device": device}
+               "resumed_from_step": state.step if state else 0, "micro_batch": stats.micro_batch, "device": device,
+               "heldout_loss_seconds": time.perf_counter() - start}
+    if not cfg.eval.generate:  # a loss-only sweep: nothing to generate, nothing for a vLLM engine to do
+        return evaluated(trained, test, losses, None, 0.0, "hf", resolved.scorer, cfg.eval.batch_size, gpus).to_dict()
     if resolved.engine == "vllm":
         with tempfile.TemporaryDirectory(prefix="distill-adapter-") as tmp:
             model.save_pretrained(tmp)
-            return {"metrics": {**trained, "peak_memory_mb": _peak_memory_mb(device)}, "adapter": encode_adapter(Path(tmp))}
+            return {"metrics": {**trained, "peak_memory_mb": _peak_memory_mb(device)}, "adapter": encode_adapter(Path(tmp)),
+                    HELDOUT_LOSS.name: losses}
     start = time.perf_counter()
     generated = generate(model, tokenizer, fmt, test["text"].tolist(), cfg.eval, device)
-    return evaluated(trained, test, generated, time.perf_counter() - start, "hf", resolved.scorer, cfg.eval.batch_size,
-                     gpus).to_dict()
+    return evaluated(trained, test, losses, generated, time.perf_counter() - start, "hf", resolved.scorer,
+                     cfg.eval.batch_size, gpus).to_dict()
 
 
-def evaluated(trained: dict, test: pd.DataFrame, generated: list[str], generate_seconds: float, engine: str,
-              scorer: Scorer, batch_size: int, gpus: float) -> TrialRecord:
-    """Score a trained trial's generations; returns its complete record (metrics + predictions).
+def heldout_losses(model, tokenizer, fmt: PromptFormat, test: pd.DataFrame, batch_size: int, device: str) -> list[float]:
+    """Each held-out reference summary's mean per-token cross-entropy under `model` (the fine-tuned adapter):
+    summary positions only, the training prompt and truncation, batched teacher-forced passes (embed.summary_losses,
+    the same code as the embedding pass and the probe)."""
+    encoded = [fmt.encode(text, summary) for text, summary in zip(test["text"], test["summary"])]
+    return summary_losses(model, encoded, tokenizer.pad_token_id, batch_size, device).tolist()
+
+
+def evaluated(trained: dict, test: pd.DataFrame, losses: list[float], generated: list[str] | None,
+              generate_seconds: float, engine: str, scorer: Scorer, batch_size: int, gpus: float) -> TrialRecord:
+    """Score a trained trial's held-out losses and generations (None: a loss-only trial, eval.generate false);
+    returns its complete record (metrics + predictions).
 
     `engine` ("hf" or "vllm") is recorded, so every trial says which engine wrote its predictions.
     """
     device = device_name()
     start = time.perf_counter()
-    per_example = score(generated, test["summary"].tolist(), scorer, device, batch_size)
-    eval_seconds = generate_seconds + time.perf_counter() - start
+    per_example = [{} for _ in losses] if generated is None else score(generated, test["summary"].tolist(), scorer,
+                                                                        device, batch_size)
+    eval_seconds = trained["heldout_loss_seconds"] + generate_seconds + time.perf_counter() - start
+    generation = {} if generated is None else {
+        "n_empty": sum(r["empty"] for r in per_example), "bertscore_model": scorer.label, "eval_engine": engine,
+        "generate_seconds": generate_seconds}
+    means = {} if generated is None else {m: sum(r[m] for r in per_example) / len(per_example) for m in GENERATED_KEYS}
     metrics = TrialMetrics(
         **{**trained, "peak_memory_mb": max(trained.get("peak_memory_mb", 0.0), _peak_memory_mb(device))},
-        scores={m: sum(r[m] for r in per_example) / len(per_example) for m in SCORE_KEYS},
-        n_eval=len(per_example), n_empty=sum(r["empty"] for r in per_example), bertscore_model=scorer.label,
-        eval_engine=engine, generate_seconds=generate_seconds, eval_seconds=eval_seconds,
-        time_s=trained["select_seconds"] + trained["train_seconds"] + eval_seconds,
+        scores={**means, HELDOUT_LOSS.name: sum(losses) / len(losses)}, n_eval=len(losses), **generation,
+        eval_seconds=eval_seconds, time_s=trained["select_seconds"] + trained["train_seconds"] + eval_seconds,
         gpu_seconds=(trained["train_seconds"] + eval_seconds) * gpus if trained["device"] == "cuda" else 0.0)
-    predictions = [{"id": i, "prediction": p, "reference": r, **scores}
-                   for i, p, r, scores in zip(test["id"], generated, test["summary"], per_example)]
+    texts = [{} for _ in losses] if generated is None else [{"prediction": p} for p in generated]
+    predictions = [{"id": i, **text, "reference": r, **scores, HELDOUT_LOSS.name: loss}
+                   for i, text, r, scores, loss in zip(test["id"], texts, test["summary"], per_example, losses)]
     return TrialRecord(metrics, predictions)
 
 
@@ -122,7 +146,13 @@ def _peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def write_trial(trial_dir: Path, record: TrialRecord) -> None:
-    """Persist a trial's record: predictions.jsonl, then metrics.json (its presence marks completion)."""
-    artifacts.write_jsonl(trial_dir / "predictions.jsonl", record.predictions)
-    artifacts.write_json(trial_dir / "metrics.json", record.metrics.to_dict(), indent=2, sort_keys=True)
+def trial_path(name: str, *parts: str) -> str:
+    """Where a trial's files live in the run's storage (and the output folder): trials/<name>/..."""
+    return posixpath.join(TRIALS, name, *parts)
+
+
+def write_trial(store: Storage, name: str, record: TrialRecord) -> None:
+    """Persist a trial's record in the run's storage, from whichever node ran it: predictions.jsonl, then
+    metrics.json (its presence marks completion). The driver pulls it into the output folder."""
+    store.write_jsonl(trial_path(name, "predictions.jsonl"), record.predictions)
+    store.write_json(trial_path(name, "metrics.json"), record.metrics.to_dict(), indent=2, sort_keys=True)

@@ -215,7 +215,7 @@ def check_data(cfg: ExperimentConfig) -> list[Item]:
 
     start = time.perf_counter()
     try:
-        splits = load_splits(cfg.data)
+        splits = load_splits(cfg.data, cfg.select.query)
     except DistillError as exc:
         return [Item("dataset", FAIL, exc.problem, exc.fix)]
     return [Item("dataset", OK, f"{splits.source}: {len(splits.train)} training pool, {len(splits.test)} held out "
@@ -301,6 +301,21 @@ def check_disk(cfg: ExperimentConfig) -> list[Item]:
     return items
 
 
+def check_storage(cfg: ExperimentConfig) -> list[Item]:
+    """The run's storage can be written from here (a bucket, its endpoint, this machine's credentials)."""
+    from distill.storage import check_reachable, open_storage
+
+    try:
+        store = open_storage(Path(cfg.output_dir), cfg.storage.uri, cfg.storage.endpoint, cfg.storage.region)
+        check_reachable(store)
+    except DistillError as exc:
+        return [Item("storage", FAIL, exc.problem, exc.fix)]
+    if store.mirrored:
+        return [Item("storage", INFO, f"the output folder (a cluster whose nodes share no disk needs --storage "
+                                      "s3://bucket/prefix, gs://... or a shared path)")]
+    return [Item("storage", OK, f"{store.uri}: writable from here (every node is checked when the run starts)")]
+
+
 def check_wandb(cfg: ExperimentConfig) -> list[Item]:
     key = "set" if secret("WANDB_API_KEY") else "not set"
     if not cfg.wandb.enabled:
@@ -334,7 +349,8 @@ def run_checks(cfg: ExperimentConfig) -> list[Item]:
     ray_items, cluster = check_ray(cfg)
     items += ray_items
     items += check_gpu_need(cfg, local_gpus, cluster)
-    items += check_hf_token(cfg) + check_data(cfg) + check_model(cfg) + check_disk(cfg) + check_wandb(cfg)
+    items += check_hf_token(cfg) + check_data(cfg) + check_model(cfg) + check_disk(cfg) + check_storage(cfg)
+    items += check_wandb(cfg)
     return items
 
 

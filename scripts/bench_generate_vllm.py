@@ -50,12 +50,13 @@ def main() -> None:
     fmt = PromptFormat(tokenizer, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
 
     rng = np.random.default_rng(0)
-    adapters = {}
+    adapters = {}  # name → the saved adapter folder, as the trials leave them in storage
+    folder = Path(tempfile.mkdtemp(prefix="distill-bench-adapters-"))
     for i in range(args.adapters):  # different subsets → genuinely different adapters
         indices = tuple(int(j) for j in rng.choice(len(splits.train), size=args.train_size, replace=False))
         record = run_trial(TrialSpec(f"adapter{i}", "random", i, indices, 0.0), cfg, splits.train, splits.test,
                            Resolved(model_path, "vllm", scorer, is_test_model(model_path)), key="bench", gpus=0.0)
-        adapters[f"adapter{i}"] = record["adapter"]
+        adapters[f"adapter{i}"] = write_adapter(record["adapter"], folder / f"adapter{i}")
 
     hf, hf_seconds = hf_arm(cfg, model_path, tokenizer, fmt, docs, adapters, device)
     start = time.perf_counter()
@@ -94,11 +95,9 @@ def hf_arm(cfg, model_path, tokenizer, fmt, docs, adapters, device) -> tuple[dic
     from peft import PeftModel
 
     out, start = {}, time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, files in adapters.items():
-            model = PeftModel.from_pretrained(load_model(model_path, cfg.model, device),
-                                              str(write_adapter(files, Path(tmp) / name)))
-            out[name] = generate(model, tokenizer, fmt, docs, cfg.eval, device)
+    for name, adapter in adapters.items():
+        model = PeftModel.from_pretrained(load_model(model_path, cfg.model, device), str(adapter))
+        out[name] = generate(model, tokenizer, fmt, docs, cfg.eval, device)
     return out, time.perf_counter() - start
 
 

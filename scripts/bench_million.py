@@ -240,7 +240,7 @@ def model_embed(res: dict, cfg, splits, model: str, out: Path, embed_n: int, n: 
     part = Splits(splits.train.iloc[:embed_n].reset_index(drop=True), splits.test, splits.source)
     name = f"embed: tiny model, {len(part.train):,} rows (pipeline.embed_pool)"
     with Stage(res, name):
-        real = pipeline.embed_pool(cfg, part, model, out)
+        real, _ = pipeline.embed_pool(cfg, part, model, out)
     res["stages"][name]["rows_per_second"] = round(len(part.train) / res["stages"][name]["seconds"], 1)
     res["embed_extrapolated_seconds_at_n"] = round(n / res["stages"][name]["rows_per_second"])
     res["embed_real_is_memmap"] = isinstance(real.embeddings, np.memmap)
@@ -256,8 +256,9 @@ def stream_side_by_side(res: dict, n: int, dim: int, tmp: Path) -> tuple[np.memm
         synthetic_embedder(dim, n), batch_size=4096, batch_format="numpy")
     dataset.limit(4096).take_all()  # warm up the Ray Data workers, so neither path pays their start
     with Stage(res, f"embed stream, {n:,} rows: featstore.stream (new)"):
-        emb, loss = featstore.stream(dataset.iter_batches(batch_size=None, batch_format="numpy"),
-                                     tmp / "features-synthetic", n)
+        stored = featstore.stream(dataset.iter_batches(batch_size=None, batch_format="numpy"),
+                                  tmp / "features-synthetic", n)
+    emb, loss = stored["embedding"], stored["loss"]
     with Stage(res, f"embed stream, {n:,} rows: list + concatenate (old)"):
         old_emb, old_loss = old_collect(dataset.iter_batches(batch_size=None, batch_format="numpy"))
     res["old_equals_new"] = bool(np.array_equal(old_emb, emb) and np.array_equal(old_loss, loss))

@@ -3,14 +3,20 @@
 
     .venv/bin/python scripts/bench_selectors.py --n 100000 --dim 576 --json docs/bench/selectors_100k.json --quality
 
-Each method runs in a fresh 'spawn' subprocess that loads the pool from a temporary .npy, so its
-peak RSS (resource.getrusage ru_maxrss, which sees faiss' allocations unlike tracemalloc) is its
-own: `peak_mb` is the process peak (pool included), `extra_mb` the peak above the loaded pool.
+Each method runs in a fresh 'spawn' subprocess that loads the pool's features from temporary .npy files
+(the embeddings and loss every run has, plus what the method needs), so its peak RSS (resource.getrusage
+ru_maxrss, which sees faiss' allocations unlike tracemalloc) is its own: `peak_mb` is the process peak
+(its features included), `extra_mb` the peak above the loaded features.
 
 Synthetic pool: 100 Gaussian clusters in a 32-dim latent space mapped to `dim` dims by a random
 linear map plus small isotropic noise (embeddings have low intrinsic dimension, like real ones),
 2% near-duplicate rows; lognormal lengths with Heaps'-law vocabularies for the text statistics;
-gamma-distributed loss.
+gamma-distributed loss. Every model feature a selector needs (the registry's `needs`) has a synthetic
+generator in SYNTHETIC, written only when a benchmarked method needs it: embedding_wmean and grad_features
+(width --grad-dim, the probe's default) from the same kind of mixture, a query set of --queries fresh rows
+of embedding_wmean's mixture in 2 tasks, probe_loss at 3 checkpoints, loss_alone. Each worker loads the
+text statistics plus its method's needs. A selector that fails (or needs a feature without a generator)
+makes the script exit 1.
 
 --quality (meant for n <= ~100k): exact vs cell-partitioned k-center covering radius, and the
 neighbour recall@10 of the approximate kNN graph (the one d2_pruning uses above 20k rows)
@@ -36,40 +42,75 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 _CHUNK = 65536
 
 
-def make_pool(n: int, dim: int, folder: Path, seed: int = 0) -> tuple[Path, Path]:
-    """Write the synthetic pool to folder/emb.npy (chunkwise, never 2 copies) and folder/stats.npz."""
+def write_clustered(path: Path, n: int, dim: int, seed: int, first_row: int = 0) -> None:
+    """n rows of the clustered synthetic embedding distribution of `seed` into path (chunkwise, never 2 copies);
+    rows from `first_row` on are fresh draws from the same mixture (a query set near the pool)."""
     rng = np.random.default_rng(seed)
     latent, n_centers = 32, 100
     centers = rng.normal(0, 4, (n_centers, latent))
     proj = (rng.normal(0, 1, (latent, dim)) / np.sqrt(latent)).astype(np.float32)
-    emb_path = folder / "emb.npy"
-    emb = np.lib.format.open_memmap(emb_path, mode="w+", dtype=np.float32, shape=(n, dim))
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
     for a in range(0, n, _CHUNK):
         b = min(n, a + _CHUNK)
-        r = np.random.default_rng([seed, a])
+        r = np.random.default_rng([seed, first_row + a])
         z = centers[r.integers(n_centers, size=b - a)] + r.normal(0, 1, (b - a, latent))
         blk = (z.astype(np.float32) @ proj) + r.normal(0, 0.05, (b - a, dim)).astype(np.float32)
         dup = np.flatnonzero(r.random(b - a) < 0.02)
         if len(dup):
             blk[dup] = blk[r.integers(b - a, size=len(dup))] + r.normal(0, 0.01, (len(dup), dim)).astype(np.float32)
-        emb[a:b] = blk
-    emb.flush()
-    del emb
+        out[a:b] = blk
+    out.flush()
+
+
+def _save(folder: Path, name: str, values: np.ndarray) -> None:
+    np.save(folder / f"{name}.npy", values)
+
+
+# How to make each model feature a selector may need (registry `needs`), at n rows: feature -> writer(folder, n, args, rng).
+# A selector that needs a feature missing here fails the benchmark (exit 1) instead of being reported as None.
+SYNTHETIC = {
+    "embeddings": lambda folder, n, args, rng: write_clustered(folder / "embeddings.npy", n, args.dim, args.seed),
+    # the embedding pass's summary loss, and IFD's loss without the document: mostly higher (IFD < 1), some lower
+    "loss": lambda folder, n, args, rng: _save(folder, "loss", rng.gamma(2.0, 0.8, n).astype(np.float32)),
+    "loss_alone": lambda folder, n, args, rng: _save(
+        folder, "loss_alone", (rng.gamma(2.0, 0.8, n) * rng.uniform(0.8, 2.0, n)).astype(np.float32)),
+    "embedding_wmean": lambda folder, n, args, rng: write_clustered(folder / "embedding_wmean.npy", n, args.dim,
+                                                                    args.seed + 1),
+    # the query set: fresh rows of embedding_wmean's mixture, in two tasks (query files) for the round-robin
+    "query_embedding": lambda folder, n, args, rng: (
+        write_clustered(folder / "query_embedding.npy", args.queries, args.dim, args.seed + 1, first_row=n),
+        _save(folder, "query_task", np.arange(args.queries) % 2)),
+    # the probe: summary loss at step 0 and 2 checkpoints, mostly falling
+    "probe_loss": lambda folder, n, args, rng: _save(
+        folder, "probe_loss", np.sort(rng.gamma(2.0, 0.8, (n, 3)), axis=1)[:, ::-1].astype(np.float32)),
+    "grad_features": lambda folder, n, args, rng: write_clustered(folder / "grad_features.npy", n, args.grad_dim,
+                                                                  args.seed + 2),
+}
+EXTRA_FILES = {"query_embedding": ("query_task",)}  # features that come with a companion array
+ALWAYS = ("embeddings", "loss")  # what every pipeline run hands every selector (d2_pruning reads loss when present)
+
+
+def make_pool(n: int, folder: Path, args, needs: set[str]) -> None:
+    """Write the text statistics (folder/stats.npz) and every needed model feature (folder/<name>.npy)."""
+    rng = np.random.default_rng(args.seed)
+    for name in sorted(needs):
+        SYNTHETIC[name](folder, n, args, rng)
     n_words = np.clip(rng.lognormal(5.5, 0.7, n), 5, 20000).astype(np.int64)
     n_sentences = np.maximum(1, n_words // rng.integers(12, 30, n)).astype(np.int64)
     distinct = np.minimum(n_words, np.rint(n_words ** rng.uniform(0.75, 0.9, n)))
-    stats_path = folder / "stats.npz"
-    np.savez(stats_path, n_words=n_words, n_sentences=n_sentences, type_token_ratio=distinct / n_words,
-             info_density=distinct / n_sentences, loss=rng.gamma(2.0, 0.8, n).astype(np.float32))
-    return emb_path, stats_path
+    np.savez(folder / "stats.npz", n_words=n_words, n_sentences=n_sentences, type_token_ratio=distinct / n_words,
+             info_density=distinct / n_sentences)
 
 
-def load_features(emb_path: Path, stats_path: Path):
+def load_features(folder: Path, needs: tuple[str, ...]):
+    """The text statistics, ALWAYS and the model features one selector needs (loaded into memory)."""
     from distill.features import Features
 
-    st = np.load(stats_path)
+    st = np.load(folder / "stats.npz")
+    wanted = dict.fromkeys([*ALWAYS, *needs])
+    names = [*wanted, *(extra for need in wanted for extra in EXTRA_FILES.get(need, ()))]
     return Features(n_words=st["n_words"], n_sentences=st["n_sentences"], type_token_ratio=st["type_token_ratio"],
-                    info_density=st["info_density"], embeddings=np.load(emb_path), loss=st["loss"])
+                    info_density=st["info_density"], **{name: np.load(folder / f"{name}.npy") for name in names})
 
 
 def _rss_mb() -> float:
@@ -84,11 +125,10 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def _worker(emb_path: str, stats_path: str, name: str, k: int, seed: int, queue) -> None:
+def _worker(folder: str, name: str, k: int, seed: int, queue) -> None:
     from distill.select import registry
 
-    features = load_features(Path(emb_path), Path(stats_path))
-    registry.get(name)
+    features = load_features(Path(folder), registry.get(name).needs)
     base = _rss_mb()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
@@ -101,10 +141,10 @@ def _worker(emb_path: str, stats_path: str, name: str, k: int, seed: int, queue)
                "extra_mb": round(peak - base, 1), "load_avg_1m": round(os.getloadavg()[0], 2)})
 
 
-def run_method(emb_path: Path, stats_path: Path, name: str, k: int, seed: int) -> dict:
+def run_method(folder: Path, name: str, k: int, seed: int) -> dict:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_worker, args=(str(emb_path), str(stats_path), name, k, seed, queue))
+    proc = ctx.Process(target=_worker, args=(str(folder), name, k, seed, queue))
     proc.start()
     proc.join()
     if proc.exitcode != 0:
@@ -113,7 +153,7 @@ def run_method(emb_path: Path, stats_path: Path, name: str, k: int, seed: int) -
     return queue.get()
 
 
-def quality(emb_path: Path, stats_path: Path, k: int, seed: int) -> dict:
+def quality(emb_path: Path, k: int, seed: int) -> dict:
     import faiss
 
     from distill.select import neighbors as nb
@@ -157,6 +197,7 @@ def quality(emb_path: Path, stats_path: Path, k: int, seed: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from distill.config import ProbeConfig
     from distill.select import registry
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -167,31 +208,41 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", nargs="*", default=None, help="default: every registered selector")
     ap.add_argument("--quality", action="store_true", help="measure approximation quality (k-center, kNN recall)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--grad-dim", type=int, default=ProbeConfig().grad_dim, help="width of the synthetic grad_features")
+    ap.add_argument("--queries", type=int, default=100, help="rows of the synthetic query set (rds_plus), in 2 tasks")
     ap.add_argument("--tmp", type=Path, default=None, help="folder for the temporary pool files")
     args = ap.parse_args(argv)
 
     methods = args.methods or registry.names()
+    needs = registry.needs_of(methods) | set(ALWAYS)
+    if missing := sorted(needs - set(SYNTHETIC)):
+        print(f"no synthetic input for feature(s) {', '.join(missing)}: add them to SYNTHETIC", file=sys.stderr)
+        return 1
     k = max(1, int(args.n * args.fraction))
-    result: dict = {"n": args.n, "dim": args.dim, "k": k, "threads": os.environ.get("DISTILL_THREADS") or len(os.sched_getaffinity(0)),
-                    "methods": {}}
+    result: dict = {"n": args.n, "dim": args.dim, "k": k, "grad_dim": args.grad_dim, "queries": args.queries,
+                    "threads": os.environ.get("DISTILL_THREADS") or len(os.sched_getaffinity(0)), "methods": {}}
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         t = time.perf_counter()
-        emb_path, stats_path = make_pool(args.n, args.dim, Path(tmp), args.seed)
-        print(f"pool {args.n} x {args.dim} written in {time.perf_counter() - t:.1f}s; k = {k}", flush=True)
+        make_pool(args.n, Path(tmp), args, needs)
+        print(f"pool {args.n} x {args.dim} ({', '.join(sorted(needs))}) written in {time.perf_counter() - t:.1f}s; "
+              f"k = {k}", flush=True)
         for name in methods:
-            result["methods"][name] = r = run_method(emb_path, stats_path, name, k, args.seed)
+            result["methods"][name] = r = run_method(Path(tmp), name, k, args.seed)
             print(f"  {name:20s} {r['seconds']}s (cpu {r['cpu_seconds']}s)  peak {r['peak_mb']} MB "
-                  f"(+{r['extra_mb']})", flush=True)
+                  f"(+{r['extra_mb']})" + (f"  FAILED: {r['error']}" if "error" in r else ""), flush=True)
         result["total_seconds"] = round(sum(r["seconds"] or 0 for r in result["methods"].values()), 2)
         result["total_cpu_seconds"] = round(sum(r["cpu_seconds"] or 0 for r in result["methods"].values()), 2)
         result["peak_mb"] = max((r["peak_mb"] or 0) for r in result["methods"].values())
         if args.quality:
-            result["quality"] = quality(emb_path, stats_path, k, args.seed)
+            result["quality"] = quality(Path(tmp) / "embeddings.npy", k, args.seed)
     _print_table(result)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    failed = [name for name, r in result["methods"].items() if "error" in r]
+    if failed:
+        print(f"{len(failed)} selector(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _print_table(result: dict) -> None:

@@ -45,11 +45,28 @@ def pytest_collection_modifyitems(items):
 
     scripts/test.sh runs the suite on two workers with `--dist loadfile --no-loadscope-reorder`, which hands
     out whole files in this order: the long files start first and the short ones fill in behind them,
-    instead of one long file starting last while the other worker idles."""
-    slow: dict[str, int] = {}
+    instead of one long file starting last while the other worker idles. The fast tier (`-m "not slow"`)
+    deselects after this hook: the tests it keeps stay in this order."""
+    slow: dict[str, set[str]] = {item.module.__name__: set() for item in items}
     for item in items:
-        slow[item.module.__name__] = slow.get(item.module.__name__, 0) + bool(item.get_closest_marker("slow"))
-    items.sort(key=lambda item: -slow[item.module.__name__])  # stable: file order and test order are kept
+        if item.get_closest_marker("slow"):
+            slow[item.module.__name__].add(item.originalname)  # a parametrised test counts once: one fixture, one cost
+    items.sort(key=lambda item: -len(slow[item.module.__name__]))  # stable: file order and test order are kept
+    skip_gpu_tests_without_cuda(items)
+
+
+def skip_gpu_tests_without_cuda(items):
+    """`@pytest.mark.gpu` tests need CUDA: skipped, with the reason, where torch sees no GPU (this CPU box, CI)."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu:
+        return  # torch is imported only when a gpu test was collected
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False); scripts/gpu_check.sh runs the GPU paths")
+    for item in gpu:
+        item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

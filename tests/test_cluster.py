@@ -5,13 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,11 +15,12 @@ import psutil
 import pytest
 import yaml
 
+from clusters import VENV_BIN, cluster, free_port, our_ray_processes
 from distill import pipeline
 from distill.config import make_config
+from distill.storage import open_storage
 
 REPO = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
 UPLOAD_EXCLUDES = [".git", ".venv", "results", "**/__pycache__", ".pytest_cache", ".hypothesis", "*.egg-info",
                    ".cache", "wandb", "tests/fixtures", "data/scitldr"]
 
@@ -47,6 +43,10 @@ def test_cluster_yaml_passes_rays_schema_and_launcher_checks():
     assert {t["node_config"]["InstanceType"] for t in gpu_types.values()} == {"g5.xlarge", "g5.12xlarge"}
     for t in gpu_types.values():
         assert 0 <= t["min_workers"] <= t["max_workers"]
+        assert t["node_config"]["IamInstanceProfile"]  # the trials write to S3 with the node's role
+    text = (REPO / "cluster.yaml").read_text()
+    assert "--storage s3://" in text  # the nodes share no disk: runs name their storage
+    assert "secret" not in text.lower() and "access_key" not in text.lower()  # never credentials in the file
     assert sum(t["max_workers"] for t in gpu_types.values()) <= prepared["max_workers"]
     setup = " ".join(prepared["setup_commands"])
     assert "scripts/setup.sh" in setup and "gpu" in setup
@@ -55,52 +55,6 @@ def test_cluster_yaml_passes_rays_schema_and_launcher_checks():
 
 
 # ------------------------------------------------------------------------------------- ray job submit
-
-
-_PORTS_HANDED_OUT: set[int] = set()
-
-
-def _free_port() -> int:
-    """A free loopback port between Ray's worker ports (10002-19999) and Linux's ephemeral range (32768+).
-
-    A port from bind(0) is ephemeral: between picking it and `ray start` binding it, any outgoing connection on the
-    machine (Ray's own, of the other tests' clusters) may be given it, and the head then fails to start.
-    """
-    while True:
-        port = random.randrange(20000, 32768)
-        if port in _PORTS_HANDED_OUT:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _PORTS_HANDED_OUT.add(port)
-        return port
-
-
-def _our_ray_processes(marker: str) -> list[psutil.Process]:
-    """Processes started for this test's cluster: they inherit the marker variable from `ray start`, and their
-    descendants.
-
-    (Some Ray daemons rename themselves, e.g. `ray::DashboardAgent`, so command lines are not enough; renaming
-    also blanks their /proc environ, so they are found as children of the marked raylets.)
-    """
-    ours: dict[int, psutil.Process] = {}
-    for proc in psutil.process_iter(["pid"]):
-        if proc.pid == os.getpid():
-            continue
-        try:
-            if proc.environ().get("DISTILL_TEST_RAY") == marker:
-                ours[proc.pid] = proc
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
-            pass
-    for proc in list(ours.values()):
-        try:
-            ours.update((child.pid, child) for child in proc.children(recursive=True) if child.pid != os.getpid())
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
-            pass
-    return list(ours.values())
 
 
 def _submit_when_ready(submit: list[str], env: dict, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -113,92 +67,14 @@ def _submit_when_ready(submit: list[str], env: dict, cwd: Path | None = None) ->
         time.sleep(2)
 
 
-def _stop_our_ray(marker: str) -> None:
-    """Stop only this test's cluster, by process id. `ray stop` would kill every Ray of this user,
-    including other tests' clusters."""
-    ours = _our_ray_processes(marker)
-    for proc in ours:
-        try:
-            proc.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(ours, timeout=10)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-
-
-def _ray_env(marker: str) -> dict[str, str]:
-    """Environment for `ray start` of a test cluster on 127.0.0.1: every process it starts carries `marker`.
-
-    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps Ray on the loopback address: with it on, Ray replaces every
-    127.0.0.1 it is given (--node-ip-address, --address, ray.init's address) by the machine's outward address.
-    """
-    env = {**os.environ, "DISTILL_TEST_RAY": marker, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    env.pop("RAY_ADDRESS", None)
-    return env
-
-
-def _node_ports() -> list[str]:
-    """Every per-node port explicit and free: the defaults (agent 52365, ...) clash with other local clusters,
-    and with the other nodes of a cluster on this one machine."""
-    return [arg for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
-                             "--runtime-env-agent-port", "--node-manager-port", "--object-manager-port")
-            for arg in (flag, str(_free_port()))]
-
-
-# `ray start --address` of a worker node on 127.0.0.1. With RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 the CLI refuses to
-# add nodes to a cluster; with it on, the CLI turns --address/--node-ip-address 127.0.0.1 into the outward address,
-# where this head does not listen. So the CLI runs with its multi-node check passing and 127.0.0.1 kept as given;
-# the processes it starts inherit _ray_env (cluster switch off) like the head's.
-_RAY_START_WORKER_ON_LOOPBACK = (
-    "import sys, ray._private.ray_constants as constants, ray._private.services as services; "
-    "constants.ENABLE_RAY_CLUSTER = True; services.resolve_ip_for_localhost = lambda host: host; "
-    "from ray.scripts.scripts import main; sys.argv[0] = 'ray'; sys.exit(main())")
-
-
-def _ray_start_head(env: dict[str, str], temp_dir: str, gcs_port: int, *args: str) -> None:
-    """`ray start --head`, tried twice (fresh per-node ports, the first attempt's processes stopped): starting a
-    head is this module's setup, not what it tests, and on 2 busy cores a daemon can miss its start-up deadline."""
-    for attempt in (1, 2):
-        start = subprocess.run([str(VENV_BIN / "ray"), "start", "--head", "--port", str(gcs_port),
-                                "--node-ip-address", "127.0.0.1", "--ray-client-server-port", str(_free_port()),
-                                "--disable-usage-stats", "--temp-dir", temp_dir, *_node_ports(), *args],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=90)
-        if start.returncode == 0:
-            return
-        print(f"ray start --head, attempt {attempt}, failed:\n{start.stdout[-4000:]}", file=sys.stderr)
-        _stop_our_ray(env["DISTILL_TEST_RAY"])
-    raise AssertionError(f"ray start --head failed twice; the last output:\n{start.stdout[-4000:]}")
-
-
-def _ray_start_worker(env: dict[str, str], gcs_port: int, *args: str) -> None:
-    """Add a worker node to the head at `gcs_port` (it shares the head's temp dir and session)."""
-    start = subprocess.run([str(VENV_BIN / "python"), "-c", _RAY_START_WORKER_ON_LOOPBACK, "start",
-                            "--address", f"127.0.0.1:{gcs_port}", "--node-ip-address", "127.0.0.1",
-                            "--disable-usage-stats", *_node_ports(), *args],
-                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=90)
-    assert start.returncode == 0, start.stdout[-4000:]
-
-
 @pytest.fixture(scope="module")
 def head():
     """A 2-CPU head node on 127.0.0.1 from `ray start`, shared by this module's `ray job submit` tests (as
     one cluster serves many jobs). Yields (environment, GCS port, job API address)."""
-    gcs_port, dashboard_port = _free_port(), _free_port()
-    temp_dir = tempfile.mkdtemp(prefix="distill-ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    marker = Path(temp_dir).name
-    env = {**_ray_env(marker), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    try:
-        _ray_start_head(env, temp_dir, gcs_port, "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
-                        "--num-cpus", "2")
-        yield env, gcs_port, f"http://127.0.0.1:{dashboard_port}"
-    finally:
-        _stop_our_ray(marker)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    dashboard_port = free_port()
+    with cluster(["--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port), "--num-cpus", "2"],
+                 env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}) as head_node:
+        yield head_node.env, head_node.gcs_port, f"http://127.0.0.1:{dashboard_port}"
 
 
 @pytest.mark.slow
@@ -304,44 +180,37 @@ def test_trials_run_concurrently_one_fake_gpu_each_across_nodes(tmp_path, monkey
     nodes = 3
     # three nodes on 127.0.0.1 of this machine, each advertising one (fake) GPU: a head and two workers from
     # `ray start`, every port explicit, the workers in the head's temp dir and session
-    gcs_port = _free_port()
-    temp_dir = tempfile.mkdtemp(prefix="distill-ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    marker = Path(temp_dir).name
-    env = _ray_env(marker)
-    node_args = ["--num-cpus", "1", "--num-gpus", "1", "--object-store-memory", str(100 * 1024 * 1024)]
-    # the driver joins the same way: Ray's switch is read at import, so it is flipped on the module as well
-    for name in ("RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
-        monkeypatch.setenv(name, env[name])
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)
-    try:
-        _ray_start_head(env, temp_dir, gcs_port, "--include-dashboard", "false", *node_args)
-        for _ in range(nodes - 1):  # one after another: two raylets starting at once on 2 busy cores time out
-            _ray_start_worker(env, gcs_port, *node_args)
-        ray.init(address=f"127.0.0.1:{gcs_port}", log_to_driver=False)
-        deadline = time.monotonic() + 30
-        while ray.cluster_resources().get("GPU", 0) < nodes and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert ray.cluster_resources()["GPU"] == nodes
-        # every node, and every socket this cluster listens on, is on the loopback address
-        assert [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]] == ["127.0.0.1"] * nodes
-        assert ray.get_runtime_context().gcs_address == f"127.0.0.1:{gcs_port}"
-        assert pipeline.embed_plan(ray.cluster_resources()) == (nodes, 0, 1)  # one embedding actor per GPU
+    node_args = ("--num-cpus", "1", "--num-gpus", "1", "--object-store-memory", str(100 * 1024 * 1024))
+    with cluster(["--include-dashboard", "false", *node_args], workers=nodes - 1, worker_args=node_args) as gpu_sim:
+        # the driver joins the same way: Ray's switch is read at import, so it is flipped on the module as well
+        for name in ("RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
+            monkeypatch.setenv(name, gpu_sim.env[name])
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+        monkeypatch.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)
+        try:
+            ray.init(address=gpu_sim.address, log_to_driver=False)
+            deadline = time.monotonic() + 30
+            while ray.cluster_resources().get("GPU", 0) < nodes and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert ray.cluster_resources()["GPU"] == nodes
+            # every node, and every socket this cluster listens on, is on the loopback address
+            assert [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]] == ["127.0.0.1"] * nodes
+            assert ray.get_runtime_context().gcs_address == gpu_sim.address
+            assert pipeline.embed_plan(ray.cluster_resources()) == (nodes, 0, 1)  # one embedding actor per GPU
 
-        cfg = make_config({"name": "gpu-sim", "output_dir": str(tmp_path), "select": {"methods": ["random"]},
-                           "resources": {"gpus_per_trial": 1, "cpus_per_trial": 1}})
-        records_dir = tmp_path / "records"
-        records_dir.mkdir()
-        names = [f"t{i}" for i in range(nodes)]
-        trainable = tune.with_parameters(_record_gpu_trial, out=str(records_dir))
-        grid = pipeline.make_tuner(trainable, {n: 1.0 for n in names}, cfg, 1.0, tmp_path, callbacks=[]).fit()
-        assert not [r.error for r in grid if r.error]
-        listening = _listen_addresses([*_our_ray_processes(marker), psutil.Process()])  # the driver too
-        assert listening and listening <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening
-    finally:
-        ray.shutdown()
-        _stop_our_ray(marker)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+            cfg = make_config({"name": "gpu-sim", "output_dir": str(tmp_path), "select": {"methods": ["random"]},
+                               "resources": {"gpus_per_trial": 1, "cpus_per_trial": 1}})
+            records_dir = tmp_path / "records"
+            records_dir.mkdir()
+            names = [f"t{i}" for i in range(nodes)]
+            trainable = tune.with_parameters(_record_gpu_trial, out=str(records_dir))
+            grid = pipeline.make_tuner(trainable, {n: 1.0 for n in names}, cfg, 1.0, open_storage(tmp_path),
+                                       callbacks=[]).fit()
+            assert not [r.error for r in grid if r.error]
+            listening = _listen_addresses([*our_ray_processes(gpu_sim.marker), psutil.Process()])  # the driver too
+            assert listening and listening <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening
+        finally:
+            ray.shutdown()
 
     records = [json.loads((records_dir / f"{n}.json").read_text()) for n in names]
     for rec in records:

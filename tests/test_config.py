@@ -287,3 +287,13 @@ def test_range_edges_are_accepted():
 def test_cross_field_check_stays_in_validate():
     with pytest.raises(DistillError, match="probe.grad_dim=10 must be a multiple of probe.grad_blocks=4"):
         make_config({}, {"probe.grad_dim": "10"})
+
+
+def test_a_query_method_needs_a_query_set():
+    with pytest.raises(DistillError, match="rds_plus.*no query set"):
+        make_config("quick", {"select.methods": "random,rds_plus"})
+    assert make_config("quick", {"select.methods": "random,rds_plus", "data.query_size": 8}).data.query_size == 8
+    assert make_config("quick", {"select.methods": "rds_plus", "select.query": "a.jsonl,b.jsonl"}).select.query == \
+        ["a.jsonl", "b.jsonl"]
+    with pytest.raises(DistillError, match="query_size"):
+        make_config("quick", {"data.query_size": -1})

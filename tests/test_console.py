@@ -187,3 +187,23 @@ def test_an_extra_column_folds_into_the_compact_layout():
     lines = rendered(console_table(rows(), 80, extra), 80)
     assert max(len(line) for line in lines) <= 80
     assert "MDE" in "\n".join(lines) and "0.0123" in "\n".join(lines)
+
+
+def test_distill_loggers_reach_the_console_through_one_handler(tmp_path, caplog):
+    """Modules log to named loggers; the console shows them as `[distill]` lines, never in the run log."""
+    buffer = io.StringIO()
+    rc = RunConsole(file=buffer)
+    run_console._ACTIVE.append(rc)
+    try:
+        with quiet_libraries(tmp_path / "logs", rc) as path, caplog.at_level(logging.INFO, logger="distill"):
+            logging.getLogger("distill.pipeline").info("features: %d × %d embeddings", 24, 64)
+            logging.getLogger("distill.artifacts").warning("damaged artifact x.json: truncated")
+            logging.getLogger("distill.embed").debug("not shown")
+    finally:
+        run_console._ACTIVE.pop()
+    assert buffer.getvalue().splitlines()[1:] == [
+        "[distill] features: 24 × 64 embeddings", "[distill] warning: damaged artifact x.json: truncated"]
+    assert "features" not in path.read_text()
+    assert "damaged artifact x.json" in caplog.text  # records still propagate (tests, a user's own handlers)
+    handlers = [h for h in logging.getLogger("distill").handlers if isinstance(h, run_console.ConsoleHandler)]
+    assert len(handlers) == 1

@@ -157,7 +157,7 @@ def test_files_as_other_tools_write_them_load_like_plain_jsonl(tmp_path, name):
 @pytest.mark.parametrize("name,content,problem,fix", [
     ("utf16.csv", "text,summary\nsome text here,short\n".encode("utf-16"), "is UTF-16 text", "iconv -f utf-16"),
     ("plain.jsonl.gz", b'{"text": "a"}\n', "cannot decompress", "gzip -t"),
-    ("cut.jsonl.gz", gzip.compress(b'{"text": "a"}\n' * 100)[:40], "cannot decompress", "gzip -t"),
+    ("cut.jsonl.gz", gzip.compress(b'{"text": "a"}\n' * 100, mtime=0)[:40], "cannot decompress", "gzip -t"),
     ("sheet.xlsx", b"PK\x03\x04", "unsupported file type '.xlsx'", "CSV UTF-8"),
     ("data.zip", b"PK\x03\x04", "unsupported file type '.zip'", "unzip"),
     ("data.parquet.gz", b"x", "unsupported file type '.parquet.gz'", ".jsonl.gz"),
@@ -410,3 +410,43 @@ def test_null_cells_are_empty_not_the_string_nan(tmp_path):
     assert set(both["id"]) == {f"doc{i}" for i in range(8)} - {"doc0", "doc2"}
     assert both.set_index("id").loc["doc1", "title"] == ""
     assert not both[["title", "text", "summary"]].isin(["nan", "None"]).any().any()
+
+
+# ----------------------------------------------------------------------------- the query set (rds_plus)
+
+def test_query_slice_is_kept_out_of_the_pool_and_the_test_set():
+    plain = load_splits(DataConfig(test_size=10))
+    assert plain.query.empty and list(plain.query.columns) == [*COLUMNS, "task"]
+    splits = load_splits(DataConfig(test_size=10, query_size=6))
+    assert len(splits.query) == 6 and splits.query["task"].tolist() == [0] * 6
+    assert len(splits.train) == len(plain.train) - 6 and splits.test.equals(plain.test)
+    assert set(splits.query["id"]) <= set(plain.train["id"])  # taken from the training split
+    assert not set(splits.query["id"]) & (set(splits.train["id"]) | set(splits.test["id"]))
+    assert splits.fingerprint != plain.fingerprint  # the pool changed: every trial's key with it
+    again = load_splits(DataConfig(test_size=10, query_size=6))
+    assert again.query["id"].tolist() == splits.query["id"].tolist()  # seeded (split_seed)
+    capped = load_splits(DataConfig(test_size=10, query_size=6, max_train=20))
+    assert len(capped.train) == 20 and capped.query["id"].tolist() == splits.query["id"].tolist()  # taken before the cap
+
+
+def test_query_files_are_tasks_without_held_out_examples(tmp_path):
+    data = _write_jsonl(tmp_path / "d.jsonl", _rows(12))
+    first = _write_jsonl(tmp_path / "q1.jsonl", _rows(3, "qa"))
+    held_out = load_splits(DataConfig(source=str(data), test_size=2, id_column="id")).test
+    second = _write_jsonl(tmp_path / "q2.jsonl", _rows(2, "qb") + held_out.assign(title="").to_dict("records"))
+    cfg = DataConfig(source=str(data), test_size=2, id_column="id", query_size=1)
+    splits = load_splits(cfg, [str(first), str(second)])
+    assert splits.query["task"].tolist() == [0, 1, 1, 1, 2, 2]  # the slice, then one task per file
+    assert set(splits.query["id"]) & set(splits.test["id"]) == set()  # the held-out rows in q2 were dropped
+    assert splits.fingerprint == load_splits(cfg).fingerprint  # files change no pool or trial...
+    assert splits.query_fingerprint != load_splits(cfg).query_fingerprint  # ...only rds_plus's query set
+    with pytest.raises(DistillError, match="does not exist"):
+        load_splits(cfg, [str(tmp_path / "nope.jsonl")])
+    only_held_out = _write_jsonl(tmp_path / "q3.jsonl", held_out.assign(title="").to_dict("records"))
+    with pytest.raises(DistillError, match="every example of query file"):
+        load_splits(cfg, [str(only_held_out)])
+
+
+def test_query_slice_must_leave_a_pool(tmp_path):
+    with pytest.raises(DistillError, match="query_size=9"):
+        load_splits(DataConfig(source=str(_write_jsonl(tmp_path / "d.jsonl", _rows(12))), test_size=2, query_size=9))

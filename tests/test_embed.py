@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from distill.config import ModelConfig
-from distill.embed import EmbedActor, cache_key
+from distill.embed import EmbedActor, cache_key, output_columns
 
 TEXTS = [
     "The Secretary of Energy shall carry out a program to support research on grid storage. " * 3,
@@ -65,12 +65,42 @@ def test_mean_pooling_matches_hand_computation(actor):
     np.testing.assert_allclose(out["embedding"][0], hidden[start:end].mean(0).numpy(), atol=1e-4)
 
 
+def test_position_weighted_mean_matches_hand_computation(actor):
+    """RDS+'s pooling: every real token of prompt + summary, weight t / sum(t), padding left out."""
+    out = actor(batch([2, 1]))  # row 1 is the shorter: padded in this batch
+    enc = actor.format.encode(TEXTS[1], SUMMARIES[1])
+    with torch.no_grad():
+        hidden = actor.model.get_decoder()(input_ids=torch.tensor([enc.prompt + enc.target])).last_hidden_state[0]
+    weights = torch.arange(1, len(hidden) + 1, dtype=torch.float32)
+    np.testing.assert_allclose(out["embedding_wmean"][1], (weights[:, None] * hidden).sum(0).numpy() / weights.sum().item(),
+                               atol=1e-4)
+
+
+def test_loss_alone_is_the_summary_without_its_document(tiny_model, model_cfg, actor):
+    """IFD's denominator: the same summary tokens, the same template, the document left out; one more pass
+    whose seconds every row shares; the other columns are exactly the plain actor's."""
+    with_alone = EmbedActor(tiny_model, model_cfg, pooling="mean", loss_alone=True)
+    out, plain = with_alone(batch([0, 1, 2])), actor(batch([0, 1, 2]))
+    assert set(out) == set(plain) | {"loss_alone", "seconds_loss_alone"}
+    for column in plain:
+        np.testing.assert_array_equal(out[column], plain[column])
+    for i in range(3):
+        enc = with_alone.format.encode("", SUMMARIES[i])
+        assert enc.target == with_alone.format.encode(TEXTS[i], SUMMARIES[i]).target
+        ids = torch.tensor([enc.prompt + enc.target])
+        with torch.no_grad():
+            expected = with_alone.model(input_ids=ids, labels=torch.tensor([[-100] * len(enc.prompt) + enc.target])).loss
+        assert out["loss_alone"][i] == pytest.approx(expected.item(), abs=1e-4)
+    assert (out["seconds_loss_alone"] > 0).all() and len(set(out["seconds_loss_alone"])) == 1
+
+
 def test_independent_of_batch_composition(actor):
     together = actor(batch([2, 1, 0]))
     for position, i in enumerate([2, 1, 0]):
         alone = actor(batch([i]))
         np.testing.assert_allclose(alone["embedding"][0], together["embedding"][position], atol=1e-4)
         np.testing.assert_allclose(alone["loss"][0], together["loss"][position], atol=1e-4)
+        np.testing.assert_allclose(alone["embedding_wmean"][0], together["embedding_wmean"][position], atol=1e-4)
 
 
 def test_last_pooling_differs_from_mean(tiny_model, model_cfg, actor):
@@ -94,5 +124,6 @@ def test_cache_key_changes_with_settings(model_cfg):
         cache_key("/m", "abc", ModelConfig(**{**vars(model_cfg), "max_source_tokens": 49}), "mean"),
         cache_key("/m", "abc", ModelConfig(**{**vars(model_cfg), "max_target_tokens": 13}), "mean"),
         cache_key("/m", "abc", ModelConfig(**{**vars(model_cfg), "dtype": "bfloat16"}), "mean"),
+        cache_key("/m", "abc", model_cfg, "mean", output_columns(loss_alone=True)),
     ]
     assert len({base, *variants}) == len(variants) + 1

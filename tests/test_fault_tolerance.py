@@ -1,6 +1,7 @@
 """Fault tolerance with real failures: a trial process that dies, a driver killed with SIGKILL, an embedding
-actor that dies, a worker node whose raylet is killed. Every kill is a real process death (os._exit or a
-signal); nothing about Ray is mocked. The faults come from distill.faults (DISTILL_FAULT), once each."""
+actor that dies. Every kill is a real process death (os._exit or a signal); nothing about Ray is mocked. The
+faults come from distill.faults (DISTILL_FAULT), once each. A worker node whose raylet is killed, on a
+cluster without a shared disk, is in test_no_shared_disk.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import pytest
 import torch
 import yaml
 
+from clusters import stop_ray, wait_for
 from distill import checkpoint, counters, pipeline
 from distill.config import ModelConfig, TrainConfig, config_from_run, make_config
 from distill.data import load_splits
@@ -38,13 +39,6 @@ def _env(**extra: str) -> dict[str, str]:
             "TOKENIZERS_PARALLELISM": "false", **extra}
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
-
-
 # ------------------------------------------------------------------------------------ the training state
 
 
@@ -54,6 +48,7 @@ def test_the_data_stream_resumes_at_any_position():
         assert list(itertools.islice(_shuffled_stream(7, seed=3, start=start), 40 - start)) == full[start:]
 
 
+@pytest.mark.slow  # two whole fine-tunes: ~9 s of CPU
 def test_a_fine_tune_resumed_from_a_saved_checkpoint_is_bit_identical(tiny_model, tmp_path):
     """Save after step 3 of 6 to disk, continue in a fresh model: the same adapter, to the last bit (CPU, one
     thread: the same kernels on the same inputs in the same order; dropout draws from the restored RNG)."""
@@ -155,8 +150,6 @@ def test_a_killed_trial_is_retried_from_its_checkpoint_and_matches_an_uninterrup
 
 @pytest.mark.slow
 def test_resume_after_the_driver_is_killed_recomputes_nothing_that_was_finished(tiny_job, tmp_path):
-    from test_cluster import _stop_our_ray
-
     tiny_job["train"].update(max_steps=6, epochs=3)
     tiny_job["resources"].update(checkpoint_every=2)
     job, out, faults_dir = tmp_path / "job.yaml", Path(tiny_job["output_dir"]), tmp_path / "faults"
@@ -170,21 +163,21 @@ def test_resume_after_the_driver_is_killed_recomputes_nothing_that_was_finished(
         driver = subprocess.Popen([sys.executable, "-m", "distill", "quick", "--job", str(job)], env=env, cwd=tmp_path,
                                   stdout=log, stderr=subprocess.STDOUT)
         try:
-            _wait_for(stalled.exists, 150, "a trial to stall after its step-2 checkpoint")
+            wait_for(stalled.exists, 150, "a trial to stall after its step-2 checkpoint")
             hung = json.loads(stalled.read_text())["tag"]
-            _wait_for(lambda: (out / "trials" / hung / checkpoint.POINTER_FILE).exists()
+            wait_for(lambda: (out / "trials" / hung / checkpoint.POINTER_FILE).exists()
                       and len(list(out.glob("trials/*/metrics.json"))) == 1, 120, "the other trial to finish")
             driver.send_signal(signal.SIGKILL)
             assert driver.wait(timeout=30) == -signal.SIGKILL
         finally:
             driver.kill()
-            _stop_our_ray(marker)  # what the dead driver's local cluster left running
+            stop_ray(marker)  # what the dead driver's local cluster left running
     before = counters.read(out)
     assert before == {"embeddings": 24, "selections": 2, "trials": 1, "train_steps": 6}
 
     resumed = subprocess.run([sys.executable, "-m", "distill", "resume", str(out)], env=env, cwd=tmp_path,
                              capture_output=True, text=True, timeout=300)
-    _stop_our_ray(marker)
+    stop_ray(marker)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     after = counters.read(out)
     # 0 embeddings, 0 selections, 0 finished trials again; the stalled trial's last 4 of 6 steps
@@ -217,60 +210,3 @@ def test_a_dead_embedding_actor_is_restarted_and_every_row_is_embedded_once(tiny
     assert counters.read(tmp_path / "hit") == {"embeddings": len(splits.train)}
     np.testing.assert_array_equal(hit.embeddings, calm.embeddings)
     np.testing.assert_array_equal(hit.loss, calm.loss)
-
-
-# ------------------------------------------------------------------------------- 4. a node is lost
-
-
-@pytest.mark.slow
-def test_a_trial_on_a_lost_node_continues_from_its_checkpoint_on_another_node(tiny_job, tmp_path):
-    """A head (no CPUs, as on a real cluster) and two 1-CPU workers on 127.0.0.1. The trial stalls after its
-    step-2 checkpoint; its node's raylet is SIGKILLed; Tune reschedules it on the surviving worker, where it
-    continues from that checkpoint (shared storage: the absolute storage_path on this one machine)."""
-    import shutil
-    import tempfile
-
-    import psutil
-    from test_cluster import _free_port, _ray_env, _ray_start_head, _ray_start_worker, _stop_our_ray
-
-    tiny_job["select"]["methods"] = ["random"]
-    tiny_job["train"].update(max_steps=6, epochs=3)
-    tiny_job["embed"] = {"num_actors": 2}  # one 1-CPU actor per worker node
-    tiny_job["resources"] = {"checkpoint_every": 2, "max_failures": 1}
-    job, out, faults_dir = tmp_path / "job.yaml", Path(tiny_job["output_dir"]), tmp_path / "faults"
-    job.write_text(yaml.safe_dump(tiny_job))
-    faults_dir.mkdir()
-    gcs_port = _free_port()
-    temp_dir = tempfile.mkdtemp(prefix="distill-ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    marker = Path(temp_dir).name
-    env = {**_ray_env(marker), **_env(DISTILL_FAULT="train_step:2:hang", DISTILL_FAULT_DIR=str(faults_dir))}
-    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    # the GCS declares the node dead after 2 failed 1-s health checks instead of 5 × 3 s: the same failure path
-    env.update(RAY_health_check_period_ms="1000", RAY_health_check_timeout_ms="1000",
-               RAY_health_check_failure_threshold="2")
-    stalled, driver = faults_dir / "train_step.json", None
-    try:
-        _ray_start_head(env, temp_dir, gcs_port, "--include-dashboard", "false", "--num-cpus", "0")
-        for _ in range(2):
-            _ray_start_worker(env, gcs_port, "--num-cpus", "1", "--object-store-memory", str(100 * 1024 * 1024))
-        with open(tmp_path / "driver.log", "w") as log:
-            driver = subprocess.Popen([sys.executable, "-m", "distill", "quick", "--job", str(job),
-                                       "--set", f"resources.address=127.0.0.1:{gcs_port}"],
-                                      env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-            _wait_for(stalled.exists, 180, "the trial to stall after its step-2 checkpoint")
-            trial = psutil.Process(json.loads(stalled.read_text())["pid"])
-            raylet = next(p for p in trial.parents() if p.name() == "raylet")
-            raylet.kill()  # SIGKILL: the node is gone, with the trial's process
-            code = driver.wait(timeout=240)
-    finally:
-        if driver is not None:
-            driver.kill()
-        _stop_our_ray(marker)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-    run_log = out / "logs" / "run.log"  # the trials' own lines land here (the console keeps stdout quiet)
-    text = (tmp_path / "driver.log").read_text() + (run_log.read_text() if run_log.exists() else "")
-    assert code == 0, text[-4000:]
-    metrics = json.loads((out / "trials" / "random-s0" / "metrics.json").read_text())
-    assert metrics["resumed_from_step"] == 2 and metrics["train_steps"] == 6
-    assert "random-s0: resuming from the checkpoint at step 2" in text
-    assert (out / "comparison" / "results.json").exists()

@@ -38,14 +38,26 @@ def table():
 def test_stream_puts_every_row_at_its_index(tmp_path, table):
     emb, loss = table
     order = np.random.default_rng(1).permutation(50)
-    got_emb, got_loss = featstore.stream(batches_of(order, emb, loss, [7, 0, 20, 1, 22]), tmp_path / "f", 50)
+    got = featstore.stream(batches_of(order, emb, loss, [7, 0, 20, 1, 22]), tmp_path / "f", 50)
+    got_emb, got_loss = got["embedding"], got["loss"]
     assert isinstance(got_emb, np.memmap) and isinstance(got_loss, np.memmap)
     assert got_emb.dtype == np.float32 and got_emb.shape == (50, 6) and got_emb.flags.c_contiguous
     np.testing.assert_array_equal(got_emb, emb)
     np.testing.assert_array_equal(got_loss, loss)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]  # the partial folder was renamed, not copied
-    reloaded = featstore.load(tmp_path / "f")
-    np.testing.assert_array_equal(reloaded[0], emb)
+    reloaded = featstore.load(tmp_path / "f", ["embedding", "loss"])
+    np.testing.assert_array_equal(reloaded["embedding"], emb)
+    assert featstore.intact(tmp_path / "f", ["embedding", "loss"])
+    assert not featstore.intact(tmp_path / "f", ["embedding", "loss_alone"])  # a column it does not hold
+
+
+def test_a_batch_with_other_columns_is_refused(tmp_path, table):
+    emb, loss = table
+    batches = [{"row": np.arange(25), "embedding": emb[:25], "loss": loss[:25]},
+               {"row": np.arange(25, 50), "embedding": emb[25:]}]
+    with pytest.raises(DistillError, match="columns"):
+        featstore.stream(iter(batches), tmp_path / "f", 50)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("rows,problem", [
@@ -65,12 +77,12 @@ def test_an_existing_cache_wins_a_race(tmp_path, table):
     emb, loss = table
     featstore.stream(batches_of(np.arange(50), emb, loss, [50]), tmp_path / "f", 50)
     again = featstore.stream(batches_of(np.arange(50)[::-1], emb, loss, [25, 25]), tmp_path / "f", 50)
-    np.testing.assert_array_equal(again[0], emb)
+    np.testing.assert_array_equal(again["embedding"], emb)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
 
 
 def test_features_keep_memory_maps_and_pickle_them_by_path(tmp_path, table):
-    emb, loss = featstore.stream(batches_of(np.arange(50), *table, [50]), tmp_path / "f", 50)
+    emb, loss = featstore.stream(batches_of(np.arange(50), *table, [50]), tmp_path / "f", 50).values()
     features = text_features(["a short text."] * 50, emb, loss)
     assert features.embeddings is emb and features.loss is loss  # no copy
     blob = pickle.dumps(features)
@@ -85,7 +97,7 @@ def test_features_keep_memory_maps_and_pickle_them_by_path(tmp_path, table):
 
 
 def test_views_and_plain_arrays_pickle_by_value(tmp_path, table):
-    emb, loss = featstore.stream(batches_of(np.arange(50), *table, [50]), tmp_path / "f", 50)
+    emb, loss = featstore.stream(batches_of(np.arange(50), *table, [50]), tmp_path / "f", 50).values()
     features = text_features(["x y."] * 50, emb, loss)
     for part in (replace(features, embeddings=emb[10:20], loss=loss[10:20], n_words=features.n_words[10:20],
                          n_sentences=features.n_sentences[10:20], type_token_ratio=features.type_token_ratio[10:20],
@@ -107,54 +119,66 @@ def test_streamed_model_features_equal_the_old_in_memory_path(tmp_path, tiny_mod
     rows = np.concatenate([b["row"] for b in outputs])
     old_emb = np.concatenate([b["embedding"] for b in outputs])[np.argsort(rows)]
     old_loss = np.concatenate([b["loss"] for b in outputs])[np.argsort(rows)]
-    emb, loss = featstore.stream(iter(outputs), tmp_path / "f", len(pool))
+    stored = featstore.stream(iter(outputs), tmp_path / "f", len(pool))
+    emb, loss = stored["embedding"], stored["loss"]
     np.testing.assert_array_equal(emb, old_emb)
     np.testing.assert_array_equal(loss, old_loss)
     alone = actor({"row": np.array([5]), "text": pool["text"].to_numpy()[[5]], "summary": pool["summary"].to_numpy()[[5]]})
     np.testing.assert_allclose(emb[5], alone["embedding"][0], atol=1e-4)  # row 5 sits at index 5
 
 
+@pytest.mark.slow
 def test_pipeline_streams_the_pool_and_selects_from_the_memory_map(tiny_job, tiny_model):
-    """Through Ray: embed_pool streams to a memmap cache in row order, a rerun reuses it, and the
-    selector tasks (which get the features by path) pick what an in-process run picks."""
+    """Through Ray: embed_pool streams to a memmap cache in row order (the query set to its own), a rerun
+    reuses it, the selector tasks (which get the features by path) pick what an in-process run picks, and a
+    method's time includes the extra features only it reads (the probe's, IFD's pass over the summaries)."""
     from distill import pipeline
     from distill.select import registry
 
-    from distill import preflight, probe
+    from distill import preflight
 
-    tiny_job["select"]["methods"] = ["embedding_centroid", "clustering", "loss_based", "el2n_loss"]
+    tiny_job["select"]["methods"] = ["embedding_centroid", "clustering", "loss_based", "el2n_loss", "ifd", "rds_plus"]
+    tiny_job["data"]["query_size"] = 3
     cfg = make_config(tiny_job)
     splits = load_splits(cfg.data)
     out = Path(cfg.output_dir)
-    probe_cost = {probe.SECONDS + probe.PROBE_LOSS: 12.5}  # what a probe stage reported
     with pipeline.ray_session(cfg.resources):
-        features = pipeline.embed_pool(cfg, splits, tiny_model, out)
+        features, costs = pipeline.embed_pool(cfg, splits, tiny_model, out)
         features = replace(features, probe_loss=np.random.default_rng(0).random((len(features), 3), dtype=np.float32))
-        specs = pipeline.select_subsets(cfg, features, splits.train, out,
-                                        pipeline.features_key(cfg, splits, tiny_model), probe_cost)
-    # the dynamics method's time includes the probe stage it read; the others' does not
-    assert all((spec.select_seconds >= 12.5) == (spec.method == "el2n_loss") for spec in specs)
-    assert isinstance(features.embeddings, np.memmap) and isinstance(features.loss, np.memmap)
-    [cache] = (out / "cache").glob("features-*")
-    assert cache.is_dir() and not cache.name.endswith(".npz")
-    actor = EmbedActor(tiny_model, cfg.model, cfg.embed.pooling)
-    pool = splits.train
-    expected = actor({"row": np.arange(len(pool)), "text": pool["text"].to_numpy(), "summary": pool["summary"].to_numpy()})
-    np.testing.assert_allclose(features.embeddings, expected["embedding"], atol=1e-4)
-    np.testing.assert_allclose(features.loss, expected["loss"], atol=1e-4)
-    k = preflight.budget(cfg, len(pool))
+        key = pipeline.selection_inputs_key(cfg, splits, tiny_model)
+        uncharged = pipeline.select_subsets(cfg, features, splits.train, out, key, {})
+    assert set(costs) == {"loss_alone"} and costs["loss_alone"] > 0
+    costs["probe_loss"] = 12.5  # what a probe stage reported
+    specs = pipeline.select_subsets(cfg, features, splits.train, out, key, costs)  # cached: no Ray needed
+    for spec, alone in zip(specs, uncharged):
+        charged = {"el2n_loss": 12.5, "ifd": costs["loss_alone"]}.get(spec.method, 0.0)
+        assert spec.select_seconds == pytest.approx(alone.select_seconds + charged), spec.method
+    for name in ("embeddings", "loss", "embedding_wmean", "loss_alone", "query_embedding"):
+        assert isinstance(getattr(features, name), np.memmap), name
+    assert sorted(p.name.split("-")[0] for p in (out / "cache").iterdir() if p.is_dir()) == ["features", "query"]
+    actor = EmbedActor(tiny_model, cfg.model, cfg.embed.pooling, loss_alone=True)
+    for rows, got in ((splits.train, features), (splits.query, None)):
+        expected = actor({"row": np.arange(len(rows)), "text": rows["text"].to_numpy(), "summary": rows["summary"].to_numpy()})
+        if got is None:  # the query set: its position-weighted embeddings, grouped by source
+            np.testing.assert_allclose(features.query_embedding, expected["embedding_wmean"], atol=1e-4)
+            assert features.query_task.tolist() == [0, 0, 0]
+            continue
+        for name, column in (("embeddings", "embedding"), ("loss", "loss"), ("embedding_wmean", "embedding_wmean"),
+                             ("loss_alone", "loss_alone")):
+            np.testing.assert_allclose(getattr(got, name), expected[column], atol=1e-4)
+    k = preflight.budget(cfg, len(splits.train))
     for spec in specs:
         assert list(spec.indices) == registry.select(spec.method, features, k, spec.seed).tolist()
-    reused = pipeline.embed_pool(cfg, splits, tiny_model, out)  # cached: no Ray needed
+    reused, reused_costs = pipeline.embed_pool(cfg, splits, tiny_model, out)  # cached: no Ray needed
     np.testing.assert_array_equal(reused.embeddings, features.embeddings)
+    assert reused_costs == {"loss_alone": costs["loss_alone"]}  # the extra pass's cost is stored with its cache
     assert isinstance(reused, Features)
-
 
 
 def test_by_value_features_carry_their_bytes(tmp_path, table):
     """For tasks that cannot map the driver's cache file (a driver node without CPUs), the features
     travel by value."""
-    emb, loss = featstore.stream(batches_of(np.arange(50), *table, [50]), tmp_path / "f", 50)
+    emb, loss = featstore.stream(batches_of(np.arange(50), *table, [50]), tmp_path / "f", 50).values()
     features = text_features(["x y."] * 50, emb, loss).by_value()
     blob = pickle.dumps(features)
     assert emb.tobytes() in blob

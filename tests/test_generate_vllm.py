@@ -70,10 +70,14 @@ def test_trial_records_its_engine_or_hands_back_its_adapter(tiny_model, engine):
     if engine == "hf":
         assert record["metrics"]["eval_engine"] == "hf" and len(record["predictions"]) == 2
         assert 0 < record["metrics"]["generate_seconds"] <= record["metrics"]["eval_seconds"]
-    else:
+    else:  # the held-out loss is computed with HF in the trial; the engine only generates
         assert "predictions" not in record and "rouge1" not in record["metrics"]
         assert {"adapter_config.json", "adapter_model.safetensors"} <= set(record["adapter"])
         assert record["metrics"]["train_steps"] == 1
+        assert len(record["heldout_loss"]) == 2 and record["metrics"]["heldout_loss_seconds"] > 0
+        cfg = make_config(cfg.to_dict(), {"eval.generate": False})  # a loss-only trial needs no engine at all
+        record = run_trial(TrialSpec("r-s0", "random", 0, (0, 1), 0.0), cfg, splits.train, splits.test, resolved, "k")
+        assert "adapter" not in record and len(record["predictions"]) == 2 and record["metrics"]["heldout_loss"] > 0
 
 
 # --- vLLM (CPU) vs HF on the same trained adapters: a tiny random model, then the real SmolLM2 -------
@@ -114,11 +118,11 @@ def vllm_vs_hf(cfg, model_path: str, test, records: dict, tmp_path: Path) -> lis
     tokenizer = load_tokenizer(model_path)
     fmt = PromptFormat(tokenizer, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
     engine = VllmGenerator(cfg, model_path, len(fmt.prefix) + len(fmt.suffix))
-    by_vllm = engine.generate([fmt.encode(t).prompt for t in test["text"]], {n: r["adapter"] for n, r in records.items()})
+    adapters = {name: write_adapter(record["adapter"], tmp_path / name) for name, record in records.items()}
+    by_vllm = engine.generate([fmt.encode(t).prompt for t in test["text"]], adapters)
     base = generate(load_model(model_path, cfg.model, "cpu"), tokenizer, fmt, test["text"].tolist(), cfg.eval, "cpu")
     matches = []
-    for name, record in records.items():
-        adapter = write_adapter(record["adapter"], tmp_path / name)
+    for name, adapter in adapters.items():
         model = PeftModel.from_pretrained(load_model(model_path, cfg.model, "cpu"), str(adapter))
         by_hf = generate(model, tokenizer, fmt, test["text"].tolist(), cfg.eval, "cpu")
         texts, seconds = by_vllm[name]
@@ -175,7 +179,9 @@ def test_pipeline_evaluates_every_trial_with_one_vllm_engine(smollm2, tmp_path):
         metrics = json.loads((trial / "metrics.json").read_text())
         assert metrics["eval_engine"] == "vllm" and metrics["n_eval"] == 3
         assert (trial / "adapter" / "adapter_model.safetensors").exists()
-        assert len((trial / "predictions.jsonl").read_text().splitlines()) == 3
+        predictions = [json.loads(line) for line in (trial / "predictions.jsonl").read_text().splitlines()]
+        assert len(predictions) == 3 and all(p["heldout_loss"] > 0 for p in predictions)
+        assert metrics["heldout_loss"] == pytest.approx(sum(p["heldout_loss"] for p in predictions) / 3)
 
 
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="checks the refusal on a machine without a GPU")

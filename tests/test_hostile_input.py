@@ -326,6 +326,7 @@ def assert_one_line(case: Case, result: subprocess.CompletedProcess) -> None:
     assert "\x1b" not in lines[0] and "ray::" not in lines[0] and "pid=" not in lines[0]  # no terminal codes, no Ray wrappers
 
 
+@pytest.mark.slow  # a subprocess per case: the real CLI, once for each of CASES
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_hostile_input_is_one_line_exit_2_and_changes_nothing(case, outcomes):
     outcome = outcomes[case.id]

@@ -151,23 +151,10 @@ def test_wandb_callbacks(monkeypatch, tmp_path):
     assert [type(c).__name__ for c in offline] == ["WandbLoggerCallback"]
 
 
-def test_lock_file_pins_every_direct_dependency_as_pyproject_does():
-    """requirements/dev.lock must be rewritten (scripts/lock.sh) whenever a pin in pyproject.toml changes."""
-    import re
-    import tomllib
-
-    root = Path(__file__).resolve().parent.parent
-    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
-    lock = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^ \\\n]+)", (root / "requirements" / "dev.lock").read_text(), re.M))
-    lock = {name.lower().replace("_", "-"): version for name, version in lock.items()}
-    for requirement in project["dependencies"] + project["optional-dependencies"]["dev"]:
-        name, version = re.match(r"([A-Za-z0-9_.-]+)(?:\[.*\])?==(.+)", requirement).groups()
-        assert lock[name.lower().replace("_", "-")].split("+")[0] == version, requirement
-
-
 # ------------------------------------------------------------------------------ installed package
 
 
+@pytest.mark.slow
 def test_a_non_editable_install_ships_the_jobs_and_the_console_command(tmp_path):
     """`pip install` (not -e) of a copy of the source: the jobs are package data, found by name."""
     source = tmp_path / "src"

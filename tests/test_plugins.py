@@ -203,6 +203,7 @@ def test_not_a_file_nor_a_module_name(tmp_path):
         plugins.load(["my_absent_pkg.selectors"])
 
 
+@pytest.mark.slow  # a fresh process importing the pipeline (Ray, torch), as a worker does
 def test_a_ray_task_body_runs_a_shipped_plugin_whose_file_is_gone(tmp_path):
     """The worker side of select_subsets: a fresh process that never saw the file selects with it."""
     path = write_plugin(tmp_path)

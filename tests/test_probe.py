@@ -12,7 +12,7 @@ from distill.config import make_config
 from distill.data import load_splits
 from distill.embed import EmbedActor
 from distill.errors import DistillError
-from distill.features import text_features
+from distill.features import charged_seconds, text_features
 
 
 @pytest.fixture
@@ -34,6 +34,7 @@ def test_needed_reads_the_registry():
     assert probe.needed(["gradient_match", "learnability"]) == ["probe_loss", "grad_features"]
 
 
+@pytest.mark.slow  # a whole probe stage: ~20 s of CPU
 def test_a_probe_whose_updates_vanish_in_the_model_precision_is_refused(tiny_model, cfg, pool):
     """A learning rate so small the LoRA update rounds away (as bf16 does to a short probe's real ones):
     every loss column would be equal and every dynamics score a tie, so the probe says so, with the fix."""
@@ -71,6 +72,7 @@ def test_checkpoint_steps_are_evenly_spaced_and_end_at_the_last_step():
     assert probe.checkpoint_steps(1, 2).tolist() == [0, 1, 1]  # fewer steps than checkpoints: they share one
 
 
+@pytest.mark.slow  # a whole probe stage: ~14 s of CPU
 def test_probe_records_every_example_at_every_checkpoint_including_step_0(tiny_model, cfg, pool):
     texts, summaries = pool
     out = probe.compute_dynamics(tiny_model, cfg, texts, summaries, ["probe_loss"])
@@ -89,6 +91,7 @@ def test_probe_records_every_example_at_every_checkpoint_including_step_0(tiny_m
     assert out["adapter"] and all("lora_" in name for name in out["adapter"])
 
 
+@pytest.mark.slow  # two probes and gradient passes: ~20 s of CPU
 def test_gradient_features_deterministic_for_a_seed_and_sized_by_grad_dim(tiny_model, cfg, pool):
     texts, summaries = pool[0][:5], pool[1][:5]
     first = probe.compute_dynamics(tiny_model, cfg, texts, summaries, ["probe_loss", "grad_features"])
@@ -127,6 +130,7 @@ def test_probe_config_is_validated(tiny_job):
         make_config({**tiny_job, "probe": {"checkpoints": 0}})
 
 
+@pytest.mark.slow
 def test_probe_stage_runs_on_ray_only_when_needed_and_is_cached(tiny_model, cfg, tmp_path, monkeypatch):
     from distill import pipeline
 
@@ -150,7 +154,7 @@ def test_probe_stage_runs_on_ray_only_when_needed_and_is_cached(tiny_model, cfg,
     monkeypatch.setattr(probe, "compute_dynamics", fail)
     again, cost_again = pipeline.probe_pool(cfg, features, splits, tiny_model, tmp_path)  # no Ray session: all from cache
     np.testing.assert_array_equal(again.probe_loss, first.probe_loss)
-    assert cost_again[probe.SECONDS + probe.PROBE_LOSS] == cost[probe.SECONDS + probe.PROBE_LOSS] > 0  # the cost it had
+    assert cost_again == cost and cost[probe.PROBE_LOSS] > 0  # the cost it had
     monkeypatch.undo()
     cfg.select.methods = ["gradient_match", "el2n_loss"]  # gradients: the cached probe's weights are reused
     with pipeline.ray_session(cfg.resources):
@@ -158,10 +162,10 @@ def test_probe_stage_runs_on_ray_only_when_needed_and_is_cached(tiny_model, cfg,
     assert both.grad_features.shape == (len(features), 64) and paths.grads.exists()
     assert paths.probe.stat().st_mtime_ns == stamp
     np.testing.assert_array_equal(both.probe_loss, first.probe_loss)
-    probe_s, grads_s = cost[probe.SECONDS + probe.PROBE_LOSS], cost[probe.SECONDS + probe.GRAD_FEATURES]
-    assert probe.method_seconds({"probe_loss"}, cost) == probe_s  # el2n_loss pays for the probe
-    assert probe.method_seconds({"grad_features"}, cost) == probe_s + grads_s > probe_s  # gradient_match for both
-    assert probe.method_seconds(set(), cost) == 0
+    probe_s, grads_s = cost[probe.PROBE_LOSS], cost[probe.GRAD_FEATURES]
+    assert charged_seconds({"probe_loss"}, cost) == probe_s  # el2n_loss pays for the probe
+    assert charged_seconds({"grad_features"}, cost) == probe_s + grads_s > probe_s  # gradient_match for both
+    assert charged_seconds({"embeddings", "loss"}, cost) == 0  # the shared embedding pass is nobody's extra
 
 
 def test_a_cache_file_without_its_cost_is_recomputed(tmp_path):
@@ -201,3 +205,16 @@ def test_selection_cache_key_follows_the_probe_only_for_dynamics_methods(tiny_jo
     assert key("el2n_loss", **{"probe.epochs": 3}) != key("el2n_loss") != key("random")
     assert key("el2n_loss", **{"probe.grad_dim": 64}) == key("el2n_loss")  # el2n_loss does not read gradients
     assert key("gradient_match", **{"probe.grad_dim": 64}) != key("gradient_match")
+
+
+def test_selection_cache_key_follows_the_query_set_only_for_query_methods(tiny_job, tmp_path):
+    """A new query file must not reuse rds_plus's old subsets, and must not touch any other method's."""
+    from distill import pipeline
+
+    query = tmp_path / "q.jsonl"
+    query.write_text('{"text": "A bill to fund rural broadband grants for ten years.", "summary": "Funds broadband."}\n')
+    cfg = make_config(tiny_job, {"data.query_size": 2, "select.methods": "random,rds_plus"})
+    splits, with_file = load_splits(cfg.data), load_splits(cfg.data, [str(query)])
+    assert pipeline.selection_inputs_key(cfg, splits, "m") != pipeline.selection_inputs_key(cfg, with_file, "m")
+    plain = make_config(tiny_job, {"data.query_size": 2})
+    assert pipeline.selection_inputs_key(plain, splits, "m") == pipeline.selection_inputs_key(plain, with_file, "m")

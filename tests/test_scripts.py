@@ -62,3 +62,25 @@ def test_bench_train_states_the_flop_ceiling_of_a_leaner_head(tiny_model, tmp_pa
     head, body = ceiling["head_params"], ceiling["body_params"]
     assert ceiling["ceiling_speedup"] == round((body + head) * ceiling["tokens"] / (body * ceiling["tokens"] + head * ceiling["labelled"]), 3)
     assert [row["arm"] for row in result["rows"]] == ["trainer", "distill"]
+
+
+@pytest.mark.slow
+def test_bench_selectors_gives_every_selector_its_inputs_and_fails_when_one_fails(tmp_path):
+    """Every registered selector gets synthetic inputs for the features it needs (the registry's `needs`);
+    a selector that fails (here rds_plus on an empty query set) makes the script exit 1, not report None."""
+    from distill.select import registry
+
+    small = ("--n", "400", "--dim", "16", "--grad-dim", "32", "--queries", "6")
+    result = _bench("bench_selectors", tmp_path, *small)
+    assert set(result["methods"]) == set(registry.names())
+    assert all(r["seconds"] is not None and "error" not in r for r in result["methods"].values()), result["methods"]
+    proc = subprocess.run([sys.executable, "scripts/bench_selectors.py", *small[:-1], "0", "--methods", "random",
+                           "rds_plus"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "1 selector(s) failed: rds_plus" in proc.stderr
+
+
+@pytest.mark.slow
+def test_bench_heldout_loss_sets_the_loss_beside_generation(tiny_model, tmp_path):
+    result = _bench("bench_heldout_loss", tmp_path, "--quick", "--model", tiny_model)
+    assert [row["arm"] for row in result["rows"]] == ["generate", "score (ROUGE + BERTScore)", "heldout_loss"]
+    assert all(row["seconds"] > 0 and row["bills"] == 4 for row in result["rows"]) and result["mean_heldout_loss"] > 0

@@ -17,7 +17,7 @@ WORDS = ["a", "law", "tax", "fund", "the", "state", "act", "health", "credit", "
 
 @st.composite
 def pools(draw):
-    """A small pool: generated texts, embeddings and gradients from a coarse integer grid (so
+    """A small pool: generated texts, embeddings, gradients and query rows from a coarse integer grid (so
     duplicate rows and constant columns are common), losses and probe losses with ties."""
     n = draw(st.integers(1, 40))
     d = draw(st.integers(1, 8))
@@ -30,8 +30,14 @@ def pools(draw):
     loss = rng.integers(0, 3, n).astype(np.float32)
     probe_loss = rng.integers(0, 3, (n, draw(st.integers(1, 4)))).astype(np.float32)  # 1 column: step 0 only
     grads = rng.integers(-1, levels, (n, d)).astype(np.float32)  # zero rows and duplicates are common
+    loss_alone = rng.integers(0, 3, n).astype(np.float32)  # zero: an infinite IFD; ties with loss: IFD exactly 1
+    m = draw(st.integers(1, 5))
+    query = rng.integers(0, levels, (m, d)).astype(np.float32)  # zero rows too
+    query_task = rng.integers(0, draw(st.integers(1, 3)), m)
     k = draw(st.integers(1, n))
-    features = replace(text_features(texts, emb, loss), probe_loss=probe_loss, grad_features=grads)
+    features = replace(text_features(texts, emb, loss), probe_loss=probe_loss, grad_features=grads,
+                       embedding_wmean=emb[:, ::-1].copy(), loss_alone=loss_alone, query_embedding=query,
+                       query_task=query_task)
     return features, k, draw(st.integers(0, 2**31 - 1))
 
 

@@ -33,7 +33,11 @@ def make_texts(n: int, seed: int) -> list[str]:
 
 def make_features(n: int = 200, d: int = 16, seed: int = 0, clusters: int = 5, emb: np.ndarray | None = None,
                   loss: np.ndarray | None = None, probe_loss: np.ndarray | None = None,
-                  grads: np.ndarray | None = None) -> Features:
+                  grads: np.ndarray | None = None, loss_alone: np.ndarray | None = None,
+                  query: np.ndarray | None = None, query_task: np.ndarray | None = None) -> Features:
+    """Synthetic features for every registered selector's needs. The query set (rds_plus) is 6 rows near
+    the pool's embeddings in 2 tasks, unless given; `embedding_wmean` is a rotation of `emb`, so duplicate
+    and constant pools stay duplicate and constant."""
     rng = np.random.default_rng(seed)
     if emb is None:
         centers = rng.normal(0, 5, (clusters, d))
@@ -44,8 +48,17 @@ def make_features(n: int = 200, d: int = 16, seed: int = 0, clusters: int = 5, e
         probe_loss = np.sort(rng.gamma(2.0, 1.0, (n, 3)), axis=1)[:, ::-1]
     if grads is None:
         grads = rng.normal(0, 1, (n, 12))
+    if loss_alone is None:  # mostly above the conditional loss (IFD < 1), some below
+        loss_alone = np.asarray(loss) * rng.uniform(0.8, 2.0, n)
+    wmean = np.asarray(emb, dtype=np.float64)[:, ::-1]
+    if query is None:
+        query = wmean[rng.integers(n, size=6)] + rng.normal(0, 0.1, (6, wmean.shape[1]))
+        query_task = np.repeat([0, 1], 3)
     return replace(text_features(make_texts(n, seed), emb.astype(np.float32), loss),
-                   probe_loss=np.asarray(probe_loss, dtype=np.float32), grad_features=np.asarray(grads, dtype=np.float32))
+                   probe_loss=np.asarray(probe_loss, dtype=np.float32), grad_features=np.asarray(grads, dtype=np.float32),
+                   embedding_wmean=np.ascontiguousarray(wmean, dtype=np.float32),
+                   loss_alone=np.asarray(loss_alone, dtype=np.float32), query_embedding=np.asarray(query, dtype=np.float32),
+                   query_task=None if query_task is None else np.asarray(query_task, dtype=np.int64))
 
 
 @pytest.fixture(scope="module")
@@ -382,3 +395,54 @@ def test_gradient_match_prefers_aligned_gradients_and_holds_the_validation_slice
     assert set(full) >= set(np.setdiff1d(np.arange(300), val)) and len(set(full) & set(val)) == 20
     with pytest.raises(DistillError, match="val_fraction"):
         registry.select("gradient_match", f, 5, seed=0, val_fraction=1.0)
+
+
+# ---------------------------------------------------------------- RDS+ and IFD
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_rds_plus_one_task_takes_each_querys_nearest_in_turn() -> None:
+    """One task: query j in turn takes its most similar pool row not taken yet (Ivison et al.'s round-robin)."""
+    rng = np.random.default_rng(12)
+    pool = rng.normal(size=(60, 8))
+    queries = rng.normal(size=(3, 8))
+    f = make_features(n=60, emb=pool[:, ::-1], query=queries, query_task=np.zeros(3))  # wmean = pool
+    cos = _unit(pool) @ _unit(queries).T  # brute force, independent of the selector's code
+    taken: list[int] = []
+    while len(taken) < 7:
+        for j in range(3):
+            taken.append(next(int(i) for i in np.argsort(-cos[:, j]) if i not in taken))
+            if len(taken) == 7:
+                break
+    assert registry.select("rds_plus", f, 7, seed=0).tolist() == sorted(taken)
+    alone = make_features(n=60, emb=pool[:, ::-1], query=queries[:1], query_task=None)  # one query: plain top-k
+    assert set(registry.select("rds_plus", alone, 5, seed=0)) == set(np.argsort(-cos[:, 0])[:5])
+
+
+def test_rds_plus_several_tasks_round_robin_by_their_best_query() -> None:
+    """Several query files: each task's score is its best query's similarity; tasks take turns, so a task
+    whose queries match few pool rows still gets its share."""
+    rng = np.random.default_rng(13)
+    near_a, near_b = rng.normal(0, 0.05, (40, 8)) + 5 * np.eye(8)[0], rng.normal(0, 0.05, (4, 8)) + 5 * np.eye(8)[1]
+    pool = np.vstack([near_a, near_b, rng.normal(size=(16, 8))])
+    queries = np.vstack([5 * np.eye(8)[[0, 0]], 5 * np.eye(8)[[1]]])
+    f = make_features(n=60, emb=pool[:, ::-1], query=queries, query_task=[0, 0, 1])
+    picks = registry.select("rds_plus", f, 8, seed=0)
+    assert set(picks) >= set(range(40, 44))  # task 1 got its 4 rows although task 0's are as many as 40
+    with pytest.raises(DistillError, match="query_embedding"):
+        registry.select("rds_plus", replace(f, query_embedding=None), 5, seed=0)
+    with pytest.raises(DistillError, match="empty query set"):
+        registry.select("rds_plus", replace(f, query_embedding=np.zeros((0, 8), np.float32), query_task=None), 5, seed=0)
+
+
+def test_ifd_ranks_by_the_ratio_and_drops_unhelpful_documents() -> None:
+    loss = np.array([1.0, 2.0, 1.5, 3.0, 0.5, 2.0])
+    alone = np.array([2.0, 2.5, 1.0, 3.0, 0.6, 4.0])  # IFD: 0.5, 0.8, 1.5, 1.0, 0.83, 0.5
+    f = make_features(n=6, d=4, loss=loss, loss_alone=alone)
+    assert set(registry.select("ifd", f, 2, seed=0)) == {1, 4}  # the highest IFD below 1
+    assert set(registry.select("ifd", f, 4, seed=0)) == {0, 1, 4, 5}  # IFD >= 1 (rows 2, 3) are dropped
+    assert set(registry.select("ifd", f, 5, seed=0)) == {0, 1, 3, 4, 5}  # too few below 1: lowest IFD >= 1 first
+    with pytest.raises(DistillError, match="loss_alone"):
+        registry.select("ifd", replace(f, loss_alone=None), 2, seed=0)

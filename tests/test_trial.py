@@ -11,11 +11,12 @@ from distill.config import TRIAL_SETTINGS, DataConfig, ReportConfig, ResourcesCo
 from distill.data import load_splits
 from distill.evaluate import resolve_scorer
 from distill.records import FULL, RANDOM, SCHEMA_VERSION, Resolved, TrialRecord
+from distill.storage import open_storage
 from distill.trial import TrialSpec, cached_metrics, run_trial, trial_key, write_trial
 
 CONTRACT = {"trial", "key", "method", "seed", "samples", "rouge1", "rouge2", "rougeL", "bertscore_f1", "n_eval",
             "n_empty", "bertscore_model", "select_seconds", "train_seconds", "eval_seconds", "time_s", "gpu_seconds",
-            "peak_memory_mb", "train_tokens", "device"}
+            "peak_memory_mb", "train_tokens", "device", "heldout_loss", "heldout_loss_seconds"}
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +38,10 @@ def finished(setup, tiny_model, tmp_path_factory):
     cfg, pool, test, resolved, fingerprint = setup
     spec = TrialSpec("random-s0", "random", 0, (0, 2, 3), select_seconds=0.25)
     key = trial_key(spec, cfg, resolved, fingerprint)
-    trial_dir = tmp_path_factory.mktemp("trials") / spec.name
+    out = tmp_path_factory.mktemp("out")
     record = run_trial(spec, cfg, pool, test, resolved, key)
-    write_trial(trial_dir, TrialRecord.from_dict(record))
-    return spec, key, trial_dir, record["metrics"]
+    write_trial(open_storage(out), spec.name, TrialRecord.from_dict(record))
+    return spec, key, out / "trials" / spec.name, record["metrics"]
 
 
 def test_metrics_file_holds_the_contract(finished, setup):
@@ -79,6 +80,45 @@ def test_predictions_file_one_line_per_test_row_in_order(finished, setup):
     assert sum(r["rougeL"] for r in lines) / len(lines) == pytest.approx(metrics["rougeL"])
 
 
+def test_heldout_loss_per_example_is_the_fine_tuned_models_summary_loss(finished, setup, tiny_model):
+    """Each held-out reference summary's mean token cross-entropy under the trained adapter, in the training
+    prompt and truncation: what `model(ids, labels).loss` gives with the prompt masked, one example at a time."""
+    import torch
+
+    from distill.models import load_model, load_tokenizer
+    from distill.prompt import PromptFormat
+    from distill.train import add_lora, finetune, seed_everything
+
+    spec, _, trial_dir, metrics = finished
+    cfg, pool, test, _, _ = setup
+    lines = [json.loads(line) for line in (trial_dir / "predictions.jsonl").read_text().splitlines()]
+    assert sum(r["heldout_loss"] for r in lines) / len(lines) == pytest.approx(metrics["heldout_loss"])
+    tokenizer = load_tokenizer(tiny_model)
+    fmt = PromptFormat(tokenizer, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
+    seed_everything(spec.seed)
+    model = add_lora(load_model(tiny_model, cfg.model, "cpu"), cfg.train)
+    subset = pool.iloc[list(spec.indices)]
+    finetune(model, tokenizer, fmt, subset["text"].tolist(), subset["summary"].tolist(), cfg.train, spec.seed, "cpu")
+    for row, text, summary in zip(lines, test["text"], test["summary"]):
+        enc = fmt.encode(text, summary)
+        with torch.no_grad():
+            expected = model(input_ids=torch.tensor([enc.prompt + enc.target]),
+                             labels=torch.tensor([[-100] * len(enc.prompt) + enc.target])).loss.item()
+        assert row["heldout_loss"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_loss_only_trial_skips_generation_and_keeps_the_same_loss(finished, setup, tiny_model):
+    """eval.generate false: no generation, ROUGE or BERTScore; the held-out loss is the generating trial's."""
+    spec, key, _, metrics = finished
+    cfg, pool, test, resolved, _ = setup
+    loss_only = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, generate=False))
+    record = run_trial(spec, loss_only, pool, test, resolved, key)
+    assert not {"rouge1", "rougeL", "bertscore_f1"} & set(record["metrics"])
+    assert all(record["metrics"][k] is None for k in ("n_empty", "generate_seconds", "eval_engine", "bertscore_model"))
+    assert record["metrics"]["heldout_loss"] == metrics["heldout_loss"] and record["metrics"]["n_eval"] == len(test)
+    assert [set(r) for r in record["predictions"]] == [{"id", "reference", "heldout_loss"}] * len(test)
+
+
 def test_cached_metrics(finished, tmp_path):
     _, key, trial_dir, metrics = finished
     assert cached_metrics(trial_dir, key).key == key
@@ -96,6 +136,7 @@ def test_trial_key_depends_on_everything(setup):
     train = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, learning_rate=1e-3))
     evaluation = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, max_new_tokens=5))
     eval_batch = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, batch_size=3))
+    loss_only = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, generate=False))
     model_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, max_source_tokens=49))
     variants = [
         trial_key(dataclasses.replace(spec, indices=(0, 2)), cfg, resolved, fingerprint),
@@ -104,6 +145,7 @@ def test_trial_key_depends_on_everything(setup):
         trial_key(spec, train, resolved, fingerprint),
         trial_key(spec, evaluation, resolved, fingerprint),
         trial_key(spec, eval_batch, resolved, fingerprint),
+        trial_key(spec, loss_only, resolved, fingerprint),
         trial_key(spec, model_cfg, resolved, fingerprint),
         trial_key(spec, cfg, dataclasses.replace(resolved, model_path=resolved.model_path + "-other"), fingerprint),
         trial_key(spec, cfg, resolved, "f" * 16),
@@ -162,7 +204,7 @@ def test_rerun_with_same_seed_is_identical(finished, setup, tmp_path):
     cfg, pool, test, resolved, _ = setup
     torch.rand(100)  # consume global RNG state: the trial must seed everything it uses itself
     again = run_trial(spec, cfg, pool, test, resolved, key)
-    write_trial(tmp_path / spec.name, TrialRecord.from_dict(again))
+    write_trial(open_storage(tmp_path), spec.name, TrialRecord.from_dict(again))
     assert again["metrics"]["final_train_loss"] == metrics["final_train_loss"]
     assert again["metrics"]["train_tokens"] == metrics["train_tokens"]
-    assert (tmp_path / spec.name / "predictions.jsonl").read_text() == (trial_dir / "predictions.jsonl").read_text()
+    assert (tmp_path / "trials" / spec.name / "predictions.jsonl").read_text() == (trial_dir / "predictions.jsonl").read_text()

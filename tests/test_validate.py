@@ -93,6 +93,7 @@ def test_wandb_online_without_key_fails_offline_passes(tiny_job, capsys):
     assert _status(out, "W&B") == "ok" and "offline" in out
 
 
+@pytest.mark.slow  # a whole `python -m distill.validate` process
 def test_module_entry_point_takes_a_job_in_seconds(tiny_job, tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(tiny_job))

@@ -1,4 +1,4 @@
-"""Selectors that read text statistics (and the target model's loss) only: no embeddings."""
+"""Selectors that read text statistics (and the target model's losses) only: no embeddings."""
 
 from __future__ import annotations
 
@@ -145,3 +145,25 @@ def loss_based(features: Features, k: int, seed: int, q_low: float = 0.1, q_high
         up = min(n - hi, extra - down)
         lo, hi = lo - down - (extra - down - up), hi + up
     return rng.choice(order[lo:hi], size=k, replace=False)
+
+
+def ifd_scores(loss: np.ndarray, loss_alone: np.ndarray) -> np.ndarray:
+    """Instruction-following difficulty L(summary | document) / L(summary); +inf where the summary's own
+    loss is 0 (the document cannot make it easier)."""
+    loss, alone = np.asarray(loss, dtype=np.float64), np.asarray(loss_alone, dtype=np.float64)
+    return np.divide(loss, alone, out=np.full_like(loss, np.inf), where=alone > 0)
+
+
+@register("ifd",
+          description="Cherry LLM's instruction-following difficulty: top-k by L(summary | document) / L(summary), "
+                      "ratios >= 1 (the document does not help) dropped.",
+          needs=("loss", "loss_alone"), cost="O(n log n) + one pass over the summaries",
+          reference="IFD, Li et al. (2023), arXiv 2308.12032")
+def ifd(features: Features, k: int, seed: int) -> np.ndarray:
+    """Top-k by `ifd_scores` among the examples with IFD < 1: the document helps predict the summary, yet
+    the least. When fewer than k remain, the dropped ones fill the rest, lowest IFD (nearest to helping)
+    first. Ties: a seeded permutation."""
+    score = ifd_scores(features.loss, features.loss_alone)
+    order = seeded_top_k(score, len(score), seed)
+    helped = score[order] < 1
+    return np.concatenate([order[helped], order[~helped][::-1]])[:k]

@@ -88,6 +88,11 @@ def get(name: str) -> Selector:
     return _REGISTRY[name]
 
 
+def needs_of(methods: list[str]) -> set[str]:
+    """Every feature the given methods read (their `needs`): the pipeline computes only these."""
+    return {need for method in methods for need in get(method).needs}
+
+
 def select(name: str, features: Features, k: int, seed: int, **params: Any) -> np.ndarray:
     """Run a registered selector with its input checks; returns sorted unique int64 indices."""
     selector = get(name)
@@ -154,6 +159,6 @@ def _load_builtin() -> None:
     """Import the built-in selector modules (they register themselves on import), then the installed
     `distill.selectors` entry points: built-ins first, so a clashing plugin is the one named in the error."""
     from distill import plugins
-    from distill.select import d2, dynamics, heuristic, semantic  # noqa: F401
+    from distill.select import d2, dynamics, heuristic, semantic, targeted  # noqa: F401
 
     plugins.load_entry_points()

@@ -1,0 +1,128 @@
+"""distill.storage against real backends: a local folder and moto's S3 server on 127.0.0.1, reached through
+pyarrow's own S3 client with the endpoint from the config and the keys from the environment."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+
+import pytest
+
+from clusters import S3_KEYS, free_port, s3_server
+from distill import artifacts
+from distill.cli import main
+from distill.config import make_config, trial_settings
+from distill.errors import DistillError
+from distill.storage import check_reachable, open_storage
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    with s3_server(tmp_path_factory.mktemp("moto") / "moto.log") as server:
+        server.bucket("runs")
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3, monkeypatch):
+    """Credentials as a user gives them: environment variables, read by pyarrow on every node."""
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    return s3
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    """A storage that is not the output folder: a separate local (NFS-like) folder, or a prefix in an S3 bucket."""
+    if request.param == "local":
+        return open_storage(tmp_path / "out", str(tmp_path / "shared"))
+    s3 = request.getfixturevalue("s3_env")
+    return open_storage(tmp_path / "out", f"s3://runs/{tmp_path.name}", endpoint=s3.endpoint, region="us-east-1")
+
+
+def test_files_round_trip_sealed(store):
+    store.write_json("trials/a/metrics.json", {"rougeL": 0.25})
+    store.write_jsonl("trials/a/predictions.jsonl", [{"id": 1}, {"id": 2}])
+    assert store.read_json("trials/a/metrics.json") == {"rougeL": 0.25}
+    assert store.read_bytes("trials/a/predictions.jsonl") == b'{"id": 1}\n{"id": 2}\n'
+    assert store.exists("trials/a/metrics.json") and store.exists("trials/a") and not store.exists("trials/b")
+    assert store.read_json("trials/b/metrics.json") is None  # absent: recomputed by the caller
+
+
+def test_a_damaged_file_reads_as_absent_with_a_warning(store, caplog):
+    store.write_json("x.json", {"v": 1})
+    with store.fs.open_output_stream(store.path("x.json")) as out:  # overwritten behind distill's back
+        out.write(b'{"v": 2}')
+    with caplog.at_level(logging.WARNING):
+        assert store.read_json("x.json") is None
+    assert "x.json" in caplog.text
+
+
+def test_pull_and_push_mirror_the_output_folder(store):
+    """A worker's trial folder reaches the driver's output folder sealed; what the driver writes reaches storage."""
+    store.write_json("trials/a/metrics.json", {"rougeL": 0.25})
+    assert store.pull("trials/a") and artifacts.intact(store.local / "trials" / "a" / "metrics.json")
+    assert not store.pull("trials/missing")
+    artifacts.write_json(store.local / "comparison" / "results.json", {"rows": []})
+    store.push("comparison")
+    assert store.read_json("comparison/results.json") == {"rows": []}
+    store.push("run.json")  # nothing there yet: nothing to push
+    assert not store.exists("run.json")
+    artifacts.write_json(store.local / "run.json", {"config": {}})  # a single file travels with its checksum
+    store.push("run.json")
+    assert store.read_json("run.json") == {"config": {}}
+    (store.local / "run.json").unlink()
+    assert store.fetched("run.json") and artifacts.intact(store.local / "run.json")
+
+
+def test_the_default_is_the_output_folder_and_copies_nothing(tmp_path):
+    store = open_storage(tmp_path)
+    assert store.mirrored and not store.remote and store.root == str(tmp_path.resolve())
+    store.write_json("trials/a/metrics.json", {"v": 1})
+    assert artifacts.intact(tmp_path / "trials" / "a" / "metrics.json")  # the file the report reads, as before
+    assert not store.pull("trials/a")
+
+
+def test_the_s3_filesystem_pickles_without_credentials(s3_env, tmp_path):
+    """It travels to every worker inside Tune's trainable: each node finds its own credentials."""
+    store = open_storage(tmp_path, "s3://runs/pickled", endpoint=s3_env.endpoint)
+    blob = pickle.dumps(store)
+    assert all(value.encode() not in blob for value in S3_KEYS.values())
+    pickle.loads(blob).write_json("k.json", [1])
+    assert store.read_json("k.json") == [1]
+
+
+@pytest.mark.parametrize("uri, endpoint, problem", [
+    ("s3://KEY:hunter2@runs/x", None, "holds credentials"),
+    ("s3://runs/x", "http://KEY:hunter2@127.0.0.1:9000", "holds credentials"),
+    ("s3://runs/x?access_key=hunter2", None, "holds credentials"),
+    ("ftp://host/x", None, "not supported"),
+    ("s3:///x", None, "names no bucket"),
+    ("/shared/run", "http://127.0.0.1:9000", "local path"),
+])
+def test_a_bad_storage_setting_is_one_line_naming_the_fix(tmp_path, uri, endpoint, problem):
+    with pytest.raises(DistillError) as caught:
+        open_storage(tmp_path, uri, endpoint=endpoint)
+    assert problem in caught.value.problem and caught.value.fix
+    assert "hunter2" not in str(caught.value)
+
+
+def test_unreachable_storage_fails_before_any_work(s3_env, tmp_path):
+    with pytest.raises(DistillError, match="cannot be written.*bucket"):
+        check_reachable(open_storage(tmp_path, "s3://no-such-bucket/x", endpoint=s3_env.endpoint))
+    with pytest.raises(DistillError, match="cannot be written.*connect"):  # a wrong endpoint
+        check_reachable(open_storage(tmp_path, "s3://runs/x", endpoint=f"http://127.0.0.1:{free_port()}"))
+    check_reachable(open_storage(tmp_path, "s3://runs/reachable", endpoint=s3_env.endpoint))  # passes, leaves nothing
+    assert s3_env.files("runs/reachable") == {}
+
+
+def test_storage_is_a_config_section_and_a_flag_never_in_a_trial_key(capsys):
+    from distill.cli import config_of, parser
+
+    cfg = config_of(parser().parse_args(["quick", "--storage", "s3://runs/x", "--set", "storage.region=eu-west-1"]))
+    assert (cfg.storage.uri, cfg.storage.region, cfg.storage.endpoint) == ("s3://runs/x", "eu-west-1", None)
+    assert trial_settings(cfg) == trial_settings(make_config("quick"))  # where a run is kept reruns nothing
+    assert make_config({"storage": {"uri": "/shared/run"}}).storage.uri == "/shared/run"
+    assert main(["validate", "--set", "storage.bucket=x"]) == 2
+    assert "unknown config key 'storage.bucket'" in capsys.readouterr().err
+
