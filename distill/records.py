@@ -22,7 +22,10 @@ if TYPE_CHECKING:  # evaluate is light, but the contract must not depend on the 
 
 # 2: results.json became {"schema_version", "rows"}; run.json records test_model and eval_engine, and its
 #    config has the `report` section (eval.bootstrap_samples moved there) and the vLLM knobs under `resources`.
-SCHEMA_VERSION = 2
+# 3: a results.json row's tests against random are per metric, in `vs_random` (docs/statistics.md): the
+#    ROUGE-L-only columns rougeL_diff_vs_random, p_vs_random, p_holm, effect_size, significant, mde_rougeL,
+#    mde_pct, n_needed and seeds_needed are gone.
+SCHEMA_VERSION = 3
 LEGACY_VERSION = 1  # files written before versioning: the version-1 fields, no `schema_version`
 
 RANDOM = "random"  # the method every other is compared with
@@ -187,8 +190,28 @@ class RunInfo:
 
 
 @dataclass
+class VsRandom:
+    """One method against random on one metric (distill/stats.py): the test, and what it can detect."""
+
+    diff: float  # mean over paired seeds × held-out examples of (method − random)
+    ci95: list[float] | None  # the differences the test would not reject; None: fewer than 2 examples
+    p: float | None  # two-sided; None: no test (fewer than 2 examples)
+    p_holm: float | None  # Holm-adjusted over every test in the report (methods × metrics)
+    significant: bool | None  # p_holm < 0.05; None: no test, or one seed (seed noise unknown: no claim)
+    seeds: int  # seeds both the method and random were trained with (the pairs)
+    examples: int
+    effect_size: float | None  # diff / SD of one per-seed, per-example difference
+    mde: float | None  # smallest true |difference| this run detects with 80% power at Holm's strictest level
+    mde_pct: float | None  # the MDE as a percentage of random's mean
+    n_needed: int | None  # held-out examples (these seeds) that would detect diff; None: out of reach
+    seeds_needed: int | None  # seeds (these examples) that would detect diff; None: one seed, or out of reach
+    cheaper: str | None  # "examples" or "seeds": the cheaper of the two by the run's own timings; None: unknown
+
+
+@dataclass
 class ReportRow:
-    """One method's row of comparison/results.json (and results.csv, with each CI flattened to _lo/_hi)."""
+    """One method's row of comparison/results.json (and results.csv, flattened: each CI as _lo/_hi and each
+    `vs_random` entry as vs_random.<metric>.<field> columns)."""
 
     method: str
     samples: int
@@ -202,15 +225,7 @@ class ReportRow:
     heldout_loss: float | None
     vs_random_pct: float | None
     pct_of_full: float | None
-    rougeL_diff_vs_random: float | None
-    p_vs_random: float | None
-    p_holm: float | None
-    effect_size: float | None
-    significant: bool | None
-    mde_rougeL: float | None
-    mde_pct: float | None
-    n_needed: int | None
-    seeds_needed: int | None
+    vs_random: dict[str, VsRandom] | None  # metric name → its test against random; None for random, full
     time_s: float | None
     select_seconds: float | None
     train_seconds: float | None
@@ -231,7 +246,10 @@ class ReportRow:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReportRow:
-        return cls(**_known(cls, data))
+        """A row of any version: versions 1 and 2 had no `vs_random` (their ROUGE-L-only test columns are dropped)."""
+        tests = data.get("vs_random")
+        vs_random = {m: VsRandom(**_known(VsRandom, v)) for m, v in tests.items()} if tests else None
+        return cls(**{**_known(cls, data), "vs_random": vs_random})
 
 
 COLUMNS = [f.name for f in dataclasses.fields(ReportRow)]  # results.json's keys, in order

@@ -3,8 +3,8 @@
 The report reads ONLY the stored contract (`trials/*/metrics.json`, `trials/*/predictions.jsonl`,
 `selected/*.jsonl`, `pool_stats.json`, `run.json`; the records of distill/records.py), so `python -m distill report <output-dir>` can
 redo it at any time without re-running a trial. Everything written under `<out>/comparison/`
-(results.json, results.csv, report.md) is deterministic: fixed bootstrap seeds, fixed row order,
-floats rounded to a fixed number of digits, no timestamps — regenerating gives identical bytes.
+(results.json, results.csv, report.md) is deterministic: closed-form statistics (no resampling), fixed row
+order, floats rounded to a fixed number of digits, no timestamps — regenerating gives identical bytes.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 import math
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,11 +24,15 @@ import numpy as np
 from distill import artifacts, stats
 from distill.config import ReportConfig
 from distill.errors import DistillError
-from distill.records import (BERTSCORE_F1, COLUMNS, FULL, RANDOM, ROUGE_L, SCORE_KEYS, ReportRow, RunInfo, TrialMetrics,
-                             TrialRecord, results_document)
+from distill.records import (BERTSCORE_F1, COLUMNS, FULL, RANDOM, ROUGE_L, SCORE_KEYS, Metric, ReportRow, RunInfo,
+                             TrialMetrics, TrialRecord, VsRandom, results_document)
 
 DIGITS = 6  # rounding of every float written to results.json / results.csv
-CI_KEYS = (ROUGE_L.name, BERTSCORE_F1.name)  # metrics with per-example bootstrap intervals
+# Metrics with per-example scores: each gets a 95% CI per method and a test against random per method (the
+# Holm family is every method × every one of these present in the predictions). The first is the primary one:
+# it orders the methods and decides the recommendation.
+TESTED_METRICS: tuple[Metric, ...] = (ROUGE_L, BERTSCORE_F1)
+PRIMARY = TESTED_METRICS[0]
 COST_KEYS = ("time_s", "select_seconds", "train_seconds", "eval_seconds", "gpu_seconds")
 _SEED_SUFFIX = re.compile(r"^(?P<method>.+)-seed(?P<seed>\d+)$")
 
@@ -84,25 +88,62 @@ def load_trials(output_dir: Path) -> list[TrialRecord]:
     return trials
 
 
-def _score_matrices(trials: list[TrialRecord], ids: list[str] | None) -> dict[str, np.ndarray] | None:
-    """(seeds × examples) matrices of rougeL and bertscore_f1, columns in the order of `ids`.
+@dataclass(frozen=True)
+class ScoreMatrices:
+    """One method's per-example scores: a (seeds × examples) matrix per metric, row s from trial seeds[s]."""
+
+    seeds: list[int]
+    scores: dict[str, np.ndarray]
+
+
+def _score_matrices(trials: list[TrialRecord], ids: list[str] | None,
+                    metrics: tuple[Metric, ...]) -> ScoreMatrices | None:
+    """Every metric's (seeds × examples) matrix for one method's trials, columns in the order of `ids`.
 
     Returns None when any trial lacks predictions (then there are no per-example statistics).
     Predictions are matched by id, so a trial that wrote them in another order still pairs correctly.
     """
     if ids is None or any(t.predictions is None for t in trials):
         return None
+    seeds = [int(t.metrics.seed) for t in trials]
+    repeated = next((s for s in seeds if seeds.count(s) > 1), None)
+    if repeated is not None:
+        raise DistillError(f"two trials of {trials[0].metrics.method} have seed {repeated}",
+                           "keep one trial per method and seed under trials/ (pairing with random is by seed)")
+    by_trial = [_scores_by_id(t, metrics) for t in trials]
+    for t, by_id in zip(trials, by_trial):
+        if set(by_id) != set(ids):
+            raise DistillError(f"trial {t.metrics.trial} was scored on different held-out examples",
+                               "re-run all trials with the same data settings (same test split and seed)")
+    return ScoreMatrices(seeds, {m.name: np.array([[by_id[i][m.name] for i in ids] for by_id in by_trial])
+                                 for m in metrics})
+
+
+def _scores_by_id(trial: TrialRecord, metrics: tuple[Metric, ...]) -> dict[str, dict[str, float]]:
+    """example id → metric → score of one trial; a missing id or a missing or non-finite score is one line
+    naming the trial and the example (the statistics need every score)."""
     out = {}
-    for key in CI_KEYS:
-        rows = []
-        for t in trials:
-            by_id = {str(p["id"]): float(p.get(key) or 0.0) for p in t.predictions}
-            if set(by_id) != set(ids):
-                raise DistillError(f"trial {t.metrics.trial} was scored on different held-out examples",
-                                   "re-run all trials with the same data settings (same test split and seed)")
-            rows.append([by_id[i] for i in ids])
-        out[key] = np.array(rows, dtype=float)
+    for line, p in enumerate(trial.predictions, 1):
+        if "id" not in p:
+            raise DistillError(f"trial {trial.metrics.trial}: prediction {line} has no example id",
+                               "re-run that trial; every prediction needs the id of its held-out example")
+        scores = {}
+        for m in metrics:
+            value = p.get(m.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise DistillError(f"trial {trial.metrics.trial}: held-out example {p['id']} has "
+                                   + ("no " + m.name if value is None else f"a {m.name} of {value!r}"),
+                                   "re-run that trial (delete its folder under trials/): every example needs a "
+                                   "finite score")
+            scores[m.name] = float(value)
+        out[str(p["id"])] = scores
     return out
+
+
+def _per_example_metrics(trials: list[TrialRecord]) -> tuple[Metric, ...]:
+    """The TESTED_METRICS any stored prediction carries (a metric added after a run was made is skipped)."""
+    present = {key for t in trials for p in (t.predictions or ()) for key in p}
+    return tuple(m for m in TESTED_METRICS if m.name in present)
 
 
 def load_selected_lengths(output_dir: Path) -> dict[str, list[int]]:
@@ -120,6 +161,38 @@ def load_selected_lengths(output_dir: Path) -> dict[str, list[int]]:
             elif "text" in row:
                 lengths[method].append(len(str(row["text"]).split()))
     return dict(lengths)
+
+
+# --------------------------------------------------------------------------------------- exporting
+
+TEXT_FIELDS = ("prediction", "reference")  # what an exported prediction leaves out: the texts, not the scores
+
+
+def export(output_dir: Path, dest: Path) -> None:
+    """Copy exactly what the report reads from a run into `dest`, small enough to publish: run.json,
+    pool_stats.json, every trial's metrics.json and per-example scores (predictions.jsonl without the
+    generated and reference texts), and each selected subset's ids and lengths. `distill report <dest>`
+    then rebuilds the same results.json, and any later correction of the statistics re-tests it.
+    """
+    output_dir, dest = Path(output_dir), Path(dest)
+    if dest.exists() and any(dest.iterdir()):
+        raise DistillError(f"{dest} already has files", "export into a new folder (or delete that one first)")
+    load_trials(output_dir)  # one line for a run without trials, or with a damaged trial file
+    for name in ("run.json", "pool_stats.json"):
+        if (output_dir / name).is_file():
+            artifacts.write_bytes(dest / name, _trusted(output_dir / name).read_bytes())
+    for path in sorted((output_dir / "trials").glob("*/metrics.json")):
+        folder = dest / "trials" / path.parent.name
+        artifacts.write_bytes(folder / "metrics.json", path.read_bytes())
+        predictions = path.parent / "predictions.jsonl"
+        if predictions.is_file():
+            artifacts.write_jsonl(folder / "predictions.jsonl", ({k: v for k, v in p.items() if k not in TEXT_FIELDS}
+                                                                 for p in _read_jsonl(predictions)))
+    for path in sorted((output_dir / "selected").glob("*.jsonl")):
+        artifacts.write_jsonl(dest / "selected" / path.name, (
+            {"index": row.get("index"), "id": row.get("id"),
+             "n_words": row["n_words"] if "n_words" in row else len(str(row.get("text", "")).split())}
+            for row in _read_jsonl(path)))
 
 
 # ------------------------------------------------------------------------------------- statistics
@@ -143,29 +216,31 @@ def _round(value: Any) -> Any:
         return int(value)
     if isinstance(value, (list, tuple)):
         return [_round(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _round(v) for k, v in value.items()}
     return value
 
 
 def _method_order(rows: dict[str, dict]) -> list[str]:
-    """random first, then methods by ROUGE-L (best first, name as tie-break), the full baseline last."""
+    """random first, then methods by the primary metric (best first, name as tie-break), the full baseline last."""
+    sign = -1 if PRIMARY.higher_is_better else 1
     middle = sorted((m for m in rows if m not in (RANDOM, FULL)),
-                    key=lambda m: (-(rows[m]["rougeL"] or 0.0), m))
+                    key=lambda m: (sign * (rows[m][PRIMARY.name] or 0.0), m))
     return ([RANDOM] if RANDOM in rows else []) + middle + ([FULL] if FULL in rows else [])
 
 
-def compute_rows(trials: list[TrialRecord], bootstrap_samples: int = 2000) -> list[ReportRow]:
-    """One summary row per method: means over seeds, bootstrap CIs, tests against random, costs."""
+def compute_rows(trials: list[TrialRecord]) -> list[ReportRow]:
+    """One summary row per method: means over seeds, 95% CIs, tests against random, costs."""
     by_method: dict[str, list[TrialRecord]] = defaultdict(list)
     for t in trials:
         by_method[str(t.metrics.method)].append(t)
     first_with_preds = next((t for t in trials if t.predictions is not None), None)
-    ids = [str(p["id"]) for p in first_with_preds.predictions] if first_with_preds else None
+    ids = [str(p.get("id")) for p in first_with_preds.predictions] if first_with_preds else None
     if ids is not None and len(set(ids)) != len(ids):
         raise DistillError(f"trial {first_with_preds.metrics.trial} has duplicate held-out ids",
                            "re-run the trials; every held-out example needs a unique id")
-    matrices = {m: _score_matrices(ts, ids) for m, ts in by_method.items()}
-    if ids is not None and not ids:
-        matrices = {m: None for m in by_method}
+    metrics = _per_example_metrics(trials) if ids else ()
+    matrices = {m: _score_matrices(ts, ids, metrics) for m, ts in by_method.items()}
 
     rows: dict[str, dict] = {}
     for method, records in by_method.items():
@@ -175,16 +250,11 @@ def compute_rows(trials: list[TrialRecord], bootstrap_samples: int = 2000) -> li
         row["seeds"] = len(ts)
         for key in SCORE_KEYS:
             row[key] = _mean([t.get(key) for t in ts])
-        mats = matrices[method]
-        for key in CI_KEYS:
-            if mats is not None:
-                _, lo, hi = stats.bootstrap_mean_ci(mats[key], n_boot=bootstrap_samples)
-                point = row[key]
-                if point is not None:  # the interval must contain the reported point estimate
-                    lo, hi = min(lo, point), max(hi, point)
-                row[f"{key}_ci95"] = [lo, hi]
-            else:
-                row[f"{key}_ci95"] = None
+        for m in TESTED_METRICS:
+            ci = stats.mean_ci(matrices[method].scores[m.name]) if m in metrics and matrices[method] else None
+            point = row[m.name]
+            # the interval must contain the reported point estimate (the mean of metrics.json's means)
+            row[f"{m.name}_ci95"] = [min(ci[1], point), max(ci[2], point)] if ci and point is not None else None
         for key in COST_KEYS:
             row[key] = _mean([t.get(key) for t in ts])
         if row["time_s"] is None:
@@ -205,7 +275,6 @@ def compute_rows(trials: list[TrialRecord], bootstrap_samples: int = 2000) -> li
 
     rand = rows.get(RANDOM)
     full = rows.get(FULL)
-    tested: list[str] = []
     for method, row in rows.items():
         r_score = rand["rougeL"] if rand else None
         row["vs_random_pct"] = (100 * (row["rougeL"] - r_score) / r_score
@@ -213,44 +282,64 @@ def compute_rows(trials: list[TrialRecord], bootstrap_samples: int = 2000) -> li
         f_score = full["rougeL"] if full else None
         row["pct_of_full"] = (100 * row["rougeL"] / f_score
                               if f_score and row["rougeL"] is not None else None)
-        row["rougeL_diff_vs_random"] = None
-        row["p_vs_random"] = None
-        row["effect_size"] = None
-        if method in (RANDOM, FULL) or rand is None:
-            continue
-        if matrices[method] is not None and matrices[RANDOM] is not None:
-            test = stats.paired_bootstrap_test(matrices[method]["rougeL"], matrices[RANDOM]["rougeL"],
-                                               n_boot=bootstrap_samples)
-            row["rougeL_diff_vs_random"] = test.mean_diff
-            row["p_vs_random"] = test.p_value
-            row["effect_size"] = test.effect_size
-            tested.append(method)
-    adjusted = stats.holm_adjust([rows[m]["p_vs_random"] for m in tested])
-    for method, row in rows.items():
-        row["p_holm"] = None
-        row["significant"] = None
-    for method, p_adj in zip(tested, adjusted):
-        rows[method]["p_holm"] = p_adj
-        rows[method]["significant"] = stats.significant(p_adj)
-    _add_evidence(rows, tested, matrices)
-
-    return [ReportRow(**{col: _round(rows[m].get(col)) for col in COLUMNS}) for m in _method_order(rows)]
+        row["vs_random"] = None
+    _tests_against_random(rows, matrices, metrics)
+    return [ReportRow.from_dict({col: _round(rows[m].get(col)) for col in COLUMNS}) for m in _method_order(rows)]
 
 
-def _add_evidence(rows: dict[str, dict], tested: list[str], matrices: dict) -> None:
-    """MDE at 80% power and the held-out examples / seeds needed, for each method tested against random.
+def _tests_against_random(rows: dict[str, dict], matrices: dict[str, ScoreMatrices | None],
+                          metrics: tuple[Metric, ...]) -> None:
+    """Every method × metric against random (paired by seed), Holm-adjusted together, with what each can detect.
 
-    Planned at α/m (m = methods tested): Holm's strictest step, so these sizes suffice after Holm.
+    Only seeds both sides were trained with are paired; a method that shares none with random is not tested.
+    Planning is at α/m (m = tests made): Holm's strictest step, so the sizes it names suffice after Holm.
     """
-    alpha = stats.ALPHA / max(1, len(tested))
-    for method, row in rows.items():
-        row.update(mde_rougeL=None, mde_pct=None, n_needed=None, seeds_needed=None)
-        if method not in tested:
-            continue
-        ev = stats.evidence(matrices[method]["rougeL"], matrices[RANDOM]["rougeL"], alpha=alpha)
-        r_score = rows[RANDOM]["rougeL"]
-        row.update(mde_rougeL=ev.mde, n_needed=ev.n_needed, seeds_needed=ev.seeds_needed,
-                   mde_pct=100 * ev.mde / r_score if ev.mde is not None and r_score else None)
+    base = matrices.get(RANDOM)
+    if base is None:
+        return
+    tests: dict[tuple[str, str], stats.Comparison] = {}
+    for method, mats in matrices.items():
+        common = sorted(set(mats.seeds) & set(base.seeds)) if mats and method not in (RANDOM, FULL) else []
+        rows_m, rows_r = [mats.seeds.index(s) for s in common], [base.seeds.index(s) for s in common]
+        for m in metrics if common else ():
+            tests[method, m.name] = stats.compare(mats.scores[m.name][rows_m], base.scores[m.name][rows_r])
+    keys = list(tests)
+    adjusted = stats.holm_adjust([tests[k].p_value for k in keys])
+    alpha = stats.ALPHA / max(1, sum(p is not None for p in adjusted))
+    for (method, metric), p_holm in zip(keys, adjusted):
+        comp = tests[method, metric]
+        ev = stats.evidence(comp.variance, comp.diff, alpha=alpha)
+        random_mean = rows[RANDOM][metric]
+        rows[method]["vs_random"] = (rows[method]["vs_random"] or {}) | {metric: asdict(VsRandom(
+            diff=comp.diff, ci95=list(comp.ci95) if comp.ci95 else None, p=comp.p_value, p_holm=p_holm,
+            significant=stats.significant(p_holm) if comp.seed_noise_known else None, seeds=comp.seeds,
+            examples=comp.examples, effect_size=comp.effect_size, mde=ev.mde,
+            mde_pct=100 * ev.mde / abs(random_mean) if ev.mde is not None and random_mean else None,
+            n_needed=ev.n_needed, seeds_needed=ev.seeds_needed,
+            cheaper=_cheaper(ev, comp, rows[method], rows[RANDOM])))}
+
+
+def _cheaper(ev: stats.Evidence, comp: stats.Comparison, row: dict, rand: dict) -> str | None:
+    """"seeds" or "examples": the cheaper way to detect the observed difference, by this run's own timings.
+
+    More seeds reuse the trials already run: (S′ − S) more trials of both sides. More held-out examples
+    change the data, so every trial reruns, its evaluation scaled by n′/n. None when either way is out of
+    reach or already in reach, or the timings are missing.
+    """
+    if not ev.n_needed or not ev.seeds_needed or ev.n_needed <= comp.examples or ev.seeds_needed <= comp.seeds:
+        return None
+    times = [row["time_s"], rand["time_s"], row["eval_seconds"], rand["eval_seconds"]]
+    if any(t is None for t in times):
+        return None
+    trial_s, eval_s = times[0] + times[1], times[2] + times[3]
+    seeds_cost = (ev.seeds_needed - comp.seeds) * trial_s
+    examples_cost = comp.seeds * (trial_s + eval_s * (ev.n_needed / comp.examples - 1))
+    return "seeds" if seeds_cost <= examples_cost else "examples"
+
+
+def primary(row: dict) -> dict | None:
+    """A row's test against random on the primary metric (None: not tested)."""
+    return (row.get("vs_random") or {}).get(PRIMARY.name)
 
 
 # ---------------------------------------------------------------------------------------- writing
@@ -269,66 +358,97 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value:+.1f}%"
 
 
-def _p_text(row: dict) -> str:
-    if row["p_holm"] is None:
+def _p_value(p: float) -> str:
+    return f"{p:.3f}" if p >= 0.001 else "<0.001"
+
+
+def _p_text(test: dict | None) -> str:
+    """A test's Holm-adjusted p as the tables show it, with what it may be read as."""
+    if test is None or test["p_holm"] is None:
         return "—"
-    text = f"{row['p_holm']:.3f}" if row["p_holm"] >= 0.001 else "<0.001"
-    return text if row["significant"] else f"{text} (not significant)"
+    if test["significant"] is None:
+        return f"{_p_value(test['p_holm'])} (1 seed: per-example only)"
+    return _p_value(test["p_holm"]) + ("" if test["significant"] else " (not significant)")
+
+
+def _better(test: dict, metric: Metric) -> bool:
+    """Whether a test's difference points the way that is better for `metric`."""
+    return (test["diff"] > 0) == metric.higher_is_better and test["diff"] != 0
+
+
+def _verdict(test: dict, metric: Metric) -> str:
+    if test["p"] is None:
+        return "no test (< 2 examples)"
+    if test["significant"] is None:
+        return "no claim (1 seed)"
+    if not test["significant"]:
+        return "not significant"
+    return "better than random" if _better(test, metric) else "worse than random"
 
 
 def write_json(rows: list[ReportRow], path: Path) -> None:
     artifacts.write_text(path, json.dumps(results_document(rows), indent=2, ensure_ascii=False) + "\n")
 
 
+VS_RANDOM_FIELDS = [f.name for f in fields(VsRandom)]
+
+
 def write_csv(rows: list[dict], path: Path) -> None:
-    """Same columns as results.json, flattened: each 95% CI becomes `<metric>_ci95_lo/_hi`."""
-    header: list[str] = []
-    for col in COLUMNS:
-        header += [f"{col}_lo", f"{col}_hi"] if col.endswith("_ci95") else [col]
+    """Same columns as results.json, flattened: each 95% CI becomes `<name>_lo/_hi`, each test against random
+    `vs_random.<metric>.<field>` columns (for the metrics tested in this report)."""
+    tested = [m.name for m in TESTED_METRICS if any(m.name in (r["vs_random"] or {}) for r in rows)]
+
+    def cells(name: str, value: Any) -> tuple[list[str], list[Any]]:
+        if name.endswith("ci95"):
+            return [f"{name}_lo", f"{name}_hi"], list(value) if value else ["", ""]
+        return [name], ["" if value is None else str(value).lower() if isinstance(value, bool) else value]
+
+    def flat(row: dict) -> tuple[list[str], list[Any]]:
+        names, values = [], []
+        for col in COLUMNS:
+            parts = ([(f"vs_random.{m}.{f}", ((row[col] or {}).get(m) or {}).get(f))
+                      for m in tested for f in VS_RANDOM_FIELDS] if col == "vs_random" else [(col, row[col])])
+            for name, value in parts:
+                n, v = cells(name, value)
+                names += n
+                values += v
+        return names, values
+
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    for row in rows:
-        flat = []
-        for col in COLUMNS:
-            value = row[col]
-            if col.endswith("_ci95"):
-                flat += list(value) if value else ["", ""]
-            else:
-                flat.append("" if value is None else str(value).lower() if isinstance(value, bool) else value)
-        writer.writerow(flat)
+    writer.writerow(flat(rows[0])[0] if rows else COLUMNS)
+    writer.writerows(flat(row)[1] for row in rows)
     artifacts.write_text(path, buf.getvalue())
+
+
+def _tests(rows: list[dict], metric: Metric = PRIMARY) -> list[tuple[dict, dict]]:
+    """(row, its test against random on `metric`) for every tested method, in row order."""
+    return [(r, r["vs_random"][metric.name]) for r in rows if metric.name in (r["vs_random"] or {})]
+
+
+def _n_tests(rows: list[dict]) -> int:
+    return sum(t["p"] is not None for r in rows for t in (r["vs_random"] or {}).values())
 
 
 def _at_a_glance(rows: list[dict]) -> str:
     """One paragraph of conclusions, every number taken from the rows (i.e. from measurements)."""
     by = {r["method"]: r for r in rows}
-    candidates = [r for r in rows if r["method"] != FULL and r["rougeL"] is not None]
+    key = PRIMARY.name
+    candidates = [r for r in rows if r["method"] != FULL and r[key] is not None]
+    best_of = max if PRIMARY.higher_is_better else min
     parts = []
     if candidates:
-        best = max(candidates, key=lambda r: (r["rougeL"], r["method"] == RANDOM))
-        ci = best["rougeL_ci95"]
+        best = best_of(candidates, key=lambda r: (r[key], r["method"] == RANDOM))
+        ci = best[f"{key}_ci95"]
         ci_txt = f" (95% CI {ci[0]:.4f}–{ci[1]:.4f})" if ci else ""
-        parts.append(f"The best subset method is **{best['method']}** with ROUGE-L {best['rougeL']:.4f}{ci_txt}.")
+        parts.append(f"The best subset method is **{best['method']}** with {PRIMARY.label} {best[key]:.4f}{ci_txt}.")
     if RANDOM in by:
-        winners = [r["method"] for r in rows if r["significant"] and (r["rougeL_diff_vs_random"] or 0) > 0]
-        losers = [r["method"] for r in rows if r["significant"] and (r["rougeL_diff_vs_random"] or 0) < 0]
-        n_tested = sum(r["p_holm"] is not None for r in rows)
-        if not n_tested:
-            parts.append("No method could be tested against random (per-example predictions are missing).")
-        elif winners:
-            parts.append(f"After Holm correction over {n_tested} comparison(s), "
-                         f"{', '.join(f'**{w}**' for w in winners)} beat random significantly (p < 0.05).")
-        else:
-            parts.append(f"After Holm correction over {n_tested} comparison(s), no method beat random "
-                         "significantly: differences from random are within the noise.")
-        if losers:
-            parts.append(f"Significantly worse than random: {', '.join(losers)}.")
+        parts.append(_claims(rows))
     else:
         parts.append("There is no `random` run, so no method is tested for significance.")
     full = by.get(FULL)
     if full and candidates:
-        best = max(candidates, key=lambda r: (r["rougeL"], r["method"] == RANDOM))
+        best = best_of(candidates, key=lambda r: (r[key], r["method"] == RANDOM))
         reach = (f"reaches {best['pct_of_full']:.1f}% of the full-data ROUGE-L ({full['rougeL']:.4f})"
                  if best["pct_of_full"] is not None else "cannot be compared with the full-data ROUGE-L")
         eff = [f"**{best['method']}** {reach} using {best['samples']} of {full['samples']} training examples"]
@@ -341,75 +461,146 @@ def _at_a_glance(rows: list[dict]) -> str:
     return " ".join(parts)
 
 
+def _claims(rows: list[dict]) -> str:
+    """What the tests against random allow one to say, per metric (a claim needs ≥ 2 seeds)."""
+    m = _n_tests(rows)
+    if not m:
+        return "No method could be tested against random (per-example predictions are missing)."
+    if all(t["significant"] is None for r in rows for t in (r["vs_random"] or {}).values()):
+        return ("With one training seed, seed-to-seed noise is unknown, so no method is claimed to beat or "
+                "lose to random (a per-example test is shown below, labelled as such).")
+    found = []
+    for metric in TESTED_METRICS:
+        tests = _tests(rows, metric)
+        for word, better in (("beat", True), ("lost to", False)):
+            names = [r["method"] for r, t in tests if t["significant"] and _better(t, metric) == better]
+            if names:
+                found.append(f"{', '.join(f'**{n}**' for n in names)} {word} random on {metric.label}")
+    if not found:
+        return (f"After Holm correction over {m} test(s) (methods × metrics), no method differs from random "
+                "significantly: the differences are within the seed and example noise.")
+    return f"After Holm correction over {m} test(s) (methods × metrics): " + "; ".join(found) + " (p < 0.05)."
+
+
 def _about(n: int) -> str:
     """A planning figure, rounded up to two significant digits: 4,093 → "4,100"."""
     step = 10 ** max(0, len(str(n)) - 2)
     return f"{-(-n // step) * step:,}"
 
 
-def _evidence_table(rows: list[dict]) -> list[str]:
-    """Per method vs random: observed difference, minimum detectable effect, what it would take."""
-    tested = [r for r in rows if r["p_holm"] is not None]
-    if not tested:
+def _would_detect(test: dict) -> str:
+    """What would detect the observed difference: more seeds and/or more held-out examples, the cheaper marked."""
+    if test["mde"] is None:
+        return "—"
+    if test["significant"]:
+        return "detected"
+    if not stats.can_claim(test["seeds"]):
+        return "≥ 2 seeds first (3+)"
+    if not test["diff"]:
+        return "no difference observed"
+    if (test["n_needed"] or math.inf) <= test["examples"] or (test["seeds_needed"] or math.inf) <= test["seeds"]:
+        return "in reach: about the MDE"
+    options = {"seeds": test["seeds_needed"] and f"{test['seeds_needed'] - test['seeds']} more seed(s)",
+               "examples": test["n_needed"] and f"n ≈ {_about(test['n_needed'])} examples"}
+    shown = [f"**{text}**" if way == test["cheaper"] else text for way, text in options.items() if text]
+    return " or ".join(shown) or "out of reach"
+
+
+def _against_random(rows: list[dict], plots: dict[str, str]) -> list[str]:
+    """Per metric: each method minus random with its CI and test, the forest plot, and what it can detect."""
+    if not any(r["vs_random"] for r in rows):
         return []
-    seeds = next(r["seeds"] for r in rows if r["method"] == RANDOM)
-    lines = ["## How much evidence", "",
-             f"Minimum detectable effect (MDE): the smallest true ROUGE-L difference from random that this run "
-             f"({tested[0]['n_eval']} held-out examples, {seeds} seed(s)) detects with 80% power, two-sided at "
-             f"α = 0.05/{len(tested)} (Holm's strictest step), from the observed per-example differences "
-             "(power of the paired t-test, which the bootstrap test matches). *n needed*: held-out examples "
-             "that would detect the observed difference; *seeds needed*: seeds per method that would, on the "
-             "same examples (needs ≥ 2 seeds to estimate seed noise).", "",
-             "| Method | Δ ROUGE-L vs random | MDE (80% power) | MDE % of random | n needed | seeds needed |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for r in tested:
-        n_needed = "—" if r["n_needed"] is None else _about(r["n_needed"])
-        lines.append(f"| {r['method']} | {_fmt(r['rougeL_diff_vs_random'], '+.4f')} | {_fmt(r['mde_rougeL'])} | "
-                     f"{_pct(r['mde_pct']).lstrip('+')} | {n_needed} | {_fmt(r['seeds_needed'])} |")
-    return lines + [""]
+    m = _n_tests(rows)
+    lines = ["## Against random", "",
+             "Each method minus `random`, paired by training seed and held-out example: the mean difference, "
+             "its 95% CI and a two-sided test that counts seed-to-seed noise as well as example-to-example "
+             f"noise (docs/statistics.md); p is Holm-adjusted over all {m} test(s) here (methods × metrics). "
+             f"MDE: the smallest true difference this run detects with 80% power at α = 0.05/{m} (Holm's "
+             "strictest step). *Would detect Δ*: the seeds (on these examples) or the held-out examples (at "
+             "these seeds) that would detect the observed difference with 80% power; the cheaper by this "
+             "run's timings in bold.", ""]
+    if any(t["significant"] is None and t["p"] is not None for r in rows for t in (r["vs_random"] or {}).values()):
+        lines += ["**One seed:** seed-to-seed noise is unknown, so no difference is claimed. The p-values of "
+                  "one-seed comparisons are the per-example paired t-test's: it holds the two trained models "
+                  "fixed, and a lucky training seed, which moves every example at once, looks like an effect "
+                  "to it. Run `--seeds 3` or more to test.", ""]
+    for metric in TESTED_METRICS:
+        tests = _tests(rows, metric)
+        if not tests:
+            continue
+        direction = "higher" if metric.higher_is_better else "lower"
+        lines += [f"### {metric.label} ({direction} is better)", ""]
+        if f"forest_{metric.name}" in plots:
+            lines += [f"![{metric.label}: each method minus random with its 95% CI; shaded: ± the MDE]"
+                      f"({plots[f'forest_{metric.name}']})", ""]
+        lines += ["| Method | Δ vs random | 95% CI | p (Holm) | Verdict | MDE | MDE % of random | Seeds × examples "
+                  "| Would detect Δ |", "|---|---:|---|---|---|---:|---:|---:|---|"]
+        for r, t in tests:
+            ci = f"[{t['ci95'][0]:+.4f}, {t['ci95'][1]:+.4f}]" if t["ci95"] else "—"
+            lines.append(f"| {r['method']} | {t['diff']:+.4f} | {ci} | {_p_text(t)} | {_verdict(t, metric)} | "
+                         f"{_fmt(t['mde'])} | {_pct(t['mde_pct']).lstrip('+')} | {t['seeds']} × {t['examples']} | "
+                         f"{_would_detect(t)} |")
+        lines.append("")
+    return lines
 
 
 def _recommendation(rows: list[dict]) -> str:
-    """The closing advice, written from the numbers: a method only when it survives Holm."""
-    tested = [r for r in rows if r["p_holm"] is not None]
+    """The closing advice, written from the primary metric's tests: a method only when it survives Holm."""
+    tested = _tests(rows)
     if not tested:
         return ("No recommendation: no method was tested against `random` (that needs a `random` run and "
                 "per-example predictions for every trial).")
-    m, n = len(tested), tested[0]["n_eval"]
-    seeds = next(r["seeds"] for r in rows if r["method"] == RANDOM)
-    scale = f"{n} held-out examples, {seeds} seed(s)"
-    by_gain = sorted(tested, key=lambda r: -(r["rougeL_diff_vs_random"] or 0.0))
-    winners = [r for r in by_gain if r["significant"] and (r["rougeL_diff_vs_random"] or 0) > 0]
+    m, label = _n_tests(rows), PRIMARY.label
+    sign = 1 if PRIMARY.higher_is_better else -1
+    by_gain = sorted(tested, key=lambda rt: -sign * rt[1]["diff"])
+    best_row, best = by_gain[0]
+    scale = f"{best['examples']} held-out examples, {best['seeds']} seed(s)"
+    if all(t["significant"] is None for _, t in tested):
+        return (f"**No claim: one seed.** With one training seed per method, seed-to-seed noise is unknown, so no "
+                f"method is claimed to beat random. The best, {best_row['method']} ({best['diff']:+.4f} {label}; "
+                f"per-example test, which holds the trained models fixed: adjusted p = {_p_value(best['p_holm'])}), "
+                "may owe its lead to a lucky training seed. Rerun with `--seeds 3` or more: the report then tests "
+                "seeds and examples together and sizes the run that would decide.")
+    winners = [(r, t) for r, t in by_gain if t["significant"] and _better(t, PRIMARY)]
     if winners:
-        best = winners[0]
-        text = (f"**Use {best['method']}.** It beat random by {best['rougeL_diff_vs_random']:+.4f} ROUGE-L "
-                f"({_pct(best['vs_random_pct'])}), significant after Holm correction over {m} comparison(s) "
-                f"(adjusted p = {_p_text(best)}; {scale}).")
+        r, t = winners[0]
+        text = (f"**Use {r['method']}.** It beat random by {t['diff']:+.4f} {label} "
+                f"({_pct(r['vs_random_pct'])}), significant after Holm correction over {m} test(s) "
+                f"(adjusted p = {_p_text(t)}; {t['examples']} held-out examples, {t['seeds']} seed(s)).")
         if len(winners) > 1:
-            text += " Also significantly better than random: " + ", ".join(r["method"] for r in winners[1:]) + "."
+            text += " Also significantly better than random: " + ", ".join(w["method"] for w, _ in winners[1:]) + "."
         return text
     text = (f"**No method is recommended.** None beat random significantly after Holm correction over {m} "
-            f"comparison(s), so at this scale ({scale}) random is as good as any method tested.")
-    best = by_gain[0]
-    gain = best["rougeL_diff_vs_random"] or 0.0
-    if gain <= 0:
-        return text + " No method even scored above random, so none is worth a larger run on this evidence."
-    text += (f" The best, {best['method']} ({gain:+.4f} ROUGE-L, {_pct(best['vs_random_pct'])}), ")
-    if best["mde_rougeL"] is None:
+            f"test(s), so at this scale ({scale}) random is as good as any method tested.")
+    if not _better(best, PRIMARY):
+        return text + " No method even scored better than random, so none is worth a larger run on this evidence."
+    text += f" The best, {best_row['method']} ({best['diff']:+.4f} {label}, {_pct(best_row['vs_random_pct'])}), "
+    if best["mde"] is None:
         return text + "cannot be sized: a power analysis needs at least 2 held-out examples."
-    if best["n_needed"] is not None and best["n_needed"] <= n:
+    if not stats.can_claim(best["seeds"]):
+        return text + ("was compared on one seed only (seed noise unknown): rerun it with `--seeds 3` or more.")
+    if _would_detect(best).startswith("in reach"):
         return text + ("is about as large as this run can detect yet not significant: repeat it with new seeds "
                        "or more held-out examples to settle it.")
-    text += (f"is below what this run can detect ({best['mde_rougeL']:.4f} ROUGE-L, "
-             f"{_pct(best['mde_pct']).lstrip('+')} of random, at 80% power). "
-             f"A run that would decide it: n ≈ {_about(best['n_needed'])} held-out examples")
-    if best["seeds_needed"] is not None:
-        return text + (f", or {best['seeds_needed'] - seeds} more seed(s) ({best['seeds_needed']} in all) "
-                       f"on these {n} examples.")
-    if seeds == 1:
-        return text + (" (whether more seeds would do instead cannot be estimated from one seed: run --seeds 3 "
-                       "to find out).")
-    return text + " (more seeds alone would not: the example-to-example noise is too large)."
+    return text + (f"is below what this run can detect ({best['mde']:.4f} {label}, "
+                   f"{_pct(best['mde_pct']).lstrip('+')} of random, at 80% power). " + _decider(best))
+
+
+def _decider(test: dict) -> str:
+    """The run that would detect the observed difference with 80% power, never a negative count."""
+    seeds, n = test["seeds"], test["examples"]
+    by_seeds = test["seeds_needed"] and (f"{test['seeds_needed'] - seeds} more seed(s) "
+                                         f"({test['seeds_needed']} in all) on these {n} examples")
+    by_examples = test["n_needed"] and f"n ≈ {_about(test['n_needed'])} held-out examples at {seeds} seeds"
+    if by_seeds and by_examples:
+        cheaper = {"seeds": " (more seeds cost less, by this run's timings)",
+                   "examples": " (more examples cost less, by this run's timings)"}.get(test["cheaper"], "")
+        return f"A run that would decide it: {by_seeds}, or {by_examples}{cheaper}."
+    if by_seeds:
+        return f"A run that would decide it: {by_seeds} (more examples alone would not: the seed noise is too large)."
+    if by_examples:
+        return f"A run that would decide it: {by_examples} (more seeds alone would not: the example noise is too large)."
+    return "Neither more seeds nor more held-out examples alone would detect it with 80% power."
 
 
 def render_markdown(rows: list[dict], run: RunInfo | None, plots: dict[str, str]) -> str:
@@ -428,22 +619,22 @@ def render_markdown(rows: list[dict], run: RunInfo | None, plots: dict[str, str]
         rl = _fmt(r["rougeL"]) + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
         pct_full = "—" if r["pct_of_full"] is None else f"{r['pct_of_full']:.1f}%"
         lines.append(f"| {r['method']} | {rl} | {_fmt(r['bertscore_f1'])} | {_pct(r['vs_random_pct'])} | "
-                     f"{pct_full} | {_p_text(r)} | {r['samples']} | {r['seeds']} | {_fmt(r['time_s'], '.1f')} |")
+                     f"{pct_full} | {_p_text(primary(r))} | {r['samples']} | {r['seeds']} | {_fmt(r['time_s'], '.1f')} |")
     models = sorted({r["bertscore_model"] for r in rows if r["bertscore_model"]})
     bs_model = ", ".join(models) or (run and run.bertscore_model) or "unknown"
     lines += ["",
               "ROUGE-L and BERTScore-F1 are means over seeds and held-out examples; empty generations are "
-              "scored 0, never dropped. The 95% CI is a bootstrap over held-out examples (and seeds, when "
-              "there are several). p is a two-sided paired bootstrap test of ROUGE-L against `random` on the "
-              "same examples, Holm–Bonferroni adjusted over the methods compared; \"not significant\" marks "
-              "adjusted p ≥ 0.05. Time is the mean wall time per seed (select + train + eval; the select of a "
-              "training-dynamics method includes the probe stage it read).",
+              "scored 0, never dropped. The 95% CI counts seed-to-seed and example-to-example noise (with one "
+              "seed, the examples' only). p is ROUGE-L's test against `random` (see *Against random*), "
+              "Holm–Bonferroni adjusted over every test made; \"not significant\" marks adjusted p ≥ 0.05. "
+              "Time is the mean wall time per seed (select + train + eval; the select of a training-dynamics "
+              "method includes the probe stage it read).",
               "", f"BERTScore model: `{bs_model}`.", ""]
     n_empty = sum(r["n_empty"] for r in rows)
     if n_empty:
         lines += ["Empty generations (summed over seeds): "
                   + ", ".join(f"{r['method']} {r['n_empty']}" for r in rows if r["n_empty"]) + ".", ""]
-    lines += _evidence_table(rows)
+    lines += _against_random(rows, plots)
     if run:
         lines += ["## Setup", ""]
         for key in ("model", "dataset", "mode", "pool_size", "test_size", "fraction", "seeds", "git_commit"):
@@ -459,12 +650,12 @@ def render_markdown(rows: list[dict], run: RunInfo | None, plots: dict[str, str]
         lines.append("")
     else:
         lines += ["_run.json not found: data, model and config details are unavailable._", ""]
-    if plots:
+    captions = {"cost": "Score vs cost", "lengths": "Document length of each selected subset vs the pool"}
+    if any(key in captions for key in plots):  # the forest plots stand in *Against random*
         lines += ["## Plots", ""]
-        captions = {"rougeL": "ROUGE-L per method with 95% CI (dashed: random)",
-                    "cost": "Score vs cost", "lengths": "Document length of each selected subset vs the pool"}
         for key, fname in plots.items():
-            lines += [f"![{captions.get(key, key)}]({fname})", ""]
+            if key in captions:
+                lines += [f"![{captions[key]}]({fname})", ""]
     lines += ["## Recommendation", "", _recommendation(rows)]
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -481,37 +672,40 @@ def _plt():
 
 
 _PNG_META = {"Software": None}  # no matplotlib version stamp: plots stay stable across upgrades
+LEGEND_ROOM = 0.35  # inches kept below a plot for a one-line figure legend
 
 
-def plot_rougeL(rows: list[dict], path: Path) -> None:
-    """Bar per method with its 95% CI; random's mean as a dashed reference line."""
+def plot_forest(rows: list[dict], metric: Metric, path: Path) -> None:
+    """Each tested method's difference from random on `metric` with its 95% CI (what the test tests), over a
+    shaded band of ± its MDE around zero: a difference inside the band is one this run cannot tell from noise.
+
+    Colours: better / worse than random (significant after Holm), not significant; hollow: one seed, no claim.
+    """
     plt = _plt()
-    names = [r["method"] for r in rows]
-    means = np.array([r["rougeL"] or 0.0 for r in rows])
-    lo = np.array([means[i] - r["rougeL_ci95"][0] if r["rougeL_ci95"] else 0.0 for i, r in enumerate(rows)])
-    hi = np.array([r["rougeL_ci95"][1] - means[i] if r["rougeL_ci95"] else 0.0 for i, r in enumerate(rows)])
-    colors = ["tab:gray" if n == RANDOM else "tab:green" if n == FULL else
-              "tab:blue" if r["significant"] else "tab:cyan" for n, r in zip(names, rows)]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(rows) + 2), 4.5))
-    x = np.arange(len(rows))
-    ax.bar(x, means, yerr=np.vstack([np.maximum(lo, 0), np.maximum(hi, 0)]), capsize=4, color=colors)
+    tests = _tests(rows, metric)
+    fig, ax = plt.subplots(figsize=(8, max(3.0, 0.5 * len(tests) + 1.6)))
+    for y, (r, t) in enumerate(reversed(tests)):
+        if t["mde"] is not None:
+            ax.fill_betweenx([y - 0.35, y + 0.35], -t["mde"], t["mde"], color="0.88", linewidth=0)
+        colour = ("tab:green" if _better(t, metric) else "tab:red") if t["significant"] else "tab:blue"
+        lo, hi = t["ci95"] if t["ci95"] else (t["diff"], t["diff"])
+        ax.errorbar(t["diff"], y, xerr=[[t["diff"] - lo], [hi - t["diff"]]], fmt="o", capsize=4, color=colour,
+                    markerfacecolor="white" if t["significant"] is None else colour)
+    ax.axvline(0.0, color="black", linewidth=1)
+    ax.set_yticks(range(len(tests)), [r["method"] for r, _ in reversed(tests)])
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    handles = [Patch(color="tab:blue", label="significant vs random (Holm)"),
-               Patch(color="tab:cyan", label="not significant")]
-    if FULL in names:
-        handles.append(Patch(color="tab:green", label="full-data baseline"))
-    rand = next((r for r in rows if r["method"] == RANDOM), None)
-    if rand and rand["rougeL"] is not None:
-        handles.insert(0, ax.axhline(rand["rougeL"], linestyle="--", color="black", linewidth=1,
-                                     label=f"random {rand['rougeL']:.4f}"))
-    top = max([means.max()] + [r["rougeL_ci95"][1] for r in rows if r["rougeL_ci95"]])
-    ax.set_ylim(0, top * 1.35 if top > 0 else 1)  # headroom so the legend never covers a bar
-    ax.legend(handles=handles, loc="upper left", fontsize=8, ncol=2)
-    ax.set_xticks(x, names, rotation=35, ha="right")
-    ax.set_ylabel("ROUGE-L (mean, 95% CI)")
-    ax.set_title("ROUGE-L per method")
-    fig.tight_layout()
+    fig.legend(handles=[Line2D([], [], marker="o", linestyle="", color=c, label=label) for c, label in (
+        ("tab:green", "better than random (Holm)"), ("tab:red", "worse than random (Holm)"),
+        ("tab:blue", "not significant"))] + [Patch(color="0.88", label="± MDE (80% power)")],
+        loc="lower center", ncol=4, fontsize=7, frameon=False)
+    direction = "higher" if metric.higher_is_better else "lower"
+    ax.set_xlabel(f"method − random ({direction} is better): mean over seeds × examples, 95% CI")
+    one_seed = any(t["significant"] is None for _, t in tests)
+    ax.set_title(f"{metric.label}: difference from random" + (" (hollow: one seed, no claim)" if one_seed else ""))
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout(rect=(0, LEGEND_ROOM / fig.get_figheight(), 1, 1))
     artifacts.write(path, lambda fh: fig.savefig(fh, format="png", dpi=110, metadata=_PNG_META))
     plt.close(fig)
 
@@ -594,9 +788,10 @@ class ConsoleColumn:
 
 
 def _console_p(row: dict) -> str:
-    if row["p_holm"] is None:
+    test = primary(row)
+    if test is None or test["p_holm"] is None:
         return "—"
-    return (f"{row['p_holm']:.3f}" if row["p_holm"] >= 0.001 else "<0.001") + ("" if row["significant"] else " ns")
+    return _p_value(test["p_holm"]) + ("†" if test["significant"] is None else "" if test["significant"] else " ns")
 
 
 CONSOLE_COLUMNS = (
@@ -639,12 +834,14 @@ def _layout_table(rows: list[dict], layout: list[list[ConsoleColumn]]):
     from rich import box
 
     table = Table(title="Method comparison", box=box.SIMPLE_HEAD, pad_edge=False,
-                  caption="p: paired bootstrap vs random, Holm-adjusted; ns = not significant (p ≥ 0.05)")
+                  caption="p: ROUGE-L vs random over seeds × examples, Holm-adjusted; ns = not significant "
+                          "(p ≥ 0.05); † = one seed: per-example test only, no claim")
     for i, group in enumerate(layout):
         table.add_column("\n".join(c.header for c in group), justify="left" if i == 0 else "right", no_wrap=True)
     for r in rows:
         table.add_row(*["\n".join(c.cell(r) for c in group) for group in layout],
-                      style="bold green" if r["significant"] else None, end_section=len(layout[1]) > 1)
+                      style="bold green" if (primary(r) or {}).get("significant") and _better(primary(r), PRIMARY)
+                      else None, end_section=len(layout[1]) > 1)
     return table
 
 
@@ -664,12 +861,8 @@ def build_report(output_dir: Path, settings: ReportConfig | None = None, console
     Returns the rows written to results.json (random first, then by ROUGE-L, "full" last), as mappings.
     """
     output_dir = Path(output_dir)
-    settings = settings or ReportConfig()
-    if settings.bootstrap_samples < 1:
-        raise DistillError(f"bootstrap_samples must be at least 1, got {settings.bootstrap_samples}",
-                           "set report.bootstrap_samples (or --bootstrap-samples) to e.g. 2000")
     trials = load_trials(output_dir)
-    records = compute_rows(trials, bootstrap_samples=settings.bootstrap_samples)
+    records = compute_rows(trials)
     rows = [row.to_dict() for row in records]
     run_path = output_dir / "run.json"
     run = RunInfo.from_dict(_read_json(run_path), run_path) if run_path.is_file() else None
@@ -681,9 +874,13 @@ def build_report(output_dir: Path, settings: ReportConfig | None = None, console
     write_json(records, comp / "results.json")
     write_csv(rows, comp / "results.csv")
     order = [r["method"] for r in rows]
-    plot_rougeL(rows, comp / "rougeL.png")
+    plots = {}
+    for metric in TESTED_METRICS:
+        if _tests(rows, metric):
+            plots[f"forest_{metric.name}"] = f"forest_{metric.name}.png"
+            plot_forest(rows, metric, comp / plots[f"forest_{metric.name}"])
     plot_cost(rows, comp / "cost.png")
-    plots = {"rougeL": "rougeL.png", "cost": "cost.png"}
+    plots["cost"] = "cost.png"
     lengths = load_selected_lengths(output_dir)
     if lengths or pool:
         plot_lengths(lengths, pool, order, comp / "lengths.png")

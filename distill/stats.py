@@ -1,41 +1,60 @@
-"""Uncertainty, significance and statistical power for comparing selection methods — deterministic.
+"""Confidence intervals, tests against random and statistical power: one variance model for all of them.
 
-Why bootstrap: a run has few seeds (often 1–3) and a few dozen held-out examples; per-example
-ROUGE/BERTScore are bounded and skewed, so normal-theory intervals are unreliable. Resampling the
-examples (and the seeds, when there are several) shows how much a mean would move with a different
-held-out draw and a different training seed, which is exactly the noise a method comparison must beat.
+The model. A comparison of a method with `random` is a (seeds × examples) matrix of differences
+d[s, i] = method[s, i] − random[s, i]: the two are paired by training seed s (same seed, same
+initialisation and data order; only the subset differs) and by held-out example i. Both the seeds and the
+examples are samples from what the question is about (any training seed, any document), so both are
+random effects of a crossed design (Clark 1973; Baayen, Davidson & Bates 2008):
 
-Why fixed RNG seeds: the report must regenerate byte-identically from the stored files, so every
-resampling here uses `numpy.random.default_rng(seed)` with a constant default seed.
+    d[s, i] = μ + a_s + b_i + e_si,   Var a = σ²_seed, Var b = σ²_example, Var e = σ²_residual,
 
-What is hand-written and what is the library's (checked against scipy/statsmodels in tests/test_stats.py):
-- the two-level (seeds × examples) bootstrap CI and the paired shift-to-null bootstrap test are written here:
-  scipy.stats.bootstrap resamples one level only, and neither library offers the shift-to-null test. With
-  one seed and many examples they agree with scipy.stats.bootstrap and scipy.stats.ttest_rel.
-- Holm's correction is statsmodels' `multipletests(method="holm")`;
-- power and minimum detectable effects are the paired t-test's, from scipy's noncentral t distribution
-  (equal to statsmodels' TTestPower, which returns NaN for very small n with large effects); the
-  bootstrap test has about that power, as a simulation in the tests checks.
-statsmodels and scipy take seconds to import, so they are imported where used, not when distill starts.
+and the mean over S seeds and n examples has variance τ² = σ²_seed/S + σ²_example/n + σ²_residual/(S·n).
+
+The test (docs/statistics.md has the derivation, the references and the simulations behind each choice).
+The two-way ANOVA mean squares of the matrix estimate MS_seed/(S·n) ≈ σ²_seed/S + σ²_residual/(S·n) on
+S − 1 degrees of freedom and MS_example/(S·n) ≈ σ²_example/n + σ²_residual/(S·n) on n − 1. Their sum
+se² = (MS_seed + MS_example)/(S·n) is Clark's (1973) min F′ denominator: it counts every source of noise
+and overstates τ² by σ²_residual/(S·n), never understates it. t = mean / se is referred to the
+Behrens–Fisher distribution √w·T_{S−1} + √(1 − w)·T_{n−1}, w = MS_seed/(MS_seed + MS_example) (Fisher
+1935): like t on S − 1 df when seed noise dominates, on n − 1 when example noise does. That test is
+conservative (Robinson 1976); with estimated (Satterthwaite) degrees of freedom instead it rejected up to
+13% of true nulls with 2 seeds, and on fixed min(S − 1, n − 1) df it lost most of its power.
+
+One seed. Then w = 0 and the test is the paired t-test over the examples: it holds the two trained
+models fixed and cannot see seed noise (a shift of a whole trained model moves every example at once and
+looks like an effect). `Comparison.seed_noise_known` is False and the report makes no claim from it.
+Its power, MDE and examples needed are then exactly statsmodels' TTestPower.
+
+Power and planning use the variance components (the ANOVA method-of-moments estimates truncated at zero:
+Searle, Casella & McCulloch 1992) to project the expected mean squares of another design, and the test's
+own critical value at the expected weight (`power`). Everything is closed-form or fixed quadrature: no
+resampling, so the report is deterministic and fast. scipy and statsmodels take seconds to import, so
+they are imported where used, not when distill starts.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-DEFAULT_SEED = 0
 ALPHA = 0.05
 POWER = 0.8  # the conventional power at which minimum detectable effects and sample sizes are stated
+MAX_EXAMPLES = 10**8  # planning searches stop here: a difference that needs more is reported as out of reach
+MAX_SEEDS = 10**5
+QUADRATURE_NODES = 96  # of the Behrens–Fisher integral (two pieces of 48): probabilities to ~0.6%
+QUANTILE_TOLERANCE = 1e-9
+ROUND_OFF = 1e-12  # relative size below which a mean or a spread is float round-off of zero
 
 
-def _as_matrix(scores: Sequence | np.ndarray) -> np.ndarray:
+def as_matrix(scores: Sequence | np.ndarray) -> np.ndarray:
     """Coerce to a float (seeds × examples) matrix; a 1-D vector is one seed.
 
-    Rejecting empty input here keeps every caller from silently averaging nothing into NaN.
+    Rejecting empty or non-finite input here keeps every caller from silently averaging it into NaN
+    (the report names the trial and example of a bad score before it gets here).
     """
     x = np.asarray(scores, dtype=float)
     if x.ndim == 1:
@@ -47,203 +66,361 @@ def _as_matrix(scores: Sequence | np.ndarray) -> np.ndarray:
     return x
 
 
-def _resample_weights(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
-    """(n_boot × n) weights, each row the counts of a with-replacement draw of n items, divided by n.
+# ------------------------------------------------------------------------ the Behrens–Fisher distribution
 
-    Drawing counts with a multinomial is equivalent to drawing indices with replacement, but lets a
-    weighted mean be a single matrix product instead of a Python loop over resamples.
+@functools.lru_cache(maxsize=1)
+def _nodes() -> tuple[np.ndarray, np.ndarray]:
+    """Gauss–Legendre nodes and weights on (−1, 1), for each of the two pieces of the integral."""
+    return np.polynomial.legendre.leggauss(QUADRATURE_NODES // 2)
+
+
+def _t_density(y: np.ndarray, df: np.ndarray) -> np.ndarray:
+    from scipy.special import gammaln
+
+    return np.exp(gammaln((df + 1) / 2) - gammaln(df / 2) - 0.5 * np.log(df * np.pi) - (df + 1) / 2 * np.log1p(y * y / df))
+
+
+def behrens_fisher_cdf(t: np.ndarray | float, w: np.ndarray | float, df_seed: int, df_example: int) -> np.ndarray:
+    """P(√w·T1 + √(1 − w)·T2 ≤ t) for independent Student t's T1 on `df_seed` and T2 on `df_example` df.
+
+    Vectorised over t and w; df_seed = 0 (one seed) requires w = 0 and gives Student's t on df_example.
+    Computed as ∫ f_out(y) F_in((t − c_out·y)/c_in) dy over the lighter-tailed t (more df; with equal df,
+    the one with the larger coefficient), in y = tan θ, split where the inner CDF turns (y = t/c_out), each
+    piece by Gauss–Legendre: within 0.6% of adaptive quadrature (scipy's quad) for p > 1e-4, down to 1 df.
     """
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot) / n
+    from scipy.special import stdtr
+
+    t, w = np.broadcast_arrays(np.asarray(t, dtype=float), np.asarray(w, dtype=float))
+    if df_seed == 0:
+        return stdtr(df_example, t)
+    a, b = np.sqrt(w), np.sqrt(1 - w)
+    outer_seed = np.full(t.shape, df_seed > df_example) if df_seed != df_example else a >= b
+    c_out, c_in = np.where(outer_seed, a, b), np.where(outer_seed, b, a)
+    df_out, df_in = np.where(outer_seed, df_seed, df_example), np.where(outer_seed, df_example, df_seed)
+    c_out, c_in = np.where(c_out > 0, c_out, 1.0), np.where(c_in > 0, c_in, 1.0)  # a zero one: `single` below
+    single = np.where(a == 0, stdtr(df_example, t / np.where(b > 0, b, 1.0)), stdtr(df_seed, t / np.where(a > 0, a, 1.0)))
+    c_out, c_in = c_out[..., None], c_in[..., None]
+    df_out, df_in = df_out[..., None], df_in[..., None]
+    x, weights = _nodes()
+    turn = np.arctan(t[..., None] / c_out)
+    total = np.zeros(t.shape)
+    for lo, hi in ((-np.pi / 2, turn), (turn, np.pi / 2)):
+        theta = lo + (hi - lo) * (x + 1) / 2
+        y = np.tan(theta)
+        integrand = _t_density(y, df_out) / np.cos(theta) ** 2 * stdtr(df_in, (t[..., None] - c_out * y) / c_in)
+        total += (integrand * weights * (hi - lo) / 2).sum(axis=-1)
+    return np.where((a == 0) | (b == 0), single, np.clip(total, 0.0, 1.0))
 
 
-def bootstrap_mean_ci(scores: Sequence | np.ndarray, n_boot: int = 2000, seed: int = DEFAULT_SEED,
-                      alpha: float = ALPHA) -> tuple[float, float, float]:
-    """Mean of a (seeds × examples) score matrix with a percentile bootstrap (1 − alpha) interval.
+def behrens_fisher_quantile(q: float, w: float, df_seed: int, df_example: int) -> float:
+    """The q-quantile (q > 1/2) of the Behrens–Fisher distribution of `behrens_fisher_cdf` (Brent's root)."""
+    from scipy.optimize import brentq
 
-    Each resample draws the held-out examples with replacement and, when there is more than one
-    seed, the seeds with replacement too (a two-level bootstrap), so the interval reflects both
-    held-out-set noise and training-seed noise. With one seed only example noise can be measured.
-    Returns (mean, lo, hi); the point estimate is the plain mean of the matrix.
+    def gap(t: float) -> float:
+        return float(behrens_fisher_cdf(t, w, df_seed, df_example)) - q
+
+    lo, hi = 0.0, 2.0
+    while gap(hi) < 0:
+        lo, hi = hi, 2 * hi
+    return float(brentq(gap, lo, hi, xtol=QUANTILE_TOLERANCE))
+
+
+# ----------------------------------------------------------------------------------- the variance model
+
+def _mean_squares(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Grand mean and the two-way ANOVA mean squares (seeds, examples, residual) of (..., S, n) arrays.
+
+    Vectorised over leading axes so that a calibration can test thousands of simulated matrices at once.
+    With one seed MS_seed and MS_residual are 0 (no degrees of freedom) and MS_example is the variance
+    of the examples.
     """
-    x = _as_matrix(scores)
-    if n_boot < 1:
-        raise ValueError("n_boot must be >= 1")
-    k, n = x.shape
-    rng = np.random.default_rng(seed)
-    w_ex = _resample_weights(rng, n, n_boot)  # (B, n)
-    if k > 1:
-        w_seed = _resample_weights(rng, k, n_boot)  # (B, k)
-    else:
-        w_seed = np.ones((n_boot, 1))
-    boot = np.einsum("bk,kn,bn->b", w_seed, x, w_ex)
-    lo, hi = np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    mean = float(x.mean())
-    # Guard against float round-off putting the mean a hair outside a degenerate interval.
-    return mean, float(min(lo, mean)), float(max(hi, mean))
+    s, n = x.shape[-2:]
+    grand = x.mean(axis=(-2, -1))
+    rows, cols = x.mean(axis=-1), x.mean(axis=-2)
+    ms_example = s * ((cols - grand[..., None]) ** 2).sum(-1) / (n - 1)
+    if s == 1:
+        return grand, np.zeros_like(grand), ms_example, np.zeros_like(grand)
+    ms_seed = n * ((rows - grand[..., None]) ** 2).sum(-1) / (s - 1)
+    resid = x - rows[..., :, None] - cols[..., None, :] + grand[..., None, None]
+    ms_residual = (resid**2).sum(axis=(-2, -1)) / ((s - 1) * (n - 1))
+    return grand, ms_seed, ms_example, ms_residual
 
 
 @dataclass(frozen=True)
-class PairedTest:
-    """Result of comparing a method with a baseline on the same held-out examples."""
+class Test:
+    """The test of mean = 0 for (..., S, n) arrays: arrays over the leading axes, or floats for one matrix."""
 
-    mean_diff: float  # mean over examples of (method − baseline), seed-averaged
-    diff_ci95: tuple[float, float]  # percentile bootstrap interval of mean_diff
-    p_value: float  # two-sided, shift-to-null bootstrap
-    effect_size: float | None  # paired Cohen's d_z = mean_diff / sd(diffs); None if undefined
-    n_examples: int
+    mean: np.ndarray
+    se: np.ndarray  # √((MS_seed + MS_example)/(S·n))
+    weight: np.ndarray  # w = MS_seed/(MS_seed + MS_example): the seed term's share of se²
+    df_seed: int  # S − 1 (0 with one seed)
+    df_example: int  # n − 1
+    p: np.ndarray  # two-sided
+
+    def interval(self, alpha: float = ALPHA) -> tuple[float, float]:
+        """The (1 − alpha) interval of one matrix's mean: the values the test would not reject."""
+        half = behrens_fisher_quantile(1 - alpha / 2, float(self.weight), self.df_seed, self.df_example) * float(self.se)
+        return float(self.mean) - half, float(self.mean) + half
 
 
-def paired_bootstrap_test(method_scores: Sequence | np.ndarray, baseline_scores: Sequence | np.ndarray,
-                          n_boot: int = 2000, seed: int = DEFAULT_SEED) -> PairedTest:
-    """Two-sided paired bootstrap test of a method against a baseline (here: `random`).
+def t_test(x: np.ndarray) -> Test:
+    """Test mean = 0 for (..., S, n) arrays with n ≥ 2 (see the module docstring).
 
-    Construction (shift-to-null, Efron & Tibshirani §16.4):
-    1. Average each side over its seeds, giving one score per held-out example, and take the
-       per-example differences d_i = method_i − baseline_i. Pairing on the example removes the large
-       between-example variance (some documents are simply easier to summarise).
-    2. Centre the differences, d0_i = d_i − mean(d), so they obey the null "no mean difference"
-       while keeping their spread.
-    3. Resample d0 with replacement B times; p = (1 + #{|mean(d0*)| ≥ |mean(d)|}) / (B + 1).
-       The +1 keeps p > 0 (the smallest reportable p is 1/(B+1)). Identical scores give d = 0,
-       every resample ties, and p = 1.
-    The effect size is paired Cohen's d_z (mean difference over the sd of the differences): it is
-    scale-free, so ROUGE-L and BERTScore effects can be compared. It is 0 for identical scores and
-    None when every difference is the same non-zero value (sd 0, d_z unbounded).
-    Seed-to-seed variance is averaged out in step 1, not tested; with few seeds that is the honest
-    choice, since resampling 2 seeds says little.
+    A zero standard error gives p = 1 for a zero mean (identical scores), else p = 0 (a constant shift).
     """
-    if n_boot < 1:
-        raise ValueError("n_boot must be >= 1")
-    d = paired_differences(method_scores, baseline_scores)
-    n = d.size
-    observed = float(d.mean())
-    rng = np.random.default_rng(seed)
-    w = _resample_weights(rng, n, n_boot)
-    boot = w @ d  # resampled mean differences (not centred): for the interval
-    null = boot - observed  # == w @ (d - mean(d)), since each row of w sums to 1
-    # Tolerance: treat differences within float round-off as ties, so identical scores give p = 1.
-    tol = 1e-12 * max(1.0, float(np.abs(d).max()))
-    extreme = np.count_nonzero(np.abs(null) >= abs(observed) - tol)
-    p = (1 + extreme) / (n_boot + 1)
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    sd = float(d.std(ddof=1)) if n > 1 else 0.0
-    if sd > tol:
-        effect: float | None = observed / sd
-    elif abs(observed) <= tol:
-        effect = 0.0
-    else:
-        effect = None
-    return PairedTest(mean_diff=observed, diff_ci95=(float(lo), float(hi)), p_value=float(min(1.0, p)),
-                      effect_size=effect, n_examples=n)
+    s, n = x.shape[-2:]
+    if n < 2:
+        raise ValueError("a test needs at least 2 held-out examples")
+    mean, ms_seed, ms_example, _ = _mean_squares(x)
+    scale = np.maximum(1.0, np.abs(x).max(axis=(-2, -1)))
+    # within float round-off of zero a mean or a spread is zero: identical scores must not look like a
+    # certain effect, nor a constant shift like an uncertain one
+    total = np.where(ms_seed + ms_example > (ROUND_OFF * scale) ** 2, ms_seed + ms_example, 0.0)
+    se = np.sqrt(total / (s * n))
+    weight = np.divide(ms_seed, total, out=np.zeros_like(total), where=total > 0)
+    zero = np.abs(mean) <= ROUND_OFF * scale
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(se > 0, np.abs(mean) / np.where(se > 0, se, 1.0), 0.0)
+    p = 2 * behrens_fisher_cdf(-t, weight, s - 1, n - 1)
+    p = np.where(zero, 1.0, np.where(se > 0, np.minimum(p, 1.0), 0.0))
+    return Test(mean, se, weight, s - 1, n - 1, p)
 
 
-def paired_differences(method_scores: Sequence | np.ndarray, baseline_scores: Sequence | np.ndarray) -> np.ndarray:
-    """Per-example differences d_i = mean over seeds of method − mean over seeds of baseline.
+@dataclass(frozen=True)
+class Variance:
+    """Variance components of a (seeds × examples) matrix, and the test's behaviour in other designs.
 
-    The one definition of "the paired differences" that the test, the effect size and the power
-    analysis all read, so they can never describe different data.
+    With one seed `seed` is None (not estimable) and `example` holds all the example-to-example
+    variance (σ²_example + σ²_residual cannot be told apart), as the paired t-test sees it.
     """
-    m, b = _paired(method_scores, baseline_scores)
-    return m.mean(axis=0) - b.mean(axis=0)
+
+    seeds: int
+    examples: int
+    seed: float | None
+    example: float
+    residual: float
+
+    @property
+    def seed_noise_known(self) -> bool:
+        return self.seed is not None
+
+    @property
+    def per_observation(self) -> float:
+        """Variance of a single difference d[s, i]: the scale of the standardised effect size."""
+        return (self.seed or 0.0) + self.example + self.residual
+
+    def design(self, seeds: int | None = None, examples: int | None = None) -> tuple[int, int]:
+        s, n = seeds or self.seeds, examples or self.examples
+        if s != self.seeds and not self.seed_noise_known:
+            raise ValueError("one seed: how the test behaves with more seeds is unknown")
+        return s, n
+
+    def of_mean(self, seeds: int | None = None, examples: int | None = None) -> float:
+        """τ²: the true variance of the mean over `seeds` × `examples` (default: this design)."""
+        s, n = self.design(seeds, examples)
+        return (self.seed or 0.0) / s + self.example / n + self.residual / (s * n)
+
+    def expected_mean_squares(self, seeds: int | None = None, examples: int | None = None) -> tuple[float, float]:
+        """E MS_seed and E MS_example of a `seeds` × `examples` design (E MS_seed = 0 with one seed)."""
+        s, n = self.design(seeds, examples)
+        if s == 1:
+            return 0.0, self.example
+        return self.residual + n * (self.seed or 0.0), self.residual + s * self.example
 
 
-def _paired(method_scores: Sequence | np.ndarray,
-            baseline_scores: Sequence | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    m = _as_matrix(method_scores)
-    b = _as_matrix(baseline_scores)
-    if m.shape[1] != b.shape[1]:
-        raise ValueError(f"method has {m.shape[1]} examples but the baseline has {b.shape[1]}: "
-                         "a paired test needs the same held-out examples")
-    return m, b
+def variance(scores: Sequence | np.ndarray) -> Variance:
+    """The variance components of a (seeds × examples) matrix with at least 2 examples.
+
+    E MS_seed = σ²_res + n σ²_seed, E MS_example = σ²_res + S σ²_example, E MS_res = σ²_res: solved and
+    truncated at zero.
+    """
+    x = as_matrix(scores)
+    s, n = x.shape
+    _, ms_seed, ms_example, ms_residual = (float(v) for v in _mean_squares(x))
+    if s == 1:
+        return Variance(1, n, None, ms_example, 0.0)
+    return Variance(s, n, max(ms_seed - ms_residual, 0.0) / n, max(ms_example - ms_residual, 0.0) / s, ms_residual)
+
+
+# ------------------------------------------------------------------------------- one comparison, one mean
+
+@dataclass(frozen=True)
+class Comparison:
+    """A method against the baseline on the same held-out examples, paired by seed."""
+
+    diff: float  # mean over seeds and examples of (method − baseline)
+    ci95: tuple[float, float] | None  # the values the test would not reject; None with fewer than 2 examples
+    p_value: float | None  # two-sided test of diff = 0; None with fewer than 2 examples (no test)
+    effect_size: float | None  # diff / SD of one difference d[s, i]; None when that SD is 0 and diff is not
+    seeds: int
+    examples: int
+    variance: Variance | None  # None with fewer than 2 examples
+
+    @property
+    def seed_noise_known(self) -> bool:
+        """Whether the test counts seed noise: only then may the report claim a difference (`can_claim`)."""
+        return self.variance is not None and can_claim(self.seeds)
+
+
+def can_claim(seeds: int) -> bool:
+    """A difference from random may be claimed only with ≥ 2 seeds: with one, seed-to-seed noise is unknown,
+    and a lucky training seed (which moves every held-out example at once) would look like an effect."""
+    return seeds >= 2
+
+
+def compare(method_scores: Sequence | np.ndarray, baseline_scores: Sequence | np.ndarray,
+            alpha: float = ALPHA) -> Comparison:
+    """Test a method against the baseline. Row s of both matrices must be the same training seed and
+    column i the same held-out example (the report aligns them by seed and example id)."""
+    m, b = as_matrix(method_scores), as_matrix(baseline_scores)
+    if m.shape != b.shape:
+        raise ValueError(f"method scores have shape {m.shape} but the baseline's {b.shape}: "
+                         "a paired comparison needs the same seeds and held-out examples")
+    d = m - b
+    seeds, n = d.shape
+    if n < 2:  # no variance to test against: refuse rather than report a p-value from nothing
+        return Comparison(float(d.mean()), None, None, None, seeds, n, None)
+    test = t_test(d)
+    model = variance(d)
+    mean = 0.0 if test.p == 1.0 else float(test.mean)  # float round-off of no difference is no difference
+    return Comparison(mean, test.interval(alpha), float(test.p), _effect_size(mean, float(test.se), model), seeds, n, model)
+
+
+def mean_ci(scores: Sequence | np.ndarray, alpha: float = ALPHA) -> tuple[float, float, float] | None:
+    """(mean, lo, hi) of a method's scores, the same interval as the tests'; None below 2 examples.
+
+    With one seed this is the t interval over the examples (seed noise unknown, as for the tests).
+    """
+    x = as_matrix(scores)
+    if x.shape[1] < 2:
+        return None
+    test = t_test(x)
+    return (float(test.mean), *test.interval(alpha))
+
+
+def _effect_size(mean: float, se: float, model: Variance) -> float | None:
+    """mean / SD of one difference; 0 for no difference, None for a certain one (the test's se is 0)."""
+    if mean == 0:
+        return 0.0
+    return mean / math.sqrt(model.per_observation) if se > 0 else None
+
+
+# ------------------------------------------------------------------------------------------------- power
+
+def t_power(nc: float, df: float, alpha: float = ALPHA, threshold: float | None = None) -> float:
+    """P(|T| > threshold) for a noncentral t on `df` df with noncentrality `nc`; the threshold defaults to
+    the two-sided t critical value, which makes this the power of the t-test.
+
+    For the paired t-test with n pairs and standardised effect d_z: nc = d_z·√n, df = n − 1, i.e.
+    statsmodels' TTestPower, computed from scipy's noncentral t directly (TTestPower returns NaN for
+    very small n with large effects).
+    """
+    from scipy import stats as st
+
+    crit = st.t.ppf(1 - alpha / 2, df) if threshold is None else threshold
+    nc = abs(nc)
+    wrong_side = float(st.nct.cdf(-crit, df, nc))  # far below the centre this underflows to NaN; it is ~0 there
+    return float(st.nct.sf(crit, df, nc)) + (0.0 if math.isnan(wrong_side) else wrong_side)
+
+
+def power(diff: float, model: Variance, seeds: int | None = None, examples: int | None = None,
+          alpha: float = ALPHA) -> float:
+    """Probability that `t_test` detects a true difference `diff` with `seeds` × `examples` (default: as run).
+
+    One seed: the paired t-test's power, exactly. Several: se² is a sum of two scaled chi-squares with
+    expectation E se² = (E MS_seed + E MS_example)/(S·n) ≥ τ², approximated (Satterthwaite 1946) by one
+    on ν = (E MS_seed + E MS_example)² / (E MS_seed²/(S − 1) + E MS_example²/(n − 1)) df; the test
+    rejects when |mean| > q·se, q the Behrens–Fisher critical value at the expected weight. So
+    power ≈ P(|T_ν(diff/τ)| > q·√(E se²)/τ). Simulated tests match it within 0.02 (docs/statistics.md).
+    """
+    s, n = model.design(seeds, examples)
+    tau = math.sqrt(model.of_mean(s, n))
+    if tau == 0:
+        return 1.0 if diff else alpha
+    if s == 1:
+        return t_power(diff / tau, n - 1, alpha)
+    ms_seed, ms_example = model.expected_mean_squares(s, n)
+    total = ms_seed + ms_example
+    df = total**2 / (ms_seed**2 / (s - 1) + ms_example**2 / (n - 1))
+    crit = _critical_value(alpha, ms_seed / total, s - 1, n - 1)
+    return t_power(diff / tau, df, alpha, threshold=crit * math.sqrt(total / (s * n)) / tau)
+
+
+@functools.lru_cache(maxsize=4096)
+def _critical_value(alpha: float, weight: float, df_seed: int, df_example: int) -> float:
+    return behrens_fisher_quantile(1 - alpha / 2, weight, df_seed, df_example)
+
+
+def detectable(model: Variance, alpha: float = ALPHA, pw: float = POWER) -> float:
+    """The MDE: the true |difference| that this design's test detects with power `pw` (a root of `power`)."""
+    from scipy.optimize import brentq
+
+    tau = math.sqrt(model.of_mean())
+    if tau == 0:
+        return 0.0
+    hi = tau
+    while power(hi, model, alpha=alpha) < pw:
+        hi *= 2
+    return float(brentq(lambda d: power(d, model, alpha=alpha) - pw, 0.0, hi, xtol=1e-9 * tau))
 
 
 @dataclass(frozen=True)
 class Evidence:
-    """How much evidence a comparison with the baseline has, and how much it would need."""
+    """How much a comparison can detect, and what would detect the difference it observed (at `POWER`)."""
 
-    mde: float | None  # smallest true mean difference detectable at `power` with this run's examples
-    n_needed: int | None  # held-out examples needed to detect the observed difference (None: none observed)
-    seeds_needed: int | None  # seeds (same n) needed to detect it; None: unknowable (1 seed) or unreachable
+    mde: float | None  # smallest true |difference| this design detects; None: no test (< 2 examples)
+    n_needed: int | None  # held-out examples (at these seeds) to detect the observed difference; None: out of reach
+    seeds_needed: int | None  # seeds (on these examples); None: unknowable (one seed) or out of reach
 
 
-def evidence(method_scores: Sequence | np.ndarray, baseline_scores: Sequence | np.ndarray, alpha: float = ALPHA,
-             power: float = POWER) -> Evidence:
-    """Minimum detectable effect and required sample sizes for a paired comparison, two-sided at `alpha`.
+def evidence(model: Variance | None, observed: float, alpha: float = ALPHA, pw: float = POWER) -> Evidence:
+    """The MDE of this design, and the examples or the seeds that would detect |observed| with power `pw`.
 
-    Computed from the observed paired differences d (see `paired_differences`) with the paired t-test's
-    power function (`t_power`): MDE = d_z* · sd(d), where d_z* is the standardised effect detected with
-    probability `power` by n examples; n_needed solves the same equation for the observed effect
-    mean(d) / sd(d). Seeds: averaging S seeds shrinks the seed-noise part of var(d) by 1/S, so with
-    within-example seed variances w (estimated when both sides have ≥ 2 seeds) the variance with S' seeds
-    is var(d) − w_m/S_m − w_b/S_b + (w_m + w_b)/S'; seeds_needed is the smallest S' whose MDE at the same
-    n reaches the observed difference (None when even infinitely many seeds would not).
+    All three come from `model` and `power` (the same variance and critical values as the test). The
+    searches use that power rises with examples and with seeds; none is made for a zero difference, and
+    none for seeds when one seed leaves the seed variance unknown.
     """
-    m, b = _paired(method_scores, baseline_scores)
-    d = m.mean(axis=0) - b.mean(axis=0)
-    n, observed = d.size, abs(float(d.mean()))
-    if n < 2:
+    if model is None:
         return Evidence(None, None, None)
-    sd = float(d.std(ddof=1))
-    tol = 1e-12 * max(1.0, float(np.abs(d).max()))
-    if sd <= tol:  # every example moved by the same amount: any non-zero shift is already certain
-        return Evidence(0.0, None if observed <= tol else n, None)
-    detectable_dz = detectable_effect(n, alpha, power)
-    n_needed = n_needed_for(observed / sd, alpha, power) if observed > tol else None
-    return Evidence(detectable_dz * sd, n_needed, _seeds_needed(m, b, sd, observed / detectable_dz))
+    target = abs(observed)
+    mde = detectable(model, alpha, pw)
+    if target == 0:
+        return Evidence(mde, None, None)
+    n_needed = _smallest(2, model.examples, MAX_EXAMPLES,
+                         lambda n: power(target, model, examples=n, alpha=alpha) >= pw)
+    seeds_needed = (_smallest(2, model.seeds, MAX_SEEDS, lambda s: power(target, model, seeds=s, alpha=alpha) >= pw)
+                    if model.seed_noise_known else None)
+    return Evidence(mde, n_needed, seeds_needed)
 
 
-def t_power(effect: float, n: int, alpha: float = ALPHA) -> float:
-    """Power of the two-sided paired t-test with n pairs at standardised effect d_z = mean/sd, from scipy's
-    noncentral t (statsmodels' TTestPower computes the same, but returns NaN for n = 3 and large effects)."""
-    from scipy import stats as st
+def _smallest(lo: int, start: int, cap: int, enough: Callable[[int], bool]) -> int | None:
+    """Smallest k in [lo, cap] with enough(k), for a monotone `enough`; None if even `cap` is not enough.
 
-    crit = st.t.ppf(1 - alpha / 2, n - 1)
-    nc = abs(effect) * math.sqrt(n)
-    wrong_side = float(st.nct.cdf(-crit, n - 1, nc))  # far below the centre this underflows to NaN; it is ~0 there
-    return float(st.nct.sf(crit, n - 1, nc)) + (0.0 if math.isnan(wrong_side) else wrong_side)
-
-
-def detectable_effect(n: int, alpha: float, power: float) -> float:
-    """The d_z that n pairs detect with `power`: a root of the monotone power curve."""
-    from scipy.optimize import brentq
-
-    hi = 1.0
-    while t_power(hi, n, alpha) < power:
-        hi *= 2
-    return float(brentq(lambda e: t_power(e, n, alpha) - power, 0.0, hi, xtol=1e-12))
+    Doubles up from `start` (the design as run), or bisects down when `start` is already enough.
+    """
+    if enough(start):
+        bad, good = lo - 1, start
+    else:
+        bad, good = start, min(start * 2, cap)
+        while not enough(good):
+            if good == cap:
+                return None
+            bad, good = good, min(good * 2, cap)
+    while good - bad > 1:
+        mid = (bad + good) // 2
+        bad, good = (bad, mid) if enough(mid) else (mid, good)
+    return good
 
 
-def n_needed_for(effect: float, alpha: float, power: float) -> int:
-    """Smallest whole n ≥ 2 whose power reaches `power`: doubling, then bisection (power rises with n)."""
-    lo, hi = 1, 2  # invariant: lo is not enough (n = 1 never is)
-    while t_power(effect, hi, alpha) < power:
-        lo, hi = hi, hi * 2
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if t_power(effect, mid, alpha) >= power else (mid, hi)
-    return hi
-
-
-def _seeds_needed(m: np.ndarray, b: np.ndarray, sd: float, target_sd: float) -> int | None:
-    """Smallest number of seeds per side whose projected sd(d) is ≤ target_sd (see `evidence`)."""
-    if m.shape[0] < 2 or b.shape[0] < 2 or target_sd <= 0:
-        return None
-    w_m = float(m.var(axis=0, ddof=1).mean())
-    w_b = float(b.var(axis=0, ddof=1).mean())
-    between = max(sd**2 - w_m / m.shape[0] - w_b / b.shape[0], 0.0)  # what no number of seeds removes
-    room = target_sd**2 - between
-    if room <= 0:
-        return None
-    return max(1, math.ceil((w_m + w_b) / room))
-
+# ------------------------------------------------------------------------------------ many comparisons
 
 def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:
     """Holm–Bonferroni adjusted p-values, in the input order; None entries pass through as None.
 
-    Comparing several methods with random multiplies the chance of a lucky "win"; Holm controls the
-    family-wise error rate like Bonferroni but is uniformly more powerful. With the m valid p-values
-    sorted ascending, p_(1) ≤ … ≤ p_(m): adj_(i) = max_{j ≤ i} min(1, (m − j + 1) · p_(j)), computed by
-    statsmodels' multipletests(method="holm"); this wrapper only adds the None pass-through.
+    Comparing several methods (on several metrics) with random multiplies the chance of a lucky "win";
+    Holm controls the family-wise error rate like Bonferroni but is uniformly more powerful. With the m
+    valid p-values sorted ascending, p_(1) ≤ … ≤ p_(m): adj_(i) = max_{j ≤ i} min(1, (m − j + 1) · p_(j)),
+    computed by statsmodels' multipletests(method="holm"); this wrapper only adds the None pass-through.
     """
     from statsmodels.stats.multitest import multipletests
 

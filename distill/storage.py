@@ -26,9 +26,10 @@ import os
 import posixpath
 import shutil
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 from distill import artifacts
@@ -178,9 +179,6 @@ class Storage:
         with self.fs.open_output_stream(self.path(name)) as out:
             out.write(b"")
         return name
-
-    def __str__(self) -> str:
-        return self.uri
 
 
 def open_storage(out: Path, uri: str | None = None, endpoint: str | None = None, region: str | None = None) -> Storage:

@@ -9,7 +9,6 @@ import pytest
 from rich.console import Console
 
 from distill import artifacts
-from distill.config import ReportConfig
 from distill.errors import DistillError
 from distill.records import COLUMNS, SCHEMA_VERSION, SCORE_KEYS, read_results
 from distill.report import build_report
@@ -80,7 +79,7 @@ def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     _write_run(out)
     console = _console()
-    rows = build_report(out, ReportConfig(bootstrap_samples=500), console=console)
+    rows = build_report(out, console=console)
     return out, rows, console.file.getvalue()
 
 
@@ -92,14 +91,18 @@ def test_rows_order_and_fields(built):
     assert [r.to_dict() for r in read_results(stored, "results.json")] == rows
     by = {r["method"]: r for r in rows}
     rand, clus, full = by["random"], by["clustering"], by["full"]
-    assert rand["vs_random_pct"] == 0.0 and rand["significant"] is None and rand["p_vs_random"] is None
-    assert full["significant"] is None and full["p_holm"] is None
+    assert rand["vs_random_pct"] == 0.0 and rand["vs_random"] is None and full["vs_random"] is None
     assert clus["vs_random_pct"] == pytest.approx(100 * (clus["rougeL"] - rand["rougeL"]) / rand["rougeL"], abs=1e-3)
     assert clus["pct_of_full"] == pytest.approx(100 * clus["rougeL"] / full["rougeL"], abs=1e-3)
     assert full["pct_of_full"] == pytest.approx(100.0)
-    assert clus["significant"] is True and clus["p_holm"] < 0.05 and clus["effect_size"] > 1
-    assert by["length_diversity"]["significant"] is False
-    assert by["length_diversity"]["p_vs_random"] == pytest.approx(1.0)
+    for metric in ("rougeL", "bertscore_f1"):  # every method × metric is one test of one Holm family
+        test = clus["vs_random"][metric]
+        assert test["significant"] is True and test["p_holm"] < 0.05 and test["effect_size"] > 1
+        assert test["p_holm"] >= test["p"] and test["seeds"] == 2 and test["examples"] == N_EX
+        assert test["ci95"][0] > 0 and test["mde"] > 0
+        same = by["length_diversity"]["vs_random"][metric]
+        assert same["significant"] is False and same["p"] == 1.0 and same["diff"] == 0.0
+    assert clus["vs_random"]["rougeL"]["diff"] == pytest.approx(clus["rougeL"] - rand["rougeL"], abs=1e-6)
     for r in rows:
         lo, hi = r["rougeL_ci95"]
         assert lo <= r["rougeL"] <= hi
@@ -112,20 +115,26 @@ def test_rows_order_and_fields(built):
 def test_files_plots_markdown_and_console(built):
     out, rows, printed = built
     comp = out / "comparison"
-    for png in ("rougeL.png", "cost.png", "lengths.png"):
+    for png in ("forest_rougeL.png", "forest_bertscore_f1.png", "cost.png", "lengths.png"):
         data = (comp / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     with open(comp / "results.csv") as f:
         table = list(csv.DictReader(f))
     assert [r["method"] for r in table] == [r["method"] for r in rows]
     assert "rougeL_ci95_lo" in table[0] and "rougeL_ci95_hi" in table[0]
+    clustering = table[1]
+    assert float(clustering["vs_random.rougeL.p_holm"]) == rows[1]["vs_random"]["rougeL"]["p_holm"]
+    assert float(clustering["vs_random.bertscore_f1.ci95_lo"]) == rows[1]["vs_random"]["bertscore_f1"]["ci95"][0]
+    assert clustering["vs_random.rougeL.significant"] == "true" and table[0]["vs_random.rougeL.p"] == ""
     md = (comp / "report.md").read_text()
     assert "| Method | ROUGE-L ±95% CI | BERTScore-F1 | vs Random % | % of full | p (Holm) |" in md
     assert "| clustering |" in md and "not significant" in md
     assert "never results" in md  # tiny test model note
-    assert "minilm-offline" in md and "beat random significantly" in md
-    for png in ("rougeL.png", "cost.png", "lengths.png"):
+    assert "minilm-offline" in md and "**clustering** beat random on ROUGE-L" in md
+    assert "## Against random" in md and "### ROUGE-L (higher is better)" in md and "### BERTScore-F1" in md
+    for png in ("forest_rougeL.png", "forest_bertscore_f1.png", "cost.png", "lengths.png"):
         assert f"({png})" in md
+    assert md.index("(forest_rougeL.png)") < md.index("(cost.png)")  # the tested quantity is the main figure
     assert "clustering" in printed and "ROUGE-L" in printed
 
 
@@ -134,7 +143,7 @@ def test_rebuild_is_byte_identical(built):
     comp = out / "comparison"
     names = ("results.json", "results.csv", "report.md")
     before = {n: (comp / n).read_bytes() for n in names}
-    build_report(out, ReportConfig(bootstrap_samples=500), console=_console())
+    build_report(out, console=_console())
     assert {n: (comp / n).read_bytes() for n in names} == before
 
 
@@ -144,9 +153,9 @@ def test_without_run_json_or_random(tmp_path):
         for f in (tmp_path / "trials" / f"random_s{seed}").iterdir():
             f.unlink()
         (tmp_path / "trials" / f"random_s{seed}").rmdir()
-    rows = build_report(tmp_path, ReportConfig(bootstrap_samples=100), console=_console())
+    rows = build_report(tmp_path, console=_console())
     assert rows[-1]["method"] == "full"
-    assert all(r["vs_random_pct"] is None and r["significant"] is None for r in rows)
+    assert all(r["vs_random_pct"] is None and r["vs_random"] is None for r in rows)
     md = (tmp_path / "comparison" / "report.md").read_text()
     assert "never results" not in md and "run.json not found" in md
 
@@ -160,14 +169,14 @@ def test_missing_trials_raises(tmp_path):
 def test_missing_predictions_give_no_ci_and_mismatched_ids_raise(tmp_path):
     _write_run(tmp_path)
     (tmp_path / "trials" / "clustering_s0" / "predictions.jsonl").unlink()
-    rows = {r["method"]: r for r in build_report(tmp_path, ReportConfig(bootstrap_samples=100), console=_console())}
-    assert rows["clustering"]["rougeL_ci95"] is None and rows["clustering"]["p_vs_random"] is None
-    assert rows["length_diversity"]["p_holm"] == pytest.approx(1.0)  # Holm family: 2 tested methods
+    rows = {r["method"]: r for r in build_report(tmp_path, console=_console())}
+    assert rows["clustering"]["rougeL_ci95"] is None and rows["clustering"]["vs_random"] is None
+    assert rows["length_diversity"]["vs_random"]["rougeL"]["p_holm"] == pytest.approx(1.0)
     pred = tmp_path / "trials" / "full_s1" / "predictions.jsonl"
     pred.write_text(pred.read_text().replace("doc000", "other"))
     artifacts.seal(pred)
     with pytest.raises(DistillError, match="different held-out examples"):
-        build_report(tmp_path, ReportConfig(bootstrap_samples=100), console=_console())
+        build_report(tmp_path, console=_console())
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "unsealed"])
@@ -183,7 +192,7 @@ def test_a_damaged_stored_file_is_named_never_used(tmp_path, damage):
     else:
         artifacts.sidecar(path).unlink()
     with pytest.raises(DistillError, match="random_s1/predictions.jsonl is damaged") as err:
-        build_report(tmp_path, ReportConfig(bootstrap_samples=100), console=_console())
+        build_report(tmp_path, console=_console())
     assert "rerun the experiment" in err.value.fix
 
 
@@ -200,7 +209,7 @@ def test_files_from_before_versioning_load_as_version_1(tmp_path):
     """Today's trial files carry no schema_version (see _write_run); a version-1 run.json records no test_model."""
     _write_run(tmp_path)
     _rewrite(tmp_path / "run.json", schema_version=None, test_model=None)
-    rows = build_report(tmp_path, ReportConfig(bootstrap_samples=100), console=_console())
+    rows = build_report(tmp_path, console=_console())
     assert len(rows) == len(METHODS)
     assert "never results" not in (tmp_path / "comparison" / "report.md").read_text()  # no flag: not a test model
     assert [r.method for r in read_results(rows, "results.json")] == [r["method"] for r in rows]  # the bare list
@@ -211,7 +220,7 @@ def test_a_file_from_a_newer_distill_is_refused_in_one_line(tmp_path, name):
     _write_run(tmp_path)
     _rewrite(tmp_path / name, schema_version=SCHEMA_VERSION + 1)
     with pytest.raises(DistillError) as err:
-        build_report(tmp_path, ReportConfig(bootstrap_samples=100), console=_console())
+        build_report(tmp_path, console=_console())
     assert name in err.value.problem and f"schema version {SCHEMA_VERSION + 1}" in err.value.problem
     assert str(SCHEMA_VERSION) in err.value.problem and "\n" not in str(err.value)
 

@@ -7,8 +7,8 @@ import logging
 import pickle
 
 import pytest
-
 from clusters import S3_KEYS, free_port, s3_server
+
 from distill import artifacts
 from distill.cli import main
 from distill.config import make_config, trial_settings
