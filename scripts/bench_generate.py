@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import benchlib
 
@@ -94,21 +93,14 @@ def floor(bench: Bench, steps: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from distill.models import load_model
-    from distill.train import add_lora, seed_everything
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (a quick-job trial has 1)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--arms", default=",".join(ARMS))
-    ap.add_argument("--quick", action="store_true", help="4 bills instead of the 10 held out")
-    ap.add_argument("--model", help="another model than the quick job's (e.g. a tiny one for a smoke test)")
-    ap.add_argument("--json", type=Path, default=benchlib.ROOT / "docs" / "bench" / "generate.json")
+    benchlib.quick_arguments(ap, benchlib.ROOT / "docs" / "bench" / "generate.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     setup = benchlib.quick_setup(args.model)
-    seed_everything(0)
-    model = add_lora(load_model(setup.model_path, setup.cfg.model, args.device), setup.cfg.train).eval()
+    model = benchlib.lora_model(setup, args.device)
     texts = setup.test["text"].tolist()[: 4 if args.quick else None]
     bench = Bench(setup, model, texts, args.device)
     rows, reference = [], None

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import benchlib
 
@@ -36,22 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from distill.evaluate import generate, resolve_scorer, score
-    from distill.models import load_model
-    from distill.train import add_lora, seed_everything
     from distill.trial import heldout_losses
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (a quick-job trial has 1)")
     ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--quick", action="store_true", help="4 bills instead of the 10 held out")
-    ap.add_argument("--model", help="another model than the quick job's (e.g. a tiny one for a smoke test)")
-    ap.add_argument("--json", type=Path, default=benchlib.ROOT / "docs" / "bench" / "heldout_loss.json")
+    benchlib.quick_arguments(ap, benchlib.ROOT / "docs" / "bench" / "heldout_loss.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     setup = benchlib.quick_setup(args.model)
     cfg = setup.cfg.eval
-    seed_everything(0)
-    model = add_lora(load_model(setup.model_path, setup.cfg.model, "cpu"), setup.cfg.train).eval()
+    model = benchlib.lora_model(setup)
     test = setup.test.iloc[: 4 if args.quick else None]
     scorer, _ = resolve_scorer(cfg, hub_reachable=False)
     generated, generate_s = timed(lambda: generate(model, setup.tokenizer, setup.fmt, test["text"].tolist(), cfg, "cpu"),

@@ -52,6 +52,23 @@ def quick_setup(model: str | None = None) -> QuickSetup:
     return QuickSetup(cfg, splits.train, splits.test, model_path, tokenizer, fmt)
 
 
+def quick_arguments(ap, default_json: Path) -> None:
+    """The arguments of a benchmark run on the quick job's held-out bills with its LoRA-wrapped model."""
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (a quick-job trial has 1)")
+    ap.add_argument("--quick", action="store_true", help="4 bills instead of the 10 held out")
+    ap.add_argument("--model", help="another model than the quick job's (e.g. a tiny one for a smoke test)")
+    ap.add_argument("--json", type=Path, default=default_json)
+
+
+def lora_model(setup: QuickSetup, device: str = "cpu"):
+    """The target model with the quick job's LoRA adapters attached, seeded, as a trial holds it."""
+    from distill.models import load_model
+    from distill.train import add_lora, seed_everything
+
+    seed_everything(0)
+    return add_lora(load_model(setup.model_path, setup.cfg.model, device), setup.cfg.train).eval()
+
+
 def reset_peak_rss() -> float:
     """Reset this process's peak resident memory (Linux clear_refs 5); returns the current RSS in MB."""
     Path("/proc/self/clear_refs").write_text("5")
