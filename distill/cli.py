@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from distill.config import ReportConfig, make_config
+from distill.config import make_config
 from distill.errors import DistillError
 
 # validate checks a job as it is; with no --job it checks the quick job
@@ -141,15 +141,20 @@ def resume(args: argparse.Namespace) -> int:
 
 def report_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("output_dir", nargs="?", default="results")
-    cmd.add_argument("--bootstrap-samples", type=int, default=ReportConfig.bootstrap_samples,
-                     help="bootstrap resamples for CIs and tests (report.bootstrap_samples)")
+    cmd.add_argument("--export", metavar="DIR", help="copy what the report reads into the new folder DIR (the trials' "
+                                                      "scores without their texts: small enough to publish) and build "
+                                                      "the report there, from that folder alone")
 
 
 @command("report", "rebuild the comparison report from stored trial results", report_arguments)
 def report(args: argparse.Namespace) -> int:
     from distill import report
 
-    report.build_report(Path(args.output_dir).resolve(), ReportConfig(bootstrap_samples=args.bootstrap_samples))
+    out = Path(args.output_dir).resolve()
+    if args.export:
+        report.export(out, Path(args.export).resolve())
+        out = Path(args.export).resolve()
+    report.build_report(out)
     return 0
 
 

@@ -27,7 +27,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, Validation
 
 from distill.errors import DistillError
 from distill.outdir import safe_name
-from distill.records import LEGACY_VERSION, RunInfo
+from distill.records import LEGACY_VERSION, SCORE_KEYS, RunInfo
 
 JOBS_DIR = Path(__file__).resolve().parent / "jobs"  # package data: found by name after `pip install`
 EMBEDDED_BILLSUM = "embedded:billsum"
@@ -164,11 +164,16 @@ class EvalConfig:
     engine: Literal["auto", "hf", "vllm"] = "auto"
 
 
+MetricNames = Annotated[list[Literal[SCORE_KEYS]], BeforeValidator(_split_names)]  # type: ignore[valid-type]
+
+
 @section
 class ReportConfig:
     """Settings of the comparison report only: changing one rebuilds the report (`distill report`), never a trial."""
 
-    bootstrap_samples: Count = 2000  # resamples for the confidence intervals and the tests against random
+    # tested against random, per method (docs/statistics.md): every test joins one Holm family, so each metric
+    # costs the others power; the first one present orders the methods and decides the recommendation
+    metrics: MetricNames = field(default_factory=lambda: ["rougeL", "bertscore_f1", "heldout_loss"])
 
 
 @section
@@ -259,7 +264,6 @@ TRIAL_SETTINGS = (
 
 # Keys moved when the config was split by what they affect (results schema version 2): old → new.
 MOVED_KEYS = {
-    "eval.bootstrap_samples": "report.bootstrap_samples",
     "eval.vllm_max_loras": "resources.vllm_max_loras",
     "eval.vllm_max_num_seqs": "resources.vllm_max_num_seqs",
     "eval.vllm_gpu_memory_utilization": "resources.vllm_gpu_memory_utilization",
@@ -278,9 +282,18 @@ def trial_settings(cfg: ExperimentConfig) -> dict[str, Any]:
     return values
 
 
-def move_keys(values: dict[str, Any], migrate: bool) -> None:
+# Keys that no longer exist, and why (results schema version 3: the report's statistics are closed-form).
+RETIRED_KEYS = {
+    "report.bootstrap_samples": "the report no longer resamples (docs/statistics.md)",
+    "eval.bootstrap_samples": "the report no longer resamples (docs/statistics.md)",
+}
+RETIRED_IN = 3  # the results schema version that retired them: a run.json written before it may hold them
+
+
+def move_keys(values: dict[str, Any], migrate: bool, retire: bool = False) -> None:
     """Old keys (MOVED_KEYS) in a mapping of settings: moved to their new place (`migrate`: an old run.json),
-    else refused with one line naming the new key (a job or an override still using one)."""
+    else refused with one line naming the new key (a job or an override still using one). Retired keys
+    (RETIRED_KEYS) are dropped (`retire`: a run.json from before they retired), else refused likewise."""
     for old, new in MOVED_KEYS.items():
         section_name, key = old.split(".")
         node = values.get(section_name)
@@ -290,6 +303,15 @@ def move_keys(values: dict[str, Any], migrate: bool) -> None:
             raise DistillError(f"config key '{old}' has moved to '{new}'",
                                f"rename it to '{new}' in the job YAML (or pass --set {new}=VALUE)")
         set_key(values, new, node.pop(key))
+    for old, why in RETIRED_KEYS.items():
+        section_name, key = old.split(".")
+        node = values.get(section_name)
+        if not isinstance(node, dict) or key not in node:
+            continue
+        if not retire:
+            raise DistillError(f"config key '{old}' is no longer used: {why}",
+                               "delete it from the job YAML (or drop that --set)")
+        del node[key]
 
 
 def _build(values: dict[str, Any]) -> ExperimentConfig:
@@ -305,7 +327,7 @@ RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_eq
 
 def _config_error(error: dict[str, Any]) -> DistillError:
     """pydantic's first complaint → one line naming the dotted key, and the fix."""
-    loc = [str(part) for part in error["loc"]]
+    loc = [str(part) for part in error["loc"] if not isinstance(part, int)]  # a list item: its list's key
     key = ".".join(loc)
     if error["type"] == "unexpected_keyword_argument":
         known = sorted(f.name for f in dataclasses.fields(_section(loc[:-1])))
@@ -318,8 +340,9 @@ def _config_error(error: dict[str, Any]) -> DistillError:
     if error["type"] in RANGE_ERRORS:
         allowed = describe_range(settings()[key])
         default = functools.reduce(getattr, loc, ExperimentConfig())
+        example = ",".join(default) if isinstance(default, list) else yaml.safe_dump(default).splitlines()[0]
         return DistillError(f"config key '{key}' must be {allowed}, got {error['input']!r}",
-                            f"use {allowed}, e.g. --set {key}={yaml.safe_dump(default).splitlines()[0]} (the default)")
+                            f"use {allowed}, e.g. --set {key}={example} (the default)")
     reason = error["msg"][0].lower() + error["msg"][1:]
     return DistillError(f"config key '{key}': {reason}, got {error['input']!r}",
                         f"set '{key}' in the job YAML or with --set {key}=VALUE")
@@ -352,6 +375,8 @@ def describe_range(prop: dict[str, Any]) -> str:
     """A setting's declared range in words: 'an integer >= 1', 'a number in (0, 1]', 'one of mean, last'."""
     options = prop.get("anyOf", [prop])
     value = next(option for option in options if option.get("type") != "null")
+    if value.get("type") == "array":  # a list of choices
+        return "a comma-separated list of " + ", ".join(map(str, value["items"]["enum"]))
     if "enum" in value:
         text = "one of " + ", ".join(map(str, value["enum"]))
     else:
@@ -535,7 +560,8 @@ def _continued(run_json: str | bytes, path: str | Path, changes: dict[str, Any])
     if info is None or not isinstance(info.config, dict) or not info.config:
         raise DistillError(f"{path} is not a run record of distill", "rerun the job instead of resuming it")
     values = copy.deepcopy(info.config)
-    move_keys(values, migrate=info.schema_version == LEGACY_VERSION)  # a run.json from before the config split
+    move_keys(values, migrate=info.schema_version == LEGACY_VERSION,  # a run.json from before the config split
+              retire=info.schema_version < RETIRED_IN)
     for key, value in changes.items():
         values[key] = {**(values.get(key) or {}), **value} if isinstance(value, dict) else value
     return validate(_build(values))

@@ -223,6 +223,7 @@ class ReportRow:
     bertscore_f1: float | None
     bertscore_f1_ci95: list[float] | None
     heldout_loss: float | None
+    heldout_loss_ci95: list[float] | None
     vs_random_pct: float | None
     pct_of_full: float | None
     vs_random: dict[str, VsRandom] | None  # metric name → its test against random; None for random, full
@@ -246,10 +247,11 @@ class ReportRow:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReportRow:
-        """A row of any version: versions 1 and 2 had no `vs_random` (their ROUGE-L-only test columns are dropped)."""
+        """A row of any version: a column it predates reads as None (versions 1 and 2 had no `vs_random` and
+        no held-out loss; their ROUGE-L-only test columns are dropped)."""
         tests = data.get("vs_random")
         vs_random = {m: VsRandom(**_known(VsRandom, v)) for m, v in tests.items()} if tests else None
-        return cls(**{**_known(cls, data), "vs_random": vs_random})
+        return cls(**{**{f.name: data.get(f.name) for f in dataclasses.fields(cls)}, "vs_random": vs_random})
 
 
 COLUMNS = [f.name for f in dataclasses.fields(ReportRow)]  # results.json's keys, in order

@@ -24,15 +24,12 @@ import numpy as np
 from distill import artifacts, stats
 from distill.config import ReportConfig
 from distill.errors import DistillError
-from distill.records import (BERTSCORE_F1, COLUMNS, FULL, RANDOM, ROUGE_L, SCORE_KEYS, Metric, ReportRow, RunInfo,
-                             TrialMetrics, TrialRecord, VsRandom, results_document)
+from distill.records import (COLUMNS, FULL, RANDOM, SCORE_KEYS, SCORE_METRICS, Metric, ReportRow, RunInfo, TrialMetrics,
+                             TrialRecord, VsRandom, results_document)
 
 DIGITS = 6  # rounding of every float written to results.json / results.csv
-# Metrics with per-example scores: each gets a 95% CI per method and a test against random per method (the
-# Holm family is every method × every one of these present in the predictions). The first is the primary one:
-# it orders the methods and decides the recommendation.
-TESTED_METRICS: tuple[Metric, ...] = (ROUGE_L, BERTSCORE_F1)
-PRIMARY = TESTED_METRICS[0]
+METRICS = {m.name: m for m in SCORE_METRICS}
+CI_METRICS = tuple(m for m in SCORE_METRICS if f"{m.name}_ci95" in COLUMNS)  # a 95% CI per method, from its examples
 COST_KEYS = ("time_s", "select_seconds", "train_seconds", "eval_seconds", "gpu_seconds")
 _SEED_SUFFIX = re.compile(r"^(?P<method>.+)-seed(?P<seed>\d+)$")
 
@@ -140,10 +137,11 @@ def _scores_by_id(trial: TrialRecord, metrics: tuple[Metric, ...]) -> dict[str, 
     return out
 
 
-def _per_example_metrics(trials: list[TrialRecord]) -> tuple[Metric, ...]:
-    """The TESTED_METRICS any stored prediction carries (a metric added after a run was made is skipped)."""
+def _per_example_metrics(trials: list[TrialRecord], wanted: tuple[Metric, ...]) -> tuple[Metric, ...]:
+    """The `wanted` metrics any stored prediction carries (one a run did not score, e.g. ROUGE-L with
+    eval.generate false or held-out loss before it existed, is skipped)."""
     present = {key for t in trials for p in (t.predictions or ()) for key in p}
-    return tuple(m for m in TESTED_METRICS if m.name in present)
+    return tuple(m for m in wanted if m.name in present)
 
 
 def load_selected_lengths(output_dir: Path) -> dict[str, list[int]]:
@@ -222,15 +220,14 @@ def _round(value: Any) -> Any:
 
 
 def _method_order(rows: dict[str, dict]) -> list[str]:
-    """random first, then methods by the primary metric (best first, name as tie-break), the full baseline last."""
-    sign = -1 if PRIMARY.higher_is_better else 1
+    """random first, then methods by ROUGE-L (best first, name as tie-break), the full baseline last."""
     middle = sorted((m for m in rows if m not in (RANDOM, FULL)),
-                    key=lambda m: (sign * (rows[m][PRIMARY.name] or 0.0), m))
+                    key=lambda m: (-(rows[m]["rougeL"] or 0.0), m))
     return ([RANDOM] if RANDOM in rows else []) + middle + ([FULL] if FULL in rows else [])
 
 
-def compute_rows(trials: list[TrialRecord]) -> list[ReportRow]:
-    """One summary row per method: means over seeds, 95% CIs, tests against random, costs."""
+def compute_rows(trials: list[TrialRecord], tested: tuple[Metric, ...]) -> list[ReportRow]:
+    """One summary row per method: means over seeds, 95% CIs, tests against random on the `tested` metrics, costs."""
     by_method: dict[str, list[TrialRecord]] = defaultdict(list)
     for t in trials:
         by_method[str(t.metrics.method)].append(t)
@@ -239,7 +236,7 @@ def compute_rows(trials: list[TrialRecord]) -> list[ReportRow]:
     if ids is not None and len(set(ids)) != len(ids):
         raise DistillError(f"trial {first_with_preds.metrics.trial} has duplicate held-out ids",
                            "re-run the trials; every held-out example needs a unique id")
-    metrics = _per_example_metrics(trials) if ids else ()
+    metrics = _per_example_metrics(trials, tuple(dict.fromkeys(CI_METRICS + tested))) if ids else ()
     matrices = {m: _score_matrices(ts, ids, metrics) for m, ts in by_method.items()}
 
     rows: dict[str, dict] = {}
@@ -250,7 +247,7 @@ def compute_rows(trials: list[TrialRecord]) -> list[ReportRow]:
         row["seeds"] = len(ts)
         for key in SCORE_KEYS:
             row[key] = _mean([t.get(key) for t in ts])
-        for m in TESTED_METRICS:
+        for m in CI_METRICS:
             ci = stats.mean_ci(matrices[method].scores[m.name]) if m in metrics and matrices[method] else None
             point = row[m.name]
             # the interval must contain the reported point estimate (the mean of metrics.json's means)
@@ -283,7 +280,7 @@ def compute_rows(trials: list[TrialRecord]) -> list[ReportRow]:
         row["pct_of_full"] = (100 * row["rougeL"] / f_score
                               if f_score and row["rougeL"] is not None else None)
         row["vs_random"] = None
-    _tests_against_random(rows, matrices, metrics)
+    _tests_against_random(rows, matrices, tuple(m for m in tested if m in metrics))
     return [ReportRow.from_dict({col: _round(rows[m].get(col)) for col in COLUMNS}) for m in _method_order(rows)]
 
 
@@ -337,9 +334,15 @@ def _cheaper(ev: stats.Evidence, comp: stats.Comparison, row: dict, rand: dict) 
     return "seeds" if seeds_cost <= examples_cost else "examples"
 
 
-def primary(row: dict) -> dict | None:
-    """A row's test against random on the primary metric (None: not tested)."""
-    return (row.get("vs_random") or {}).get(PRIMARY.name)
+def _tested(rows: list[dict]) -> list[Metric]:
+    """The metrics tested against random, in the order of report.metrics (the first is the primary one)."""
+    return [METRICS[name] for name in dict.fromkeys(name for r in rows for name in (r["vs_random"] or {}))]
+
+
+def primary(row: dict) -> tuple[Metric, dict] | None:
+    """A row's test against random on the primary metric, the first tested (None: the row was not tested)."""
+    name = next(iter(row.get("vs_random") or {}), None)
+    return None if name is None else (METRICS[name], row["vs_random"][name])
 
 
 # ---------------------------------------------------------------------------------------- writing
@@ -396,7 +399,7 @@ VS_RANDOM_FIELDS = [f.name for f in fields(VsRandom)]
 def write_csv(rows: list[dict], path: Path) -> None:
     """Same columns as results.json, flattened: each 95% CI becomes `<name>_lo/_hi`, each test against random
     `vs_random.<metric>.<field>` columns (for the metrics tested in this report)."""
-    tested = [m.name for m in TESTED_METRICS if any(m.name in (r["vs_random"] or {}) for r in rows)]
+    tested = [m.name for m in _tested(rows)]
 
     def cells(name: str, value: Any) -> tuple[list[str], list[Any]]:
         if name.endswith("ci95"):
@@ -421,7 +424,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
     artifacts.write_text(path, buf.getvalue())
 
 
-def _tests(rows: list[dict], metric: Metric = PRIMARY) -> list[tuple[dict, dict]]:
+def _tests(rows: list[dict], metric: Metric) -> list[tuple[dict, dict]]:
     """(row, its test against random on `metric`) for every tested method, in row order."""
     return [(r, r["vs_random"][metric.name]) for r in rows if metric.name in (r["vs_random"] or {})]
 
@@ -433,22 +436,20 @@ def _n_tests(rows: list[dict]) -> int:
 def _at_a_glance(rows: list[dict]) -> str:
     """One paragraph of conclusions, every number taken from the rows (i.e. from measurements)."""
     by = {r["method"]: r for r in rows}
-    key = PRIMARY.name
-    candidates = [r for r in rows if r["method"] != FULL and r[key] is not None]
-    best_of = max if PRIMARY.higher_is_better else min
+    candidates = [r for r in rows if r["method"] != FULL and r["rougeL"] is not None]
     parts = []
     if candidates:
-        best = best_of(candidates, key=lambda r: (r[key], r["method"] == RANDOM))
-        ci = best[f"{key}_ci95"]
+        best = max(candidates, key=lambda r: (r["rougeL"], r["method"] == RANDOM))
+        ci = best["rougeL_ci95"]
         ci_txt = f" (95% CI {ci[0]:.4f}–{ci[1]:.4f})" if ci else ""
-        parts.append(f"The best subset method is **{best['method']}** with {PRIMARY.label} {best[key]:.4f}{ci_txt}.")
+        parts.append(f"The best subset method is **{best['method']}** with ROUGE-L {best['rougeL']:.4f}{ci_txt}.")
     if RANDOM in by:
         parts.append(_claims(rows))
     else:
         parts.append("There is no `random` run, so no method is tested for significance.")
     full = by.get(FULL)
     if full and candidates:
-        best = best_of(candidates, key=lambda r: (r[key], r["method"] == RANDOM))
+        best = max(candidates, key=lambda r: (r["rougeL"], r["method"] == RANDOM))
         reach = (f"reaches {best['pct_of_full']:.1f}% of the full-data ROUGE-L ({full['rougeL']:.4f})"
                  if best["pct_of_full"] is not None else "cannot be compared with the full-data ROUGE-L")
         eff = [f"**{best['method']}** {reach} using {best['samples']} of {full['samples']} training examples"]
@@ -470,7 +471,7 @@ def _claims(rows: list[dict]) -> str:
         return ("With one training seed, seed-to-seed noise is unknown, so no method is claimed to beat or "
                 "lose to random (a per-example test is shown below, labelled as such).")
     found = []
-    for metric in TESTED_METRICS:
+    for metric in _tested(rows):
         tests = _tests(rows, metric)
         for word, better in (("beat", True), ("lost to", False)):
             names = [r["method"] for r, t in tests if t["significant"] and _better(t, metric) == better]
@@ -524,10 +525,8 @@ def _against_random(rows: list[dict], plots: dict[str, str]) -> list[str]:
                   "one-seed comparisons are the per-example paired t-test's: it holds the two trained models "
                   "fixed, and a lucky training seed, which moves every example at once, looks like an effect "
                   "to it. Run `--seeds 3` or more to test.", ""]
-    for metric in TESTED_METRICS:
+    for metric in _tested(rows):
         tests = _tests(rows, metric)
-        if not tests:
-            continue
         direction = "higher" if metric.higher_is_better else "lower"
         lines += [f"### {metric.label} ({direction} is better)", ""]
         if f"forest_{metric.name}" in plots:
@@ -546,12 +545,13 @@ def _against_random(rows: list[dict], plots: dict[str, str]) -> list[str]:
 
 def _recommendation(rows: list[dict]) -> str:
     """The closing advice, written from the primary metric's tests: a method only when it survives Holm."""
-    tested = _tests(rows)
-    if not tested:
-        return ("No recommendation: no method was tested against `random` (that needs a `random` run and "
-                "per-example predictions for every trial).")
-    m, label = _n_tests(rows), PRIMARY.label
-    sign = 1 if PRIMARY.higher_is_better else -1
+    if not _n_tests(rows):
+        return ("No recommendation: no method was tested against `random` (that needs a `random` run, per-example "
+                "predictions for every trial and at least 2 held-out examples).")
+    metric = _tested(rows)[0]
+    tested = _tests(rows, metric)
+    m, label = _n_tests(rows), metric.label
+    sign = 1 if metric.higher_is_better else -1
     by_gain = sorted(tested, key=lambda rt: -sign * rt[1]["diff"])
     best_row, best = by_gain[0]
     scale = f"{best['examples']} held-out examples, {best['seeds']} seed(s)"
@@ -561,20 +561,19 @@ def _recommendation(rows: list[dict]) -> str:
                 f"per-example test, which holds the trained models fixed: adjusted p = {_p_value(best['p_holm'])}), "
                 "may owe its lead to a lucky training seed. Rerun with `--seeds 3` or more: the report then tests "
                 "seeds and examples together and sizes the run that would decide.")
-    winners = [(r, t) for r, t in by_gain if t["significant"] and _better(t, PRIMARY)]
+    winners = [(r, t) for r, t in by_gain if t["significant"] and _better(t, metric)]
     if winners:
         r, t = winners[0]
-        text = (f"**Use {r['method']}.** It beat random by {t['diff']:+.4f} {label} "
-                f"({_pct(r['vs_random_pct'])}), significant after Holm correction over {m} test(s) "
+        text = (f"**Use {r['method']}.** It beat random by {t['diff']:+.4f} {label}, significant after Holm correction over {m} test(s) "
                 f"(adjusted p = {_p_text(t)}; {t['examples']} held-out examples, {t['seeds']} seed(s)).")
         if len(winners) > 1:
             text += " Also significantly better than random: " + ", ".join(w["method"] for w, _ in winners[1:]) + "."
         return text
     text = (f"**No method is recommended.** None beat random significantly after Holm correction over {m} "
             f"test(s), so at this scale ({scale}) random is as good as any method tested.")
-    if not _better(best, PRIMARY):
+    if not _better(best, metric):
         return text + " No method even scored better than random, so none is worth a larger run on this evidence."
-    text += f" The best, {best_row['method']} ({best['diff']:+.4f} {label}, {_pct(best_row['vs_random_pct'])}), "
+    text += f" The best, {best_row['method']} ({best['diff']:+.4f} {label}), "
     if best["mde"] is None:
         return text + "cannot be sized: a power analysis needs at least 2 held-out examples."
     if not stats.can_claim(best["seeds"]):
@@ -619,14 +618,15 @@ def render_markdown(rows: list[dict], run: RunInfo | None, plots: dict[str, str]
         rl = _fmt(r["rougeL"]) + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
         pct_full = "—" if r["pct_of_full"] is None else f"{r['pct_of_full']:.1f}%"
         lines.append(f"| {r['method']} | {rl} | {_fmt(r['bertscore_f1'])} | {_pct(r['vs_random_pct'])} | "
-                     f"{pct_full} | {_p_text(primary(r))} | {r['samples']} | {r['seeds']} | {_fmt(r['time_s'], '.1f')} |")
+                     f"{pct_full} | {_p_text((primary(r) or (None, None))[1])} | {r['samples']} | {r['seeds']} | {_fmt(r['time_s'], '.1f')} |")
     models = sorted({r["bertscore_model"] for r in rows if r["bertscore_model"]})
     bs_model = ", ".join(models) or (run and run.bertscore_model) or "unknown"
     lines += ["",
               "ROUGE-L and BERTScore-F1 are means over seeds and held-out examples; empty generations are "
               "scored 0, never dropped. The 95% CI counts seed-to-seed and example-to-example noise (with one "
-              "seed, the examples' only). p is ROUGE-L's test against `random` (see *Against random*), "
-              "Holm–Bonferroni adjusted over every test made; \"not significant\" marks adjusted p ≥ 0.05. "
+              f"seed, the examples' only). p is the test of {_primary_label(rows)} against `random` (see *Against "
+              "random*), Holm–Bonferroni adjusted over every test made; "
+              "\"not significant\" marks adjusted p ≥ 0.05. "
               "Time is the mean wall time per seed (select + train + eval; the select of a training-dynamics "
               "method includes the probe stage it read).",
               "", f"BERTScore model: `{bs_model}`.", ""]
@@ -788,10 +788,21 @@ class ConsoleColumn:
 
 
 def _console_p(row: dict) -> str:
-    test = primary(row)
+    test = (primary(row) or (None, None))[1]
     if test is None or test["p_holm"] is None:
         return "—"
     return _p_value(test["p_holm"]) + ("†" if test["significant"] is None else "" if test["significant"] else " ns")
+
+
+def _primary_label(rows: list[dict]) -> str:
+    tested = _tested(rows)
+    return tested[0].label if tested else "the first of report.metrics"
+
+
+def _beats_random(row: dict) -> bool:
+    """Significantly better than random on the primary metric."""
+    found = primary(row)
+    return bool(found and found[1]["significant"] and _better(found[1], found[0]))
 
 
 CONSOLE_COLUMNS = (
@@ -834,14 +845,13 @@ def _layout_table(rows: list[dict], layout: list[list[ConsoleColumn]]):
     from rich import box
 
     table = Table(title="Method comparison", box=box.SIMPLE_HEAD, pad_edge=False,
-                  caption="p: ROUGE-L vs random over seeds × examples, Holm-adjusted; ns = not significant "
-                          "(p ≥ 0.05); † = one seed: per-example test only, no claim")
+                  caption=f"p: {_primary_label(rows)} vs random over seeds × examples, Holm-adjusted; ns = not "
+                          "significant (p ≥ 0.05); † = one seed: per-example test only, no claim")
     for i, group in enumerate(layout):
         table.add_column("\n".join(c.header for c in group), justify="left" if i == 0 else "right", no_wrap=True)
     for r in rows:
         table.add_row(*["\n".join(c.cell(r) for c in group) for group in layout],
-                      style="bold green" if (primary(r) or {}).get("significant") and _better(primary(r), PRIMARY)
-                      else None, end_section=len(layout[1]) > 1)
+                      style="bold green" if _beats_random(r) else None, end_section=len(layout[1]) > 1)
     return table
 
 
@@ -861,8 +871,9 @@ def build_report(output_dir: Path, settings: ReportConfig | None = None, console
     Returns the rows written to results.json (random first, then by ROUGE-L, "full" last), as mappings.
     """
     output_dir = Path(output_dir)
+    settings = settings or ReportConfig()
     trials = load_trials(output_dir)
-    records = compute_rows(trials)
+    records = compute_rows(trials, tuple(METRICS[name] for name in settings.metrics))
     rows = [row.to_dict() for row in records]
     run_path = output_dir / "run.json"
     run = RunInfo.from_dict(_read_json(run_path), run_path) if run_path.is_file() else None
@@ -875,10 +886,9 @@ def build_report(output_dir: Path, settings: ReportConfig | None = None, console
     write_csv(rows, comp / "results.csv")
     order = [r["method"] for r in rows]
     plots = {}
-    for metric in TESTED_METRICS:
-        if _tests(rows, metric):
-            plots[f"forest_{metric.name}"] = f"forest_{metric.name}.png"
-            plot_forest(rows, metric, comp / plots[f"forest_{metric.name}"])
+    for metric in _tested(rows):
+        plots[f"forest_{metric.name}"] = f"forest_{metric.name}.png"
+        plot_forest(rows, metric, comp / plots[f"forest_{metric.name}"])
     plot_cost(rows, comp / "cost.png")
     plots["cost"] = "cost.png"
     lengths = load_selected_lengths(output_dir)

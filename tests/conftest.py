@@ -102,6 +102,5 @@ def tiny_job(tiny_model, tmp_path) -> dict:
         "select": {"methods": ["random", "balanced_lengths"], "fraction": 0.25},
         "train": {"epochs": 1, "batch_size": 2, "max_steps": 2},
         "eval": {"max_new_tokens": 8, "batch_size": 4, "bertscore_model": "offline"},
-        "report": {"bootstrap_samples": 200},
         "resources": {"num_cpus": 2},
     }

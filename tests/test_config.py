@@ -213,12 +213,23 @@ def test_a_moved_key_is_one_line_naming_its_new_place(old, tmp_path):
 
 
 def test_resume_migrates_a_run_json_from_before_the_config_split(tmp_path):
-    """A version-1 run.json (no schema_version) kept bootstrap_samples and the vLLM knobs under eval."""
-    cfg = make_config("quick", {"report.bootstrap_samples": "300", "resources.vllm_max_loras": "3"})
+    """A version-1 run.json (no schema_version) kept bootstrap_samples (since retired) and the vLLM knobs under eval."""
+    cfg = make_config("quick", {"resources.vllm_max_loras": "3"})
     values = asdict(cfg)
-    values["eval"].update(bootstrap_samples=values.pop("report")["bootstrap_samples"],
+    values["eval"].update(bootstrap_samples=300,
                           **{k: values["resources"].pop(k) for k in list(values["resources"]) if k.startswith("vllm_")})
     (tmp_path / "run.json").write_text(json.dumps({"name": "quick", "config": values}))
+    assert config_from_run(tmp_path) == replace(cfg, output_dir=str(tmp_path.resolve()))
+
+
+def test_a_retired_key_is_refused_in_a_job_and_dropped_from_an_older_run_json(tmp_path):
+    with pytest.raises(DistillError) as err:
+        make_config("quick", {"report.bootstrap_samples": "2000"})
+    assert "'report.bootstrap_samples' is no longer used" in err.value.problem and "delete it" in err.value.fix
+    cfg = make_config("quick")
+    values = asdict(cfg)
+    values["report"]["bootstrap_samples"] = 2000  # what a version-2 run.json recorded
+    (tmp_path / "run.json").write_text(json.dumps({"schema_version": 2, "name": "quick", "config": values}))
     assert config_from_run(tmp_path) == replace(cfg, output_dir=str(tmp_path.resolve()))
 
 
@@ -239,7 +250,7 @@ def _numeric(prop: dict) -> dict | None:
 
 def _outside(prop: dict) -> list:
     """Values just outside a setting's declared range: below its lower bound, above its upper one, not a choice."""
-    if "enum" in prop:
+    if "enum" in prop or "enum" in prop.get("items", {}):  # a choice, or a list of choices
         return ["not-a-choice"]
     number = _numeric(prop)
     if number is None:

@@ -150,8 +150,10 @@ def rows(n_methods: int = 6) -> list[dict]:
     for i, name in enumerate(names[:n_methods]):
         out.append({"method": name, "rougeL": 0.2 + i / 100, "rougeL_ci95": [0.18 + i / 100, 0.22 + i / 100],
                     "bertscore_f1": 0.5123, "pct_of_full": 100.0 * (0.2 + i / 100) / 0.25,
-                    "vs_random_pct": None if i == 0 else -12.5 + i, "p_holm": None if i in (0, 5) else 0.0004 * i,
-                    "significant": None if i in (0, 5) else i == 1, "samples": 1000 if name == "full" else 100,
+                    "vs_random_pct": None if i == 0 else -12.5 + i,
+                    "vs_random": None if i in (0, 5) else {"rougeL": {"diff": 0.01, "p_holm": 0.0004 * i,
+                                                                        "significant": i == 1}},
+                    "samples": 1000 if name == "full" else 100,
                     "seeds": 3, "time_s": 1234.5})
     return out
 

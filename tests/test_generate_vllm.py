@@ -170,7 +170,7 @@ def test_pipeline_evaluates_every_trial_with_one_vllm_engine(smollm2, tmp_path):
                                 "model.max_target_tokens": 16, "select.methods": ["random", "balanced_lengths"],
                                 "select.fraction": 0.25, "train.max_steps": 2, "train.batch_size": 2,
                                 "eval.max_new_tokens": 12, "eval.bertscore_model": "offline",
-                                "report.bootstrap_samples": 100, "resources.vllm_max_num_seqs": 8, "resources.num_cpus": 2})
+                                "resources.vllm_max_num_seqs": 8, "resources.num_cpus": 2})
     rows = run(cfg)
     assert {r["method"] for r in rows} == {"random", "balanced_lengths"}
     assert all(r["eval_engine"] == "vllm" for r in rows)

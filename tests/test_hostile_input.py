@@ -52,7 +52,7 @@ MISBEHAVING = Path(__file__).resolve().parent / "fixtures" / "misbehaving_select
 RUN_SETTINGS = ["--max-train", "24", "--test-size", "4", "--fraction", "0.25", "--set", "model.max_source_tokens=64",
                 "--set", "model.max_target_tokens=16", "--set", "train.max_steps=1", "--set", "train.batch_size=2",
                 "--set", "eval.max_new_tokens=4", "--set", "eval.bertscore_model=offline",
-                "--set", "report.bootstrap_samples=50", "--set", "resources.num_cpus=2", "--set", "resources.max_failures=0"]
+                "--set", "resources.num_cpus=2", "--set", "resources.max_failures=0"]
 EARLIER_RUN = ["--methods", "random", *RUN_SETTINGS]
 # What a run rewrites each time it starts, excluded from the earlier-run comparison: its records, and the subsets
 # it exports (selected/) from the cached selections, which are compared.
@@ -177,8 +177,11 @@ CASES = [
     Case("range-max-failures-negative", ["--set", "resources.max_failures=-1"], ("'resources.max_failures' must be an integer >= 0",)),
     Case("range-vllm-memory-share", ["--set", "resources.vllm_gpu_memory_utilization=1.5"],
          ("'resources.vllm_gpu_memory_utilization' must be a number in (0, 1]", "(the default)")),
-    Case("range-bootstrap-samples-zero", ["--set", "report.bootstrap_samples=0"],
-         ("'report.bootstrap_samples' must be an integer >= 1, got 0", "--set report.bootstrap_samples=2000")),
+    Case("choice-report-metric", ["--set", "report.metrics=rougeL,rougeX"],
+         ("'report.metrics' must be a comma-separated list of rouge1, rouge2, rougeL", "'rougeX'",
+          "--set report.metrics=rougeL,bertscore_f1,heldout_loss (the default)")),
+    Case("retired-bootstrap-samples", ["--set", "report.bootstrap_samples=2000"],
+         ("'report.bootstrap_samples' is no longer used", "delete it")),
     Case("choice-dtype", ["--set", "model.dtype=int4"], ("'model.dtype' must be one of auto, float32, bfloat16, float16", "int4")),
     Case("choice-engine", ["--set", "eval.engine=tensorrt"], ("'eval.engine' must be one of auto, hf, vllm", "tensorrt")),
     Case("choice-pooling", ["--set", "embed.pooling=max"], ("'embed.pooling' must be one of mean, last", "--set embed.pooling=mean")),

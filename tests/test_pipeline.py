@@ -43,7 +43,7 @@ def test_quick_pipeline_end_to_end_then_reuses_everything(tiny_job, capsys):
 
     # A rerun reuses the cached features and both finished trials, whatever the report and resource settings.
     capsys.readouterr()
-    pipeline.run(make_config(tiny_job, {"report.bootstrap_samples": 50, "resources.vllm_max_num_seqs": 4,
+    pipeline.run(make_config(tiny_job, {"report.metrics": "rougeL", "resources.vllm_max_num_seqs": 4,
                                         "resources.max_failures": 0, "resources.checkpoint_minutes": 1}))
     log = capsys.readouterr().out
     assert "reusing cached features" in log

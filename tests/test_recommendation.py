@@ -1,4 +1,4 @@
-"""The 'how much evidence' numbers in the report and the recommendation written from them."""
+"""The tests against random in the report, the evidence numbers and the recommendation written from them."""
 
 from __future__ import annotations
 
@@ -15,80 +15,126 @@ from distill.config import ReportConfig
 from distill.report import _about, build_report
 
 
-def write_trials(out: Path, shifts: dict[str, float], n: int = 40, seeds: int = 1, noise: float = 0.05) -> None:
-    """Stored trials (metrics.json + predictions.jsonl) where each method is random's per-example ROUGE-L
-    plus `shift` plus noise."""
+def write_trials(out: Path, shifts: dict[str, float], n: int = 40, seeds: int = 1, noise: float = 0.05,
+                 seed_noise: float = 0.0, seconds: tuple[float, float] = (100.0, 10.0)) -> None:
+    """Stored trials (metrics.json + predictions.jsonl) where each method is random's per-example ROUGE-L plus
+    `shift`, plus per-seed noise (example-level `noise`, and a shift of the whole seed of SD `seed_noise`).
+    BERTScore is constant (no difference), so each method's BERTScore test is a certain null."""
     rng = np.random.default_rng(0)
     base = rng.uniform(0.1, 0.4, size=n)
     for method, shift in shifts.items():
         for seed in range(seeds):
             jitter = rng.normal(0, noise, n) if method != "random" else np.zeros(n)
-            scores = base + shift + jitter - jitter.mean()  # observed difference == shift, exactly
+            jitter += rng.normal(0, seed_noise) if method != "random" else 0.0
+            scores = base + shift + jitter - (jitter.mean() if not seed_noise else 0.0)
             folder = out / "trials" / f"{method}-s{seed}"
             folder.mkdir(parents=True)
             folder.joinpath("predictions.jsonl").write_text("".join(
                 json.dumps({"id": f"d{i}", "rougeL": s, "bertscore_f1": 0.5}) + "\n" for i, s in enumerate(scores)))
+            train_s, eval_s = seconds
             folder.joinpath("metrics.json").write_text(json.dumps(
-                {"method": method, "seed": seed, "samples": 10, "rougeL": scores.mean(), "n_eval": n}))
+                {"method": method, "seed": seed, "samples": 10, "rougeL": scores.mean(), "n_eval": n,
+                 "select_seconds": 0.0, "train_seconds": train_s, "eval_seconds": eval_s}))
             for name in ("predictions.jsonl", "metrics.json"):  # what a run writes carries a checksum
                 artifacts.seal(folder / name)
 
 
-def build(out: Path) -> tuple[dict[str, dict], str]:
-    rows = build_report(out, ReportConfig(bootstrap_samples=500), console=Console(file=io.StringIO()))
+def build(out: Path, settings: ReportConfig | None = None) -> tuple[dict[str, dict], str]:
+    rows = build_report(out, settings, console=Console(file=io.StringIO()))
     return {r["method"]: r for r in rows}, (out / "comparison" / "report.md").read_text()
 
 
-def test_evidence_columns_match_statsmodels(tmp_path):
+def _scores(path: Path) -> list[float]:
+    return [json.loads(line)["rougeL"] for line in path.read_text().splitlines()]
+
+
+def test_one_seed_evidence_matches_statsmodels_and_makes_no_claim(tmp_path):
     from statsmodels.stats.power import TTestPower
 
-    write_trials(tmp_path, {"random": 0.0, "a": 0.004, "b": -0.01})
-    rows, _ = build(tmp_path)
-    a = rows["a"]
-    d = stats.paired_differences(
-        [json.loads(line)["rougeL"] for line in (tmp_path / "trials/a-s0/predictions.jsonl").read_text().splitlines()],
-        [json.loads(line)["rougeL"] for line in (tmp_path / "trials/random-s0/predictions.jsonl").read_text().splitlines()])
-    sd, alpha = d.std(ddof=1), 0.05 / 2  # two methods tested: Holm's strictest step
-    assert a["mde_rougeL"] == pytest.approx(TTestPower().solve_power(nobs=40, alpha=alpha, power=0.8) * sd, abs=1e-6)
-    assert a["mde_pct"] == pytest.approx(100 * a["mde_rougeL"] / rows["random"]["rougeL"], abs=1e-3)
-    n_needed = TTestPower().solve_power(effect_size=abs(d.mean()) / sd, alpha=alpha, power=0.8)
-    assert a["n_needed"] == int(np.ceil(n_needed))
-    assert a["seeds_needed"] is None  # one seed
-    assert rows["random"]["mde_rougeL"] is None and rows["random"]["n_needed"] is None
+    write_trials(tmp_path, {"random": 0.0, "a": 0.004, "b": 0.05})
+    rows, md = build(tmp_path)
+    a = rows["a"]["vs_random"]["rougeL"]
+    d = np.array(_scores(tmp_path / "trials/a-s0/predictions.jsonl")) - _scores(tmp_path / "trials/random-s0/predictions.jsonl")
+    sd, alpha = d.std(ddof=1), 0.05 / 4  # 2 methods × 2 metrics tested: Holm's strictest step
+    assert a["mde"] == pytest.approx(TTestPower().solve_power(nobs=40, alpha=alpha, power=0.8) * sd, abs=1e-6)
+    assert a["mde_pct"] == pytest.approx(100 * a["mde"] / rows["random"]["rougeL"], abs=1e-3)
+    assert a["n_needed"] == int(np.ceil(TTestPower().solve_power(effect_size=abs(d.mean()) / sd, alpha=alpha, power=0.8)))
+    assert a["seeds_needed"] is None and rows["random"]["vs_random"] is None
+    # b is far beyond the noise, but one seed cannot tell a better method from a lucky training seed
+    b = rows["b"]["vs_random"]["rougeL"]
+    assert b["p_holm"] < 1e-6 and b["significant"] is None and b["seeds"] == 1
+    recommendation = md.split("## Recommendation")[1]
+    assert "**No claim: one seed.**" in recommendation and "--seeds 3" in recommendation
+    assert "Use b" not in md and "beat random" not in md.split("## Results")[0].replace("claimed to beat", "")
+    assert "1 seed: per-example only" in md and "no claim (1 seed)" in md and "**One seed:**" in md
 
 
 def test_significant_method_is_recommended(tmp_path):
-    write_trials(tmp_path, {"random": 0.0, "good": 0.05, "meh": 0.0}, noise=0.01)
+    write_trials(tmp_path, {"random": 0.0, "good": 0.05, "meh": 0.0}, seeds=3, noise=0.01)
     rows, md = build(tmp_path)
-    assert rows["good"]["significant"] is True and rows["meh"]["significant"] is False
-    assert "## How much evidence" in md and "| good | +0.05" in md
+    good, meh = rows["good"]["vs_random"]["rougeL"], rows["meh"]["vs_random"]["rougeL"]
+    assert good["significant"] is True and meh["significant"] is False and good["seeds"] == 3
+    assert "## Against random" in md and "| good | +0.0500 |" in md and "(forest_rougeL.png)" in md
     recommendation = md.split("## Recommendation")[1]
     assert md.rstrip().endswith(recommendation.rstrip())  # it closes the report
-    assert "**Use good.**" in recommendation and "significant after Holm correction over 2 comparison(s)" in recommendation
+    assert "**Use good.**" in recommendation and "significant after Holm correction over 4 test(s)" in recommendation
     assert "meh" not in recommendation
 
 
 def test_no_significant_method_says_random_is_as_good_and_what_run_would_decide(tmp_path):
-    # n large enough that the seed-noise split of var(d) is estimated well (the seed projection needs it)
-    write_trials(tmp_path, {"random": 0.0, "slight": 0.0015, "worse": -0.001}, n=1000, seeds=2)
+    write_trials(tmp_path, {"random": 0.0, "slight": 0.004, "worse": -0.001}, n=200, seeds=3, noise=0.05,
+                 seconds=(10.0, 100.0))  # evaluation dominates: more examples (a rerun of every trial) cost more
     rows, md = build(tmp_path)
-    slight = rows["slight"]
-    assert not slight["significant"] and slight["n_needed"] > 1000 and slight["seeds_needed"] > 2
+    slight = rows["slight"]["vs_random"]["rougeL"]
+    assert not slight["significant"] and slight["mde"] > 0.004
+    assert slight["n_needed"] > 200 and slight["seeds_needed"] > 3
+    assert slight["cheaper"] == "seeds"
     recommendation = md.split("## Recommendation")[1]
     assert "**No method is recommended.**" in recommendation
-    assert "random is as good as any method tested" in recommendation and "1000 held-out examples, 2 seed(s)" in recommendation
-    assert f"n ≈ {_about(slight['n_needed'])} held-out examples" in recommendation
-    assert f"or {slight['seeds_needed'] - 2} more seed(s) ({slight['seeds_needed']} in all)" in recommendation
-    assert f"{slight['mde_rougeL']:.4f} ROUGE-L" in recommendation
+    assert "random is as good as any method tested" in recommendation and "200 held-out examples, 3 seed(s)" in recommendation
+    assert f"n ≈ {_about(slight['n_needed'])} held-out examples at 3 seeds" in recommendation
+    assert f"{slight['seeds_needed'] - 3} more seed(s) ({slight['seeds_needed']} in all)" in recommendation
+    assert "more seeds cost less" in recommendation and f"{slight['mde']:.4f} ROUGE-L" in recommendation
 
 
-def test_nothing_above_random_and_one_seed(tmp_path):
-    write_trials(tmp_path, {"random": 0.0, "worse": -0.03}, noise=0.01)
-    _, md = build(tmp_path)
-    assert "No method even scored above random" in md.split("## Recommendation")[1]
-    write_trials(tmp_path / "one", {"random": 0.0, "slight": 0.004}, n=30)
-    _, md = build(tmp_path / "one")
-    assert "cannot be estimated from one seed" in md.split("## Recommendation")[1]
+def test_seeds_needed_never_reads_as_a_negative_count(tmp_path):
+    """The old report printed `seeds_needed - seeds` even when fewer seeds than run would do."""
+    write_trials(tmp_path, {"random": 0.0, "clear": 0.03}, n=100, seeds=4, noise=0.05)
+    rows, md = build(tmp_path)
+    clear = rows["clear"]["vs_random"]["rougeL"]
+    assert clear["significant"] and clear["seeds_needed"] <= 4
+    assert "-1 more" not in md and "-2 more" not in md and "| detected |" in md
+
+
+def test_seed_noise_is_counted(tmp_path):
+    """Each method seed shifts every example together (SD 0.02): the per-seed differences swing, and the test
+    (unlike a per-example test on seed means) does not call a 0.01 difference certain."""
+    write_trials(tmp_path, {"random": 0.0, "shifty": 0.01}, n=500, seeds=3, noise=0.05, seed_noise=0.02)
+    rows, _ = build(tmp_path)
+    test = rows["shifty"]["vs_random"]["rougeL"]
+    per_example = stats.compare(*(np.mean([_scores(tmp_path / f"trials/{m}-s{s}/predictions.jsonl") for s in range(3)], axis=0)
+                                  for m in ("shifty", "random")))
+    assert per_example.p_value < 1e-4 < test["p"]
+    assert test["ci95"][1] - test["ci95"][0] > 4 * (per_example.ci95[1] - per_example.ci95[0])
+
+
+def test_nothing_better_and_the_holm_family_follows_report_metrics(tmp_path):
+    write_trials(tmp_path, {"random": 0.0, "worse": -0.03}, seeds=2, noise=0.01)
+    rows, md = build(tmp_path)
+    assert "No method even scored better than random" in md.split("## Recommendation")[1]
+    assert set(rows["worse"]["vs_random"]) == {"rougeL", "bertscore_f1"}  # heldout_loss: not in these predictions
+    rows, md = build(tmp_path, ReportConfig(metrics=["rougeL"]))
+    assert set(rows["worse"]["vs_random"]) == {"rougeL"} and "over 1 test(s)" in md
+
+
+def test_unequal_seeds_pair_the_common_ones(tmp_path):
+    write_trials(tmp_path, {"random": 0.0, "a": 0.02}, seeds=3, noise=0.01)
+    for name in ("metrics.json", "predictions.jsonl"):
+        (tmp_path / "trials/random-s2" / name).unlink()
+        artifacts.sidecar(tmp_path / "trials/random-s2" / name).unlink()
+    (tmp_path / "trials/random-s2").rmdir()
+    rows, _ = build(tmp_path)
+    assert rows["a"]["seeds"] == 3 and rows["a"]["vs_random"]["rougeL"]["seeds"] == 2
 
 
 def test_about_rounds_up_to_two_significant_digits():

@@ -228,3 +228,53 @@ def test_a_file_from_a_newer_distill_is_refused_in_one_line(tmp_path, name):
 def test_every_score_metric_has_a_column():
     """Adding a Metric to records.SCORE_METRICS without its ReportRow column fails here, not in a run."""
     assert set(SCORE_KEYS) <= set(COLUMNS)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), None, "missing"])
+def test_a_bad_score_is_one_line_naming_the_trial_and_the_example(tmp_path, bad):
+    """A NaN, a null or a missing per-example score: `distill report` exits 2 with one line, no traceback."""
+    from test_cli import assert_one_line_error, run_cli
+
+    _write_run(tmp_path)
+    path = tmp_path / "trials" / "clustering_s1" / "predictions.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    if bad == "missing":
+        del rows[3]["bertscore_f1"]
+    else:
+        rows[3]["bertscore_f1"] = bad
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    artifacts.seal(path)
+    line = assert_one_line_error(run_cli("report", str(tmp_path), cwd=tmp_path), "clustering_s1", "doc003",
+                                 "bertscore_f1", "re-run that trial")
+    assert ("nan" in line) if bad != "missing" and bad is not None else ("no bertscore_f1" in line)
+
+
+def test_an_exported_folder_rebuilds_the_same_results(tmp_path, built):
+    """`distill report RUN --export DIR` keeps only what the report reads (no generated or reference texts),
+    and DIR alone rebuilds a byte-identical results.json."""
+    from test_cli import run_cli
+
+    out, _, _ = built
+    dest = tmp_path / "published"
+    result = run_cli("report", str(out), "--export", str(dest), cwd=tmp_path, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (dest / "comparison" / "results.json").read_bytes() == (out / "comparison" / "results.json").read_bytes()
+    assert (dest / "comparison" / "results.csv").read_bytes() == (out / "comparison" / "results.csv").read_bytes()
+    kept = json.loads((dest / "trials" / "clustering_s0" / "predictions.jsonl").read_text().splitlines()[0])
+    assert set(kept) == {"id", "rouge1", "rouge2", "rougeL", "bertscore_f1", "empty"}
+    selected = json.loads((dest / "selected" / "clustering.jsonl").read_text().splitlines()[0])
+    assert set(selected) == {"index", "id", "n_words"} and (dest / "pool_stats.json").is_file()
+    again = run_cli("report", str(out), "--export", str(dest), cwd=tmp_path)  # never over an earlier export
+    assert again.returncode == 2 and "already has files" in again.stderr
+
+
+def test_a_results_json_from_before_per_metric_tests_still_reads():
+    """Version 2 rows had the ROUGE-L test in flat columns; they read without vs_random."""
+    row = {"method": "a", "samples": 1, "seeds": 1, "rouge1": 0.1, "rouge2": 0.1, "rougeL": 0.1, "rougeL_ci95": None,
+           "bertscore_f1": 0.5, "bertscore_f1_ci95": None, "vs_random_pct": 1.0, "pct_of_full": None,
+           "p_holm": 0.5, "significant": False, "time_s": 1.0, "select_seconds": None, "train_seconds": None,
+           "eval_seconds": None, "gpu_seconds": None, "rougeL_per_gpu_hour": None, "rougeL_per_cpu_hour": None,
+           "peak_memory_mb": None, "train_tokens": None, "n_empty": 0, "n_eval": 5, "device": None,
+           "bertscore_model": None, "eval_engine": None}
+    (read,) = read_results({"schema_version": 2, "rows": [row]}, "results.json")
+    assert read.vs_random is None and read.heldout_loss is None and read.rougeL == 0.1

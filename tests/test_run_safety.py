@@ -68,7 +68,6 @@ def two_runs(tmp_path_factory, tiny_model) -> dict:
             "select": {"methods": ["random", "balanced_lengths"], "fraction": 0.25},
             "train": {"epochs": 1, "batch_size": 2, "max_steps": 2},
             "eval": {"max_new_tokens": 8, "batch_size": 4, "bertscore_model": "offline"},
-            "report": {"bootstrap_samples": 200},
             "resources": {"num_cpus": 1}}
     outs = {name: folder / f"out-{name}" for name in "ab"}
     procs = {name: _start({**base, "output_dir": str(outs[name])}, folder, name) for name in "ab"}
