@@ -17,8 +17,9 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable
+from typing import IO, Any
 
 import numpy as np
 
@@ -148,4 +149,3 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
 
 def write_npz(path: Path, **arrays: np.ndarray) -> None:
     write(path, lambda fh: np.savez(fh, **arrays))
-

@@ -42,11 +42,22 @@ class TrainState:
     rng: dict
 
 
-def capture(model, optimizer, scheduler, *, step: int, tokens: int, loss: float, micro: int, seconds: float) -> TrainState:
+def capture(
+    model, optimizer, scheduler, *, step: int, tokens: int, loss: float, micro: int, seconds: float
+) -> TrainState:
     from peft import get_peft_model_state_dict
 
-    return TrainState(step, tokens, loss, micro, seconds, get_peft_model_state_dict(model), optimizer.state_dict(),
-                      scheduler.state_dict(), rng_states())
+    return TrainState(
+        step,
+        tokens,
+        loss,
+        micro,
+        seconds,
+        get_peft_model_state_dict(model),
+        optimizer.state_dict(),
+        scheduler.state_dict(),
+        rng_states(),
+    )
 
 
 def restore(state: TrainState, model, optimizer, scheduler) -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from distill.config import make_config
 from distill.errors import DistillError
@@ -22,16 +22,22 @@ DEFAULT_JOB = {"validate": "quick"}
 # flag → dotted config key; anything else goes through --set section.key=value
 FLAGS = {
     "model": ("model.name", "target model: embedded:smollm2-135m, a Hub name or a local folder"),
-    "data": ("data.source", "embedded:billsum, a Hub dataset name, a local .jsonl/.json/.csv/.tsv/.parquet "
-                            "(text formats also .gz), or a folder of such shards"),
+    "data": (
+        "data.source",
+        "embedded:billsum, a Hub dataset name, a local .jsonl/.json/.csv/.tsv/.parquet "
+        "(text formats also .gz), or a folder of such shards",
+    ),
     "fraction": ("select.fraction", "selection budget as a share of the training pool, in (0, 1]"),
     "methods": ("select.methods", "comma-separated selection methods (see `distill methods`)"),
     "max_train": ("data.max_train", "cap on the training pool size"),
     "test_size": ("data.test_size", "number of held-out examples"),
     "seeds": ("seeds", "repeat every method with this many selection+training seeds"),
     "output_dir": ("output_dir", "where results, caches and trials go (default: results)"),
-    "storage": ("storage.uri", "where every node writes trials and checkpoints: a shared path, s3://bucket/prefix or "
-                               "gs://bucket/prefix (default: the output directory)"),
+    "storage": (
+        "storage.uri",
+        "where every node writes trials and checkpoints: a shared path, s3://bucket/prefix or "
+        "gs://bucket/prefix (default: the output directory)",
+    ),
 }
 
 
@@ -47,30 +53,49 @@ COMMANDS: dict[str, Command] = {}
 
 def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None] = lambda _: None):
     """Register `fn(args) -> exit code` as the subcommand `name`."""
+
     def register(fn: Callable[[argparse.Namespace], int]):
         COMMANDS[name] = Command(help, fn, arguments)
         return fn
+
     return register
 
 
 def add_plugin_flag(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE",
-                     help="load your own selectors from a .py file or module (repeatable; adds to select.plugins)")
+    cmd.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="FILE.py|MODULE",
+        help="load your own selectors from a .py file or module (repeatable; adds to select.plugins)",
+    )
 
 
 def job_arguments(mode: str) -> Callable[[argparse.ArgumentParser], None]:
     def add(cmd: argparse.ArgumentParser) -> None:
-        cmd.add_argument("--job", help=f"job spec: a YAML path or a name from `distill jobs` "
-                                       f"(default: {DEFAULT_JOB.get(mode, mode)})")
+        cmd.add_argument(
+            "--job",
+            help=f"job spec: a YAML path or a name from `distill jobs` (default: {DEFAULT_JOB.get(mode, mode)})",
+        )
         for flag, (_, help_text) in FLAGS.items():
             cmd.add_argument("--" + flag.replace("_", "-"), dest=flag, help=help_text)
-        cmd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                         help="override any config key, e.g. --set train.learning_rate=1e-4 (repeatable)")
+        cmd.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override any config key, e.g. --set train.learning_rate=1e-4 (repeatable)",
+        )
         add_plugin_flag(cmd)
         if mode != "validate":
-            cmd.add_argument("-v", "--verbose", action="store_true",
-                             help="show Ray's, Tune's and the libraries' own logs on the console "
-                                  "(by default they go to <output-dir>/logs/run.log)")
+            cmd.add_argument(
+                "-v",
+                "--verbose",
+                action="store_true",
+                help="show Ray's, Tune's and the libraries' own logs on the console "
+                "(by default they go to <output-dir>/logs/run.log)",
+            )
+
     return add
 
 
@@ -91,8 +116,11 @@ def config_of(args: argparse.Namespace):
     return make_config(args.job or DEFAULT_JOB.get(args.command, args.command), values, plugins=args.plugin)
 
 
-@command("validate", "check a job before running it: versions, GPU, Ray, HF_TOKEN, data, model, disk, W&B",
-         job_arguments("validate"))
+@command(
+    "validate",
+    "check a job before running it: versions, GPU, Ray, HF_TOKEN, data, model, disk, W&B",
+    job_arguments("validate"),
+)
 def validate(args: argparse.Namespace) -> int:
     from distill.validate import checklist
 
@@ -119,18 +147,27 @@ def run(cfg, verbose: bool) -> int:
 
 
 def resume_arguments(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("run", metavar="OUTPUT_DIR|STORAGE",
-                     help="the run's output directory (it holds run.json), or its storage (s3://bucket/prefix, "
-                          "gs://bucket/prefix, a shared path) from any machine that reaches it")
-    cmd.add_argument("--output-dir", help="resuming from storage: this driver's local folder for the run and its report "
-                                          "(default: a new folder under results/)")
+    cmd.add_argument(
+        "run",
+        metavar="OUTPUT_DIR|STORAGE",
+        help="the run's output directory (it holds run.json), or its storage (s3://bucket/prefix, "
+        "gs://bucket/prefix, a shared path) from any machine that reaches it",
+    )
+    cmd.add_argument(
+        "--output-dir",
+        help="resuming from storage: this driver's local folder for the run and its report "
+        "(default: a new folder under results/)",
+    )
     cmd.add_argument("--endpoint", help="resuming from an S3-compatible store: its endpoint URL (storage.endpoint)")
     cmd.add_argument("--region", help="resuming from S3: the bucket's region (storage.region)")
     cmd.add_argument("-v", "--verbose", action="store_true", help="show Ray's, Tune's and the libraries' own logs")
 
 
-@command("resume", "continue a run whose driver died: reuse what is done, continue trials from their checkpoints",
-         resume_arguments)
+@command(
+    "resume",
+    "continue a run whose driver died: reuse what is done, continue trials from their checkpoints",
+    resume_arguments,
+)
 def resume(args: argparse.Namespace) -> int:
     from distill.config import config_from_run, config_from_storage
 
@@ -141,20 +178,31 @@ def resume(args: argparse.Namespace) -> int:
 
 def report_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("output_dir", nargs="?", default="results")
-    cmd.add_argument("--export", metavar="DIR", help="copy what the report reads into the new folder DIR (the trials' "
-                                                      "scores without their texts: small enough to publish) and build "
-                                                      "the report there, from that folder alone")
+    cmd.add_argument(
+        "--export",
+        metavar="DIR",
+        help="copy what the report reads into the new folder DIR (the trials' "
+        "scores without their texts: small enough to publish) and build "
+        "the report there, from that folder alone",
+    )
+    cmd.add_argument(
+        "--metrics",
+        help="the metrics tested against random, in order, e.g. rougeL,heldout_loss "
+        "(report.metrics; default: what the run was started with)",
+    )
 
 
 @command("report", "rebuild the comparison report from stored trial results", report_arguments)
 def report(args: argparse.Namespace) -> int:
     from distill import report
+    from distill.config import report_settings
 
     out = Path(args.output_dir).resolve()
+    settings = report_settings(out, args.metrics)  # a bad --metrics is refused before anything is written
     if args.export:
         report.export(out, Path(args.export).resolve())
         out = Path(args.export).resolve()
-    report.build_report(out)
+    report.build_report(out, settings)
     return 0
 
 

@@ -105,7 +105,9 @@ class EmbedConfig:
 
 @section
 class SelectConfig:
-    methods: Names = field(default_factory=lambda: ["random", "length_diversity", "balanced_lengths", "embedding_centroid", "clustering"])
+    methods: Names = field(
+        default_factory=lambda: ["random", "length_diversity", "balanced_lengths", "embedding_centroid", "clustering"]
+    )
     fraction: Share = 0.1  # budget as a share of the training pool
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method keyword arguments
     plugins: Names = field(default_factory=list)  # user selector files (.py) or modules: see distill/plugins.py
@@ -188,7 +190,9 @@ class ResourcesConfig:
     max_concurrent_trials: Count | None = None
     # Fault tolerance. These change how a run survives failures, never its numbers, so (being under `resources`)
     # they stay out of the trial and feature content hashes.
-    max_failures: NonNegative = 2  # retries of a failed trial (from its last checkpoint) and restarts of an embedding actor
+    max_failures: NonNegative = (
+        2  # retries of a failed trial (from its last checkpoint) and restarts of an embedding actor
+    )
     checkpoint_every: NonNegative = 0  # optimizer steps between trial checkpoints; 0: by time (checkpoint_minutes)
     checkpoint_minutes: Positive = 5.0  # at most this much training is lost to a failure when checkpoint_every is 0
     # The vLLM engine's memory and batching (greedy decoding does not depend on them).
@@ -300,8 +304,10 @@ def move_keys(values: dict[str, Any], migrate: bool, retire: bool = False) -> No
         if not isinstance(node, dict) or key not in node:
             continue
         if not migrate:
-            raise DistillError(f"config key '{old}' has moved to '{new}'",
-                               f"rename it to '{new}' in the job YAML (or pass --set {new}=VALUE)")
+            raise DistillError(
+                f"config key '{old}' has moved to '{new}'",
+                f"rename it to '{new}' in the job YAML (or pass --set {new}=VALUE)",
+            )
         set_key(values, new, node.pop(key))
     for old, why in RETIRED_KEYS.items():
         section_name, key = old.split(".")
@@ -309,8 +315,9 @@ def move_keys(values: dict[str, Any], migrate: bool, retire: bool = False) -> No
         if not isinstance(node, dict) or key not in node:
             continue
         if not retire:
-            raise DistillError(f"config key '{old}' is no longer used: {why}",
-                               "delete it from the job YAML (or drop that --set)")
+            raise DistillError(
+                f"config key '{old}' is no longer used: {why}", "delete it from the job YAML (or drop that --set)"
+            )
         del node[key]
 
 
@@ -333,19 +340,25 @@ def _config_error(error: dict[str, Any]) -> DistillError:
         known = sorted(f.name for f in dataclasses.fields(_section(loc[:-1])))
         return DistillError(f"unknown config key '{key}'", f"use one of: {', '.join(known)}")
     if error["type"] == "dataclass_type":
-        return DistillError(f"config section '{key}' must be a mapping, got {type(error['input']).__name__}",
-                            f"write '{key}:' followed by indented key: value lines")
+        return DistillError(
+            f"config section '{key}' must be a mapping, got {type(error['input']).__name__}",
+            f"write '{key}:' followed by indented key: value lines",
+        )
     if error.get("input") is None:
         return DistillError(f"config key '{key}' may not be empty", f"give '{key}' a value")
     if error["type"] in RANGE_ERRORS:
         allowed = describe_range(settings()[key])
         default = functools.reduce(getattr, loc, ExperimentConfig())
         example = ",".join(default) if isinstance(default, list) else yaml.safe_dump(default).splitlines()[0]
-        return DistillError(f"config key '{key}' must be {allowed}, got {error['input']!r}",
-                            f"use {allowed}, e.g. --set {key}={example} (the default)")
+        return DistillError(
+            f"config key '{key}' must be {allowed}, got {error['input']!r}",
+            f"use {allowed}, e.g. --set {key}={example} (the default)",
+        )
     reason = error["msg"][0].lower() + error["msg"][1:]
-    return DistillError(f"config key '{key}': {reason}, got {error['input']!r}",
-                        f"set '{key}' in the job YAML or with --set {key}=VALUE")
+    return DistillError(
+        f"config key '{key}': {reason}, got {error['input']!r}",
+        f"set '{key}' in the job YAML or with --set {key}=VALUE",
+    )
 
 
 @functools.cache
@@ -381,8 +394,12 @@ def describe_range(prop: dict[str, Any]) -> str:
         text = "one of " + ", ".join(map(str, value["enum"]))
     else:
         kind = "an integer" if value.get("type") == "integer" else "a number"
-        low = ("(", ">", value["exclusiveMinimum"]) if "exclusiveMinimum" in value else ("[", ">=", value.get("minimum"))
-        high = (")", "<", value["exclusiveMaximum"]) if "exclusiveMaximum" in value else ("]", "<=", value.get("maximum"))
+        low = (
+            ("(", ">", value["exclusiveMinimum"]) if "exclusiveMinimum" in value else ("[", ">=", value.get("minimum"))
+        )
+        high = (
+            (")", "<", value["exclusiveMaximum"]) if "exclusiveMaximum" in value else ("]", "<=", value.get("maximum"))
+        )
         if low[2] is not None and high[2] is not None:
             text = f"{kind} in {low[0]}{low[2]}, {high[2]}{high[0]}"
         else:
@@ -434,16 +451,23 @@ def check_selector(selector, params: dict[str, Any]) -> None:
     computed = {f.name for f in dataclasses.fields(Features)}
     missing = [need for need in selector.needs if need not in computed]
     if missing:
-        raise DistillError(f"method '{selector.name}' needs feature '{missing[0]}', which the pipeline does not compute",
-                           f"drop '{selector.name}' from select.methods; the computed features are {', '.join(sorted(computed))}")
+        raise DistillError(
+            f"method '{selector.name}' needs feature '{missing[0]}', which the pipeline does not compute",
+            f"drop '{selector.name}' from select.methods; the computed features are {', '.join(sorted(computed))}",
+        )
     signature = inspect.signature(selector.fn)
     try:
         signature.bind(None, 1, 0, **params)
     except TypeError as exc:
-        accepted = [p.name for p in list(signature.parameters.values())[3:]
-                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        raise DistillError(f"select.params.{selector.name}: {exc}",
-                           f"{selector.name} takes " + (", ".join(accepted) if accepted else "no parameters")) from None
+        accepted = [
+            p.name
+            for p in list(signature.parameters.values())[3:]
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        raise DistillError(
+            f"select.params.{selector.name}: {exc}",
+            f"{selector.name} takes " + (", ".join(accepted) if accepted else "no parameters"),
+        ) from None
 
 
 def _check_contradictions(cfg: ExperimentConfig) -> None:
@@ -453,25 +477,34 @@ def _check_contradictions(cfg: ExperimentConfig) -> None:
     from distill.select import registry
 
     if cfg.data.test_split and not cfg.data.split_column and not has_splits(cfg.data.source):
-        raise DistillError(f"data.test_split '{cfg.data.test_split}' is set but {cfg.data.source} has no splits "
-                           "(data.split_column is null), so it would be ignored",
-                           "set data.split_column to the column holding the split names, or data.test_split: null")
+        raise DistillError(
+            f"data.test_split '{cfg.data.test_split}' is set but {cfg.data.source} has no splits "
+            "(data.split_column is null), so it would be ignored",
+            "set data.split_column to the column holding the split names, or data.test_split: null",
+        )
     needs_query = [m for m in cfg.select.methods if QUERY_EMBEDDING in registry.get(m).needs]
     if needs_query and not cfg.data.query_size and not cfg.select.query:
-        raise DistillError(f"method '{needs_query[0]}' ranks the pool by similarity to target-task examples, and no "
-                           "query set is given",
-                           "hold some training examples out of the pool as the query set (--set data.query_size=20) "
-                           "or pass your own: --set select.query=target_examples.jsonl")
+        raise DistillError(
+            f"method '{needs_query[0]}' ranks the pool by similarity to target-task examples, and no "
+            "query set is given",
+            "hold some training examples out of the pool as the query set (--set data.query_size=20) "
+            "or pass your own: --set select.query=target_examples.jsonl",
+        )
     if cfg.wandb.online and not cfg.wandb.enabled:
-        raise DistillError("wandb.online is set but wandb.enabled is false, so nothing would be logged",
-                           "set wandb.enabled: true, or drop wandb.online")
+        raise DistillError(
+            "wandb.online is set but wandb.enabled is false, so nothing would be logged",
+            "set wandb.enabled: true, or drop wandb.online",
+        )
+
 
 def validate_probe(probe: ProbeConfig) -> None:
     """The probe's settings that must agree (each one's own range is declared in ProbeConfig): checked before
     any work, not after the embedding pass."""
     if probe.grad_dim % probe.grad_blocks:
-        raise DistillError(f"probe.grad_dim={probe.grad_dim} must be a multiple of probe.grad_blocks={probe.grad_blocks}",
-                           "use e.g. probe.grad_dim=8192 with probe.grad_blocks=4")
+        raise DistillError(
+            f"probe.grad_dim={probe.grad_dim} must be a multiple of probe.grad_blocks={probe.grad_blocks}",
+            "use e.g. probe.grad_dim=8192 with probe.grad_blocks=4",
+        )
 
 
 def load_job(path_or_name: str | Path) -> dict[str, Any]:
@@ -485,10 +518,14 @@ def load_job(path_or_name: str | Path) -> dict[str, Any]:
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise DistillError(f"job spec {path} is not valid YAML ({str(exc).splitlines()[0]})", "fix the YAML syntax") from None
+        raise DistillError(
+            f"job spec {path} is not valid YAML ({str(exc).splitlines()[0]})", "fix the YAML syntax"
+        ) from None
     if not isinstance(values, dict):
-        raise DistillError(f"job spec {path} holds a {type(values).__name__}, not a mapping of settings",
-                           "write it as key: value lines, like jobs/quick.yaml")
+        raise DistillError(
+            f"job spec {path} holds a {type(values).__name__}, not a mapping of settings",
+            "write it as key: value lines, like jobs/quick.yaml",
+        )
     return values
 
 
@@ -508,8 +545,11 @@ def set_key(values: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = yaml.safe_load(value) if isinstance(value, str) else value
 
 
-def make_config(job: str | Path | dict[str, Any] = "quick", overrides: dict[str, Any] | None = None,
-                plugins: list[str] | None = None) -> ExperimentConfig:
+def make_config(
+    job: str | Path | dict[str, Any] = "quick",
+    overrides: dict[str, Any] | None = None,
+    plugins: list[str] | None = None,
+) -> ExperimentConfig:
     """Job spec + overrides → validated ExperimentConfig. `plugins` (--plugin) are added to the job's
     select.plugins rather than replacing them, so a job's team selectors stay loaded."""
     values = copy.deepcopy(job) if isinstance(job, dict) else load_job(job)  # never edit the caller's dict
@@ -528,13 +568,27 @@ def config_from_run(output_dir: str | Path) -> ExperimentConfig:
     """The config a run was started with, from its run.json, writing to `output_dir` (wherever it now lives)."""
     path = Path(output_dir).expanduser() / "run.json"
     if not path.exists():
-        raise DistillError(f"{path} not found: nothing to resume there",
-                           "pass the output directory of a run that got as far as its data stage")
+        raise DistillError(
+            f"{path} not found: nothing to resume there",
+            "pass the output directory of a run that got as far as its data stage",
+        )
     return _continued(path.read_text(), path, {"output_dir": str(Path(output_dir).expanduser().resolve())})
 
 
-def config_from_storage(uri: str, output_dir: str | Path | None = None, endpoint: str | None = None,
-                        region: str | None = None) -> ExperimentConfig:
+def report_settings(output_dir: str | Path, metrics: list[str] | str | None = None) -> ReportConfig:
+    """The report settings a run was started with (its run.json's `report` section; the defaults for a folder
+    without one), `metrics` (`distill report --metrics`) replacing the list tested: a rebuild tests what the
+    run asked for unless told otherwise."""
+    path = Path(output_dir).expanduser() / "run.json"
+    stored = RunInfo.from_dict(json.loads(path.read_text()), path).config.get("report") if path.is_file() else None
+    values = {"report": {**(stored or {}), **({"metrics": metrics} if metrics else {})}}
+    move_keys(values, migrate=True, retire=True)  # a run made before a report key moved or retired still rebuilds
+    return _build(values).report
+
+
+def config_from_storage(
+    uri: str, output_dir: str | Path | None = None, endpoint: str | None = None, region: str | None = None
+) -> ExperimentConfig:
     """The config of the run kept in storage `uri` (its run.json there), continued by this driver into
     `output_dir` (default: a new folder under results/): all a machine that never saw the run needs."""
     from distill.storage import check_reachable, open_storage
@@ -544,10 +598,15 @@ def config_from_storage(uri: str, output_dir: str | Path | None = None, endpoint
     check_reachable(store)
     data = store.read_bytes("run.json")
     if data is None:
-        raise DistillError(f"{uri} holds no run.json: nothing to resume there",
-                           "pass the storage of a run that got as far as its data stage (with --endpoint for an "
-                           "S3-compatible store)")
-    settings = {"uri": store.uri, **({"endpoint": endpoint} if endpoint else {}), **({"region": region} if region else {})}
+        raise DistillError(
+            f"{uri} holds no run.json: nothing to resume there",
+            "pass the storage of a run that got as far as its data stage (with --endpoint for an S3-compatible store)",
+        )
+    settings = {
+        "uri": store.uri,
+        **({"endpoint": endpoint} if endpoint else {}),
+        **({"region": region} if region else {}),
+    }
     return _continued(data, f"{uri}/run.json", {"output_dir": str(out), "storage": settings})
 
 
@@ -560,8 +619,11 @@ def _continued(run_json: str | bytes, path: str | Path, changes: dict[str, Any])
     if info is None or not isinstance(info.config, dict) or not info.config:
         raise DistillError(f"{path} is not a run record of distill", "rerun the job instead of resuming it")
     values = copy.deepcopy(info.config)
-    move_keys(values, migrate=info.schema_version == LEGACY_VERSION,  # a run.json from before the config split
-              retire=info.schema_version < RETIRED_IN)
+    move_keys(
+        values,
+        migrate=info.schema_version == LEGACY_VERSION,  # a run.json from before the config split
+        retire=info.schema_version < RETIRED_IN,
+    )
     for key, value in changes.items():
         values[key] = {**(values.get(key) or {}), **value} if isinstance(value, dict) else value
     return validate(_build(values))

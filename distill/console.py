@@ -19,17 +19,17 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, TextIO
+from typing import TextIO
 
+from rich import box
 from rich.console import Console, Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
-
-from rich import box
 
 PLAIN_EVERY_S = 10.0  # without a terminal: at most one progress line per display this often (CI logs stay short)
 REFRESH_PER_S = 4  # redraws of the live view per second on a terminal
@@ -72,8 +72,14 @@ class RunConsole:
     def _live(self):
         from rich.live import Live
 
-        return Live(self, console=self.console, transient=True, refresh_per_second=REFRESH_PER_S,
-                    redirect_stdout=False, redirect_stderr=False)
+        return Live(
+            self,
+            console=self.console,
+            transient=True,
+            refresh_per_second=REFRESH_PER_S,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
 
     def __rich__(self):
         """What the live view draws: the running stage and the current progress display."""
@@ -88,8 +94,16 @@ class RunConsole:
     def progress(self, what: str, total: int, unit: str) -> Iterator[Callable[[int], None]]:
         """A progress bar (done / total, rate, ETA); yields `advance(n)`. Plain lines without a terminal."""
         if self.interactive:
-            bar = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn(unit), RateColumn(unit),
-                           TimeRemainingColumn(), console=self.console, auto_refresh=False)
+            bar = Progress(
+                TextColumn(what),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn(unit),
+                RateColumn(unit),
+                TimeRemainingColumn(),
+                console=self.console,
+                auto_refresh=False,
+            )
             task = bar.add_task(what, total=total)
             self._widget = bar
             try:
@@ -243,7 +257,8 @@ def quiet_libraries(log_dir: Path, console: RunConsole) -> Iterator[Path]:
     with open(path, "a", buffering=1) as sink, _redirected_loggers(sink), warnings.catch_warnings():
         console.log(f"Ray, Tune and library logs: {path} (--verbose shows them here)")
         warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sink.write(
-            warnings.formatwarning(message, category, filename, lineno, line))  # catch_warnings restores it
+            warnings.formatwarning(message, category, filename, lineno, line)
+        )  # catch_warnings restores it
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), _redirected_fd(2, sink):
             yield path
 
@@ -277,8 +292,12 @@ def _redirected_loggers(sink: TextIO) -> Iterator[None]:
 def _console_handlers(*streams: TextIO) -> list[logging.StreamHandler]:
     """The libraries' handlers writing to `streams` (default: this process's stdout/stderr)."""
     streams = streams or (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
-    return [h for name in LIBRARY_LOGGERS for h in logging.getLogger(name).handlers
-            if isinstance(h, logging.StreamHandler) and h.stream in streams]
+    return [
+        h
+        for name in LIBRARY_LOGGERS
+        for h in logging.getLogger(name).handlers
+        if isinstance(h, logging.StreamHandler) and h.stream in streams
+    ]
 
 
 _ACTIVE: list[RunConsole] = []  # the console of the run in progress (a stack: runs do not nest in practice)
@@ -324,4 +343,3 @@ def session(log_dir: Path, verbose: bool = False) -> Iterator[RunConsole]:
             yield run_console
     finally:
         _ACTIVE.pop()
-

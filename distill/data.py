@@ -14,9 +14,10 @@ import gzip
 import hashlib
 import importlib.resources
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 import pandas as pd
 
@@ -98,8 +99,10 @@ def load_splits(cfg: DataConfig, query_files: list[str] = ()) -> Splits:
     if cfg.max_train is not None and len(train) > cfg.max_train:
         train = train.sample(n=cfg.max_train, random_state=cfg.split_seed).sort_index()
     if len(train) < 2:
-        raise DistillError(f"only {len(train)} training examples remain in {source} after validation and the held-out split",
-                           "use a larger dataset or a smaller data.test_size")
+        raise DistillError(
+            f"only {len(train)} training examples remain in {source} after validation and the held-out split",
+            "use a larger dataset or a smaller data.test_size",
+        )
     return Splits(train.reset_index(drop=True), test.reset_index(drop=True), source, query)
 
 
@@ -130,7 +133,10 @@ def _load_raw(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame | None, str]:
         return _load_hub(cfg)
     path = Path(cfg.source).expanduser()
     if not path.exists():
-        raise DistillError(f"data file {path} does not exist", "check the path passed to --data (relative paths are from the current directory)")
+        raise DistillError(
+            f"data file {path} does not exist",
+            "check the path passed to --data (relative paths are from the current directory)",
+        )
     if path.is_dir():
         found = _read_folder(path)
         if not cfg.split_column:
@@ -149,31 +155,45 @@ def _read_local(path: Path) -> pd.DataFrame:
     kind = _format(path)
     if kind is None:
         suffix = "".join(path.suffixes[-2:]) or path.name
-        raise DistillError(f"cannot read {path}: unsupported file type '{suffix}'",
-                           CONVERSIONS.get(path.suffix.lower(), f"convert it to one of {', '.join(LOCAL_SUFFIXES)} "
-                                                                "(the text formats may be gzip-compressed: .jsonl.gz, .csv.gz)"))
+        raise DistillError(
+            f"cannot read {path}: unsupported file type '{suffix}'",
+            CONVERSIONS.get(
+                path.suffix.lower(),
+                f"convert it to one of {', '.join(LOCAL_SUFFIXES)} "
+                "(the text formats may be gzip-compressed: .jsonl.gz, .csv.gz)",
+            ),
+        )
     if path.stat().st_size == 0:
         raise DistillError(f"data file {path} is empty", "point --data at a file with one example per row")
     try:
         if kind == "json":
             return _read_json(path)
         if kind in ("csv", "tsv"):
-            return pd.read_csv(path, sep="," if kind == "csv" else "\t", dtype=str, keep_default_na=False,
-                               encoding=TEXT_ENCODING)
+            return pd.read_csv(
+                path, sep="," if kind == "csv" else "\t", dtype=str, keep_default_na=False, encoding=TEXT_ENCODING
+            )
         return pd.read_parquet(path)
     except UnicodeDecodeError as exc:
         if exc.start == 0 and exc.object.startswith(UTF16_BOMS):
-            raise DistillError(f"data file {path} is UTF-16 text, not UTF-8",
-                               "re-save it as UTF-8, e.g. iconv -f utf-16 -t utf-8 in > out") from None
-        raise DistillError(f"data file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
-                           "re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8 in > out") from None
+            raise DistillError(
+                f"data file {path} is UTF-16 text, not UTF-8",
+                "re-save it as UTF-8, e.g. iconv -f utf-16 -t utf-8 in > out",
+            ) from None
+        raise DistillError(
+            f"data file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
+            "re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8 in > out",
+        ) from None
     except (OSError, EOFError) as exc:  # gzip's: not a gzip file, or one cut short
-        raise DistillError(f"cannot decompress {path} ({describe(exc)})",
-                           "check the file is complete and gzip-compressed (gzip -t FILE), or drop the .gz suffix "
-                           "if it is not compressed") from None
+        raise DistillError(
+            f"cannot decompress {path} ({describe(exc)})",
+            "check the file is complete and gzip-compressed (gzip -t FILE), or drop the .gz suffix "
+            "if it is not compressed",
+        ) from None
     except ValueError as exc:
-        raise DistillError(f"cannot parse {path} as {kind} ({str(exc).splitlines()[0][:120]})",
-                           "check the file format (.jsonl must hold one JSON object per line)") from None
+        raise DistillError(
+            f"cannot parse {path} as {kind} ({str(exc).splitlines()[0][:120]})",
+            "check the file format (.jsonl must hold one JSON object per line)",
+        ) from None
 
 
 def _read_json(path: Path) -> pd.DataFrame:
@@ -208,22 +228,27 @@ def _read_folder(path: Path) -> dict[str, pd.DataFrame]:
         except Exception as exc:  # datasets raises many types, wrapping the cause: no files it reads, a bad shard
             while exc.__cause__ is not None:
                 exc = exc.__cause__
-            raise DistillError(f"cannot read the folder {path} as a dataset ({describe(exc)[:200]})",
-                               "put data shards of one format in it (.parquet, .jsonl, .csv, optionally .gz), or pass "
-                               "one file with --data (which also shows which shard is broken)") from None
+            raise DistillError(
+                f"cannot read the folder {path} as a dataset ({describe(exc)[:200]})",
+                "put data shards of one format in it (.parquet, .jsonl, .csv, optionally .gz), or pass "
+                "one file with --data (which also shows which shard is broken)",
+            ) from None
     if isinstance(found, datasets.Dataset):  # save_to_disk of a single split
         return {"train": found.to_pandas()}
     return {split: rows.to_pandas() for split, rows in found.items()}
 
 
-def _named_splits(found: dict[str, pd.DataFrame], cfg: DataConfig,
-                  path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, str]:
+def _named_splits(
+    found: dict[str, pd.DataFrame], cfg: DataConfig, path: Path
+) -> tuple[pd.DataFrame, pd.DataFrame | None, str]:
     """The folder's splits that data.train_split and data.test_split name."""
     wanted = [cfg.train_split] + ([cfg.test_split] if cfg.test_split else [])
     missing = [split for split in wanted if split not in found]
     if missing:
-        raise DistillError(f"folder {path} has no split '{missing[0]}' (its splits, from the file names: "
-                           f"{', '.join(found)})", "set data.train_split / data.test_split to one of them")
+        raise DistillError(
+            f"folder {path} has no split '{missing[0]}' (its splits, from the file names: {', '.join(found)})",
+            "set data.train_split / data.test_split to one of them",
+        )
     return found[cfg.train_split], found.get(cfg.test_split), f"local folder {path} ({'/'.join(wanted)})"
 
 
@@ -250,13 +275,17 @@ def _quiet_datasets() -> Iterator[Any]:
 def _split_by_column(frame: pd.DataFrame, cfg: DataConfig, path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, str]:
     column = cfg.split_column
     if column not in frame.columns:
-        raise DistillError(f"split column '{column}' not in {path} (columns: {', '.join(map(str, frame.columns))})",
-                           "set data.split_column to an existing column, or null")
+        raise DistillError(
+            f"split column '{column}' not in {path} (columns: {', '.join(map(str, frame.columns))})",
+            "set data.split_column to an existing column, or null",
+        )
     values = set(frame[column].astype(str))
     for split in (cfg.train_split, cfg.test_split):
         if split is not None and split not in values:
-            raise DistillError(f"split '{split}' not found in column '{column}' of {path} (values: {', '.join(sorted(values))})",
-                               "set data.train_split / data.test_split to existing values")
+            raise DistillError(
+                f"split '{split}' not found in column '{column}' of {path} (values: {', '.join(sorted(values))})",
+                "set data.train_split / data.test_split to existing values",
+            )
     train = frame[frame[column].astype(str) == cfg.train_split]
     test = frame[frame[column].astype(str) == cfg.test_split] if cfg.test_split else None
     return train, test, f"local file {path} ({column}={cfg.train_split}/{cfg.test_split or 'carved'})"
@@ -269,12 +298,16 @@ def _load_hub(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame | None, str]:
     splits = [cfg.train_split] + ([cfg.test_split] if cfg.test_split else [])
     try:
         with _quiet_datasets() as datasets:
-            loaded = [datasets.load_dataset(cfg.source, cfg.hub_config, split=s, token=token).to_pandas() for s in splits]
+            loaded = [
+                datasets.load_dataset(cfg.source, cfg.hub_config, split=s, token=token).to_pandas() for s in splits
+            ]
     except Exception as exc:  # the datasets library raises many types for one cause: not reachable
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise DistillError(f"could not load Hub dataset {name}: {reason}",
-                           "check the name, network and HF_TOKEN; offline, pass a local .jsonl/.csv/.parquet with --data, "
-                           "or use the embedded sample (--data embedded:billsum)") from None
+        raise DistillError(
+            f"could not load Hub dataset {name}: {reason}",
+            "check the name, network and HF_TOKEN; offline, pass a local .jsonl/.csv/.parquet with --data, "
+            "or use the embedded sample (--data embedded:billsum)",
+        ) from None
     return loaded[0], (loaded[1] if len(loaded) > 1 else None), f"Hub dataset {name}"
 
 
@@ -282,17 +315,24 @@ def _normalise(frame: pd.DataFrame, cfg: DataConfig, source: str) -> pd.DataFram
     """Map user columns onto id/title/text/summary and drop rows that cannot be trained on."""
     for role, column in (("text", cfg.text_column), ("summary", cfg.summary_column)):
         if column not in frame.columns:
-            raise DistillError(f"{source} has no '{column}' column for the {role} (columns: {', '.join(map(str, frame.columns))})",
-                               f"map it with --set data.{role}_column=<column>")
-    out = pd.DataFrame({
-        "text": frame[cfg.text_column].fillna("").astype(str).str.strip(),
-        "summary": frame[cfg.summary_column].fillna("").astype(str).str.strip(),
-    })
+            raise DistillError(
+                f"{source} has no '{column}' column for the {role} (columns: {', '.join(map(str, frame.columns))})",
+                f"map it with --set data.{role}_column=<column>",
+            )
+    out = pd.DataFrame(
+        {
+            "text": frame[cfg.text_column].fillna("").astype(str).str.strip(),
+            "summary": frame[cfg.summary_column].fillna("").astype(str).str.strip(),
+        }
+    )
     has_title = cfg.title_column and cfg.title_column in frame.columns
     out["title"] = frame[cfg.title_column].fillna("").astype(str).str.strip() if has_title else ""
     if cfg.id_column:
         if cfg.id_column not in frame.columns:
-            raise DistillError(f"{source} has no id column '{cfg.id_column}'", "set data.id_column to an existing column, or null to hash texts")
+            raise DistillError(
+                f"{source} has no id column '{cfg.id_column}'",
+                "set data.id_column to an existing column, or null to hash texts",
+            )
         out["id"] = frame[cfg.id_column].astype(str)
     else:
         out["id"] = [text_hash(t)[:16] for t in out["text"]]
@@ -300,8 +340,11 @@ def _normalise(frame: pd.DataFrame, cfg: DataConfig, source: str) -> pd.DataFram
     out = out[keep]
     out = out[~out["id"].duplicated() & ~out["text"].map(text_hash).duplicated()]
     if out.empty:
-        raise DistillError(f"no usable rows in {source}: every row has a text shorter than {cfg.min_text_chars} "
-                           f"or a summary shorter than {cfg.min_summary_chars} characters", "check the column mapping")
+        raise DistillError(
+            f"no usable rows in {source}: every row has a text shorter than {cfg.min_text_chars} "
+            f"or a summary shorter than {cfg.min_summary_chars} characters",
+            "check the column mapping",
+        )
     return out[COLUMNS]
 
 
@@ -312,8 +355,10 @@ def text_hash(text: str) -> str:
 
 def _carve_test(frame: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     if len(frame) <= cfg.test_size + 1:
-        raise DistillError(f"cannot hold out {cfg.test_size} of {len(frame)} examples and still train",
-                           "lower data.test_size or use a larger dataset")
+        raise DistillError(
+            f"cannot hold out {cfg.test_size} of {len(frame)} examples and still train",
+            "lower data.test_size or use a larger dataset",
+        )
     test = frame.sample(n=cfg.test_size, random_state=cfg.split_seed).sort_index()
     return frame.drop(test.index), test
 
@@ -321,8 +366,10 @@ def _carve_test(frame: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, pd.
 def _carve_query(train: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the pool, the seeded slice of `cfg.query_size` training examples kept out of it as the query set)."""
     if cfg.query_size and cfg.query_size > len(train) - 2:
-        raise DistillError(f"data.query_size={cfg.query_size} leaves fewer than 2 of the {len(train)} training examples "
-                           "for the pool", "lower data.query_size, or pass target-task examples with select.query instead")
+        raise DistillError(
+            f"data.query_size={cfg.query_size} leaves fewer than 2 of the {len(train)} training examples for the pool",
+            "lower data.query_size, or pass target-task examples with select.query instead",
+        )
     query = train.sample(n=cfg.query_size, random_state=cfg.split_seed).sort_index()
     return train.drop(query.index), query.assign(**{TASK: "data.query_size"})
 
@@ -332,13 +379,17 @@ def _query_file(path: str, cfg: DataConfig, test: pd.DataFrame) -> pd.DataFrame:
     (selecting for them would let the test set choose the training data)."""
     file = Path(path).expanduser()
     if not file.is_file():
-        raise DistillError(f"query file {file} does not exist",
-                           "pass existing .jsonl/.csv/.parquet files to select.query (relative paths are from the current directory)")
+        raise DistillError(
+            f"query file {file} does not exist",
+            "pass existing .jsonl/.csv/.parquet files to select.query (relative paths are from the current directory)",
+        )
     frame = _normalise(_read_local(file), cfg, f"query file {file}")
     kept = _drop_leaks(frame, test)
     if kept.empty:
-        raise DistillError(f"every example of query file {file} is a held-out test example",
-                           "pass target-task examples that are not in the held-out set")
+        raise DistillError(
+            f"every example of query file {file} is a held-out test example",
+            "pass target-task examples that are not in the held-out set",
+        )
     if len(kept) < len(frame):
         log.warning("query file %s: %d held-out example(s) dropped", file, len(frame) - len(kept))
     return kept.assign(**{TASK: str(file)})

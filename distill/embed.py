@@ -32,12 +32,24 @@ def output_columns(loss_alone: bool = False) -> tuple[str, ...]:
     return (EMBEDDING, LOSS, EMBEDDING_WMEAN) + ((LOSS_ALONE, SECONDS + LOSS_ALONE) if loss_alone else ())
 
 
-def cache_key(model_path: str, data_fingerprint: str, model_cfg: ModelConfig, pooling: str,
-              columns: tuple[str, ...] = output_columns()) -> str:
+def cache_key(
+    model_path: str,
+    data_fingerprint: str,
+    model_cfg: ModelConfig,
+    pooling: str,
+    columns: tuple[str, ...] = output_columns(),
+) -> str:
     """Content hash of everything the features depend on, and of which columns the cache holds."""
-    settings = {"model": model_path, "data": data_fingerprint, "pooling": pooling,
-                "src": model_cfg.max_source_tokens, "tgt": model_cfg.max_target_tokens, "dtype": model_cfg.dtype,
-                "8bit": model_cfg.load_in_8bit, "columns": sorted(columns)}
+    settings = {
+        "model": model_path,
+        "data": data_fingerprint,
+        "pooling": pooling,
+        "src": model_cfg.max_source_tokens,
+        "tgt": model_cfg.max_target_tokens,
+        "dtype": model_cfg.dtype,
+        "8bit": model_cfg.load_in_8bit,
+        "columns": sorted(columns),
+    }
     return content_hash(settings)
 
 
@@ -70,7 +82,7 @@ def summary_losses(model, encoded: list[Encoded], pad_id: int, batch_size: int, 
     order = np.argsort([-len(e.prompt) - len(e.target) for e in encoded], kind="stable")
     losses = np.empty(len(encoded), dtype=np.float32)
     for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+        rows = order[start : start + batch_size]
         chunk = [encoded[i] for i in rows]
         hidden, input_ids = teacher_forced(model, chunk, pad_id, device)
         losses[rows] = [summary_loss(model, hidden[j], input_ids[j], e) for j, e in enumerate(chunk)]
@@ -89,8 +101,14 @@ def position_weighted_mean(hidden: torch.Tensor, length: int) -> torch.Tensor:
 class EmbedActor:
     """Loads the target model once per actor; maps batches of rows to their feature columns."""
 
-    def __init__(self, model_path: str, model_cfg: ModelConfig, pooling: str = "mean", num_threads: int | None = None,
-                 loss_alone: bool = False):
+    def __init__(
+        self,
+        model_path: str,
+        model_cfg: ModelConfig,
+        pooling: str = "mean",
+        num_threads: int | None = None,
+        loss_alone: bool = False,
+    ):
         if num_threads:
             torch.set_num_threads(num_threads)
         self.device = device_name()
@@ -110,8 +128,12 @@ class EmbedActor:
         embeddings = [self._pool(hidden[i], e) for i, e in enumerate(encoded)]
         weighted = [position_weighted_mean(hidden[i], len(e.prompt) + len(e.target)) for i, e in enumerate(encoded)]
         losses = [summary_loss(self.model, hidden[i], input_ids[i], e) for i, e in enumerate(encoded)]
-        out = {"row": np.asarray(batch["row"]), EMBEDDING: torch.stack(embeddings).float().cpu().numpy(),
-               LOSS: np.asarray(losses, dtype=np.float32), EMBEDDING_WMEAN: torch.stack(weighted).float().cpu().numpy()}
+        out = {
+            "row": np.asarray(batch["row"]),
+            EMBEDDING: torch.stack(embeddings).float().cpu().numpy(),
+            LOSS: np.asarray(losses, dtype=np.float32),
+            EMBEDDING_WMEAN: torch.stack(weighted).float().cpu().numpy(),
+        }
         if self.loss_alone:
             out.update(self._loss_alone(batch["summary"]))
         return out
@@ -122,8 +144,9 @@ class EmbedActor:
         start = time.perf_counter()
         alone = [self.format.encode("", str(s)) for s in summaries]
         hidden, input_ids = teacher_forced(self.model, alone, self.tokenizer.pad_token_id, self.device)
-        losses = np.asarray([summary_loss(self.model, hidden[i], input_ids[i], e) for i, e in enumerate(alone)],
-                            dtype=np.float32)
+        losses = np.asarray(
+            [summary_loss(self.model, hidden[i], input_ids[i], e) for i, e in enumerate(alone)], dtype=np.float32
+        )
         seconds = (time.perf_counter() - start) / len(alone)
         return {LOSS_ALONE: losses, SECONDS + LOSS_ALONE: np.full(len(alone), seconds, dtype=np.float32)}
 
@@ -131,4 +154,4 @@ class EmbedActor:
         start, end = enc.doc_span
         if self.pooling == "last":
             return hidden[len(enc.prompt) - 1]
-        return hidden[start:max(end, start + 1)].mean(dim=0)
+        return hidden[start : max(end, start + 1)].mean(dim=0)

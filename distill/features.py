@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import mmap
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
-from typing import Iterable
 
 import numpy as np
 
@@ -33,10 +33,14 @@ class Features:
     embeddings: np.ndarray | None = None  # float32 (n, d), pooled target-model hidden states
     loss: np.ndarray | None = None  # float32 (n,), mean summary-token loss under the target model
     # training dynamics (distill/probe.py), attached only when a selected method needs them:
-    probe_loss: np.ndarray | None = None  # float32 (n, checkpoints + 1), summary loss at each probe checkpoint, step 0 first
+    probe_loss: np.ndarray | None = (
+        None  # float32 (n, checkpoints + 1), summary loss at each probe checkpoint, step 0 first
+    )
     grad_features: np.ndarray | None = None  # float32 (n, grad_dim), randomly projected per-example LoRA gradient
     # RDS+ and IFD (distill/embed.py); loss_alone only when a selected method needs it:
-    embedding_wmean: np.ndarray | None = None  # float32 (n, d), position-weighted mean of prompt + summary hidden states
+    embedding_wmean: np.ndarray | None = (
+        None  # float32 (n, d), position-weighted mean of prompt + summary hidden states
+    )
     loss_alone: np.ndarray | None = None  # float32 (n,), summary loss without its document (the template only)
     # the query set (target-task examples, never pool rows): NOT aligned with the pool, one row per query example
     query_embedding: np.ndarray | None = None  # float32 (m, d), embedding_wmean of each query example
@@ -48,8 +52,12 @@ class Features:
     def by_value(self) -> Features:
         """These features with the memory maps as plain array views: pickled, they carry their bytes
         (for tasks on nodes that cannot open the driver's cache file)."""
-        return replace(self, **{f.name: np.asarray(value) for f in fields(self)
-                                if isinstance(value := getattr(self, f.name), np.memmap)})
+        return replace(
+            self,
+            **{
+                f.name: np.asarray(value) for f in fields(self) if isinstance(value := getattr(self, f.name), np.memmap)
+            },
+        )
 
     def __reduce__(self):
         """Pickle whole-file memory maps as their file, not their bytes: `ray.put(features)` and task
@@ -74,12 +82,18 @@ class _MappedFile:
         whole = isinstance(value, np.memmap) and isinstance(value.base, mmap.mmap) and value.filename
         if not whole:
             return value
-        return _MappedFile(value.filename, value.offset, value.dtype.str, value.shape,
-                           "F" if value.flags.f_contiguous and not value.flags.c_contiguous else "C")
+        return _MappedFile(
+            value.filename,
+            value.offset,
+            value.dtype.str,
+            value.shape,
+            "F" if value.flags.f_contiguous and not value.flags.c_contiguous else "C",
+        )
 
     def open(self) -> np.memmap:
-        return np.memmap(self.filename, dtype=np.dtype(self.dtype), mode="r", offset=self.offset, shape=self.shape,
-                         order=self.order)
+        return np.memmap(
+            self.filename, dtype=np.dtype(self.dtype), mode="r", offset=self.offset, shape=self.shape, order=self.order
+        )
 
 
 def _rebuild(state: dict) -> Features:
@@ -99,8 +113,9 @@ def text_statistics(text: str) -> tuple[int, int, float, float]:
     return len(words), n_sentences, ttr, distinct / n_sentences
 
 
-_STATS = np.dtype([("n_words", np.int64), ("n_sentences", np.int64), ("type_token_ratio", np.float64),
-                    ("info_density", np.float64)])
+_STATS = np.dtype(
+    [("n_words", np.int64), ("n_sentences", np.int64), ("type_token_ratio", np.float64), ("info_density", np.float64)]
+)
 
 
 def text_features(texts: list[str], embeddings: np.ndarray | None = None, loss: np.ndarray | None = None) -> Features:

@@ -24,7 +24,9 @@ from distill.errors import DistillError
 from distill.evaluate import _until_eos
 from distill.models import device_name, load_tokenizer, pick_dtype
 
-INSTALL_FIX = "install the extra: DISTILL_EXTRAS=dev,vllm scripts/setup.sh (CPU) or dev,gpu (GPU), or set eval.engine: hf"
+INSTALL_FIX = (
+    "install the extra: DISTILL_EXTRAS=dev,vllm scripts/setup.sh (CPU) or dev,gpu (GPU), or set eval.engine: hf"
+)
 
 
 def choose_engine(cfg: ExperimentConfig, model_path: str) -> tuple[str, str]:
@@ -99,12 +101,19 @@ class VllmGenerator:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.resources.vllm_cpu_kvcache_gib))
         self.cfg = cfg
         self.tokenizer = load_tokenizer(model_path)
-        self.llm = LLM(model=model_path, dtype=str(pick_dtype(cfg.model, device)).removeprefix("torch."),
-                       enable_lora=True, max_lora_rank=_lora_rank_slot(cfg.train.lora_r),
-                       max_loras=cfg.resources.vllm_max_loras, max_num_seqs=cfg.resources.vllm_max_num_seqs,
-                       max_model_len=prefix_tokens + cfg.model.max_source_tokens + cfg.eval.max_new_tokens,
-                       gpu_memory_utilization=cfg.resources.vllm_gpu_memory_utilization,
-                       generation_config="vllm", seed=0, enforce_eager=device == "cpu")
+        self.llm = LLM(
+            model=model_path,
+            dtype=str(pick_dtype(cfg.model, device)).removeprefix("torch."),
+            enable_lora=True,
+            max_lora_rank=_lora_rank_slot(cfg.train.lora_r),
+            max_loras=cfg.resources.vllm_max_loras,
+            max_num_seqs=cfg.resources.vllm_max_num_seqs,
+            max_model_len=prefix_tokens + cfg.model.max_source_tokens + cfg.eval.max_new_tokens,
+            gpu_memory_utilization=cfg.resources.vllm_gpu_memory_utilization,
+            generation_config="vllm",
+            seed=0,
+            enforce_eager=device == "cpu",
+        )
 
     def generate(self, prompts: list[list[int]], adapters: dict[str, Path]) -> dict[str, tuple[list[str], float]]:
         """Greedy summaries of every prompt under every adapter (its saved folder), in one batch: {trial: (texts, seconds)}.
@@ -117,14 +126,22 @@ class VllmGenerator:
 
         names = list(adapters)
         requests = [LoRARequest(name, i + 1, str(adapters[name])) for i, name in enumerate(names)]
-        params = SamplingParams(temperature=0.0, max_tokens=self.cfg.eval.max_new_tokens,
-                                stop_token_ids=[self.tokenizer.eos_token_id], detokenize=False)
+        params = SamplingParams(
+            temperature=0.0,
+            max_tokens=self.cfg.eval.max_new_tokens,
+            stop_token_ids=[self.tokenizer.eos_token_id],
+            detokenize=False,
+        )
         start = time.perf_counter()
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for _ in names for p in prompts], params,
-                                    lora_request=[r for r in requests for _ in prompts], use_tqdm=False)
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=p) for _ in names for p in prompts],
+            params,
+            lora_request=[r for r in requests for _ in prompts],
+            use_tqdm=False,
+        )
         seconds = (time.perf_counter() - start) / max(1, len(names))
         texts = [self._decode(list(o.outputs[0].token_ids)) for o in outputs]
-        return {name: (texts[i * len(prompts):(i + 1) * len(prompts)], seconds) for i, name in enumerate(names)}
+        return {name: (texts[i * len(prompts) : (i + 1) * len(prompts)], seconds) for i, name in enumerate(names)}
 
     def _decode(self, tokens: list[int]) -> str:
         """Exactly the HF path's decoding of new tokens."""
@@ -136,5 +153,6 @@ def _lora_rank_slot(rank: int) -> int:
     for slot in (8, 16, 32, 64, 128, 256, 320, 512):
         if rank <= slot:
             return slot
-    raise DistillError(f"train.lora_r {rank} is above vLLM's largest LoRA rank (512)", "use a smaller train.lora_r or eval.engine: hf")
-
+    raise DistillError(
+        f"train.lora_r {rank} is above vLLM's largest LoRA rank (512)", "use a smaller train.lora_r or eval.engine: hf"
+    )

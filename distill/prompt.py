@@ -41,8 +41,9 @@ class PromptFormat:
         self.max_source_tokens = max_source_tokens
         self.max_target_tokens = max_target_tokens
         if getattr(tokenizer, "chat_template", None):
-            text = tokenizer.apply_chat_template([{"role": "user", "content": INSTRUCTION + _SLOT}],
-                                                 tokenize=False, add_generation_prompt=True)
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": INSTRUCTION + _SLOT}], tokenize=False, add_generation_prompt=True
+            )
         else:
             text = (tokenizer.bos_token or "") + PLAIN_TEMPLATE.format(document=_SLOT)
         prefix, suffix = text.split(_SLOT)

@@ -59,10 +59,12 @@ def check_version(data: dict[str, Any], path: Path | str) -> int:
     """The schema version `data` was written in; a version this distill cannot read is one line naming it."""
     found = data.get("schema_version", LEGACY_VERSION)
     if not isinstance(found, int) or isinstance(found, bool) or not LEGACY_VERSION <= found <= SCHEMA_VERSION:
-        raise DistillError(f"{path} has results schema version {found!r}, but this distill reads versions "
-                           f"{LEGACY_VERSION} to {SCHEMA_VERSION}",
-                           "read it with the distill version that wrote it (see run.json's git_commit), "
-                           "or rerun the job into a new output directory")
+        raise DistillError(
+            f"{path} has results schema version {found!r}, but this distill reads versions "
+            f"{LEGACY_VERSION} to {SCHEMA_VERSION}",
+            "read it with the distill version that wrote it (see run.json's git_commit), "
+            "or rerun the job into a new output directory",
+        )
     return found
 
 
@@ -119,8 +121,9 @@ class TrialMetrics:
         check_version(data, path)
         missing = "method" if "method" not in data else None if set(SCORE_KEYS) & set(data) else ROUGE_L.name
         if missing:  # a trial scores ROUGE-L, or held-out loss alone (eval.generate false)
-            raise DistillError(f"{path} lacks the field '{missing}'",
-                               "re-run that trial; its metrics file predates the current format")
+            raise DistillError(
+                f"{path} lacks the field '{missing}'", "re-run that trial; its metrics file predates the current format"
+            )
         values = _known(cls, data)
         values.setdefault("trial", trial)
         values["seed"] = values.get("seed") or 0

@@ -15,17 +15,30 @@ import json
 import math
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from distill import artifacts, stats
 from distill.config import ReportConfig
 from distill.errors import DistillError
-from distill.records import (COLUMNS, FULL, RANDOM, SCORE_KEYS, SCORE_METRICS, Metric, ReportRow, RunInfo, TrialMetrics,
-                             TrialRecord, VsRandom, results_document)
+from distill.records import (
+    COLUMNS,
+    FULL,
+    RANDOM,
+    SCORE_KEYS,
+    SCORE_METRICS,
+    Metric,
+    ReportRow,
+    RunInfo,
+    TrialMetrics,
+    TrialRecord,
+    VsRandom,
+    results_document,
+)
 
 DIGITS = 6  # rounding of every float written to results.json / results.csv
 METRICS = {m.name: m for m in SCORE_METRICS}
@@ -36,13 +49,16 @@ _SEED_SUFFIX = re.compile(r"^(?P<method>.+)-seed(?P<seed>\d+)$")
 
 # ----------------------------------------------------------------------------------------- reading
 
+
 def _trusted(path: Path) -> Path:
     """A stored file the report may read: intact per its checksum, else an error naming it."""
     problem = artifacts.verify(path)
     if problem:
-        raise DistillError(f"{path} is damaged: {problem}",
-                           f"rerun the experiment into {path.parent.parent} with the same job: "
-                           "it recomputes damaged files and reuses intact ones")
+        raise DistillError(
+            f"{path} is damaged: {problem}",
+            f"rerun the experiment into {path.parent.parent} with the same job: "
+            "it recomputes damaged files and reuses intact ones",
+        )
     return path
 
 
@@ -51,8 +67,10 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise DistillError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})",
-                           "delete the damaged file and re-run that trial") from exc
+        raise DistillError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})",
+            "delete the damaged file and re-run that trial",
+        ) from exc
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -64,8 +82,9 @@ def _read_jsonl(path: Path) -> list[dict]:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as exc:
-            raise DistillError(f"{path} line {lineno} is not valid JSON ({exc.msg})",
-                               "delete the damaged file and re-run that trial") from exc
+            raise DistillError(
+                f"{path} line {lineno} is not valid JSON ({exc.msg})", "delete the damaged file and re-run that trial"
+            ) from exc
     return rows
 
 
@@ -74,8 +93,9 @@ def load_trials(output_dir: Path) -> list[TrialRecord]:
     trials_dir = output_dir / "trials"
     paths = sorted(trials_dir.glob("*/metrics.json")) if trials_dir.is_dir() else []
     if not paths:
-        raise DistillError(f"no trial results under {trials_dir}",
-                           f"run `python -m distill quick --output-dir {output_dir}` first")
+        raise DistillError(
+            f"no trial results under {trials_dir}", f"run `python -m distill quick --output-dir {output_dir}` first"
+        )
     trials = []
     for path in paths:
         metrics = TrialMetrics.from_dict(_read_json(path), path, trial=path.parent.name)
@@ -93,8 +113,9 @@ class ScoreMatrices:
     scores: dict[str, np.ndarray]
 
 
-def _score_matrices(trials: list[TrialRecord], ids: list[str] | None,
-                    metrics: tuple[Metric, ...]) -> ScoreMatrices | None:
+def _score_matrices(
+    trials: list[TrialRecord], ids: list[str] | None, metrics: tuple[Metric, ...]
+) -> ScoreMatrices | None:
     """Every metric's (seeds × examples) matrix for one method's trials, columns in the order of `ids`.
 
     Returns None when any trial lacks predictions (then there are no per-example statistics).
@@ -105,15 +126,20 @@ def _score_matrices(trials: list[TrialRecord], ids: list[str] | None,
     seeds = [int(t.metrics.seed) for t in trials]
     repeated = next((s for s in seeds if seeds.count(s) > 1), None)
     if repeated is not None:
-        raise DistillError(f"two trials of {trials[0].metrics.method} have seed {repeated}",
-                           "keep one trial per method and seed under trials/ (pairing with random is by seed)")
+        raise DistillError(
+            f"two trials of {trials[0].metrics.method} have seed {repeated}",
+            "keep one trial per method and seed under trials/ (pairing with random is by seed)",
+        )
     by_trial = [_scores_by_id(t, metrics) for t in trials]
     for t, by_id in zip(trials, by_trial):
         if set(by_id) != set(ids):
-            raise DistillError(f"trial {t.metrics.trial} was scored on different held-out examples",
-                               "re-run all trials with the same data settings (same test split and seed)")
-    return ScoreMatrices(seeds, {m.name: np.array([[by_id[i][m.name] for i in ids] for by_id in by_trial])
-                                 for m in metrics})
+            raise DistillError(
+                f"trial {t.metrics.trial} was scored on different held-out examples",
+                "re-run all trials with the same data settings (same test split and seed)",
+            )
+    return ScoreMatrices(
+        seeds, {m.name: np.array([[by_id[i][m.name] for i in ids] for by_id in by_trial]) for m in metrics}
+    )
 
 
 def _scores_by_id(trial: TrialRecord, metrics: tuple[Metric, ...]) -> dict[str, dict[str, float]]:
@@ -122,16 +148,19 @@ def _scores_by_id(trial: TrialRecord, metrics: tuple[Metric, ...]) -> dict[str, 
     out = {}
     for line, p in enumerate(trial.predictions, 1):
         if "id" not in p:
-            raise DistillError(f"trial {trial.metrics.trial}: prediction {line} has no example id",
-                               "re-run that trial; every prediction needs the id of its held-out example")
+            raise DistillError(
+                f"trial {trial.metrics.trial}: prediction {line} has no example id",
+                "re-run that trial; every prediction needs the id of its held-out example",
+            )
         scores = {}
         for m in metrics:
             value = p.get(m.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise DistillError(f"trial {trial.metrics.trial}: held-out example {p['id']} has "
-                                   + ("no " + m.name if value is None else f"a {m.name} of {value!r}"),
-                                   "re-run that trial (delete its folder under trials/): every example needs a "
-                                   "finite score")
+                raise DistillError(
+                    f"trial {trial.metrics.trial}: held-out example {p['id']} has "
+                    + ("no " + m.name if value is None else f"a {m.name} of {value!r}"),
+                    "re-run that trial (delete its folder under trials/): every example needs a finite score",
+                )
             scores[m.name] = float(value)
         out[str(p["id"])] = scores
     return out
@@ -184,16 +213,26 @@ def export(output_dir: Path, dest: Path) -> None:
         artifacts.write_bytes(folder / "metrics.json", path.read_bytes())
         predictions = path.parent / "predictions.jsonl"
         if predictions.is_file():
-            artifacts.write_jsonl(folder / "predictions.jsonl", ({k: v for k, v in p.items() if k not in TEXT_FIELDS}
-                                                                 for p in _read_jsonl(predictions)))
+            artifacts.write_jsonl(
+                folder / "predictions.jsonl",
+                ({k: v for k, v in p.items() if k not in TEXT_FIELDS} for p in _read_jsonl(predictions)),
+            )
     for path in sorted((output_dir / "selected").glob("*.jsonl")):
-        artifacts.write_jsonl(dest / "selected" / path.name, (
-            {"index": row.get("index"), "id": row.get("id"),
-             "n_words": row["n_words"] if "n_words" in row else len(str(row.get("text", "")).split())}
-            for row in _read_jsonl(path)))
+        artifacts.write_jsonl(
+            dest / "selected" / path.name,
+            (
+                {
+                    "index": row.get("index"),
+                    "id": row.get("id"),
+                    "n_words": row["n_words"] if "n_words" in row else len(str(row.get("text", "")).split()),
+                }
+                for row in _read_jsonl(path)
+            ),
+        )
 
 
 # ------------------------------------------------------------------------------------- statistics
+
 
 def _mean(values: list[float]) -> float | None:
     vals = [float(v) for v in values if v is not None]
@@ -221,8 +260,7 @@ def _round(value: Any) -> Any:
 
 def _method_order(rows: dict[str, dict]) -> list[str]:
     """random first, then methods by ROUGE-L (best first, name as tie-break), the full baseline last."""
-    middle = sorted((m for m in rows if m not in (RANDOM, FULL)),
-                    key=lambda m: (-(rows[m]["rougeL"] or 0.0), m))
+    middle = sorted((m for m in rows if m not in (RANDOM, FULL)), key=lambda m: (-(rows[m]["rougeL"] or 0.0), m))
     return ([RANDOM] if RANDOM in rows else []) + middle + ([FULL] if FULL in rows else [])
 
 
@@ -234,8 +272,10 @@ def compute_rows(trials: list[TrialRecord], tested: tuple[Metric, ...]) -> list[
     first_with_preds = next((t for t in trials if t.predictions is not None), None)
     ids = [str(p.get("id")) for p in first_with_preds.predictions] if first_with_preds else None
     if ids is not None and len(set(ids)) != len(ids):
-        raise DistillError(f"trial {first_with_preds.metrics.trial} has duplicate held-out ids",
-                           "re-run the trials; every held-out example needs a unique id")
+        raise DistillError(
+            f"trial {first_with_preds.metrics.trial} has duplicate held-out ids",
+            "re-run the trials; every held-out example needs a unique id",
+        )
     metrics = _per_example_metrics(trials, tuple(dict.fromkeys(CI_METRICS + tested))) if ids else ()
     matrices = {m: _score_matrices(ts, ids, metrics) for m, ts in by_method.items()}
 
@@ -272,20 +312,21 @@ def compute_rows(trials: list[TrialRecord], tested: tuple[Metric, ...]) -> list[
 
     rand = rows.get(RANDOM)
     full = rows.get(FULL)
-    for method, row in rows.items():
+    for row in rows.values():
         r_score = rand["rougeL"] if rand else None
-        row["vs_random_pct"] = (100 * (row["rougeL"] - r_score) / r_score
-                                if r_score and row["rougeL"] is not None else None)
+        row["vs_random_pct"] = (
+            100 * (row["rougeL"] - r_score) / r_score if r_score and row["rougeL"] is not None else None
+        )
         f_score = full["rougeL"] if full else None
-        row["pct_of_full"] = (100 * row["rougeL"] / f_score
-                              if f_score and row["rougeL"] is not None else None)
+        row["pct_of_full"] = 100 * row["rougeL"] / f_score if f_score and row["rougeL"] is not None else None
         row["vs_random"] = None
     _tests_against_random(rows, matrices, tuple(m for m in tested if m in metrics))
     return [ReportRow.from_dict({col: _round(rows[m].get(col)) for col in COLUMNS}) for m in _method_order(rows)]
 
 
-def _tests_against_random(rows: dict[str, dict], matrices: dict[str, ScoreMatrices | None],
-                          metrics: tuple[Metric, ...]) -> None:
+def _tests_against_random(
+    rows: dict[str, dict], matrices: dict[str, ScoreMatrices | None], metrics: tuple[Metric, ...]
+) -> None:
     """Every method × metric against random (paired by seed), Holm-adjusted together, with what each can detect.
 
     Only seeds both sides were trained with are paired; a method that shares none with random is not tested.
@@ -307,17 +348,29 @@ def _tests_against_random(rows: dict[str, dict], matrices: dict[str, ScoreMatric
         comp = tests[method, metric]
         ev = stats.evidence(comp.variance, comp.diff, alpha=alpha)
         random_mean = rows[RANDOM][metric]
-        rows[method]["vs_random"] = (rows[method]["vs_random"] or {}) | {metric: asdict(VsRandom(
-            diff=comp.diff, ci95=list(comp.ci95) if comp.ci95 else None, p=comp.p_value, p_holm=p_holm,
-            significant=stats.significant(p_holm) if comp.seed_noise_known else None, seeds=comp.seeds,
-            examples=comp.examples, effect_size=comp.effect_size, mde=ev.mde,
-            mde_pct=100 * ev.mde / abs(random_mean) if ev.mde is not None and random_mean else None,
-            n_needed=ev.n_needed, seeds_needed=ev.seeds_needed,
-            cheaper=_cheaper(ev, comp, rows[method], rows[RANDOM])))}
+        rows[method]["vs_random"] = (rows[method]["vs_random"] or {}) | {
+            metric: asdict(
+                VsRandom(
+                    diff=comp.diff,
+                    ci95=list(comp.ci95) if comp.ci95 else None,
+                    p=comp.p_value,
+                    p_holm=p_holm,
+                    significant=stats.significant(p_holm) if comp.seed_noise_known else None,
+                    seeds=comp.seeds,
+                    examples=comp.examples,
+                    effect_size=comp.effect_size,
+                    mde=ev.mde,
+                    mde_pct=100 * ev.mde / abs(random_mean) if ev.mde is not None and random_mean else None,
+                    n_needed=ev.n_needed,
+                    seeds_needed=ev.seeds_needed,
+                    cheaper=_cheaper(ev, comp, rows[method], rows[RANDOM]),
+                )
+            )
+        }
 
 
 def _cheaper(ev: stats.Evidence, comp: stats.Comparison, row: dict, rand: dict) -> str | None:
-    """"seeds" or "examples": the cheaper way to detect the observed difference, by this run's own timings.
+    """ "seeds" or "examples": the cheaper way to detect the observed difference, by this run's own timings.
 
     More seeds reuse the trials already run: (S′ − S) more trials of both sides. More held-out examples
     change the data, so every trial reruns, its evaluation scaled by n′/n. None when either way is out of
@@ -346,6 +399,7 @@ def primary(row: dict) -> tuple[Metric, dict] | None:
 
 
 # ---------------------------------------------------------------------------------------- writing
+
 
 def _fmt(value: Any, spec: str = ".4f", none: str = "—") -> str:
     if value is None:
@@ -409,8 +463,15 @@ def write_csv(rows: list[dict], path: Path) -> None:
     def flat(row: dict) -> tuple[list[str], list[Any]]:
         names, values = [], []
         for col in COLUMNS:
-            parts = ([(f"vs_random.{m}.{f}", ((row[col] or {}).get(m) or {}).get(f))
-                      for m in tested for f in VS_RANDOM_FIELDS] if col == "vs_random" else [(col, row[col])])
+            parts = (
+                [
+                    (f"vs_random.{m}.{f}", ((row[col] or {}).get(m) or {}).get(f))
+                    for m in tested
+                    for f in VS_RANDOM_FIELDS
+                ]
+                if col == "vs_random"
+                else [(col, row[col])]
+            )
             for name, value in parts:
                 n, v = cells(name, value)
                 names += n
@@ -450,12 +511,17 @@ def _at_a_glance(rows: list[dict]) -> str:
     full = by.get(FULL)
     if full and candidates:
         best = max(candidates, key=lambda r: (r["rougeL"], r["method"] == RANDOM))
-        reach = (f"reaches {best['pct_of_full']:.1f}% of the full-data ROUGE-L ({full['rougeL']:.4f})"
-                 if best["pct_of_full"] is not None else "cannot be compared with the full-data ROUGE-L")
+        reach = (
+            f"reaches {best['pct_of_full']:.1f}% of the full-data ROUGE-L ({full['rougeL']:.4f})"
+            if best["pct_of_full"] is not None
+            else "cannot be compared with the full-data ROUGE-L"
+        )
         eff = [f"**{best['method']}** {reach} using {best['samples']} of {full['samples']} training examples"]
         if best["train_seconds"] and full["train_seconds"]:
-            eff.append(f"training in {best['train_seconds']:.1f} s vs {full['train_seconds']:.1f} s "
-                       f"({full['train_seconds'] / best['train_seconds']:.1f}× less)")
+            eff.append(
+                f"training in {best['train_seconds']:.1f} s vs {full['train_seconds']:.1f} s "
+                f"({full['train_seconds'] / best['train_seconds']:.1f}× less)"
+            )
         if best["peak_memory_mb"] and full["peak_memory_mb"]:
             eff.append(f"peak memory {best['peak_memory_mb']:.0f} MB vs {full['peak_memory_mb']:.0f} MB")
         parts.append(", ".join(eff) + " (measured, mean per seed).")
@@ -468,8 +534,10 @@ def _claims(rows: list[dict]) -> str:
     if not m:
         return "No method could be tested against random (per-example predictions are missing)."
     if all(t["significant"] is None for r in rows for t in (r["vs_random"] or {}).values()):
-        return ("With one training seed, seed-to-seed noise is unknown, so no method is claimed to beat or "
-                "lose to random (a per-example test is shown below, labelled as such).")
+        return (
+            "With one training seed, seed-to-seed noise is unknown, so no method is claimed to beat or "
+            "lose to random (a per-example test is shown below, labelled as such)."
+        )
     found = []
     for metric in _tested(rows):
         tests = _tests(rows, metric)
@@ -478,8 +546,10 @@ def _claims(rows: list[dict]) -> str:
             if names:
                 found.append(f"{', '.join(f'**{n}**' for n in names)} {word} random on {metric.label}")
     if not found:
-        return (f"After Holm correction over {m} test(s) (methods × metrics), no method differs from random "
-                "significantly: the differences are within the seed and example noise.")
+        return (
+            f"After Holm correction over {m} test(s) (methods × metrics), no method differs from random "
+            "significantly: the differences are within the seed and example noise."
+        )
     return f"After Holm correction over {m} test(s) (methods × metrics): " + "; ".join(found) + " (p < 0.05)."
 
 
@@ -501,8 +571,10 @@ def _would_detect(test: dict) -> str:
         return "no difference observed"
     if (test["n_needed"] or math.inf) <= test["examples"] or (test["seeds_needed"] or math.inf) <= test["seeds"]:
         return "in reach: about the MDE"
-    options = {"seeds": test["seeds_needed"] and f"{test['seeds_needed'] - test['seeds']} more seed(s)",
-               "examples": test["n_needed"] and f"n ≈ {_about(test['n_needed'])} examples"}
+    options = {
+        "seeds": test["seeds_needed"] and f"{test['seeds_needed'] - test['seeds']} more seed(s)",
+        "examples": test["n_needed"] and f"n ≈ {_about(test['n_needed'])} examples",
+    }
     shown = [f"**{text}**" if way == test["cheaper"] else text for way, text in options.items() if text]
     return " or ".join(shown) or "out of reach"
 
@@ -512,33 +584,48 @@ def _against_random(rows: list[dict], plots: dict[str, str]) -> list[str]:
     if not any(r["vs_random"] for r in rows):
         return []
     m = _n_tests(rows)
-    lines = ["## Against random", "",
-             "Each method minus `random`, paired by training seed and held-out example: the mean difference, "
-             "its 95% CI and a two-sided test that counts seed-to-seed noise as well as example-to-example "
-             f"noise (docs/statistics.md); p is Holm-adjusted over all {m} test(s) here (methods × metrics). "
-             f"MDE: the smallest true difference this run detects with 80% power at α = 0.05/{m} (Holm's "
-             "strictest step). *Would detect Δ*: the seeds (on these examples) or the held-out examples (at "
-             "these seeds) that would detect the observed difference with 80% power; the cheaper by this "
-             "run's timings in bold.", ""]
+    lines = [
+        "## Against random",
+        "",
+        "Each method minus `random`, paired by training seed and held-out example: the mean difference, "
+        "its 95% CI and a two-sided test that counts seed-to-seed noise as well as example-to-example "
+        f"noise (docs/statistics.md); p is Holm-adjusted over all {m} test(s) here (methods × metrics). "
+        f"MDE: the smallest true difference this run detects with 80% power at α = 0.05/{m} (Holm's "
+        "strictest step). *Would detect Δ*: the seeds (on these examples) or the held-out examples (at "
+        "these seeds) that would detect the observed difference with 80% power; the cheaper by this "
+        "run's timings in bold.",
+        "",
+    ]
     if any(t["significant"] is None and t["p"] is not None for r in rows for t in (r["vs_random"] or {}).values()):
-        lines += ["**One seed:** seed-to-seed noise is unknown, so no difference is claimed. The p-values of "
-                  "one-seed comparisons are the per-example paired t-test's: it holds the two trained models "
-                  "fixed, and a lucky training seed, which moves every example at once, looks like an effect "
-                  "to it. Run `--seeds 3` or more to test.", ""]
+        lines += [
+            "**One seed:** seed-to-seed noise is unknown, so no difference is claimed. The p-values of "
+            "one-seed comparisons are the per-example paired t-test's: it holds the two trained models "
+            "fixed, and a lucky training seed, which moves every example at once, looks like an effect "
+            "to it. Run `--seeds 3` or more to test.",
+            "",
+        ]
     for metric in _tested(rows):
         tests = _tests(rows, metric)
         direction = "higher" if metric.higher_is_better else "lower"
         lines += [f"### {metric.label} ({direction} is better)", ""]
         if f"forest_{metric.name}" in plots:
-            lines += [f"![{metric.label}: each method minus random with its 95% CI; shaded: ± the MDE]"
-                      f"({plots[f'forest_{metric.name}']})", ""]
-        lines += ["| Method | Δ vs random | 95% CI | p (Holm) | Verdict | MDE | MDE % of random | Seeds × examples "
-                  "| Would detect Δ |", "|---|---:|---|---|---|---:|---:|---:|---|"]
+            lines += [
+                f"![{metric.label}: each method minus random with its 95% CI; shaded: ± the MDE]"
+                f"({plots[f'forest_{metric.name}']})",
+                "",
+            ]
+        lines += [
+            "| Method | Δ vs random | 95% CI | p (Holm) | Verdict | MDE | MDE % of random | Seeds × examples "
+            "| Would detect Δ |",
+            "|---|---:|---|---|---|---:|---:|---:|---|",
+        ]
         for r, t in tests:
             ci = f"[{t['ci95'][0]:+.4f}, {t['ci95'][1]:+.4f}]" if t["ci95"] else "—"
-            lines.append(f"| {r['method']} | {t['diff']:+.4f} | {ci} | {_p_text(t)} | {_verdict(t, metric)} | "
-                         f"{_fmt(t['mde'])} | {_pct(t['mde_pct']).lstrip('+')} | {t['seeds']} × {t['examples']} | "
-                         f"{_would_detect(t)} |")
+            lines.append(
+                f"| {r['method']} | {t['diff']:+.4f} | {ci} | {_p_text(t)} | {_verdict(t, metric)} | "
+                f"{_fmt(t['mde'])} | {_pct(t['mde_pct']).lstrip('+')} | {t['seeds']} × {t['examples']} | "
+                f"{_would_detect(t)} |"
+            )
         lines.append("")
     return lines
 
@@ -546,8 +633,10 @@ def _against_random(rows: list[dict], plots: dict[str, str]) -> list[str]:
 def _recommendation(rows: list[dict]) -> str:
     """The closing advice, written from the primary metric's tests: a method only when it survives Holm."""
     if not _n_tests(rows):
-        return ("No recommendation: no method was tested against `random` (that needs a `random` run, per-example "
-                "predictions for every trial and at least 2 held-out examples).")
+        return (
+            "No recommendation: no method was tested against `random` (that needs a `random` run, per-example "
+            "predictions for every trial and at least 2 held-out examples)."
+        )
     metric = _tested(rows)[0]
     tested = _tests(rows, metric)
     m, label = _n_tests(rows), metric.label
@@ -556,21 +645,28 @@ def _recommendation(rows: list[dict]) -> str:
     best_row, best = by_gain[0]
     scale = f"{best['examples']} held-out examples, {best['seeds']} seed(s)"
     if all(t["significant"] is None for _, t in tested):
-        return (f"**No claim: one seed.** With one training seed per method, seed-to-seed noise is unknown, so no "
-                f"method is claimed to beat random. The best, {best_row['method']} ({best['diff']:+.4f} {label}; "
-                f"per-example test, which holds the trained models fixed: adjusted p = {_p_value(best['p_holm'])}), "
-                "may owe its lead to a lucky training seed. Rerun with `--seeds 3` or more: the report then tests "
-                "seeds and examples together and sizes the run that would decide.")
+        return (
+            f"**No claim: one seed.** With one training seed per method, seed-to-seed noise is unknown, so no "
+            f"method is claimed to beat random. The best, {best_row['method']} ({best['diff']:+.4f} {label}; "
+            f"per-example test, which holds the trained models fixed: adjusted p = {_p_value(best['p_holm'])}), "
+            "may owe its lead to a lucky training seed. Rerun with `--seeds 3` or more: the report then tests "
+            "seeds and examples together and sizes the run that would decide."
+        )
     winners = [(r, t) for r, t in by_gain if t["significant"] and _better(t, metric)]
     if winners:
         r, t = winners[0]
-        text = (f"**Use {r['method']}.** It beat random by {t['diff']:+.4f} {label}, significant after Holm correction over {m} test(s) "
-                f"(adjusted p = {_p_text(t)}; {t['examples']} held-out examples, {t['seeds']} seed(s)).")
+        text = (
+            f"**Use {r['method']}.** It beat random by {t['diff']:+.4f} {label}, significant after Holm "
+            f"correction over {m} test(s) "
+            f"(adjusted p = {_p_text(t)}; {t['examples']} held-out examples, {t['seeds']} seed(s))."
+        )
         if len(winners) > 1:
             text += " Also significantly better than random: " + ", ".join(w["method"] for w, _ in winners[1:]) + "."
         return text
-    text = (f"**No method is recommended.** None beat random significantly after Holm correction over {m} "
-            f"test(s), so at this scale ({scale}) random is as good as any method tested.")
+    text = (
+        f"**No method is recommended.** None beat random significantly after Holm correction over {m} "
+        f"test(s), so at this scale ({scale}) random is as good as any method tested."
+    )
     if not _better(best, metric):
         return text + " No method even scored better than random, so none is worth a larger run on this evidence."
     text += f" The best, {best_row['method']} ({best['diff']:+.4f} {label}), "
@@ -579,26 +675,35 @@ def _recommendation(rows: list[dict]) -> str:
     if not stats.can_claim(best["seeds"]):
         return text + ("was compared on one seed only (seed noise unknown): rerun it with `--seeds 3` or more.")
     if _would_detect(best).startswith("in reach"):
-        return text + ("is about as large as this run can detect yet not significant: repeat it with new seeds "
-                       "or more held-out examples to settle it.")
-    return text + (f"is below what this run can detect ({best['mde']:.4f} {label}, "
-                   f"{_pct(best['mde_pct']).lstrip('+')} of random, at 80% power). " + _decider(best))
+        return text + (
+            "is about as large as this run can detect yet not significant: repeat it with new seeds "
+            "or more held-out examples to settle it."
+        )
+    return text + (
+        f"is below what this run can detect ({best['mde']:.4f} {label}, "
+        f"{_pct(best['mde_pct']).lstrip('+')} of random, at 80% power). " + _decider(best)
+    )
 
 
 def _decider(test: dict) -> str:
     """The run that would detect the observed difference with 80% power, never a negative count."""
     seeds, n = test["seeds"], test["examples"]
-    by_seeds = test["seeds_needed"] and (f"{test['seeds_needed'] - seeds} more seed(s) "
-                                         f"({test['seeds_needed']} in all) on these {n} examples")
+    by_seeds = test["seeds_needed"] and (
+        f"{test['seeds_needed'] - seeds} more seed(s) ({test['seeds_needed']} in all) on these {n} examples"
+    )
     by_examples = test["n_needed"] and f"n ≈ {_about(test['n_needed'])} held-out examples at {seeds} seeds"
     if by_seeds and by_examples:
-        cheaper = {"seeds": " (more seeds cost less, by this run's timings)",
-                   "examples": " (more examples cost less, by this run's timings)"}.get(test["cheaper"], "")
+        cheaper = {
+            "seeds": " (more seeds cost less, by this run's timings)",
+            "examples": " (more examples cost less, by this run's timings)",
+        }.get(test["cheaper"], "")
         return f"A run that would decide it: {by_seeds}, or {by_examples}{cheaper}."
     if by_seeds:
         return f"A run that would decide it: {by_seeds} (more examples alone would not: the seed noise is too large)."
     if by_examples:
-        return f"A run that would decide it: {by_examples} (more seeds alone would not: the example noise is too large)."
+        return (
+            f"A run that would decide it: {by_examples} (more seeds alone would not: the example noise is too large)."
+        )
     return "Neither more seeds nor more held-out examples alone would detect it with 80% power."
 
 
@@ -607,33 +712,49 @@ def render_markdown(rows: list[dict], run: RunInfo | None, plots: dict[str, str]
     title = (run and run.name) or "experiment"
     lines = [f"# Distill report: {title}", ""]
     if run and run.test_model:
-        lines += ["> **Note:** this run used a tiny randomly initialised test model "
-                  f"(`{run.model}`). Its numbers check that the pipeline works; they are never results.", ""]
+        lines += [
+            "> **Note:** this run used a tiny randomly initialised test model "
+            f"(`{run.model}`). Its numbers check that the pipeline works; they are never results.",
+            "",
+        ]
     lines += ["## At a glance", "", _at_a_glance(rows), ""]
-    lines += ["## Results", "",
-              "| Method | ROUGE-L ±95% CI | BERTScore-F1 | vs Random % | % of full | p (Holm) | Samples | Seeds | Time(s) |",
-              "|---|---|---|---:|---:|---|---:|---:|---:|"]
+    lines += [
+        "## Results",
+        "",
+        "| Method | ROUGE-L ±95% CI | BERTScore-F1 | vs Random % | % of full | p (Holm) | Samples | Seeds | Time(s) |",
+        "|---|---|---|---:|---:|---|---:|---:|---:|",
+    ]
     for r in rows:
         ci = r["rougeL_ci95"]
         rl = _fmt(r["rougeL"]) + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
         pct_full = "—" if r["pct_of_full"] is None else f"{r['pct_of_full']:.1f}%"
-        lines.append(f"| {r['method']} | {rl} | {_fmt(r['bertscore_f1'])} | {_pct(r['vs_random_pct'])} | "
-                     f"{pct_full} | {_p_text((primary(r) or (None, None))[1])} | {r['samples']} | {r['seeds']} | {_fmt(r['time_s'], '.1f')} |")
+        lines.append(
+            f"| {r['method']} | {rl} | {_fmt(r['bertscore_f1'])} | {_pct(r['vs_random_pct'])} | "
+            f"{pct_full} | {_p_text((primary(r) or (None, None))[1])} | {r['samples']} | {r['seeds']} | {_fmt(r['time_s'], '.1f')} |"
+        )
     models = sorted({r["bertscore_model"] for r in rows if r["bertscore_model"]})
     bs_model = ", ".join(models) or (run and run.bertscore_model) or "unknown"
-    lines += ["",
-              "ROUGE-L and BERTScore-F1 are means over seeds and held-out examples; empty generations are "
-              "scored 0, never dropped. The 95% CI counts seed-to-seed and example-to-example noise (with one "
-              f"seed, the examples' only). p is the test of {_primary_label(rows)} against `random` (see *Against "
-              "random*), Holm–Bonferroni adjusted over every test made; "
-              "\"not significant\" marks adjusted p ≥ 0.05. "
-              "Time is the mean wall time per seed (select + train + eval; the select of a training-dynamics "
-              "method includes the probe stage it read).",
-              "", f"BERTScore model: `{bs_model}`.", ""]
+    lines += [
+        "",
+        "ROUGE-L and BERTScore-F1 are means over seeds and held-out examples; empty generations are "
+        "scored 0, never dropped. The 95% CI counts seed-to-seed and example-to-example noise (with one "
+        f"seed, the examples' only). p is the test of {_primary_label(rows)} against `random` (see *Against "
+        "random*), Holm–Bonferroni adjusted over every test made; "
+        '"not significant" marks adjusted p ≥ 0.05. '
+        "Time is the mean wall time per seed (select + train + eval; the select of a training-dynamics "
+        "method includes the probe stage it read).",
+        "",
+        f"BERTScore model: `{bs_model}`.",
+        "",
+    ]
     n_empty = sum(r["n_empty"] for r in rows)
     if n_empty:
-        lines += ["Empty generations (summed over seeds): "
-                  + ", ".join(f"{r['method']} {r['n_empty']}" for r in rows if r["n_empty"]) + ".", ""]
+        lines += [
+            "Empty generations (summed over seeds): "
+            + ", ".join(f"{r['method']} {r['n_empty']}" for r in rows if r["n_empty"])
+            + ".",
+            "",
+        ]
     lines += _against_random(rows, plots)
     if run:
         lines += ["## Setup", ""]
@@ -644,8 +765,9 @@ def render_markdown(rows: list[dict], run: RunInfo | None, plots: dict[str, str]
             lines.append("- **versions**: " + ", ".join(f"{k} {run.versions[k]}" for k in sorted(run.versions)))
         train = (run.config or {}).get("train") or {}
         if train:
-            keys = [k for k in ("lora_r", "lora_alpha", "learning_rate", "epochs", "max_steps", "batch_size")
-                    if k in train]
+            keys = [
+                k for k in ("lora_r", "lora_alpha", "learning_rate", "epochs", "max_steps", "batch_size") if k in train
+            ]
             lines.append("- **training**: " + ", ".join(f"{k}={train[k]}" for k in keys))
         lines.append("")
     else:
@@ -661,6 +783,7 @@ def render_markdown(rows: list[dict], run: RunInfo | None, plots: dict[str, str]
 
 
 # ------------------------------------------------------------------------------------------ plots
+
 
 def _plt():
     import matplotlib
@@ -684,22 +807,40 @@ def plot_forest(rows: list[dict], metric: Metric, path: Path) -> None:
     plt = _plt()
     tests = _tests(rows, metric)
     fig, ax = plt.subplots(figsize=(8, max(3.0, 0.5 * len(tests) + 1.6)))
-    for y, (r, t) in enumerate(reversed(tests)):
+    for y, (_, t) in enumerate(reversed(tests)):
         if t["mde"] is not None:
             ax.fill_betweenx([y - 0.35, y + 0.35], -t["mde"], t["mde"], color="0.88", linewidth=0)
         colour = ("tab:green" if _better(t, metric) else "tab:red") if t["significant"] else "tab:blue"
         lo, hi = t["ci95"] if t["ci95"] else (t["diff"], t["diff"])
-        ax.errorbar(t["diff"], y, xerr=[[t["diff"] - lo], [hi - t["diff"]]], fmt="o", capsize=4, color=colour,
-                    markerfacecolor="white" if t["significant"] is None else colour)
+        ax.errorbar(
+            t["diff"],
+            y,
+            xerr=[[t["diff"] - lo], [hi - t["diff"]]],
+            fmt="o",
+            capsize=4,
+            color=colour,
+            markerfacecolor="white" if t["significant"] is None else colour,
+        )
     ax.axvline(0.0, color="black", linewidth=1)
     ax.set_yticks(range(len(tests)), [r["method"] for r, _ in reversed(tests)])
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    fig.legend(handles=[Line2D([], [], marker="o", linestyle="", color=c, label=label) for c, label in (
-        ("tab:green", "better than random (Holm)"), ("tab:red", "worse than random (Holm)"),
-        ("tab:blue", "not significant"))] + [Patch(color="0.88", label="± MDE (80% power)")],
-        loc="lower center", ncol=4, fontsize=7, frameon=False)
+    fig.legend(
+        handles=[
+            Line2D([], [], marker="o", linestyle="", color=c, label=label)
+            for c, label in (
+                ("tab:green", "better than random (Holm)"),
+                ("tab:red", "worse than random (Holm)"),
+                ("tab:blue", "not significant"),
+            )
+        ]
+        + [Patch(color="0.88", label="± MDE (80% power)")],
+        loc="lower center",
+        ncol=4,
+        fontsize=7,
+        frameon=False,
+    )
     direction = "higher" if metric.higher_is_better else "lower"
     ax.set_xlabel(f"method − random ({direction} is better): mean over seeds × examples, 95% CI")
     one_seed = any(t["significant"] is None for _, t in tests)
@@ -732,8 +873,9 @@ def plot_cost(rows: list[dict], path: Path) -> None:
         # Stack the labels of points that nearly coincide (same cost and score) so each stays legible.
         near = sum(1 for x, y in placed if abs(x - r[key]) <= 0.03 * x_span and abs(y - r["rougeL"]) <= 0.03 * y_span)
         placed.append((r[key], r["rougeL"]))
-        ax.annotate(r["method"], (r[key], r["rougeL"]), textcoords="offset points",
-                    xytext=(6, 4 - 11 * near), fontsize=8)
+        ax.annotate(
+            r["method"], (r[key], r["rougeL"]), textcoords="offset points", xytext=(6, 4 - 11 * near), fontsize=8
+        )
     if xs and max(xs) / min(xs) > 10:
         ax.set_xscale("log")  # subsets and the full baseline differ by orders of magnitude
     ax.set_xlabel(label)
@@ -763,9 +905,16 @@ def plot_lengths(lengths: dict[str, list[int]], pool: list[int] | None, order: l
         ax.set_yticks(np.arange(1, len(names) + 1), names)
         for name, patch in zip(names, box["boxes"]):
             patch.set_facecolor("lightgray" if name == "pool" else "lightsteelblue")
-        for i, (name, values) in enumerate(zip(names, data), 1):
-            ax.annotate(f"n={len(values)}", (1.0, i), xycoords=("axes fraction", "data"),
-                        xytext=(4, 0), textcoords="offset points", va="center", fontsize=7)
+        for i, values in enumerate(data, 1):
+            ax.annotate(
+                f"n={len(values)}",
+                (1.0, i),
+                xycoords=("axes fraction", "data"),
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=7,
+            )
     else:
         ax.text(0.5, 0.5, "no selected subsets stored", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("document length (words)")
@@ -776,6 +925,7 @@ def plot_lengths(lengths: dict[str, list[int]], pool: list[int] | None, order: l
 
 
 # ---------------------------------------------------------------------------------------- console
+
 
 @dataclass(frozen=True)
 class ConsoleColumn:
@@ -808,10 +958,15 @@ def _beats_random(row: dict) -> bool:
 CONSOLE_COLUMNS = (
     ConsoleColumn("Method", lambda r: r["method"]),
     ConsoleColumn("ROUGE-L", lambda r: _fmt(r["rougeL"])),
-    ConsoleColumn("95% CI", lambda r: f"{r['rougeL_ci95'][0]:.3f}–{r['rougeL_ci95'][1]:.3f}" if r["rougeL_ci95"] else "—",
-                  under="ROUGE-L"),
+    ConsoleColumn(
+        "95% CI",
+        lambda r: f"{r['rougeL_ci95'][0]:.3f}–{r['rougeL_ci95'][1]:.3f}" if r["rougeL_ci95"] else "—",
+        under="ROUGE-L",
+    ),
     ConsoleColumn("BERTScore", lambda r: _fmt(r["bertscore_f1"])),
-    ConsoleColumn("% of full", lambda r: "—" if r["pct_of_full"] is None else f"{r['pct_of_full']:.1f}%", under="BERTScore"),
+    ConsoleColumn(
+        "% of full", lambda r: "—" if r["pct_of_full"] is None else f"{r['pct_of_full']:.1f}%", under="BERTScore"
+    ),
     ConsoleColumn("vs random", lambda r: _pct(r["vs_random_pct"])),
     ConsoleColumn("p (Holm)", _console_p, under="vs random"),
     ConsoleColumn("Samples", lambda r: str(r["samples"])),
@@ -840,18 +995,24 @@ def console_table(rows: list[dict], width: int, columns: tuple[ConsoleColumn, ..
 
 def _layout_table(rows: list[dict], layout: list[list[ConsoleColumn]]):
     """A table whose column i shows the cells of layout[i], one per line."""
+    from rich import box
     from rich.table import Table
 
-    from rich import box
-
-    table = Table(title="Method comparison", box=box.SIMPLE_HEAD, pad_edge=False,
-                  caption=f"p: {_primary_label(rows)} vs random over seeds × examples, Holm-adjusted; ns = not "
-                          "significant (p ≥ 0.05); † = one seed: per-example test only, no claim")
+    table = Table(
+        title="Method comparison",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        caption=f"p: {_primary_label(rows)} vs random over seeds × examples, Holm-adjusted; ns = not "
+        "significant (p ≥ 0.05); † = one seed: per-example test only, no claim",
+    )
     for i, group in enumerate(layout):
         table.add_column("\n".join(c.header for c in group), justify="left" if i == 0 else "right", no_wrap=True)
     for r in rows:
-        table.add_row(*["\n".join(c.cell(r) for c in group) for group in layout],
-                      style="bold green" if _beats_random(r) else None, end_section=len(layout[1]) > 1)
+        table.add_row(
+            *["\n".join(c.cell(r) for c in group) for group in layout],
+            style="bold green" if _beats_random(r) else None,
+            end_section=len(layout[1]) > 1,
+        )
     return table
 
 
@@ -864,6 +1025,7 @@ def print_table(rows: list[dict], console=None) -> None:
 
 
 # ------------------------------------------------------------------------------------------- main
+
 
 def build_report(output_dir: Path, settings: ReportConfig | None = None, console=None) -> list[dict]:
     """Read a run's stored files, compute statistics, write `<out>/comparison/`, print the table.

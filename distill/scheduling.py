@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 
 
-def trial_cpus(n_trials: int, cpus: float, cpus_per_trial: float, max_concurrent: int | None = None,
-               node_cpus: float | None = None) -> list[float]:
+def trial_cpus(
+    n_trials: int, cpus: float, cpus_per_trial: float, max_concurrent: int | None = None, node_cpus: float | None = None
+) -> list[float]:
     """CPUs per trial in queue order: `cpus_per_trial` each, except the last round's trials, which
     share the CPUs of a full round (whole CPUs, at most one node's worth, never less than asked)."""
     concurrent = max(1, math.floor(cpus / cpus_per_trial))

@@ -99,7 +99,9 @@ class Storage:
         except FileNotFoundError:
             return None
         if json.loads(artifacts.seal_of(data)) != json.loads(seal):
-            log.warning("damaged object %s: it does not match its checksum; ignoring it and recomputing", self.path(rel))
+            log.warning(
+                "damaged object %s: it does not match its checksum; ignoring it and recomputing", self.path(rel)
+            )
             return None
         return data
 
@@ -190,20 +192,26 @@ def open_storage(out: Path, uri: str | None = None, endpoint: str | None = None,
     scheme = parts.scheme.lower() if "://" in uri else ""
     if scheme in ("", "file"):
         if endpoint or region:
-            raise DistillError(f"storage.endpoint/storage.region are set but storage {uri} is a local path, so they "
-                               "would be ignored", "drop them, or set --storage to s3://bucket/prefix")
+            raise DistillError(
+                f"storage.endpoint/storage.region are set but storage {uri} is a local path, so they would be ignored",
+                "drop them, or set --storage to s3://bucket/prefix",
+            )
         path = Path(parts.path if scheme else uri).expanduser().resolve()
         return Storage(str(path), _local_fs(), str(path), out)
     if scheme not in REMOTE_SCHEMES:
-        raise DistillError(f"storage {uri}: scheme '{scheme}://' is not supported",
-                           "use a local or NFS path, s3://bucket/prefix or gs://bucket/prefix")
+        raise DistillError(
+            f"storage {uri}: scheme '{scheme}://' is not supported",
+            "use a local or NFS path, s3://bucket/prefix or gs://bucket/prefix",
+        )
     for name, value in (("storage.uri", uri), ("storage.endpoint", endpoint)):
         if value and ("@" in urlsplit(value).netloc or urlsplit(value).query):
-            raise DistillError(f"{name} holds credentials or options ({urlsplit(value).scheme}://…@… or ?…), "
-                               "which would be stored in run.json",
-                               "give credentials through the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
-                               "GOOGLE_APPLICATION_CREDENTIALS) or the node's IAM role, and the endpoint as "
-                               "storage.endpoint")
+            raise DistillError(
+                f"{name} holds credentials or options ({urlsplit(value).scheme}://…@… or ?…), "
+                "which would be stored in run.json",
+                "give credentials through the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+                "GOOGLE_APPLICATION_CREDENTIALS) or the node's IAM role, and the endpoint as "
+                "storage.endpoint",
+            )
     if not parts.netloc:
         raise DistillError(f"storage {uri} names no bucket", f"write it as {scheme}://bucket/prefix")
     root = f"{parts.netloc}/{parts.path.strip('/')}".rstrip("/")
@@ -239,6 +247,8 @@ def check_reachable(storage: Storage) -> None:
         storage.fs.create_dir(storage.root, recursive=True)
         storage.delete(storage.marker())
     except OSError as exc:
-        raise DistillError(f"storage {storage.uri} cannot be written: {str(exc).splitlines()[0][:300]}",
-                           "check the bucket exists, storage.endpoint / storage.region, and that this machine has "
-                           "credentials (environment variables or an IAM role)") from None
+        raise DistillError(
+            f"storage {storage.uri} cannot be written: {str(exc).splitlines()[0][:300]}",
+            "check the bucket exists, storage.endpoint / storage.region, and that this machine has "
+            "credentials (environment variables or an IAM role)",
+        ) from None

@@ -8,13 +8,14 @@ with more gradient accumulation, so the effective batch â€” and the experiment â
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -55,8 +56,13 @@ def add_lora(model, cfg: TrainConfig, quantized: bool = False):
     elif cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.target_modules),
+        task_type="CAUSAL_LM",
+    )
     with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing: not ours to fix
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
         return get_peft_model(model, lora)
@@ -74,12 +80,25 @@ def encode_examples(fmt: PromptFormat, texts: list[str], summaries: list[str]) -
 def collate(examples: list[tuple[list[int], list[int]]], pad_id: int, device) -> dict[str, torch.Tensor]:
     ids, mask = pad([x for x, _ in examples], pad_id)
     labels, _ = pad([y for _, y in examples], IGNORE)
-    return {"input_ids": torch.tensor(ids, device=device), "labels": torch.tensor(labels, device=device),
-            "attention_mask": torch.tensor(mask, device=device)}
+    return {
+        "input_ids": torch.tensor(ids, device=device),
+        "labels": torch.tensor(labels, device=device),
+        "attention_mask": torch.tensor(mask, device=device),
+    }
 
 
-def finetune(model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: list[str], cfg: TrainConfig,
-             seed: int, device: str, state: TrainState | None = None, on_step: StepHook | None = None) -> TrainStats:
+def finetune(
+    model,
+    tokenizer,
+    fmt: PromptFormat,
+    texts: list[str],
+    summaries: list[str],
+    cfg: TrainConfig,
+    seed: int,
+    device: str,
+    state: TrainState | None = None,
+    on_step: StepHook | None = None,
+) -> TrainStats:
     """Train LoRA adapters in place on `model` (already wrapped by `add_lora`).
 
     `state` (a checkpoint) continues a fine-tune after its `state.step`: same adapter, optimizer, scheduler,
@@ -117,8 +136,22 @@ def finetune(model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: l
         optimizer.zero_grad(set_to_none=True)
         if on_step is not None:
             seconds = before + time.perf_counter() - start
-            on_step(step, steps, loss, lambda: checkpoint.capture(model, optimizer, scheduler, step=step, tokens=tokens,
-                                                                  loss=loss, micro=micro, seconds=seconds))
+            on_step(
+                step,
+                steps,
+                loss,
+                functools.partial(
+                    checkpoint.capture,
+                    model,
+                    optimizer,
+                    scheduler,
+                    step=step,
+                    tokens=tokens,
+                    loss=loss,
+                    micro=micro,
+                    seconds=seconds,
+                ),
+            )
     model.eval()
     return TrainStats(steps, len(data), tokens, loss, before + time.perf_counter() - start, micro)
 
@@ -173,7 +206,7 @@ def _accumulate(model, batch, micro: int, pad_id: int, device: str) -> float:
 def _length_grouped(batch, micro: int):
     """`batch` sorted by length, in chunks of `micro` examples."""
     ordered = sorted(batch, key=lambda ex: len(ex[0]))
-    return [ordered[i:i + micro] for i in range(0, len(ordered), micro)]
+    return [ordered[i : i + micro] for i in range(0, len(ordered), micro)]
 
 
 def _step_with_backoff(model, batch, micro: int, pad_id: int, device: str) -> tuple[float, int]:

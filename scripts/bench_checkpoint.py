@@ -55,8 +55,9 @@ def main() -> None:
     def run(hook):
         seed_everything(0)
         model = add_lora(load_model(model_path, cfg.model, "cpu"), short)
-        stats = finetune(model, tokenizer, fmt, subset["text"].tolist(), subset["summary"].tolist(), short, 0, "cpu",
-                         on_step=hook)
+        stats = finetune(
+            model, tokenizer, fmt, subset["text"].tolist(), subset["summary"].tolist(), short, 0, "cpu", on_step=hook
+        )
         return stats.seconds
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,19 +80,42 @@ def main() -> None:
     trial_train_s = trial_steps * step_s
     default_ckpts = 1 + int(trial_train_s // (cfg.resources.checkpoint_minutes * 60))
     result = {
-        "model": cfg.model.name, "device": "cpu", "torch_threads": 1, "pool": len(splits.train), "k": k,
-        "measured_steps": opts.steps, "step_s": step_s, "save_s": save_s, "save_s_max": max(saves),
-        "load_s": load_s, "checkpoint_mb": size_mb,
-        "train_s_without": plain, "train_s_with_every_step": with_ckpt, "ratio_every_step": with_ckpt / plain,
-        "quick_trial_steps": trial_steps, "quick_trial_train_s": trial_train_s,
+        "model": cfg.model.name,
+        "device": "cpu",
+        "torch_threads": 1,
+        "pool": len(splits.train),
+        "k": k,
+        "measured_steps": opts.steps,
+        "step_s": step_s,
+        "save_s": save_s,
+        "save_s_max": max(saves),
+        "load_s": load_s,
+        "checkpoint_mb": size_mb,
+        "train_s_without": plain,
+        "train_s_with_every_step": with_ckpt,
+        "ratio_every_step": with_ckpt / plain,
+        "quick_trial_steps": trial_steps,
+        "quick_trial_train_s": trial_train_s,
         "default_checkpoints_per_trial": default_ckpts,
         "overhead_default_pct": 100 * default_ckpts * save_s / trial_train_s,
         "overhead_every_step_pct": 100 * save_s / step_s,
     }
     print(f"{'':34s}{'value':>12s}")
-    for key in ("step_s", "save_s", "save_s_max", "load_s", "checkpoint_mb", "train_s_without",
-                "train_s_with_every_step", "ratio_every_step", "quick_trial_steps", "quick_trial_train_s",
-                "default_checkpoints_per_trial", "overhead_default_pct", "overhead_every_step_pct"):
+    for key in (
+        "step_s",
+        "save_s",
+        "save_s_max",
+        "load_s",
+        "checkpoint_mb",
+        "train_s_without",
+        "train_s_with_every_step",
+        "ratio_every_step",
+        "quick_trial_steps",
+        "quick_trial_train_s",
+        "default_checkpoints_per_trial",
+        "overhead_default_pct",
+        "overhead_every_step_pct",
+    ):
         print(f"{key:34s}{result[key]:12.3f}")
     Path(opts.json).parent.mkdir(parents=True, exist_ok=True)
     Path(opts.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -82,9 +82,14 @@ def _stage(name: str, n: int, threads: int, job: str, model: str, cache_dir: str
         order = np.argsort([-len(t) for t in texts], kind="stable")  # length-sorted batches, as the pipeline does
         losses = np.empty(n, dtype=np.float32)
         for a in range(0, n, cfg.embed.batch_size):
-            rows = order[a:a + cfg.embed.batch_size]
-            losses[rows] = actor({"row": rows, "text": np.array([texts[i] for i in rows]),
-                                  "summary": np.array([summaries[i] for i in rows])})["loss"]
+            rows = order[a : a + cfg.embed.batch_size]
+            losses[rows] = actor(
+                {
+                    "row": rows,
+                    "text": np.array([texts[i] for i in rows]),
+                    "summary": np.array([summaries[i] for i in rows]),
+                }
+            )["loss"]
         np.save(Path(cache_dir) / "step0.npy", losses)
     elif name == "trial":
         from distill.evaluate import resolve_scorer
@@ -92,12 +97,20 @@ def _stage(name: str, n: int, threads: int, job: str, model: str, cache_dir: str
         from distill.records import Resolved
         from distill.trial import TrialSpec, run_trial
 
-        resolved = Resolved(model_path, "hf", resolve_scorer(cfg.eval, hub_reachable=False)[0], is_test_model(model_path))
+        resolved = Resolved(
+            model_path, "hf", resolve_scorer(cfg.eval, hub_reachable=False)[0], is_test_model(model_path)
+        )
         k = max(1, round(cfg.select.fraction * len(full_pool)))  # the quick job's budget, whatever --n is
         load = time.perf_counter()  # the trial loads its own model: counted in compute_s
-        record = run_trial(TrialSpec("bench", "random", 0, tuple(range(k)), 0.0), cfg, full_pool, test, resolved, "bench")
-        extra = {"train_s": record["metrics"]["train_seconds"], "eval_s": record["metrics"]["eval_seconds"], "examples": k,
-                 "held_out": len(test)}
+        record = run_trial(
+            TrialSpec("bench", "random", 0, tuple(range(k)), 0.0), cfg, full_pool, test, resolved, "bench"
+        )
+        extra = {
+            "train_s": record["metrics"]["train_seconds"],
+            "eval_s": record["metrics"]["eval_seconds"],
+            "examples": k,
+            "held_out": len(test),
+        }
     else:
         device = device_name()
         tokenizer = load_tokenizer(model_path)
@@ -108,25 +121,34 @@ def _stage(name: str, n: int, threads: int, job: str, model: str, cache_dir: str
         if name.startswith("probe"):
             step0 = Path(cache_dir) / "step0.npy"  # as in the pipeline: step 0 comes from the embedding pass
             reuse = step0.exists() and name == "probe"  # ... in the same precision (probe_fp32 computes its own)
-            result = probe.run_probe(model, tokenizer, fmt, texts, summaries, cfg, device,
-                                     np.load(step0) if reuse else None)
+            result = probe.run_probe(
+                model, tokenizer, fmt, texts, summaries, cfg, device, np.load(step0) if reuse else None
+            )
             probe.store(paths, result)
             np.save(Path(cache_dir) / f"{name}.npy", result[probe.PROBE_LOSS])
-            extra = {"dtype": str(model.dtype).removeprefix("torch."),
-                     "probe_examples": len(result["trained"]), "checkpoint_steps": result["checkpoint_steps"].tolist(),
-                     "loss_passes": len(result["checkpoint_steps"]) - reuse,
-                     "mean_loss_per_checkpoint": [round(float(x), 4) for x in result[probe.PROBE_LOSS].mean(axis=0)]}
+            extra = {
+                "dtype": str(model.dtype).removeprefix("torch."),
+                "probe_examples": len(result["trained"]),
+                "checkpoint_steps": result["checkpoint_steps"].tolist(),
+                "loss_passes": len(result["checkpoint_steps"]) - reuse,
+                "mean_loss_per_checkpoint": [round(float(x), 4) for x in result[probe.PROBE_LOSS].mean(axis=0)],
+            }
         else:
-            from peft import set_peft_model_state_dict
             import torch
+            from peft import set_peft_model_state_dict
 
             adapter = probe.load_cached(paths)["adapter"]
             set_peft_model_state_dict(model, {k: torch.from_numpy(v) for k, v in adapter.items()})
             load = time.perf_counter()
             grads = probe.gradient_features(model, tokenizer, fmt, texts, summaries, cfg.probe, device)
-            extra = {"grad_dim": grads.shape[1], "lora_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+            extra = {
+                "grad_dim": grads.shape[1],
+                "lora_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            }
     end = time.perf_counter()
-    queue.put({"load_s": round(load - start, 2), "compute_s": round(end - load, 2), "peak_mb": round(_peak_mb()), **extra})
+    queue.put(
+        {"load_s": round(load - start, 2), "compute_s": round(end - load, 2), "peak_mb": round(_peak_mb()), **extra}
+    )
 
 
 def run_stage(name: str, n: int, threads: int, job: str, model: str, cache_dir: str) -> dict:
@@ -166,11 +188,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nn = {args.n} pool rows, {args.threads} torch threads, 1-minute load average after each stage {load}")
     print(f"{'stage':10s} {'load s':>7s} {'compute s':>10s} {'s / 1k rows':>12s} {'× embed':>8s} {'peak MB':>8s}")
     for name, row in stages.items():
-        print(f"{name:10s} {row['load_s']:7.1f} {row['compute_s']:10.1f} {row.get('s_per_1k', '—'):>12} "
-              f"{row.get('x_embed', '—'):>8} {row['peak_mb']:8d}")
-    for key in ("probe_over_trial", "probe_fp32_over_trial"):  # issue 10's goal for the default probe: ≤ one quick trial
+        print(
+            f"{name:10s} {row['load_s']:7.1f} {row['compute_s']:10.1f} {row.get('s_per_1k', '—'):>12} "
+            f"{row.get('x_embed', '—'):>8} {row['peak_mb']:8d}"
+        )
+    for key in (
+        "probe_over_trial",
+        "probe_fp32_over_trial",
+    ):  # issue 10's goal for the default probe: ≤ one quick trial
         if key in result:
-            print(f"{key.replace('_over_trial', '')} (load + compute) / one quick trial (load + compute) = {result[key]} (goal ≤ 1)")
+            print(
+                f"{key.replace('_over_trial', '')} (load + compute) / one quick trial (load + compute) = {result[key]} (goal ≤ 1)"
+            )
     for score, row in result.get("fidelity_vs_fp32", {}).items():
         print(f"probe vs float32 probe, {score}: Spearman {row['spearman']}, top-10% overlap {row['top10_overlap']}")
     return 0
@@ -190,14 +219,28 @@ def summarise(args: argparse.Namespace, stages: dict, load: list[float], cache_d
         if base:
             row["x_embed"] = round(row["compute_s"] / base, 2)
     whole = {name: row["load_s"] + row["compute_s"] for name, row in stages.items()}
-    versus = {f"{name}_over_trial": round(whole[name] / whole["trial"], 2)
-              for name in ("probe", "probe_fp32") if name in whole and "trial" in whole}
+    versus = {
+        f"{name}_over_trial": round(whole[name] / whole["trial"], 2)
+        for name in ("probe", "probe_fp32")
+        if name in whole and "trial" in whole
+    }
     if {"probe", "probe_fp32"} <= set(stages):
         versus["fidelity_vs_fp32"] = fidelity(np.load(cache_dir / "probe.npy"), np.load(cache_dir / "probe_fp32.npy"))
-    return {"job": args.job, "n": args.n, "threads": args.threads, "model": args.model, "device": _device(),
-            "max_source_tokens": cfg.model.max_source_tokens, "max_target_tokens": cfg.model.max_target_tokens,
-            "probe": asdict(cfg.probe), "cpus": os.cpu_count(), "load_avg_1m": load,
-            "python": platform.python_version(), "stages": stages, **versus}
+    return {
+        "job": args.job,
+        "n": args.n,
+        "threads": args.threads,
+        "model": args.model,
+        "device": _device(),
+        "max_source_tokens": cfg.model.max_source_tokens,
+        "max_target_tokens": cfg.model.max_target_tokens,
+        "probe": asdict(cfg.probe),
+        "cpus": os.cpu_count(),
+        "load_avg_1m": load,
+        "python": platform.python_version(),
+        "stages": stages,
+        **versus,
+    }
 
 
 def fidelity(default, reference) -> dict:
@@ -208,20 +251,31 @@ def fidelity(default, reference) -> dict:
     from distill.select.dynamics import cartography_map
 
     def scores(loss):
-        return {"final_loss": loss[:, -1], "learnability": loss[:, 0] - loss[:, -1], "variability": cartography_map(loss)[1]}
+        return {
+            "final_loss": loss[:, -1],
+            "learnability": loss[:, 0] - loss[:, -1],
+            "variability": cartography_map(loss)[1],
+        }
 
     mine, ref, top = scores(default), scores(reference), max(1, round(0.1 * len(default)))
     out = {}
     for name in mine:
         overlap = len(set(np.argsort(-mine[name])[:top]) & set(np.argsort(-ref[name])[:top])) / top
-        out[name] = {"spearman": round(float(spearmanr(mine[name], ref[name]).statistic), 4), "top10_overlap": round(overlap, 2)}
+        out[name] = {
+            "spearman": round(float(spearmanr(mine[name], ref[name]).statistic), 4),
+            "top10_overlap": round(overlap, 2),
+        }
     return out
 
 
 def _device() -> str:
     import torch
 
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})"
+    return (
+        torch.cuda.get_device_name(0)
+        if torch.cuda.is_available()
+        else f"cpu ({platform.processor() or platform.machine()})"
+    )
 
 
 if __name__ == "__main__":

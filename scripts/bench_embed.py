@@ -70,11 +70,13 @@ def distill_embed(actor, frame, batch_size: int) -> tuple[object, int]:
     rows = frame.assign(row=np.arange(len(frame))).iloc[order]
     out, tokens = [], 0
     for i in range(0, len(rows), batch_size):
-        part = rows.iloc[i:i + batch_size]
+        part = rows.iloc[i : i + batch_size]
         batch = {k: part[k].to_numpy() for k in ("row", "text", "summary")}
         out.append(actor(batch))
-        tokens += sum(len(e.prompt) + len(e.target) for e in
-                      (actor.format.encode(str(t), str(s)) for t, s in zip(part["text"], part["summary"])))
+        tokens += sum(
+            len(e.prompt) + len(e.target)
+            for e in (actor.format.encode(str(t), str(s)) for t, s in zip(part["text"], part["summary"]))
+        )
     result = np.concatenate([o["embedding"] for o in out])[np.argsort(np.concatenate([o["row"] for o in out]))]
     return result, tokens
 
@@ -114,22 +116,53 @@ def main(argv: list[str] | None = None) -> int:
         results[name], tokens = arm(actor, frame, setup.cfg.embed.batch_size)
         seconds = time.perf_counter() - start
         flops = 2 * params * tokens / seconds
-        rows.append({"arm": name, "bills": len(frame), "tokens": tokens, "seconds": round(seconds, 2),
-                     "tokens_per_s": round(tokens / seconds, 1), "achieved_gflops": round(flops / 1e9, 2),
-                     "share_of_matmul_peak": round(flops / peak, 3)})
+        rows.append(
+            {
+                "arm": name,
+                "bills": len(frame),
+                "tokens": tokens,
+                "seconds": round(seconds, 2),
+                "tokens_per_s": round(tokens / seconds, 1),
+                "achieved_gflops": round(flops / 1e9, 2),
+                "share_of_matmul_peak": round(flops / peak, 3),
+            }
+        )
         print(f"  {name}: {seconds:.1f}s", flush=True)
     for row in rows:
         row["speedup_vs_hf"] = round(row["tokens_per_s"] / rows[0]["tokens_per_s"], 2)
     gap = float(np.abs(results["distill"] - results["hf-per-example"]).max())
-    benchlib.print_table(rows, ["arm", "bills", "tokens", "seconds", "tokens_per_s", "achieved_gflops",
-                                "share_of_matmul_peak", "speedup_vs_hf"])
-    print(f"matmul peak {peak / 1e9:.1f} GFLOP/s ({args.dtype}, {args.threads} threads, {args.device}); "
-          f"largest embedding difference between the arms {gap:.2e}")
-    benchlib.write_json(args.json, {"benchmark": "embed", "machine": benchlib.machine(), "threads": args.threads,
-                                    "device": args.device, "dtype": args.dtype, "parameters": params,
-                                    "matmul_peak_gflops": round(peak / 1e9, 2), "max_embedding_difference": gap,
-                                    "gpu_target": "MFU ≥ 40% in bf16: needs --device cuda --dtype bfloat16 on a GPU",
-                                    "rows": rows})
+    benchlib.print_table(
+        rows,
+        [
+            "arm",
+            "bills",
+            "tokens",
+            "seconds",
+            "tokens_per_s",
+            "achieved_gflops",
+            "share_of_matmul_peak",
+            "speedup_vs_hf",
+        ],
+    )
+    print(
+        f"matmul peak {peak / 1e9:.1f} GFLOP/s ({args.dtype}, {args.threads} threads, {args.device}); "
+        f"largest embedding difference between the arms {gap:.2e}"
+    )
+    benchlib.write_json(
+        args.json,
+        {
+            "benchmark": "embed",
+            "machine": benchlib.machine(),
+            "threads": args.threads,
+            "device": args.device,
+            "dtype": args.dtype,
+            "parameters": params,
+            "matmul_peak_gflops": round(peak / 1e9, 2),
+            "max_embedding_difference": gap,
+            "gpu_target": "MFU ≥ 40% in bf16: needs --device cuda --dtype bfloat16 on a GPU",
+            "rows": rows,
+        },
+    )
     return 0
 
 

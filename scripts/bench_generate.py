@@ -46,11 +46,17 @@ def hf_per_example(bench: Bench) -> list[str]:
     for text in bench.texts:
         ids = torch.tensor([bench.setup.fmt.encode(text).prompt], device=bench.device)
         with torch.no_grad():
-            gen = bench.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                       max_new_tokens=cfg.max_new_tokens, pad_token_id=tok.pad_token_id,
-                                       eos_token_id=tok.eos_token_id)
-        outputs.append(tok.decode(_until_eos(gen[0, ids.shape[1]:].tolist(), tok.eos_token_id),
-                                  skip_special_tokens=True).strip())
+            gen = bench.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=cfg.max_new_tokens,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+        outputs.append(
+            tok.decode(_until_eos(gen[0, ids.shape[1] :].tolist(), tok.eos_token_id), skip_special_tokens=True).strip()
+        )
     return outputs
 
 
@@ -58,8 +64,9 @@ def distill_generate(bench: Bench) -> list[str]:
     """distill's evaluation path, at the job's eval settings."""
     from distill.evaluate import generate
 
-    return generate(bench.model, bench.setup.tokenizer, bench.setup.fmt, bench.texts, bench.setup.cfg.eval,
-                    bench.device)
+    return generate(
+        bench.model, bench.setup.tokenizer, bench.setup.fmt, bench.texts, bench.setup.cfg.eval, bench.device
+    )
 
 
 ARMS = {"hf-per-example": hf_per_example, "distill": distill_generate}
@@ -80,14 +87,24 @@ def floor(bench: Bench, steps: int) -> dict:
         ids, mask = torch.tensor(padded, device=bench.device), torch.tensor(mask, device=bench.device)
         start = time.perf_counter()
         with torch.no_grad():
-            bench.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new,
-                                 do_sample=False, pad_token_id=tok.pad_token_id)
+            bench.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=new,
+                min_new_tokens=new,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,
+            )
         return time.perf_counter() - start
 
     prefill = timed(prompts, 1)
     step = (timed(prompts[:1], 1 + extra) - timed(prompts[:1], 1)) / extra
-    return {"prefill_s": round(prefill, 2), "decode_step_s": round(step, 4), "decode_steps": steps,
-            "floor_s": round(prefill + steps * step, 2)}
+    return {
+        "prefill_s": round(prefill, 2),
+        "decode_step_s": round(step, 4),
+        "decode_steps": steps,
+        "floor_s": round(prefill + steps * step, 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,23 +127,44 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - start
         reference = reference or outputs
         new_tokens = sum(len(setup.tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outputs)
-        rows.append({"arm": name, "bills": len(texts), "seconds": round(seconds, 2), "new_tokens": new_tokens,
-                     "tokens_per_s": round(new_tokens / seconds, 1),
-                     "same_outputs_as_first_arm": sum(a == b for a, b in zip(outputs, reference))})
+        rows.append(
+            {
+                "arm": name,
+                "bills": len(texts),
+                "seconds": round(seconds, 2),
+                "new_tokens": new_tokens,
+                "tokens_per_s": round(new_tokens / seconds, 1),
+                "same_outputs_as_first_arm": sum(a == b for a, b in zip(outputs, reference)),
+            }
+        )
         print(f"  {name}: {seconds:.1f}s", flush=True)
     for row in rows:
         row["speedup_vs_first_arm"] = round(rows[0]["seconds"] / row["seconds"], 2)
     longest = max(len(setup.tokenizer(o, add_special_tokens=False)["input_ids"]) for o in reference)
     bound = floor(bench, min(setup.cfg.eval.max_new_tokens, longest + 1))  # the batch runs until its longest row ends
     bound["ceiling_speedup"] = round(rows[0]["seconds"] / bound["floor_s"], 2)
-    benchlib.print_table(rows, ["arm", "bills", "seconds", "new_tokens", "tokens_per_s", "same_outputs_as_first_arm",
-                                "speedup_vs_first_arm"])
-    print(f"floor: prefill {bound['prefill_s']}s + {bound['decode_steps']} steps × {bound['decode_step_s']}s "
-          f"= {bound['floor_s']}s, so no batched generate beats {bound['ceiling_speedup']}× {rows[0]['arm']} here")
-    benchlib.write_json(args.json, {"benchmark": "generate", "machine": benchlib.machine(), "threads": args.threads,
-                                    "device": args.device, "max_new_tokens": setup.cfg.eval.max_new_tokens,
-                                    "eval_batch_size": setup.cfg.eval.batch_size, "goal": "≥5× hf-per-example on CPU",
-                                    "rows": rows, "floor": bound})
+    benchlib.print_table(
+        rows,
+        ["arm", "bills", "seconds", "new_tokens", "tokens_per_s", "same_outputs_as_first_arm", "speedup_vs_first_arm"],
+    )
+    print(
+        f"floor: prefill {bound['prefill_s']}s + {bound['decode_steps']} steps × {bound['decode_step_s']}s "
+        f"= {bound['floor_s']}s, so no batched generate beats {bound['ceiling_speedup']}× {rows[0]['arm']} here"
+    )
+    benchlib.write_json(
+        args.json,
+        {
+            "benchmark": "generate",
+            "machine": benchlib.machine(),
+            "threads": args.threads,
+            "device": args.device,
+            "max_new_tokens": setup.cfg.eval.max_new_tokens,
+            "eval_batch_size": setup.cfg.eval.batch_size,
+            "goal": "≥5× hf-per-example on CPU",
+            "rows": rows,
+            "floor": bound,
+        },
+    )
     return 0
 
 

@@ -37,10 +37,19 @@ OUT = Path(__file__).resolve().parent.parent / "docs" / "bench"
 
 def main() -> None:
     args = parse_args()
-    cfg = make_config("quick", {"model.name": args.model, "eval.engine": "vllm", "model.max_source_tokens": args.max_source_tokens,
-                                "eval.max_new_tokens": args.max_new_tokens, "eval.batch_size": args.batch_size,
-                                "train.max_steps": args.train_steps, "eval.bertscore_model": "offline",
-                                "resources.vllm_max_num_seqs": args.max_num_seqs})
+    cfg = make_config(
+        "quick",
+        {
+            "model.name": args.model,
+            "eval.engine": "vllm",
+            "model.max_source_tokens": args.max_source_tokens,
+            "eval.max_new_tokens": args.max_new_tokens,
+            "eval.batch_size": args.batch_size,
+            "train.max_steps": args.train_steps,
+            "eval.bertscore_model": "offline",
+            "resources.vllm_max_num_seqs": args.max_num_seqs,
+        },
+    )
     model_path = resolve_model(cfg.model.name)
     device = device_name()
     splits = load_splits(DataConfig(test_size=args.test_size))
@@ -54,8 +63,15 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="distill-bench-adapters-"))
     for i in range(args.adapters):  # different subsets → genuinely different adapters
         indices = tuple(int(j) for j in rng.choice(len(splits.train), size=args.train_size, replace=False))
-        record = run_trial(TrialSpec(f"adapter{i}", "random", i, indices, 0.0), cfg, splits.train, splits.test,
-                           Resolved(model_path, "vllm", scorer, is_test_model(model_path)), key="bench", gpus=0.0)
+        record = run_trial(
+            TrialSpec(f"adapter{i}", "random", i, indices, 0.0),
+            cfg,
+            splits.train,
+            splits.test,
+            Resolved(model_path, "vllm", scorer, is_test_model(model_path)),
+            key="bench",
+            gpus=0.0,
+        )
         adapters[f"adapter{i}"] = write_adapter(record["adapter"], folder / f"adapter{i}")
 
     hf, hf_seconds = hf_arm(cfg, model_path, tokenizer, fmt, docs, adapters, device)
@@ -103,7 +119,9 @@ def hf_arm(cfg, model_path, tokenizer, fmt, docs, adapters, device) -> tuple[dic
 
 def summarize(args, cfg, tokenizer, refs, scorer, device, hf, vllm, hf_seconds, vllm_seconds, startup) -> dict:
     def tokens(outputs):
-        return sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for texts in outputs.values() for t in texts)
+        return sum(
+            len(tokenizer(t, add_special_tokens=False)["input_ids"]) for texts in outputs.values() for t in texts
+        )
 
     def mean(outputs, metric):
         return float(np.mean([r[metric] for texts in outputs.values() for r in score(texts, refs, scorer, device)]))
@@ -112,26 +130,49 @@ def summarize(args, cfg, tokenizer, refs, scorer, device, hf, vllm, hf_seconds, 
     arms = {}
     for arm, outputs, seconds in (("hf", hf, hf_seconds), ("vllm", vllm, vllm_seconds)):
         n = tokens(outputs)
-        arms[arm] = {"seconds": seconds, "generated_tokens": n, "tokens_per_s": n / seconds,
-                     "rougeL": mean(outputs, "rougeL"), "bertscore_f1": mean(outputs, "bertscore_f1")}
-    return {"benchmark": "generate_vllm", "device": device, "machine": platform.processor() or platform.machine(),
-            "model": cfg.model.name, "command": " ".join(sys.argv), "adapters": args.adapters, "documents": args.test_size,
-            "max_source_tokens": args.max_source_tokens, "max_new_tokens": args.max_new_tokens,
-            "hf_batch_size": args.batch_size, "vllm_max_num_seqs": args.max_num_seqs, "arms": arms,
-            "vllm_startup_seconds": startup, "speedup": hf_seconds / vllm_seconds,  # same requests in both arms
-            "exact_match_share": sum(h == v for h, v in pairs) / len(pairs), "n_pairs": len(pairs),
-            "rougeL_difference": arms["vllm"]["rougeL"] - arms["hf"]["rougeL"],
-            "bertscore_difference": arms["vllm"]["bertscore_f1"] - arms["hf"]["bertscore_f1"],
-            "examples_differing": [{"hf": h, "vllm": v} for h, v in pairs if h != v][:3]}
+        arms[arm] = {
+            "seconds": seconds,
+            "generated_tokens": n,
+            "tokens_per_s": n / seconds,
+            "rougeL": mean(outputs, "rougeL"),
+            "bertscore_f1": mean(outputs, "bertscore_f1"),
+        }
+    return {
+        "benchmark": "generate_vllm",
+        "device": device,
+        "machine": platform.processor() or platform.machine(),
+        "model": cfg.model.name,
+        "command": " ".join(sys.argv),
+        "adapters": args.adapters,
+        "documents": args.test_size,
+        "max_source_tokens": args.max_source_tokens,
+        "max_new_tokens": args.max_new_tokens,
+        "hf_batch_size": args.batch_size,
+        "vllm_max_num_seqs": args.max_num_seqs,
+        "arms": arms,
+        "vllm_startup_seconds": startup,
+        "speedup": hf_seconds / vllm_seconds,  # same requests in both arms
+        "exact_match_share": sum(h == v for h, v in pairs) / len(pairs),
+        "n_pairs": len(pairs),
+        "rougeL_difference": arms["vllm"]["rougeL"] - arms["hf"]["rougeL"],
+        "bertscore_difference": arms["vllm"]["bertscore_f1"] - arms["hf"]["bertscore_f1"],
+        "examples_differing": [{"hf": h, "vllm": v} for h, v in pairs if h != v][:3],
+    }
 
 
 def print_table(r: dict) -> None:
-    print(f"\n{r['adapters']} adapters × {r['documents']} documents, {r['max_new_tokens']} new tokens max, {r['device']}")
+    print(
+        f"\n{r['adapters']} adapters × {r['documents']} documents, {r['max_new_tokens']} new tokens max, {r['device']}"
+    )
     print(f"{'arm':6} {'seconds':>8} {'tokens':>7} {'tokens/s':>9} {'ROUGE-L':>8} {'BERTScore':>9}")
     for arm, a in r["arms"].items():
-        print(f"{arm:6} {a['seconds']:8.1f} {a['generated_tokens']:7d} {a['tokens_per_s']:9.1f} {a['rougeL']:8.4f} {a['bertscore_f1']:9.4f}")
-    print(f"vLLM engine start-up {r['vllm_startup_seconds']:.1f}s (not in its seconds); speed-up {r['speedup']:.2f}×; "
-          f"exact match {r['exact_match_share']:.0%} of {r['n_pairs']}; ROUGE-L diff {r['rougeL_difference']:+.4f}")
+        print(
+            f"{arm:6} {a['seconds']:8.1f} {a['generated_tokens']:7d} {a['tokens_per_s']:9.1f} {a['rougeL']:8.4f} {a['bertscore_f1']:9.4f}"
+        )
+    print(
+        f"vLLM engine start-up {r['vllm_startup_seconds']:.1f}s (not in its seconds); speed-up {r['speedup']:.2f}×; "
+        f"exact match {r['exact_match_share']:.0%} of {r['n_pairs']}; ROUGE-L diff {r['rougeL_difference']:+.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -47,23 +47,43 @@ def main(argv: list[str] | None = None) -> int:
     model = benchlib.lora_model(setup)
     test = setup.test.iloc[: 4 if args.quick else None]
     scorer, _ = resolve_scorer(cfg, hub_reachable=False)
-    generated, generate_s = timed(lambda: generate(model, setup.tokenizer, setup.fmt, test["text"].tolist(), cfg, "cpu"),
-                                  args.repeats)
+    generated, generate_s = timed(
+        lambda: generate(model, setup.tokenizer, setup.fmt, test["text"].tolist(), cfg, "cpu"), args.repeats
+    )
     _, score_s = timed(lambda: score(generated, test["summary"].tolist(), scorer, "cpu", cfg.batch_size), args.repeats)
-    losses, loss_s = timed(lambda: heldout_losses(model, setup.tokenizer, setup.fmt, test, cfg.batch_size, "cpu"),
-                           args.repeats)
-    rows = [{"arm": arm, "bills": len(test), "seconds": round(seconds, 2), "per_bill_s": round(seconds / len(test), 3),
-             "vs_generate": round(seconds / generate_s, 3)}
-            for arm, seconds in (("generate", generate_s), ("score (ROUGE + BERTScore)", score_s),
-                                 ("heldout_loss", loss_s))]
+    losses, loss_s = timed(
+        lambda: heldout_losses(model, setup.tokenizer, setup.fmt, test, cfg.batch_size, "cpu"), args.repeats
+    )
+    rows = [
+        {
+            "arm": arm,
+            "bills": len(test),
+            "seconds": round(seconds, 2),
+            "per_bill_s": round(seconds / len(test), 3),
+            "vs_generate": round(seconds / generate_s, 3),
+        }
+        for arm, seconds in (("generate", generate_s), ("score (ROUGE + BERTScore)", score_s), ("heldout_loss", loss_s))
+    ]
     benchlib.print_table(rows, ["arm", "bills", "seconds", "per_bill_s", "vs_generate"])
-    print(f"held-out loss: {loss_s:.2f}s = {loss_s / generate_s:.1%} of generation; mean loss {sum(losses) / len(losses):.4f}")
-    benchlib.write_json(args.json, {"benchmark": "heldout_loss", "machine": benchlib.machine(), "threads": args.threads,
-                                    "repeats": args.repeats, "device": "cpu", "max_new_tokens": cfg.max_new_tokens,
-                                    "eval_batch_size": cfg.batch_size, "bertscore_model": scorer.label,
-                                    "command": " ".join(["scripts/bench_heldout_loss.py", *(sys.argv[1:] if argv is None else argv)]),
-                                    "rows": rows,
-                                    "mean_heldout_loss": round(sum(losses) / len(losses), 4)})
+    print(
+        f"held-out loss: {loss_s:.2f}s = {loss_s / generate_s:.1%} of generation; mean loss {sum(losses) / len(losses):.4f}"
+    )
+    benchlib.write_json(
+        args.json,
+        {
+            "benchmark": "heldout_loss",
+            "machine": benchlib.machine(),
+            "threads": args.threads,
+            "repeats": args.repeats,
+            "device": "cpu",
+            "max_new_tokens": cfg.max_new_tokens,
+            "eval_batch_size": cfg.batch_size,
+            "bertscore_model": scorer.label,
+            "command": " ".join(["scripts/bench_heldout_loss.py", *(sys.argv[1:] if argv is None else argv)]),
+            "rows": rows,
+            "mean_heldout_loss": round(sum(losses) / len(losses), 4),
+        },
+    )
     return 0
 
 

@@ -92,8 +92,11 @@ class Stage:
         self.done.set()
         self.thread.join()
         self._sample()  # one last sample at the stage's end
-        row = {"seconds": round(seconds, 2), "rss_start_mb": round(self.start_rss, 1),
-               "peak_rss_mb": round(rss_mb("VmHWM"), 1)}
+        row = {
+            "seconds": round(seconds, 2),
+            "rss_start_mb": round(self.start_rss, 1),
+            "peak_rss_mb": round(rss_mb("VmHWM"), 1),
+        }
         row["peak_growth_mb"] = round(row["peak_rss_mb"] - row["rss_start_mb"], 1)
         row.update({f"{part}_peak_growth_mb": round(self.peak[part] - self.start[part], 1) for part in RSS_PARTS})
         self.results.setdefault("stages", {})[self.name] = row
@@ -112,8 +115,8 @@ def write_pool(path: Path, n: int, seed: int = 0) -> None:
         b = min(n, a + 100_000)
         lengths = rng.integers(8, 17, b - a)
         words = vocab[rng.integers(VOCAB_SIZE, size=(b - a, 16))]
-        text = [" ".join(words[i, :lengths[i]]) + f" item {a + i}." for i in range(b - a)]
-        summary = [" ".join(words[i, :3 + i % 3]) for i in range(b - a)]
+        text = [" ".join(words[i, : lengths[i]]) + f" item {a + i}." for i in range(b - a)]
+        summary = [" ".join(words[i, : 3 + i % 3]) for i in range(b - a)]
         table = pa.table({"text": text, "summary": summary})
         writer = writer or pq.ParquetWriter(path, table.schema)
         writer.write_table(table)
@@ -156,8 +159,11 @@ def selector_memory(features, name: str, k: int, interval: float = 0.02) -> dict
     seconds = time.perf_counter() - t0
     done.set()
     thread.join()
-    return {"seconds": round(seconds, 2), "private_growth_mb": round(max(samples + [rss_mb("RssAnon")]) - start_anon, 1),
-            "peak_rss_mb": round(rss_mb("VmHWM"), 1)}
+    return {
+        "seconds": round(seconds, 2),
+        "private_growth_mb": round(max(samples + [rss_mb("RssAnon")]) - start_anon, 1),
+        "peak_rss_mb": round(rss_mb("VmHWM"), 1),
+    }
 
 
 def old_collect(batches) -> tuple[np.ndarray, np.ndarray]:
@@ -180,8 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--embed-batch", type=int, default=64)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--tmp", type=Path, default=None)
-    ap.add_argument("--stream-only", action="store_true", help="data + the embed-stream comparison only "
-                    "(e.g. at the real model's width, --dim 576)")
+    ap.add_argument(
+        "--stream-only",
+        action="store_true",
+        help="data + the embed-stream comparison only (e.g. at the real model's width, --dim 576)",
+    )
     args = ap.parse_args(argv)
 
     from distill import pipeline
@@ -192,9 +201,17 @@ def main(argv: list[str] | None = None) -> int:
     from tests.conftest import build_tiny_llama
 
     copy_mb = args.n * args.dim * 4 / 2**20
-    res: dict = {"n": args.n, "embed_n": args.embed_n, "dim": args.dim, "fraction": args.fraction,
-                 "one_float32_copy_mb": round(copy_mb, 1), "goal_peak_rss_mb": round(2 * copy_mb, 1),
-                 "cpus": os.cpu_count(), "machine": platform.platform(), "load_avg_1m_start": os.getloadavg()[0]}
+    res: dict = {
+        "n": args.n,
+        "embed_n": args.embed_n,
+        "dim": args.dim,
+        "fraction": args.fraction,
+        "one_float32_copy_mb": round(copy_mb, 1),
+        "goal_peak_rss_mb": round(2 * copy_mb, 1),
+        "cpus": os.cpu_count(),
+        "machine": platform.platform(),
+        "load_avg_1m_start": os.getloadavg()[0],
+    }
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         tmp = Path(tmp)
         data_file = tmp / "pool.parquet"
@@ -202,12 +219,17 @@ def main(argv: list[str] | None = None) -> int:
         write_pool(data_file, args.n + args.test_size)
         model = str(build_tiny_llama(tmp / "tiny-random-llama", hidden=args.dim))
         res["setup_seconds"] = round(time.perf_counter() - t, 1)
-        cfg = make_config("quick", {
-            "output_dir": str(tmp / "out"), "model": {"name": model, "max_source_tokens": 32, "max_target_tokens": 8,
-                                                      "dtype": "float32"},
-            "data": {"source": str(data_file), "title_column": None, "test_size": args.test_size},
-            "embed": {"batch_size": args.embed_batch},
-            "select": {"methods": registry.names(), "fraction": args.fraction}, "resources": {"num_cpus": 2}})
+        cfg = make_config(
+            "quick",
+            {
+                "output_dir": str(tmp / "out"),
+                "model": {"name": model, "max_source_tokens": 32, "max_target_tokens": 8, "dtype": "float32"},
+                "data": {"source": str(data_file), "title_column": None, "test_size": args.test_size},
+                "embed": {"batch_size": args.embed_batch},
+                "select": {"methods": registry.names(), "fraction": args.fraction},
+                "resources": {"num_cpus": 2},
+            },
+        )
         out = Path(cfg.output_dir)
         res["driver_rss_after_imports_mb"] = round(rss_mb(), 1)
 
@@ -253,11 +275,13 @@ def stream_side_by_side(res: dict, n: int, dim: int, tmp: Path) -> tuple[np.memm
     from distill import featstore
 
     dataset = ray.data.range(n, override_num_blocks=max(16, n // 20_000)).map_batches(
-        synthetic_embedder(dim, n), batch_size=4096, batch_format="numpy")
+        synthetic_embedder(dim, n), batch_size=4096, batch_format="numpy"
+    )
     dataset.limit(4096).take_all()  # warm up the Ray Data workers, so neither path pays their start
     with Stage(res, f"embed stream, {n:,} rows: featstore.stream (new)"):
-        stored = featstore.stream(dataset.iter_batches(batch_size=None, batch_format="numpy"),
-                                  tmp / "features-synthetic", n)
+        stored = featstore.stream(
+            dataset.iter_batches(batch_size=None, batch_format="numpy"), tmp / "features-synthetic", n
+        )
     emb, loss = stored["embedding"], stored["loss"]
     with Stage(res, f"embed stream, {n:,} rows: list + concatenate (old)"):
         old_emb, old_loss = old_collect(dataset.iter_batches(batch_size=None, batch_format="numpy"))
@@ -280,24 +304,36 @@ def select_all(res: dict, cfg, features, pool, out: Path) -> None:
     # each selector again, alone, in a fresh worker (same pickled-by-path features): its own memory
     probe = ray.remote(num_cpus=2, max_calls=1)(selector_memory)
     for name in cfg.select.methods:
-        res["selectors"][name].update({f"alone_{key}": v for key, v in ray.get(probe.remote(features, name, k)).items()})
+        res["selectors"][name].update(
+            {f"alone_{key}": v for key, v in ray.get(probe.remote(features, name, k)).items()}
+        )
         print(f"[bench] {name} alone: {res['selectors'][name]}", flush=True)
 
 
 def print_table(res: dict) -> None:
-    print(f"\npool n={res['n']:,}  d={res['dim']}  one float32 copy {res['one_float32_copy_mb']} MB  "
-          f"goal: driver peak <= {res['goal_peak_rss_mb']} MB")
-    print(f"{'stage':62s} {'seconds':>9s} {'RSS start MB':>13s} {'peak MB':>9s} {'growth MB':>10s}"
-          " | growth of: private  mapped files  object store")
+    print(
+        f"\npool n={res['n']:,}  d={res['dim']}  one float32 copy {res['one_float32_copy_mb']} MB  "
+        f"goal: driver peak <= {res['goal_peak_rss_mb']} MB"
+    )
+    print(
+        f"{'stage':62s} {'seconds':>9s} {'RSS start MB':>13s} {'peak MB':>9s} {'growth MB':>10s}"
+        " | growth of: private  mapped files  object store"
+    )
     for name, row in res["stages"].items():
-        print(f"{name:62s} {row['seconds']:>9} {row['rss_start_mb']:>13} {row['peak_rss_mb']:>9} {row['peak_growth_mb']:>10}"
-              f" | {row['RssAnon_peak_growth_mb']:>18} {row['RssFile_peak_growth_mb']:>13} {row['RssShmem_peak_growth_mb']:>13}")
+        print(
+            f"{name:62s} {row['seconds']:>9} {row['rss_start_mb']:>13} {row['peak_rss_mb']:>9} {row['peak_growth_mb']:>10}"
+            f" | {row['RssAnon_peak_growth_mb']:>18} {row['RssFile_peak_growth_mb']:>13} {row['RssShmem_peak_growth_mb']:>13}"
+        )
     if "selectors" not in res:
         return
-    print(f"\n{'selector':22s} {'s (2 at a time)':>16s} {'s (alone)':>10s} {'private MB':>11s} {'task peak RSS MB':>17s}")
+    print(
+        f"\n{'selector':22s} {'s (2 at a time)':>16s} {'s (alone)':>10s} {'private MB':>11s} {'task peak RSS MB':>17s}"
+    )
     for name, row in res["selectors"].items():
-        print(f"{name:22s} {row['seconds']:>16} {row['alone_seconds']:>10} {row['alone_private_growth_mb']:>11} "
-              f"{row['alone_peak_rss_mb']:>17}")
+        print(
+            f"{name:22s} {row['seconds']:>16} {row['alone_seconds']:>10} {row['alone_private_growth_mb']:>11} "
+            f"{row['alone_peak_rss_mb']:>17}"
+        )
 
 
 if __name__ == "__main__":

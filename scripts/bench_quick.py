@@ -26,12 +26,17 @@ import threading
 import time
 from pathlib import Path
 
+import benchlib
 import psutil
 
-import benchlib
-
-STAGES = {"data": r"data", "model": r"model", "embed": r"embed", "select": r"select .*",
-          "trials": r"train \+ evaluate .*", "report": r"report"}
+STAGES = {
+    "data": r"data",
+    "model": r"model",
+    "embed": r"embed",
+    "select": r"select .*",
+    "trials": r"train \+ evaluate .*",
+    "report": r"report",
+}
 DONE = re.compile(r"\[distill\] (?P<stage>.+) done in (?P<seconds>[\d.]+)s")
 
 
@@ -57,13 +62,27 @@ class TreeCpu:
         return sum(self.seen.values())
 
 
-def run_job(checkout: Path, out: Path, extra: list[str]) -> tuple[float, list[tuple[float, str]], list[tuple[float, float]]]:
+def run_job(
+    checkout: Path, out: Path, extra: list[str]
+) -> tuple[float, list[tuple[float, str]], list[tuple[float, float]]]:
     """Run the quick job; returns (wall, timestamped log lines, timestamped tree CPU seconds)."""
-    env = {**os.environ, "PYTHONPATH": str(checkout), "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(checkout),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "distill.quick", "--output-dir", str(out), *extra], cwd=checkout,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "distill.quick", "--output-dir", str(out), *extra],
+        cwd=checkout,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     tree, samples, lines = TreeCpu(psutil.Process(proc.pid)), [], []
 
     def sample():
@@ -108,10 +127,13 @@ def utilisation(samples: list[tuple[float, float]], start: float, end: float, co
 
 def trial_sums(out: Path) -> dict:
     metrics = [json.loads(p.read_text()) for p in sorted(out.glob("trials/*/metrics.json"))]
-    return {"trials": len(metrics), "train_seconds_sum": round(sum(m["train_seconds"] for m in metrics), 1),
-            "eval_seconds_sum": round(sum(m["eval_seconds"] for m in metrics), 1),
-            "trial_peak_memory_mb_max": round(max(m["peak_memory_mb"] for m in metrics), 1),
-            "rougeL": {m["trial"]: round(m["rougeL"], 6) for m in metrics}}
+    return {
+        "trials": len(metrics),
+        "train_seconds_sum": round(sum(m["train_seconds"] for m in metrics), 1),
+        "eval_seconds_sum": round(sum(m["eval_seconds"] for m in metrics), 1),
+        "trial_peak_memory_mb_max": round(max(m["peak_memory_mb"] for m in metrics), 1),
+        "rougeL": {m["trial"]: round(m["rougeL"], 6) for m in metrics},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,24 +151,45 @@ def main(argv: list[str] | None = None) -> int:
     missing = set(STAGES) - set(stages)
     if missing:
         raise SystemExit(f"no 'done in' line for stage(s) {sorted(missing)}")
-    rows = [{"stage": name, "seconds": s["seconds"], "share_of_wall": round(s["seconds"] / wall, 3)}
-            for name, s in stages.items()]
+    rows = [
+        {"stage": name, "seconds": s["seconds"], "share_of_wall": round(s["seconds"] / wall, 3)}
+        for name, s in stages.items()
+    ]
     remainder = wall - sum(s["seconds"] for s in stages.values())
-    rows.append({"stage": "remainder (orchestration)", "seconds": round(remainder, 1),
-                 "share_of_wall": round(remainder / wall, 3)})
+    rows.append(
+        {
+            "stage": "remainder (orchestration)",
+            "seconds": round(remainder, 1),
+            "share_of_wall": round(remainder / wall, 3),
+        }
+    )
     rows.append({"stage": "wall", "seconds": round(wall, 1), "share_of_wall": 1.0})
     trials = stages["trials"]
     trial_util = utilisation(samples, trials["end"] - trials["seconds"], trials["end"], args.cores)
     job_util = utilisation(samples, 0, wall, args.cores)
     benchlib.print_table(rows, ["stage", "seconds", "share_of_wall"])
-    print(f"trial stage: {trial_util:.0%} of {args.cores} cores busy; whole job {job_util:.0%}; "
-          f"train {sums['train_seconds_sum']}s + eval {sums['eval_seconds_sum']}s summed over {sums['trials']} trials; "
-          f"largest trial peak RSS {sums['trial_peak_memory_mb_max']} MB")
-    benchlib.write_json(args.json or benchlib.ROOT / "docs" / "bench" / f"quick-{args.label}.json", {
-        "benchmark": "quick", "label": args.label, "checkout": str(args.checkout), "extra_args": extra,
-        "machine": benchlib.machine(), "load_average_at_start": load_before, "wall_s": round(wall, 1), "stages": rows,
-        "trial_stage_core_utilisation": round(trial_util, 3), "job_core_utilisation": round(job_util, 3),
-        **sums, "cpu_timeline": [(round(t, 1), round(c, 1)) for t, c in samples[::10]]})
+    print(
+        f"trial stage: {trial_util:.0%} of {args.cores} cores busy; whole job {job_util:.0%}; "
+        f"train {sums['train_seconds_sum']}s + eval {sums['eval_seconds_sum']}s summed over {sums['trials']} trials; "
+        f"largest trial peak RSS {sums['trial_peak_memory_mb_max']} MB"
+    )
+    benchlib.write_json(
+        args.json or benchlib.ROOT / "docs" / "bench" / f"quick-{args.label}.json",
+        {
+            "benchmark": "quick",
+            "label": args.label,
+            "checkout": str(args.checkout),
+            "extra_args": extra,
+            "machine": benchlib.machine(),
+            "load_average_at_start": load_before,
+            "wall_s": round(wall, 1),
+            "stages": rows,
+            "trial_stage_core_utilisation": round(trial_util, 3),
+            "job_core_utilisation": round(job_util, 3),
+            **sums,
+            "cpu_timeline": [(round(t, 1), round(c, 1)) for t, c in samples[::10]],
+        },
+    )
     return 0
 
 

@@ -73,18 +73,23 @@ SYNTHETIC = {
     # the embedding pass's summary loss, and IFD's loss without the document: mostly higher (IFD < 1), some lower
     "loss": lambda folder, n, args, rng: _save(folder, "loss", rng.gamma(2.0, 0.8, n).astype(np.float32)),
     "loss_alone": lambda folder, n, args, rng: _save(
-        folder, "loss_alone", (rng.gamma(2.0, 0.8, n) * rng.uniform(0.8, 2.0, n)).astype(np.float32)),
-    "embedding_wmean": lambda folder, n, args, rng: write_clustered(folder / "embedding_wmean.npy", n, args.dim,
-                                                                    args.seed + 1),
+        folder, "loss_alone", (rng.gamma(2.0, 0.8, n) * rng.uniform(0.8, 2.0, n)).astype(np.float32)
+    ),
+    "embedding_wmean": lambda folder, n, args, rng: write_clustered(
+        folder / "embedding_wmean.npy", n, args.dim, args.seed + 1
+    ),
     # the query set: fresh rows of embedding_wmean's mixture, in two tasks (query files) for the round-robin
     "query_embedding": lambda folder, n, args, rng: (
         write_clustered(folder / "query_embedding.npy", args.queries, args.dim, args.seed + 1, first_row=n),
-        _save(folder, "query_task", np.arange(args.queries) % 2)),
+        _save(folder, "query_task", np.arange(args.queries) % 2),
+    ),
     # the probe: summary loss at step 0 and 2 checkpoints, mostly falling
     "probe_loss": lambda folder, n, args, rng: _save(
-        folder, "probe_loss", np.sort(rng.gamma(2.0, 0.8, (n, 3)), axis=1)[:, ::-1].astype(np.float32)),
-    "grad_features": lambda folder, n, args, rng: write_clustered(folder / "grad_features.npy", n, args.grad_dim,
-                                                                  args.seed + 2),
+        folder, "probe_loss", np.sort(rng.gamma(2.0, 0.8, (n, 3)), axis=1)[:, ::-1].astype(np.float32)
+    ),
+    "grad_features": lambda folder, n, args, rng: write_clustered(
+        folder / "grad_features.npy", n, args.grad_dim, args.seed + 2
+    ),
 }
 EXTRA_FILES = {"query_embedding": ("query_task",)}  # features that come with a companion array
 ALWAYS = ("embeddings", "loss")  # what every pipeline run hands every selector (d2_pruning reads loss when present)
@@ -98,8 +103,13 @@ def make_pool(n: int, folder: Path, args, needs: set[str]) -> None:
     n_words = np.clip(rng.lognormal(5.5, 0.7, n), 5, 20000).astype(np.int64)
     n_sentences = np.maximum(1, n_words // rng.integers(12, 30, n)).astype(np.int64)
     distinct = np.minimum(n_words, np.rint(n_words ** rng.uniform(0.75, 0.9, n)))
-    np.savez(folder / "stats.npz", n_words=n_words, n_sentences=n_sentences, type_token_ratio=distinct / n_words,
-             info_density=distinct / n_sentences)
+    np.savez(
+        folder / "stats.npz",
+        n_words=n_words,
+        n_sentences=n_sentences,
+        type_token_ratio=distinct / n_words,
+        info_density=distinct / n_sentences,
+    )
 
 
 def load_features(folder: Path, needs: tuple[str, ...]):
@@ -109,8 +119,13 @@ def load_features(folder: Path, needs: tuple[str, ...]):
     st = np.load(folder / "stats.npz")
     wanted = dict.fromkeys([*ALWAYS, *needs])
     names = [*wanted, *(extra for need in wanted for extra in EXTRA_FILES.get(need, ()))]
-    return Features(n_words=st["n_words"], n_sentences=st["n_sentences"], type_token_ratio=st["type_token_ratio"],
-                    info_density=st["info_density"], **{name: np.load(folder / f"{name}.npy") for name in names})
+    return Features(
+        n_words=st["n_words"],
+        n_sentences=st["n_sentences"],
+        type_token_ratio=st["type_token_ratio"],
+        info_density=st["info_density"],
+        **{name: np.load(folder / f"{name}.npy") for name in names},
+    )
 
 
 def _rss_mb() -> float:
@@ -137,8 +152,15 @@ def _worker(folder: str, name: str, k: int, seed: int, queue) -> None:
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     peak = _rss_mb()
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    queue.put({"seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3), "peak_mb": round(peak, 1),
-               "extra_mb": round(peak - base, 1), "load_avg_1m": round(os.getloadavg()[0], 2)})
+    queue.put(
+        {
+            "seconds": round(seconds, 3),
+            "cpu_seconds": round(cpu, 3),
+            "peak_mb": round(peak, 1),
+            "extra_mb": round(peak - base, 1),
+            "load_avg_1m": round(os.getloadavg()[0], 2),
+        }
+    )
 
 
 def run_method(folder: Path, name: str, k: int, seed: int) -> dict:
@@ -148,8 +170,13 @@ def run_method(folder: Path, name: str, k: int, seed: int) -> dict:
     proc.start()
     proc.join()
     if proc.exitcode != 0:
-        return {"seconds": None, "cpu_seconds": None, "peak_mb": None, "extra_mb": None,
-                "error": f"exit code {proc.exitcode}"}
+        return {
+            "seconds": None,
+            "cpu_seconds": None,
+            "peak_mb": None,
+            "extra_mb": None,
+            "error": f"exit code {proc.exitcode}",
+        }
     return queue.get()
 
 
@@ -169,9 +196,14 @@ def quality(emb_path: Path, k: int, seed: int) -> dict:
     exact = k_center_greedy(x, k, seed, cell_size=None)
     t_exact = time.perf_counter() - t
     r_approx, r_exact = nb.covering_radius(x, approx), nb.covering_radius(x, exact)
-    out["k_center"] = {"k": k, "approx_radius": round(r_approx, 4), "exact_radius": round(r_exact, 4),
-                       "ratio": round(r_approx / r_exact, 4), "approx_seconds": round(t_approx, 2),
-                       "exact_seconds": round(t_exact, 2)}
+    out["k_center"] = {
+        "k": k,
+        "approx_radius": round(r_approx, 4),
+        "exact_radius": round(r_exact, 4),
+        "ratio": round(r_approx / r_exact, 4),
+        "approx_seconds": round(t_approx, 2),
+        "exact_seconds": round(t_exact, 2),
+    }
     nn = 10
     t = time.perf_counter()
     _, idx = nb.knn_graph(x, nn, metric="cosine", exact=False, seed=seed)
@@ -188,11 +220,15 @@ def quality(emb_path: Path, k: int, seed: int) -> dict:
     for row, q in enumerate(queries):
         truth = [j for j in ex[row] if j != q][:nn]
         hits += len(set(truth) & set(idx[q].tolist()))
-    out["knn_graph"] = {"n_neighbors": nn, "metric": "cosine", "queries": len(queries),
-                        "approx": "PCA-64, cells of 1000, nprobe 4, rerank 2 (nb.knn_graph defaults)",
-                        "recall_at_10": round(hits / (nn * len(queries)), 4),
-                        "approx_graph_seconds": round(t_graph, 2),
-                        "exact_graph_seconds_extrapolated": round(t_exact_q * n / len(queries), 1)}
+    out["knn_graph"] = {
+        "n_neighbors": nn,
+        "metric": "cosine",
+        "queries": len(queries),
+        "approx": "PCA-64, cells of 1000, nprobe 4, rerank 2 (nb.knn_graph defaults)",
+        "recall_at_10": round(hits / (nn * len(queries)), 4),
+        "approx_graph_seconds": round(t_graph, 2),
+        "exact_graph_seconds_extrapolated": round(t_exact_q * n / len(queries), 1),
+    }
     return out
 
 
@@ -219,17 +255,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no synthetic input for feature(s) {', '.join(missing)}: add them to SYNTHETIC", file=sys.stderr)
         return 1
     k = max(1, int(args.n * args.fraction))
-    result: dict = {"n": args.n, "dim": args.dim, "k": k, "grad_dim": args.grad_dim, "queries": args.queries,
-                    "threads": os.environ.get("DISTILL_THREADS") or len(os.sched_getaffinity(0)), "methods": {}}
+    result: dict = {
+        "n": args.n,
+        "dim": args.dim,
+        "k": k,
+        "grad_dim": args.grad_dim,
+        "queries": args.queries,
+        "threads": os.environ.get("DISTILL_THREADS") or len(os.sched_getaffinity(0)),
+        "methods": {},
+    }
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         t = time.perf_counter()
         make_pool(args.n, Path(tmp), args, needs)
-        print(f"pool {args.n} x {args.dim} ({', '.join(sorted(needs))}) written in {time.perf_counter() - t:.1f}s; "
-              f"k = {k}", flush=True)
+        print(
+            f"pool {args.n} x {args.dim} ({', '.join(sorted(needs))}) written in {time.perf_counter() - t:.1f}s; "
+            f"k = {k}",
+            flush=True,
+        )
         for name in methods:
             result["methods"][name] = r = run_method(Path(tmp), name, k, args.seed)
-            print(f"  {name:20s} {r['seconds']}s (cpu {r['cpu_seconds']}s)  peak {r['peak_mb']} MB "
-                  f"(+{r['extra_mb']})" + (f"  FAILED: {r['error']}" if "error" in r else ""), flush=True)
+            print(
+                f"  {name:20s} {r['seconds']}s (cpu {r['cpu_seconds']}s)  peak {r['peak_mb']} MB "
+                f"(+{r['extra_mb']})" + (f"  FAILED: {r['error']}" if "error" in r else ""),
+                flush=True,
+            )
         result["total_seconds"] = round(sum(r["seconds"] or 0 for r in result["methods"].values()), 2)
         result["total_cpu_seconds"] = round(sum(r["cpu_seconds"] or 0 for r in result["methods"].values()), 2)
         result["peak_mb"] = max((r["peak_mb"] or 0) for r in result["methods"].values())
@@ -258,9 +307,17 @@ def _print_table(result: dict) -> None:
     for col in ("method", "seconds", "CPU s", "peak MB", "extra MB", "load"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for name, r in result["methods"].items():
-        table.add_row(name, str(r["seconds"]), str(r.get("cpu_seconds")), str(r["peak_mb"]), str(r["extra_mb"]),
-                      str(r.get("load_avg_1m")))
-    table.add_row("total", str(result["total_seconds"]), str(result["total_cpu_seconds"]), str(result["peak_mb"]), "", "")
+        table.add_row(
+            name,
+            str(r["seconds"]),
+            str(r.get("cpu_seconds")),
+            str(r["peak_mb"]),
+            str(r["extra_mb"]),
+            str(r.get("load_avg_1m")),
+        )
+    table.add_row(
+        "total", str(result["total_seconds"]), str(result["total_cpu_seconds"]), str(result["peak_mb"]), "", ""
+    )
     console = Console()
     console.print(table)
     if "quality" in result:

@@ -38,8 +38,11 @@ def arm_order(repeats: int) -> list[str]:
 
 
 def run_arm(arm: str, index: int, s3, extra: list[str]) -> dict:
-    storage = [] if arm == "local" else ["--storage", f"s3://{BUCKET}/run-{index}", "--set",
-                                         f"storage.endpoint={s3.endpoint}"]
+    storage = (
+        []
+        if arm == "local"
+        else ["--storage", f"s3://{BUCKET}/run-{index}", "--set", f"storage.endpoint={s3.endpoint}"]
+    )
     with tempfile.TemporaryDirectory(prefix=f"bench-storage-{arm}-") as tmp:
         wall, lines, _ = run_job(benchlib.ROOT, Path(tmp) / "results", [*storage, *extra])
     stages = {name: s["seconds"] for name, s in stage_times(lines).items()}
@@ -72,16 +75,31 @@ def main(argv: list[str] | None = None) -> int:
     overhead = (remote["wall_s"] - local["wall_s"]) / local["wall_s"]
     columns = ["arm", "wall_s", *(f"{name}_s" for name in STAGES), "objects", "stored_mb"]
     benchlib.print_table([local, remote], columns)
-    print(f"S3 storage overhead: {remote['wall_s'] - local['wall_s']:+.1f} s = {overhead:+.1%} of the local run "
-          f"(bar {args.bar:.0%}; medians of {args.repeats} run(s) per arm; every run's wall: "
-          f"local {[r['wall_s'] for r in runs if r['arm'] == 'local']}, s3 {[r['wall_s'] for r in runs if r['arm'] == 's3']})")
-    benchlib.write_json(args.json, {
-        "benchmark": "storage", "command": " ".join(["scripts/bench_storage.py", *(argv or sys.argv[1:])]),
-        "machine": benchlib.machine(), "load_average_at_start": load_before, "repeats": args.repeats,
-        "overhead_share": round(overhead, 4), "overhead_s": round(remote["wall_s"] - local["wall_s"], 1),
-        "bar_share": args.bar, "met": overhead <= args.bar, "median": {"local": local, "s3": remote}, "runs": runs,
-        "spread_s": {arm: round(statistics.pstdev([r["wall_s"] for r in runs if r["arm"] == arm]), 1)
-                     for arm in ("local", "s3")}})
+    print(
+        f"S3 storage overhead: {remote['wall_s'] - local['wall_s']:+.1f} s = {overhead:+.1%} of the local run "
+        f"(bar {args.bar:.0%}; medians of {args.repeats} run(s) per arm; every run's wall: "
+        f"local {[r['wall_s'] for r in runs if r['arm'] == 'local']}, s3 {[r['wall_s'] for r in runs if r['arm'] == 's3']})"
+    )
+    benchlib.write_json(
+        args.json,
+        {
+            "benchmark": "storage",
+            "command": " ".join(["scripts/bench_storage.py", *(argv or sys.argv[1:])]),
+            "machine": benchlib.machine(),
+            "load_average_at_start": load_before,
+            "repeats": args.repeats,
+            "overhead_share": round(overhead, 4),
+            "overhead_s": round(remote["wall_s"] - local["wall_s"], 1),
+            "bar_share": args.bar,
+            "met": overhead <= args.bar,
+            "median": {"local": local, "s3": remote},
+            "runs": runs,
+            "spread_s": {
+                arm: round(statistics.pstdev([r["wall_s"] for r in runs if r["arm"] == arm]), 1)
+                for arm in ("local", "s3")
+            },
+        },
+    )
     return 0 if overhead <= args.bar else 1
 
 

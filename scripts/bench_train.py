@@ -57,16 +57,31 @@ def run_arm(name: str, steps: int, threads: int, device: str, model: str | None)
         before = benchlib.reset_peak_rss()
     tokens, seconds = runner(model, setup, subset, examples, train_cfg, device)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else benchlib.peak_rss_mb()
-    return {"arm": name, "micro_batch": micro, "grad_accum": train_cfg.grad_accum, "steps": steps, "tokens": tokens,
-            "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 1),
-            "peak_delta_mb": round(peak - before, 1)}
+    return {
+        "arm": name,
+        "micro_batch": micro,
+        "grad_accum": train_cfg.grad_accum,
+        "steps": steps,
+        "tokens": tokens,
+        "seconds": round(seconds, 2),
+        "tokens_per_s": round(tokens / seconds, 1),
+        "peak_delta_mb": round(peak - before, 1),
+    }
 
 
 def _distill(model, setup, subset, examples, train_cfg, device) -> tuple[int, float]:
     from distill.train import finetune
 
-    stats = finetune(model, setup.tokenizer, setup.fmt, subset["text"].tolist(), subset["summary"].tolist(),
-                     train_cfg, seed=0, device=device)
+    stats = finetune(
+        model,
+        setup.tokenizer,
+        setup.fmt,
+        subset["text"].tolist(),
+        subset["summary"].tolist(),
+        train_cfg,
+        seed=0,
+        device=device,
+    )
     return stats.train_tokens, stats.seconds
 
 
@@ -88,14 +103,30 @@ def _trainer(model, setup, subset, examples, train_cfg, device) -> tuple[int, fl
 
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
-            output_dir=tmp, per_device_train_batch_size=train_cfg.batch_size,
-            gradient_accumulation_steps=train_cfg.grad_accum, max_steps=train_cfg.max_steps,
-            learning_rate=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay, max_grad_norm=1.0,
-            warmup_steps=int(train_cfg.warmup_ratio * train_cfg.max_steps), lr_scheduler_type="linear",
-            logging_strategy="no", save_strategy="no", report_to=[], seed=0, use_cpu=device == "cpu",
-            dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True)
-        trainer = Trainer(model=model, args=args, data_collator=collator,
-                          train_dataset=[{"input_ids": ids, "labels": labels} for ids, labels in examples])
+            output_dir=tmp,
+            per_device_train_batch_size=train_cfg.batch_size,
+            gradient_accumulation_steps=train_cfg.grad_accum,
+            max_steps=train_cfg.max_steps,
+            learning_rate=train_cfg.learning_rate,
+            weight_decay=train_cfg.weight_decay,
+            max_grad_norm=1.0,
+            warmup_steps=int(train_cfg.warmup_ratio * train_cfg.max_steps),
+            lr_scheduler_type="linear",
+            logging_strategy="no",
+            save_strategy="no",
+            report_to=[],
+            seed=0,
+            use_cpu=device == "cpu",
+            dataloader_num_workers=0,
+            remove_unused_columns=False,
+            disable_tqdm=True,
+        )
+        trainer = Trainer(
+            model=model,
+            args=args,
+            data_collator=collator,
+            train_dataset=[{"input_ids": ids, "labels": labels} for ids, labels in examples],
+        )
         start = time.perf_counter()
         trainer.train()
         return fed[0], time.perf_counter() - start
@@ -127,8 +158,13 @@ def flop_ceiling(model: str | None, steps: int) -> dict:
     tokens = sum(len(ids) for ids, _ in used)
     labelled = sum(sum(label != IGNORE for label in labels[1:]) for _, labels in used)
     ceiling = (body + head) * tokens / (body * tokens + head * labelled)
-    return {"tokens": tokens, "labelled": labelled, "body_params": body, "head_params": head,
-            "ceiling_speedup": round(ceiling, 3)}
+    return {
+        "tokens": tokens,
+        "labelled": labelled,
+        "body_params": body,
+        "head_params": head,
+        "ceiling_speedup": round(ceiling, 3),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,26 +186,67 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict]] = {arm: [] for arm in args.arms.split(",")}
     for _ in range(args.repeats):  # interleaved, so a burst of load elsewhere hits every arm alike
         for arm, done in runs.items():
-            cmd = [sys.executable, __file__, "--arm", arm, "--steps", str(steps), "--threads", str(args.threads),
-                   "--device", args.device, *(["--model", args.model] if args.model else [])]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--arm",
+                arm,
+                "--steps",
+                str(steps),
+                "--threads",
+                str(args.threads),
+                "--device",
+                args.device,
+                *(["--model", args.model] if args.model else []),
+            ]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             done.append(json.loads(out.strip().splitlines()[-1]))
             print(f"  {arm}: {done[-1]['tokens_per_s']} tokens/s, peak +{done[-1]['peak_delta_mb']} MB", flush=True)
-    rows = [{**max(done, key=lambda r: r["tokens_per_s"]), "runs": len(done),
-             "tokens_per_s_all": [r["tokens_per_s"] for r in done], "peak_delta_mb_all": [r["peak_delta_mb"] for r in done]}
-            for done in runs.values()]
+    rows = [
+        {
+            **max(done, key=lambda r: r["tokens_per_s"]),
+            "runs": len(done),
+            "tokens_per_s_all": [r["tokens_per_s"] for r in done],
+            "peak_delta_mb_all": [r["peak_delta_mb"] for r in done],
+        }
+        for done in runs.values()
+    ]
     base = next((r for r in rows if r["arm"] == "trainer"), rows[0])
     for row in rows:
         row["speedup_vs_trainer"] = round(row["tokens_per_s"] / base["tokens_per_s"], 2)
         row["memory_vs_trainer"] = round(row["peak_delta_mb"] / base["peak_delta_mb"], 2)
-    benchlib.print_table(rows, ["arm", "micro_batch", "grad_accum", "steps", "tokens", "seconds", "tokens_per_s",
-                                "peak_delta_mb", "speedup_vs_trainer", "memory_vs_trainer"])
+    benchlib.print_table(
+        rows,
+        [
+            "arm",
+            "micro_batch",
+            "grad_accum",
+            "steps",
+            "tokens",
+            "seconds",
+            "tokens_per_s",
+            "peak_delta_mb",
+            "speedup_vs_trainer",
+            "memory_vs_trainer",
+        ],
+    )
     ceiling = flop_ceiling(args.model, steps)
-    print(f"FLOP ceiling: computing the LM head on {ceiling['labelled']} of {ceiling['tokens']} positions can make a "
-          f"step at most {ceiling['ceiling_speedup']}× faster than Trainer's at the same kernel speed")
-    benchlib.write_json(args.json, {"benchmark": "train", "machine": benchlib.machine(), "threads": args.threads,
-                                    "device": args.device, "goal": "≥1.3× tokens/s and ≤0.5× peak memory of trainer",
-                                    "rows": rows, "flop_ceiling": ceiling})
+    print(
+        f"FLOP ceiling: computing the LM head on {ceiling['labelled']} of {ceiling['tokens']} positions can make a "
+        f"step at most {ceiling['ceiling_speedup']}× faster than Trainer's at the same kernel speed"
+    )
+    benchlib.write_json(
+        args.json,
+        {
+            "benchmark": "train",
+            "machine": benchlib.machine(),
+            "threads": args.threads,
+            "device": args.device,
+            "goal": "≥1.3× tokens/s and ≤0.5× peak memory of trainer",
+            "rows": rows,
+            "flop_ceiling": ceiling,
+        },
+    )
     return 0
 
 

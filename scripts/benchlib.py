@@ -90,13 +90,18 @@ def _status_mb(field: str) -> float:
 def machine() -> dict:
     import torch
 
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "load_average_1_5_15min": os.getloadavg()}  # the box is shared: how busy it was at the end
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "load_average_1_5_15min": os.getloadavg(),
+    }  # the box is shared: how busy it was at the end
 
 
 def print_table(rows: list[dict], columns: list[str]) -> None:
     """A Markdown table of `rows` (missing cells blank)."""
+
     def cell(value):
         return f"{value:,.2f}" if isinstance(value, float) else str(value if value is not None else "")
 

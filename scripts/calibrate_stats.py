@@ -56,15 +56,20 @@ class Cell:
     test_rate: float  # rejections of the test that was run (the per-example test with one seed)
 
 
-def simulate(rng: np.random.Generator, sims: int, seeds: int, n: int, seed_sd: float, scenario: str,
-             mu: float = 0.0) -> np.ndarray:
+def simulate(
+    rng: np.random.Generator, sims: int, seeds: int, n: int, seed_sd: float, scenario: str, mu: float = 0.0
+) -> np.ndarray:
     """(sims, seeds, n) differences method − random."""
     if scenario == "rouge":
         difficulty = rng.gamma(2.0, ROUGE_MEAN / 2.0, (sims, 1, n))  # the same examples for both sides
         return mu + _rouge_side(rng, difficulty, seeds, seed_sd) - _rouge_side(rng, difficulty, seeds, seed_sd)
     b_sd, e_sd = SCENARIOS[scenario]
-    return (mu + rng.normal(0, seed_sd, (sims, seeds, 1)) + rng.normal(0, b_sd, (sims, 1, n))
-            + rng.normal(0, e_sd, (sims, seeds, n)))
+    return (
+        mu
+        + rng.normal(0, seed_sd, (sims, seeds, 1))
+        + rng.normal(0, b_sd, (sims, 1, n))
+        + rng.normal(0, e_sd, (sims, seeds, n))
+    )
 
 
 def _rouge_side(rng: np.random.Generator, difficulty: np.ndarray, seeds: int, seed_sd: float) -> np.ndarray:
@@ -72,13 +77,18 @@ def _rouge_side(rng: np.random.Generator, difficulty: np.ndarray, seeds: int, se
     residual parts, clipped to [0, 1] (many summaries score 0)."""
     sims, _, n = difficulty.shape
     b_sd, e_sd = (sd / math.sqrt(2) for sd in SCENARIOS["rouge"])  # per side: the difference has the full SD
-    raw = (difficulty + rng.normal(0, seed_sd / math.sqrt(2), (sims, seeds, 1)) + rng.normal(0, b_sd, (sims, 1, n))
-           + rng.normal(0, e_sd, (sims, seeds, n)))
+    raw = (
+        difficulty
+        + rng.normal(0, seed_sd / math.sqrt(2), (sims, seeds, 1))
+        + rng.normal(0, b_sd, (sims, 1, n))
+        + rng.normal(0, e_sd, (sims, seeds, n))
+    )
     return np.clip(raw, 0.0, 1.0)
 
 
-def rejections(rng: np.random.Generator, sims: int, seeds: int, n: int, seed_sd: float, scenario: str,
-               mu: float = 0.0) -> int:
+def rejections(
+    rng: np.random.Generator, sims: int, seeds: int, n: int, seed_sd: float, scenario: str, mu: float = 0.0
+) -> int:
     """How many of `sims` simulated comparisons the report's test rejects at 5%, in memory-bounded batches."""
     batch = max(1, CHUNK // (seeds * n))
     hits = 0
@@ -121,16 +131,21 @@ def power_check(sims: int, seed_sd: float, scenario: str = "even", seed: int = 0
 def markdown(cells: list[Cell], limit: float) -> str:
     """Rows: seed SD × seeds; columns: examples. Each entry: the claim rate (the per-example test's in brackets
     for one seed, where no claim is made)."""
-    lines = ["| seed SD | seeds | " + " | ".join(f"n = {n}" for n in EXAMPLES) + " |",
-             "|---:|---:|" + "---:|" * len(EXAMPLES)]
+    lines = [
+        "| seed SD | seeds | " + " | ".join(f"n = {n}" for n in EXAMPLES) + " |",
+        "|---:|---:|" + "---:|" * len(EXAMPLES),
+    ]
     for seed_sd in SEED_SDS:
         for seeds in SEEDS:
             row = [c for c in cells if c.seed_sd == seed_sd and c.seeds == seeds]
             entries = [f"{c.claim_rate:.3f}" if stats.can_claim(seeds) else f"0 ({c.test_rate:.3f})" for c in row]
             lines.append(f"| {seed_sd:g} | {seeds} | " + " | ".join(entries) + " |")
     worst = max(c.claim_rate for c in cells)
-    lines += ["", f"Worst claim rate {worst:.3f}; bound {limit:.3f}: "
-              + ("every cell holds." if worst <= limit else "SOME CELL EXCEEDS IT.")]
+    lines += [
+        "",
+        f"Worst claim rate {worst:.3f}; bound {limit:.3f}: "
+        + ("every cell holds." if worst <= limit else "SOME CELL EXCEEDS IT."),
+    ]
     return "\n".join(lines)
 
 
@@ -147,16 +162,21 @@ def main(argv: list[str] | None = None) -> int:
         cells = null_table(args.sims, scenario)
         limit = bound(args.sims, len(cells))
         holds &= max(c.claim_rate for c in cells) <= limit
-        print(f"\n## {scenario}: rejection rate under the null (b, e SDs = {SCENARIOS[scenario]})\n")
+        b_sd, e_sd = SCENARIOS[scenario]
+        print(f"\n## {scenario}: claims under the null (example SD b = {b_sd:.3f}, seed-specific SD e = {e_sd:.3f})\n")
         print(markdown(cells, limit))
         # the model's prediction is exact for normal differences only: no power check for bounded scores
         checks = {str(sd): power_check(args.sims, sd, scenario) for sd in SEED_SDS} if scenario != "rouge" else {}
         seeds, n, d = POWER_CELL
         for sd, (hit, theory) in checks.items():
-            print(f"power at d = {d}, n = {n}, {seeds} seeds, seed SD {sd}: simulated {hit:.3f}, "
-                  f"stats.power {theory:.3f}")
-        out["scenarios"][scenario] = {"bound": limit, "cells": [asdict(c) for c in cells],
-                                      "power": {sd: {"simulated": h, "predicted": t} for sd, (h, t) in checks.items()}}
+            print(
+                f"power at d = {d}, n = {n}, {seeds} seeds, seed SD {sd}: simulated {hit:.3f}, stats.power {theory:.3f}"
+            )
+        out["scenarios"][scenario] = {
+            "bound": limit,
+            "cells": [asdict(c) for c in cells],
+            "power": {sd: {"simulated": h, "predicted": t} for sd, (h, t) in checks.items()},
+        }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=1) + "\n")

@@ -30,8 +30,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LIMITS_S = {"embed_bf16": 80, "oom_backoff": 50, "load_8bit": 50, "bench_generate_vllm": 130, "bench_train": 60,
-            "bench_dynamics": 90, "quick_gpu": 130}  # 590 s in all: the whole check stays under 10 minutes
+LIMITS_S = {
+    "embed_bf16": 80,
+    "oom_backoff": 50,
+    "load_8bit": 50,
+    "bench_generate_vllm": 130,
+    "bench_train": 60,
+    "bench_dynamics": 90,
+    "quick_gpu": 130,
+}  # 590 s in all: the whole check stays under 10 minutes
 OOM_MEMORY_FRACTION = 0.05  # of the card: small enough that a 64-sequence micro-batch of 2k tokens cannot fit
 
 
@@ -51,9 +58,14 @@ def main() -> None:
     for name, limit in LIMITS_S.items():
         results.append(run_check(name, limit))
         print(f"gpu_check: {name}: {results[-1]['status']} in {results[-1]['seconds']:.0f}s", flush=True)
-    summary = {"device": torch.cuda.get_device_name(0), "gpus": torch.cuda.device_count(),
-               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "total_seconds": time.perf_counter() - start,
-               "passed": all(r["status"] in ("passed", "skipped") for r in results), "checks": results}
+    summary = {
+        "device": torch.cuda.get_device_name(0),
+        "gpus": torch.cuda.device_count(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "total_seconds": time.perf_counter() - start,
+        "passed": all(r["status"] in ("passed", "skipped") for r in results),
+        "checks": results,
+    }
     path = ROOT / "docs" / "bench" / f"gpu-{device}.json"
     path.write_text(json.dumps(summary, indent=2))
     print(f"gpu_check: wrote {path}; {'all passed' if summary['passed'] else 'FAILURES, see the file'}")
@@ -64,17 +76,27 @@ def run_check(name: str, limit: int) -> dict:
     """One check in a child process; its last stdout line is the check's JSON result."""
     start = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, __file__, "--check", name], capture_output=True, text=True,
-                              timeout=limit, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--check", name], capture_output=True, text=True, timeout=limit, cwd=ROOT
+        )
     except subprocess.TimeoutExpired as exc:
-        return {"name": name, "status": "failed", "seconds": time.perf_counter() - start,
-                "detail": f"over its {limit}s limit", "log_tail": str(exc.stdout or "")[-2000:]}
+        return {
+            "name": name,
+            "status": "failed",
+            "seconds": time.perf_counter() - start,
+            "detail": f"over its {limit}s limit",
+            "log_tail": str(exc.stdout or "")[-2000:],
+        }
     lines = proc.stdout.strip().splitlines()
     ok = proc.returncode == 0 and lines
     detail = json.loads(lines[-1]) if ok else {}
-    return {"name": name, "status": detail.pop("status", "passed") if ok else "failed",
-            "seconds": time.perf_counter() - start, "detail": detail,
-            "log_tail": "" if ok else (proc.stdout + proc.stderr)[-3000:]}
+    return {
+        "name": name,
+        "status": detail.pop("status", "passed") if ok else "failed",
+        "seconds": time.perf_counter() - start,
+        "detail": detail,
+        "log_tail": "" if ok else (proc.stdout + proc.stderr)[-3000:],
+    }
 
 
 def embed_bf16() -> dict:
@@ -91,7 +113,7 @@ def embed_bf16() -> dict:
     with tempfile.TemporaryDirectory() as out, ray_session(cfg.resources):
         actors, _, gpus = embed_plan(ray.cluster_resources())
         start = time.perf_counter()
-        features = embed_pool(cfg, splits, resolve_model(cfg.model.name), Path(out))
+        features, _ = embed_pool(cfg, splits, resolve_model(cfg.model.name), Path(out))
         seconds = time.perf_counter() - start
         cluster_gpus = int(ray.cluster_resources().get("GPU", 0))
     assert actors == cluster_gpus and gpus == 1, (actors, cluster_gpus, gpus)
@@ -121,8 +143,13 @@ def oom_backoff() -> dict:
     loss, micro = _step_with_backoff(model, data, len(data), tokenizer.pad_token_id, "cuda")
     assert fits < len(data) and micro < len(data), "the memory cap was too loose to provoke an OOM"
     assert micro <= fits * 2 and loss == loss  # backed off to about what the search found; the loss is a number
-    return {"memory_fraction": OOM_MEMORY_FRACTION, "batch": len(data), "largest_micro_batch": fits,
-            "micro_after_backoff": micro, "loss": loss}
+    return {
+        "memory_fraction": OOM_MEMORY_FRACTION,
+        "batch": len(data),
+        "largest_micro_batch": fits,
+        "micro_after_backoff": micro,
+        "loss": loss,
+    }
 
 
 def load_8bit() -> dict:
@@ -135,8 +162,16 @@ def load_8bit() -> dict:
     from distill.prompt import PromptFormat
     from distill.train import add_lora, finetune
 
-    cfg = make_config("quick-gpu", {"model.load_in_8bit": True, "model.dtype": "float16", "train.max_steps": 3,
-                                    "train.auto_batch_size": False, "train.batch_size": 4})
+    cfg = make_config(
+        "quick-gpu",
+        {
+            "model.load_in_8bit": True,
+            "model.dtype": "float16",
+            "train.max_steps": 3,
+            "train.auto_batch_size": False,
+            "train.batch_size": 4,
+        },
+    )
     path = resolve_model(cfg.model.name)
     tokenizer = load_tokenizer(path)
     fmt = PromptFormat(tokenizer, 512, 128)
@@ -149,27 +184,72 @@ def load_8bit() -> dict:
 
 
 def bench_generate_vllm() -> dict:
-    return _script(["scripts/bench_generate_vllm.py", "--adapters", "4", "--max-source-tokens", "1536",
-                    "--max-new-tokens", "256", "--batch-size", "16", "--max-num-seqs", "128"], "generate_vllm-cuda.json")
+    return _script(
+        [
+            "scripts/bench_generate_vllm.py",
+            "--adapters",
+            "4",
+            "--max-source-tokens",
+            "1536",
+            "--max-new-tokens",
+            "256",
+            "--batch-size",
+            "16",
+            "--max-num-seqs",
+            "128",
+        ],
+        "generate_vllm-cuda.json",
+    )
 
 
 def bench_train() -> dict:
     """perf-train's training benchmark on the GPU (its arms side by side), into its own GPU file."""
-    return _script(["scripts/bench_train.py", "--device", "cuda", "--quick", "--json", "docs/bench/train-cuda.json"],
-                   "train-cuda.json")
+    return _script(
+        ["scripts/bench_train.py", "--device", "cuda", "--quick", "--json", "docs/bench/train-cuda.json"],
+        "train-cuda.json",
+    )
 
 
 def bench_dynamics() -> dict:
     """The bf16 probe, its float32 twin, the gradient features and one quick-gpu trial, each in its own process."""
-    return _script(["scripts/bench_dynamics.py", "--job", "quick-gpu", "--threads", "2", "--stages",
-                    "embed,probe,probe_fp32,grads,trial", "--json",
-                    "docs/bench/dynamics-cuda.json"], "dynamics-cuda.json")
+    return _script(
+        [
+            "scripts/bench_dynamics.py",
+            "--job",
+            "quick-gpu",
+            "--threads",
+            "2",
+            "--stages",
+            "embed,probe,probe_fp32,grads,trial",
+            "--json",
+            "docs/bench/dynamics-cuda.json",
+        ],
+        "dynamics-cuda.json",
+    )
 
 
 def quick_gpu() -> dict:
     with tempfile.TemporaryDirectory() as out:
-        subprocess.run([sys.executable, "-m", "distill", "quick", "--job", "quick-gpu", "--methods", "random,clustering",
-                        "--seeds", "1", "--output-dir", out, "--set", "eval.engine=vllm"], check=True, cwd=ROOT)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "distill",
+                "quick",
+                "--job",
+                "quick-gpu",
+                "--methods",
+                "random,clustering",
+                "--seeds",
+                "1",
+                "--output-dir",
+                out,
+                "--set",
+                "eval.engine=vllm",
+            ],
+            check=True,
+            cwd=ROOT,
+        )
         rows = json.loads((Path(out) / "comparison" / "results.json").read_text())["rows"]
         engines = {json.loads(p.read_text())["eval_engine"] for p in Path(out).glob("trials/*/metrics.json")}
     assert engines == {"vllm"}, engines
@@ -177,16 +257,23 @@ def quick_gpu() -> dict:
 
 
 def _script(argv: list[str], result_file: str) -> dict:
-    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [sys.executable, *argv], capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     if proc.returncode:
         raise RuntimeError(f"{argv[0]} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
     return json.loads((ROOT / "docs" / "bench" / result_file).read_text())
 
 
-CHECKS = {"embed_bf16": embed_bf16, "oom_backoff": oom_backoff, "load_8bit": load_8bit,
-          "bench_generate_vllm": bench_generate_vllm, "bench_train": bench_train, "bench_dynamics": bench_dynamics,
-          "quick_gpu": quick_gpu}
+CHECKS = {
+    "embed_bf16": embed_bf16,
+    "oom_backoff": oom_backoff,
+    "load_8bit": load_8bit,
+    "bench_generate_vllm": bench_generate_vllm,
+    "bench_train": bench_train,
+    "bench_dynamics": bench_dynamics,
+    "quick_gpu": quick_gpu,
+}
 
 if __name__ == "__main__":
     main()

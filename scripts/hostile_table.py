@@ -49,11 +49,13 @@ def main() -> None:
         args = " ".join(a.replace("{d}/", "").replace(plugin, "{plugin}") for a in case.args) or "(default job)"
         changed = "" if outcome["after"] == outcome["before"] or case.out == "earlier-run" else " **folder changed**"
 
-        def cell(text: str) -> str:
-            return text.replace(str(root / case.id) + "/", "").replace(plugin, "{plugin}").replace("|", "\\|")
+        def cell(text: str, folder: str = str(root / case.id) + "/") -> str:
+            return text.replace(folder, "").replace(plugin, "{plugin}").replace("|", "\\|")
 
-        rows.append(f"| {n} | `{case.id}`: `{args}` | {cell(problem)} | {cell(fix)} | "
-                    f"{outcome['result'].returncode}{changed} | {outcome['seconds']:.1f} |\n")
+        rows.append(
+            f"| {n} | `{case.id}`: `{args}` | {cell(problem)} | {cell(fix)} | "
+            f"{outcome['result'].returncode}{changed} | {outcome['seconds']:.1f} |\n"
+        )
     page = "".join(rows)
     if sys.argv[1:] == ["-"]:
         sys.stdout.write(page)

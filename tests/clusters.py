@@ -23,8 +23,11 @@ import psutil
 VENV_BIN = Path(sys.executable).parent
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "distill-test-key", "AWS_SECRET_ACCESS_KEY": "distill-test-secret"}  # moto takes any
 # the GCS declares a node dead after 2 failed 1-s health checks instead of 5 × 3 s: the same failure path, sooner
-FAST_NODE_DEATH = {"RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
-                   "RAY_health_check_failure_threshold": "2"}
+FAST_NODE_DEATH = {
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_timeout_ms": "1000",
+    "RAY_health_check_failure_threshold": "2",
+}
 _PORTS_HANDED_OUT: set[int] = set()
 
 
@@ -104,8 +107,14 @@ def ray_env(marker: str) -> dict[str, str]:
     RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps Ray on the loopback address: with it on, Ray replaces every
     127.0.0.1 it is given (--node-ip-address, --address, ray.init's address) by the machine's outward address.
     """
-    env = {**os.environ, "DISTILL_TEST_RAY": marker, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env = {
+        **os.environ,
+        "DISTILL_TEST_RAY": marker,
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    }
     env.pop("RAY_ADDRESS", None)
     return env
 
@@ -113,9 +122,18 @@ def ray_env(marker: str) -> dict[str, str]:
 def _node_ports() -> list[str]:
     """Every per-node port explicit and free: the defaults (agent 52365, ...) clash with other local clusters,
     and with the other nodes of a cluster on this one machine."""
-    return [arg for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
-                             "--runtime-env-agent-port", "--node-manager-port", "--object-manager-port")
-            for arg in (flag, str(free_port()))]
+    return [
+        arg
+        for flag in (
+            "--dashboard-agent-listen-port",
+            "--dashboard-agent-grpc-port",
+            "--metrics-export-port",
+            "--runtime-env-agent-port",
+            "--node-manager-port",
+            "--object-manager-port",
+        )
+        for arg in (flag, str(free_port()))
+    ]
 
 
 # `ray start --address` of a worker node on 127.0.0.1. With RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 the CLI refuses to
@@ -125,27 +143,68 @@ def _node_ports() -> list[str]:
 _RAY_START_WORKER_ON_LOOPBACK = (
     "import sys, ray._private.ray_constants as constants, ray._private.services as services; "
     "constants.ENABLE_RAY_CLUSTER = True; services.resolve_ip_for_localhost = lambda host: host; "
-    "from ray.scripts.scripts import main; sys.argv[0] = 'ray'; sys.exit(main())")
+    "from ray.scripts.scripts import main; sys.argv[0] = 'ray'; sys.exit(main())"
+)
 
 # A worker node that cannot see a folder of this machine, as on a cloud cluster without NFS: `ray start` runs in its
 # own mount namespace with an empty tmpfs over that folder, and every process of the node inherits that view.
-_HIDING = ["unshare", "--mount", "--propagation", "private", "sh", "-c", 'mount -t tmpfs distill-hidden "$0" && exec "$@"']
+_HIDING = [
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    'mount -t tmpfs distill-hidden "$0" && exec "$@"',
+]
 
 
 def start_head(env: dict[str, str], temp_dir: str, gcs_port: int, *args: str) -> None:
     """`ray start --head`: the cluster's head on 127.0.0.1, its GCS on `gcs_port`, its sessions in `temp_dir`."""
-    _ray_start(lambda: [str(VENV_BIN / "ray"), "start", "--head", "--port", str(gcs_port), "--node-ip-address",
-                        "127.0.0.1", "--ray-client-server-port", str(free_port()), "--disable-usage-stats",
-                        "--temp-dir", temp_dir, *_node_ports(), *args], env, "--head", head=True)
+    _ray_start(
+        lambda: [
+            str(VENV_BIN / "ray"),
+            "start",
+            "--head",
+            "--port",
+            str(gcs_port),
+            "--node-ip-address",
+            "127.0.0.1",
+            "--ray-client-server-port",
+            str(free_port()),
+            "--disable-usage-stats",
+            "--temp-dir",
+            temp_dir,
+            *_node_ports(),
+            *args,
+        ],
+        env,
+        "--head",
+        head=True,
+    )
 
 
 def start_worker(env: dict[str, str], gcs_port: int, *args: str, hidden: Path | None = None) -> None:
     """Add a worker node to the head at `gcs_port` (it shares the head's temp dir and session); with `hidden`, the
     node sees an empty folder there instead of this machine's."""
-    _ray_start(lambda: [*(_HIDING + [str(hidden)] if hidden else []), str(VENV_BIN / "python"), "-c",
-                        _RAY_START_WORKER_ON_LOOPBACK, "start", "--address", f"127.0.0.1:{gcs_port}",
-                        "--node-ip-address", "127.0.0.1", "--disable-usage-stats", *_node_ports(), *args],
-               env, "of a worker node")
+    _ray_start(
+        lambda: [
+            *(_HIDING + [str(hidden)] if hidden else []),
+            str(VENV_BIN / "python"),
+            "-c",
+            _RAY_START_WORKER_ON_LOOPBACK,
+            "start",
+            "--address",
+            f"127.0.0.1:{gcs_port}",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--disable-usage-stats",
+            *_node_ports(),
+            *args,
+        ],
+        env,
+        "of a worker node",
+    )
 
 
 def _ray_start(command, env: dict[str, str], what: str, head: bool = False) -> None:
@@ -153,8 +212,9 @@ def _ray_start(command, env: dict[str, str], what: str, head: bool = False) -> N
     stopped in between (a worker node's are its own): starting nodes is the tests' setup, not what they test, and on 2 busy cores a daemon
     can miss its start-up deadline."""
     for attempt in (1, 2):
-        start = subprocess.run(command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               timeout=90)
+        start = subprocess.run(
+            command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=90
+        )
         if start.returncode == 0:
             return
         print(f"ray start {what}, attempt {attempt}, failed:\n{start.stdout[-4000:]}", file=sys.stderr)
@@ -206,8 +266,13 @@ def _name(proc: psutil.Process) -> str:
 
 
 @contextlib.contextmanager
-def cluster(head_args: list[str], workers: int = 0, worker_args: tuple[str, ...] = (), hidden: Path | None = None,
-            env: dict[str, str] | None = None) -> Iterator[Cluster]:
+def cluster(
+    head_args: list[str],
+    workers: int = 0,
+    worker_args: tuple[str, ...] = (),
+    hidden: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[Cluster]:
     """A head with `head_args` and `workers` worker nodes on 127.0.0.1, stopped (by process id) on exit."""
     temp_dir = tempfile.mkdtemp(prefix="distill-ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
     running = Cluster({**ray_env(Path(temp_dir).name), **(env or {})}, free_port(), temp_dir, worker_args, hidden)
@@ -234,8 +299,13 @@ class S3Server:
         """The test's own client, to create buckets and look inside them (the product takes keys from env)."""
         from pyarrow.fs import S3FileSystem
 
-        return S3FileSystem(access_key=S3_KEYS["AWS_ACCESS_KEY_ID"], secret_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
-                            endpoint_override=self.endpoint, region="us-east-1", allow_bucket_creation=True)
+        return S3FileSystem(
+            access_key=S3_KEYS["AWS_ACCESS_KEY_ID"],
+            secret_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
+            endpoint_override=self.endpoint,
+            region="us-east-1",
+            allow_bucket_creation=True,
+        )
 
     def bucket(self, name: str) -> str:
         self.filesystem().create_dir(name)
@@ -255,8 +325,11 @@ def s3_server(log: Path) -> Iterator[S3Server]:
     """`python -m moto.server` on a free loopback port, for as long as the context lasts."""
     port = free_port()
     with open(log, "w") as out:
-        server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                  stdout=out, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_for(lambda: _listening(port) or server.poll() is not None, 60, "moto's S3 server to listen")
         assert server.poll() is None, Path(log).read_text()[-3000:]

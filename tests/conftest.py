@@ -18,6 +18,8 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray clu
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# local clusters without Ray's dashboard start ~8 s sooner (the suite starts dozens); the loopback test turns it on
+os.environ.setdefault("DISTILL_RAY_DASHBOARD", "0")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -29,11 +31,20 @@ def build_tiny_llama(folder: Path, hidden: int = 32, layers: int = 2) -> Path:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(FIXTURES / "smollm2-tokenizer")
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
-                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=2048, tie_word_embeddings=True,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, distill_test_model=True)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        distill_test_model=True,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -64,7 +75,9 @@ def skip_gpu_tests_without_cuda(items):
 
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False); scripts/gpu_check.sh runs the GPU paths")
+    skip = pytest.mark.skip(
+        reason="needs a CUDA GPU (torch.cuda.is_available() is False); scripts/gpu_check.sh runs the GPU paths"
+    )
     for item in gpu:
         item.add_marker(skip)
 
@@ -96,7 +109,9 @@ def billsum_path() -> Path:
 def tiny_job(tiny_model, tmp_path) -> dict:
     """A job spec that runs the whole pipeline in well under a minute on 2 cores."""
     return {
-        "name": "test", "mode": "quick", "output_dir": str(tmp_path / "results"),
+        "name": "test",
+        "mode": "quick",
+        "output_dir": str(tmp_path / "results"),
         "data": {"source": "embedded:billsum", "test_size": 4, "max_train": 24},
         "model": {"name": tiny_model, "max_source_tokens": 64, "max_target_tokens": 16},
         "select": {"methods": ["random", "balanced_lengths"], "fraction": 0.25},

@@ -42,8 +42,10 @@ def _damage(path: Path, how: str) -> None:
         artifacts.sidecar(path).write_text("{not json")
 
 
-@pytest.mark.parametrize("how, reason", [("truncated", "size"), ("bit-flip", "SHA-256"),
-                                         ("unsealed", "no checksum file"), ("sidecar-garbage", "damaged")])
+@pytest.mark.parametrize(
+    "how, reason",
+    [("truncated", "size"), ("bit-flip", "SHA-256"), ("unsealed", "no checksum file"), ("sidecar-garbage", "damaged")],
+)
 def test_damage_is_detected_and_named(tmp_path, caplog, how, reason):
     path = tmp_path / "metrics.json"
     artifacts.write_json(path, {"rougeL": 0.25, "pad": "x" * 100})

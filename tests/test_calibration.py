@@ -36,7 +36,9 @@ def test_the_bound_is_the_binomial_quantile():
     from scipy.stats import binom
 
     limit = calibrate_stats.bound(10_000, 48)
-    assert binom.sf(limit * 10_000, 10_000, stats.ALPHA) <= 0.01 / 48 < binom.sf(limit * 10_000 - 1, 10_000, stats.ALPHA)
+    assert (
+        binom.sf(limit * 10_000, 10_000, stats.ALPHA) <= 0.01 / 48 < binom.sf(limit * 10_000 - 1, 10_000, stats.ALPHA)
+    )
 
 
 @pytest.mark.parametrize("seed_sd", calibrate_stats.SEED_SDS)

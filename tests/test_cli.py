@@ -15,11 +15,19 @@ PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "py
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO), "DISTILL_CACHE_DIR": str(cwd / "cache")}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "PYTHONPATH": str(REPO),
+        "DISTILL_CACHE_DIR": str(cwd / "cache"),
+    }
     env.pop("RAY_ADDRESS", None)
-    return subprocess.run([PYTHON, "-m", "distill", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [PYTHON, "-m", "distill", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
@@ -60,19 +68,31 @@ def test_missing_data_file(tmp_path):
 
 def test_bad_input_fails_before_torch_or_ray_is_imported(tmp_path):
     """preflight.check runs before the CLI imports the pipeline: a wrong path costs about a second, not a torch import."""
-    probe = ("import sys\nfrom distill.cli import main\n"
-             "code = main(['quick', '--data', 'missing.jsonl', '--output-dir', 'out'])\n"
-             "print(sorted(m for m in ('torch', 'ray', 'transformers') if m in sys.modules))\nsys.exit(code)\n")
-    result = subprocess.run([PYTHON, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"})
+    probe = (
+        "import sys\nfrom distill.cli import main\n"
+        "code = main(['quick', '--data', 'missing.jsonl', '--output-dir', 'out'])\n"
+        "print(sorted(m for m in ('torch', 'ray', 'transformers') if m in sys.modules))\nsys.exit(code)\n"
+    )
+    result = subprocess.run(
+        [PYTHON, "-c", probe],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"},
+    )
     assert_one_line_error(result, "missing.jsonl")
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_missing_column(tmp_path):
     data = tmp_path / "docs.jsonl"
-    data.write_text("".join(json.dumps({"text": f"A document of some length number {i}.", "abstract": "short"}) + "\n"
-                            for i in range(20)))
+    data.write_text(
+        "".join(
+            json.dumps({"text": f"A document of some length number {i}.", "abstract": "short"}) + "\n"
+            for i in range(20)
+        )
+    )
     out = tmp_path / "out"
     result = run_cli("quick", "--data", str(data), "--output-dir", str(out), cwd=tmp_path)
     assert_one_line_error(result, "'summary'", "abstract", "summary_column")
@@ -146,6 +166,7 @@ def test_jobs_lists_every_shipped_job_with_its_description(tmp_path):
 @pytest.mark.parametrize("module", ["distill.quick", "distill.baseline", "distill.all"])
 def test_mode_modules_keep_working(tmp_path, module):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([PYTHON, "-m", module, "--help"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [PYTHON, "-m", module, "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0 and "--verbose" in result.stdout and "--job" in result.stdout

@@ -14,15 +14,26 @@ import numpy as np
 import psutil
 import pytest
 import yaml
-
 from clusters import VENV_BIN, cluster, free_port, our_ray_processes
+
 from distill import pipeline
 from distill.config import make_config
 from distill.storage import open_storage
 
 REPO = Path(__file__).resolve().parent.parent
-UPLOAD_EXCLUDES = [".git", ".venv", "results", "**/__pycache__", ".pytest_cache", ".hypothesis", "*.egg-info",
-                   ".cache", "wandb", "tests/fixtures", "data/scitldr"]
+UPLOAD_EXCLUDES = [
+    ".git",
+    ".venv",
+    "results",
+    "**/__pycache__",
+    ".pytest_cache",
+    ".hypothesis",
+    "*.egg-info",
+    ".cache",
+    "wandb",
+    "tests/fixtures",
+    "data/scitldr",
+]
 
 
 # ------------------------------------------------------------------------------------------ cluster.yaml
@@ -72,8 +83,10 @@ def head():
     """A 2-CPU head node on 127.0.0.1 from `ray start`, shared by this module's `ray job submit` tests (as
     one cluster serves many jobs). Yields (environment, GCS port, job API address)."""
     dashboard_port = free_port()
-    with cluster(["--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port), "--num-cpus", "2"],
-                 env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}) as head_node:
+    with cluster(
+        ["--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port), "--num-cpus", "2"],
+        env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+    ) as head_node:
         yield head_node.env, head_node.gcs_port, f"http://127.0.0.1:{dashboard_port}"
 
 
@@ -84,13 +97,25 @@ def test_ray_job_submit_runs_the_quick_pipeline_on_a_head_node(head, tiny_job, t
     job_path = tmp_path / "tiny.yaml"
     out = Path(tiny_job["output_dir"])
     job_path.write_text(yaml.safe_dump(tiny_job))
-    runtime_env = {"working_dir": str(REPO), "excludes": UPLOAD_EXCLUDES,
-                   "env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}}
+    runtime_env = {
+        "working_dir": str(REPO),
+        "excludes": UPLOAD_EXCLUDES,
+        "env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+    }
     start = time.perf_counter()
-    submit = [str(VENV_BIN / "ray"), "job", "submit", "--address", address,
-              "--runtime-env-json", json.dumps(runtime_env),
-              "--", "bash", "-c", "python -c 'import sys; print(\"job python:\", sys.executable)' && "
-                                  f"python -m distill.quick --job {job_path}"]
+    submit = [
+        str(VENV_BIN / "ray"),
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--runtime-env-json",
+        json.dumps(runtime_env),
+        "--",
+        "bash",
+        "-c",
+        f"python -c 'import sys; print(\"job python:\", sys.executable)' && python -m distill.quick --job {job_path}",
+    ]
     job = _submit_when_ready(submit, env)
     log = job.stdout + job.stderr
     assert job.returncode == 0, log[-4000:]
@@ -106,9 +131,23 @@ def test_ray_job_submit_runs_the_quick_pipeline_on_a_head_node(head, tiny_job, t
     print(f"job submitted and finished in {time.perf_counter() - start:.1f}s")
 
     # validate joins the same cluster by address and reads its resources
-    check = subprocess.run([sys.executable, "-m", "distill", "validate", "--job", str(job_path),
-                            "--set", f"resources.address=127.0.0.1:{gcs_port}"],
-                           env=env, capture_output=True, text=True, timeout=90, cwd=REPO)
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distill",
+            "validate",
+            "--job",
+            str(job_path),
+            "--set",
+            f"resources.address=127.0.0.1:{gcs_port}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=REPO,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert f"cluster 127.0.0.1:{gcs_port}: 1 node(s), 2 CPU, 0 GPU" in check.stdout
 
@@ -123,14 +162,32 @@ def test_ray_job_submit_runs_a_plugin_selector_from_the_jobs_working_dir(head, t
     project = tmp_path / "project"
     project.mkdir()
     write_plugin(project)
-    job = {**tiny_job, "select": {**tiny_job["select"], "methods": ["random", "shortest_first"],
-                                  "plugins": ["my_selectors.py"]}}
+    job = {
+        **tiny_job,
+        "select": {**tiny_job["select"], "methods": ["random", "shortest_first"], "plugins": ["my_selectors.py"]},
+    }
     (project / "tiny.yaml").write_text(yaml.safe_dump(job))
     out = Path(tiny_job["output_dir"])
-    runtime_env = {"working_dir": str(project), "py_modules": [str(REPO / "distill")],
-                   "env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}}
-    submit = [str(VENV_BIN / "ray"), "job", "submit", "--address", address,
-              "--runtime-env-json", json.dumps(runtime_env), "--", "python", "-m", "distill.quick", "--job", "tiny.yaml"]
+    runtime_env = {
+        "working_dir": str(project),
+        "py_modules": [str(REPO / "distill")],
+        "env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+    }
+    submit = [
+        str(VENV_BIN / "ray"),
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--runtime-env-json",
+        json.dumps(runtime_env),
+        "--",
+        "python",
+        "-m",
+        "distill.quick",
+        "--job",
+        "tiny.yaml",
+    ]
     start = time.perf_counter()
     job_run = _submit_when_ready(submit, env, cwd=tmp_path)
     log = job_run.stdout + job_run.stderr
@@ -163,7 +220,7 @@ def test_trials_run_concurrently_one_fake_gpu_each_across_nodes(tmp_path, monkey
     from ray import tune
 
     # defined inside the test: cloudpickle ships it by value (the workers cannot import this test module)
-    def _record_gpu_trial(config: dict, *, out: str) -> None:
+    def _record_gpu_trial(config: dict, *, out: str, trials: int) -> None:
         import ray
         from ray import tune
 
@@ -171,9 +228,22 @@ def test_trials_run_concurrently_one_fake_gpu_each_across_nodes(tmp_path, monkey
         gpu_ids = [str(g) for g in ray.get_gpu_ids()]
         node = ray.get_runtime_context().get_node_id()
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        time.sleep(2.0)
-        record = {"trial": config["trial"], "start": start, "end": time.time(), "gpu_ids": gpu_ids, "node": node,
-                  "cuda_visible_devices": visible}
+        # a barrier, not a sleep: under load Ray may start one trial seconds before the others, so each trial
+        # holds its GPU until every trial has started (or a minute passes): all three can only meet if they run at once
+        Path(out, f"{config['trial']}.started").touch()
+        deadline = time.monotonic() + 60
+        while len(list(Path(out).glob("*.started"))) < trials and time.monotonic() < deadline:
+            time.sleep(0.2)
+        met = len(list(Path(out).glob("*.started"))) == trials
+        record = {
+            "trial": config["trial"],
+            "start": start,
+            "end": time.time(),
+            "gpu_ids": gpu_ids,
+            "node": node,
+            "cuda_visible_devices": visible,
+            "met_the_others": met,
+        }
         Path(out, f"{config['trial']}.json").write_text(json.dumps(record))
         tune.report({"done": 1})
 
@@ -198,14 +268,21 @@ def test_trials_run_concurrently_one_fake_gpu_each_across_nodes(tmp_path, monkey
             assert ray.get_runtime_context().gcs_address == gpu_sim.address
             assert pipeline.embed_plan(ray.cluster_resources()) == (nodes, 0, 1)  # one embedding actor per GPU
 
-            cfg = make_config({"name": "gpu-sim", "output_dir": str(tmp_path), "select": {"methods": ["random"]},
-                               "resources": {"gpus_per_trial": 1, "cpus_per_trial": 1}})
+            cfg = make_config(
+                {
+                    "name": "gpu-sim",
+                    "output_dir": str(tmp_path),
+                    "select": {"methods": ["random"]},
+                    "resources": {"gpus_per_trial": 1, "cpus_per_trial": 1},
+                }
+            )
             records_dir = tmp_path / "records"
             records_dir.mkdir()
             names = [f"t{i}" for i in range(nodes)]
-            trainable = tune.with_parameters(_record_gpu_trial, out=str(records_dir))
-            grid = pipeline.make_tuner(trainable, {n: 1.0 for n in names}, cfg, 1.0, open_storage(tmp_path),
-                                       callbacks=[]).fit()
+            trainable = tune.with_parameters(_record_gpu_trial, out=str(records_dir), trials=nodes)
+            grid = pipeline.make_tuner(
+                trainable, {n: 1.0 for n in names}, cfg, 1.0, open_storage(tmp_path), callbacks=[]
+            ).fit()
             assert not [r.error for r in grid if r.error]
             listening = _listen_addresses([*our_ray_processes(gpu_sim.marker), psutil.Process()])  # the driver too
             assert listening and listening <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening
@@ -216,7 +293,9 @@ def test_trials_run_concurrently_one_fake_gpu_each_across_nodes(tmp_path, monkey
     for rec in records:
         assert len(rec["gpu_ids"]) == 1  # each trial holds exactly one GPU...
         assert rec["cuda_visible_devices"] == rec["gpu_ids"][0]  # ...and CUDA sees only that one
-    # every pair of trials overlaps in time: they ran concurrently, not one after another
+    # every trial saw all three started while it held its GPU, and every pair overlaps in time: they ran
+    # concurrently, not one after another
+    assert all(r["met_the_others"] for r in records), records
     for a in records:
         for b in records:
             if a is not b:
@@ -225,13 +304,16 @@ def test_trials_run_concurrently_one_fake_gpu_each_across_nodes(tmp_path, monkey
     assert len({(r["node"], r["gpu_ids"][0]) for r in records}) == nodes
 
 
-@pytest.mark.parametrize("resources, num_actors, expected", [
-    ({"CPU": 2.0}, 0, (1, 2, 0)),  # CPU box: one actor with every CPU
-    ({"CPU": 16.0, "GPU": 1.0}, 0, (1, 0, 1)),
-    ({"CPU": 48.0, "GPU": 4.0}, 0, (4, 0, 1)),  # g5.12xlarge: an actor per GPU
-    ({"CPU": 56.0, "GPU": 8.0}, 0, (8, 0, 1)),  # head + 4×A10G + 4×1 A10G
-    ({"CPU": 8.0}, 2, (2, 4, 0)),  # embed.num_actors overrides: the CPUs are shared
-    ({"CPU": 8.0, "GPU": 4.0}, 2, (2, 0, 1)),
-])
+@pytest.mark.parametrize(
+    "resources, num_actors, expected",
+    [
+        ({"CPU": 2.0}, 0, (1, 2, 0)),  # CPU box: one actor with every CPU
+        ({"CPU": 16.0, "GPU": 1.0}, 0, (1, 0, 1)),
+        ({"CPU": 48.0, "GPU": 4.0}, 0, (4, 0, 1)),  # g5.12xlarge: an actor per GPU
+        ({"CPU": 56.0, "GPU": 8.0}, 0, (8, 0, 1)),  # head + 4×A10G + 4×1 A10G
+        ({"CPU": 8.0}, 2, (2, 4, 0)),  # embed.num_actors overrides: the CPUs are shared
+        ({"CPU": 8.0, "GPU": 4.0}, 2, (2, 0, 1)),
+    ],
+)
 def test_embedding_actors_scale_with_the_gpus(resources, num_actors, expected):
     assert pipeline.embed_plan(resources, num_actors) == expected

@@ -23,8 +23,7 @@ def test_defaults_validate():
 
 def test_yaml_job_and_overrides(tmp_path):
     job = tmp_path / "job.yaml"
-    job.write_text("name: mine\nmode: quick\nselect:\n  fraction: 0.2\n  methods: [random]\n"
-                   "train:\n  epochs: 2\n")
+    job.write_text("name: mine\nmode: quick\nselect:\n  fraction: 0.2\n  methods: [random]\ntrain:\n  epochs: 2\n")
     cfg = make_config(job, {"train.learning_rate": "1e-4", "data.test_size": "7"})
     assert cfg.name == "mine"
     assert cfg.select.fraction == 0.2
@@ -47,8 +46,16 @@ def test_missing_job_names_the_available_ones():
 
 
 def test_cli_string_coercion():
-    cfg = make_config({}, {"select.fraction": "0.1", "select.methods": "random,balanced_lengths",
-                           "train.gradient_checkpointing": "true", "seeds": "3", "data.max_train": "50"})
+    cfg = make_config(
+        {},
+        {
+            "select.fraction": "0.1",
+            "select.methods": "random,balanced_lengths",
+            "train.gradient_checkpointing": "true",
+            "seeds": "3",
+            "data.max_train": "50",
+        },
+    )
     assert cfg.select.fraction == 0.1 and isinstance(cfg.select.fraction, float)
     assert cfg.select.methods == ["random", "balanced_lengths"]
     assert cfg.train.gradient_checkpointing is True
@@ -58,16 +65,22 @@ def test_cli_string_coercion():
 
 def test_coercion_of_quoted_cli_strings():
     # a value that reaches the config as a string (e.g. quoted in YAML) is still converted
-    cfg = make_config({"select": {"fraction": "0.25", "methods": "random, clustering"},
-                       "train": {"gradient_checkpointing": "false"}, "wandb": {"enabled": "yes"}})
+    cfg = make_config(
+        {
+            "select": {"fraction": "0.25", "methods": "random, clustering"},
+            "train": {"gradient_checkpointing": "false"},
+            "wandb": {"enabled": "yes"},
+        }
+    )
     assert cfg.select.fraction == 0.25
     assert cfg.select.methods == ["random", "clustering"]
     assert cfg.train.gradient_checkpointing is False
     assert cfg.wandb.enabled is True
 
 
-@pytest.mark.parametrize("key,value", [("seeds", "many"), ("train.gradient_checkpointing", "maybe"),
-                                        ("data.test_size", "2.5")])
+@pytest.mark.parametrize(
+    "key,value", [("seeds", "many"), ("train.gradient_checkpointing", "maybe"), ("data.test_size", "2.5")]
+)
 def test_bad_types_name_the_key(key, value):
     with pytest.raises(DistillError) as err:
         make_config({}, {key: value})
@@ -216,8 +229,10 @@ def test_resume_migrates_a_run_json_from_before_the_config_split(tmp_path):
     """A version-1 run.json (no schema_version) kept bootstrap_samples (since retired) and the vLLM knobs under eval."""
     cfg = make_config("quick", {"resources.vllm_max_loras": "3"})
     values = asdict(cfg)
-    values["eval"].update(bootstrap_samples=300,
-                          **{k: values["resources"].pop(k) for k in list(values["resources"]) if k.startswith("vllm_")})
+    values["eval"].update(
+        bootstrap_samples=300,
+        **{k: values["resources"].pop(k) for k in list(values["resources"]) if k.startswith("vllm_")},
+    )
     (tmp_path / "run.json").write_text(json.dumps({"name": "quick", "config": values}))
     assert config_from_run(tmp_path) == replace(cfg, output_dir=str(tmp_path.resolve()))
 
@@ -266,8 +281,19 @@ RANGED = [(key, value) for key, prop in settings().items() for value in _outside
 
 
 def test_the_schema_walk_reaches_every_section():
-    assert {key.split(".")[0] for key, _ in RANGED} >= {"data", "model", "embed", "probe", "select", "train", "eval",
-                                                         "report", "resources", "seeds", "mode"}
+    assert {key.split(".")[0] for key, _ in RANGED} >= {
+        "data",
+        "model",
+        "embed",
+        "probe",
+        "select",
+        "train",
+        "eval",
+        "report",
+        "resources",
+        "seeds",
+        "mode",
+    }
 
 
 @pytest.mark.parametrize("key,value", RANGED, ids=[f"{k}={v}" for k, v in RANGED])
@@ -284,14 +310,26 @@ def test_every_value_outside_a_declared_range_is_one_line_naming_the_key(key, va
 
 def test_every_numeric_setting_declares_its_range():
     """A new number without a declared range (Field(ge=...), a Count, Share, ... alias) fails here."""
-    unranged = [key for key, prop in settings().items()
-                if (number := _numeric(prop)) and not {"minimum", "exclusiveMinimum"} & set(number)]
+    unranged = [
+        key
+        for key, prop in settings().items()
+        if (number := _numeric(prop)) and not {"minimum", "exclusiveMinimum"} & set(number)
+    ]
     assert not unranged, f"declare a range for {unranged} in distill/config.py"
 
 
 def test_range_edges_are_accepted():
-    cfg = make_config({}, {"train.lora_dropout": "0", "select.fraction": "1", "train.warmup_ratio": "1",
-                           "embed.num_actors": "0", "data.max_train": "2", "data.split_seed": str(2**32 - 1)})
+    cfg = make_config(
+        {},
+        {
+            "train.lora_dropout": "0",
+            "select.fraction": "1",
+            "train.warmup_ratio": "1",
+            "embed.num_actors": "0",
+            "data.max_train": "2",
+            "data.split_seed": str(2**32 - 1),
+        },
+    )
     assert cfg.select.fraction == 1.0 and cfg.data.max_train == 2
 
 
@@ -304,7 +342,9 @@ def test_a_query_method_needs_a_query_set():
     with pytest.raises(DistillError, match="rds_plus.*no query set"):
         make_config("quick", {"select.methods": "random,rds_plus"})
     assert make_config("quick", {"select.methods": "random,rds_plus", "data.query_size": 8}).data.query_size == 8
-    assert make_config("quick", {"select.methods": "rds_plus", "select.query": "a.jsonl,b.jsonl"}).select.query == \
-        ["a.jsonl", "b.jsonl"]
+    assert make_config("quick", {"select.methods": "rds_plus", "select.query": "a.jsonl,b.jsonl"}).select.query == [
+        "a.jsonl",
+        "b.jsonl",
+    ]
     with pytest.raises(DistillError, match="query_size"):
         make_config("quick", {"data.query_size": -1})

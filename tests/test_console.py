@@ -119,16 +119,22 @@ def test_library_output_goes_to_the_run_log(tmp_path):
         with quiet_libraries(tmp_path / "logs", rc) as path:
             print("(pid=123) a worker line Ray streams to the driver")
             ray_logger.warning("Started a local Ray instance.")
-            warnings.warn("a deprecation from a library", DeprecationWarning)
+            warnings.warn("a deprecation from a library", DeprecationWarning, stacklevel=1)
             os.write(2, b"[E core_worker.cc] written straight to file descriptor 2\n")
             rc.log("distill's own line")
     finally:
         ray_logger.removeHandler(ray_handler)
     assert buffer.getvalue().splitlines() == [
-        f"[distill] Ray, Tune and library logs: {path} (--verbose shows them here)", "[distill] distill's own line"]
+        f"[distill] Ray, Tune and library logs: {path} (--verbose shows them here)",
+        "[distill] distill's own line",
+    ]
     logged = path.read_text()
-    for line in ("(pid=123) a worker line", "Started a local Ray instance.", "a deprecation from a library",
-                 "core_worker.cc] written straight"):
+    for line in (
+        "(pid=123) a worker line",
+        "Started a local Ray instance.",
+        "a deprecation from a library",
+        "core_worker.cc] written straight",
+    ):
         assert line in logged
     assert ray_handler.stream is sys.stderr  # back on the console after the run
 
@@ -148,13 +154,22 @@ def rows(n_methods: int = 6) -> list[dict]:
     names = ["random", "diversity_sampling", "embedding_centroid", "high_info_density", "semantic_dedup", "full"]
     out = []
     for i, name in enumerate(names[:n_methods]):
-        out.append({"method": name, "rougeL": 0.2 + i / 100, "rougeL_ci95": [0.18 + i / 100, 0.22 + i / 100],
-                    "bertscore_f1": 0.5123, "pct_of_full": 100.0 * (0.2 + i / 100) / 0.25,
-                    "vs_random_pct": None if i == 0 else -12.5 + i,
-                    "vs_random": None if i in (0, 5) else {"rougeL": {"diff": 0.01, "p_holm": 0.0004 * i,
-                                                                        "significant": i == 1}},
-                    "samples": 1000 if name == "full" else 100,
-                    "seeds": 3, "time_s": 1234.5})
+        out.append(
+            {
+                "method": name,
+                "rougeL": 0.2 + i / 100,
+                "rougeL_ci95": [0.18 + i / 100, 0.22 + i / 100],
+                "bertscore_f1": 0.5123,
+                "pct_of_full": 100.0 * (0.2 + i / 100) / 0.25,
+                "vs_random_pct": None if i == 0 else -12.5 + i,
+                "vs_random": None
+                if i in (0, 5)
+                else {"rougeL": {"diff": 0.01, "p_holm": 0.0004 * i, "significant": i == 1}},
+                "samples": 1000 if name == "full" else 100,
+                "seeds": 3,
+                "time_s": 1234.5,
+            }
+        )
     return out
 
 
@@ -204,7 +219,9 @@ def test_distill_loggers_reach_the_console_through_one_handler(tmp_path, caplog)
     finally:
         run_console._ACTIVE.pop()
     assert buffer.getvalue().splitlines()[1:] == [
-        "[distill] features: 24 × 64 embeddings", "[distill] warning: damaged artifact x.json: truncated"]
+        "[distill] features: 24 × 64 embeddings",
+        "[distill] warning: damaged artifact x.json: truncated",
+    ]
     assert "features" not in path.read_text()
     assert "damaged artifact x.json" in caplog.text  # records still propagate (tests, a user's own handlers)
     handlers = [h for h in logging.getLogger("distill").handlers if isinstance(h, run_console.ConsoleHandler)]

@@ -16,20 +16,49 @@ pexpect = pytest.importorskip("pexpect")
 REPO = Path(__file__).resolve().parent.parent
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 # What Ray, Tune and Ray Data print on a driver's console when left alone
-RAY_NOISE = ("Started a local Ray instance", "INFO worker.py", "WARNING", "core_worker.cc", "pid=", "Trial status",
-             "== Status ==", "Running Dataset", "Starting execution of Dataset", "Tune Experiment",
-             "Configuration for experiment", "Loading weights", "Warning", "Traceback")
+RAY_NOISE = (
+    "Started a local Ray instance",
+    "INFO worker.py",
+    "WARNING",
+    "core_worker.cc",
+    "pid=",
+    "Trial status",
+    "== Status ==",
+    "Running Dataset",
+    "Starting execution of Dataset",
+    "Tune Experiment",
+    "Configuration for experiment",
+    "Loading weights",
+    "Warning",
+    "Traceback",
+)
 
 
 @pytest.mark.slow
 def test_quick_run_in_an_80_column_terminal(tiny_job, tmp_path):
     job = tmp_path / "tiny.yaml"
     job.write_text(yaml.safe_dump(tiny_job))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "TERM": "xterm-256color", "COLUMNS": "80", "LINES": "40"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "TERM": "xterm-256color",
+        "COLUMNS": "80",
+        "LINES": "40",
+    }
     env.pop("RAY_ADDRESS", None)
-    child = pexpect.spawn(sys.executable, ["-m", "distill", "quick", "--job", str(job)], cwd=str(tmp_path), env=env,
-                          dimensions=(40, 80), encoding="utf-8", codec_errors="replace", timeout=600)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "distill", "quick", "--job", str(job)],
+        cwd=str(tmp_path),
+        env=env,
+        dimensions=(40, 80),
+        encoding="utf-8",
+        codec_errors="replace",
+        timeout=600,
+    )
     child.expect(pexpect.EOF)
     child.close()
     raw = child.before
@@ -58,9 +87,19 @@ def test_quick_run_in_an_80_column_terminal(tiny_job, tmp_path):
         assert re.search(r"\[distill\] " + stage + r"\S* .*done in \d+\.\ds", screen), stage
 
     # the comparison table: every column header visible, no line wider than the terminal
-    table = screen[screen.index("Method comparison"):screen.index("p: ROUGE-L vs random")]
+    table = screen[screen.index("Method comparison") : screen.index("p: ROUGE-L vs random")]
     assert max(len(line) for line in table.splitlines()) <= 80
-    for header in ("Method", "ROUGE-L", "95% CI", "BERTScore", "% of full", "vs random", "p (Holm)", "Samples",
-                   "Seeds", "Time (s)"):
+    for header in (
+        "Method",
+        "ROUGE-L",
+        "95% CI",
+        "BERTScore",
+        "% of full",
+        "vs random",
+        "p (Holm)",
+        "Samples",
+        "Seeds",
+        "Time (s)",
+    ):
         assert header in table, header
     assert "random" in table and "balanced_lengths" in table

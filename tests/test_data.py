@@ -17,9 +17,15 @@ SCITLDR = Path(__file__).resolve().parent.parent / "data" / "scitldr" / "scitldr
 
 
 def _rows(n: int, prefix: str = "doc") -> list[dict]:
-    return [{"id": f"{prefix}{i}", "title": f"Title {i}",
-             "text": f"This is {prefix} number {i}. It talks about topic {i * 7} at some length; enough to pass.",
-             "summary": f"Summary of {prefix} {i}."} for i in range(n)]
+    return [
+        {
+            "id": f"{prefix}{i}",
+            "title": f"Title {i}",
+            "text": f"This is {prefix} number {i}. It talks about topic {i * 7} at some length; enough to pass.",
+            "summary": f"Summary of {prefix} {i}.",
+        }
+        for i in range(n)
+    ]
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -28,6 +34,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 # ----------------------------------------------------------------------------- embedded sample
+
 
 def test_embedded_billsum_split():
     splits = load_splits(DataConfig(test_size=10))
@@ -57,19 +64,33 @@ def test_max_train_caps_the_pool():
 
 # ----------------------------------------------------------------------------- leakage
 
+
 def test_no_leakage_by_normalised_text_or_id(tmp_path):
     train = _rows(12, "tr")
     test = _rows(4, "te")
     # a train row whose text is a test text with different whitespace and case
-    train.append({"id": "dup-text", "title": "", "text": "  " + test[0]["text"].upper().replace(" ", "   \n") + " ",
-                  "summary": "A duplicate in disguise."})
+    train.append(
+        {
+            "id": "dup-text",
+            "title": "",
+            "text": "  " + test[0]["text"].upper().replace(" ", "   \n") + " ",
+            "summary": "A duplicate in disguise.",
+        }
+    )
     # a train row that shares a test row's id but has a different text
-    train.append({"id": test[1]["id"], "title": "", "text": "Completely different words that share only an identifier.",
-                  "summary": "Same id, other text."})
+    train.append(
+        {
+            "id": test[1]["id"],
+            "title": "",
+            "text": "Completely different words that share only an identifier.",
+            "summary": "Same id, other text.",
+        }
+    )
     rows = [dict(r, split="train") for r in train] + [dict(r, split="test") for r in test]
     path = _write_jsonl(tmp_path / "d.jsonl", rows)
-    splits = load_splits(DataConfig(source=str(path), split_column="split", test_split="test", test_size=4,
-                                    id_column="id"))
+    splits = load_splits(
+        DataConfig(source=str(path), split_column="split", test_split="test", test_size=4, id_column="id")
+    )
     assert len(splits.test) == 4
     test_hashes = set(splits.test["text"].map(text_hash))
     assert not set(splits.train["id"]) & set(splits.test["id"])
@@ -95,8 +116,11 @@ def test_carved_split_drops_within_file_duplicates(tmp_path):
 
 # ----------------------------------------------------------------------------- local formats
 
+
 def _renamed(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(rows).rename(columns={"id": "doc_id", "title": "heading", "text": "body", "summary": "abstract"})
+    return pd.DataFrame(rows).rename(
+        columns={"id": "doc_id", "title": "heading", "text": "body", "summary": "abstract"}
+    )
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".parquet"])
@@ -111,11 +135,18 @@ def test_local_formats_with_column_mapping(tmp_path, suffix):
         frame.to_csv(path, index=False)
     else:
         frame.to_parquet(path)
-    cfg = DataConfig(source=str(path), text_column="body", summary_column="abstract", title_column="heading",
-                     id_column="doc_id", test_size=3)
+    cfg = DataConfig(
+        source=str(path),
+        text_column="body",
+        summary_column="abstract",
+        title_column="heading",
+        id_column="doc_id",
+        test_size=3,
+    )
     splits = load_splits(cfg)
-    reference = load_splits(DataConfig(source=str(_write_jsonl(tmp_path / "ref.jsonl", _rows(15))),
-                                       id_column="id", test_size=3))
+    reference = load_splits(
+        DataConfig(source=str(_write_jsonl(tmp_path / "ref.jsonl", _rows(15))), id_column="id", test_size=3)
+    )
     pd.testing.assert_frame_equal(splits.train, reference.train)
     pd.testing.assert_frame_equal(splits.test, reference.test)
     assert splits.fingerprint == reference.fingerprint
@@ -132,8 +163,9 @@ def _csv_bytes(rows: list[dict], sep: str = ",") -> bytes:
 
 
 AS_PEOPLE_HAVE_THEM = {
-    "bom-crlf-blank-lines.jsonl": lambda rows: (b"\xef\xbb\xbf" + _jsonl_bytes(rows).replace(b"\n", b"\r\n")
-                                                + b"\r\n\r\n"),
+    "bom-crlf-blank-lines.jsonl": lambda rows: (
+        b"\xef\xbb\xbf" + _jsonl_bytes(rows).replace(b"\n", b"\r\n") + b"\r\n\r\n"
+    ),
     "array-named.jsonl": lambda rows: json.dumps(rows, indent=2).encode(),
     "lines-named.json": _jsonl_bytes,
     "bom-excel.csv": lambda rows: b"\xef\xbb\xbf" + _csv_bytes(rows) + b"\r\n",
@@ -149,19 +181,23 @@ def test_files_as_other_tools_write_them_load_like_plain_jsonl(tmp_path, name):
     path = tmp_path / name
     path.write_bytes(AS_PEOPLE_HAVE_THEM[name](_rows(15)))
     splits = load_splits(DataConfig(source=str(path), id_column="id", test_size=3))
-    reference = load_splits(DataConfig(source=str(_write_jsonl(tmp_path / "ref.jsonl", _rows(15))), id_column="id",
-                                       test_size=3))
+    reference = load_splits(
+        DataConfig(source=str(_write_jsonl(tmp_path / "ref.jsonl", _rows(15))), id_column="id", test_size=3)
+    )
     assert splits.fingerprint == reference.fingerprint
 
 
-@pytest.mark.parametrize("name,content,problem,fix", [
-    ("utf16.csv", "text,summary\nsome text here,short\n".encode("utf-16"), "is UTF-16 text", "iconv -f utf-16"),
-    ("plain.jsonl.gz", b'{"text": "a"}\n', "cannot decompress", "gzip -t"),
-    ("cut.jsonl.gz", gzip.compress(b'{"text": "a"}\n' * 100, mtime=0)[:40], "cannot decompress", "gzip -t"),
-    ("sheet.xlsx", b"PK\x03\x04", "unsupported file type '.xlsx'", "CSV UTF-8"),
-    ("data.zip", b"PK\x03\x04", "unsupported file type '.zip'", "unzip"),
-    ("data.parquet.gz", b"x", "unsupported file type '.parquet.gz'", ".jsonl.gz"),
-])
+@pytest.mark.parametrize(
+    "name,content,problem,fix",
+    [
+        ("utf16.csv", "text,summary\nsome text here,short\n".encode("utf-16"), "is UTF-16 text", "iconv -f utf-16"),
+        ("plain.jsonl.gz", b'{"text": "a"}\n', "cannot decompress", "gzip -t"),
+        ("cut.jsonl.gz", gzip.compress(b'{"text": "a"}\n' * 100, mtime=0)[:40], "cannot decompress", "gzip -t"),
+        ("sheet.xlsx", b"PK\x03\x04", "unsupported file type '.xlsx'", "CSV UTF-8"),
+        ("data.zip", b"PK\x03\x04", "unsupported file type '.zip'", "unzip"),
+        ("data.parquet.gz", b"x", "unsupported file type '.parquet.gz'", ".jsonl.gz"),
+    ],
+)
 def test_files_that_cannot_be_read_say_how_to_convert_them(tmp_path, name, content, problem, fix):
     path = tmp_path / name
     path.write_bytes(content)
@@ -252,19 +288,38 @@ def test_fingerprint_changes_when_a_row_changes(tmp_path):
 
 # ----------------------------------------------------------------------------- split column
 
+
 def test_split_column_scitldr_shaped(tmp_path):
     rows = [dict(r, split="train", all_summaries=[r["summary"]]) for r in _rows(20, "t")]
     rows += [dict(r, split="dev", all_summaries=[r["summary"], "x"]) for r in _rows(6, "d")]
     path = _write_jsonl(tmp_path / "scitldr_like.jsonl", rows)
-    splits = load_splits(DataConfig(source=str(path), split_column="split", train_split="train", test_split="dev",
-                                    id_column="id", title_column=None, test_size=4))
+    splits = load_splits(
+        DataConfig(
+            source=str(path),
+            split_column="split",
+            train_split="train",
+            test_split="dev",
+            id_column="id",
+            title_column=None,
+            test_size=4,
+        )
+    )
     assert len(splits.test) == 4
     assert splits.test["id"].str.startswith("d").all()
     assert splits.train["id"].str.startswith("t").all()
     assert len(splits.train) == 20
     assert "split=train/dev" in splits.source
-    again = load_splits(DataConfig(source=str(path), split_column="split", train_split="train", test_split="dev",
-                                   id_column="id", title_column=None, test_size=4))
+    again = load_splits(
+        DataConfig(
+            source=str(path),
+            split_column="split",
+            train_split="train",
+            test_split="dev",
+            id_column="id",
+            title_column=None,
+            test_size=4,
+        )
+    )
     assert again.test["id"].tolist() == splits.test["id"].tolist()
 
 
@@ -278,8 +333,17 @@ def test_split_column_without_test_split_carves_from_train(tmp_path):
 
 @pytest.mark.skipif(not SCITLDR.exists(), reason="SciTLDR file not in this checkout")
 def test_real_scitldr_file():
-    splits = load_splits(DataConfig(source=str(SCITLDR), split_column="split", train_split="train", test_split="dev",
-                                    id_column="id", title_column=None, test_size=50))
+    splits = load_splits(
+        DataConfig(
+            source=str(SCITLDR),
+            split_column="split",
+            train_split="train",
+            test_split="dev",
+            id_column="id",
+            title_column=None,
+            test_size=50,
+        )
+    )
     assert len(splits.train) == 1991
     assert len(splits.test) == 50
     assert splits.test["id"].str.contains("dev").all()
@@ -288,6 +352,7 @@ def test_real_scitldr_file():
 
 
 # ----------------------------------------------------------------------------- errors
+
 
 def test_missing_file(tmp_path):
     with pytest.raises(DistillError) as err:
@@ -324,9 +389,15 @@ def test_missing_split_column(tmp_path):
         load_splits(DataConfig(source=str(path), split_column="part", test_size=2))
 
 
-@pytest.mark.parametrize("name,content", [("broken.jsonl", '{"text": "fine", "summary": "ok"}\n{this is not json\n'),
-                                          ("broken.json", "[1, 2"), ("broken.csv", 'text,summary\n"unterminated,1\n'),
-                                          ("broken.parquet", "not a parquet file")])
+@pytest.mark.parametrize(
+    "name,content",
+    [
+        ("broken.jsonl", '{"text": "fine", "summary": "ok"}\n{this is not json\n'),
+        ("broken.json", "[1, 2"),
+        ("broken.csv", 'text,summary\n"unterminated,1\n'),
+        ("broken.parquet", "not a parquet file"),
+    ],
+)
 def test_unparseable_file(tmp_path, name, content):
     path = tmp_path / name
     path.write_text(content)
@@ -392,7 +463,9 @@ def test_hub_dataset_loads_through_datasets(monkeypatch):
         return Fake(frames[split])
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
-    splits = load_splits(DataConfig(source="org/data", hub_config="cfg", test_split="test", test_size=3, id_column="id"))
+    splits = load_splits(
+        DataConfig(source="org/data", hub_config="cfg", test_split="test", test_size=3, id_column="id")
+    )
     assert seen == [("org/data", "cfg", "train"), ("org/data", "cfg", "test")]
     assert len(splits.train) == 10 and len(splits.test) == 3
     assert splits.test["id"].str.startswith("te").all()
@@ -404,8 +477,15 @@ def test_null_cells_are_empty_not_the_string_nan(tmp_path):
     rows[0]["summary"] = None
     rows[1]["title"] = None
     rows[2]["text"] = None
-    splits = load_splits(DataConfig(source=str(_write_jsonl(tmp_path / "d.jsonl", rows)), id_column="id",
-                                    min_summary_chars=1, min_text_chars=1, test_size=2))
+    splits = load_splits(
+        DataConfig(
+            source=str(_write_jsonl(tmp_path / "d.jsonl", rows)),
+            id_column="id",
+            min_summary_chars=1,
+            min_text_chars=1,
+            test_size=2,
+        )
+    )
     both = pd.concat([splits.train, splits.test])
     assert set(both["id"]) == {f"doc{i}" for i in range(8)} - {"doc0", "doc2"}
     assert both.set_index("id").loc["doc1", "title"] == ""
@@ -413,6 +493,7 @@ def test_null_cells_are_empty_not_the_string_nan(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the query set (rds_plus)
+
 
 def test_query_slice_is_kept_out_of_the_pool_and_the_test_set():
     plain = load_splits(DataConfig(test_size=10))
@@ -426,7 +507,9 @@ def test_query_slice_is_kept_out_of_the_pool_and_the_test_set():
     again = load_splits(DataConfig(test_size=10, query_size=6))
     assert again.query["id"].tolist() == splits.query["id"].tolist()  # seeded (split_seed)
     capped = load_splits(DataConfig(test_size=10, query_size=6, max_train=20))
-    assert len(capped.train) == 20 and capped.query["id"].tolist() == splits.query["id"].tolist()  # taken before the cap
+    assert (
+        len(capped.train) == 20 and capped.query["id"].tolist() == splits.query["id"].tolist()
+    )  # taken before the cap
 
 
 def test_query_files_are_tasks_without_held_out_examples(tmp_path):

@@ -14,13 +14,19 @@ TEXTS = [
     "Amends the Internal Revenue Code to extend the credit.",
     "A bill to designate the facility of the United States Postal Service located at 100 Main Street. " * 6,
 ]
-SUMMARIES = ["Directs a grid storage research program.", "Extends a tax credit.",
-             "Designates a post office building in honor of a local veteran who served in two wars."]
+SUMMARIES = [
+    "Directs a grid storage research program.",
+    "Extends a tax credit.",
+    "Designates a post office building in honor of a local veteran who served in two wars.",
+]
 
 
 def batch(indices):
-    return {"row": np.asarray(indices), "text": np.asarray([TEXTS[i] for i in indices], dtype=object),
-            "summary": np.asarray([SUMMARIES[i] for i in indices], dtype=object)}
+    return {
+        "row": np.asarray(indices),
+        "text": np.asarray([TEXTS[i] for i in indices], dtype=object),
+        "summary": np.asarray([SUMMARIES[i] for i in indices], dtype=object),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +78,9 @@ def test_position_weighted_mean_matches_hand_computation(actor):
     with torch.no_grad():
         hidden = actor.model.get_decoder()(input_ids=torch.tensor([enc.prompt + enc.target])).last_hidden_state[0]
     weights = torch.arange(1, len(hidden) + 1, dtype=torch.float32)
-    np.testing.assert_allclose(out["embedding_wmean"][1], (weights[:, None] * hidden).sum(0).numpy() / weights.sum().item(),
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        out["embedding_wmean"][1], (weights[:, None] * hidden).sum(0).numpy() / weights.sum().item(), atol=1e-4
+    )
 
 
 def test_loss_alone_is_the_summary_without_its_document(tiny_model, model_cfg, actor):
@@ -89,7 +96,9 @@ def test_loss_alone_is_the_summary_without_its_document(tiny_model, model_cfg, a
         assert enc.target == with_alone.format.encode(TEXTS[i], SUMMARIES[i]).target
         ids = torch.tensor([enc.prompt + enc.target])
         with torch.no_grad():
-            expected = with_alone.model(input_ids=ids, labels=torch.tensor([[-100] * len(enc.prompt) + enc.target])).loss
+            expected = with_alone.model(
+                input_ids=ids, labels=torch.tensor([[-100] * len(enc.prompt) + enc.target])
+            ).loss
         assert out["loss_alone"][i] == pytest.approx(expected.item(), abs=1e-4)
     assert (out["seconds_loss_alone"] > 0).all() and len(set(out["seconds_loss_alone"])) == 1
 

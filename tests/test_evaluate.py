@@ -10,9 +10,11 @@ import torch
 from distill.config import EvalConfig, ModelConfig
 from distill.evaluate import HUB_BERTSCORE, OFFLINE_BERTSCORE_LAYERS, _until_eos, generate, resolve_scorer, score
 
-REFS = ["The bill establishes a grant program for rural hospitals.",
-        "Amends the tax code to extend the electric vehicle credit through 2030.",
-        "Designates a post office building in honor of a veteran."]
+REFS = [
+    "The bill establishes a grant program for rural hospitals.",
+    "Amends the tax code to extend the electric vehicle credit through 2030.",
+    "Designates a post office building in honor of a veteran.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +23,7 @@ def offline_scorer():
 
 
 # ----------------------------------------------------------------------------- scorer choice
+
 
 def test_offline_scorer_is_local_minilm():
     scorer, reason = resolve_scorer(EvalConfig(bertscore_model="offline"), hub_reachable=True)
@@ -55,6 +58,7 @@ def test_configured_scorer_is_used_as_is():
 
 # ----------------------------------------------------------------------------- scoring
 
+
 def test_identical_prediction_scores_one(offline_scorer):
     rows = score(REFS, REFS, offline_scorer, "cpu")
     assert len(rows) == 3
@@ -83,8 +87,11 @@ def test_empty_prediction_scores_zero_and_is_kept(offline_scorer):
 def test_rouge_matches_rouge_score_with_stemming(offline_scorer):
     from rouge_score import rouge_scorer
 
-    preds = ["Establishing grants for hospitals in rural areas.", "Extended credits for vehicles.",
-             "A veteran is honored by the naming of a building."]
+    preds = [
+        "Establishing grants for hospitals in rural areas.",
+        "Extended credits for vehicles.",
+        "A veteran is honored by the naming of a building.",
+    ]
     rows = score(preds, REFS, offline_scorer, "cpu")
     reference = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     for row, pred, ref in zip(rows, preds, REFS):
@@ -97,6 +104,7 @@ def test_rouge_matches_rouge_score_with_stemming(offline_scorer):
 
 
 # ----------------------------------------------------------------------------- generation
+
 
 def test_until_eos():
     assert _until_eos([5, 6, 2, 7, 2], 2) == [5, 6]
@@ -122,10 +130,12 @@ def tiny(tiny_model):
     return model, tokenizer, PromptFormat(tokenizer, max_source_tokens=40, max_target_tokens=8)
 
 
-TEXTS = ["Short bill.",
-         "The Secretary of Energy shall carry out a program to support research on grid storage. " * 3,
-         "Amends the Internal Revenue Code to extend the credit for electric vehicles.",
-         "Designates the facility of the Postal Service at 100 Main Street as the Jane Doe Post Office. " * 2]
+TEXTS = [
+    "Short bill.",
+    "The Secretary of Energy shall carry out a program to support research on grid storage. " * 3,
+    "Amends the Internal Revenue Code to extend the credit for electric vehicles.",
+    "Designates the facility of the Postal Service at 100 Main Street as the Jane Doe Post Office. " * 2,
+]
 
 
 def test_generate_batch_size_does_not_change_outputs(tiny):
@@ -147,10 +157,17 @@ def test_generate_returns_outputs_in_input_order(tiny):
     for text, out in zip(TEXTS, outputs):
         ids = torch.tensor([fmt.encode(text).prompt])
         with torch.no_grad():
-            gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        expected = tokenizer.decode(_until_eos(gen[0, ids.shape[1]:].tolist(), tokenizer.eos_token_id),
-                                    skip_special_tokens=True).strip()
+            gen = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=5,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        expected = tokenizer.decode(
+            _until_eos(gen[0, ids.shape[1] :].tolist(), tokenizer.eos_token_id), skip_special_tokens=True
+        ).strip()
         assert out == expected
 
 
@@ -190,7 +207,17 @@ def test_generate_with_lora_equals_per_example_unmerged_generation(tiny):
     for text, out in zip(TEXTS, batched):
         ids = torch.tensor([fmt.encode(text).prompt])
         with torch.no_grad():
-            gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        assert out == tokenizer.decode(_until_eos(gen[0, ids.shape[1]:].tolist(), tokenizer.eos_token_id),
-                                       skip_special_tokens=True).strip()
+            gen = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=6,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        assert (
+            out
+            == tokenizer.decode(
+                _until_eos(gen[0, ids.shape[1] :].tolist(), tokenizer.eos_token_id), skip_special_tokens=True
+            ).strip()
+        )

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from clusters import stop_ray, wait_for
+
 from distill import checkpoint, counters, pipeline
 from distill.config import ModelConfig, TrainConfig, config_from_run, make_config
 from distill.data import load_splits
@@ -35,8 +35,14 @@ COMPARED = ("rouge1", "rouge2", "rougeL", "bertscore_f1", "final_train_loss", "t
 
 
 def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false", **extra}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        **extra,
+    }
 
 
 # ------------------------------------------------------------------------------------ the training state
@@ -52,7 +58,9 @@ def test_the_data_stream_resumes_at_any_position():
 def test_a_fine_tune_resumed_from_a_saved_checkpoint_is_bit_identical(tiny_model, tmp_path):
     """Save after step 3 of 6 to disk, continue in a fresh model: the same adapter, to the last bit (CPU, one
     thread: the same kernels on the same inputs in the same order; dropout draws from the restored RNG)."""
-    texts = [f"Section {i}. The Secretary shall report on program {i} to Congress within {i + 1} years." for i in range(5)]
+    texts = [
+        f"Section {i}. The Secretary shall report on program {i} to Congress within {i + 1} years." for i in range(5)
+    ]
     summaries = [f"Requires report {i}." for i in range(5)]
     cfg = TrainConfig(lora_r=4, lora_dropout=0.1, batch_size=2, epochs=3, max_steps=6, warmup_ratio=0.2)
     tokenizer = load_tokenizer(tiny_model)
@@ -112,7 +120,9 @@ def test_resume_of_a_folder_without_a_run_is_one_line_and_exit_2(tmp_path, capsy
 
 
 @pytest.mark.slow
-def test_a_killed_trial_is_retried_from_its_checkpoint_and_matches_an_uninterrupted_run(tiny_job, tmp_path, monkeypatch):
+def test_a_killed_trial_is_retried_from_its_checkpoint_and_matches_an_uninterrupted_run(
+    tiny_job, tmp_path, monkeypatch
+):
     tiny_job["select"]["methods"] = ["random"]
     tiny_job["train"].update(max_steps=6, epochs=3)
     tiny_job["resources"].update(checkpoint_every=2, max_failures=1)
@@ -136,12 +146,16 @@ def test_a_killed_trial_is_retried_from_its_checkpoint_and_matches_an_uninterrup
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        record = run_trial(spec, cfg, splits.train, splits.test, resolved, trial_key(spec, cfg, resolved, splits.fingerprint))
+        record = run_trial(
+            spec, cfg, splits.train, splits.test, resolved, trial_key(spec, cfg, resolved, splits.fingerprint)
+        )
     finally:
         torch.set_num_threads(threads)
     assert {m: metrics[m] for m in COMPARED} == {m: record["metrics"][m] for m in COMPARED}  # bit-for-bit
-    predictions = [json.loads(line)["prediction"] for line in
-                   (out / "trials" / "random-s0" / "predictions.jsonl").read_text().splitlines()]
+    predictions = [
+        json.loads(line)["prediction"]
+        for line in (out / "trials" / "random-s0" / "predictions.jsonl").read_text().splitlines()
+    ]
     assert predictions == [p["prediction"] for p in record["predictions"]]
 
 
@@ -160,13 +174,24 @@ def test_resume_after_the_driver_is_killed_recomputes_nothing_that_was_finished(
     env = _env(DISTILL_FAULT="train_step:2:hang", DISTILL_FAULT_DIR=str(faults_dir), DISTILL_TEST_RAY=marker)
     stalled = faults_dir / "train_step.json"
     with open(tmp_path / "driver.log", "w") as log:
-        driver = subprocess.Popen([sys.executable, "-m", "distill", "quick", "--job", str(job)], env=env, cwd=tmp_path,
-                                  stdout=log, stderr=subprocess.STDOUT)
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "distill", "quick", "--job", str(job)],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             wait_for(stalled.exists, 150, "a trial to stall after its step-2 checkpoint")
             hung = json.loads(stalled.read_text())["tag"]
-            wait_for(lambda: (out / "trials" / hung / checkpoint.POINTER_FILE).exists()
-                      and len(list(out.glob("trials/*/metrics.json"))) == 1, 120, "the other trial to finish")
+            wait_for(
+                lambda: (
+                    (out / "trials" / hung / checkpoint.POINTER_FILE).exists()
+                    and len(list(out.glob("trials/*/metrics.json"))) == 1
+                ),
+                120,
+                "the other trial to finish",
+            )
             driver.send_signal(signal.SIGKILL)
             assert driver.wait(timeout=30) == -signal.SIGKILL
         finally:
@@ -175,14 +200,24 @@ def test_resume_after_the_driver_is_killed_recomputes_nothing_that_was_finished(
     before = counters.read(out)
     assert before == {"embeddings": 24, "selections": 2, "trials": 1, "train_steps": 6}
 
-    resumed = subprocess.run([sys.executable, "-m", "distill", "resume", str(out)], env=env, cwd=tmp_path,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "distill", "resume", str(out)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     stop_ray(marker)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     after = counters.read(out)
     # 0 embeddings, 0 selections, 0 finished trials again; the stalled trial's last 4 of 6 steps
-    assert {k: after[k] - before.get(k, 0) for k in after} == {"embeddings": 0, "selections": 0, "trials": 1,
-                                                               "train_steps": 4}
+    assert {k: after[k] - before.get(k, 0) for k in after} == {
+        "embeddings": 0,
+        "selections": 0,
+        "trials": 1,
+        "train_steps": 4,
+    }
     assert json.loads((out / "trials" / hung / "metrics.json").read_text())["resumed_from_step"] == 2
     assert "reusing cached features" in resumed.stdout and "2 selection(s) reused" in resumed.stdout
     assert "1 trial(s) reused" in resumed.stdout
@@ -203,8 +238,8 @@ def test_a_dead_embedding_actor_is_restarted_and_every_row_is_embedded_once(tiny
     monkeypatch.setenv("DISTILL_FAULT", "embed_batch:2:exit")  # the actor process exits on its second batch
     monkeypatch.setenv("DISTILL_FAULT_DIR", str(tmp_path))
     with pipeline.ray_session(cfg.resources):
-        hit = pipeline.embed_pool(cfg, splits, model_path, tmp_path / "hit")
-        calm = pipeline.embed_pool(cfg, splits, model_path, tmp_path / "calm")  # the fault fires once: not here
+        hit, _ = pipeline.embed_pool(cfg, splits, model_path, tmp_path / "hit")
+        calm, _ = pipeline.embed_pool(cfg, splits, model_path, tmp_path / "calm")  # the fault fires once: not here
     assert json.loads((tmp_path / "embed_batch.json").read_text())["action"] == "exit"
     # embed_pool checks the row ids (each pool row exactly once) before it caches anything
     assert counters.read(tmp_path / "hit") == {"embeddings": len(splits.train)}

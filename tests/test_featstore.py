@@ -23,7 +23,7 @@ def batches_of(rows: np.ndarray, emb: np.ndarray, loss: np.ndarray, sizes: list[
     """Yield (row, embedding, loss) batches over `rows` in the given order and batch sizes."""
     start = 0
     for size in sizes:
-        r = rows[start:start + size]
+        r = rows[start : start + size]
         yield {"row": r, "embedding": emb[r], "loss": loss[r]}
         start += size
     assert start == len(rows)
@@ -53,18 +53,23 @@ def test_stream_puts_every_row_at_its_index(tmp_path, table):
 
 def test_a_batch_with_other_columns_is_refused(tmp_path, table):
     emb, loss = table
-    batches = [{"row": np.arange(25), "embedding": emb[:25], "loss": loss[:25]},
-               {"row": np.arange(25, 50), "embedding": emb[25:]}]
+    batches = [
+        {"row": np.arange(25), "embedding": emb[:25], "loss": loss[:25]},
+        {"row": np.arange(25, 50), "embedding": emb[25:]},
+    ]
     with pytest.raises(DistillError, match="columns"):
         featstore.stream(iter(batches), tmp_path / "f", 50)
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("rows,problem", [
-    (np.r_[np.arange(50), 3], "repeats row"),  # a row embedded twice
-    (np.arange(49), "never embedded"),  # a row missing
-    (np.r_[np.arange(50), 50], "outside the pool"),
-])
+@pytest.mark.parametrize(
+    "rows,problem",
+    [
+        (np.r_[np.arange(50), 3], "repeats row"),  # a row embedded twice
+        (np.arange(49), "never embedded"),  # a row missing
+        (np.r_[np.arange(50), 50], "outside the pool"),
+    ],
+)
 def test_every_row_exactly_once_or_nothing_is_cached(tmp_path, table, rows, problem):
     emb, loss = table
     emb, loss = np.vstack([emb, emb[:1]]), np.r_[loss, loss[:1]]  # row 50 exists in the source only
@@ -99,10 +104,18 @@ def test_features_keep_memory_maps_and_pickle_them_by_path(tmp_path, table):
 def test_views_and_plain_arrays_pickle_by_value(tmp_path, table):
     emb, loss = featstore.stream(batches_of(np.arange(50), *table, [50]), tmp_path / "f", 50).values()
     features = text_features(["x y."] * 50, emb, loss)
-    for part in (replace(features, embeddings=emb[10:20], loss=loss[10:20], n_words=features.n_words[10:20],
-                         n_sentences=features.n_sentences[10:20], type_token_ratio=features.type_token_ratio[10:20],
-                         info_density=features.info_density[10:20]),
-                 text_features(["x y."] * 50, np.array(emb), np.array(loss))):
+    for part in (
+        replace(
+            features,
+            embeddings=emb[10:20],
+            loss=loss[10:20],
+            n_words=features.n_words[10:20],
+            n_sentences=features.n_sentences[10:20],
+            type_token_ratio=features.type_token_ratio[10:20],
+            info_density=features.info_density[10:20],
+        ),
+        text_features(["x y."] * 50, np.array(emb), np.array(loss)),
+    ):
         back = pickle.loads(pickle.dumps(part))
         assert getattr(back.embeddings, "filename", None) is None  # a copy of the values, not a map of the file
         np.testing.assert_array_equal(back.embeddings, part.embeddings)
@@ -111,11 +124,14 @@ def test_views_and_plain_arrays_pickle_by_value(tmp_path, table):
 def test_streamed_model_features_equal_the_old_in_memory_path(tmp_path, tiny_model, billsum_path):
     """The pipeline's length-sorted batches, streamed, give exactly what concatenate + argsort gave."""
     pool = pd.read_json(billsum_path, lines=True).head(12)
-    actor = EmbedActor(tiny_model, ModelConfig(name=tiny_model, dtype="float32", max_source_tokens=40,
-                                               max_target_tokens=8))
+    actor = EmbedActor(
+        tiny_model, ModelConfig(name=tiny_model, dtype="float32", max_source_tokens=40, max_target_tokens=8)
+    )
     order = np.argsort(-pool["text"].str.len().to_numpy(), kind="stable")
-    outputs = [actor({"row": rows, "text": pool["text"].to_numpy()[rows], "summary": pool["summary"].to_numpy()[rows]})
-               for rows in np.array_split(order, 4)]
+    outputs = [
+        actor({"row": rows, "text": pool["text"].to_numpy()[rows], "summary": pool["summary"].to_numpy()[rows]})
+        for rows in np.array_split(order, 4)
+    ]
     rows = np.concatenate([b["row"] for b in outputs])
     old_emb = np.concatenate([b["embedding"] for b in outputs])[np.argsort(rows)]
     old_loss = np.concatenate([b["loss"] for b in outputs])[np.argsort(rows)]
@@ -123,7 +139,9 @@ def test_streamed_model_features_equal_the_old_in_memory_path(tmp_path, tiny_mod
     emb, loss = stored["embedding"], stored["loss"]
     np.testing.assert_array_equal(emb, old_emb)
     np.testing.assert_array_equal(loss, old_loss)
-    alone = actor({"row": np.array([5]), "text": pool["text"].to_numpy()[[5]], "summary": pool["summary"].to_numpy()[[5]]})
+    alone = actor(
+        {"row": np.array([5]), "text": pool["text"].to_numpy()[[5]], "summary": pool["summary"].to_numpy()[[5]]}
+    )
     np.testing.assert_allclose(emb[5], alone["embedding"][0], atol=1e-4)  # row 5 sits at index 5
 
 
@@ -132,10 +150,8 @@ def test_pipeline_streams_the_pool_and_selects_from_the_memory_map(tiny_job, tin
     """Through Ray: embed_pool streams to a memmap cache in row order (the query set to its own), a rerun
     reuses it, the selector tasks (which get the features by path) pick what an in-process run picks, and a
     method's time includes the extra features only it reads (the probe's, IFD's pass over the summaries)."""
-    from distill import pipeline
+    from distill import pipeline, preflight
     from distill.select import registry
-
-    from distill import preflight
 
     tiny_job["select"]["methods"] = ["embedding_centroid", "clustering", "loss_based", "el2n_loss", "ifd", "rds_plus"]
     tiny_job["data"]["query_size"] = 3
@@ -158,13 +174,19 @@ def test_pipeline_streams_the_pool_and_selects_from_the_memory_map(tiny_job, tin
     assert sorted(p.name.split("-")[0] for p in (out / "cache").iterdir() if p.is_dir()) == ["features", "query"]
     actor = EmbedActor(tiny_model, cfg.model, cfg.embed.pooling, loss_alone=True)
     for rows, got in ((splits.train, features), (splits.query, None)):
-        expected = actor({"row": np.arange(len(rows)), "text": rows["text"].to_numpy(), "summary": rows["summary"].to_numpy()})
+        expected = actor(
+            {"row": np.arange(len(rows)), "text": rows["text"].to_numpy(), "summary": rows["summary"].to_numpy()}
+        )
         if got is None:  # the query set: its position-weighted embeddings, grouped by source
             np.testing.assert_allclose(features.query_embedding, expected["embedding_wmean"], atol=1e-4)
             assert features.query_task.tolist() == [0, 0, 0]
             continue
-        for name, column in (("embeddings", "embedding"), ("loss", "loss"), ("embedding_wmean", "embedding_wmean"),
-                             ("loss_alone", "loss_alone")):
+        for name, column in (
+            ("embeddings", "embedding"),
+            ("loss", "loss"),
+            ("embedding_wmean", "embedding_wmean"),
+            ("loss_alone", "loss_alone"),
+        ):
             np.testing.assert_allclose(getattr(got, name), expected[column], atol=1e-4)
     k = preflight.budget(cfg, len(splits.train))
     for spec in specs:

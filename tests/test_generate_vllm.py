@@ -60,9 +60,19 @@ def test_trial_records_its_engine_or_hands_back_its_adapter(tiny_model, engine):
     from distill.evaluate import resolve_scorer
     from distill.trial import TrialSpec, run_trial
 
-    cfg = make_config("quick", {"model.name": tiny_model, "model.max_source_tokens": 32, "eval.max_new_tokens": 4,
-                                "train.max_steps": 1, "train.batch_size": 2, "train.lora_r": 2, "eval.engine": engine,
-                                "eval.bertscore_model": "offline"})
+    cfg = make_config(
+        "quick",
+        {
+            "model.name": tiny_model,
+            "model.max_source_tokens": 32,
+            "eval.max_new_tokens": 4,
+            "train.max_steps": 1,
+            "train.batch_size": 2,
+            "train.lora_r": 2,
+            "eval.engine": engine,
+            "eval.bertscore_model": "offline",
+        },
+    )
     splits = load_splits(DataConfig(test_size=2, max_train=6))
     scorer, _ = resolve_scorer(cfg.eval, hub_reachable=False)
     resolved = Resolved(tiny_model, engine, scorer, test_model=True)  # preflight resolves an explicit engine as given
@@ -82,6 +92,7 @@ def test_trial_records_its_engine_or_hands_back_its_adapter(tiny_model, engine):
 
 # --- vLLM (CPU) vs HF on the same trained adapters: a tiny random model, then the real SmolLM2 -------
 
+
 @pytest.fixture(scope="module")
 def smollm2():
     from distill.models import resolve_model
@@ -95,14 +106,31 @@ def train_adapters(model_path: str, overrides: dict) -> tuple:
     from distill.evaluate import resolve_scorer
     from distill.trial import TrialSpec, run_trial
 
-    cfg = make_config("quick", {"model.name": model_path, "eval.engine": "vllm", "train.batch_size": 2,
-                                "eval.bertscore_model": "offline", "resources.vllm_max_num_seqs": 8, **overrides})
+    cfg = make_config(
+        "quick",
+        {
+            "model.name": model_path,
+            "eval.engine": "vllm",
+            "train.batch_size": 2,
+            "eval.bertscore_model": "offline",
+            "resources.vllm_max_num_seqs": 8,
+            **overrides,
+        },
+    )
     splits = load_splits(DataConfig(test_size=4, max_train=12))
     scorer, _ = resolve_scorer(cfg.eval, hub_reachable=False)
     resolved = Resolved(model_path, "vllm", scorer, is_test_model(model_path))
-    records = {name: run_trial(TrialSpec(name, "random", seed, tuple(range(seed, seed + 6)), 0.0), cfg, splits.train,
-                               splits.test, resolved, key="k")
-               for name, seed in (("a-s0", 0), ("b-s1", 1))}
+    records = {
+        name: run_trial(
+            TrialSpec(name, "random", seed, tuple(range(seed, seed + 6)), 0.0),
+            cfg,
+            splits.train,
+            splits.test,
+            resolved,
+            key="k",
+        )
+        for name, seed in (("a-s0", 0), ("b-s1", 1))
+    }
     return cfg, splits.test, records
 
 
@@ -138,8 +166,10 @@ def test_vllm_matches_hf_on_a_tiny_model(tmp_path):
     from conftest import build_tiny_llama
 
     model_path = str(build_tiny_llama(tmp_path / "tiny-vllm", hidden=128))
-    cfg, test, records = train_adapters(model_path, {"model.max_source_tokens": 48, "eval.max_new_tokens": 8,
-                                                     "train.max_steps": 3, "train.learning_rate": 5e-2})
+    cfg, test, records = train_adapters(
+        model_path,
+        {"model.max_source_tokens": 48, "eval.max_new_tokens": 8, "train.max_steps": 3, "train.learning_rate": 5e-2},
+    )
     assert all(vllm_vs_hf(cfg, model_path, test, records, tmp_path))
 
 
@@ -152,8 +182,10 @@ def test_vllm_is_chosen_for_smollm2(smollm2):
 @needs_vllm
 def test_vllm_matches_hf_greedy_on_smollm2(smollm2, tmp_path):
     """The real model: small numeric differences may flip a near-tie token, so most, not all, must match."""
-    cfg, test, records = train_adapters(smollm2, {"model.max_source_tokens": 96, "eval.max_new_tokens": 24,
-                                                  "train.max_steps": 3, "train.learning_rate": 2e-3})
+    cfg, test, records = train_adapters(
+        smollm2,
+        {"model.max_source_tokens": 96, "eval.max_new_tokens": 24, "train.max_steps": 3, "train.learning_rate": 2e-3},
+    )
     matches = vllm_vs_hf(cfg, smollm2, test, records, tmp_path)
     assert sum(matches) / len(matches) >= 0.75, matches
 
@@ -165,12 +197,25 @@ def test_pipeline_evaluates_every_trial_with_one_vllm_engine(smollm2, tmp_path):
 
     from distill.pipeline import run
 
-    cfg = make_config("quick", {"output_dir": str(tmp_path / "results"), "eval.engine": "vllm",
-                                "data.test_size": 3, "data.max_train": 16, "model.max_source_tokens": 64,
-                                "model.max_target_tokens": 16, "select.methods": ["random", "balanced_lengths"],
-                                "select.fraction": 0.25, "train.max_steps": 2, "train.batch_size": 2,
-                                "eval.max_new_tokens": 12, "eval.bertscore_model": "offline",
-                                "resources.vllm_max_num_seqs": 8, "resources.num_cpus": 2})
+    cfg = make_config(
+        "quick",
+        {
+            "output_dir": str(tmp_path / "results"),
+            "eval.engine": "vllm",
+            "data.test_size": 3,
+            "data.max_train": 16,
+            "model.max_source_tokens": 64,
+            "model.max_target_tokens": 16,
+            "select.methods": ["random", "balanced_lengths"],
+            "select.fraction": 0.25,
+            "train.max_steps": 2,
+            "train.batch_size": 2,
+            "eval.max_new_tokens": 12,
+            "eval.bertscore_model": "offline",
+            "resources.vllm_max_num_seqs": 8,
+            "resources.num_cpus": 2,
+        },
+    )
     rows = run(cfg)
     assert {r["method"] for r in rows} == {"random", "balanced_lengths"}
     assert all(r["eval_engine"] == "vllm" for r in rows)
@@ -190,6 +235,12 @@ def test_gpu_check_refuses_to_run_without_a_gpu():
     import subprocess
 
     root = Path(__file__).resolve().parent.parent
-    proc = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=root, capture_output=True, text=True, timeout=60,
-                          env={"PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        ["bash", "scripts/gpu_check.sh"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 2 and "nothing was run" in proc.stderr

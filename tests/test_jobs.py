@@ -23,8 +23,16 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_the_issue_lists_every_job():
-    assert {p.stem for p in JOBS} >= {"quick", "baseline", "all", "quick-gpu", "all-gpu", "quick-gpt2-xl",
-                                      "all-llama2-7b", "scitldr"}
+    assert {p.stem for p in JOBS} >= {
+        "quick",
+        "baseline",
+        "all",
+        "quick-gpu",
+        "all-gpu",
+        "quick-gpt2-xl",
+        "all-llama2-7b",
+        "scitldr",
+    }
 
 
 @pytest.mark.parametrize("path", JOBS, ids=[p.stem for p in JOBS])
@@ -58,8 +66,21 @@ def test_unknown_key_errors_naming_it():
 
 
 def test_cli_overrides_apply():
-    args = parser().parse_args(["quick", "--fraction", "0.2", "--methods", "random,clustering", "--seeds", "3",
-                                "--set", "train.learning_rate=1e-4", "--set", "model.max_source_tokens=128"])
+    args = parser().parse_args(
+        [
+            "quick",
+            "--fraction",
+            "0.2",
+            "--methods",
+            "random,clustering",
+            "--seeds",
+            "3",
+            "--set",
+            "train.learning_rate=1e-4",
+            "--set",
+            "model.max_source_tokens=128",
+        ]
+    )
     cfg = make_config("quick", overrides(args))
     assert cfg.select.fraction == 0.2
     assert cfg.select.methods == ["random", "clustering"]
@@ -67,13 +88,18 @@ def test_cli_overrides_apply():
     assert cfg.train.learning_rate == 1e-4 and cfg.model.max_source_tokens == 128
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["quick", "--fraction", "0"], "budget fraction 0"),
-    (["quick", "--methods", "nope"], "nope"),
-    (["quick", "--set", "train.batchsize=2"], "train.batchsize"),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["quick", "--fraction", "0"], "select.fraction' must be a number in (0, 1], got 0"),
+        (["quick", "--methods", "nope"], "nope"),
+        (["quick", "--set", "train.batchsize=2"], "train.batchsize"),
+    ],
+)
 def test_bad_settings_exit_2_with_one_line_and_no_traceback(argv, words):
-    result = subprocess.run([sys.executable, "-m", "distill", *argv], capture_output=True, text=True, timeout=60, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "-m", "distill", *argv], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("distill: error:") and words in lines[0] and "fix:" in lines[0]
@@ -162,24 +188,56 @@ def test_a_non_editable_install_ships_the_jobs_and_the_console_command(tmp_path)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
     target = tmp_path / "site"
-    install = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                              "--target", str(target), str(source)], capture_output=True, text=True, timeout=300)
+    install = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert install.returncode == 0, install.stderr[-3000:]
     assert sorted(p.name for p in (target / "distill" / "jobs").glob("*.yaml")) == sorted(p.name for p in JOBS)
 
     elsewhere = tmp_path / "elsewhere"  # no jobs/ folder and no checkout here
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(target)}
-    listed = subprocess.run([str(target / "bin" / "distill"), "jobs"], cwd=elsewhere, env=env, capture_output=True,
-                            text=True, timeout=60)
+    listed = subprocess.run(
+        [str(target / "bin" / "distill"), "jobs"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60
+    )
     assert listed.returncode == 0, listed.stderr
     assert [line.split()[0] for line in listed.stdout.splitlines()] == [p.stem for p in JOBS]
     assert all(len(line.split(maxsplit=1)) == 2 for line in listed.stdout.splitlines())  # each has a description
-    found = subprocess.run([sys.executable, "-c", "import distill; from distill.config import make_config; "
-                            "print(distill.__file__); print(make_config('quick-gpu').name)"],
-                           cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60)
+    found = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import distill; from distill.config import make_config; "
+            "print(distill.__file__); print(make_config('quick-gpu').name)",
+        ],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert found.returncode == 0, found.stderr
     assert found.stdout.splitlines() == [str(target / "distill" / "__init__.py"), "quick-gpu"]
-    version = subprocess.run([str(target / "bin" / "distill"), "--version"], cwd=elsewhere, env=env,
-                             capture_output=True, text=True, timeout=60)
+    version = subprocess.run(
+        [str(target / "bin" / "distill"), "--version"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert version.stdout.strip() == "distill 0.1.0 (git unknown: not a git checkout)", version.stdout + version.stderr

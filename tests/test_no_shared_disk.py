@@ -21,8 +21,8 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-
 from clusters import FAST_NODE_DEATH, S3_KEYS, Cluster, S3Server, cluster, s3_server, wait_for
+
 from distill import checkpoint, counters
 
 pytestmark = pytest.mark.slow
@@ -51,9 +51,13 @@ class Split:
     def job(self, tiny_job: dict, name: str, storage: dict | None) -> tuple[Path, Path]:
         """The tiny job for this cluster, writing into root/<name>; returns (job file, output folder)."""
         out = self.root / name / "results"
-        job = {**tiny_job, "output_dir": str(out), "embed": {"num_actors": 2},  # one 1-CPU actor per worker node
-               "train": {**tiny_job["train"], "max_steps": 6, "epochs": 3},
-               "resources": {"address": self.nodes.address, "checkpoint_every": 2, "max_failures": 1}}
+        job = {
+            **tiny_job,
+            "output_dir": str(out),
+            "embed": {"num_actors": 2},  # one 1-CPU actor per worker node
+            "train": {**tiny_job["train"], "max_steps": 6, "epochs": 3},
+            "resources": {"address": self.nodes.address, "checkpoint_every": 2, "max_failures": 1},
+        }
         if storage:
             job["storage"] = storage
         path = self.faults.parent / f"{name}.yaml"
@@ -65,8 +69,13 @@ class Split:
 
     def distill(self, *args: str, log: Path) -> subprocess.Popen:
         with open(log, "w") as out:
-            return subprocess.Popen([sys.executable, "-m", "distill", *args], env=self.nodes.env, cwd=self.faults.parent,
-                                    stdout=out, stderr=subprocess.STDOUT)
+            return subprocess.Popen(
+                [sys.executable, "-m", "distill", *args],
+                env=self.nodes.env,
+                cwd=self.faults.parent,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +83,20 @@ def split(tmp_path_factory):
     root, faults = tmp_path_factory.mktemp("driver-disk"), tmp_path_factory.mktemp("faults")
     with s3_server(faults.parent / "moto.log") as s3:
         s3.bucket("runs")
-        env = {**TEST_SETTINGS, **s3.env, **FAST_NODE_DEATH, "DISTILL_FAULT": f"{FAULT}:2:hang",
-               "DISTILL_FAULT_DIR": str(faults)}
-        with cluster(["--include-dashboard", "false", "--num-cpus", "0"], workers=2, hidden=root, env=env,
-                     worker_args=("--num-cpus", "1", "--object-store-memory", str(100 * 1024 * 1024))) as nodes:
+        env = {
+            **TEST_SETTINGS,
+            **s3.env,
+            **FAST_NODE_DEATH,
+            "DISTILL_FAULT": f"{FAULT}:2:hang",
+            "DISTILL_FAULT_DIR": str(faults),
+        }
+        with cluster(
+            ["--include-dashboard", "false", "--num-cpus", "0"],
+            workers=2,
+            hidden=root,
+            env=env,
+            worker_args=("--num-cpus", "1", "--object-store-memory", str(100 * 1024 * 1024)),
+        ) as nodes:
             yield Split(nodes, s3, root, faults)
 
 
@@ -105,8 +124,14 @@ def _run_log(out: Path) -> str:
 def test_local_storage_on_a_cluster_without_a_shared_disk_stops_before_any_work(cluster_ready, tiny_job, tmp_path):
     job, out = cluster_ready.job(tiny_job, "local", storage=None)  # the default: the output folder
     start = time.perf_counter()
-    refused = subprocess.run([sys.executable, "-m", "distill", "quick", "--job", str(job)], env=cluster_ready.nodes.env,
-                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    refused = subprocess.run(
+        [sys.executable, "-m", "distill", "quick", "--job", str(job)],
+        env=cluster_ready.nodes.env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert refused.returncode == 2, refused.stdout[-3000:] + refused.stderr[-3000:]
     line = refused.stderr.strip()
     assert "\n" not in line and "2 of 3 nodes of the cluster cannot see" in line and str(out) in line
@@ -126,7 +151,7 @@ def test_the_node_check_passes_storage_that_every_node_reaches(cluster_ready, tm
         from distill.pipeline import check_nodes_see
         from distill.storage import check_reachable, open_storage
         ray.init(address="{nodes.address}", log_to_driver=False)
-        for store in (open_storage("{tmp_path}", "{tmp_path / 'nfs'}"),
+        for store in (open_storage("{tmp_path}", "{tmp_path / "nfs"}"),
                       open_storage("{tmp_path}", "s3://runs/check", endpoint="{s3.endpoint}")):
             check_reachable(store)
             check_nodes_see(store)
@@ -138,7 +163,9 @@ def test_the_node_check_passes_storage_that_every_node_reaches(cluster_ready, tm
         """
     ran = subprocess.run([sys.executable, "-c", check], env=nodes.env, capture_output=True, text=True, timeout=180)
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
-    assert f"seen by every node: {tmp_path / 'nfs'}" in ran.stdout and "seen by every node: s3://runs/check" in ran.stdout
+    assert (
+        f"seen by every node: {tmp_path / 'nfs'}" in ran.stdout and "seen by every node: s3://runs/check" in ran.stdout
+    )
     assert "refused: storage" in ran.stdout and "2 of 3 nodes" in ran.stdout
 
 
@@ -146,7 +173,9 @@ def test_a_run_with_s3_storage_completes_on_nodes_that_cannot_see_the_driver(clu
     s3 = cluster_ready.s3
     job, out = cluster_ready.job(tiny_job, "a", cluster_ready.s3_storage("a"))
     start = time.perf_counter()
-    text = _finish(cluster_ready.distill("quick", "--job", str(job), log=tmp_path / "driver.log"), tmp_path / "driver.log", 600)
+    text = _finish(
+        cluster_ready.distill("quick", "--job", str(job), log=tmp_path / "driver.log"), tmp_path / "driver.log", 600
+    )
     assert "Ray cluster: 2 CPU" in text  # the head has none: every trial and actor ran on a worker node
     stored = s3.files("runs/a")
     report = json.loads((out / "comparison" / "results.json").read_text())
@@ -162,10 +191,15 @@ def test_a_run_with_s3_storage_completes_on_nodes_that_cannot_see_the_driver(clu
     assert not (out / "tune").exists()  # nothing of Tune's on the driver's disk: it all went to storage
 
     # Tune's own files hold numbers only: no prediction, no reference summary, no record
-    examples = [json.loads(line) for line in (out / "trials" / "random-s0" / "predictions.jsonl").read_text().splitlines()]
+    examples = [
+        json.loads(line) for line in (out / "trials" / "random-s0" / "predictions.jsonl").read_text().splitlines()
+    ]
     texts = [t for e in examples for t in (e["prediction"], e["reference"]) if len(t) > 12]
-    tune_files = {k: v.decode(errors="replace") for k, v in stored.items() if k.startswith("runs/a/tune/")
-                  and not k.endswith(checkpoint.STATE_FILE)}
+    tune_files = {
+        k: v.decode(errors="replace")
+        for k, v in stored.items()
+        if k.startswith("runs/a/tune/") and not k.endswith(checkpoint.STATE_FILE)
+    }
     assert any(k.endswith("result.json") for k in tune_files) and texts
     assert not [k for k, v in tune_files.items() for t in texts if json.dumps(t)[1:-1] in v or t in v]
     assert not [k for k, v in tune_files.items() if "distill_record" in v]
@@ -182,7 +216,11 @@ def test_a_trial_on_a_lost_node_continues_from_its_checkpoint_in_s3(cluster_read
     stalled = cluster_ready.faults / f"{FAULT}.json"
     driver = cluster_ready.distill("quick", "--job", str(job), log=tmp_path / "driver.log")
     try:
-        wait_for(lambda: stalled.exists() and stalled.read_text() != "{}", 360, "the trial to stall after its step-2 checkpoint")
+        wait_for(
+            lambda: stalled.exists() and stalled.read_text() != "{}",
+            360,
+            "the trial to stall after its step-2 checkpoint",
+        )
         trial = psutil.Process(json.loads(stalled.read_text())["pid"])
         raylet = next(p for p in trial.parents() if p.name() == "raylet")
         raylet.kill()  # SIGKILL: the node is gone, with the trial's process and its view of the disk
@@ -202,20 +240,44 @@ def test_resume_from_s3_alone_after_the_driver_is_killed_recomputes_nothing_fini
     stalled = cluster_ready.faults / f"{FAULT}.json"
     driver = cluster_ready.distill("quick", "--job", str(job), log=tmp_path / "driver.log")
     try:
-        wait_for(lambda: stalled.exists() and stalled.read_text() != "{}", 360, "a trial to stall after its step-2 checkpoint")
+        wait_for(
+            lambda: stalled.exists() and stalled.read_text() != "{}",
+            360,
+            "a trial to stall after its step-2 checkpoint",
+        )
         hung = json.loads(stalled.read_text())["tag"]
-        wait_for(lambda: f"runs/c/trials/{hung}/{checkpoint.POINTER_FILE}" in s3.files(f"runs/c/trials/{hung}")
-                 and len([k for k in s3.files("runs/c/trials") if k.endswith("/metrics.json")]) == 1,
-                 180, "the other trial to finish")
+        wait_for(
+            lambda: (
+                f"runs/c/trials/{hung}/{checkpoint.POINTER_FILE}" in s3.files(f"runs/c/trials/{hung}")
+                and len([k for k in s3.files("runs/c/trials") if k.endswith("/metrics.json")]) == 1
+            ),
+            180,
+            "the other trial to finish",
+        )
         driver.send_signal(signal.SIGKILL)
         assert driver.wait(timeout=30) == -signal.SIGKILL
     finally:
         driver.kill()
     # a machine that never saw the run: a fresh output folder, the storage URI, the endpoint, keys from the environment
     fresh = cluster_ready.root / "c-elsewhere"
-    resumed = subprocess.run([sys.executable, "-m", "distill", "resume", "s3://runs/c", "--endpoint", s3.endpoint,
-                              "--output-dir", str(fresh)], env=cluster_ready.nodes.env, cwd=tmp_path,
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distill",
+            "resume",
+            "s3://runs/c",
+            "--endpoint",
+            s3.endpoint,
+            "--output-dir",
+            str(fresh),
+        ],
+        env=cluster_ready.nodes.env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     # 0 embeddings (the features cache came from storage), 0 selections, 0 finished trials again; the stalled
     # trial's last 4 of 6 steps

@@ -28,7 +28,7 @@ def test_quick_pipeline_end_to_end_then_reuses_everything(tiny_job, capsys):
             assert 0.0 <= row[metric] <= 1.0
         assert row["time_s"] > 0
     assert results[0]["method"] == "random" and "vs_random_pct" in results[0]
-    for name in ("results.csv", "report.md", "rougeL.png"):
+    for name in ("results.csv", "report.md", "forest_rougeL.png", "forest_heldout_loss.png", "cost.png"):
         assert (out / "comparison" / name).stat().st_size > 0
 
     selected = [json.loads(line) for line in (out / "selected" / "random.jsonl").read_text().splitlines()]
@@ -43,8 +43,17 @@ def test_quick_pipeline_end_to_end_then_reuses_everything(tiny_job, capsys):
 
     # A rerun reuses the cached features and both finished trials, whatever the report and resource settings.
     capsys.readouterr()
-    pipeline.run(make_config(tiny_job, {"report.metrics": "rougeL", "resources.vllm_max_num_seqs": 4,
-                                        "resources.max_failures": 0, "resources.checkpoint_minutes": 1}))
+    pipeline.run(
+        make_config(
+            tiny_job,
+            {
+                "report.metrics": "rougeL",
+                "resources.vllm_max_num_seqs": 4,
+                "resources.max_failures": 0,
+                "resources.checkpoint_minutes": 1,
+            },
+        )
+    )
     log = capsys.readouterr().out
     assert "reusing cached features" in log
     assert "2 trial(s) reused" in log

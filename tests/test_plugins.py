@@ -10,15 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_cli import PYTHON, REPO, assert_one_line_error, run_cli
 
 from distill import pipeline, plugins
 from distill.config import make_config
 from distill.errors import DistillError
 from distill.features import text_features
 from distill.select import registry
-from test_cli import PYTHON, REPO, assert_one_line_error, run_cli
 
-SHORTEST = '''
+SHORTEST = """
 import numpy as np
 from distill.select import register
 
@@ -26,7 +26,7 @@ from distill.select import register
 @register("{name}", description="The k shortest documents.", cost="O(n log n)")
 def shortest(features, k, seed):
     return np.argsort(features.n_words, kind="stable")[:k]
-'''
+"""
 
 
 @pytest.fixture(autouse=True)
@@ -125,8 +125,18 @@ def test_cli_methods_lists_a_plugin_and_a_run_accepts_its_method(tmp_path):
     assert listed.returncode == 0, listed.stderr
     assert "shortest_first" in listed.stdout.split() and "random" in listed.stdout.split()
     # a run mode takes the plugin's method: the job gets past method validation and fails later, on the data
-    run = run_cli("quick", "--plugin", path.name, "--methods", "random,shortest_first", "--data", "/nonexistent.jsonl",
-                  "--output-dir", str(tmp_path / "out"), cwd=tmp_path)
+    run = run_cli(
+        "quick",
+        "--plugin",
+        path.name,
+        "--methods",
+        "random,shortest_first",
+        "--data",
+        "/nonexistent.jsonl",
+        "--output-dir",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
     assert_one_line_error(run, "/nonexistent.jsonl")
 
 
@@ -147,8 +157,14 @@ def test_entry_point_plugin_is_registered_in_process_and_by_the_cli(tmp_path, mo
     plugins.load_entry_points()
     assert "ep_shortest" in registry.names()
     env_path = f"{site}{os.pathsep}{REPO}"
-    listed = subprocess.run([PYTHON, "-m", "distill", "methods"], cwd=tmp_path, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": env_path}, timeout=60)
+    listed = subprocess.run(
+        [PYTHON, "-m", "distill", "methods"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": env_path},
+        timeout=60,
+    )
     assert listed.returncode == 0, listed.stderr
     assert "ep_shortest" in listed.stdout.split()
 
@@ -166,10 +182,16 @@ BROKEN = {
     "syntax error": ("def broken(:\n    pass\n", "syntax error at line 1"),
     "import error": ("import not_a_real_module_xyz\n", "ModuleNotFoundError: No module named 'not_a_real_module_xyz'"),
     "runtime error": ("raise RuntimeError('boom')\n", "RuntimeError: boom"),
-    "wrong signature": ("from distill.select import register\n@register('two_args', description='x')\n"
-                        "def two_args(features, k):\n    return []\n", "wrong signature two_args(features, k)"),
-    "extra required parameter": ("from distill.select import register\n@register('needy', description='x')\n"
-                                 "def needy(features, k, seed, alpha):\n    return []\n", "wrong signature"),
+    "wrong signature": (
+        "from distill.select import register\n@register('two_args', description='x')\n"
+        "def two_args(features, k):\n    return []\n",
+        "wrong signature two_args(features, k)",
+    ),
+    "extra required parameter": (
+        "from distill.select import register\n@register('needy', description='x')\n"
+        "def needy(features, k, seed, alpha):\n    return []\n",
+        "wrong signature",
+    ),
     "name clash with a built-in": (SHORTEST.format(name="random"), "clashes with the built-in selector 'random'"),
     "no selector": ("import numpy as np\n\ndef shortest(features, k, seed):\n    return []\n", "registers no selector"),
 }
@@ -212,10 +234,17 @@ def test_a_ray_task_body_runs_a_shipped_plugin_whose_file_is_gone(tmp_path):
     features = pool()
     payload = tmp_path / "task.pkl"
     payload.write_bytes(pickle.dumps(("shortest_first", features, 3, 0, {}, shipped)))
-    code = ("import pickle, sys; from distill import pipeline; "
-            "idx, _ = pipeline._remote_select(*pickle.load(open(sys.argv[1], 'rb'))); print(idx.tolist())")
-    result = subprocess.run([PYTHON, "-c", code, str(payload)], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    code = (
+        "import pickle, sys; from distill import pipeline; "
+        "idx, _ = pipeline._remote_select(*pickle.load(open(sys.argv[1], 'rb'))); print(idx.tolist())"
+    )
+    result = subprocess.run(
+        [PYTHON, "-c", code, str(payload)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     expected = registry.select("shortest_first", features, 3, seed=0)
     assert result.stdout.strip() == str([int(i) for i in expected])
@@ -229,13 +258,22 @@ def test_select_subsets_runs_a_plugin_as_ray_tasks_even_where_its_file_is_gone(t
     import ray
 
     path = write_plugin(tmp_path)
-    cfg = make_config({"output_dir": str(tmp_path / "out"), "select": {"methods": ["random", "shortest_first"],
-                       "fraction": 0.25, "plugins": [str(path)]}})
+    cfg = make_config(
+        {
+            "output_dir": str(tmp_path / "out"),
+            "select": {"methods": ["random", "shortest_first"], "fraction": 0.25, "plugins": [str(path)]},
+        }
+    )
     features = pool(24)
     frame = pd.DataFrame({"id": [f"d{i}" for i in range(24)], "title": "", "text": "t", "summary": "s"})
     expected = sorted(features.n_words)[:6]
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
+    )
     try:
         specs = {s.method: s for s in pipeline.select_subsets(cfg, features, frame, Path(cfg.output_dir), "test")}
         assert sorted(features.n_words[list(specs["shortest_first"].indices)]) == expected

@@ -17,8 +17,12 @@ from distill.features import charged_seconds, text_features
 
 @pytest.fixture
 def cfg(tiny_job):
-    job = {**tiny_job, "probe": {"fraction": 0.25, "epochs": 2, "checkpoints": 3, "grad_dim": 64, "grad_blocks": 4},
-           "train": {"batch_size": 2, "learning_rate": 0.01}, "select": {"methods": ["el2n_loss"], "fraction": 0.25}}
+    job = {
+        **tiny_job,
+        "probe": {"fraction": 0.25, "epochs": 2, "checkpoints": 3, "grad_dim": 64, "grad_blocks": 4},
+        "train": {"batch_size": 2, "learning_rate": 0.01},
+        "select": {"methods": ["el2n_loss"], "fraction": 0.25},
+    }
     return make_config(job)
 
 
@@ -56,10 +60,22 @@ def test_the_cli_states_an_error_raised_inside_the_probe_task_in_one_line(tiny_j
     import yaml
 
     job = tmp_path / "job.yaml"
-    job.write_text(yaml.safe_dump({**tiny_job, "select": {"methods": ["el2n_loss"], "fraction": 0.25},
-                                   "train": {**tiny_job["train"], "learning_rate": 1e-12}}))
-    proc = subprocess.run([sys.executable, "-m", "distill", "quick", "--job", str(job)], capture_output=True, text=True,
-                          timeout=300, cwd=Path(__file__).resolve().parent.parent)
+    job.write_text(
+        yaml.safe_dump(
+            {
+                **tiny_job,
+                "select": {"methods": ["el2n_loss"], "fraction": 0.25},
+                "train": {**tiny_job["train"], "learning_rate": 1e-12},
+            }
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "distill", "quick", "--job", str(job)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("distill: error: the probe's") and "fix: give the probe more steps" in last
@@ -97,7 +113,10 @@ def test_gradient_features_deterministic_for_a_seed_and_sized_by_grad_dim(tiny_m
     first = probe.compute_dynamics(tiny_model, cfg, texts, summaries, ["probe_loss", "grad_features"])
     assert first["grad_features"].shape == (5, 64) and np.isfinite(first["grad_features"]).all()
     again = probe.compute_dynamics(tiny_model, cfg, texts, summaries, ["grad_features"], adapter=first["adapter"])
-    assert set(again) == {"grad_features", probe.SECONDS + "grad_features"}  # the probe was not rerun: its LoRA weights were given
+    assert set(again) == {
+        "grad_features",
+        probe.SECONDS + "grad_features",
+    }  # the probe was not rerun: its LoRA weights were given
     np.testing.assert_array_equal(again["grad_features"], first["grad_features"])
     cfg.probe.grad_dim = 32
     smaller = probe.compute_dynamics(tiny_model, cfg, texts, summaries, ["grad_features"], adapter=first["adapter"])
@@ -152,7 +171,9 @@ def test_probe_stage_runs_on_ray_only_when_needed_and_is_cached(tiny_model, cfg,
         raise AssertionError("recomputed a cached probe")
 
     monkeypatch.setattr(probe, "compute_dynamics", fail)
-    again, cost_again = pipeline.probe_pool(cfg, features, splits, tiny_model, tmp_path)  # no Ray session: all from cache
+    again, cost_again = pipeline.probe_pool(
+        cfg, features, splits, tiny_model, tmp_path
+    )  # no Ray session: all from cache
     np.testing.assert_array_equal(again.probe_loss, first.probe_loss)
     assert cost_again == cost and cost[probe.PROBE_LOSS] > 0  # the cost it had
     monkeypatch.undo()
@@ -199,9 +220,15 @@ def test_selection_cache_key_follows_the_probe_only_for_dynamics_methods(tiny_jo
     splits = load_splits(make_config(tiny_job).data)
 
     def key(methods, **overrides):
-        return pipeline.selection_inputs_key(make_config(tiny_job, {"select.methods": methods, **overrides}), splits, "m")
+        return pipeline.selection_inputs_key(
+            make_config(tiny_job, {"select.methods": methods, **overrides}), splits, "m"
+        )
 
-    assert key("random", **{"probe.epochs": 3}) == key("random") == pipeline.features_key(make_config(tiny_job), splits, "m")
+    assert (
+        key("random", **{"probe.epochs": 3})
+        == key("random")
+        == pipeline.features_key(make_config(tiny_job), splits, "m")
+    )
     assert key("el2n_loss", **{"probe.epochs": 3}) != key("el2n_loss") != key("random")
     assert key("el2n_loss", **{"probe.grad_dim": 64}) == key("el2n_loss")  # el2n_loss does not read gradients
     assert key("gradient_match", **{"probe.grad_dim": 64}) != key("gradient_match")
@@ -212,7 +239,9 @@ def test_selection_cache_key_follows_the_query_set_only_for_query_methods(tiny_j
     from distill import pipeline
 
     query = tmp_path / "q.jsonl"
-    query.write_text('{"text": "A bill to fund rural broadband grants for ten years.", "summary": "Funds broadband."}\n')
+    query.write_text(
+        '{"text": "A bill to fund rural broadband grants for ten years.", "summary": "Funds broadband."}\n'
+    )
     cfg = make_config(tiny_job, {"data.query_size": 2, "select.methods": "random,rds_plus"})
     splits, with_file = load_splits(cfg.data), load_splits(cfg.data, [str(query)])
     assert pipeline.selection_inputs_key(cfg, splits, "m") != pipeline.selection_inputs_key(cfg, with_file, "m")

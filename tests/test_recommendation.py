@@ -15,8 +15,15 @@ from distill.config import ReportConfig
 from distill.report import _about, build_report
 
 
-def write_trials(out: Path, shifts: dict[str, float], n: int = 40, seeds: int = 1, noise: float = 0.05,
-                 seed_noise: float = 0.0, seconds: tuple[float, float] = (100.0, 10.0)) -> None:
+def write_trials(
+    out: Path,
+    shifts: dict[str, float],
+    n: int = 40,
+    seeds: int = 1,
+    noise: float = 0.05,
+    seed_noise: float = 0.0,
+    seconds: tuple[float, float] = (100.0, 10.0),
+) -> None:
     """Stored trials (metrics.json + predictions.jsonl) where each method is random's per-example ROUGE-L plus
     `shift`, plus per-seed noise (example-level `noise`, and a shift of the whole seed of SD `seed_noise`).
     BERTScore is constant (no difference), so each method's BERTScore test is a certain null."""
@@ -29,12 +36,26 @@ def write_trials(out: Path, shifts: dict[str, float], n: int = 40, seeds: int = 
             scores = base + shift + jitter - (jitter.mean() if not seed_noise else 0.0)
             folder = out / "trials" / f"{method}-s{seed}"
             folder.mkdir(parents=True)
-            folder.joinpath("predictions.jsonl").write_text("".join(
-                json.dumps({"id": f"d{i}", "rougeL": s, "bertscore_f1": 0.5}) + "\n" for i, s in enumerate(scores)))
+            folder.joinpath("predictions.jsonl").write_text(
+                "".join(
+                    json.dumps({"id": f"d{i}", "rougeL": s, "bertscore_f1": 0.5}) + "\n" for i, s in enumerate(scores)
+                )
+            )
             train_s, eval_s = seconds
-            folder.joinpath("metrics.json").write_text(json.dumps(
-                {"method": method, "seed": seed, "samples": 10, "rougeL": scores.mean(), "n_eval": n,
-                 "select_seconds": 0.0, "train_seconds": train_s, "eval_seconds": eval_s}))
+            folder.joinpath("metrics.json").write_text(
+                json.dumps(
+                    {
+                        "method": method,
+                        "seed": seed,
+                        "samples": 10,
+                        "rougeL": scores.mean(),
+                        "n_eval": n,
+                        "select_seconds": 0.0,
+                        "train_seconds": train_s,
+                        "eval_seconds": eval_s,
+                    }
+                )
+            )
             for name in ("predictions.jsonl", "metrics.json"):  # what a run writes carries a checksum
                 artifacts.seal(folder / name)
 
@@ -54,11 +75,15 @@ def test_one_seed_evidence_matches_statsmodels_and_makes_no_claim(tmp_path):
     write_trials(tmp_path, {"random": 0.0, "a": 0.004, "b": 0.05})
     rows, md = build(tmp_path)
     a = rows["a"]["vs_random"]["rougeL"]
-    d = np.array(_scores(tmp_path / "trials/a-s0/predictions.jsonl")) - _scores(tmp_path / "trials/random-s0/predictions.jsonl")
+    d = np.array(_scores(tmp_path / "trials/a-s0/predictions.jsonl")) - _scores(
+        tmp_path / "trials/random-s0/predictions.jsonl"
+    )
     sd, alpha = d.std(ddof=1), 0.05 / 4  # 2 methods × 2 metrics tested: Holm's strictest step
     assert a["mde"] == pytest.approx(TTestPower().solve_power(nobs=40, alpha=alpha, power=0.8) * sd, abs=1e-6)
     assert a["mde_pct"] == pytest.approx(100 * a["mde"] / rows["random"]["rougeL"], abs=1e-3)
-    assert a["n_needed"] == int(np.ceil(TTestPower().solve_power(effect_size=abs(d.mean()) / sd, alpha=alpha, power=0.8)))
+    assert a["n_needed"] == int(
+        np.ceil(TTestPower().solve_power(effect_size=abs(d.mean()) / sd, alpha=alpha, power=0.8))
+    )
     assert a["seeds_needed"] is None and rows["random"]["vs_random"] is None
     # b is far beyond the noise, but one seed cannot tell a better method from a lucky training seed
     b = rows["b"]["vs_random"]["rougeL"]
@@ -82,8 +107,9 @@ def test_significant_method_is_recommended(tmp_path):
 
 
 def test_no_significant_method_says_random_is_as_good_and_what_run_would_decide(tmp_path):
-    write_trials(tmp_path, {"random": 0.0, "slight": 0.004, "worse": -0.001}, n=200, seeds=3, noise=0.05,
-                 seconds=(10.0, 100.0))  # evaluation dominates: more examples (a rerun of every trial) cost more
+    write_trials(
+        tmp_path, {"random": 0.0, "slight": 0.004, "worse": -0.001}, n=200, seeds=3, noise=0.05, seconds=(10.0, 100.0)
+    )  # evaluation dominates: more examples (a rerun of every trial) cost more
     rows, md = build(tmp_path)
     slight = rows["slight"]["vs_random"]["rougeL"]
     assert not slight["significant"] and slight["mde"] > 0.004
@@ -91,7 +117,10 @@ def test_no_significant_method_says_random_is_as_good_and_what_run_would_decide(
     assert slight["cheaper"] == "seeds"
     recommendation = md.split("## Recommendation")[1]
     assert "**No method is recommended.**" in recommendation
-    assert "random is as good as any method tested" in recommendation and "200 held-out examples, 3 seed(s)" in recommendation
+    assert (
+        "random is as good as any method tested" in recommendation
+        and "200 held-out examples, 3 seed(s)" in recommendation
+    )
     assert f"n ≈ {_about(slight['n_needed'])} held-out examples at 3 seeds" in recommendation
     assert f"{slight['seeds_needed'] - 3} more seed(s) ({slight['seeds_needed']} in all)" in recommendation
     assert "more seeds cost less" in recommendation and f"{slight['mde']:.4f} ROUGE-L" in recommendation
@@ -112,8 +141,12 @@ def test_seed_noise_is_counted(tmp_path):
     write_trials(tmp_path, {"random": 0.0, "shifty": 0.01}, n=500, seeds=3, noise=0.05, seed_noise=0.02)
     rows, _ = build(tmp_path)
     test = rows["shifty"]["vs_random"]["rougeL"]
-    per_example = stats.compare(*(np.mean([_scores(tmp_path / f"trials/{m}-s{s}/predictions.jsonl") for s in range(3)], axis=0)
-                                  for m in ("shifty", "random")))
+    per_example = stats.compare(
+        *(
+            np.mean([_scores(tmp_path / f"trials/{m}-s{s}/predictions.jsonl") for s in range(3)], axis=0)
+            for m in ("shifty", "random")
+        )
+    )
     assert per_example.p_value < 1e-4 < test["p"]
     assert test["ci95"][1] - test["ci95"][0] > 4 * (per_example.ci95[1] - per_example.ci95[0])
 
@@ -138,5 +171,12 @@ def test_unequal_seeds_pair_the_common_ones(tmp_path):
 
 
 def test_about_rounds_up_to_two_significant_digits():
-    assert [_about(n) for n in (7, 42, 99, 100, 4093, 4100, 123456)] == ["7", "42", "99", "100", "4,100", "4,100",
-                                                                          "130,000"]
+    assert [_about(n) for n in (7, 42, 99, 100, 4093, 4100, 123456)] == [
+        "7",
+        "42",
+        "99",
+        "100",
+        "4,100",
+        "4,100",
+        "130,000",
+    ]

@@ -17,7 +17,7 @@ N_EX = 30
 # method -> (shift added to random's per-example ROUGE-L, samples, train seconds, peak MB)
 METHODS = {
     "random": (0.0, 40, 10.0, 900.0),
-    "clustering": (0.08, 40, 11.0, 910.0),   # clearly better
+    "clustering": (0.08, 40, 11.0, 910.0),  # clearly better
     "length_diversity": (0.0, 40, 10.5, 905.0),  # identical to random
     "embedding_centroid": (-0.01, 40, 9.0, 900.0),
     "full": (0.10, 400, 100.0, 2000.0),
@@ -39,15 +39,42 @@ def _write_run(out, with_run_json=True):
             rl = np.where(empty, 0.0, rl)
             with open(tdir / "predictions.jsonl", "w") as f:
                 for i in range(N_EX):
-                    f.write(json.dumps({"id": ids[i], "prediction": "" if empty[i] else "p", "reference": "r",
-                                        "rouge1": rl[i], "rouge2": rl[i] / 2, "rougeL": rl[i],
-                                        "bertscore_f1": bs[i], "empty": empty[i]}) + "\n")
-            metrics = {"trial": tdir.name, "method": method, "seed": seed, "samples": samples,
-                       "rouge1": rl.mean(), "rouge2": rl.mean() / 2, "rougeL": rl.mean(),
-                       "bertscore_f1": bs.mean(), "n_eval": N_EX, "n_empty": sum(empty),
-                       "bertscore_model": "minilm-offline", "select_seconds": 1.0, "train_seconds": train_s,
-                       "eval_seconds": 5.0, "time_s": 6.0 + train_s, "gpu_seconds": 0.0,
-                       "peak_memory_mb": mem, "train_tokens": samples * 100, "device": "cpu"}
+                    f.write(
+                        json.dumps(
+                            {
+                                "id": ids[i],
+                                "prediction": "" if empty[i] else "p",
+                                "reference": "r",
+                                "rouge1": rl[i],
+                                "rouge2": rl[i] / 2,
+                                "rougeL": rl[i],
+                                "bertscore_f1": bs[i],
+                                "empty": empty[i],
+                            }
+                        )
+                        + "\n"
+                    )
+            metrics = {
+                "trial": tdir.name,
+                "method": method,
+                "seed": seed,
+                "samples": samples,
+                "rouge1": rl.mean(),
+                "rouge2": rl.mean() / 2,
+                "rougeL": rl.mean(),
+                "bertscore_f1": bs.mean(),
+                "n_eval": N_EX,
+                "n_empty": sum(empty),
+                "bertscore_model": "minilm-offline",
+                "select_seconds": 1.0,
+                "train_seconds": train_s,
+                "eval_seconds": 5.0,
+                "time_s": 6.0 + train_s,
+                "gpu_seconds": 0.0,
+                "peak_memory_mb": mem,
+                "train_tokens": samples * 100,
+                "device": "cpu",
+            }
             (tdir / "metrics.json").write_text(json.dumps(metrics))
             if method != "full":
                 name = f"{method}.jsonl" if seed == 0 else f"{method}-seed{seed}.jsonl"
@@ -55,16 +82,34 @@ def _write_run(out, with_run_json=True):
                 with open(out / "selected" / name, "w") as f:
                     for j in range(samples):
                         n = int(rng.integers(50, 500)) + (200 if method == "clustering" else 0)
-                        f.write(json.dumps({"index": j, "id": f"t{j}", "title": "", "text": "x", "summary": "y",
-                                            "n_words": n}) + "\n")
+                        f.write(
+                            json.dumps(
+                                {"index": j, "id": f"t{j}", "title": "", "text": "x", "summary": "y", "n_words": n}
+                            )
+                            + "\n"
+                        )
     (out / "pool_stats.json").write_text(json.dumps({"n_words": rng.integers(20, 900, 400).tolist()}))
     if with_run_json:
-        (out / "run.json").write_text(json.dumps({
-            "schema_version": SCHEMA_VERSION, "test_model": True,
-            "name": "synthetic", "mode": "quick", "model": "hf-internal-testing/tiny-random-LlamaForCausalLM",
-            "dataset": "embedded:billsum", "pool_size": 400, "test_size": N_EX, "fraction": 0.1, "seeds": 2,
-            "bertscore_model": "minilm-offline", "git_commit": "abc123", "versions": {"torch": "2.x"},
-            "config": {"train": {"lora_r": 8, "learning_rate": 3e-4}}}))
+        (out / "run.json").write_text(
+            json.dumps(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "test_model": True,
+                    "name": "synthetic",
+                    "mode": "quick",
+                    "model": "hf-internal-testing/tiny-random-LlamaForCausalLM",
+                    "dataset": "embedded:billsum",
+                    "pool_size": 400,
+                    "test_size": N_EX,
+                    "fraction": 0.1,
+                    "seeds": 2,
+                    "bertscore_model": "minilm-offline",
+                    "git_commit": "abc123",
+                    "versions": {"torch": "2.x"},
+                    "config": {"train": {"lora_r": 8, "learning_rate": 3e-4}},
+                }
+            )
+        )
     for path in list(out.rglob("*")):  # what a run writes carries a checksum (distill.artifacts)
         if path.is_file():
             artifacts.seal(path)
@@ -244,8 +289,9 @@ def test_a_bad_score_is_one_line_naming_the_trial_and_the_example(tmp_path, bad)
         rows[3]["bertscore_f1"] = bad
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     artifacts.seal(path)
-    line = assert_one_line_error(run_cli("report", str(tmp_path), cwd=tmp_path), "clustering_s1", "doc003",
-                                 "bertscore_f1", "re-run that trial")
+    line = assert_one_line_error(
+        run_cli("report", str(tmp_path), cwd=tmp_path), "clustering_s1", "doc003", "bertscore_f1", "re-run that trial"
+    )
     assert ("nan" in line) if bad != "missing" and bad is not None else ("no bertscore_f1" in line)
 
 
@@ -270,11 +316,59 @@ def test_an_exported_folder_rebuilds_the_same_results(tmp_path, built):
 
 def test_a_results_json_from_before_per_metric_tests_still_reads():
     """Version 2 rows had the ROUGE-L test in flat columns; they read without vs_random."""
-    row = {"method": "a", "samples": 1, "seeds": 1, "rouge1": 0.1, "rouge2": 0.1, "rougeL": 0.1, "rougeL_ci95": None,
-           "bertscore_f1": 0.5, "bertscore_f1_ci95": None, "vs_random_pct": 1.0, "pct_of_full": None,
-           "p_holm": 0.5, "significant": False, "time_s": 1.0, "select_seconds": None, "train_seconds": None,
-           "eval_seconds": None, "gpu_seconds": None, "rougeL_per_gpu_hour": None, "rougeL_per_cpu_hour": None,
-           "peak_memory_mb": None, "train_tokens": None, "n_empty": 0, "n_eval": 5, "device": None,
-           "bertscore_model": None, "eval_engine": None}
+    row = {
+        "method": "a",
+        "samples": 1,
+        "seeds": 1,
+        "rouge1": 0.1,
+        "rouge2": 0.1,
+        "rougeL": 0.1,
+        "rougeL_ci95": None,
+        "bertscore_f1": 0.5,
+        "bertscore_f1_ci95": None,
+        "vs_random_pct": 1.0,
+        "pct_of_full": None,
+        "p_holm": 0.5,
+        "significant": False,
+        "time_s": 1.0,
+        "select_seconds": None,
+        "train_seconds": None,
+        "eval_seconds": None,
+        "gpu_seconds": None,
+        "rougeL_per_gpu_hour": None,
+        "rougeL_per_cpu_hour": None,
+        "peak_memory_mb": None,
+        "train_tokens": None,
+        "n_empty": 0,
+        "n_eval": 5,
+        "device": None,
+        "bertscore_model": None,
+        "eval_engine": None,
+    }
     (read,) = read_results({"schema_version": 2, "rows": [row]}, "results.json")
     assert read.vs_random is None and read.heldout_loss is None and read.rougeL == 0.1
+
+
+def test_a_rebuild_tests_the_runs_own_metrics_unless_told(tmp_path):
+    """`distill report` tests what the run was started with (run.json's report.metrics); --metrics replaces it
+    for this rebuild only, and a name that is not a metric is refused before anything is written."""
+    from test_cli import run_cli
+
+    out = tmp_path / "run"
+    _write_run(out)
+    run = json.loads((out / "run.json").read_text())
+    run["config"]["report"] = {"metrics": ["bertscore_f1"]}
+    (out / "run.json").write_text(json.dumps(run))
+    artifacts.seal(out / "run.json")
+
+    def tested() -> set[str]:
+        rows = json.loads((out / "comparison" / "results.json").read_text())["rows"]
+        return {name for r in rows for name in (r["vs_random"] or {})}
+
+    assert run_cli("report", str(out), cwd=tmp_path).returncode == 0
+    assert tested() == {"bertscore_f1"}
+    assert run_cli("report", str(out), "--metrics", "rougeL", cwd=tmp_path).returncode == 0
+    assert tested() == {"rougeL"}
+    refused = run_cli("report", str(out), "--metrics", "rougeL,bleu", cwd=tmp_path)
+    assert refused.returncode == 2 and "report.metrics" in refused.stderr and "bleu" in refused.stderr
+    assert tested() == {"rougeL"}  # the last report stands

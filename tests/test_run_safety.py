@@ -29,18 +29,35 @@ from distill.config import make_config
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
-SECRETS = {"HF_TOKEN": "hf_FAKE0secret0token0do0not0leak", "WANDB_API_KEY": "wandbFAKE0key0do0not0leak0123456",
-           "DISTILL_TEST_SERVICE_TOKEN": "svcFAKE0token0do0not0leak", "SOME_CLOUD_API_KEY": "cloudFAKE0key0do0not0leak"}
+SECRETS = {
+    "HF_TOKEN": "hf_FAKE0secret0token0do0not0leak",
+    "WANDB_API_KEY": "wandbFAKE0key0do0not0leak0123456",
+    "DISTILL_TEST_SERVICE_TOKEN": "svcFAKE0token0do0not0leak",
+    "SOME_CLOUD_API_KEY": "cloudFAKE0key0do0not0leak",
+}
 SESSION = re.compile(r"Ray session folder \(its logs\): (\S+)")
 
 
 def _start(job: dict, folder: Path, name: str) -> subprocess.Popen:
     spec = folder / f"{name}.yaml"
     spec.write_text(yaml.safe_dump(job))
-    env = {**os.environ, **SECRETS, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
+    # the dashboard as users get it: its ports are among those that must stay on 127.0.0.1
+    env = {
+        **os.environ,
+        **SECRETS,
+        "HF_HUB_OFFLINE": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "PYTHONPATH": str(REPO),
+        "DISTILL_RAY_DASHBOARD": "1",
+    }
     env.pop("RAY_ADDRESS", None)
-    return subprocess.Popen([PYTHON, "-m", "distill", "quick", "--job", str(spec)], cwd=folder, env=env,
-                            stdout=open(folder / f"{name}.out", "w"), stderr=open(folder / f"{name}.err", "w"))
+    return subprocess.Popen(
+        [PYTHON, "-m", "distill", "quick", "--job", str(spec)],
+        cwd=folder,
+        env=env,
+        stdout=open(folder / f"{name}.out", "w"),
+        stderr=open(folder / f"{name}.err", "w"),
+    )
 
 
 def _listening(root: psutil.Process) -> set[tuple[str, str, int]]:
@@ -63,21 +80,30 @@ def _listening(root: psutil.Process) -> set[tuple[str, str, int]]:
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory, tiny_model) -> dict:
     folder = tmp_path_factory.mktemp("two-runs")
-    base = {"name": "test", "mode": "quick", "data": {"source": "embedded:billsum", "test_size": 4, "max_train": 24},
-            "model": {"name": tiny_model, "max_source_tokens": 64, "max_target_tokens": 16},
-            "select": {"methods": ["random", "balanced_lengths"], "fraction": 0.25},
-            "train": {"epochs": 1, "batch_size": 2, "max_steps": 2},
-            "eval": {"max_new_tokens": 8, "batch_size": 4, "bertscore_model": "offline"},
-            "resources": {"num_cpus": 1}}
+    base = {
+        "name": "test",
+        "mode": "quick",
+        "data": {"source": "embedded:billsum", "test_size": 4, "max_train": 24},
+        "model": {"name": tiny_model, "max_source_tokens": 64, "max_target_tokens": 16},
+        "select": {"methods": ["random", "balanced_lengths"], "fraction": 0.25},
+        "train": {"epochs": 1, "batch_size": 2, "max_steps": 2},
+        "eval": {"max_new_tokens": 8, "batch_size": 4, "bertscore_model": "offline"},
+        "resources": {"num_cpus": 1},
+    }
     outs = {name: folder / f"out-{name}" for name in "ab"}
     procs = {name: _start({**base, "output_dir": str(outs[name])}, folder, name) for name in "ab"}
     lock = outs["a"] / ".distill.lock"
     deadline = time.time() + 300
     while not lock.exists() and procs["a"].poll() is None and time.time() < deadline:
         time.sleep(0.2)
-    refused = subprocess.run([PYTHON, "-m", "distill", "quick", "--job", str(folder / "a.yaml")],
-                             cwd=folder, capture_output=True, text=True, timeout=300,
-                             env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"})
+    refused = subprocess.run(
+        [PYTHON, "-m", "distill", "quick", "--job", str(folder / "a.yaml")],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"},
+    )
     sockets: set = set()
     roots = {name: psutil.Process(p.pid) for name, p in procs.items()}
     while any(p.poll() is None for p in procs.values()) and time.time() < deadline + 600:
@@ -90,8 +116,15 @@ def two_runs(tmp_path_factory, tiny_model) -> dict:
         p.wait()
     logs = {name: ((folder / f"{name}.out").read_text(), (folder / f"{name}.err").read_text()) for name in "ab"}
     sessions = {name: Path(m.group(1)) for name in "ab" if (m := SESSION.search(logs[name][0]))}
-    return {"procs": procs, "outs": outs, "refused": refused, "sockets": sockets, "logs": logs, "sessions": sessions,
-            "folder": folder}
+    return {
+        "procs": procs,
+        "outs": outs,
+        "refused": refused,
+        "sockets": sockets,
+        "logs": logs,
+        "sessions": sessions,
+        "folder": folder,
+    }
 
 
 def test_two_runs_into_two_folders_both_finish(two_runs):
@@ -159,7 +192,7 @@ DAMAGE = {  # artifact → how it is damaged
     "run.json": "truncate",
     "comparison/results.json": "truncate",
 }
-SCORES = ("method", "samples", "rouge1", "rouge2", "rougeL", "bertscore_f1", "rougeL_ci95", "p_vs_random")
+SCORES = ("method", "samples", "rouge1", "rouge2", "rougeL", "bertscore_f1", "heldout_loss", "rougeL_ci95", "vs_random")
 
 
 def test_damaged_artifacts_are_named_recomputed_and_give_identical_results(tiny_job, caplog, capsys):
@@ -179,12 +212,14 @@ def test_damaged_artifacts_are_named_recomputed_and_give_identical_results(tiny_
         else:
             artifacts.sidecar(path).unlink()
     capsys.readouterr()
-    with caplog.at_level(logging.WARNING, logger="distill"):
+    with caplog.at_level(logging.INFO, logger="distill"):  # INFO: the lines that say what was reused
         again = [{k: r[k] for k in SCORES} for r in pipeline.run(make_config(tiny_job))]
     log = capsys.readouterr().out
     for path in damaged:
         assert f"damaged artifact {path}" in caplog.text, path
-    assert "reusing cached features" not in log and "0 trial(s) reused" in log  # both trials and features redone
+    # both trials and the features are redone
+    assert "reusing cached features" not in log, log
+    assert "0 trial(s) reused" in log, log
     assert again == first
     for path in damaged:
         assert artifacts.verify(path) is None  # every one rewritten whole, with its checksum

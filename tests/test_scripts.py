@@ -24,8 +24,13 @@ def test_gpu_check_limits_cover_every_check_within_its_ten_minutes():
 
 def _bench(script: str, tmp_path: Path, *args: str) -> dict:
     out = tmp_path / f"{script}.json"
-    proc = subprocess.run([sys.executable, f"scripts/{script}.py", *args, "--json", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, f"scripts/{script}.py", *args, "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())
 
@@ -35,8 +40,18 @@ def test_bench_dynamics_measures_every_stage_and_the_float32_twin(tiny_model, tm
     """A smoke run on the tiny model: each stage reports its cost, the probe is set against one trial,
     and on a CPU (where the job's model is already float32) the float32 twin ranks the pool identically.
     (The gradient stage's code is test_probe.py's.)"""
-    result = _bench("bench_dynamics", tmp_path, "--n", "8", "--model", tiny_model, "--threads", "1",
-                    "--stages", "embed,probe,probe_fp32,trial")
+    result = _bench(
+        "bench_dynamics",
+        tmp_path,
+        "--n",
+        "8",
+        "--model",
+        tiny_model,
+        "--threads",
+        "1",
+        "--stages",
+        "embed,probe,probe_fp32,trial",
+    )
     assert set(result["stages"]) == {"embed", "probe", "probe_fp32", "trial"}
     assert result["stages"]["probe"]["loss_passes"] == result["probe"]["checkpoints"]  # step 0 came from the embed pass
     assert result["stages"]["probe_fp32"]["loss_passes"] == result["probe"]["checkpoints"] + 1
@@ -49,18 +64,24 @@ def test_bench_generate_measures_its_floor_beside_the_arms(tiny_model, tmp_path)
     result = _bench("bench_generate", tmp_path, "--quick", "--model", tiny_model)
     per_example, batched = result["rows"]
     floor = result["floor"]
-    assert floor["prefill_s"] > 0 and floor["decode_step_s"] > 0 and 1 <= floor["decode_steps"] <= result["max_new_tokens"]
+    assert (
+        floor["prefill_s"] > 0 and floor["decode_step_s"] > 0 and 1 <= floor["decode_steps"] <= result["max_new_tokens"]
+    )
     assert floor["floor_s"] < batched["seconds"] * 1.5  # a floor, not an estimate of something else
     assert floor["ceiling_speedup"] == round(per_example["seconds"] / floor["floor_s"], 2)
 
 
 @pytest.mark.slow
 def test_bench_train_states_the_flop_ceiling_of_a_leaner_head(tiny_model, tmp_path):
-    result = _bench("bench_train", tmp_path, "--quick", "--repeats", "1", "--arms", "trainer,distill", "--model", tiny_model)
+    result = _bench(
+        "bench_train", tmp_path, "--quick", "--repeats", "1", "--arms", "trainer,distill", "--model", tiny_model
+    )
     ceiling = result["flop_ceiling"]
     assert 0 < ceiling["labelled"] < ceiling["tokens"]
     head, body = ceiling["head_params"], ceiling["body_params"]
-    assert ceiling["ceiling_speedup"] == round((body + head) * ceiling["tokens"] / (body * ceiling["tokens"] + head * ceiling["labelled"]), 3)
+    assert ceiling["ceiling_speedup"] == round(
+        (body + head) * ceiling["tokens"] / (body * ceiling["tokens"] + head * ceiling["labelled"]), 3
+    )
     assert [row["arm"] for row in result["rows"]] == ["trainer", "distill"]
 
 
@@ -74,8 +95,13 @@ def test_bench_selectors_gives_every_selector_its_inputs_and_fails_when_one_fail
     result = _bench("bench_selectors", tmp_path, *small)
     assert set(result["methods"]) == set(registry.names())
     assert all(r["seconds"] is not None and "error" not in r for r in result["methods"].values()), result["methods"]
-    proc = subprocess.run([sys.executable, "scripts/bench_selectors.py", *small[:-1], "0", "--methods", "random",
-                           "rds_plus"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "scripts/bench_selectors.py", *small[:-1], "0", "--methods", "random", "rds_plus"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1 and "1 selector(s) failed: rds_plus" in proc.stderr
 
 

@@ -25,8 +25,9 @@ def pools(draw):
     rng = np.random.default_rng(seed)
     levels = draw(st.integers(1, 4))  # 1 level -> zero-variance embeddings
     emb = rng.integers(0, levels, (n, d)).astype(np.float32) * draw(st.sampled_from([0.0, 0.5, 10.0]) | st.just(1.0))
-    texts = [" ".join(rng.choice(WORDS, size=int(rng.integers(1, 25)))) + "." * int(rng.integers(0, 2))
-             for _ in range(n)]
+    texts = [
+        " ".join(rng.choice(WORDS, size=int(rng.integers(1, 25)))) + "." * int(rng.integers(0, 2)) for _ in range(n)
+    ]
     loss = rng.integers(0, 3, n).astype(np.float32)
     probe_loss = rng.integers(0, 3, (n, draw(st.integers(1, 4)))).astype(np.float32)  # 1 column: step 0 only
     grads = rng.integers(-1, levels, (n, d)).astype(np.float32)  # zero rows and duplicates are common
@@ -35,9 +36,15 @@ def pools(draw):
     query = rng.integers(0, levels, (m, d)).astype(np.float32)  # zero rows too
     query_task = rng.integers(0, draw(st.integers(1, 3)), m)
     k = draw(st.integers(1, n))
-    features = replace(text_features(texts, emb, loss), probe_loss=probe_loss, grad_features=grads,
-                       embedding_wmean=emb[:, ::-1].copy(), loss_alone=loss_alone, query_embedding=query,
-                       query_task=query_task)
+    features = replace(
+        text_features(texts, emb, loss),
+        probe_loss=probe_loss,
+        grad_features=grads,
+        embedding_wmean=emb[:, ::-1].copy(),
+        loss_alone=loss_alone,
+        query_embedding=query,
+        query_task=query_task,
+    )
     return features, k, draw(st.integers(0, 2**31 - 1))
 
 

@@ -9,14 +9,16 @@ import pytest
 
 from distill.errors import DistillError
 from distill.features import Features, text_features
-from distill.select import registry
 from distill.select import neighbors as nb
+from distill.select import registry
 from distill.select.d2 import d2_pruning
 from distill.select.heuristic import high_info_density, length_bins, loss_band
 from distill.select.semantic import semdedup_keep
 
-WORDS = np.array("the act tax credit section amend federal state law bill health care fund grant "
-                 "report agency secretary program shall may year public energy water land".split())
+WORDS = np.array(
+    "the act tax credit section amend federal state law bill health care fund grant "
+    "report agency secretary program shall may year public energy water land".split()
+)
 
 
 def make_texts(n: int, seed: int) -> list[str]:
@@ -26,15 +28,23 @@ def make_texts(n: int, seed: int) -> list[str]:
     for _ in range(n):
         n_sent = int(rng.integers(1, 8))
         vocab = WORDS[: int(rng.integers(3, len(WORDS) + 1))]
-        texts.append(" ".join(" ".join(rng.choice(vocab, size=int(rng.integers(2, 30)))) + "."
-                              for _ in range(n_sent)))
+        texts.append(" ".join(" ".join(rng.choice(vocab, size=int(rng.integers(2, 30)))) + "." for _ in range(n_sent)))
     return texts
 
 
-def make_features(n: int = 200, d: int = 16, seed: int = 0, clusters: int = 5, emb: np.ndarray | None = None,
-                  loss: np.ndarray | None = None, probe_loss: np.ndarray | None = None,
-                  grads: np.ndarray | None = None, loss_alone: np.ndarray | None = None,
-                  query: np.ndarray | None = None, query_task: np.ndarray | None = None) -> Features:
+def make_features(
+    n: int = 200,
+    d: int = 16,
+    seed: int = 0,
+    clusters: int = 5,
+    emb: np.ndarray | None = None,
+    loss: np.ndarray | None = None,
+    probe_loss: np.ndarray | None = None,
+    grads: np.ndarray | None = None,
+    loss_alone: np.ndarray | None = None,
+    query: np.ndarray | None = None,
+    query_task: np.ndarray | None = None,
+) -> Features:
     """Synthetic features for every registered selector's needs. The query set (rds_plus) is 6 rows near
     the pool's embeddings in 2 tasks, unless given; `embedding_wmean` is a rotation of `emb`, so duplicate
     and constant pools stay duplicate and constant."""
@@ -54,11 +64,15 @@ def make_features(n: int = 200, d: int = 16, seed: int = 0, clusters: int = 5, e
     if query is None:
         query = wmean[rng.integers(n, size=6)] + rng.normal(0, 0.1, (6, wmean.shape[1]))
         query_task = np.repeat([0, 1], 3)
-    return replace(text_features(make_texts(n, seed), emb.astype(np.float32), loss),
-                   probe_loss=np.asarray(probe_loss, dtype=np.float32), grad_features=np.asarray(grads, dtype=np.float32),
-                   embedding_wmean=np.ascontiguousarray(wmean, dtype=np.float32),
-                   loss_alone=np.asarray(loss_alone, dtype=np.float32), query_embedding=np.asarray(query, dtype=np.float32),
-                   query_task=None if query_task is None else np.asarray(query_task, dtype=np.int64))
+    return replace(
+        text_features(make_texts(n, seed), emb.astype(np.float32), loss),
+        probe_loss=np.asarray(probe_loss, dtype=np.float32),
+        grad_features=np.asarray(grads, dtype=np.float32),
+        embedding_wmean=np.ascontiguousarray(wmean, dtype=np.float32),
+        loss_alone=np.asarray(loss_alone, dtype=np.float32),
+        query_embedding=np.asarray(query, dtype=np.float32),
+        query_task=None if query_task is None else np.asarray(query_task, dtype=np.int64),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +91,7 @@ METHODS = registry.names()
 
 # ---------------------------------------------------------------- the matrix (every registered method)
 
+
 @pytest.mark.parametrize("name", METHODS)
 @pytest.mark.parametrize("k", [1, 17, 200])
 def test_valid_subset_and_deterministic(name: str, k: int, pool: Features) -> None:
@@ -90,8 +105,11 @@ def test_read_only_memory_mapped_features(name: str, pool: Features, tmp_path) -
     """The pipeline hands selectors read-only memory maps of the features cache: same picks as in memory."""
     np.save(tmp_path / "embedding.npy", pool.embeddings)
     np.save(tmp_path / "loss.npy", pool.loss)
-    mapped = replace(pool, embeddings=np.load(tmp_path / "embedding.npy", mmap_mode="r"),
-                     loss=np.load(tmp_path / "loss.npy", mmap_mode="r"))
+    mapped = replace(
+        pool,
+        embeddings=np.load(tmp_path / "embedding.npy", mmap_mode="r"),
+        loss=np.load(tmp_path / "loss.npy", mmap_mode="r"),
+    )
     assert np.array_equal(registry.select(name, mapped, 17, seed=3), registry.select(name, pool, 17, seed=3))
 
 
@@ -104,8 +122,13 @@ def test_tiny_pools(name: str, n: int, k: int) -> None:
 @pytest.mark.parametrize("name", METHODS)
 def test_duplicate_rows(name: str) -> None:
     base = np.random.default_rng(1).normal(size=(20, 8))
-    f = make_features(n=40, emb=np.concatenate([base, base]), loss=np.tile(np.linspace(0.5, 2, 20), 2),
-                      probe_loss=np.tile(np.linspace(0.5, 2, 60).reshape(20, 3), (2, 1)), grads=np.concatenate([base, base]))
+    f = make_features(
+        n=40,
+        emb=np.concatenate([base, base]),
+        loss=np.tile(np.linspace(0.5, 2, 20), 2),
+        probe_loss=np.tile(np.linspace(0.5, 2, 60).reshape(20, 3), (2, 1)),
+        grads=np.concatenate([base, base]),
+    )
     for k in (10, 40):
         _check(registry.select(name, f, k, seed=1), k, 40)
 
@@ -113,8 +136,13 @@ def test_duplicate_rows(name: str) -> None:
 @pytest.mark.parametrize("name", METHODS)
 @pytest.mark.parametrize("value", [0.0, 1.5])
 def test_zero_variance_embeddings(name: str, value: float) -> None:
-    f = make_features(n=30, emb=np.full((30, 8), value), loss=np.ones(30), probe_loss=np.full((30, 3), value),
-                      grads=np.full((30, 8), value))
+    f = make_features(
+        n=30,
+        emb=np.full((30, 8), value),
+        loss=np.ones(30),
+        probe_loss=np.full((30, 3), value),
+        grads=np.full((30, 8), value),
+    )
     for k in (5, 30):
         a = registry.select(name, f, k, seed=2)
         _check(a, k, 30)
@@ -126,6 +154,7 @@ def test_seed_changes_random_choice(pool: Features) -> None:
 
 
 # ---------------------------------------------------------------- bad input
+
 
 @pytest.mark.parametrize("name", METHODS)
 @pytest.mark.parametrize("k", [0, -1, 201])
@@ -157,8 +186,9 @@ def test_nan_and_missing_dynamics(name: str, pool: Features) -> None:
 
 def test_missing_loss_and_unknown_names(pool: Features) -> None:
     no_loss = make_features(emb=pool.embeddings, loss=np.zeros(200))
-    no_loss = Features(no_loss.n_words, no_loss.n_sentences, no_loss.type_token_ratio, no_loss.info_density,
-                       no_loss.embeddings, None)
+    no_loss = Features(
+        no_loss.n_words, no_loss.n_sentences, no_loss.type_token_ratio, no_loss.info_density, no_loss.embeddings, None
+    )
     with pytest.raises(DistillError, match="loss"):
         registry.select("loss_based", no_loss, 5, seed=0)
     with pytest.raises(DistillError, match="loss"):
@@ -175,6 +205,7 @@ def test_missing_loss_and_unknown_names(pool: Features) -> None:
 
 
 # ---------------------------------------------------------------- method-specific contracts
+
 
 def test_balanced_lengths_covers_every_bin() -> None:
     f = make_features(n=300, seed=4)
@@ -334,19 +365,31 @@ def test_hybrid_picks_satisfy_filter(pool: Features) -> None:
     assert set(picks) <= set(registry.get("length_diversity").fn(pool, 2 * k, 4))
 
 
-@pytest.mark.parametrize("name,params", [("d2_pruning", {"variant": "reference"}), ("d2_pruning", {"exact": True}),
-                                         ("diversity_sampling", {"exact": True})])
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("d2_pruning", {"variant": "reference"}),
+        ("d2_pruning", {"exact": True}),
+        ("diversity_sampling", {"exact": True}),
+    ],
+)
 def test_exact_quadratic_options_fail_fast_above_the_limit(name: str, params: dict) -> None:
     """Exact all-pairs options would run for hours on a million rows: refused before any work."""
     n = nb.EXACT_MAX_ROWS + 1
-    f = Features(n_words=np.full(n, 10), n_sentences=np.ones(n, dtype=np.int64), type_token_ratio=np.full(n, 0.5),
-                 info_density=np.ones(n), embeddings=np.random.default_rng(0).normal(size=(n, 4)).astype(np.float32),
-                 loss=np.ones(n, dtype=np.float32))
+    f = Features(
+        n_words=np.full(n, 10),
+        n_sentences=np.ones(n, dtype=np.int64),
+        type_token_ratio=np.full(n, 0.5),
+        info_density=np.ones(n),
+        embeddings=np.random.default_rng(0).normal(size=(n, 4)).astype(np.float32),
+        loss=np.ones(n, dtype=np.float32),
+    )
     with pytest.raises(DistillError, match="exceeds its limit of 100,000 rows"):
         registry.select(name, f, 10, seed=0, **params)
 
 
 # ---------------------------------------------------------------- training-dynamics selectors
+
 
 def test_el2n_loss_picks_the_hardest_at_the_chosen_checkpoint(pool: Features) -> None:
     last, first = pool.probe_loss[:, -1], pool.probe_loss[:, 0]
@@ -399,6 +442,7 @@ def test_gradient_match_prefers_aligned_gradients_and_holds_the_validation_slice
 
 # ---------------------------------------------------------------- RDS+ and IFD
 
+
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
@@ -434,7 +478,9 @@ def test_rds_plus_several_tasks_round_robin_by_their_best_query() -> None:
     with pytest.raises(DistillError, match="query_embedding"):
         registry.select("rds_plus", replace(f, query_embedding=None), 5, seed=0)
     with pytest.raises(DistillError, match="empty query set"):
-        registry.select("rds_plus", replace(f, query_embedding=np.zeros((0, 8), np.float32), query_task=None), 5, seed=0)
+        registry.select(
+            "rds_plus", replace(f, query_embedding=np.zeros((0, 8), np.float32), query_task=None), 5, seed=0
+        )
 
 
 def test_ifd_ranks_by_the_ratio_and_drops_unhelpful_documents() -> None:

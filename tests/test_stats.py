@@ -7,8 +7,8 @@ import pytest
 
 from distill import stats
 
-
 # ------------------------------------------------------------------------ the Behrens–Fisher distribution
+
 
 def _quad_cdf(t: float, w: float, df_seed: int, df_example: int) -> float:
     """P(√w·T1 + √(1 − w)·T2 ≤ t) by scipy's adaptive quadrature, split at the kink of the inner CDF."""
@@ -21,8 +21,10 @@ def _quad_cdf(t: float, w: float, df_seed: int, df_example: int) -> float:
     def f(x):
         return norm * (1 + x * x / df_seed) ** (-(df_seed + 1) / 2) * stdtr(df_example, (t - a * x) / b)
 
-    return sum(integrate.quad(f, lo, hi, epsabs=1e-14, epsrel=1e-11, limit=200)[0]
-               for lo, hi in ((-np.inf, t / a), (t / a, np.inf)))
+    return sum(
+        integrate.quad(f, lo, hi, epsabs=1e-14, epsrel=1e-11, limit=200)[0]
+        for lo, hi in ((-np.inf, t / a), (t / a, np.inf))
+    )
 
 
 @pytest.mark.parametrize("df_seed, df_example", [(1, 1), (1, 49), (2, 4), (4, 1), (2, 499)])
@@ -49,6 +51,7 @@ def test_behrens_fisher_ends_are_student_t_and_it_is_symmetric():
 
 
 # ----------------------------------------------------------------------------------------- the test
+
 
 def test_one_seed_is_scipys_paired_t_test():
     from scipy.stats import t as student
@@ -135,6 +138,7 @@ def test_mean_ci_contains_the_mean_and_narrows_with_examples():
 
 # --------------------------------------------------------------------------------------- Holm, power
 
+
 def test_holm_matches_hand_computation_and_statsmodels():
     from statsmodels.stats.multitest import multipletests
 
@@ -159,7 +163,8 @@ def _sm_power(effect: float, n: int, alpha: float = 0.05) -> float:
 @pytest.mark.parametrize("effect", [0.05, 0.3, 1.0])
 def test_t_power_is_statsmodels_ttestpower(n, effect):
     assert stats.t_power(effect * math.sqrt(n), n - 1, alpha=0.05 / 3) == pytest.approx(
-        _sm_power(effect, n, 0.05 / 3), abs=1e-9)
+        _sm_power(effect, n, 0.05 / 3), abs=1e-9
+    )
 
 
 def test_t_power_is_finite_where_statsmodels_gives_nan():
@@ -189,8 +194,16 @@ def test_seeds_and_examples_needed_are_the_smallest_that_reach_the_power():
     observed = 0.012
     ev = stats.evidence(model, observed)
     assert ev.mde > observed
-    assert stats.power(observed, model, seeds=ev.seeds_needed) >= 0.8 > stats.power(observed, model, seeds=ev.seeds_needed - 1)
-    assert stats.power(observed, model, examples=ev.n_needed) >= 0.8 > stats.power(observed, model, examples=ev.n_needed - 1)
+    assert (
+        stats.power(observed, model, seeds=ev.seeds_needed)
+        >= 0.8
+        > stats.power(observed, model, seeds=ev.seeds_needed - 1)
+    )
+    assert (
+        stats.power(observed, model, examples=ev.n_needed)
+        >= 0.8
+        > stats.power(observed, model, examples=ev.n_needed - 1)
+    )
     # seed noise caps what examples can do, example noise what seeds can do: out of reach is None, never a count
     assert stats.evidence(stats.Variance(3, 100, 1e-3, 1e-3, 1e-2), observed).n_needed is None
     assert stats.evidence(stats.Variance(3, 100, 0.0, 1e-1, 1e-2), observed).seeds_needed is None
@@ -205,6 +218,10 @@ def test_power_predicts_the_simulated_power_of_the_test():
     model = stats.Variance(seeds, n, sd[0] ** 2, sd[1] ** 2, sd[2] ** 2)
     mde = stats.detectable(model)
     rng = np.random.default_rng(9)
-    x = (mde + rng.normal(0, sd[0], (4000, seeds, 1)) + rng.normal(0, sd[1], (4000, 1, n))
-         + rng.normal(0, sd[2], (4000, seeds, n)))
+    x = (
+        mde
+        + rng.normal(0, sd[0], (4000, seeds, 1))
+        + rng.normal(0, sd[1], (4000, 1, n))
+        + rng.normal(0, sd[2], (4000, seeds, n))
+    )
     assert np.mean(stats.t_test(x).p < 0.05) == pytest.approx(0.8, abs=0.04)

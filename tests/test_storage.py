@@ -92,14 +92,17 @@ def test_the_s3_filesystem_pickles_without_credentials(s3_env, tmp_path):
     assert store.read_json("k.json") == [1]
 
 
-@pytest.mark.parametrize("uri, endpoint, problem", [
-    ("s3://KEY:hunter2@runs/x", None, "holds credentials"),
-    ("s3://runs/x", "http://KEY:hunter2@127.0.0.1:9000", "holds credentials"),
-    ("s3://runs/x?access_key=hunter2", None, "holds credentials"),
-    ("ftp://host/x", None, "not supported"),
-    ("s3:///x", None, "names no bucket"),
-    ("/shared/run", "http://127.0.0.1:9000", "local path"),
-])
+@pytest.mark.parametrize(
+    "uri, endpoint, problem",
+    [
+        ("s3://KEY:hunter2@runs/x", None, "holds credentials"),
+        ("s3://runs/x", "http://KEY:hunter2@127.0.0.1:9000", "holds credentials"),
+        ("s3://runs/x?access_key=hunter2", None, "holds credentials"),
+        ("ftp://host/x", None, "not supported"),
+        ("s3:///x", None, "names no bucket"),
+        ("/shared/run", "http://127.0.0.1:9000", "local path"),
+    ],
+)
 def test_a_bad_storage_setting_is_one_line_naming_the_fix(tmp_path, uri, endpoint, problem):
     with pytest.raises(DistillError) as caught:
         open_storage(tmp_path, uri, endpoint=endpoint)
@@ -125,4 +128,3 @@ def test_storage_is_a_config_section_and_a_flag_never_in_a_trial_key(capsys):
     assert make_config({"storage": {"uri": "/shared/run"}}).storage.uri == "/shared/run"
     assert main(["validate", "--set", "storage.bucket=x"]) == 2
     assert "unknown config key 'storage.bucket'" in capsys.readouterr().err
-

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
@@ -18,8 +17,13 @@ TEXTS = [
     "Requires the Administrator to issue rules on lead in drinking water within one year.",
     "Authorizes appropriations for rural broadband grants for fiscal years 2025 through 2029.",
 ]
-SUMMARIES = ["Creates a grid storage program.", "Extends the EV credit.", "Names a post office.",
-             "Requires lead rules.", "Funds rural broadband."]
+SUMMARIES = [
+    "Creates a grid storage program.",
+    "Extends the EV credit.",
+    "Names a post office.",
+    "Requires lead rules.",
+    "Funds rural broadband.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +44,10 @@ def fresh(tiny_model, cfg: TrainConfig, seed: int = 0):
 def summary_loss(model, tokenizer, fmt) -> float:
     model.eval()
     with torch.no_grad():
-        losses = [model(**collate([ex], tokenizer.pad_token_id, "cpu")).loss.item()
-                  for ex in encode_examples(fmt, TEXTS, SUMMARIES)]
+        losses = [
+            model(**collate([ex], tokenizer.pad_token_id, "cpu")).loss.item()
+            for ex in encode_examples(fmt, TEXTS, SUMMARIES)
+        ]
     return sum(losses) / len(losses)
 
 
@@ -55,8 +61,8 @@ def test_labels_masked_on_prompt(fmt, tokenizer):
         enc = fmt.encode(text, summary)
         assert ids == enc.prompt + enc.target
         assert len(labels) == len(ids)
-        assert labels[:len(enc.prompt)] == [IGNORE] * len(enc.prompt)
-        assert labels[len(enc.prompt):] == enc.target
+        assert labels[: len(enc.prompt)] == [IGNORE] * len(enc.prompt)
+        assert labels[len(enc.prompt) :] == enc.target
         assert labels[-1] == tokenizer.eos_token_id
 
 
@@ -82,16 +88,19 @@ def test_only_lora_parameters_are_trainable(tiny_model):
     assert not any("mlp" in name for name in trainable)
 
 
-@pytest.mark.parametrize("n,epochs,batch,accum,max_steps,expected", [
-    (5, 1.0, 2, 1, None, 3),
-    (5, 2.0, 2, 1, None, 5),
-    (5, 1.0, 2, 2, None, 2),
-    (5, 3.0, 1, 1, 4, 4),
-    (4, 0.5, 1, 1, None, 2),
-    (3, 1.0, 8, 1, None, 1),
-    (3, 3.0, 8, 1, None, 3),  # subset smaller than the batch: one full pass per step, still 3 epochs
-    (2, 2.0, 4, 2, None, 2),
-])
+@pytest.mark.parametrize(
+    "n,epochs,batch,accum,max_steps,expected",
+    [
+        (5, 1.0, 2, 1, None, 3),
+        (5, 2.0, 2, 1, None, 5),
+        (5, 1.0, 2, 2, None, 2),
+        (5, 3.0, 1, 1, 4, 4),
+        (4, 0.5, 1, 1, None, 2),
+        (3, 1.0, 8, 1, None, 1),
+        (3, 3.0, 8, 1, None, 3),  # subset smaller than the batch: one full pass per step, still 3 epochs
+        (2, 2.0, 4, 2, None, 2),
+    ],
+)
 def test_step_count(tiny_model, tokenizer, fmt, monkeypatch, n, epochs, batch, accum, max_steps, expected):
     """steps = ceil(n * epochs / min(batch * grad_accum, n)), capped by max_steps (gradients stubbed: only counting)."""
     import distill.train as train
@@ -123,8 +132,17 @@ def test_every_optimizer_step_is_reported(tiny_model, tokenizer, fmt, monkeypatc
     monkeypatch.setattr(train, "_step_with_backoff", lambda model, ex, micro, pad, dev: (next(losses), micro))
     cfg = TrainConfig(epochs=3, batch_size=5, lora_r=2)
     heard = []
-    stats = finetune(fresh(tiny_model, cfg), tokenizer, fmt, TEXTS, SUMMARIES, cfg, seed=0, device="cpu",
-                     on_step=lambda step, steps, loss, snapshot: heard.append((step, steps, loss, callable(snapshot))))
+    stats = finetune(
+        fresh(tiny_model, cfg),
+        tokenizer,
+        fmt,
+        TEXTS,
+        SUMMARIES,
+        cfg,
+        seed=0,
+        device="cpu",
+        on_step=lambda step, steps, loss, snapshot: heard.append((step, steps, loss, callable(snapshot))),
+    )
     assert heard == [(1, 3, 3.0, True), (2, 3, 2.5, True), (3, 3, 2.25, True)] and stats.final_loss == 2.25
 
 
@@ -132,7 +150,9 @@ def test_every_example_seen_once_per_epoch(tiny_model, tokenizer, fmt, monkeypat
     import distill.train as train
 
     seen = []
-    monkeypatch.setattr(train, "_step_with_backoff", lambda model, ex, micro, pad, dev: (seen.extend(ex), (0.0, micro))[1])
+    monkeypatch.setattr(
+        train, "_step_with_backoff", lambda model, ex, micro, pad, dev: (seen.extend(ex), (0.0, micro))[1]
+    )
     cfg = TrainConfig(epochs=2, batch_size=5, lora_r=2)
     finetune(fresh(tiny_model, cfg), tokenizer, fmt, TEXTS, SUMMARIES, cfg, seed=1, device="cpu")
     examples = encode_examples(fmt, TEXTS, SUMMARIES)
@@ -143,9 +163,16 @@ def test_every_example_seen_once_per_epoch(tiny_model, tokenizer, fmt, monkeypat
 def test_finetuning_lowers_training_loss(tiny_model, tokenizer, fmt):
     # the random tiny model's logits are bounded (tied 0.02-scale embeddings after RMSNorm), so its loss
     # starts at ~ln(vocab) = 10.8 and can only move by tenths of a nat: 0.05 is a clear, seeded margin
-    cfg = TrainConfig(learning_rate=2e-2, epochs=3, batch_size=5, lora_r=8, lora_alpha=128, lora_dropout=0.0,
-                      warmup_ratio=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                                        "down_proj"])
+    cfg = TrainConfig(
+        learning_rate=2e-2,
+        epochs=3,
+        batch_size=5,
+        lora_r=8,
+        lora_alpha=128,
+        lora_dropout=0.0,
+        warmup_ratio=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    )
     model = fresh(tiny_model, cfg)
     before = summary_loss(model, tokenizer, fmt)
     stats = finetune(model, tokenizer, fmt, TEXTS, SUMMARIES, cfg, seed=0, device="cpu")

@@ -14,19 +14,42 @@ from distill.records import FULL, RANDOM, SCHEMA_VERSION, Resolved, TrialRecord
 from distill.storage import open_storage
 from distill.trial import TrialSpec, cached_metrics, run_trial, trial_key, write_trial
 
-CONTRACT = {"trial", "key", "method", "seed", "samples", "rouge1", "rouge2", "rougeL", "bertscore_f1", "n_eval",
-            "n_empty", "bertscore_model", "select_seconds", "train_seconds", "eval_seconds", "time_s", "gpu_seconds",
-            "peak_memory_mb", "train_tokens", "device", "heldout_loss", "heldout_loss_seconds"}
+CONTRACT = {
+    "trial",
+    "key",
+    "method",
+    "seed",
+    "samples",
+    "rouge1",
+    "rouge2",
+    "rougeL",
+    "bertscore_f1",
+    "n_eval",
+    "n_empty",
+    "bertscore_model",
+    "select_seconds",
+    "train_seconds",
+    "eval_seconds",
+    "time_s",
+    "gpu_seconds",
+    "peak_memory_mb",
+    "train_tokens",
+    "device",
+    "heldout_loss",
+    "heldout_loss_seconds",
+}
 
 
 @pytest.fixture(scope="module")
 def setup(tiny_model):
-    cfg = make_config({
-        "model": {"name": tiny_model, "dtype": "float32", "max_source_tokens": 48, "max_target_tokens": 8},
-        "select": {"methods": ["random"], "fraction": 0.5},
-        "train": {"epochs": 1, "batch_size": 2, "max_steps": 2, "lora_r": 2},
-        "eval": {"max_new_tokens": 4, "batch_size": 2, "bertscore_model": "offline"},
-    })
+    cfg = make_config(
+        {
+            "model": {"name": tiny_model, "dtype": "float32", "max_source_tokens": 48, "max_target_tokens": 8},
+            "select": {"methods": ["random"], "fraction": 0.5},
+            "train": {"epochs": 1, "batch_size": 2, "max_steps": 2, "lora_r": 2},
+            "eval": {"max_new_tokens": 4, "batch_size": 2, "bertscore_model": "offline"},
+        }
+    )
     splits = load_splits(DataConfig(test_size=2, max_train=6))
     pool, test = splits.train.iloc[:4].reset_index(drop=True), splits.test
     resolved = Resolved(tiny_model, "hf", resolve_scorer(cfg.eval, hub_reachable=False)[0], test_model=True)
@@ -60,7 +83,9 @@ def test_metrics_file_holds_the_contract(finished, setup):
     assert stored["bertscore_model"] == scorer.label
     assert stored["device"] == "cpu" and stored["gpu_seconds"] == 0.0
     assert stored["select_seconds"] == 0.25
-    assert stored["time_s"] == pytest.approx(stored["select_seconds"] + stored["train_seconds"] + stored["eval_seconds"])
+    assert stored["time_s"] == pytest.approx(
+        stored["select_seconds"] + stored["train_seconds"] + stored["eval_seconds"]
+    )
     assert stored["train_tokens"] > 0 and stored["peak_memory_mb"] > 0
     for metric in ("rouge1", "rouge2", "rougeL", "bertscore_f1"):
         assert 0.0 <= stored[metric] <= 1.0
@@ -102,8 +127,10 @@ def test_heldout_loss_per_example_is_the_fine_tuned_models_summary_loss(finished
     for row, text, summary in zip(lines, test["text"], test["summary"]):
         enc = fmt.encode(text, summary)
         with torch.no_grad():
-            expected = model(input_ids=torch.tensor([enc.prompt + enc.target]),
-                             labels=torch.tensor([[-100] * len(enc.prompt) + enc.target])).loss.item()
+            expected = model(
+                input_ids=torch.tensor([enc.prompt + enc.target]),
+                labels=torch.tensor([[-100] * len(enc.prompt) + enc.target]),
+            ).loss.item()
         assert row["heldout_loss"] == pytest.approx(expected, abs=1e-4)
 
 
@@ -149,8 +176,12 @@ def test_trial_key_depends_on_everything(setup):
         trial_key(spec, model_cfg, resolved, fingerprint),
         trial_key(spec, cfg, dataclasses.replace(resolved, model_path=resolved.model_path + "-other"), fingerprint),
         trial_key(spec, cfg, resolved, "f" * 16),
-        trial_key(spec, cfg, dataclasses.replace(resolved, scorer=dataclasses.replace(resolved.scorer, num_layers=5)),
-                  fingerprint),
+        trial_key(
+            spec,
+            cfg,
+            dataclasses.replace(resolved, scorer=dataclasses.replace(resolved.scorer, num_layers=5)),
+            fingerprint,
+        ),
         trial_key(spec, cfg, dataclasses.replace(resolved, engine="vllm"), fingerprint),  # the engine that generated
     ]
     assert len({base, *variants}) == len(variants) + 1
@@ -165,8 +196,11 @@ def _other(value):
     return f"{value}-other" if isinstance(value, str) else 1
 
 
-SPECS = [TrialSpec(f"{m}-s{s}", m, s, idx, 0.1) for m, idx in ((RANDOM, (0, 2)), ("clustering", (1, 3)),
-                                                               (FULL, (0, 1, 2, 3))) for s in (0, 1)]
+SPECS = [
+    TrialSpec(f"{m}-s{s}", m, s, idx, 0.1)
+    for m, idx in ((RANDOM, (0, 2)), ("clustering", (1, 3)), (FULL, (0, 1, 2, 3)))
+    for s in (0, 1)
+]
 
 
 @pytest.mark.parametrize("section", ["report", "resources"])
@@ -177,16 +211,22 @@ def test_no_report_or_resource_setting_changes_a_trial_key(setup, section):
     assert fields and not any(s == section or s.startswith(section + ".") for s in TRIAL_SETTINGS)
     base = [trial_key(spec, cfg, resolved, fingerprint) for spec in SPECS]
     for field in fields:
-        changed = dataclasses.replace(getattr(cfg, section), **{field.name: _other(getattr(getattr(cfg, section), field.name))})
-        assert [trial_key(spec, dataclasses.replace(cfg, **{section: changed}), resolved, fingerprint)
-                for spec in SPECS] == base, f"{section}.{field.name} changed a trial key"
+        changed = dataclasses.replace(
+            getattr(cfg, section), **{field.name: _other(getattr(getattr(cfg, section), field.name))}
+        )
+        assert [
+            trial_key(spec, dataclasses.replace(cfg, **{section: changed}), resolved, fingerprint) for spec in SPECS
+        ] == base, f"{section}.{field.name} changed a trial key"
 
 
 def test_the_requested_engine_is_not_hashed_only_the_resolved_one(setup):
     cfg, _, _, resolved, fingerprint = setup
-    requested = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, engine="auto" if cfg.eval.engine != "auto" else "hf"))
-    assert [trial_key(s, requested, resolved, fingerprint) for s in SPECS] == \
-        [trial_key(s, cfg, resolved, fingerprint) for s in SPECS]
+    requested = dataclasses.replace(
+        cfg, eval=dataclasses.replace(cfg.eval, engine="auto" if cfg.eval.engine != "auto" else "hf")
+    )
+    assert [trial_key(s, requested, resolved, fingerprint) for s in SPECS] == [
+        trial_key(s, cfg, resolved, fingerprint) for s in SPECS
+    ]
 
 
 def test_a_training_setting_changes_every_trial_key(setup):
@@ -207,4 +247,6 @@ def test_rerun_with_same_seed_is_identical(finished, setup, tmp_path):
     write_trial(open_storage(tmp_path), spec.name, TrialRecord.from_dict(again))
     assert again["metrics"]["final_train_loss"] == metrics["final_train_loss"]
     assert again["metrics"]["train_tokens"] == metrics["train_tokens"]
-    assert (tmp_path / "trials" / spec.name / "predictions.jsonl").read_text() == (trial_dir / "predictions.jsonl").read_text()
+    assert (tmp_path / "trials" / spec.name / "predictions.jsonl").read_text() == (
+        trial_dir / "predictions.jsonl"
+    ).read_text()

@@ -41,8 +41,18 @@ def test_cpu_job_passes_on_a_cpu_machine_and_never_prints_the_token(tiny_job, ca
     code, out = _run(make_config(tiny_job), capsys)
     assert code == 0, out
     assert "READY" in out
-    for name in ("python", "packages", "torch / CUDA", "ray cluster", "GPU for this job", "HF_TOKEN", "dataset",
-                 "model", "disk", "W&B"):
+    for name in (
+        "python",
+        "packages",
+        "torch / CUDA",
+        "ray cluster",
+        "GPU for this job",
+        "HF_TOKEN",
+        "dataset",
+        "model",
+        "disk",
+        "W&B",
+    ):
         assert _status(out, name) in ("ok", "info", "warn"), name
     assert _status(out, "torch / CUDA") == "info" and "no GPU" in out  # absent GPU: reported, not a failure
     assert "24 training pool, 4 held out" in out  # dataset counts from load_splits
@@ -51,8 +61,10 @@ def test_cpu_job_passes_on_a_cpu_machine_and_never_prints_the_token(tiny_job, ca
 
 
 @no_gpu
-@pytest.mark.parametrize("setting", [{"model": {"dtype": "bfloat16"}}, {"model": {"load_in_8bit": True}},
-                                     {"resources": {"gpus_per_trial": 1}}])
+@pytest.mark.parametrize(
+    "setting",
+    [{"model": {"dtype": "bfloat16"}}, {"model": {"load_in_8bit": True}}, {"resources": {"gpus_per_trial": 1}}],
+)
 def test_a_job_that_needs_a_gpu_fails_without_one(tiny_job, capsys, setting):
     job = {**tiny_job, **{k: {**tiny_job.get(k, {}), **v} for k, v in setting.items()}}
     code, out = _run(make_config(job), capsys)
@@ -68,8 +80,11 @@ def test_needs_gpu_reasons():
 
 
 def test_missing_data_and_model_fail_with_their_fix(tiny_job, capsys, tmp_path):
-    job = {**tiny_job, "data": {"source": str(tmp_path / "missing.jsonl")},
-           "model": {**tiny_job["model"], "name": str(tmp_path / "no-model")}}
+    job = {
+        **tiny_job,
+        "data": {"source": str(tmp_path / "missing.jsonl")},
+        "model": {**tiny_job["model"], "name": str(tmp_path / "no-model")},
+    }
     code, out = _run(make_config(job), capsys)
     assert code == 1
     assert _status(out, "dataset") == "FAIL" and "does not exist" in out
@@ -79,7 +94,9 @@ def test_missing_data_and_model_fail_with_their_fix(tiny_job, capsys, tmp_path):
 
 def test_offline_hub_model_fails_and_wrong_lora_targets_fail(tiny_job, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code, out = _run(make_config({**tiny_job, "model": {**tiny_job["model"], "name": "some-org/not-cached-model"}}), capsys)
+    code, out = _run(
+        make_config({**tiny_job, "model": {**tiny_job["model"], "name": "some-org/not-cached-model"}}), capsys
+    )
     assert code == 1 and _status(out, "model") == "FAIL" and "embedded default" in out
     code, out = _run(make_config({**tiny_job, "train": {**tiny_job["train"], "target_modules": ["c_attn"]}}), capsys)
     assert code == 1 and _status(out, "LoRA targets") == "FAIL" and "q_proj" in out
@@ -98,8 +115,13 @@ def test_module_entry_point_takes_a_job_in_seconds(tiny_job, tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(tiny_job))
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "distill.validate", "--job", str(path)], capture_output=True,
-                            text=True, timeout=120, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "-m", "distill.validate", "--job", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     took = time.perf_counter() - start
     assert result.returncode == 0, result.stdout + result.stderr
     assert "READY: job 'test'" in result.stdout

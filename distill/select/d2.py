@@ -46,12 +46,16 @@ def difficulty_scores(features: Features, difficulty: str, mean_dist: np.ndarray
         difficulty = "loss" if features.loss is not None else "density"
     if difficulty == "loss":
         if features.loss is None:
-            raise DistillError("d2_pruning difficulty='loss' needs feature 'loss', which was not computed",
-                               "compute the loss (pipeline) or use difficulty='density' or 'uniform'")
+            raise DistillError(
+                "d2_pruning difficulty='loss' needs feature 'loss', which was not computed",
+                "compute the loss (pipeline) or use difficulty='density' or 'uniform'",
+            )
         s = np.asarray(features.loss, dtype=np.float64)
         if not np.all(np.isfinite(s)):
-            raise DistillError("feature 'loss' holds NaN or infinite values; d2_pruning cannot rank them",
-                               "check the model's dtype (fp16 overflow?) and recompute the loss")
+            raise DistillError(
+                "feature 'loss' holds NaN or infinite values; d2_pruning cannot rank them",
+                "check the model's dtype (fp16 overflow?) and recompute the loss",
+            )
         return s
     if difficulty == "density":
         top = mean_dist.max() if len(mean_dist) else 0.0
@@ -93,14 +97,26 @@ def reverse_select(g: np.ndarray, indptr: np.ndarray, nbrs: np.ndarray, w_rev: n
     return out
 
 
-@register("d2_pruning",
-          description="D2-Pruning: kNN-graph message passing balancing difficulty (loss) and diversity; "
-                      "variant='reference' reproduces the authors' code.",
-          needs=("embeddings",), cost="O(n·k_nn·d) graph (approx.) + O(k·k_nn·log n)",
-          reference="Maharana et al. (2023), arXiv 2310.07931; github.com/adymaharana/d2pruning")
-def d2_pruning(features: Features, k: int, seed: int, n_neighbors: int = 10, gamma: float = 1.0,
-               gamma_forward: float | None = None, difficulty: str = "auto", variant: str = "paper",
-               exact: bool | None = None, nprobe: int = 4) -> np.ndarray:
+@register(
+    "d2_pruning",
+    description="D2-Pruning: kNN-graph message passing balancing difficulty (loss) and diversity; "
+    "variant='reference' reproduces the authors' code.",
+    needs=("embeddings",),
+    cost="O(n·k_nn·d) graph (approx.) + O(k·k_nn·log n)",
+    reference="Maharana et al. (2023), arXiv 2310.07931; github.com/adymaharana/d2pruning",
+)
+def d2_pruning(
+    features: Features,
+    k: int,
+    seed: int,
+    n_neighbors: int = 10,
+    gamma: float = 1.0,
+    gamma_forward: float | None = None,
+    difficulty: str = "auto",
+    variant: str = "paper",
+    exact: bool | None = None,
+    nprobe: int = 4,
+) -> np.ndarray:
     """D2-Pruning; see the module docstring for the two variants.
 
     n_neighbors: k of the kNN graph. gamma: reverse-pass kernel width (exp(-gamma d²) in the paper
@@ -116,9 +132,13 @@ def d2_pruning(features: Features, k: int, seed: int, n_neighbors: int = 10, gam
     x = features.embeddings
     n = len(features)
     if variant == "reference":
-        nb.check_exact("d2_pruning", "variant='reference' (exact kNN graph)", n, "use variant='paper' (approximate graph)")
+        nb.check_exact(
+            "d2_pruning", "variant='reference' (exact kNN graph)", n, "use variant='paper' (approximate graph)"
+        )
     elif exact:
-        nb.check_exact("d2_pruning", "exact=True (exact kNN graph)", n, "leave exact unset (approximate above 20,000 rows)")
+        nb.check_exact(
+            "d2_pruning", "exact=True (exact kNN graph)", n, "leave exact unset (approximate above 20,000 rows)"
+        )
     if variant == "reference":
         dist2, idx = nb.knn_graph(x, n_neighbors, metric="l2", exact=True)
         indptr, nbrs, d2 = nb.symmetric_edges(dist2, idx)

@@ -21,24 +21,32 @@ def checkpoint_column(probe_loss: np.ndarray, checkpoint: int) -> np.ndarray:
     """One checkpoint's losses (Python indexing: 0 = step 0, -1 = the probe's end)."""
     columns = probe_loss.shape[1]
     if not -columns <= checkpoint < columns:
-        raise DistillError(f"checkpoint {checkpoint} does not exist: the probe recorded {columns} (step 0 included)",
-                           f"use a checkpoint in [{-columns}, {columns - 1}] or raise probe.checkpoints")
+        raise DistillError(
+            f"checkpoint {checkpoint} does not exist: the probe recorded {columns} (step 0 included)",
+            f"use a checkpoint in [{-columns}, {columns - 1}] or raise probe.checkpoints",
+        )
     return np.asarray(probe_loss[:, checkpoint], dtype=np.float64)
 
 
-@register("el2n_loss",
-          description="Hardest examples after the probe: top-k summary loss at the probe's last checkpoint.",
-          needs=("probe_loss",), cost=PROBE_COST,
-          reference="EL2N (late-loss variant), Paul et al. (2021), arXiv 2107.07075, adapted to generation")
+@register(
+    "el2n_loss",
+    description="Hardest examples after the probe: top-k summary loss at the probe's last checkpoint.",
+    needs=("probe_loss",),
+    cost=PROBE_COST,
+    reference="EL2N (late-loss variant), Paul et al. (2021), arXiv 2107.07075, adapted to generation",
+)
 def el2n_loss(features: Features, k: int, seed: int, checkpoint: int = -1) -> np.ndarray:
     """Top-k of the per-example mean summary-token loss at `checkpoint` (default: the last)."""
     return seeded_top_k(checkpoint_column(features.probe_loss, checkpoint), k, seed)
 
 
-@register("learnability",
-          description="Examples whose loss drops most during the probe (step 0 minus last checkpoint).",
-          needs=("probe_loss",), cost=PROBE_COST,
-          reference="reducible loss, cf. RHO-LOSS, Mindermann et al. (2022), arXiv 2206.07137")
+@register(
+    "learnability",
+    description="Examples whose loss drops most during the probe (step 0 minus last checkpoint).",
+    needs=("probe_loss",),
+    cost=PROBE_COST,
+    reference="reducible loss, cf. RHO-LOSS, Mindermann et al. (2022), arXiv 2206.07137",
+)
 def learnability(features: Features, k: int, seed: int) -> np.ndarray:
     """Top-k of loss(step 0) − loss(last checkpoint): learnable, not yet learned by the base model."""
     loss = np.asarray(features.probe_loss, dtype=np.float64)
@@ -60,10 +68,13 @@ CARTOGRAPHY_REGIONS = {  # region → score to maximise (Swayamdipta et al.'s th
 }
 
 
-@register("cartography",
-          description="Dataset cartography region over the probe checkpoints (default: ambiguous = most variable).",
-          needs=("probe_loss",), cost=PROBE_COST,
-          reference="Dataset Cartography, Swayamdipta et al. (2020), arXiv 2009.10795")
+@register(
+    "cartography",
+    description="Dataset cartography region over the probe checkpoints (default: ambiguous = most variable).",
+    needs=("probe_loss",),
+    cost=PROBE_COST,
+    reference="Dataset Cartography, Swayamdipta et al. (2020), arXiv 2009.10795",
+)
 def cartography(features: Features, k: int, seed: int, region: str = "ambiguous") -> np.ndarray:
     """Top-k by the region's score: ambiguous = highest variability, easy = highest confidence,
     hard = lowest confidence."""
@@ -89,10 +100,13 @@ def gradient_alignment(grads: np.ndarray, val: np.ndarray) -> np.ndarray:
     return np.asarray(grads @ target.astype(grads.dtype), dtype=np.float64) / safe
 
 
-@register("gradient_match",
-          description="LESS: examples whose projected LoRA gradient aligns best with a held-aside training slice's.",
-          needs=("grad_features",), cost="O(n·d) + probe + one backward pass per example",
-          reference="LESS, Xia et al. (2024), arXiv 2402.04333")
+@register(
+    "gradient_match",
+    description="LESS: examples whose projected LoRA gradient aligns best with a held-aside training slice's.",
+    needs=("grad_features",),
+    cost="O(n·d) + probe + one backward pass per example",
+    reference="LESS, Xia et al. (2024), arXiv 2402.04333",
+)
 def gradient_match(features: Features, k: int, seed: int, val_fraction: float = 0.1) -> np.ndarray:
     """Top-k by `gradient_alignment` with a validation slice of round(val_fraction·n) pool rows
     (seeded), never the held-out test set. The slice is excluded from the candidates, since its own

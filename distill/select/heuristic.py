@@ -10,8 +10,12 @@ from distill.select.neighbors import seeded_top_k
 from distill.select.registry import register
 
 
-@register("random", description="Uniform sample without replacement: the baseline every method must beat.",
-          cost="O(n)", reference="—")
+@register(
+    "random",
+    description="Uniform sample without replacement: the baseline every method must beat.",
+    cost="O(n)",
+    reference="—",
+)
 def random_subset(features: Features, k: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).choice(len(features), size=k, replace=False)
 
@@ -28,8 +32,9 @@ def herdan_c(n_words: np.ndarray, type_token_ratio: np.ndarray) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
-def length_diversity_score(features: Features, target_words: float | None = None,
-                           length_weight: float = 1.0) -> np.ndarray:
+def length_diversity_score(
+    features: Features, target_words: float | None = None, length_weight: float = 1.0
+) -> np.ndarray:
     """Score of `length_diversity`: herdan_c - length_weight * normalised log-distance to target.
 
     target T = `target_words`, default the pool's median n_words; distance = |log(1+N) - log(1+T)|
@@ -43,12 +48,16 @@ def length_diversity_score(features: Features, target_words: float | None = None
     return herdan_c(n, features.type_token_ratio) - length_weight * dist
 
 
-@register("length_diversity",
-          description="Documents near a target length (default: pool median) with high length-robust "
-                      "lexical diversity (Herdan's C).",
-          cost="O(n log n)", reference="Herdan (1960) type-token law; length filters as in LIMA (Zhou et al., 2023)")
-def length_diversity(features: Features, k: int, seed: int, target_words: float | None = None,
-                     length_weight: float = 1.0) -> np.ndarray:
+@register(
+    "length_diversity",
+    description="Documents near a target length (default: pool median) with high length-robust "
+    "lexical diversity (Herdan's C).",
+    cost="O(n log n)",
+    reference="Herdan (1960) type-token law; length filters as in LIMA (Zhou et al., 2023)",
+)
+def length_diversity(
+    features: Features, k: int, seed: int, target_words: float | None = None, length_weight: float = 1.0
+) -> np.ndarray:
     """Top-k of `length_diversity_score` (ties broken by a seeded permutation).
 
     target_words: target length in words (default: median n_words of the pool).
@@ -86,9 +95,12 @@ def even_allocation(capacity: np.ndarray, k: int, rng: np.random.Generator) -> n
     return alloc
 
 
-@register("balanced_lengths",
-          description="Stratified sample: k split evenly across quantile bins of document length, random within bins.",
-          cost="O(n log n)", reference="stratified sampling (Cochran, 1977)")
+@register(
+    "balanced_lengths",
+    description="Stratified sample: k split evenly across quantile bins of document length, random within bins.",
+    cost="O(n log n)",
+    reference="stratified sampling (Cochran, 1977)",
+)
 def balanced_lengths(features: Features, k: int, seed: int, n_bins: int = 10) -> np.ndarray:
     """n_bins equal-count length bins (`length_bins`); k is split as evenly as possible across
     bins (a bin smaller than its share gives the rest to the others), then sampled uniformly at
@@ -99,14 +111,20 @@ def balanced_lengths(features: Features, k: int, seed: int, n_bins: int = 10) ->
     alloc = even_allocation(counts, k, rng)
     order = np.argsort(bins, kind="stable")
     starts = np.concatenate([[0], np.cumsum(counts)])
-    picks = [rng.choice(order[starts[b]:starts[b + 1]], size=int(alloc[b]), replace=False)
-             for b in range(len(counts)) if alloc[b] > 0]
+    picks = [
+        rng.choice(order[starts[b] : starts[b + 1]], size=int(alloc[b]), replace=False)
+        for b in range(len(counts))
+        if alloc[b] > 0
+    ]
     return np.concatenate(picks)
 
 
-@register("high_info_density",
-          description="Top-k by distinct words per sentence (features.info_density).",
-          cost="O(n log n)", reference="text-quality heuristic (no canonical paper)")
+@register(
+    "high_info_density",
+    description="Top-k by distinct words per sentence (features.info_density).",
+    cost="O(n log n)",
+    reference="text-quality heuristic (no canonical paper)",
+)
 def high_info_density(features: Features, k: int, seed: int) -> np.ndarray:
     """Top-k info_density; ties broken by a seeded permutation."""
     return seeded_top_k(features.info_density, k, seed)
@@ -124,18 +142,22 @@ def loss_band(loss: np.ndarray, q_low: float, q_high: float) -> tuple[np.ndarray
     return order, (lo, max(lo, hi))
 
 
-@register("loss_based",
-          description="Middle loss band under the target model: drop the easiest q_low and noisiest q_high, "
-                      "sample from the rest.",
-          needs=("loss",), cost="O(n log n)",
-          reference="loss / perplexity-band pruning, Marion et al. (2023), arXiv 2309.04564")
+@register(
+    "loss_based",
+    description="Middle loss band under the target model: drop the easiest q_low and noisiest q_high, "
+    "sample from the rest.",
+    needs=("loss",),
+    cost="O(n log n)",
+    reference="loss / perplexity-band pruning, Marion et al. (2023), arXiv 2309.04564",
+)
 def loss_based(features: Features, k: int, seed: int, q_low: float = 0.1, q_high: float = 0.1) -> np.ndarray:
     """Uniform seeded sample of k from the band of ranks [floor(q_low n), n - floor(q_high n)) of
     the loss. If the band holds fewer than k documents it is widened symmetrically in rank (the
     documents nearest the band, alternating low/high side) until it holds k."""
     if not (0 <= q_low < 1 and 0 <= q_high < 1 and q_low + q_high < 1):
-        raise DistillError(f"loss_based band q_low={q_low}, q_high={q_high} is empty",
-                           "use 0 <= q_low, q_high and q_low + q_high < 1")
+        raise DistillError(
+            f"loss_based band q_low={q_low}, q_high={q_high} is empty", "use 0 <= q_low, q_high and q_low + q_high < 1"
+        )
     rng = np.random.default_rng(seed)
     order, (lo, hi) = loss_band(features.loss, q_low, q_high)
     n = len(order)
@@ -154,11 +176,14 @@ def ifd_scores(loss: np.ndarray, loss_alone: np.ndarray) -> np.ndarray:
     return np.divide(loss, alone, out=np.full_like(loss, np.inf), where=alone > 0)
 
 
-@register("ifd",
-          description="Cherry LLM's instruction-following difficulty: top-k by L(summary | document) / L(summary), "
-                      "ratios >= 1 (the document does not help) dropped.",
-          needs=("loss", "loss_alone"), cost="O(n log n) + one pass over the summaries",
-          reference="IFD, Li et al. (2023), arXiv 2308.12032")
+@register(
+    "ifd",
+    description="Cherry LLM's instruction-following difficulty: top-k by L(summary | document) / L(summary), "
+    "ratios >= 1 (the document does not help) dropped.",
+    needs=("loss", "loss_alone"),
+    cost="O(n log n) + one pass over the summaries",
+    reference="IFD, Li et al. (2023), arXiv 2308.12032",
+)
 def ifd(features: Features, k: int, seed: int) -> np.ndarray:
     """Top-k by `ifd_scores` among the examples with IFD < 1: the document helps predict the summary, yet
     the least. When fewer than k remain, the dropped ones fill the rest, lowest IFD (nearest to helping)

@@ -30,8 +30,11 @@ EXACT_MAX_ROWS = 100_000
 def check_exact(method: str, what: str, n: int, fix: str) -> None:
     """Refuse an exact quadratic computation on more than EXACT_MAX_ROWS rows, before any work starts."""
     if n > EXACT_MAX_ROWS:
-        raise DistillError(f"{method}: {what} is quadratic in the pool size, and n={n:,} exceeds its limit of "
-                           f"{EXACT_MAX_ROWS:,} rows (hours of CPU time)", f"{fix}, or cap the pool with --max-train")
+        raise DistillError(
+            f"{method}: {what} is quadratic in the pool size, and n={n:,} exceeds its limit of "
+            f"{EXACT_MAX_ROWS:,} rows (hours of CPU time)",
+            f"{fix}, or cap the pool with --max-train",
+        )
 
 
 def set_threads() -> int:
@@ -63,8 +66,8 @@ def row_norms(x: np.ndarray) -> np.ndarray:
     """L2 norm of every row (float32, no (n, d) temporary)."""
     out = np.empty(len(x), dtype=np.float32)
     for a in range(0, len(x), _BLOCK):
-        blk = x[a:a + _BLOCK]
-        out[a:a + _BLOCK] = np.sqrt(np.einsum("ij,ij->i", blk, blk))
+        blk = x[a : a + _BLOCK]
+        out[a : a + _BLOCK] = np.sqrt(np.einsum("ij,ij->i", blk, blk))
     return out
 
 
@@ -88,8 +91,9 @@ def seeded_top_k(score: np.ndarray, k: int, seed: int) -> np.ndarray:
     return perm[order[:k]]
 
 
-def kmeans(x: np.ndarray, n_clusters: int, seed: int, *, niter: int = 10,
-           max_points_per_centroid: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def kmeans(
+    x: np.ndarray, n_clusters: int, seed: int, *, niter: int = 10, max_points_per_centroid: int = 64
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """faiss k-means (Euclidean) on raw rows: (centroids (c, d), assignment (n,) int64, squared
     distance to the assigned centroid (n,) float32).
 
@@ -105,8 +109,15 @@ def kmeans(x: np.ndarray, n_clusters: int, seed: int, *, niter: int = 10,
     if c == 1:
         centroids = x.mean(axis=0, keepdims=True, dtype=np.float64).astype(np.float32)
     else:
-        km = faiss.Kmeans(d, c, niter=niter, seed=int(seed) % (2**31 - 1), verbose=False,
-                          max_points_per_centroid=max_points_per_centroid, min_points_per_centroid=1)
+        km = faiss.Kmeans(
+            d,
+            c,
+            niter=niter,
+            seed=int(seed) % (2**31 - 1),
+            verbose=False,
+            max_points_per_centroid=max_points_per_centroid,
+            min_points_per_centroid=1,
+        )
         km.train(x)
         centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
     index = faiss.IndexFlatL2(d)
@@ -122,8 +133,9 @@ def _exact_sq_dist(x: np.ndarray, sq: np.ndarray, idx: np.ndarray, inv: np.ndarr
     n, k = idx.shape
     ids = np.ascontiguousarray(idx, dtype=np.int64)
     dots = np.empty((n, k), dtype=np.float32)
-    faiss.fvec_inner_products_by_idx(faiss.swig_ptr(dots), faiss.swig_ptr(x), faiss.swig_ptr(x),
-                                     faiss.swig_ptr(ids), x.shape[1], n, k)
+    faiss.fvec_inner_products_by_idx(
+        faiss.swig_ptr(dots), faiss.swig_ptr(x), faiss.swig_ptr(x), faiss.swig_ptr(ids), x.shape[1], n, k
+    )
     safe = np.where(idx < 0, 0, idx)
     if inv is None:
         out = sq[:, None] + sq[safe] - 2 * dots
@@ -134,9 +146,19 @@ def _exact_sq_dist(x: np.ndarray, sq: np.ndarray, idx: np.ndarray, inv: np.ndarr
     return out.astype(np.float32, copy=False)
 
 
-def knn_graph(x: np.ndarray, n_neighbors: int, *, metric: str = "l2", exact: bool | None = None,
-              exact_max: int = 20000, nprobe: int = 4, reduce_dim: int = 64, rerank: int = 2,
-              cell_size: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def knn_graph(
+    x: np.ndarray,
+    n_neighbors: int,
+    *,
+    metric: str = "l2",
+    exact: bool | None = None,
+    exact_max: int = 20000,
+    nprobe: int = 4,
+    reduce_dim: int = 64,
+    rerank: int = 2,
+    cell_size: int = 1000,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """k-nearest-neighbour graph, self excluded: (squared distances (n, k) float32 ascending,
     neighbour ids (n, k) int64; -1 / inf where fewer than k were found).
 
@@ -171,6 +193,7 @@ def knn_graph(x: np.ndarray, n_neighbors: int, *, metric: str = "l2", exact: boo
         index.add(xs)
         _, idx = index.search(xs, k + 1)
     else:
+
         def space(blk_x: np.ndarray, blk_inv: np.ndarray | None) -> np.ndarray:
             return blk_x if blk_inv is None else blk_x * blk_inv[:, None]
 
@@ -183,8 +206,8 @@ def knn_graph(x: np.ndarray, n_neighbors: int, *, metric: str = "l2", exact: boo
             pca.train(np.ascontiguousarray(space(x[sample], None if inv is None else inv[sample])))
         r = np.empty((n, dr), dtype=np.float32)
         for a in range(0, n, _BLOCK):
-            blk = np.ascontiguousarray(space(x[a:a + _BLOCK], None if inv is None else inv[a:a + _BLOCK]))
-            r[a:a + _BLOCK] = pca.apply(blk) if pca is not None else blk
+            blk = np.ascontiguousarray(space(x[a : a + _BLOCK], None if inv is None else inv[a : a + _BLOCK]))
+            r[a : a + _BLOCK] = pca.apply(blk) if pca is not None else blk
         k_search = int(min(n, max(1, rerank) * k + 1))
         idx = _cell_block_knn(r, k_search, nprobe, cell_size, seed)
         del r
@@ -212,10 +235,10 @@ def _cell_block_knn(r: np.ndarray, k: int, nprobe: int, cell_size: int, seed: in
     bounds = np.concatenate([[0], np.cumsum(np.bincount(assign, minlength=cells))])
     out = np.full((n, k), -1, dtype=np.int64)
     for c in range(cells):
-        q = order[bounds[c]:bounds[c + 1]]
+        q = order[bounds[c] : bounds[c + 1]]
         if len(q) == 0:
             continue
-        cand = np.concatenate([order[bounds[j]:bounds[j + 1]] for j in near[c] if j >= 0])
+        cand = np.concatenate([order[bounds[j] : bounds[j + 1]] for j in near[c] if j >= 0])
         m = int(min(k, len(cand)))
         _, loc = faiss.knn(np.ascontiguousarray(r[q]), np.ascontiguousarray(r[cand]), m)
         out[q, :m] = np.where(loc >= 0, cand[np.maximum(loc, 0)], -1)
@@ -254,6 +277,6 @@ def covering_radius(x: np.ndarray, centers: np.ndarray) -> float:
     index.add(np.ascontiguousarray(x[np.asarray(centers)]))
     worst = 0.0
     for a in range(0, len(x), 65536):
-        dist, _ = index.search(x[a:a + 65536], 1)
+        dist, _ = index.search(x[a : a + 65536], 1)
         worst = max(worst, float(dist.max()))
     return float(np.sqrt(max(worst, 0.0)))

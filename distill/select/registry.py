@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -36,8 +37,9 @@ class Selector:
 _REGISTRY: dict[str, Selector] = {}
 
 
-def register(name: str, *, description: str, needs: tuple[str, ...] = (), cost: str = "O(n)",
-             reference: str = "") -> Callable[[SelectorFn], SelectorFn]:
+def register(
+    name: str, *, description: str, needs: tuple[str, ...] = (), cost: str = "O(n)", reference: str = ""
+) -> Callable[[SelectorFn], SelectorFn]:
     """Decorator: register `fn` under `name`."""
 
     def wrap(fn: SelectorFn) -> SelectorFn:
@@ -46,8 +48,11 @@ def register(name: str, *, description: str, needs: tuple[str, ...] = (), cost: 
         # the same module registering again is a reload (a Ray worker reused for the next task), not a clash
         if known is not None and known.fn.__module__ != getattr(fn, "__module__", None):
             kind = "built-in" if known.fn.__module__.startswith("distill.") else "already registered"
-            raise DistillError(f"selector '{name}' in {source_file(fn)} clashes with the {kind} selector '{name}' "
-                               f"in {source_file(known.fn)}", f"rename it, e.g. @register(\"my_{name}\", ...)")
+            raise DistillError(
+                f"selector '{name}' in {source_file(fn)} clashes with the {kind} selector '{name}' "
+                f"in {source_file(known.fn)}",
+                f'rename it, e.g. @register("my_{name}", ...)',
+            )
         _REGISTRY[name] = Selector(name, fn, description, needs, cost, reference)
         return fn
 
@@ -70,9 +75,12 @@ def _check_signature(name: str, fn: Any) -> None:
     try:
         signature.bind(None, 1, 0)
     except TypeError:
-        raise DistillError(f"selector '{name}' in {source_file(fn)} has the wrong signature "
-                           f"{getattr(fn, '__name__', name)}{signature}: it must accept (features, k, seed) and "
-                           "give every other parameter a default", fix) from None
+        raise DistillError(
+            f"selector '{name}' in {source_file(fn)} has the wrong signature "
+            f"{getattr(fn, '__name__', name)}{signature}: it must accept (features, k, seed) and "
+            "give every other parameter a default",
+            fix,
+        ) from None
 
 
 def names() -> list[str]:
@@ -83,8 +91,10 @@ def names() -> list[str]:
 def get(name: str) -> Selector:
     _load_builtin()
     if name not in _REGISTRY:
-        raise DistillError(f"unknown selection method '{name}'",
-                           f"use one of: {', '.join(sorted(_REGISTRY))} (see `python -m distill methods`)")
+        raise DistillError(
+            f"unknown selection method '{name}'",
+            f"use one of: {', '.join(sorted(_REGISTRY))} (see `python -m distill methods`)",
+        )
     return _REGISTRY[name]
 
 
@@ -98,28 +108,38 @@ def select(name: str, features: Features, k: int, seed: int, **params: Any) -> n
     selector = get(name)
     n = len(features)
     if not 1 <= k <= n:
-        raise DistillError(f"cannot select k={k} of n={n} examples with '{name}'",
-                           "choose a budget with 1 <= k <= pool size (--fraction in (0, 1])")
+        raise DistillError(
+            f"cannot select k={k} of n={n} examples with '{name}'",
+            "choose a budget with 1 <= k <= pool size (--fraction in (0, 1])",
+        )
     for need in selector.needs:
         value = getattr(features, need)
         if value is None:
-            raise DistillError(f"method '{name}' needs feature '{need}', which was not computed",
-                               "run it through the pipeline (which embeds with the target model) or pass the feature")
+            raise DistillError(
+                f"method '{name}' needs feature '{need}', which was not computed",
+                "run it through the pipeline (which embeds with the target model) or pass the feature",
+            )
         if not np.all(np.isfinite(value)):
-            raise DistillError(f"feature '{need}' holds NaN or infinite values; '{name}' cannot rank them",
-                               "check the model's dtype (fp16 overflow?) and recompute the embeddings")
+            raise DistillError(
+                f"feature '{need}' holds NaN or infinite values; '{name}' cannot rank them",
+                "check the model's dtype (fp16 overflow?) and recompute the embeddings",
+            )
     where = f"selector '{name}' ({source_file(selector.fn)})"
     try:
         returned = selector.fn(features, k, seed, **params)
     except DistillError:
         raise  # a selector's own refusal already names the problem and the fix
     except Exception as exc:  # the selector's bug: one line here, its traceback in the chained exception
-        raise DistillError(f"{where} raised {describe(exc)}",
-                           f"fix {getattr(selector.fn, '__name__', name)} or drop '{name}' from select.methods") from exc
+        raise DistillError(
+            f"{where} raised {describe(exc)}",
+            f"fix {getattr(selector.fn, '__name__', name)} or drop '{name}' from select.methods",
+        ) from exc
     problem = _problem(returned, k, n)
     if problem:
-        raise DistillError(f"{where} {problem}", f"return {k} distinct integer indices into the pool (0 to {n - 1}), "
-                                                 "e.g. np.argsort(scores)[:k]")
+        raise DistillError(
+            f"{where} {problem}",
+            f"return {k} distinct integer indices into the pool (0 to {n - 1}), e.g. np.argsort(scores)[:k]",
+        )
     return np.sort(np.asarray(returned, dtype=np.int64))
 
 
@@ -134,7 +154,9 @@ def _problem(returned: Any, k: int, n: int) -> str | None:
         return f"returned no indices, expected k={k}"
     if indices.dtype.kind not in "iu":
         what = "None" if returned is None else type(returned).__name__
-        return f"returned {what}" + (f" of {indices.dtype}" if indices.dtype != object else "") + ", not integer indices"
+        return (
+            f"returned {what}" + (f" of {indices.dtype}" if indices.dtype != object else "") + ", not integer indices"
+        )
     if indices.ndim != 1:
         return f"returned an array of shape {indices.shape}, not a flat list of indices"
     outside = indices[(indices < 0) | (indices >= n)]

@@ -17,9 +17,15 @@ from distill.select.registry import get, register
 def subset(features: Features, idx: np.ndarray) -> Features:
     """Features of rows `idx` (copies the rows: a candidate subset, not the pool)."""
     take = lambda a: None if a is None else a[idx]  # noqa: E731
-    return replace(features, n_words=features.n_words[idx], n_sentences=features.n_sentences[idx],
-                   type_token_ratio=features.type_token_ratio[idx], info_density=features.info_density[idx],
-                   embeddings=take(features.embeddings), loss=take(features.loss))
+    return replace(
+        features,
+        n_words=features.n_words[idx],
+        n_sentences=features.n_sentences[idx],
+        type_token_ratio=features.type_token_ratio[idx],
+        info_density=features.info_density[idx],
+        embeddings=take(features.embeddings),
+        loss=take(features.loss),
+    )
 
 
 def centroid_similarity(x: np.ndarray) -> np.ndarray:
@@ -34,9 +40,13 @@ def centroid_similarity(x: np.ndarray) -> np.ndarray:
     return (x @ (centroid / c_norm).astype(np.float32)).astype(np.float64) * inv
 
 
-@register("embedding_centroid",
-          description="Most typical examples: highest cosine similarity to the centroid of the L2-normalised embeddings.",
-          needs=("embeddings",), cost="O(n·d)", reference="prototypicality, Sorscher et al. (2022), arXiv 2206.14486")
+@register(
+    "embedding_centroid",
+    description="Most typical examples: highest cosine similarity to the centroid of the L2-normalised embeddings.",
+    needs=("embeddings",),
+    cost="O(n·d)",
+    reference="prototypicality, Sorscher et al. (2022), arXiv 2206.14486",
+)
 def embedding_centroid(features: Features, k: int, seed: int) -> np.ndarray:
     """Top-k cosine similarity to the centroid (mean of L2-normalised embeddings); ties (e.g.
     identical rows) broken by a seeded permutation. All-zero embeddings score 0."""
@@ -64,10 +74,13 @@ def proportional_with_floor(sizes: np.ndarray, k: int) -> np.ndarray:
     return alloc
 
 
-@register("clustering",
-          description="faiss k-means; every cluster represented in proportion to its size by the examples nearest its centroid.",
-          needs=("embeddings",), cost="O(n·c·d)", reference="cluster-stratified sampling, cf. Sorscher et al. (2022) arXiv 2206.14486 "
-          "(k-means prototypes)")
+@register(
+    "clustering",
+    description="faiss k-means; every cluster represented in proportion to its size by the examples nearest its centroid.",
+    needs=("embeddings",),
+    cost="O(n·c·d)",
+    reference="cluster-stratified sampling, cf. Sorscher et al. (2022) arXiv 2206.14486 (k-means prototypes)",
+)
 def clustering(features: Features, k: int, seed: int, n_clusters: int = 100) -> np.ndarray:
     """Euclidean k-means with c = min(n_clusters, k, n) clusters (nb.kmeans). Each non-empty
     cluster gets one pick, the other k - c picks are split in proportion to cluster size by
@@ -79,7 +92,7 @@ def clustering(features: Features, k: int, seed: int, n_clusters: int = 100) -> 
     alloc = proportional_with_floor(sizes, k)
     order = np.lexsort((np.arange(len(assign)), dist, assign))  # by cluster, then distance, then index
     starts = np.concatenate([[0], np.cumsum(sizes)])
-    return np.concatenate([order[starts[c]:starts[c] + alloc[c]] for c in range(len(sizes)) if alloc[c] > 0])
+    return np.concatenate([order[starts[c] : starts[c] + alloc[c]] for c in range(len(sizes)) if alloc[c] > 0])
 
 
 def k_center_greedy(x: np.ndarray, k: int, seed: int, cell_size: int | None = 1000) -> np.ndarray:
@@ -133,17 +146,26 @@ def _greedy_loop(heap, bounds, order, xs, sq, mind, picks, rng) -> None:
             heapq.heappush(heap, (-top, c))
 
 
-@register("diversity_sampling",
-          description="Greedy k-center / farthest-point sampling (cell-partitioned approximation of the exact greedy).",
-          needs=("embeddings",), cost="O(k·(n/c)·d) + k-means", reference="Sener & Savarese (2018), arXiv 1708.00489")
-def diversity_sampling(features: Features, k: int, seed: int, cell_size: int | None = 1000,
-                       exact: bool = False) -> np.ndarray:
+@register(
+    "diversity_sampling",
+    description="Greedy k-center / farthest-point sampling (cell-partitioned approximation of the exact greedy).",
+    needs=("embeddings",),
+    cost="O(k·(n/c)·d) + k-means",
+    reference="Sener & Savarese (2018), arXiv 1708.00489",
+)
+def diversity_sampling(
+    features: Features, k: int, seed: int, cell_size: int | None = 1000, exact: bool = False
+) -> np.ndarray:
     """k-center greedy on raw Euclidean embeddings (`k_center_greedy`). exact=True (or
     cell_size=None) runs the exact O(n k d) greedy; the default partitions into cells of about
     `cell_size` rows. The exact greedy is refused above nb.EXACT_MAX_ROWS rows."""
     if exact or cell_size is None:
-        nb.check_exact("diversity_sampling", "exact=True (exact greedy k-center)", len(features),
-                       "leave exact unset (cell-partitioned greedy)")
+        nb.check_exact(
+            "diversity_sampling",
+            "exact=True (exact greedy k-center)",
+            len(features),
+            "leave exact unset (cell-partitioned greedy)",
+        )
     return k_center_greedy(features.embeddings, k, seed, None if exact else cell_size)
 
 
@@ -165,14 +187,15 @@ def semdedup_keep(x: np.ndarray, threshold: float, n_clusters: int, seed: int) -
     return keep
 
 
-def _drop_near_duplicates(x: np.ndarray, order: np.ndarray, sizes: np.ndarray, threshold: float,
-                          keep: np.ndarray) -> None:
+def _drop_near_duplicates(
+    x: np.ndarray, order: np.ndarray, sizes: np.ndarray, threshold: float, keep: np.ndarray
+) -> None:
     starts = np.concatenate([[0], np.cumsum(sizes)])
     block = 1024
     for c in range(len(sizes)):
         if sizes[c] < 2:
             continue
-        rows = order[starts[c]:starts[c + 1]]
+        rows = order[starts[c] : starts[c + 1]]
         xn = nb.normalize_rows(x[rows])
         drop = np.zeros(len(rows), dtype=bool)
         for a in range(1, len(rows), block):
@@ -183,17 +206,23 @@ def _drop_near_duplicates(x: np.ndarray, order: np.ndarray, sizes: np.ndarray, t
         keep[rows[drop]] = False
 
 
-@register("semantic_dedup",
-          description="SemDeDup: drop near-duplicates (cosine > threshold within k-means clusters), sample from the rest.",
-          needs=("embeddings",), cost="O(n·(n/c)·d)", reference="Abbas et al. (2023), SemDeDup, arXiv 2303.09540")
-def semantic_dedup(features: Features, k: int, seed: int, threshold: float = 0.95,
-                   n_clusters: int | None = None) -> np.ndarray:
+@register(
+    "semantic_dedup",
+    description="SemDeDup: drop near-duplicates (cosine > threshold within k-means clusters), sample from the rest.",
+    needs=("embeddings",),
+    cost="O(n·(n/c)·d)",
+    reference="Abbas et al. (2023), SemDeDup, arXiv 2303.09540",
+)
+def semantic_dedup(
+    features: Features, k: int, seed: int, threshold: float = 0.95, n_clusters: int | None = None
+) -> np.ndarray:
     """`semdedup_keep` with c = n_clusters (default ceil(n / 1000)); then a seeded uniform sample of
     k kept rows. If fewer than k rows survive, all survivors are taken and the rest is a seeded
     uniform sample of the dropped rows."""
     if not -1.0 <= threshold <= 1.0:
-        raise DistillError(f"semantic_dedup threshold {threshold} is not a cosine similarity",
-                           "use a threshold in [-1, 1], e.g. 0.95")
+        raise DistillError(
+            f"semantic_dedup threshold {threshold} is not a cosine similarity", "use a threshold in [-1, 1], e.g. 0.95"
+        )
     n = len(features)
     c = math.ceil(n / 1000) if n_clusters is None else n_clusters
     keep = semdedup_keep(features.embeddings, threshold, c, seed)
@@ -204,24 +233,37 @@ def semantic_dedup(features: Features, k: int, seed: int, threshold: float = 0.9
     return np.concatenate([kept, rng.choice(dropped, size=k - len(kept), replace=False)])
 
 
-@register("hybrid",
-          description="Heuristic filter then semantic diversity: top-m by a text-statistics selector, then k-center on them.",
-          needs=("embeddings",), cost="O(n log n) + diversity_sampling(m)",
-          reference="filter-then-diversify, cf. Bukharin & Zhao (2023) arXiv 2311.14736")
-def hybrid(features: Features, k: int, seed: int, filter: str = "high_info_density",
-           candidate_factor: float = 3.0, cell_size: int | None = 1000) -> np.ndarray:
+@register(
+    "hybrid",
+    description="Heuristic filter then semantic diversity: top-m by a text-statistics selector, then k-center on them.",
+    needs=("embeddings",),
+    cost="O(n log n) + diversity_sampling(m)",
+    reference="filter-then-diversify, cf. Bukharin & Zhao (2023) arXiv 2311.14736",
+)
+def hybrid(
+    features: Features,
+    k: int,
+    seed: int,
+    filter: str = "high_info_density",
+    candidate_factor: float = 3.0,
+    cell_size: int | None = 1000,
+) -> np.ndarray:
     """Composition of registered selectors: the `filter` selector (default high_info_density) keeps
     m = min(n, ceil(candidate_factor * k)) candidates, then `diversity_sampling` picks k of them."""
     if candidate_factor < 1:
-        raise DistillError(f"hybrid candidate_factor={candidate_factor} < 1 leaves fewer than k candidates",
-                           "use candidate_factor >= 1 (default 3)")
+        raise DistillError(
+            f"hybrid candidate_factor={candidate_factor} < 1 leaves fewer than k candidates",
+            "use candidate_factor >= 1 (default 3)",
+        )
     n = len(features)
     m = int(min(n, math.ceil(candidate_factor * k)))
     inner_filter = get(filter)
     for need in inner_filter.needs:
         if getattr(features, need) is None:
-            raise DistillError(f"hybrid filter '{filter}' needs feature '{need}', which was not computed",
-                               "use a text-statistics filter such as high_info_density or length_diversity")
+            raise DistillError(
+                f"hybrid filter '{filter}' needs feature '{need}', which was not computed",
+                "use a text-statistics filter such as high_info_density or length_diversity",
+            )
     candidates = np.asarray(inner_filter.fn(features, m, seed), dtype=np.int64)
     inner = get("diversity_sampling").fn(subset(features, candidates), k, seed, cell_size=cell_size)
     return candidates[np.asarray(inner, dtype=np.int64)]

@@ -53,20 +53,27 @@ def rds_rankings(similarity: np.ndarray, task: np.ndarray, k: int, seed: int) ->
     return [seeded_top_k(score, k, seed) for score in scores]
 
 
-@register("rds_plus",
-          description="RDS+: pool examples most similar to a query set of target-task examples (position-weighted "
-                      "mean-pooled hidden states, cosine), taken round-robin over the queries.",
-          needs=("embedding_wmean", "query_embedding"), cost="O(n·m·d) + O(m·n log n), m = query examples",
-          reference="RDS+, Ivison et al. (2025), arXiv 2503.01807")
+@register(
+    "rds_plus",
+    description="RDS+: pool examples most similar to a query set of target-task examples (position-weighted "
+    "mean-pooled hidden states, cosine), taken round-robin over the queries.",
+    needs=("embedding_wmean", "query_embedding"),
+    cost="O(n·m·d) + O(m·n log n), m = query examples",
+    reference="RDS+, Ivison et al. (2025), arXiv 2503.01807",
+)
 def rds_plus(features: Features, k: int, seed: int) -> np.ndarray:
     """Cosine similarity of each pool example's `embedding_wmean` to each query example's; with one
     query task, each query example in turn takes its most similar pool example not taken yet; with
     several tasks (query files), each task in turn takes the pool example of highest similarity to any
     of its queries (Ivison et al.'s round-robin over tasks). Ties: a seeded permutation."""
     if not len(features.query_embedding):
-        raise DistillError("rds_plus got an empty query set", "set data.query_size above 0 or pass select.query files "
-                           "holding target-task examples")
+        raise DistillError(
+            "rds_plus got an empty query set",
+            "set data.query_size above 0 or pass select.query files holding target-task examples",
+        )
     n = len(features)
-    task = np.zeros(len(features.query_embedding), dtype=np.int64) if features.query_task is None else features.query_task
+    task = (
+        np.zeros(len(features.query_embedding), dtype=np.int64) if features.query_task is None else features.query_task
+    )
     similarity = cosine_to_queries(features.embedding_wmean, features.query_embedding)
     return round_robin(rds_rankings(similarity, np.asarray(task), min(k, n), seed), k, n)
