@@ -9,13 +9,15 @@ In the S3 arm everything a worker writes goes to moto's S3 server on 127.0.0.1, 
 (trial records, Tune's checkpoints, the features cache, selections, the report), and the driver copies what it
 reads back into its output folder; in the local arm storage is the output folder and nothing is copied. Both
 arms run the same job into fresh folders (and a fresh S3 prefix), so nothing is reused. The overhead is the S3
-arm's extra wall time as a share of the local arm's: the script exits 1 when it is above --bar (5%). The box is
+arm's extra wall time as a share of the local arm's: the script exits 1 when it is above --bar (5%), or when
+any run's ROUGE-L per method differs from another's (where files go must not change what is computed). The box is
 shared, so the arms alternate and each arm's median run is compared; the stage rows show where time went.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -45,8 +47,10 @@ def run_arm(arm: str, index: int, s3, extra: list[str]) -> dict:
     )
     with tempfile.TemporaryDirectory(prefix=f"bench-storage-{arm}-") as tmp:
         wall, lines, _ = run_job(benchlib.ROOT, Path(tmp) / "results", [*storage, *extra])
+        results = Path(tmp) / "results" / "comparison" / "results.json"
+        rouge = {r["method"]: r["rougeL"] for r in json.loads(results.read_text())["rows"]} if results.exists() else {}
     stages = {name: s["seconds"] for name, s in stage_times(lines).items()}
-    run = {"arm": arm, "wall_s": round(wall, 1), **{f"{name}_s": stages.get(name) for name in STAGES}}
+    run = {"arm": arm, "wall_s": round(wall, 1), **{f"{name}_s": stages.get(name) for name in STAGES}, "rougeL": rouge}
     if arm == "s3":
         stored = s3.files(f"{BUCKET}/run-{index}")
         run.update(objects=len(stored), stored_mb=round(sum(map(len, stored.values())) / 2**20, 1))
@@ -73,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = [run_arm(arm, i, s3, extra) for i, arm in enumerate(arm_order(args.repeats))]
     local, remote = median_run(runs, "local"), median_run(runs, "s3")
     overhead = (remote["wall_s"] - local["wall_s"]) / local["wall_s"]
+    # where the files go must not change what is computed: every run's ROUGE-L per method, identical
+    same = bool(local["rougeL"]) and all(r["rougeL"] == local["rougeL"] for r in runs)
     columns = ["arm", "wall_s", *(f"{name}_s" for name in STAGES), "objects", "stored_mb"]
     benchlib.print_table([local, remote], columns)
     print(
@@ -80,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(bar {args.bar:.0%}; medians of {args.repeats} run(s) per arm; every run's wall: "
         f"local {[r['wall_s'] for r in runs if r['arm'] == 'local']}, s3 {[r['wall_s'] for r in runs if r['arm'] == 's3']})"
     )
+    print(f"ROUGE-L per method {'identical in every run' if same else 'DIFFERS between runs'}: {local['rougeL']}")
     benchlib.write_json(
         args.json,
         {
@@ -91,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             "overhead_share": round(overhead, 4),
             "overhead_s": round(remote["wall_s"] - local["wall_s"], 1),
             "bar_share": args.bar,
-            "met": overhead <= args.bar,
+            "met": overhead <= args.bar and same,
+            "same_results": same,
             "median": {"local": local, "s3": remote},
             "runs": runs,
             "spread_s": {
@@ -100,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             },
         },
     )
-    return 0 if overhead <= args.bar else 1
+    return 0 if overhead <= args.bar and same else 1
 
 
 if __name__ == "__main__":
