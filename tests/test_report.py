@@ -3,6 +3,8 @@
 import csv
 import io
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -372,3 +374,22 @@ def test_a_rebuild_tests_the_runs_own_metrics_unless_told(tmp_path):
     refused = run_cli("report", str(out), "--metrics", "rougeL,bleu", cwd=tmp_path)
     assert refused.returncode == 2 and "report.metrics" in refused.stderr and "bleu" in refused.stderr
     assert tested() == {"rougeL"}  # the last report stands
+
+
+PUBLISHED = Path(__file__).resolve().parent.parent / "docs" / "results"
+
+
+@pytest.mark.parametrize("run", sorted(p.name for p in PUBLISHED.iterdir() if (p / "trials").is_dir()))
+def test_a_published_run_rebuilds_from_its_folder_alone(run, tmp_path):
+    """docs/results/<run> (written by `distill report --export`) keeps every trial's per-example scores: a copy of
+    the folder alone rebuilds the published results.json byte for byte, so any correction of the statistics can
+    be re-applied to published runs."""
+    from test_cli import run_cli
+
+    copy = tmp_path / run
+    shutil.copytree(PUBLISHED / run, copy)
+    published = (copy / "comparison" / "results.json").read_bytes()
+    shutil.rmtree(copy / "comparison")
+    result = run_cli("report", str(copy), cwd=tmp_path, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (copy / "comparison" / "results.json").read_bytes() == published
