@@ -299,26 +299,29 @@ def move_keys(values: dict[str, Any], migrate: bool, retire: bool = False) -> No
     else refused with one line naming the new key (a job or an override still using one). Retired keys
     (RETIRED_KEYS) are dropped (`retire`: a run.json from before they retired), else refused likewise."""
     for old, new in MOVED_KEYS.items():
-        section_name, key = old.split(".")
-        node = values.get(section_name)
-        if not isinstance(node, dict) or key not in node:
+        if (found := _holding(values, old)) is None:
             continue
         if not migrate:
             raise DistillError(
                 f"config key '{old}' has moved to '{new}'",
                 f"rename it to '{new}' in the job YAML (or pass --set {new}=VALUE)",
             )
-        set_key(values, new, node.pop(key))
+        set_key(values, new, found[0].pop(found[1]))
     for old, why in RETIRED_KEYS.items():
-        section_name, key = old.split(".")
-        node = values.get(section_name)
-        if not isinstance(node, dict) or key not in node:
+        if (found := _holding(values, old)) is None:
             continue
         if not retire:
             raise DistillError(
                 f"config key '{old}' is no longer used: {why}", "delete it from the job YAML (or drop that --set)"
             )
-        del node[key]
+        del found[0][found[1]]
+
+
+def _holding(values: dict[str, Any], dotted: str) -> tuple[dict[str, Any], str] | None:
+    """(the section mapping, the key) when `values` sets the 'section.key' `dotted`, else None."""
+    section_name, key = dotted.split(".")
+    node = values.get(section_name)
+    return (node, key) if isinstance(node, dict) and key in node else None
 
 
 def _build(values: dict[str, Any]) -> ExperimentConfig:
