@@ -81,14 +81,14 @@ class FeatureWriter:
         for values in self.columns.values():
             values.flush()
         self.columns = {}  # close the maps before the rename
-        for name in names:
-            artifacts.seal(
-                self.partial / file_name(name)
-            )  # checksums travel with the folder: damage is caught on reuse
-        if intact(self.folder, names):  # another run finished the same content-hashed cache first: same bytes
+        for name in names:  # checksums travel with the folder: damage is caught on reuse
+            artifacts.seal(self.partial / file_name(name))
+        # another run finished the same content-hashed cache first: same bytes (checked quietly: a damaged
+        # earlier copy was named in a warning when the run decided to recompute it)
+        if self.folder.is_dir() and all(artifacts.verify(self.folder / file_name(name)) is None for name in names):
             shutil.rmtree(self.partial)
         else:
-            shutil.rmtree(self.folder, ignore_errors=True)  # a damaged earlier copy (already named in a warning)
+            shutil.rmtree(self.folder, ignore_errors=True)  # a damaged earlier copy
             self.partial.replace(self.folder)
         return self.folder
 
