@@ -14,7 +14,9 @@ REPO = Path(__file__).resolve().parent.parent
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+def cli_env(folder: Path) -> dict[str, str]:
+    """The environment of a `python -m distill` subprocess: offline, this checkout, caches under `folder`, and no
+    RAY_ADDRESS (each run starts its own local cluster)."""
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -22,9 +24,14 @@ def run_cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedP
         "TRANSFORMERS_OFFLINE": "1",
         "RAY_USAGE_STATS_ENABLED": "0",
         "PYTHONPATH": str(REPO),
-        "DISTILL_CACHE_DIR": str(cwd / "cache"),
+        "DISTILL_CACHE_DIR": str(folder / "cache"),
     }
     env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = cli_env(cwd)
     return subprocess.run(
         [PYTHON, "-m", "distill", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from test_cli import cli_env
 
 from distill import artifacts
 
@@ -533,17 +534,7 @@ def _run(case: Case, folder: Path, tiny_model: str, earlier: Path | None = None)
         args += ["--model", tiny_model]  # a check that fails to fire must not start the real model
     watched = Path(args[args.index("--output-dir") + 1])
     before = snapshot(watched)
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "PYTHONPATH": str(REPO),
-        "DISTILL_CACHE_DIR": str(folder / "cache"),
-        "HF_DATASETS_CACHE": str(folder / "datasets-cache"),
-    }
-    env.pop("RAY_ADDRESS", None)
+    env = {**cli_env(folder), "HF_DATASETS_CACHE": str(folder / "datasets-cache")}
     command = [PYTHON, "-c", (PLUGIN if case.plugin else "") + RUNNER, "quick"]
     start = time.perf_counter()
     result = subprocess.run(command + args, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
