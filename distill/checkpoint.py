@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill.storage import Storage
+from distill.store.storage import Storage
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"  # {"trial", "key", "step"}: readable without torch

@@ -26,8 +26,8 @@ from dotenv import dotenv_values
 from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, with_config
 
 from distill.errors import DistillError
-from distill.outdir import safe_name
-from distill.records import LEGACY_VERSION, SCORE_KEYS, RunInfo
+from distill.store.outdir import safe_name
+from distill.store.records import LEGACY_VERSION, SCORE_KEYS, RunInfo
 
 JOBS_DIR = Path(__file__).resolve().parent / "jobs"  # package data: found by name after `pip install`
 EMBEDDED_BILLSUM = "embedded:billsum"
@@ -204,7 +204,7 @@ class ResourcesConfig:
 
 @section
 class StorageConfig:
-    """Where everything a worker writes goes, and what `distill resume` continues from (distill/storage.py).
+    """Where everything a worker writes goes, and what `distill resume` continues from (distill/store/storage.py).
 
     Like `resources`, it says where a run is kept, never what it computes: no content hash includes it.
     Credentials come from the environment or the node's IAM role, never from here."""
@@ -594,7 +594,7 @@ def config_from_storage(
 ) -> ExperimentConfig:
     """The config of the run kept in storage `uri` (its run.json there), continued by this driver into
     `output_dir` (default: a new folder under results/): all a machine that never saw the run needs."""
-    from distill.storage import check_reachable, open_storage
+    from distill.store.storage import check_reachable, open_storage
 
     out = Path(output_dir or Path("results") / f"resumed-{time.strftime('%Y%m%d-%H%M%S')}").expanduser().resolve()
     store = open_storage(out, uri, endpoint, region)

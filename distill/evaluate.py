@@ -7,22 +7,12 @@ trial of a run is scored by the same model, and the report names it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from distill.config import EvalConfig
 from distill.prompt import PromptFormat, pad
+from distill.store.records import Scorer
 
 HUB_BERTSCORE = "microsoft/deberta-xlarge-mnli"
 OFFLINE_BERTSCORE_LAYERS = 6  # all-MiniLM-L6-v2 has 6 layers; its last is the trained sentence space
-
-
-@dataclass(frozen=True)
-class Scorer:
-    """Which BERTScore encoder to use: a Hub name or a local folder, and its layer."""
-
-    model_type: str
-    num_layers: int
-    label: str  # what the report prints
 
 
 def resolve_scorer(cfg: EvalConfig, hub_reachable: bool) -> tuple[Scorer, str]:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from distill import artifacts
 from distill.errors import DistillError
+from distill.store import artifacts
 
 RERUN = "rerun: the features are not cached until every pool row is embedded exactly once"
 ROW = "row"  # the batch key holding each row's index; every other key is a column

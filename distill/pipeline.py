@@ -4,7 +4,7 @@
          → train + evaluate (one Ray Tune trial per subset) → report
 
 Every artifact lands at a content-hashed path (features cache, selections, trial folders) in the run's
-storage (distill/storage.py: the output folder unless `storage.uri` names a shared path or a bucket), so a
+storage (distill/store/storage.py: the output folder unless `storage.uri` names a shared path or a bucket), so a
 rerun reuses what is done, a failed trial loses nothing that finished, and a driver on another machine can
 continue the run from storage alone. Workers write there, never to the driver's disk; the driver keeps a copy
 of what it reads in the output folder and writes the report there and to storage.
@@ -30,21 +30,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from distill import artifacts, console, counters, faults, featstore, outdir, plugins, preflight, probe, report
 from distill import checkpoint as ckpt  # (`checkpoint` is a parameter name in Tune's callbacks)
+from distill import console, faults, featstore, plugins, preflight, probe, report
 from distill.config import ExperimentConfig, ResourcesConfig, content_hash, secret
 from distill.data import TASK, Splits
 from distill.embed import EMBEDDING, EMBEDDING_WMEAN, LOSS, LOSS_ALONE, SECONDS, EmbedActor, cache_key, output_columns
 from distill.errors import DistillError, describe
-from distill.evaluate import Scorer
 from distill.features import QUERY_EMBEDDING, Features, charged_seconds, text_features
 from distill.generate_vllm import VllmGenerator
 from distill.models import load_tokenizer
 from distill.prompt import PromptFormat
-from distill.records import FULL, HELDOUT_LOSS, Resolved, RunInfo, TrialRecord
 from distill.scheduling import trial_cpus
 from distill.select import registry
-from distill.storage import SHARED_FIX, Storage, open_storage
+from distill.store import artifacts, counters, outdir
+from distill.store.records import FULL, HELDOUT_LOSS, Resolved, RunInfo, Scorer, TrialRecord
+from distill.store.storage import SHARED_FIX, Storage, open_storage
 from distill.trial import TrialSpec, cached_metrics, evaluated, run_trial, trial_key, trial_path, write_trial
 from distill.version import git_commit
 

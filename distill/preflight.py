@@ -14,15 +14,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill import console, outdir
+from distill import console
 from distill.config import ExperimentConfig, secret
 from distill.data import Splits, load_splits
 from distill.errors import DistillError
 from distill.evaluate import HUB_BERTSCORE, resolve_scorer
 from distill.generate_vllm import choose_engine
 from distill.models import is_test_model, resolve_model
-from distill.records import Resolved
-from distill.storage import Storage, check_reachable, open_storage
+from distill.store import outdir
+from distill.store.records import Resolved
+from distill.store.storage import Storage, check_reachable, open_storage
 
 
 @dataclass(frozen=True)

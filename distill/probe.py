@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill import artifacts
 from distill.config import ExperimentConfig, ProbeConfig, content_hash
 from distill.embed import summary_losses
 from distill.errors import DistillError
 from distill.models import device_name, load_model, load_tokenizer
 from distill.prompt import Encoded, PromptFormat
+from distill.store import artifacts
 from distill.train import add_lora, collate, encode_examples, finetune, seed_everything
 from distill.train import summary_loss as train_loss
 

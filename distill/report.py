@@ -1,7 +1,7 @@
 """Comparison report: tables, statistics and plots rebuilt from the files a run leaves on disk.
 
 The report reads ONLY the stored contract (`trials/*/metrics.json`, `trials/*/predictions.jsonl`,
-`selected/*.jsonl`, `pool_stats.json`, `run.json`; the records of distill/records.py), so `python -m distill report <output-dir>` can
+`selected/*.jsonl`, `pool_stats.json`, `run.json`; the records of distill/store/records.py), so `python -m distill report <output-dir>` can
 redo it at any time without re-running a trial. Everything written under `<out>/comparison/`
 (results.json, results.csv, report.md) is deterministic: closed-form statistics (no resampling), fixed row
 order, floats rounded to a fixed number of digits, no timestamps — regenerating gives identical bytes.
@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from distill import artifacts, stats
+from distill import stats
 from distill.config import ReportConfig
 from distill.errors import DistillError
-from distill.records import (
+from distill.store import artifacts
+from distill.store.records import (
     COLUMNS,
     FULL,
     RANDOM,

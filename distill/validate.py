@@ -391,7 +391,7 @@ def check_disk(cfg: ExperimentConfig) -> list[Item]:
 
 def check_storage(cfg: ExperimentConfig) -> list[Item]:
     """The run's storage can be written from here (a bucket, its endpoint, this machine's credentials)."""
-    from distill.storage import check_reachable, open_storage
+    from distill.store.storage import check_reachable, open_storage
 
     try:
         store = open_storage(Path(cfg.output_dir), cfg.storage.uri, cfg.storage.endpoint, cfg.storage.region)

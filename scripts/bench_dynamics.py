@@ -94,7 +94,7 @@ def _stage(name: str, n: int, threads: int, job: str, model: str, cache_dir: str
     elif name == "trial":
         from distill.evaluate import resolve_scorer
         from distill.models import is_test_model
-        from distill.records import Resolved
+        from distill.store.records import Resolved
         from distill.trial import TrialSpec, run_trial
 
         resolved = Resolved(

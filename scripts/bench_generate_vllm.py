@@ -29,7 +29,7 @@ from distill.evaluate import generate, resolve_scorer, score
 from distill.generate_vllm import VllmGenerator, write_adapter
 from distill.models import device_name, is_test_model, load_model, load_tokenizer, resolve_model
 from distill.prompt import PromptFormat
-from distill.records import Resolved
+from distill.store.records import Resolved
 from distill.trial import TrialSpec, run_trial
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "bench"

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill import artifacts
+from distill.store import artifacts
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -78,7 +78,7 @@ def test_a_failing_writer_leaves_the_old_file(tmp_path):
 WRITER = """
 import sys, time
 from pathlib import Path
-from distill import artifacts
+from distill.store import artifacts
 
 def slow(fh):
     for _ in range(1000):

@@ -18,7 +18,7 @@ from clusters import VENV_BIN, cluster, free_port, our_ray_processes
 
 from distill import pipeline
 from distill.config import make_config
-from distill.storage import open_storage
+from distill.store.storage import open_storage
 
 REPO = Path(__file__).resolve().parent.parent
 UPLOAD_EXCLUDES = [

@@ -11,7 +11,7 @@ import yaml
 
 from distill.config import MOVED_KEYS, ExperimentConfig, config_from_run, make_config, secret, settings, validate
 from distill.errors import DistillError
-from distill.records import SCHEMA_VERSION
+from distill.store.records import SCHEMA_VERSION
 
 
 def test_defaults_validate():

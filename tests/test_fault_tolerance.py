@@ -20,13 +20,14 @@ import torch
 import yaml
 from clusters import stop_ray, wait_for
 
-from distill import checkpoint, counters, pipeline
+from distill import checkpoint, pipeline
 from distill.config import ModelConfig, TrainConfig, config_from_run, make_config
 from distill.data import load_splits
 from distill.evaluate import resolve_scorer
 from distill.models import load_model, load_tokenizer
 from distill.prompt import PromptFormat
-from distill.records import Resolved
+from distill.store import counters
+from distill.store.records import Resolved
 from distill.train import _shuffled_stream, add_lora, finetune, seed_everything
 from distill.trial import TrialSpec, run_trial, trial_key
 

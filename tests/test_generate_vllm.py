@@ -17,7 +17,7 @@ from distill.config import DataConfig, make_config
 from distill.errors import DistillError
 from distill.generate_vllm import choose_engine, encode_adapter, write_adapter
 from distill.models import is_test_model
-from distill.records import Resolved
+from distill.store.records import Resolved
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed (DISTILL_EXTRAS=dev,vllm scripts/setup.sh)")

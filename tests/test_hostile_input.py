@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 from test_cli import cli_env
 
-from distill import artifacts
+from distill.store import artifacts
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable

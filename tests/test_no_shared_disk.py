@@ -23,7 +23,8 @@ import pytest
 import yaml
 from clusters import FAST_NODE_DEATH, S3_KEYS, Cluster, S3Server, cluster, s3_server, wait_for
 
-from distill import checkpoint, counters
+from distill import checkpoint
+from distill.store import counters
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -149,7 +150,7 @@ def test_the_node_check_passes_storage_that_every_node_reaches(cluster_ready, tm
         import ray
         from distill.errors import DistillError
         from distill.pipeline import check_nodes_see
-        from distill.storage import check_reachable, open_storage
+        from distill.store.storage import check_reachable, open_storage
         ray.init(address="{nodes.address}", log_to_driver=False)
         for store in (open_storage("{tmp_path}", "{tmp_path / "nfs"}"),
                       open_storage("{tmp_path}", "s3://runs/check", endpoint="{s3.endpoint}")):

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from distill import outdir
 from distill.errors import DistillError
+from distill.store import outdir
 
 REPO = Path(__file__).resolve().parent.parent
 HOLDER = """
 import sys, time
 from pathlib import Path
-from distill import outdir
+from distill.store import outdir
 
 with outdir.claim(Path(sys.argv[1])):
     print("holding", flush=True)

@@ -9,7 +9,7 @@ import pytest
 
 from distill import pipeline
 from distill.config import make_config
-from distill.records import SCHEMA_VERSION
+from distill.store.records import SCHEMA_VERSION
 
 pytestmark = pytest.mark.slow
 

@@ -192,7 +192,7 @@ def test_probe_stage_runs_on_ray_only_when_needed_and_is_cached(tiny_model, cfg,
 def test_a_cache_file_without_its_cost_is_recomputed(tmp_path):
     """Probe caches written before costs were stored hold no `seconds`: they are not used (a KeyError
     before; a dynamics method's time without its probe otherwise)."""
-    from distill import artifacts
+    from distill.store import artifacts
 
     paths = probe.CachePaths(tmp_path / "probe-old.npz", tmp_path / "grads-old.npz")
     artifacts.write_npz(paths.probe, **{probe.PROBE_LOSS: np.ones((3, 3), dtype=np.float32)})

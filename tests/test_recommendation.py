@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from distill import artifacts, stats
+from distill import stats
 from distill.config import ReportConfig
 from distill.report import _about, build_report
+from distill.store import artifacts
 
 
 def write_trials(

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from distill import artifacts
 from distill.errors import DistillError
-from distill.records import COLUMNS, SCHEMA_VERSION, SCORE_KEYS, read_results
 from distill.report import build_report
+from distill.store import artifacts
+from distill.store.records import COLUMNS, SCHEMA_VERSION, SCORE_KEYS, read_results
 
 N_EX = 30
 # method -> (shift added to random's per-example ROUGE-L, samples, train seconds, peak MB)
@@ -112,7 +112,7 @@ def _write_run(out, with_run_json=True):
                 }
             )
         )
-    for path in list(out.rglob("*")):  # what a run writes carries a checksum (distill.artifacts)
+    for path in list(out.rglob("*")):  # what a run writes carries a checksum (distill.store.artifacts)
         if path.is_file():
             artifacts.seal(path)
 

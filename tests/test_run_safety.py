@@ -23,8 +23,9 @@ import psutil
 import pytest
 import yaml
 
-from distill import artifacts, pipeline
+from distill import pipeline
 from distill.config import make_config
+from distill.store import artifacts
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""distill.storage against real backends: a local folder and moto's S3 server on 127.0.0.1, reached through
+"""distill.store.storage against real backends: a local folder and moto's S3 server on 127.0.0.1, reached through
 pyarrow's own S3 client with the endpoint from the config and the keys from the environment."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import pickle
 import pytest
 from clusters import S3_KEYS, free_port, s3_server
 
-from distill import artifacts
 from distill.cli import main
 from distill.config import make_config, trial_settings
 from distill.errors import DistillError
-from distill.storage import check_reachable, open_storage
+from distill.store import artifacts
+from distill.store.storage import check_reachable, open_storage
 
 
 @pytest.fixture(scope="module")

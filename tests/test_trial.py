@@ -10,8 +10,8 @@ import pytest
 from distill.config import TRIAL_SETTINGS, DataConfig, ReportConfig, ResourcesConfig, make_config
 from distill.data import load_splits
 from distill.evaluate import resolve_scorer
-from distill.records import FULL, RANDOM, SCHEMA_VERSION, Resolved, TrialRecord
-from distill.storage import open_storage
+from distill.store.records import FULL, RANDOM, SCHEMA_VERSION, Resolved, TrialRecord
+from distill.store.storage import open_storage
 from distill.trial import TrialSpec, cached_metrics, run_trial, trial_key, write_trial
 
 CONTRACT = {

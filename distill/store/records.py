@@ -13,12 +13,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from distill.errors import DistillError
-
-if TYPE_CHECKING:  # evaluate is light, but the contract must not depend on the code that computes it
-    from distill.evaluate import Scorer
 
 # 2: results.json became {"schema_version", "rows"}; run.json records test_model and eval_engine, and its
 #    config has the `report` section (eval.bootstrap_samples moved there) and the vLLM knobs under `resources`.
@@ -143,6 +140,15 @@ class TrialRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any], path: Path | str = "trial record") -> TrialRecord:
         return cls(TrialMetrics.from_dict(data["metrics"], path), data.get("predictions"))
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """Which BERTScore encoder to use: a Hub name or a local folder, and its layer."""
+
+    model_type: str
+    num_layers: int
+    label: str  # what the report prints
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ GOOGLE_APPLICATION_CREDENTIALS) or the node's IAM role, on each node, and a file
 keys pickles without them (it travels to the workers inside Tune's trainable). A URI that holds credentials is
 refused.
 
-Every file is stored with its checksum sidecar in distill.artifacts' format, so a reader can tell a whole
-file from a damaged one on any backend: on a local path through distill.artifacts (temporary file + atomic
+Every file is stored with its checksum sidecar in distill.store.artifacts' format, so a reader can tell a whole
+file from a damaged one on any backend: on a local path through distill.store.artifacts (temporary file + atomic
 rename), on an object store as two objects (an object appears whole or not at all).
 """
 
@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from distill import artifacts
 from distill.errors import DistillError
+from distill.store import artifacts
 
 REMOTE_SCHEMES = ("s3", "gs")
 SHARED_FIX = "set --storage (storage.uri) to s3://bucket/prefix, gs://bucket/prefix or a path every node mounts (NFS)"
@@ -90,7 +90,7 @@ class Storage:
 
     def read_bytes(self, rel: str) -> bytes | None:
         """The bytes at `rel` when they match their sidecar; None when absent, unsealed or damaged (named in a
-        warning, as distill.artifacts does: the caller recomputes them)."""
+        warning, as distill.store.artifacts does: the caller recomputes them)."""
         if not self.remote:
             path = Path(self.path(rel))
             return path.read_bytes() if artifacts.intact(path) else None
@@ -242,7 +242,7 @@ def check_reachable(storage: Storage) -> None:
     """Fail in a second, before any work, when storage cannot be written: no such bucket, no credentials, a wrong
     endpoint. Writes and deletes one small marker object."""
     if storage.mirrored:
-        return  # the output folder: distill.outdir checks it
+        return  # the output folder: distill.store.outdir checks it
     try:
         storage.fs.create_dir(storage.root, recursive=True)
         storage.delete(storage.marker())

@@ -1,7 +1,7 @@
 """<out>/counters.json: how much each stage computed (rather than reused), summed over every driver run.
 
 It is how a resumed run shows what it redid: the features, selections and trials it found finished add
-nothing. Written only by the driver, through distill.artifacts (atomic and sealed: a killed driver leaves the
+nothing. Written only by the driver, through distill.store.artifacts (atomic and sealed: a killed driver leaves the
 previous version).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from distill import artifacts
+from distill.store import artifacts
 
 FILE = "counters.json"
 

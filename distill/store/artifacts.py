@@ -80,7 +80,7 @@ def seal(path: Path) -> None:
 
 
 def seal_of(data: bytes) -> bytes:
-    """The sidecar `seal` writes for a file holding `data`: how distill.storage seals an object it uploads."""
+    """The sidecar `seal` writes for a file holding `data`: how distill.store.storage seals an object it uploads."""
     return json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}, sort_keys=True).encode()
 
 
