@@ -1,6 +1,6 @@
 """Command line: `distill {validate,quick,baseline,all,resume,report,methods,jobs}` (also `python -m distill …`).
 
-Each run mode reads its job spec (distill/jobs/<mode>.yaml unless --job says otherwise) and applies
+Each run mode reads its job spec (distill/config/jobs/<mode>.yaml unless --job says otherwise) and applies
 the flags as overrides. A DistillError becomes one line on stderr and exit code 2: no traceback.
 A subcommand is one function decorated with @command (its arguments, if any, in `arguments=`).
 """
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill.config import make_config
+from distill.config.load import make_config
 from distill.errors import DistillError
 
 # validate checks a job as it is; with no --job it checks the quick job
@@ -127,9 +127,13 @@ def validate(args: argparse.Namespace) -> int:
     return checklist(config_of(args))
 
 
-@command("all", "every registered method + the full-pool baseline (distill/jobs/all.yaml)", job_arguments("all"))
-@command("baseline", "fine-tune on the full training pool only (distill/jobs/baseline.yaml)", job_arguments("baseline"))
-@command("quick", "the main job: 5 methods at a 10%% budget (distill/jobs/quick.yaml)", job_arguments("quick"))
+@command("all", "every registered method + the full-pool baseline (distill/config/jobs/all.yaml)", job_arguments("all"))
+@command(
+    "baseline",
+    "fine-tune on the full training pool only (distill/config/jobs/baseline.yaml)",
+    job_arguments("baseline"),
+)
+@command("quick", "the main job: 5 methods at a 10%% budget (distill/config/jobs/quick.yaml)", job_arguments("quick"))
 def run_mode(args: argparse.Namespace) -> int:
     return run(config_of(args), args.verbose)
 
@@ -169,7 +173,7 @@ def resume_arguments(cmd: argparse.ArgumentParser) -> None:
     resume_arguments,
 )
 def resume(args: argparse.Namespace) -> int:
-    from distill.config import config_from_run, config_from_storage
+    from distill.config.load import config_from_run, config_from_storage
 
     if "://" in args.run or args.output_dir or args.endpoint or args.region:
         return run(config_from_storage(args.run, args.output_dir, args.endpoint, args.region), args.verbose)
@@ -195,7 +199,7 @@ def report_arguments(cmd: argparse.ArgumentParser) -> None:
 @command("report", "rebuild the comparison report from stored trial results", report_arguments)
 def report(args: argparse.Namespace) -> int:
     from distill import report
-    from distill.config import report_settings
+    from distill.config.load import report_settings
 
     out = Path(args.output_dir).resolve()
     settings = report_settings(out, args.metrics)  # a bad --metrics is refused before anything is written
@@ -219,7 +223,7 @@ def methods(args: argparse.Namespace) -> int:
 
 @command("jobs", "list the job specs shipped with distill (use one with --job NAME)")
 def jobs(args: argparse.Namespace) -> int:
-    from distill.config import job_descriptions
+    from distill.config.load import job_descriptions
 
     for name, description in job_descriptions().items():
         print(f"{name:15s} {description}")

@@ -21,7 +21,8 @@ from typing import IO, Any
 
 import pandas as pd
 
-from distill.config import EMBEDDED_BILLSUM, DataConfig, secret
+from distill.config.env import secret
+from distill.config.schema import EMBEDDED_BILLSUM, DataConfig
 from distill.errors import DistillError, describe
 
 COLUMNS = ["id", "title", "text", "summary"]

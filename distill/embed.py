@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from distill import faults
-from distill.config import ModelConfig, content_hash
+from distill.config.schema import ModelConfig
 from distill.models import device_name, load_model, load_tokenizer
 from distill.prompt import Encoded, PromptFormat, pad
+from distill.store.artifacts import content_hash
 
 EMBEDDING, LOSS, EMBEDDING_WMEAN = "embedding", "loss", "embedding_wmean"  # columns of every embedding batch
 LOSS_ALONE = "loss_alone"  # the summary's loss without its document (only when asked for)

@@ -7,7 +7,7 @@ trial of a run is scored by the same model, and the report names it.
 
 from __future__ import annotations
 
-from distill.config import EvalConfig
+from distill.config.schema import EvalConfig
 from distill.prompt import PromptFormat, pad
 from distill.store.records import Scorer
 

@@ -19,7 +19,7 @@ import os
 import time
 from pathlib import Path
 
-from distill.config import ExperimentConfig
+from distill.config.schema import ExperimentConfig
 from distill.errors import DistillError
 from distill.evaluate import _until_eos
 from distill.models import device_name, load_tokenizer, pick_dtype

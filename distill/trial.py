@@ -20,13 +20,14 @@ import pandas as pd
 import torch
 
 from distill.checkpoint import TrainState
-from distill.config import ExperimentConfig, content_hash, trial_settings
+from distill.config.schema import ExperimentConfig, trial_settings
 from distill.embed import summary_losses
 from distill.evaluate import generate, score
 from distill.generate_vllm import encode_adapter
 from distill.models import device_name, load_model, load_tokenizer
 from distill.prompt import PromptFormat
 from distill.store import artifacts
+from distill.store.artifacts import content_hash
 from distill.store.records import GENERATED_KEYS, HELDOUT_LOSS, Resolved, Scorer, TrialMetrics, TrialRecord
 from distill.store.storage import Storage
 from distill.train import StepHook, add_lora, finetune, seed_everything

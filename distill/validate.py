@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 
-from distill.config import EMBEDDED_SMOLLM2, ExperimentConfig, cache_root, secret
+from distill.config.env import cache_root, secret
+from distill.config.schema import EMBEDDED_SMOLLM2, ExperimentConfig
 from distill.errors import DistillError
 
 OK, INFO, WARN, FAIL = "ok", "info", "warn", "FAIL"

@@ -34,7 +34,7 @@ def main() -> None:
     import torch
 
     from distill import checkpoint
-    from distill.config import make_config
+    from distill.config.load import make_config
     from distill.data import load_splits
     from distill.models import load_model, load_tokenizer, resolve_model
     from distill.pipeline import budget

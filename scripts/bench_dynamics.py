@@ -50,7 +50,7 @@ def _peak_mb() -> float:
 def _setup(threads: int, job: str, overrides: dict):
     import torch
 
-    from distill.config import make_config
+    from distill.config.load import make_config
     from distill.data import load_splits
     from distill.models import resolve_model
 
@@ -209,7 +209,7 @@ def summarise(args: argparse.Namespace, stages: dict, load: list[float], cache_d
     """Per-1k-row seconds and ratios to the embedding pass, with the run's settings."""
     from dataclasses import asdict
 
-    from distill.config import make_config
+    from distill.config.load import make_config
 
     cfg = make_config(args.job, {"model.name": args.model})
     base = stages.get("embed", {}).get("compute_s")

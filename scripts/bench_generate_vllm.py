@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.config import EMBEDDED_SMOLLM2, DataConfig, make_config
+from distill.config.load import make_config
+from distill.config.schema import EMBEDDED_SMOLLM2, DataConfig
 from distill.data import load_splits
 from distill.evaluate import generate, resolve_scorer, score
 from distill.generate_vllm import VllmGenerator, write_adapter

@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from distill import pipeline
-    from distill.config import make_config
+    from distill.config.load import make_config
     from distill.data import load_splits
     from distill.features import text_features
     from distill.select import registry

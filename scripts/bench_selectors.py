@@ -233,7 +233,7 @@ def quality(emb_path: Path, k: int, seed: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from distill.config import ProbeConfig
+    from distill.config.schema import ProbeConfig
     from distill.select import registry
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

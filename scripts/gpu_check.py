@@ -103,7 +103,7 @@ def embed_bf16() -> dict:
     """The embed stage as a run does it (Ray Data actor pool), in bf16; one actor per GPU."""
     import ray
 
-    from distill.config import make_config
+    from distill.config.load import make_config
     from distill.data import load_splits
     from distill.models import resolve_model
     from distill.pipeline import embed_plan, embed_pool, ray_session
@@ -125,7 +125,7 @@ def oom_backoff() -> dict:
     """Cap this process's share of the card, then let the trainer meet a genuine OutOfMemoryError."""
     import torch
 
-    from distill.config import make_config
+    from distill.config.load import make_config
     from distill.data import load_splits
     from distill.models import load_model, load_tokenizer, resolve_model
     from distill.prompt import PromptFormat
@@ -156,7 +156,7 @@ def load_8bit() -> dict:
     """8-bit base weights (bitsandbytes) + LoRA: a few real optimizer steps."""
     import bitsandbytes as bnb
 
-    from distill.config import make_config
+    from distill.config.load import make_config
     from distill.data import load_splits
     from distill.models import load_model, load_tokenizer, resolve_model
     from distill.prompt import PromptFormat

@@ -160,7 +160,7 @@ def test_version_names_the_package_and_the_git_commit(tmp_path):
 
 
 def test_jobs_lists_every_shipped_job_with_its_description(tmp_path):
-    from distill.config import JOBS_DIR, make_config
+    from distill.config.load import JOBS_DIR, make_config
 
     result = run_cli("jobs", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

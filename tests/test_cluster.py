@@ -17,7 +17,7 @@ import yaml
 from clusters import VENV_BIN, cluster, free_port, our_ray_processes
 
 from distill import pipeline
-from distill.config import make_config
+from distill.config.load import make_config
 from distill.store.storage import open_storage
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,7 +9,10 @@ from dataclasses import asdict, replace
 import pytest
 import yaml
 
-from distill.config import MOVED_KEYS, ExperimentConfig, config_from_run, make_config, secret, settings, validate
+from distill.config.checks import validate
+from distill.config.env import secret
+from distill.config.load import MOVED_KEYS, config_from_run, make_config, settings
+from distill.config.schema import ExperimentConfig
 from distill.errors import DistillError
 from distill.store.records import SCHEMA_VERSION
 
@@ -189,7 +192,7 @@ def test_every_config_section_rejects_unknown_keys():
     """A section added without @section would silently drop typos: every nested dataclass must forbid extras."""
     import dataclasses
 
-    from distill.config import _section
+    from distill.config.load import _section
 
     for name in (f.name for f in dataclasses.fields(ExperimentConfig)):
         cls = _section([name])
@@ -315,7 +318,7 @@ def test_every_numeric_setting_declares_its_range():
         for key, prop in settings().items()
         if (number := _numeric(prop)) and not {"minimum", "exclusiveMinimum"} & set(number)
     ]
-    assert not unranged, f"declare a range for {unranged} in distill/config.py"
+    assert not unranged, f"declare a range for {unranged} in distill/config/schema.py"
 
 
 def test_range_edges_are_accepted():

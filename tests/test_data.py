@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from distill.config import DataConfig
+from distill.config.schema import DataConfig
 from distill.data import COLUMNS, Splits, load_splits, text_hash
 from distill.errors import DistillError
 

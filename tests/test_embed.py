@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from distill.config import ModelConfig
+from distill.config.schema import ModelConfig
 from distill.embed import EmbedActor, cache_key, output_columns
 
 TEXTS = [

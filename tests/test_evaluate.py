@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from distill.config import EvalConfig, ModelConfig
+from distill.config.schema import EvalConfig, ModelConfig
 from distill.evaluate import HUB_BERTSCORE, OFFLINE_BERTSCORE_LAYERS, _until_eos, generate, resolve_scorer, score
 
 REFS = [
@@ -188,7 +188,7 @@ def test_generate_cuts_at_eos(tiny, monkeypatch):
 
 def test_generate_with_lora_equals_per_example_unmerged_generation(tiny):
     """Batched generation of a LoRA-wrapped model == its per-example generate (what a trial evaluates)."""
-    from distill.config import TrainConfig
+    from distill.config.schema import TrainConfig
     from distill.train import add_lora
 
     base, tokenizer, fmt = tiny

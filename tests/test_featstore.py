@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from distill import featstore
-from distill.config import ModelConfig, make_config
+from distill.config.load import make_config
+from distill.config.schema import ModelConfig
 from distill.data import load_splits
 from distill.embed import EmbedActor
 from distill.errors import DistillError

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from distill.config import DataConfig, make_config
+from distill.config.load import make_config
+from distill.config.schema import DataConfig
 from distill.errors import DistillError
 from distill.generate_vllm import choose_engine, encode_adapter, write_adapter
 from distill.models import is_test_model

@@ -14,7 +14,8 @@ import torch
 
 from distill import pipeline, train
 from distill.cli import overrides, parser
-from distill.config import JOBS_DIR, ModelConfig, TrainConfig, make_config
+from distill.config.load import JOBS_DIR, make_config
+from distill.config.schema import ModelConfig, TrainConfig
 from distill.errors import DistillError
 from distill.select import registry
 
@@ -206,7 +207,9 @@ def test_a_non_editable_install_ships_the_jobs_and_the_console_command(tmp_path)
         timeout=300,
     )
     assert install.returncode == 0, install.stderr[-3000:]
-    assert sorted(p.name for p in (target / "distill" / "jobs").glob("*.yaml")) == sorted(p.name for p in JOBS)
+    assert sorted(p.name for p in (target / "distill" / "config" / "jobs").glob("*.yaml")) == sorted(
+        p.name for p in JOBS
+    )
 
     elsewhere = tmp_path / "elsewhere"  # no jobs/ folder and no checkout here
     elsewhere.mkdir()
@@ -221,7 +224,7 @@ def test_a_non_editable_install_ships_the_jobs_and_the_console_command(tmp_path)
         [
             sys.executable,
             "-c",
-            "import distill; from distill.config import make_config; "
+            "import distill; from distill.config.load import make_config; "
             "print(distill.__file__); print(make_config('quick-gpu').name)",
         ],
         cwd=elsewhere,

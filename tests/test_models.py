@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.config import EMBEDDED_SMOLLM2, ModelConfig
+from distill.config.schema import EMBEDDED_SMOLLM2, ModelConfig
 from distill.errors import DistillError
 from distill.models import load_model, load_tokenizer, pick_dtype, resolve_model
 

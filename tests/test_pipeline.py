@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from distill import pipeline
-from distill.config import make_config
+from distill.config.load import make_config
 from distill.store.records import SCHEMA_VERSION
 
 pytestmark = pytest.mark.slow

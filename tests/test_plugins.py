@@ -13,7 +13,7 @@ import pytest
 from test_cli import PYTHON, REPO, assert_one_line_error, run_cli
 
 from distill import pipeline, plugins
-from distill.config import make_config
+from distill.config.load import make_config
 from distill.errors import DistillError
 from distill.features import text_features
 from distill.select import registry

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from distill import probe
-from distill.config import make_config
+from distill.config.load import make_config
 from distill.data import load_splits
 from distill.embed import EmbedActor
 from distill.errors import DistillError

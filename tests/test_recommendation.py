@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from distill import stats
-from distill.config import ReportConfig
+from distill.config.schema import ReportConfig
 from distill.report import _about, build_report
 from distill.store import artifacts
 

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from distill import pipeline
-from distill.config import make_config
+from distill.config.load import make_config
 from distill.store import artifacts
 
 pytestmark = pytest.mark.slow

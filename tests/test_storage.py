@@ -10,7 +10,8 @@ import pytest
 from clusters import S3_KEYS, free_port, s3_server
 
 from distill.cli import main
-from distill.config import make_config, trial_settings
+from distill.config.load import make_config
+from distill.config.schema import trial_settings
 from distill.errors import DistillError
 from distill.store import artifacts
 from distill.store.storage import check_reachable, open_storage

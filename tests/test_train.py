@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distill.config import ModelConfig, TrainConfig
+from distill.config.schema import ModelConfig, TrainConfig
 from distill.models import load_model, load_tokenizer
 from distill.prompt import PromptFormat
 from distill.train import IGNORE, add_lora, collate, encode_examples, finetune, seed_everything

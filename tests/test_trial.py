@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from distill.config import TRIAL_SETTINGS, DataConfig, ReportConfig, ResourcesConfig, make_config
+from distill.config.load import make_config
+from distill.config.schema import TRIAL_SETTINGS, DataConfig, ReportConfig, ResourcesConfig
 from distill.data import load_splits
 from distill.evaluate import resolve_scorer
 from distill.store.records import FULL, RANDOM, SCHEMA_VERSION, Resolved, TrialRecord

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from distill import validate
-from distill.config import make_config
+from distill.config.load import make_config
 
 REPO = Path(__file__).resolve().parent.parent
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU behaviour")

@@ -29,6 +29,11 @@ CHUNK = 1 << 20  # bytes hashed per read: big artifacts (feature caches) are str
 log = logging.getLogger(__name__)
 
 
+def content_hash(parts: dict[str, Any]) -> str:
+    """Short, stable hash of JSON-able settings: the key of every cached artifact."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def atomic_write(path: Path, writer: Callable[[IO[bytes]], None]) -> None:
     """Call `writer(fh)` on a temporary file next to `path`, fsync it, then rename it over `path`.
 

@@ -1,0 +1,106 @@
+"""Cross-field checks of a whole job (methods exist, their features and parameters fit, settings that cannot
+all hold): they read the selector registry and the data source, so they run after the schema's own checks.
+They return a normalised copy and never edit their input.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+from typing import Any
+
+from distill.config.schema import ExperimentConfig, ProbeConfig
+from distill.errors import DistillError
+from distill.store.outdir import safe_name
+
+
+def validate(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Reject settings that cannot work, before anything runs; returns a normalised copy (the baseline
+    and all modes include the full-pool baseline; baseline selects nothing), never editing `cfg`."""
+    from distill import plugins  # late: the registry imports every selector module
+    from distill.select import registry
+
+    safe_name("job name", cfg.name)  # names Tune's experiment folder and the W&B group
+    plugins.load(cfg.select.plugins)  # before the method names are checked: plugins add methods
+    for method in cfg.select.methods:
+        check_selector(registry.get(method), cfg.select.params.get(method, {}))  # unknown: names the registered ones
+    for method in cfg.select.params:
+        registry.get(method)
+    _check_contradictions(cfg)
+    validate_probe(cfg.probe)
+    return normalised(cfg)
+
+
+def normalised(cfg: ExperimentConfig) -> ExperimentConfig:
+    """A copy of `cfg` with what its mode implies made explicit."""
+    cfg = copy.deepcopy(cfg)
+    if cfg.mode in ("baseline", "all"):
+        cfg.include_baseline = True
+    if cfg.mode == "baseline":
+        cfg.select.methods = []
+    return cfg
+
+
+def check_selector(selector, params: dict[str, Any]) -> None:
+    """A method can run here: a safe name, features the pipeline computes, parameters it accepts."""
+    from distill.features import Features
+
+    safe_name("method name", selector.name)  # names selected/<method>.jsonl and trials/<method>-s<seed>/
+    computed = {f.name for f in dataclasses.fields(Features)}
+    missing = [need for need in selector.needs if need not in computed]
+    if missing:
+        raise DistillError(
+            f"method '{selector.name}' needs feature '{missing[0]}', which the pipeline does not compute",
+            f"drop '{selector.name}' from select.methods; the computed features are {', '.join(sorted(computed))}",
+        )
+    signature = inspect.signature(selector.fn)
+    try:
+        signature.bind(None, 1, 0, **params)
+    except TypeError as exc:
+        accepted = [
+            p.name
+            for p in list(signature.parameters.values())[3:]
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        raise DistillError(
+            f"select.params.{selector.name}: {exc}",
+            f"{selector.name} takes " + (", ".join(accepted) if accepted else "no parameters"),
+        ) from None
+
+
+def _check_contradictions(cfg: ExperimentConfig) -> None:
+    """Settings that are each valid but cannot all hold: one would be silently ignored."""
+    from distill.data import has_splits
+    from distill.features import QUERY_EMBEDDING
+    from distill.select import registry
+
+    if cfg.data.test_split and not cfg.data.split_column and not has_splits(cfg.data.source):
+        raise DistillError(
+            f"data.test_split '{cfg.data.test_split}' is set but {cfg.data.source} has no splits "
+            "(data.split_column is null), so it would be ignored",
+            "set data.split_column to the column holding the split names, or data.test_split: null",
+        )
+    needs_query = [m for m in cfg.select.methods if QUERY_EMBEDDING in registry.get(m).needs]
+    if needs_query and not cfg.data.query_size and not cfg.select.query:
+        raise DistillError(
+            f"method '{needs_query[0]}' ranks the pool by similarity to target-task examples, and no "
+            "query set is given",
+            "hold some training examples out of the pool as the query set (--set data.query_size=20) "
+            "or pass your own: --set select.query=target_examples.jsonl",
+        )
+    if cfg.wandb.online and not cfg.wandb.enabled:
+        raise DistillError(
+            "wandb.online is set but wandb.enabled is false, so nothing would be logged",
+            "set wandb.enabled: true, or drop wandb.online",
+        )
+
+
+def validate_probe(probe: ProbeConfig) -> None:
+    """The probe's settings that must agree (each one's own range is declared in ProbeConfig): checked before
+    any work, not after the embedding pass."""
+    if probe.grad_dim % probe.grad_blocks:
+        raise DistillError(
+            f"probe.grad_dim={probe.grad_dim} must be a multiple of probe.grad_blocks={probe.grad_blocks}",
+            "use e.g. probe.grad_dim=8192 with probe.grad_blocks=4",
+        )

@@ -1,0 +1,289 @@
+"""A job's config: a YAML job spec (distill/config/jobs/, package data) + command-line overrides → a validated
+ExperimentConfig.
+
+Overrides come from CLI flags (`--model`, `--fraction`, …) or generic `--set section.key=value`; a run's
+run.json (`distill resume`, `distill report`) is read back the same way. pydantic's complaints become one
+line naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import json
+import time
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from distill.config.checks import validate
+from distill.config.schema import ExperimentConfig, ReportConfig
+from distill.errors import DistillError
+from distill.store.records import LEGACY_VERSION, RunInfo
+
+JOBS_DIR = Path(__file__).resolve().parent / "jobs"  # package data: found by name after `pip install`
+# Keys moved when the config was split by what they affect (results schema version 2): old → new.
+MOVED_KEYS = {
+    "eval.vllm_max_loras": "resources.vllm_max_loras",
+    "eval.vllm_max_num_seqs": "resources.vllm_max_num_seqs",
+    "eval.vllm_gpu_memory_utilization": "resources.vllm_gpu_memory_utilization",
+    "eval.vllm_cpu_kvcache_gib": "resources.vllm_cpu_kvcache_gib",
+}
+
+
+# Keys that no longer exist, and why (results schema version 3: the report's statistics are closed-form).
+RETIRED_KEYS = {
+    "report.bootstrap_samples": "the report no longer resamples (docs/statistics.md)",
+    "eval.bootstrap_samples": "the report no longer resamples (docs/statistics.md)",
+}
+RETIRED_IN = 3  # the results schema version that retired them: a run.json written before it may hold them
+
+
+def move_keys(values: dict[str, Any], migrate: bool, retire: bool = False) -> None:
+    """Old keys (MOVED_KEYS) in a mapping of settings: moved to their new place (`migrate`: an old run.json),
+    else refused with one line naming the new key (a job or an override still using one). Retired keys
+    (RETIRED_KEYS) are dropped (`retire`: a run.json from before they retired), else refused likewise."""
+    for old, new in MOVED_KEYS.items():
+        if (found := _holding(values, old)) is None:
+            continue
+        if not migrate:
+            raise DistillError(
+                f"config key '{old}' has moved to '{new}'",
+                f"rename it to '{new}' in the job YAML (or pass --set {new}=VALUE)",
+            )
+        set_key(values, new, found[0].pop(found[1]))
+    for old, why in RETIRED_KEYS.items():
+        if (found := _holding(values, old)) is None:
+            continue
+        if not retire:
+            raise DistillError(
+                f"config key '{old}' is no longer used: {why}", "delete it from the job YAML (or drop that --set)"
+            )
+        del found[0][found[1]]
+
+
+def _holding(values: dict[str, Any], dotted: str) -> tuple[dict[str, Any], str] | None:
+    """(the section mapping, the key) when `values` sets the 'section.key' `dotted`, else None."""
+    section_name, key = dotted.split(".")
+    node = values.get(section_name)
+    return (node, key) if isinstance(node, dict) and key in node else None
+
+
+def _build(values: dict[str, Any]) -> ExperimentConfig:
+    """Mapping → ExperimentConfig, type-checked and gently converted ('0.1' → 0.1) by pydantic."""
+    try:
+        return _adapter().validate_python(values)
+    except ValidationError as exc:
+        raise _config_error(exc.errors()[0]) from None
+
+
+RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number", "literal_error"}
+
+
+def _config_error(error: dict[str, Any]) -> DistillError:
+    """pydantic's first complaint → one line naming the dotted key, and the fix."""
+    loc = [str(part) for part in error["loc"] if not isinstance(part, int)]  # a list item: its list's key
+    key = ".".join(loc)
+    if error["type"] == "unexpected_keyword_argument":
+        known = sorted(f.name for f in dataclasses.fields(_section(loc[:-1])))
+        return DistillError(f"unknown config key '{key}'", f"use one of: {', '.join(known)}")
+    if error["type"] == "dataclass_type":
+        return DistillError(
+            f"config section '{key}' must be a mapping, got {type(error['input']).__name__}",
+            f"write '{key}:' followed by indented key: value lines",
+        )
+    if error.get("input") is None:
+        return DistillError(f"config key '{key}' may not be empty", f"give '{key}' a value")
+    if error["type"] in RANGE_ERRORS:
+        allowed = describe_range(settings()[key])
+        default = functools.reduce(getattr, loc, ExperimentConfig())
+        example = ",".join(default) if isinstance(default, list) else yaml.safe_dump(default).splitlines()[0]
+        return DistillError(
+            f"config key '{key}' must be {allowed}, got {error['input']!r}",
+            f"use {allowed}, e.g. --set {key}={example} (the default)",
+        )
+    reason = error["msg"][0].lower() + error["msg"][1:]
+    return DistillError(
+        f"config key '{key}': {reason}, got {error['input']!r}",
+        f"set '{key}' in the job YAML or with --set {key}=VALUE",
+    )
+
+
+@functools.cache
+def _adapter() -> TypeAdapter:
+    """pydantic's validator (and schema) of a whole job, built once per process."""
+    return TypeAdapter(ExperimentConfig)
+
+
+@functools.cache
+def settings() -> dict[str, dict[str, Any]]:
+    """Every config key, dotted ('train.lora_r'), → its JSON schema: type, default and declared range."""
+    schema = _adapter().json_schema()
+    found: dict[str, dict[str, Any]] = {}
+
+    def walk(node: dict[str, Any], prefix: str) -> None:
+        for name, prop in node["properties"].items():
+            if "$ref" in prop:  # a section
+                walk(schema["$defs"][prop["$ref"].rsplit("/", 1)[-1]], f"{prefix}{name}.")
+            else:
+                found[prefix + name] = prop
+
+    walk(schema, "")
+    return found
+
+
+def describe_range(prop: dict[str, Any]) -> str:
+    """A setting's declared range in words: 'an integer >= 1', 'a number in (0, 1]', 'one of mean, last'."""
+    options = prop.get("anyOf", [prop])
+    value = next(option for option in options if option.get("type") != "null")
+    if value.get("type") == "array":  # a list of choices
+        return "a comma-separated list of " + ", ".join(map(str, value["items"]["enum"]))
+    if "enum" in value:
+        text = "one of " + ", ".join(map(str, value["enum"]))
+    else:
+        kind = "an integer" if value.get("type") == "integer" else "a number"
+        low = (
+            ("(", ">", value["exclusiveMinimum"]) if "exclusiveMinimum" in value else ("[", ">=", value.get("minimum"))
+        )
+        high = (
+            (")", "<", value["exclusiveMaximum"]) if "exclusiveMaximum" in value else ("]", "<=", value.get("maximum"))
+        )
+        if low[2] is not None and high[2] is not None:
+            text = f"{kind} in {low[0]}{low[2]}, {high[2]}{high[0]}"
+        else:
+            bound = low if low[2] is not None else high
+            text = f"{kind} {bound[1]} {bound[2]}" if bound[2] is not None else kind
+    return text + (" (or null)" if len(options) > 1 else "")
+
+
+def _section(path: list[str]) -> type:
+    """The config dataclass at a dotted path ([] → ExperimentConfig, ['train'] → TrainConfig)."""
+    cls = ExperimentConfig
+    for name in path:
+        cls = get_type_hints(cls)[name]
+    return cls
+
+
+def load_job(path_or_name: str | Path) -> dict[str, Any]:
+    """Read a job spec: a path, or a name in distill/config/jobs/ ('quick' → distill/config/jobs/quick.yaml)."""
+    path = Path(path_or_name)
+    if not path.exists() and not path.suffix:
+        path = JOBS_DIR / f"{path_or_name}.yaml"
+    if not path.exists():
+        available = ", ".join(sorted(p.stem for p in JOBS_DIR.glob("*.yaml")))
+        raise DistillError(f"job spec '{path_or_name}' not found", f"pass a YAML path or one of: {available}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise DistillError(
+            f"job spec {path} is not valid YAML ({str(exc).splitlines()[0]})", "fix the YAML syntax"
+        ) from None
+    if not isinstance(values, dict):
+        raise DistillError(
+            f"job spec {path} holds a {type(values).__name__}, not a mapping of settings",
+            "write it as key: value lines, like jobs/quick.yaml",
+        )
+    return values
+
+
+def job_descriptions() -> dict[str, str]:
+    """name → the job's one-line `description:`, for `distill jobs`."""
+    return {path.stem: str(load_job(path).get("description", "")) for path in sorted(JOBS_DIR.glob("*.yaml"))}
+
+
+def set_key(values: dict[str, Any], dotted: str, value: Any) -> None:
+    """Apply one override 'section.key=value' to a nested mapping (YAML-typed value)."""
+    *parents, leaf = dotted.split(".")
+    node = values
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise DistillError(f"override '{dotted}' goes through a non-section key '{part}'", "use section.key=value")
+    node[leaf] = yaml.safe_load(value) if isinstance(value, str) else value
+
+
+def make_config(
+    job: str | Path | dict[str, Any] = "quick",
+    overrides: dict[str, Any] | None = None,
+    plugins: list[str] | None = None,
+) -> ExperimentConfig:
+    """Job spec + overrides → validated ExperimentConfig. `plugins` (--plugin) are added to the job's
+    select.plugins rather than replacing them, so a job's team selectors stay loaded."""
+    values = copy.deepcopy(job) if isinstance(job, dict) else load_job(job)  # never edit the caller's dict
+    for dotted, value in (overrides or {}).items():
+        set_key(values, dotted, value)
+    if plugins:
+        select = values.get("select")
+        listed = select.get("plugins") if isinstance(select, dict) else None
+        listed = [] if listed is None else listed if isinstance(listed, list) else [listed]
+        set_key(values, "select.plugins", [*listed, *plugins])
+    move_keys(values, migrate=False)
+    return validate(_build(values))
+
+
+def config_from_run(output_dir: str | Path) -> ExperimentConfig:
+    """The config a run was started with, from its run.json, writing to `output_dir` (wherever it now lives)."""
+    path = Path(output_dir).expanduser() / "run.json"
+    if not path.exists():
+        raise DistillError(
+            f"{path} not found: nothing to resume there",
+            "pass the output directory of a run that got as far as its data stage",
+        )
+    return _continued(path.read_text(), path, {"output_dir": str(Path(output_dir).expanduser().resolve())})
+
+
+def report_settings(output_dir: str | Path, metrics: list[str] | str | None = None) -> ReportConfig:
+    """The report settings a run was started with (its run.json's `report` section; the defaults for a folder
+    without one), `metrics` (`distill report --metrics`) replacing the list tested: a rebuild tests what the
+    run asked for unless told otherwise."""
+    path = Path(output_dir).expanduser() / "run.json"
+    stored = RunInfo.from_dict(json.loads(path.read_text()), path).config.get("report") if path.is_file() else None
+    values = {"report": {**(stored or {}), **({"metrics": metrics} if metrics else {})}}
+    move_keys(values, migrate=True, retire=True)  # a run made before a report key moved or retired still rebuilds
+    return _build(values).report
+
+
+def config_from_storage(
+    uri: str, output_dir: str | Path | None = None, endpoint: str | None = None, region: str | None = None
+) -> ExperimentConfig:
+    """The config of the run kept in storage `uri` (its run.json there), continued by this driver into
+    `output_dir` (default: a new folder under results/): all a machine that never saw the run needs."""
+    from distill.store.storage import check_reachable, open_storage
+
+    out = Path(output_dir or Path("results") / f"resumed-{time.strftime('%Y%m%d-%H%M%S')}").expanduser().resolve()
+    store = open_storage(out, uri, endpoint, region)
+    check_reachable(store)
+    data = store.read_bytes("run.json")
+    if data is None:
+        raise DistillError(
+            f"{uri} holds no run.json: nothing to resume there",
+            "pass the storage of a run that got as far as its data stage (with --endpoint for an S3-compatible store)",
+        )
+    settings = {
+        "uri": store.uri,
+        **({"endpoint": endpoint} if endpoint else {}),
+        **({"region": region} if region else {}),
+    }
+    return _continued(data, f"{uri}/run.json", {"output_dir": str(out), "storage": settings})
+
+
+def _continued(run_json: str | bytes, path: str | Path, changes: dict[str, Any]) -> ExperimentConfig:
+    """The config recorded in a run.json, with `changes` (where this driver keeps the run) applied."""
+    try:
+        info = RunInfo.from_dict(json.loads(run_json), path)
+    except (json.JSONDecodeError, AttributeError, TypeError):
+        info = None
+    if info is None or not isinstance(info.config, dict) or not info.config:
+        raise DistillError(f"{path} is not a run record of distill", "rerun the job instead of resuming it")
+    values = copy.deepcopy(info.config)
+    move_keys(
+        values,
+        migrate=info.schema_version == LEGACY_VERSION,  # a run.json from before the config split
+        retire=info.schema_version < RETIRED_IN,
+    )
+    for key, value in changes.items():
+        values[key] = {**(values.get(key) or {}), **value} if isinstance(value, dict) else value
+    return validate(_build(values))

@@ -1,0 +1,264 @@
+"""The experiment's settings: typed dataclasses, one section per concern.
+
+Sections are grouped by what a change to them affects: data, model, embed, select, probe, train and eval change
+a trial's result; report rebuilds only the report; resources and storage say where and how a run computes, never
+what. Every number declares its valid range here, so a typo fails in a second rather than after an hour of
+embedding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, ConfigDict, Field, with_config
+
+from distill.store.records import SCORE_KEYS
+
+EMBEDDED_BILLSUM = "embedded:billsum"
+EMBEDDED_SMOLLM2 = "embedded:smollm2-135m"
+
+
+def section(cls: type) -> type:
+    """A config section: a dataclass whose unknown keys are errors when a job is validated, and whose
+    numbers are finite (an `inf` epoch count or a `nan` budget is refused like any other bad value)."""
+    return with_config(ConfigDict(extra="forbid", allow_inf_nan=False))(dataclass(cls))
+
+
+def _split_names(value: Any) -> Any:
+    """'a, b' (a CLI override) → ['a', 'b']; a YAML list passes through."""
+    return [name.strip() for name in value.split(",") if name.strip()] if isinstance(value, str) else value
+
+
+Names = Annotated[list[str], BeforeValidator(_split_names)]  # a list that also takes 'a,b' from the command line
+
+# Every number declares its valid range here, in the schema: pydantic refuses a value outside it when the job is
+# built, before any work, and load._config_error words the refusal (key, value, range, fix). tests/test_config.py walks
+# the schema, tries a value outside every declared range, and fails on a number declared without one.
+Count = Annotated[int, Field(ge=1)]  # how many of something: at least one
+NonNegative = Annotated[int, Field(ge=0)]
+Positive = Annotated[float, Field(gt=0)]
+Share = Annotated[float, Field(gt=0, le=1)]  # a share of something, in (0, 1]
+Ratio = Annotated[float, Field(ge=0, le=1)]
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # the seeds numpy's and pandas' RandomState accept
+
+
+@section
+class DataConfig:
+    """Where the documents come from and how the held-out set is made."""
+
+    # "embedded:billsum", a Hub dataset name ("billsum"), a local .jsonl/.json/.csv/.tsv/.parquet file (the text
+    # formats also gzip-compressed), or a local folder of such shards (file names such as train-*/test-* are splits).
+    source: str = EMBEDDED_BILLSUM
+    hub_config: str | None = None  # e.g. "billsum" for MothMalone/SLMS-KD-Benchmarks
+    train_split: str = "train"  # Hub split, or value of `split_column` in a local file
+    test_split: str | None = None  # None: carve the held-out set out of the train split
+    split_column: str | None = None  # local files that hold several splits (e.g. SciTLDR's "split")
+    text_column: str = "text"
+    summary_column: str = "summary"
+    title_column: str | None = "title"
+    id_column: str | None = None  # None: ids are derived from a hash of the text
+    test_size: Count = 10  # held-out examples (taken from test_split when given, else from train)
+    max_train: Annotated[int, Field(ge=2)] | None = None  # cap on the training pool, after dedup (2: one to select)
+    # training examples kept out of the pool (seeded, before max_train) as the query set of query-based
+    # selectors (rds_plus): never held-out examples; 0: none (rds_plus then needs select.query files)
+    query_size: NonNegative = 0
+    min_text_chars: Count = 20  # an empty text or summary cannot be trained on
+    min_summary_chars: Count = 5
+    split_seed: Seed = 0
+
+
+@section
+class ModelConfig:
+    """The ONE target model: it embeds, it is fine-tuned, it is evaluated."""
+
+    name: str = EMBEDDED_SMOLLM2  # embedded default, a Hub name, or a local folder
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    load_in_8bit: bool = False  # GPU only (bitsandbytes); prepares the model for k-bit training
+    max_source_tokens: Count = 256  # document tokens kept in the prompt
+    max_target_tokens: Count = 96  # summary tokens trained on
+
+
+@section
+class EmbedConfig:
+    """Target-model features computed once per (model, data, settings)."""
+
+    batch_size: Count = 8
+    num_actors: NonNegative = 0  # 0: one per GPU when there are GPUs, else one CPU actor
+    pooling: Literal["mean", "last"] = "mean"
+
+
+@section
+class SelectConfig:
+    methods: Names = field(
+        default_factory=lambda: ["random", "length_diversity", "balanced_lengths", "embedding_centroid", "clustering"]
+    )
+    fraction: Share = 0.1  # budget as a share of the training pool
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method keyword arguments
+    plugins: Names = field(default_factory=list)  # user selector files (.py) or modules: see distill/plugins.py
+    # target-task example files for rds_plus (.jsonl/.csv/.parquet, the data's columns), one task each
+    query: Names = field(default_factory=list)
+
+
+@section
+class ProbeConfig:
+    """The training-dynamics probe (distill/probe.py): run only when a selected method needs it.
+
+    A brief LoRA fine-tune (the `train` section's LoRA settings and learning rate) on a random
+    `fraction` of the pool for `epochs`; every pool example's summary loss is recorded at step 0 and
+    at `checkpoints` evenly spaced steps (the last one is the end). The defaults train on 10% of the
+    pool for one epoch (half a quick trial's training); the two loss passes over the whole pool
+    dominate the cost, about 2.4 quick trials on CPU (scripts/bench_dynamics.py). `grad_dim` and
+    `grad_blocks` size the sparse random projection of the per-example LoRA gradients (gradient_match).
+    """
+
+    fraction: Share = 0.1  # share of the training pool the probe fine-tunes on
+    epochs: Positive = 1.0
+    checkpoints: Count = 2  # loss columns after step 0; probe_loss is n × (checkpoints + 1)
+    seed: Seed = 0  # probe slice, LoRA init, projection
+    batch_size: Count = 8  # examples per forward pass when recording losses
+    grad_dim: Count = 8192  # projected gradient dimension
+    grad_blocks: Count = 4  # non-zeros per parameter in the sparse projection; must divide grad_dim
+
+
+@section
+class TrainConfig:
+    """LoRA fine-tuning of the target model on one subset (one Tune trial)."""
+
+    lora_r: Count = 8
+    lora_alpha: Count = 16
+    lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05  # 1 would drop every input of the adapter
+    target_modules: Names = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    learning_rate: Positive = 3e-4
+    epochs: Positive = 1.0
+    max_steps: Count | None = None  # cap on optimizer steps (CPU budgets)
+    batch_size: Count = 4
+    grad_accum: Count = 1
+    warmup_ratio: Ratio = 0.1
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    gradient_checkpointing: bool = False
+    auto_batch_size: bool = False  # GPU: find the largest batch that fits, back off on OOM
+
+
+@section
+class EvalConfig:
+    generate: bool = True  # false: held-out loss only (no generation, ROUGE or BERTScore): fast sweeps
+    max_new_tokens: Count = 96  # sized to real summary lengths of the dataset at hand
+    batch_size: Count = 8
+    bertscore_model: str = "auto"  # auto: deberta-xlarge-mnli with the Hub, offline MiniLM without
+    bertscore_num_layers: Count | None = None
+    # auto: vLLM when it is installed and supports the model with LoRA (the log says which and why), else hf
+    engine: Literal["auto", "hf", "vllm"] = "auto"
+
+
+MetricNames = Annotated[list[Literal[SCORE_KEYS]], BeforeValidator(_split_names)]  # type: ignore[valid-type]
+
+
+@section
+class ReportConfig:
+    """Settings of the comparison report only: changing one rebuilds the report (`distill report`), never a trial."""
+
+    # tested against random, per method (docs/statistics.md): every test joins one Holm family, so each metric
+    # costs the others power; the first one present orders the methods and decides the recommendation
+    metrics: MetricNames = field(default_factory=lambda: ["rougeL", "bertscore_f1", "heldout_loss"])
+
+
+@section
+class ResourcesConfig:
+    """How a run uses the machines: never what it computes, so no setting here reruns a trial."""
+
+    address: str | None = None  # None: RAY_ADDRESS if set (ray job submit), else a local cluster
+    num_cpus: Count | None = None  # local cluster only
+    gpus_per_trial: Annotated[float, Field(ge=0)] | None = None  # None: 1 when the cluster has GPUs, else 0
+    cpus_per_trial: Positive = 1.0
+    share_idle_cpus: bool = True  # CPU trials: the last, partial round of trials splits the CPUs a full round uses
+    max_concurrent_trials: Count | None = None
+    # Fault tolerance. These change how a run survives failures, never its numbers, so (being under `resources`)
+    # they stay out of the trial and feature content hashes.
+    max_failures: NonNegative = (
+        2  # retries of a failed trial (from its last checkpoint) and restarts of an embedding actor
+    )
+    checkpoint_every: NonNegative = 0  # optimizer steps between trial checkpoints; 0: by time (checkpoint_minutes)
+    checkpoint_minutes: Positive = 5.0  # at most this much training is lost to a failure when checkpoint_every is 0
+    # The vLLM engine's memory and batching (greedy decoding does not depend on them).
+    vllm_max_loras: Count = 8  # adapters one vLLM engine batches together (the rest wait for a free slot)
+    vllm_max_num_seqs: Count = 64  # sequences a vLLM engine decodes at once
+    vllm_gpu_memory_utilization: Share = 0.8  # share of a GPU's memory one vLLM engine may take
+    vllm_cpu_kvcache_gib: Count = 1  # VLLM_CPU_KVCACHE_SPACE of a CPU engine
+
+
+@section
+class StorageConfig:
+    """Where everything a worker writes goes, and what `distill resume` continues from (distill/store/storage.py).
+
+    Like `resources`, it says where a run is kept, never what it computes: no content hash includes it.
+    Credentials come from the environment or the node's IAM role, never from here."""
+
+    uri: str | None = None  # None: the output folder; else a local/NFS path, s3://bucket/prefix or gs://bucket/prefix
+    endpoint: str | None = None  # an S3-compatible store's URL (MinIO, Ceph, ...), e.g. http://10.0.0.5:9000
+    region: str | None = None  # the S3 region; None: the bucket's own (or the endpoint's default)
+
+
+@section
+class WandbConfig:
+    enabled: bool = False  # also needs WANDB_API_KEY; offline mode unless `online`
+    online: bool = False
+    project: str = "distill"
+
+    @property
+    def mode(self) -> str:
+        """wandb.init's mode."""
+        return "online" if self.online else "offline"
+
+
+@section
+class ExperimentConfig:
+    name: str = "quick"
+    description: str = ""  # one line shown by `distill jobs`
+    mode: Literal["validate", "quick", "baseline", "all"] = "quick"
+    output_dir: str = "results"
+    seeds: Count = 1
+    include_baseline: bool = False  # also train on the full pool (always on in baseline/all)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# The settings a trial's numbers depend on, as dotted keys (a section name: all of its keys). trial.trial_key
+# hashes exactly these, plus the subset, the seed and the resolved facts (model path, data fingerprint, engine,
+# BERTScore encoder). A new setting that changes a trial's result belongs here; one that does not goes to
+# `report` (the report only) or `resources` (how the machines are used), and reruns nothing.
+TRIAL_SETTINGS = (
+    "model",  # which weights, in what precision, how much of each document and summary the prompt keeps
+    "train",  # LoRA and optimiser settings, batch sizes, steps: they make the adapter
+    "eval.max_new_tokens",  # where generation stops
+    "eval.batch_size",  # padding within a generation (and BERTScore) batch can flip a near-tie
+    "eval.generate",  # false: a loss-only trial, without generations or the scores of them
+)
+# Not listed: eval.engine and eval.bertscore_* are requests; what they resolve to is hashed instead (an `auto`
+# that resolves the same reruns nothing). data, select, embed, probe and seeds reach a trial through its subset
+# and the data fingerprint; name, description, mode, output_dir and wandb label a run; report, resources and
+# storage above.
+
+
+def trial_settings(cfg: ExperimentConfig) -> dict[str, Any]:
+    """TRIAL_SETTINGS' values in `cfg` (JSON-able), for the trial key."""
+    values = {}
+    for dotted in TRIAL_SETTINGS:
+        node: Any = cfg
+        for part in dotted.split("."):
+            node = getattr(node, part)
+        values[dotted] = dataclasses.asdict(node) if dataclasses.is_dataclass(node) else node
+    return values
