@@ -34,7 +34,7 @@ from distill import checkpoint as ckpt  # (`checkpoint` is a parameter name in T
 from distill import console, faults, featstore, plugins, preflight, probe, report
 from distill.config.env import secret
 from distill.config.schema import ExperimentConfig, ResourcesConfig
-from distill.data import TASK, Splits
+from distill.data.load import TASK, Splits
 from distill.embed import EMBEDDING, EMBEDDING_WMEAN, LOSS, LOSS_ALONE, SECONDS, EmbedActor, cache_key, output_columns
 from distill.errors import DistillError, describe
 from distill.features import QUERY_EMBEDDING, Features, charged_seconds, text_features

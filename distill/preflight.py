@@ -17,7 +17,7 @@ from pathlib import Path
 from distill import console
 from distill.config.env import secret
 from distill.config.schema import ExperimentConfig
-from distill.data import Splits, load_splits
+from distill.data.load import Splits, load_splits
 from distill.errors import DistillError
 from distill.evaluate import HUB_BERTSCORE, resolve_scorer
 from distill.generate_vllm import choose_engine

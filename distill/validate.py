@@ -245,7 +245,7 @@ def check_gpu_need(cfg: ExperimentConfig, local_gpus: int, cluster: dict) -> lis
 
 
 def check_hf_token(cfg: ExperimentConfig) -> list[Item]:
-    from distill.data import is_hub_dataset
+    from distill.data.sources import is_hub_dataset
     from distill.models import is_hub_model
 
     hub = is_hub_model(cfg.model.name) or is_hub_dataset(cfg.data.source)
@@ -268,7 +268,7 @@ def check_hf_token(cfg: ExperimentConfig) -> list[Item]:
 
 
 def check_data(cfg: ExperimentConfig) -> list[Item]:
-    from distill.data import load_splits
+    from distill.data.load import load_splits
 
     start = time.perf_counter()
     try:

@@ -35,7 +35,7 @@ def main() -> None:
 
     from distill import checkpoint
     from distill.config.load import make_config
-    from distill.data import load_splits
+    from distill.data.load import load_splits
     from distill.models import load_model, load_tokenizer, resolve_model
     from distill.pipeline import budget
     from distill.prompt import PromptFormat

@@ -51,7 +51,7 @@ def _setup(threads: int, job: str, overrides: dict):
     import torch
 
     from distill.config.load import make_config
-    from distill.data import load_splits
+    from distill.data.load import load_splits
     from distill.models import resolve_model
 
     torch.set_num_threads(threads)

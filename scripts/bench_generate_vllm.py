@@ -25,7 +25,7 @@ import numpy as np
 
 from distill.config.load import make_config
 from distill.config.schema import EMBEDDED_SMOLLM2, DataConfig
-from distill.data import load_splits
+from distill.data.load import load_splits
 from distill.evaluate import generate, resolve_scorer, score
 from distill.generate_vllm import VllmGenerator, write_adapter
 from distill.models import device_name, is_test_model, load_model, load_tokenizer, resolve_model

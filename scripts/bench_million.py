@@ -3,7 +3,7 @@
 
     .venv/bin/python scripts/bench_million.py --json docs/bench/million.json
 
-This process is the driver: it calls the pipeline's own stage functions (distill.data.load_splits,
+This process is the driver: it calls the pipeline's own stage functions (distill.data.load.load_splits,
 pipeline.embed_pool, pipeline.select_subsets) and records each stage's wall time and the driver's
 peak resident memory during that stage (VmHWM, reset between stages through /proc/self/clear_refs).
 The goal is a driver peak of at most 2x one float32 copy of the embeddings.
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from distill import pipeline
     from distill.config.load import make_config
-    from distill.data import load_splits
+    from distill.data.load import load_splits
     from distill.features import text_features
     from distill.select import registry
     from tests.conftest import build_tiny_llama
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
 def model_embed(res: dict, cfg, splits, model: str, out: Path, embed_n: int, n: int) -> None:
     """pipeline.embed_pool with the tiny model on the first embed_n pool rows; rate extrapolated to n."""
     from distill import pipeline
-    from distill.data import Splits
+    from distill.data.load import Splits
 
     part = Splits(splits.train.iloc[:embed_n].reset_index(drop=True), splits.test, splits.source)
     name = f"embed: tiny model, {len(part.train):,} rows (pipeline.embed_pool)"

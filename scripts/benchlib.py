@@ -40,7 +40,7 @@ class QuickSetup:
 def quick_setup(model: str | None = None) -> QuickSetup:
     """The quick job (jobs/quick.yaml) with its data and the real target model, resolved offline."""
     from distill.config.load import make_config
-    from distill.data import load_splits
+    from distill.data.load import load_splits
     from distill.models import load_tokenizer, resolve_model
     from distill.prompt import PromptFormat
 

@@ -104,7 +104,7 @@ def embed_bf16() -> dict:
     import ray
 
     from distill.config.load import make_config
-    from distill.data import load_splits
+    from distill.data.load import load_splits
     from distill.models import resolve_model
     from distill.pipeline import embed_plan, embed_pool, ray_session
 
@@ -126,7 +126,7 @@ def oom_backoff() -> dict:
     import torch
 
     from distill.config.load import make_config
-    from distill.data import load_splits
+    from distill.data.load import load_splits
     from distill.models import load_model, load_tokenizer, resolve_model
     from distill.prompt import PromptFormat
     from distill.train import _step_with_backoff, add_lora, encode_examples, largest_micro_batch
@@ -157,7 +157,7 @@ def load_8bit() -> dict:
     import bitsandbytes as bnb
 
     from distill.config.load import make_config
-    from distill.data import load_splits
+    from distill.data.load import load_splits
     from distill.models import load_model, load_tokenizer, resolve_model
     from distill.prompt import PromptFormat
     from distill.train import add_lora, finetune

@@ -100,7 +100,7 @@ def tiny_model(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def billsum_path() -> Path:
-    from distill.data import embedded_billsum_path
+    from distill.data.sources import embedded_billsum_path
 
     return embedded_billsum_path()
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from distill.config.schema import DataConfig
-from distill.data import COLUMNS, Splits, load_splits, text_hash
+from distill.data.load import COLUMNS, Splits, load_splits, text_hash
 from distill.errors import DistillError
 
 SCITLDR = Path(__file__).resolve().parent.parent / "data" / "scitldr" / "scitldr_a_train_dev.jsonl"

@@ -23,7 +23,7 @@ from clusters import stop_ray, wait_for
 from distill import checkpoint, pipeline
 from distill.config.load import config_from_run, make_config
 from distill.config.schema import ModelConfig, TrainConfig
-from distill.data import load_splits
+from distill.data.load import load_splits
 from distill.evaluate import resolve_scorer
 from distill.models import load_model, load_tokenizer
 from distill.prompt import PromptFormat

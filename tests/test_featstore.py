@@ -14,7 +14,7 @@ import pytest
 from distill import featstore
 from distill.config.load import make_config
 from distill.config.schema import ModelConfig
-from distill.data import load_splits
+from distill.data.load import load_splits
 from distill.embed import EmbedActor
 from distill.errors import DistillError
 from distill.features import Features, text_features

@@ -57,7 +57,7 @@ def test_adapter_round_trips_through_the_record(tmp_path):
 @pytest.mark.parametrize("engine", ["hf", "vllm"])
 def test_trial_records_its_engine_or_hands_back_its_adapter(tiny_model, engine):
     """HF trials generate and say so; vLLM trials stop after training and return the adapter instead."""
-    from distill.data import load_splits
+    from distill.data.load import load_splits
     from distill.evaluate import resolve_scorer
     from distill.trial import TrialSpec, run_trial
 
@@ -103,7 +103,7 @@ def smollm2():
 
 def train_adapters(model_path: str, overrides: dict) -> tuple:
     """Two trials trained with the vLLM engine (so they hand back adapters), on different subsets."""
-    from distill.data import load_splits
+    from distill.data.load import load_splits
     from distill.evaluate import resolve_scorer
     from distill.trial import TrialSpec, run_trial
 

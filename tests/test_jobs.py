@@ -50,7 +50,7 @@ def test_every_job_loads_and_validates(path):
 
 
 def test_scitldr_job_reads_the_shipped_file(monkeypatch):
-    from distill.data import load_splits
+    from distill.data.load import load_splits
 
     monkeypatch.chdir(REPO)
     cfg = make_config("scitldr")

@@ -9,7 +9,7 @@ import pytest
 
 from distill import probe
 from distill.config.load import make_config
-from distill.data import load_splits
+from distill.data.load import load_splits
 from distill.embed import EmbedActor
 from distill.errors import DistillError
 from distill.features import charged_seconds, text_features

@@ -9,7 +9,7 @@ import pytest
 
 from distill.config.load import make_config
 from distill.config.schema import TRIAL_SETTINGS, DataConfig, ReportConfig, ResourcesConfig
-from distill.data import load_splits
+from distill.data.load import load_splits
 from distill.evaluate import resolve_scorer
 from distill.store.records import FULL, RANDOM, SCHEMA_VERSION, Resolved, TrialRecord
 from distill.store.storage import open_storage

@@ -71,7 +71,7 @@ def check_selector(selector, params: dict[str, Any]) -> None:
 
 def _check_contradictions(cfg: ExperimentConfig) -> None:
     """Settings that are each valid but cannot all hold: one would be silently ignored."""
-    from distill.data import has_splits
+    from distill.data.sources import has_splits
     from distill.features import QUERY_EMBEDDING
     from distill.select import registry
 
