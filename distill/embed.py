@@ -19,8 +19,8 @@ import torch
 
 from distill import faults
 from distill.config.schema import ModelConfig
-from distill.models import device_name, load_model, load_tokenizer
-from distill.prompt import Encoded, PromptFormat, pad
+from distill.model.load import device_name, load_model, load_tokenizer
+from distill.model.prompt import Encoded, PromptFormat, pad
 from distill.store.artifacts import content_hash
 
 EMBEDDING, LOSS, EMBEDDING_WMEAN = "embedding", "loss", "embedding_wmean"  # columns of every embedding batch

@@ -8,7 +8,7 @@ trial of a run is scored by the same model, and the report names it.
 from __future__ import annotations
 
 from distill.config.schema import EvalConfig
-from distill.prompt import PromptFormat, pad
+from distill.model.prompt import PromptFormat, pad
 from distill.store.records import Scorer
 
 HUB_BERTSCORE = "microsoft/deberta-xlarge-mnli"

@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from distill import checkpoint as ckpt  # (`checkpoint` is a parameter name in Tune's callbacks)
 from distill import console, faults, featstore, plugins, preflight, probe, report
 from distill.config.env import secret
 from distill.config.schema import ExperimentConfig, ResourcesConfig
@@ -39,8 +38,9 @@ from distill.embed import EMBEDDING, EMBEDDING_WMEAN, LOSS, LOSS_ALONE, SECONDS,
 from distill.errors import DistillError, describe
 from distill.features import QUERY_EMBEDDING, Features, charged_seconds, text_features
 from distill.generate_vllm import VllmGenerator
-from distill.models import load_tokenizer
-from distill.prompt import PromptFormat
+from distill.model import checkpoint as ckpt  # (`checkpoint` is a parameter name in Tune's callbacks)
+from distill.model.load import load_tokenizer
+from distill.model.prompt import PromptFormat
 from distill.scheduling import trial_cpus
 from distill.select import registry
 from distill.store import artifacts, counters, outdir

@@ -21,7 +21,7 @@ from distill.data.load import Splits, load_splits
 from distill.errors import DistillError
 from distill.evaluate import HUB_BERTSCORE, resolve_scorer
 from distill.generate_vllm import choose_engine
-from distill.models import is_test_model, resolve_model
+from distill.model.load import is_test_model, resolve_model
 from distill.store import outdir
 from distill.store.records import Resolved
 from distill.store.storage import Storage, check_reachable, open_storage

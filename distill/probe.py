@@ -22,12 +22,12 @@ import torch
 from distill.config.schema import ExperimentConfig, ProbeConfig
 from distill.embed import summary_losses
 from distill.errors import DistillError
-from distill.models import device_name, load_model, load_tokenizer
-from distill.prompt import Encoded, PromptFormat
+from distill.model.load import device_name, load_model, load_tokenizer
+from distill.model.prompt import Encoded, PromptFormat
+from distill.model.train import add_lora, collate, encode_examples, finetune, seed_everything
+from distill.model.train import summary_loss as train_loss
 from distill.store import artifacts
 from distill.store.artifacts import content_hash
-from distill.train import add_lora, collate, encode_examples, finetune, seed_everything
-from distill.train import summary_loss as train_loss
 
 PROBE_LOSS, GRAD_FEATURES = "probe_loss", "grad_features"
 DYNAMICS = (PROBE_LOSS, GRAD_FEATURES)  # Features attributes this module computes

@@ -19,18 +19,18 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from distill.checkpoint import TrainState
 from distill.config.schema import ExperimentConfig, trial_settings
 from distill.embed import summary_losses
 from distill.evaluate import generate, score
 from distill.generate_vllm import encode_adapter
-from distill.models import device_name, load_model, load_tokenizer
-from distill.prompt import PromptFormat
+from distill.model.checkpoint import TrainState
+from distill.model.load import device_name, load_model, load_tokenizer
+from distill.model.prompt import PromptFormat
+from distill.model.train import StepHook, add_lora, finetune, seed_everything
 from distill.store import artifacts
 from distill.store.artifacts import content_hash
 from distill.store.records import GENERATED_KEYS, HELDOUT_LOSS, Resolved, Scorer, TrialMetrics, TrialRecord
 from distill.store.storage import Storage
-from distill.train import StepHook, add_lora, finetune, seed_everything
 
 TRIALS = "trials"  # the folder of trial folders, in storage and in the output folder
 

@@ -246,7 +246,7 @@ def check_gpu_need(cfg: ExperimentConfig, local_gpus: int, cluster: dict) -> lis
 
 def check_hf_token(cfg: ExperimentConfig) -> list[Item]:
     from distill.data.sources import is_hub_dataset
-    from distill.models import is_hub_model
+    from distill.model.load import is_hub_model
 
     hub = is_hub_model(cfg.model.name) or is_hub_dataset(cfg.data.source)
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
@@ -289,7 +289,7 @@ def check_model(cfg: ExperimentConfig) -> list[Item]:
     """Resolve the target model and load its config + tokenizer (not the weights)."""
     from transformers import AutoConfig
 
-    from distill.models import load_tokenizer, resolve_model
+    from distill.model.load import load_tokenizer, resolve_model
 
     start = time.perf_counter()
     try:

@@ -33,13 +33,13 @@ def main() -> None:
 
     import torch
 
-    from distill import checkpoint
     from distill.config.load import make_config
     from distill.data.load import load_splits
-    from distill.models import load_model, load_tokenizer, resolve_model
+    from distill.model import checkpoint
+    from distill.model.load import load_model, load_tokenizer, resolve_model
+    from distill.model.prompt import PromptFormat
+    from distill.model.train import add_lora, finetune, seed_everything
     from distill.pipeline import budget
-    from distill.prompt import PromptFormat
-    from distill.train import add_lora, finetune, seed_everything
 
     torch.set_num_threads(1)
     cfg = make_config("quick")

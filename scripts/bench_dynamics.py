@@ -52,7 +52,7 @@ def _setup(threads: int, job: str, overrides: dict):
 
     from distill.config.load import make_config
     from distill.data.load import load_splits
-    from distill.models import resolve_model
+    from distill.model.load import resolve_model
 
     torch.set_num_threads(threads)
     cfg = make_config(job, overrides)
@@ -63,9 +63,9 @@ def _setup(threads: int, job: str, overrides: dict):
 def _stage(name: str, n: int, threads: int, job: str, model: str, cache_dir: str, queue) -> None:
     """Run one stage; put {load_s, compute_s, peak_mb, ...} on the queue."""
     from distill import probe
-    from distill.models import device_name, load_model, load_tokenizer
-    from distill.prompt import PromptFormat
-    from distill.train import add_lora, seed_everything
+    from distill.model.load import device_name, load_model, load_tokenizer
+    from distill.model.prompt import PromptFormat
+    from distill.model.train import add_lora, seed_everything
 
     overrides = {"model.name": model, **({"model.dtype": "float32"} if name == "probe_fp32" else {})}
     cfg, full_pool, test, model_path = _setup(threads, job, overrides)
@@ -93,7 +93,7 @@ def _stage(name: str, n: int, threads: int, job: str, model: str, cache_dir: str
         np.save(Path(cache_dir) / "step0.npy", losses)
     elif name == "trial":
         from distill.evaluate import resolve_scorer
-        from distill.models import is_test_model
+        from distill.model.load import is_test_model
         from distill.store.records import Resolved
         from distill.trial import TrialSpec, run_trial
 

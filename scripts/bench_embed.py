@@ -46,7 +46,7 @@ def hf_per_example(actor, frame, batch_size: int) -> tuple[object, int]:
     import numpy as np
     import torch
 
-    from distill.train import IGNORE
+    from distill.model.train import IGNORE
 
     embeddings, losses, tokens = [], [], 0
     with torch.no_grad():

@@ -28,8 +28,8 @@ from distill.config.schema import EMBEDDED_SMOLLM2, DataConfig
 from distill.data.load import load_splits
 from distill.evaluate import generate, resolve_scorer, score
 from distill.generate_vllm import VllmGenerator, write_adapter
-from distill.models import device_name, is_test_model, load_model, load_tokenizer, resolve_model
-from distill.prompt import PromptFormat
+from distill.model.load import device_name, is_test_model, load_model, load_tokenizer, resolve_model
+from distill.model.prompt import PromptFormat
 from distill.store.records import Resolved
 from distill.trial import TrialSpec, run_trial
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""distill's trial training (distill/train.py finetune) vs plain transformers.Trainer + peft.
+"""distill's trial training (distill/model/train.py finetune) vs plain transformers.Trainer + peft.
 
     .venv/bin/python scripts/bench_train.py --steps 2 --threads 2
 
@@ -36,8 +36,8 @@ def run_arm(name: str, steps: int, threads: int, device: str, model: str | None)
     """Train one arm in this process; returns tokens/s and the peak memory of training."""
     import torch
 
-    from distill.models import load_model
-    from distill.train import add_lora, encode_examples, seed_everything
+    from distill.model.load import load_model
+    from distill.model.train import add_lora, encode_examples, seed_everything
 
     torch.set_num_threads(threads)
     setup = benchlib.quick_setup(model)
@@ -70,7 +70,7 @@ def run_arm(name: str, steps: int, threads: int, device: str, model: str | None)
 
 
 def _distill(model, setup, subset, examples, train_cfg, device) -> tuple[int, float]:
-    from distill.train import finetune
+    from distill.model.train import finetune
 
     stats = finetune(
         model,
@@ -89,7 +89,7 @@ def _trainer(model, setup, subset, examples, train_cfg, device) -> tuple[int, fl
     """Plain Trainer on the same encoded examples, padded by the same collate function."""
     from transformers import Trainer, TrainingArguments
 
-    from distill.train import collate
+    from distill.model.train import collate
 
     fed = [0]  # counted at the model's forward: accelerate's data loader fetches one batch ahead
 
@@ -143,7 +143,7 @@ def flop_ceiling(model: str | None, steps: int) -> dict:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from distill.train import IGNORE, encode_examples
+    from distill.model.train import IGNORE, encode_examples
 
     setup = benchlib.quick_setup(model)
     with torch.device("meta"):

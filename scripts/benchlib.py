@@ -41,8 +41,8 @@ def quick_setup(model: str | None = None) -> QuickSetup:
     """The quick job (jobs/quick.yaml) with its data and the real target model, resolved offline."""
     from distill.config.load import make_config
     from distill.data.load import load_splits
-    from distill.models import load_tokenizer, resolve_model
-    from distill.prompt import PromptFormat
+    from distill.model.load import load_tokenizer, resolve_model
+    from distill.model.prompt import PromptFormat
 
     cfg = make_config("quick", {"model.name": model} if model else None)
     splits = load_splits(cfg.data)
@@ -62,8 +62,8 @@ def quick_arguments(ap, default_json: Path) -> None:
 
 def lora_model(setup: QuickSetup, device: str = "cpu"):
     """The target model with the quick job's LoRA adapters attached, seeded, as a trial holds it."""
-    from distill.models import load_model
-    from distill.train import add_lora, seed_everything
+    from distill.model.load import load_model
+    from distill.model.train import add_lora, seed_everything
 
     seed_everything(0)
     return add_lora(load_model(setup.model_path, setup.cfg.model, device), setup.cfg.train).eval()

@@ -105,7 +105,7 @@ def embed_bf16() -> dict:
 
     from distill.config.load import make_config
     from distill.data.load import load_splits
-    from distill.models import resolve_model
+    from distill.model.load import resolve_model
     from distill.pipeline import embed_plan, embed_pool, ray_session
 
     cfg = make_config("quick-gpu")
@@ -127,9 +127,9 @@ def oom_backoff() -> dict:
 
     from distill.config.load import make_config
     from distill.data.load import load_splits
-    from distill.models import load_model, load_tokenizer, resolve_model
-    from distill.prompt import PromptFormat
-    from distill.train import _step_with_backoff, add_lora, encode_examples, largest_micro_batch
+    from distill.model.load import load_model, load_tokenizer, resolve_model
+    from distill.model.prompt import PromptFormat
+    from distill.model.train import _step_with_backoff, add_lora, encode_examples, largest_micro_batch
 
     torch.cuda.set_per_process_memory_fraction(OOM_MEMORY_FRACTION)
     cfg = make_config("quick-gpu")
@@ -158,9 +158,9 @@ def load_8bit() -> dict:
 
     from distill.config.load import make_config
     from distill.data.load import load_splits
-    from distill.models import load_model, load_tokenizer, resolve_model
-    from distill.prompt import PromptFormat
-    from distill.train import add_lora, finetune
+    from distill.model.load import load_model, load_tokenizer, resolve_model
+    from distill.model.prompt import PromptFormat
+    from distill.model.train import add_lora, finetune
 
     cfg = make_config(
         "quick-gpu",

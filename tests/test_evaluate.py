@@ -115,8 +115,8 @@ def test_until_eos():
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model):
-    from distill.models import load_model, load_tokenizer
-    from distill.prompt import PromptFormat
+    from distill.model.load import load_model, load_tokenizer
+    from distill.model.prompt import PromptFormat
 
     tokenizer = load_tokenizer(tiny_model)
     model = load_model(tiny_model, ModelConfig(name=tiny_model, dtype="float32"), "cpu").eval()
@@ -189,7 +189,7 @@ def test_generate_cuts_at_eos(tiny, monkeypatch):
 def test_generate_with_lora_equals_per_example_unmerged_generation(tiny):
     """Batched generation of a LoRA-wrapped model == its per-example generate (what a trial evaluates)."""
     from distill.config.schema import TrainConfig
-    from distill.train import add_lora
+    from distill.model.train import add_lora
 
     base, tokenizer, fmt = tiny
     model = add_lora(copy.deepcopy(base), TrainConfig(lora_r=4, lora_dropout=0.0)).eval()

@@ -20,16 +20,17 @@ import torch
 import yaml
 from clusters import stop_ray, wait_for
 
-from distill import checkpoint, pipeline
+from distill import pipeline
 from distill.config.load import config_from_run, make_config
 from distill.config.schema import ModelConfig, TrainConfig
 from distill.data.load import load_splits
 from distill.evaluate import resolve_scorer
-from distill.models import load_model, load_tokenizer
-from distill.prompt import PromptFormat
+from distill.model import checkpoint
+from distill.model.load import load_model, load_tokenizer
+from distill.model.prompt import PromptFormat
+from distill.model.train import _shuffled_stream, add_lora, finetune, seed_everything
 from distill.store import counters
 from distill.store.records import Resolved
-from distill.train import _shuffled_stream, add_lora, finetune, seed_everything
 from distill.trial import TrialSpec, run_trial, trial_key
 
 REPO = Path(__file__).resolve().parent.parent
@@ -231,7 +232,7 @@ def test_resume_after_the_driver_is_killed_recomputes_nothing_that_was_finished(
 
 @pytest.mark.slow
 def test_a_dead_embedding_actor_is_restarted_and_every_row_is_embedded_once(tiny_job, tmp_path, monkeypatch):
-    from distill.models import resolve_model
+    from distill.model.load import resolve_model
 
     tiny_job["embed"] = {"batch_size": 4}
     cfg = make_config(tiny_job)

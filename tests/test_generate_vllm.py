@@ -17,7 +17,7 @@ from distill.config.load import make_config
 from distill.config.schema import DataConfig
 from distill.errors import DistillError
 from distill.generate_vllm import choose_engine, encode_adapter, write_adapter
-from distill.models import is_test_model
+from distill.model.load import is_test_model
 from distill.store.records import Resolved
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
@@ -96,7 +96,7 @@ def test_trial_records_its_engine_or_hands_back_its_adapter(tiny_model, engine):
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from distill.models import resolve_model
+    from distill.model.load import resolve_model
 
     return resolve_model("embedded:smollm2-135m")
 
@@ -141,8 +141,8 @@ def vllm_vs_hf(cfg, model_path: str, test, records: dict, tmp_path: Path) -> lis
 
     from distill.evaluate import generate
     from distill.generate_vllm import VllmGenerator
-    from distill.models import load_model, load_tokenizer
-    from distill.prompt import PromptFormat
+    from distill.model.load import load_model, load_tokenizer
+    from distill.model.prompt import PromptFormat
 
     tokenizer = load_tokenizer(model_path)
     fmt = PromptFormat(tokenizer, cfg.model.max_source_tokens, cfg.model.max_target_tokens)

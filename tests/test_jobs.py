@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill import pipeline, train
+from distill import pipeline
 from distill.cli import overrides, parser
 from distill.config.load import JOBS_DIR, make_config
 from distill.config.schema import ModelConfig, TrainConfig
 from distill.errors import DistillError
+from distill.model import train
 from distill.select import registry
 
 JOBS = sorted(JOBS_DIR.glob("*.yaml"))
@@ -112,8 +113,8 @@ def test_bad_settings_exit_2_with_one_line_and_no_traceback(argv, words):
 
 @pytest.fixture(scope="module")
 def tiny_lora(tiny_model):
-    from distill.models import load_model, load_tokenizer
-    from distill.prompt import PromptFormat
+    from distill.model.load import load_model, load_tokenizer
+    from distill.model.prompt import PromptFormat
 
     tokenizer = load_tokenizer(tiny_model)
     model = train.add_lora(load_model(tiny_model, ModelConfig(), "cpu"), TrainConfig())
@@ -157,7 +158,7 @@ def test_out_of_memory_at_micro_batch_1_is_raised(tiny_lora, monkeypatch):
 
 
 def test_load_in_8bit_on_cpu_is_a_clear_error(tiny_model):
-    from distill.models import load_model
+    from distill.model.load import load_model
 
     with pytest.raises(DistillError) as err:
         load_model(tiny_model, ModelConfig(load_in_8bit=True), "cpu")

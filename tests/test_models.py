@@ -10,7 +10,7 @@ import torch
 
 from distill.config.schema import EMBEDDED_SMOLLM2, ModelConfig
 from distill.errors import DistillError
-from distill.models import load_model, load_tokenizer, pick_dtype, resolve_model
+from distill.model.load import load_model, load_tokenizer, pick_dtype, resolve_model
 
 
 def test_resolve_existing_folder(tiny_model):

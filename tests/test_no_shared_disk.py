@@ -23,7 +23,7 @@ import pytest
 import yaml
 from clusters import FAST_NODE_DEATH, S3_KEYS, Cluster, S3Server, cluster, s3_server, wait_for
 
-from distill import checkpoint
+from distill.model import checkpoint
 from distill.store import counters
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from distill.prompt import INSTRUCTION, PLAIN_TEMPLATE, PromptFormat
+from distill.model.prompt import INSTRUCTION, PLAIN_TEMPLATE, PromptFormat
 
 DOC = "The Secretary shall establish a pilot program for rural hospitals. " * 40
 SUMMARY = "Establishes a rural hospital pilot program and authorizes appropriations for it over five years. " * 5
@@ -14,7 +14,7 @@ SUMMARY = "Establishes a rural hospital pilot program and authorizes appropriati
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model):
-    from distill.models import load_tokenizer
+    from distill.model.load import load_tokenizer
 
     return load_tokenizer(tiny_model)
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from distill.config.schema import ModelConfig, TrainConfig
-from distill.models import load_model, load_tokenizer
-from distill.prompt import PromptFormat
-from distill.train import IGNORE, add_lora, collate, encode_examples, finetune, seed_everything
+from distill.model.load import load_model, load_tokenizer
+from distill.model.prompt import PromptFormat
+from distill.model.train import IGNORE, add_lora, collate, encode_examples, finetune, seed_everything
 
 TEXTS = [
     "The Secretary of Energy shall carry out a program to support research on grid storage.",
@@ -103,7 +103,7 @@ def test_only_lora_parameters_are_trainable(tiny_model):
 )
 def test_step_count(tiny_model, tokenizer, fmt, monkeypatch, n, epochs, batch, accum, max_steps, expected):
     """steps = ceil(n * epochs / min(batch * grad_accum, n)), capped by max_steps (gradients stubbed: only counting)."""
-    import distill.train as train
+    import distill.model.train as train
 
     seen = []
 
@@ -126,7 +126,7 @@ def test_step_count(tiny_model, tokenizer, fmt, monkeypatch, n, epochs, batch, a
 def test_every_optimizer_step_is_reported(tiny_model, tokenizer, fmt, monkeypatch):
     """on_step feeds the console's trial table (through tune.report) and checkpoints: (step, steps, loss,
     snapshot) after each step."""
-    import distill.train as train
+    import distill.model.train as train
 
     losses = iter([3.0, 2.5, 2.25])
     monkeypatch.setattr(train, "_step_with_backoff", lambda model, ex, micro, pad, dev: (next(losses), micro))
@@ -147,7 +147,7 @@ def test_every_optimizer_step_is_reported(tiny_model, tokenizer, fmt, monkeypatc
 
 
 def test_every_example_seen_once_per_epoch(tiny_model, tokenizer, fmt, monkeypatch):
-    import distill.train as train
+    import distill.model.train as train
 
     seen = []
     monkeypatch.setattr(
@@ -223,7 +223,7 @@ def _lora_grads(model) -> dict[str, torch.Tensor]:
 
 def test_summary_loss_and_gradients_equal_the_full_lm_loss(tiny_model, tokenizer, fmt):
     """The lean loss (LM head on labelled positions only) is model(**batch).loss, gradients included."""
-    from distill.train import summary_loss
+    from distill.model.train import summary_loss
 
     cfg = TrainConfig(lora_r=4, lora_dropout=0.0)
     model = fresh(tiny_model, cfg)
@@ -247,7 +247,7 @@ def test_summary_loss_and_gradients_equal_the_full_lm_loss(tiny_model, tokenizer
 
 def test_micro_batches_give_the_gradient_of_the_whole_batch(tiny_model, tokenizer, fmt):
     """Length-grouped chunks weighted by labelled tokens: micro-batch 1 == one pass over the batch."""
-    from distill.train import _accumulate
+    from distill.model.train import _accumulate
 
     model = fresh(tiny_model, TrainConfig(lora_r=4, lora_dropout=0.0))
     for name, param in model.named_parameters():

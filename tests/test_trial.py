@@ -111,9 +111,9 @@ def test_heldout_loss_per_example_is_the_fine_tuned_models_summary_loss(finished
     prompt and truncation: what `model(ids, labels).loss` gives with the prompt masked, one example at a time."""
     import torch
 
-    from distill.models import load_model, load_tokenizer
-    from distill.prompt import PromptFormat
-    from distill.train import add_lora, finetune, seed_everything
+    from distill.model.load import load_model, load_tokenizer
+    from distill.model.prompt import PromptFormat
+    from distill.model.train import add_lora, finetune, seed_everything
 
     spec, _, trial_dir, metrics = finished
     cfg, pool, test, _, _ = setup

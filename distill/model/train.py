@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from distill import checkpoint
-from distill.checkpoint import TrainState
 from distill.config.schema import TrainConfig
-from distill.prompt import PromptFormat, pad
+from distill.model import checkpoint
+from distill.model.checkpoint import TrainState
+from distill.model.prompt import PromptFormat, pad
 
 log = logging.getLogger(__name__)
 
