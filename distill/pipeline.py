@@ -30,13 +30,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from distill import console, faults, featstore, plugins, preflight, probe, report
+from distill import console, faults, plugins, preflight, report
 from distill.config.env import secret
 from distill.config.schema import ExperimentConfig, ResourcesConfig
 from distill.data.load import TASK, Splits
-from distill.embed import EMBEDDING, EMBEDDING_WMEAN, LOSS, LOSS_ALONE, SECONDS, EmbedActor, cache_key, output_columns
 from distill.errors import DistillError, describe
-from distill.features import QUERY_EMBEDDING, Features, charged_seconds, text_features
+from distill.features import probe
+from distill.features import store as featstore
+from distill.features.columns import QUERY_EMBEDDING, Features, charged_seconds, text_features
+from distill.features.embed import (
+    EMBEDDING,
+    EMBEDDING_WMEAN,
+    LOSS,
+    LOSS_ALONE,
+    SECONDS,
+    EmbedActor,
+    cache_key,
+    output_columns,
+)
 from distill.generate_vllm import VllmGenerator
 from distill.model import checkpoint as ckpt  # (`checkpoint` is a parameter name in Tune's callbacks)
 from distill.model.load import load_tokenizer
@@ -355,7 +366,7 @@ def embed_plan(resources: dict, num_actors: int = 0) -> tuple[int, int, int]:
 def probe_pool(
     cfg: ExperimentConfig, features: Features, splits: Splits, model_path: str, out: Path, store: Storage | None = None
 ) -> tuple[Features, dict[str, float]]:
-    """Training dynamics (distill/probe.py) as one Ray task on a GPU when there is one, else on the
+    """Training dynamics (distill/features/probe.py) as one Ray task on a GPU when there is one, else on the
     CPUs; run only when a selected method needs them, and cached by content hash. Returns the
     features with the dynamics added, and the seconds computing each took (features.charged_seconds reads them)."""
     wanted = probe.needed(cfg.select.methods)

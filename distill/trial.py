@@ -20,8 +20,8 @@ import pandas as pd
 import torch
 
 from distill.config.schema import ExperimentConfig, trial_settings
-from distill.embed import summary_losses
 from distill.evaluate import generate, score
+from distill.features.embed import summary_losses
 from distill.generate_vllm import encode_adapter
 from distill.model.checkpoint import TrainState
 from distill.model.load import device_name, load_model, load_tokenizer

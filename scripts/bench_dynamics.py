@@ -62,7 +62,7 @@ def _setup(threads: int, job: str, overrides: dict):
 
 def _stage(name: str, n: int, threads: int, job: str, model: str, cache_dir: str, queue) -> None:
     """Run one stage; put {load_s, compute_s, peak_mb, ...} on the queue."""
-    from distill import probe
+    from distill.features import probe
     from distill.model.load import device_name, load_model, load_tokenizer
     from distill.model.prompt import PromptFormat
     from distill.model.train import add_lora, seed_everything
@@ -75,7 +75,7 @@ def _stage(name: str, n: int, threads: int, job: str, model: str, cache_dir: str
     start = time.perf_counter()
     extra = {}
     if name == "embed":
-        from distill.embed import EmbedActor
+        from distill.features.embed import EmbedActor
 
         actor = EmbedActor(model_path, cfg.model, cfg.embed.pooling)
         load = time.perf_counter()

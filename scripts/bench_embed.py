@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""distill's embedding path (distill/embed.py EmbedActor, in-process) vs a per-example HF loop.
+"""distill's embedding path (distill/features/embed.py EmbedActor, in-process) vs a per-example HF loop.
 
     .venv/bin/python scripts/bench_embed.py --rows 24 --threads 2
     python scripts/bench_embed.py --device cuda --dtype bfloat16 --rows 80     # on a GPU (not run here)
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from distill.embed import EmbedActor
+    from distill.features.embed import EmbedActor
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--rows", type=int, default=24, help="pool bills to embed (the quick job embeds 80)")

@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     from distill import pipeline
     from distill.config.load import make_config
     from distill.data.load import load_splits
-    from distill.features import text_features
+    from distill.features.columns import text_features
     from distill.select import registry
     from tests.conftest import build_tiny_llama
 
@@ -272,7 +272,7 @@ def stream_side_by_side(res: dict, n: int, dim: int, tmp: Path) -> tuple[np.memm
     """The Ray Data → driver collection at n rows: featstore.stream, then the old path; returns the memmaps."""
     import ray
 
-    from distill import featstore
+    from distill.features import store as featstore
 
     dataset = ray.data.range(n, override_num_blocks=max(16, n // 20_000)).map_batches(
         synthetic_embedder(dim, n), batch_size=4096, batch_format="numpy"

@@ -114,7 +114,7 @@ def make_pool(n: int, folder: Path, args, needs: set[str]) -> None:
 
 def load_features(folder: Path, needs: tuple[str, ...]):
     """The text statistics, ALWAYS and the model features one selector needs (loaded into memory)."""
-    from distill.features import Features
+    from distill.features.columns import Features
 
     st = np.load(folder / "stats.npz")
     wanted = dict.fromkeys([*ALWAYS, *needs])

@@ -215,7 +215,7 @@ def test_distill_loggers_reach_the_console_through_one_handler(tmp_path, caplog)
         with quiet_libraries(tmp_path / "logs", rc) as path, caplog.at_level(logging.INFO, logger="distill"):
             logging.getLogger("distill.pipeline").info("features: %d × %d embeddings", 24, 64)
             logging.getLogger("distill.store.artifacts").warning("damaged artifact x.json: truncated")
-            logging.getLogger("distill.embed").debug("not shown")
+            logging.getLogger("distill.features.embed").debug("not shown")
     finally:
         run_console._ACTIVE.pop()
     assert buffer.getvalue().splitlines()[1:] == [

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from distill.config.schema import ModelConfig
-from distill.embed import EmbedActor, cache_key, output_columns
+from distill.features.embed import EmbedActor, cache_key, output_columns
 
 TEXTS = [
     "The Secretary of Energy shall carry out a program to support research on grid storage. " * 3,

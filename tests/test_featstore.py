@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from distill import featstore
 from distill.config.load import make_config
 from distill.config.schema import ModelConfig
 from distill.data.load import load_splits
-from distill.embed import EmbedActor
 from distill.errors import DistillError
-from distill.features import Features, text_features
+from distill.features import store as featstore
+from distill.features.columns import Features, text_features
+from distill.features.embed import EmbedActor
 
 
 def batches_of(rows: np.ndarray, emb: np.ndarray, loss: np.ndarray, sizes: list[int]):

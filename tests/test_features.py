@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distill.features import Features, text_features, text_statistics
+from distill.features.columns import Features, text_features, text_statistics
 
 
 def test_words_sentences_ttr_density():

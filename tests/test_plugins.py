@@ -15,7 +15,7 @@ from test_cli import PYTHON, REPO, assert_one_line_error, run_cli
 from distill import pipeline, plugins
 from distill.config.load import make_config
 from distill.errors import DistillError
-from distill.features import text_features
+from distill.features.columns import text_features
 from distill.select import registry
 
 SHORTEST = """

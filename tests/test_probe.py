@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill import probe
 from distill.config.load import make_config
 from distill.data.load import load_splits
-from distill.embed import EmbedActor
 from distill.errors import DistillError
-from distill.features import charged_seconds, text_features
+from distill.features import probe
+from distill.features.columns import charged_seconds, text_features
+from distill.features.embed import EmbedActor
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distill.features import text_features
+from distill.features.columns import text_features
 from distill.select import registry
 
 WORDS = ["a", "law", "tax", "fund", "the", "state", "act", "health", "credit", "report"]

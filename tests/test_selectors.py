@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from distill.errors import DistillError
-from distill.features import Features, text_features
+from distill.features.columns import Features, text_features
 from distill.select import neighbors as nb
 from distill.select import registry
 from distill.select.d2 import d2_pruning

@@ -44,7 +44,7 @@ def normalised(cfg: ExperimentConfig) -> ExperimentConfig:
 
 def check_selector(selector, params: dict[str, Any]) -> None:
     """A method can run here: a safe name, features the pipeline computes, parameters it accepts."""
-    from distill.features import Features
+    from distill.features.columns import Features
 
     safe_name("method name", selector.name)  # names selected/<method>.jsonl and trials/<method>-s<seed>/
     computed = {f.name for f in dataclasses.fields(Features)}
@@ -72,7 +72,7 @@ def check_selector(selector, params: dict[str, Any]) -> None:
 def _check_contradictions(cfg: ExperimentConfig) -> None:
     """Settings that are each valid but cannot all hold: one would be silently ignored."""
     from distill.data.sources import has_splits
-    from distill.features import QUERY_EMBEDDING
+    from distill.features.columns import QUERY_EMBEDDING
     from distill.select import registry
 
     if cfg.data.test_split and not cfg.data.split_column and not has_splits(cfg.data.source):

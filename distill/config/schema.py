@@ -103,7 +103,7 @@ class SelectConfig:
 
 @section
 class ProbeConfig:
-    """The training-dynamics probe (distill/probe.py): run only when a selected method needs it.
+    """The training-dynamics probe (distill/features/probe.py): run only when a selected method needs it.
 
     A brief LoRA fine-tune (the `train` section's LoRA settings and learning rate) on a random
     `fraction` of the pool for `epochs`; every pool example's summary loss is recorded at step 0 and

@@ -26,7 +26,7 @@ import heapq
 import numpy as np
 
 from distill.errors import DistillError
-from distill.features import Features
+from distill.features.columns import Features
 from distill.select import neighbors as nb
 from distill.select.registry import register
 

@@ -1,7 +1,7 @@
 """Selectors on training dynamics: the probe's per-checkpoint losses and projected LoRA gradients.
 
 `probe_loss` (n × (checkpoints + 1), step 0 first) and `grad_features` (n × grad_dim) come from the
-probe stage (distill/probe.py), which the pipeline runs only when a method here is selected (their
+probe stage (distill/features/probe.py), which the pipeline runs only when a method here is selected (their
 `needs`). Every function is pure: the same features, k and seed give the same subset.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from distill.errors import DistillError
-from distill.features import Features
+from distill.features.columns import Features
 from distill.select.neighbors import row_norms, seeded_top_k
 from distill.select.registry import register
 

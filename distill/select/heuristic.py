@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from distill.errors import DistillError
-from distill.features import Features
+from distill.features.columns import Features
 from distill.select.neighbors import seeded_top_k
 from distill.select.registry import register
 

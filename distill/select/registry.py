@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from distill.errors import DistillError, describe
-from distill.features import Features
+from distill.features.columns import Features
 
 SelectorFn = Callable[..., np.ndarray]
 

@@ -1,7 +1,7 @@
 """Selectors aimed at a target task: rank the pool by its similarity to a query set of target-task examples.
 
 The query set (`query_embedding`, one row per query example, and `query_task`, which source each came
-from) is embedded by the same pass as the pool (distill/embed.py); by default it is a seeded slice of the
+from) is embedded by the same pass as the pool (distill/features/embed.py); by default it is a seeded slice of the
 training split kept out of the pool (`data.query_size`), or the user's own files (`select.query`), one task
 per file. Pure functions: no I/O, the same features, k and seed give the same subset.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from distill.errors import DistillError
-from distill.features import Features
+from distill.features.columns import Features
 from distill.select.neighbors import as_f32, normalize_rows, row_norms, seeded_top_k
 from distill.select.registry import register
 

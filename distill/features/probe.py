@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from distill.config.schema import ExperimentConfig, ProbeConfig
-from distill.embed import summary_losses
 from distill.errors import DistillError
+from distill.features.embed import summary_losses
 from distill.model.load import device_name, load_model, load_tokenizer
 from distill.model.prompt import Encoded, PromptFormat
 from distill.model.train import add_lora, collate, encode_examples, finetune, seed_everything

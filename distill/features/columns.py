@@ -1,10 +1,10 @@
 """Per-document features that selectors read: text statistics plus target-model signals.
 
 Text statistics are pure functions of the documents; `embeddings`, `loss`, `embedding_wmean`,
-`loss_alone` and the query set's `query_embedding` come from the target model (distill.embed),
-`probe_loss` and `grad_features` from the probe (distill.probe). Computed
+`loss_alone` and the query set's `query_embedding` come from the target model (distill.features.embed),
+`probe_loss` and `grad_features` from the probe (distill.features.probe). Computed
 once per run and shared by every selector through the Ray object store. The model signals are usually
-memory-mapped files (distill.featstore); a pickled Features carries such a file by path, not by value
+memory-mapped files (distill.features.store); a pickled Features carries such a file by path, not by value
 (see `Features.__reduce__`).
 """
 
@@ -32,12 +32,12 @@ class Features:
     info_density: np.ndarray  # float64, distinct words per sentence
     embeddings: np.ndarray | None = None  # float32 (n, d), pooled target-model hidden states
     loss: np.ndarray | None = None  # float32 (n,), mean summary-token loss under the target model
-    # training dynamics (distill/probe.py), attached only when a selected method needs them:
+    # training dynamics (distill/features/probe.py), attached only when a selected method needs them:
     probe_loss: np.ndarray | None = (
         None  # float32 (n, checkpoints + 1), summary loss at each probe checkpoint, step 0 first
     )
     grad_features: np.ndarray | None = None  # float32 (n, grad_dim), randomly projected per-example LoRA gradient
-    # RDS+ and IFD (distill/embed.py); loss_alone only when a selected method needs it:
+    # RDS+ and IFD (distill/features/embed.py); loss_alone only when a selected method needs it:
     embedding_wmean: np.ndarray | None = (
         None  # float32 (n, d), position-weighted mean of prompt + summary hidden states
     )
