@@ -212,8 +212,7 @@ def report(args: argparse.Namespace) -> int:
 
 @command("methods", "list the registered selection methods", add_plugin_flag)
 def methods(args: argparse.Namespace) -> int:
-    from distill import plugins
-    from distill.select import registry
+    from distill.select import plugins, registry
 
     plugins.load(args.plugin)
     for name in registry.names():

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from distill import console, faults, plugins, preflight, report
+from distill import console, faults, preflight, report
 from distill.config.env import secret
 from distill.config.schema import ExperimentConfig, ResourcesConfig
 from distill.data.load import TASK, Splits
@@ -53,7 +53,7 @@ from distill.model import checkpoint as ckpt  # (`checkpoint` is a parameter nam
 from distill.model.load import load_tokenizer
 from distill.model.prompt import PromptFormat
 from distill.scheduling import trial_cpus
-from distill.select import registry
+from distill.select import plugins, registry
 from distill.store import artifacts, counters, outdir
 from distill.store.artifacts import content_hash
 from distill.store.records import FULL, HELDOUT_LOSS, Resolved, RunInfo, Scorer, TrialRecord

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from test_cli import PYTHON, REPO, assert_one_line_error, run_cli
 
-from distill import pipeline, plugins
+from distill import pipeline
 from distill.config.load import make_config
 from distill.errors import DistillError
 from distill.features.columns import text_features
-from distill.select import registry
+from distill.select import plugins, registry
 
 SHORTEST = """
 import numpy as np
@@ -147,14 +147,14 @@ def _dist_info(site: Path, package: str, entry: str, body: str) -> None:
     info = site / f"{package}-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package.replace('_', '-')}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[{plugins.ENTRY_POINT_GROUP}]\n{entry}\n")
+    (info / "entry_points.txt").write_text(f"[{registry.ENTRY_POINT_GROUP}]\n{entry}\n")
 
 
 def test_entry_point_plugin_is_registered_in_process_and_by_the_cli(tmp_path, monkeypatch):
     site = tmp_path / "site"
     _dist_info(site, "my_ep_selectors", "shortest = my_ep_selectors", SHORTEST.format(name="ep_shortest"))
     monkeypatch.syspath_prepend(str(site))
-    plugins.load_entry_points()
+    registry.load_entry_points()
     assert "ep_shortest" in registry.names()
     env_path = f"{site}{os.pathsep}{REPO}"
     listed = subprocess.run(
@@ -174,7 +174,7 @@ def test_broken_entry_point_names_the_package(tmp_path, monkeypatch):
     _dist_info(site, "my_broken_ep", "broken = my_broken_ep", "import not_a_real_module_xyz\n")
     monkeypatch.syspath_prepend(str(site))
     with pytest.raises(DistillError, match="my-broken-ep.*not_a_real_module_xyz"):
-        plugins.load_entry_points()
+        registry.load_entry_points()
 
 
 BROKEN = {

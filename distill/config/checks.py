@@ -18,8 +18,10 @@ from distill.store.outdir import safe_name
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     """Reject settings that cannot work, before anything runs; returns a normalised copy (the baseline
     and all modes include the full-pool baseline; baseline selects nothing), never editing `cfg`."""
-    from distill import plugins  # late: the registry imports every selector module
-    from distill.select import registry
+    from distill.select import (
+        plugins,  # late: importing distill.select imports every selector module
+        registry,
+    )
 
     safe_name("job name", cfg.name)  # names Tune's experiment folder and the W&B group
     plugins.load(cfg.select.plugins)  # before the method names are checked: plugins add methods

@@ -96,7 +96,7 @@ class SelectConfig:
     )
     fraction: Share = 0.1  # budget as a share of the training pool
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method keyword arguments
-    plugins: Names = field(default_factory=list)  # user selector files (.py) or modules: see distill/plugins.py
+    plugins: Names = field(default_factory=list)  # user selector files (.py) or modules: see distill/select/plugins.py
     # target-task example files for rds_plus (.jsonl/.csv/.parquet, the data's columns), one task each
     query: Names = field(default_factory=list)
 

@@ -25,9 +25,9 @@ import heapq
 
 import numpy as np
 
+import distill.select.neighbors as nb
 from distill.errors import DistillError
 from distill.features.columns import Features
-from distill.select import neighbors as nb
 from distill.select.registry import register
 
 _VARIANTS = ("paper", "reference")

@@ -3,14 +3,15 @@
 A selector is `fn(features, k, seed, **params) -> indices`. The decorator records its name,
 a one-line description, the features it needs and its cost class; the CLI (`distill methods`),
 the pipeline, the README table and the parametrised test matrix all read this registry, so a
-new method is one function plus one decorator. Selectors from outside distill (plugin files,
-modules, the `distill.selectors` entry-point group) register through the same decorator: see
-distill/plugins.py.
+new method is one function plus one decorator. The built-in selector modules register when the
+distill.select package is imported (this module imports none of them); the installed packages' entry points
+(`distill.selectors` group) on the first lookup; plugin files and modules through the same decorator (plugins.py).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from distill.errors import DistillError, describe
 from distill.features.columns import Features
 
 SelectorFn = Callable[..., np.ndarray]
+ENTRY_POINT_GROUP = "distill.selectors"
 
 
 @dataclass(frozen=True)
@@ -84,12 +86,12 @@ def _check_signature(name: str, fn: Any) -> None:
 
 
 def names() -> list[str]:
-    _load_builtin()
+    _load_installed()
     return sorted(_REGISTRY)
 
 
 def get(name: str) -> Selector:
-    _load_builtin()
+    _load_installed()
     if name not in _REGISTRY:
         raise DistillError(
             f"unknown selection method '{name}'",
@@ -177,10 +179,29 @@ def from_module(module: str) -> list[str]:
 
 
 @functools.cache
-def _load_builtin() -> None:
-    """Import the built-in selector modules (they register themselves on import), then the installed
-    `distill.selectors` entry points: built-ins first, so a clashing plugin is the one named in the error."""
-    from distill import plugins
-    from distill.select import d2, dynamics, heuristic, semantic, targeted  # noqa: F401
+def _load_installed() -> None:
+    """Import the installed `distill.selectors` entry points, once. The built-in selectors registered themselves
+    when distill.select was imported (its __init__ imports their modules, before anything here runs), so they come
+    first and a clashing plugin is the one named in the error."""
+    load_entry_points()
 
-    plugins.load_entry_points()
+
+def load_entry_points() -> None:
+    """Import every installed package's `distill.selectors` entry point (each names a module whose
+    selectors register themselves on import)."""
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        package = ep.dist.name if ep.dist else "an installed package"
+        where = f"entry point '{ep.name} = {ep.value}' of {package}"
+        try:
+            ep.load()
+        except DistillError:
+            raise  # registration errors already name the file and the problem
+        except Exception as exc:
+            raise DistillError(
+                f"{where} failed to import: {describe(exc)}", f"fix or uninstall {package} (`pip uninstall {package}`)"
+            ) from None
+        if not from_module(ep.module):
+            raise DistillError(
+                f"{where} registers no selector",
+                "its module must decorate selectors with @register(...) from distill.select",
+            )

@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import numpy as np
 
+import distill.select.neighbors as nb
 from distill.errors import DistillError
 from distill.features.columns import Features
-from distill.select import neighbors as nb
 from distill.select.registry import get, register
 
 

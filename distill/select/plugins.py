@@ -1,4 +1,4 @@
-"""Selectors from outside distill: plugin files, importable modules, installed entry points.
+"""Selectors from outside distill: plugin files and importable modules (installed entry points: registry.py).
 
 A user brings a selector without touching distill: `--plugin my_selectors.py` (repeatable), the job key
 `select.plugins: [my_selectors.py, my_pkg.selectors]`, or a package that declares the entry-point group
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.metadata
 import sys
 import types
 from collections.abc import Iterable
@@ -29,7 +28,6 @@ from pathlib import Path
 from distill.errors import DistillError, describe
 from distill.select import registry
 
-ENTRY_POINT_GROUP = "distill.selectors"
 MODULE_PREFIX = "distill_plugin_"  # namespace of plugin files in sys.modules (never importable by name)
 
 
@@ -90,27 +88,6 @@ def install(plugins: Iterable[Plugin]) -> None:
             raise DistillError(
                 f"plugin {plugin.path or plugin.spec} registers no selector",
                 'decorate each selector with @register("name", description=...) from distill.select',
-            )
-
-
-def load_entry_points() -> None:
-    """Import every installed package's `distill.selectors` entry point (each names a module whose
-    selectors register themselves on import)."""
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        package = ep.dist.name if ep.dist else "an installed package"
-        where = f"entry point '{ep.name} = {ep.value}' of {package}"
-        try:
-            ep.load()
-        except DistillError:
-            raise  # registration errors already name the file and the problem
-        except Exception as exc:
-            raise DistillError(
-                f"{where} failed to import: {describe(exc)}", f"fix or uninstall {package} (`pip uninstall {package}`)"
-            ) from None
-        if not registry.from_module(ep.module):
-            raise DistillError(
-                f"{where} registers no selector",
-                "its module must decorate selectors with @register(...) from distill.select",
             )
 
 
