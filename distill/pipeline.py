@@ -48,7 +48,6 @@ from distill.features.embed import (
     cache_key,
     output_columns,
 )
-from distill.generate_vllm import VllmGenerator
 from distill.model import checkpoint as ckpt  # (`checkpoint` is a parameter name in Tune's callbacks)
 from distill.model.load import load_tokenizer
 from distill.model.prompt import PromptFormat
@@ -58,7 +57,8 @@ from distill.store import artifacts, counters, outdir
 from distill.store.artifacts import content_hash
 from distill.store.records import FULL, HELDOUT_LOSS, Resolved, RunInfo, Scorer, TrialRecord
 from distill.store.storage import SHARED_FIX, Storage, open_storage
-from distill.trial import TrialSpec, cached_metrics, evaluated, run_trial, trial_key, trial_path, write_trial
+from distill.trial.run import TrialSpec, cached_metrics, evaluated, run_trial, trial_key, trial_path, write_trial
+from distill.trial.vllm import VllmGenerator
 from distill.version import git_commit
 
 # Ray reads these when it is imported: a local cluster binds 127.0.0.1 only (without the first, Ray

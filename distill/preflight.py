@@ -19,12 +19,12 @@ from distill.config.env import secret
 from distill.config.schema import ExperimentConfig
 from distill.data.load import Splits, load_splits
 from distill.errors import DistillError
-from distill.evaluate import HUB_BERTSCORE, resolve_scorer
-from distill.generate_vllm import choose_engine
 from distill.model.load import is_test_model, resolve_model
 from distill.store import outdir
 from distill.store.records import Resolved
 from distill.store.storage import Storage, check_reachable, open_storage
+from distill.trial.evaluate import HUB_BERTSCORE, resolve_scorer
+from distill.trial.vllm import choose_engine
 
 
 @dataclass(frozen=True)

@@ -92,10 +92,10 @@ def _stage(name: str, n: int, threads: int, job: str, model: str, cache_dir: str
             )["loss"]
         np.save(Path(cache_dir) / "step0.npy", losses)
     elif name == "trial":
-        from distill.evaluate import resolve_scorer
         from distill.model.load import is_test_model
         from distill.store.records import Resolved
-        from distill.trial import TrialSpec, run_trial
+        from distill.trial.evaluate import resolve_scorer
+        from distill.trial.run import TrialSpec, run_trial
 
         resolved = Resolved(
             model_path, "hf", resolve_scorer(cfg.eval, hub_reachable=False)[0], is_test_model(model_path)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""distill's evaluation generation (distill/evaluate.py generate) vs per-example HF `generate`.
+"""distill's evaluation generation (distill/trial/evaluate.py generate) vs per-example HF `generate`.
 
     .venv/bin/python scripts/bench_generate.py --threads 1
 
@@ -40,7 +40,7 @@ def hf_per_example(bench: Bench) -> list[str]:
     """The plain way: one `model.generate` call per bill, no batching."""
     import torch
 
-    from distill.evaluate import _until_eos
+    from distill.trial.evaluate import _until_eos
 
     tok, cfg, outputs = bench.setup.tokenizer, bench.setup.cfg.eval, []
     for text in bench.texts:
@@ -62,7 +62,7 @@ def hf_per_example(bench: Bench) -> list[str]:
 
 def distill_generate(bench: Bench) -> list[str]:
     """distill's evaluation path, at the job's eval settings."""
-    from distill.evaluate import generate
+    from distill.trial.evaluate import generate
 
     return generate(
         bench.model, bench.setup.tokenizer, bench.setup.fmt, bench.texts, bench.setup.cfg.eval, bench.device
@@ -77,7 +77,7 @@ def floor(bench: Bench, steps: int) -> dict:
     step: generate 1 + 16 tokens minus generate 1) and their sum over `steps` decode steps, floor_s."""
     import torch
 
-    from distill.evaluate import pad
+    from distill.trial.evaluate import pad
 
     tok, extra = bench.setup.tokenizer, 16
     prompts = [bench.setup.fmt.encode(t).prompt for t in bench.texts]

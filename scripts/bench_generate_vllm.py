@@ -26,12 +26,12 @@ import numpy as np
 from distill.config.load import make_config
 from distill.config.schema import EMBEDDED_SMOLLM2, DataConfig
 from distill.data.load import load_splits
-from distill.evaluate import generate, resolve_scorer, score
-from distill.generate_vllm import VllmGenerator, write_adapter
 from distill.model.load import device_name, is_test_model, load_model, load_tokenizer, resolve_model
 from distill.model.prompt import PromptFormat
 from distill.store.records import Resolved
-from distill.trial import TrialSpec, run_trial
+from distill.trial.evaluate import generate, resolve_scorer, score
+from distill.trial.run import TrialSpec, run_trial
+from distill.trial.vllm import VllmGenerator, write_adapter
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "bench"
 

@@ -34,8 +34,8 @@ def timed(fn, repeats: int) -> tuple[object, float]:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from distill.evaluate import generate, resolve_scorer, score
-    from distill.trial import heldout_losses
+    from distill.trial.evaluate import generate, resolve_scorer, score
+    from distill.trial.run import heldout_losses
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--repeats", type=int, default=1)

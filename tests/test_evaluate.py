@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from distill.config.schema import EvalConfig, ModelConfig
-from distill.evaluate import HUB_BERTSCORE, OFFLINE_BERTSCORE_LAYERS, _until_eos, generate, resolve_scorer, score
+from distill.trial.evaluate import HUB_BERTSCORE, OFFLINE_BERTSCORE_LAYERS, _until_eos, generate, resolve_scorer, score
 
 REFS = [
     "The bill establishes a grant program for rural hospitals.",

@@ -24,14 +24,14 @@ from distill import pipeline
 from distill.config.load import config_from_run, make_config
 from distill.config.schema import ModelConfig, TrainConfig
 from distill.data.load import load_splits
-from distill.evaluate import resolve_scorer
 from distill.model import checkpoint
 from distill.model.load import load_model, load_tokenizer
 from distill.model.prompt import PromptFormat
 from distill.model.train import _shuffled_stream, add_lora, finetune, seed_everything
 from distill.store import counters
 from distill.store.records import Resolved
-from distill.trial import TrialSpec, run_trial, trial_key
+from distill.trial.evaluate import resolve_scorer
+from distill.trial.run import TrialSpec, run_trial, trial_key
 
 REPO = Path(__file__).resolve().parent.parent
 COMPARED = ("rouge1", "rouge2", "rougeL", "bertscore_f1", "final_train_loss", "train_steps", "train_tokens", "n_empty")

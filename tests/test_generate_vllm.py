@@ -16,9 +16,9 @@ import pytest
 from distill.config.load import make_config
 from distill.config.schema import DataConfig
 from distill.errors import DistillError
-from distill.generate_vllm import choose_engine, encode_adapter, write_adapter
 from distill.model.load import is_test_model
 from distill.store.records import Resolved
+from distill.trial.vllm import choose_engine, encode_adapter, write_adapter
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed (DISTILL_EXTRAS=dev,vllm scripts/setup.sh)")
@@ -58,8 +58,8 @@ def test_adapter_round_trips_through_the_record(tmp_path):
 def test_trial_records_its_engine_or_hands_back_its_adapter(tiny_model, engine):
     """HF trials generate and say so; vLLM trials stop after training and return the adapter instead."""
     from distill.data.load import load_splits
-    from distill.evaluate import resolve_scorer
-    from distill.trial import TrialSpec, run_trial
+    from distill.trial.evaluate import resolve_scorer
+    from distill.trial.run import TrialSpec, run_trial
 
     cfg = make_config(
         "quick",
@@ -104,8 +104,8 @@ def smollm2():
 def train_adapters(model_path: str, overrides: dict) -> tuple:
     """Two trials trained with the vLLM engine (so they hand back adapters), on different subsets."""
     from distill.data.load import load_splits
-    from distill.evaluate import resolve_scorer
-    from distill.trial import TrialSpec, run_trial
+    from distill.trial.evaluate import resolve_scorer
+    from distill.trial.run import TrialSpec, run_trial
 
     cfg = make_config(
         "quick",
@@ -139,10 +139,10 @@ def vllm_vs_hf(cfg, model_path: str, test, records: dict, tmp_path: Path) -> lis
     """One engine generates for both adapters in one batch; per example: equal to HF generate + that adapter?"""
     from peft import PeftModel
 
-    from distill.evaluate import generate
-    from distill.generate_vllm import VllmGenerator
     from distill.model.load import load_model, load_tokenizer
     from distill.model.prompt import PromptFormat
+    from distill.trial.evaluate import generate
+    from distill.trial.vllm import VllmGenerator
 
     tokenizer = load_tokenizer(model_path)
     fmt = PromptFormat(tokenizer, cfg.model.max_source_tokens, cfg.model.max_target_tokens)

@@ -10,10 +10,10 @@ import pytest
 from distill.config.load import make_config
 from distill.config.schema import TRIAL_SETTINGS, DataConfig, ReportConfig, ResourcesConfig
 from distill.data.load import load_splits
-from distill.evaluate import resolve_scorer
 from distill.store.records import FULL, RANDOM, SCHEMA_VERSION, Resolved, TrialRecord
 from distill.store.storage import open_storage
-from distill.trial import TrialSpec, cached_metrics, run_trial, trial_key, write_trial
+from distill.trial.evaluate import resolve_scorer
+from distill.trial.run import TrialSpec, cached_metrics, run_trial, trial_key, write_trial
 
 CONTRACT = {
     "trial",

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from distill.config.schema import ExperimentConfig
 from distill.errors import DistillError
-from distill.evaluate import _until_eos
 from distill.model.load import device_name, load_tokenizer, pick_dtype
+from distill.trial.evaluate import _until_eos
 
 INSTALL_FIX = (
     "install the extra: DISTILL_EXTRAS=dev,vllm scripts/setup.sh (CPU) or dev,gpu (GPU), or set eval.engine: hf"

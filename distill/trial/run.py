@@ -20,9 +20,7 @@ import pandas as pd
 import torch
 
 from distill.config.schema import ExperimentConfig, trial_settings
-from distill.evaluate import generate, score
 from distill.features.embed import summary_losses
-from distill.generate_vllm import encode_adapter
 from distill.model.checkpoint import TrainState
 from distill.model.load import device_name, load_model, load_tokenizer
 from distill.model.prompt import PromptFormat
@@ -31,6 +29,8 @@ from distill.store import artifacts
 from distill.store.artifacts import content_hash
 from distill.store.records import GENERATED_KEYS, HELDOUT_LOSS, Resolved, Scorer, TrialMetrics, TrialRecord
 from distill.store.storage import Storage
+from distill.trial.evaluate import generate, score
+from distill.trial.vllm import encode_adapter
 
 TRIALS = "trials"  # the folder of trial folders, in storage and in the output folder
 
