@@ -198,15 +198,16 @@ def report_arguments(cmd: argparse.ArgumentParser) -> None:
 
 @command("report", "rebuild the comparison report from stored trial results", report_arguments)
 def report(args: argparse.Namespace) -> int:
-    from distill import report
     from distill.config.load import report_settings
+    from distill.report.build import build_report
+    from distill.report.load import export
 
     out = Path(args.output_dir).resolve()
     settings = report_settings(out, args.metrics)  # a bad --metrics is refused before anything is written
     if args.export:
-        report.export(out, Path(args.export).resolve())
+        export(out, Path(args.export).resolve())
         out = Path(args.export).resolve()
-    report.build_report(out, settings)
+    build_report(out, settings)
     return 0
 
 

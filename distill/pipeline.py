@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from distill import console, faults, preflight, report
+from distill import console, faults, preflight
 from distill.config.env import secret
 from distill.config.schema import ExperimentConfig, ResourcesConfig
 from distill.data.load import TASK, Splits
@@ -51,6 +51,7 @@ from distill.features.embed import (
 from distill.model import checkpoint as ckpt  # (`checkpoint` is a parameter name in Tune's callbacks)
 from distill.model.load import load_tokenizer
 from distill.model.prompt import PromptFormat
+from distill.report.build import build_report
 from distill.scheduling import trial_cpus
 from distill.select import plugins, registry
 from distill.store import artifacts, counters, outdir
@@ -131,7 +132,7 @@ def _run(cfg: ExperimentConfig, store: Storage, splits: Splits, resolved: Resolv
         )
         run_trials(cfg, specs, splits, resolved, store)
     with stage("report"):
-        rows = report.build_report(out, cfg.report, console=console.current().console)
+        rows = build_report(out, cfg.report, console=console.current().console)
         log_table_to_wandb(cfg, rows)
         for rel in PUBLISHED:
             store.push(rel)

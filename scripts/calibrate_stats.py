@@ -1,7 +1,7 @@
 """Calibrate the report's test against random: its rejection rate under simulated nulls, and its power.
 
 Each cell simulates `--sims` (seeds × examples) matrices of method − random differences from the crossed
-model of distill/stats.py, d[s, i] = μ + a_s + b_i + e_si, and runs the report's own test
+model of distill/report/stats.py, d[s, i] = μ + a_s + b_i + e_si, and runs the report's own test
 (`stats.t_test`) on every one, vectorised. Under the null (μ = 0) a "beats random" claim is a rejection
 with ≥ 2 seeds; with one seed the report makes no claim (seed noise is unknown), so the claim rate is 0 by
 design and the table shows what the per-example test alone would have rejected. The bound is the
@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill import stats  # noqa: E402
+from distill.report import planning, stats  # noqa: E402
 
 SEED_SDS = (0.0, 0.01)
 EXAMPLES = (2, 5, 10, 50, 100, 500)
@@ -119,12 +119,12 @@ def bound(sims: int, cells: int, alpha: float = stats.ALPHA, confidence: float =
 
 
 def power_check(sims: int, seed_sd: float, scenario: str = "even", seed: int = 0) -> tuple[float, float]:
-    """(simulated power, `stats.power`'s prediction) for the clear effect of POWER_CELL."""
+    """(simulated power, `planning.power`'s prediction) for the clear effect of POWER_CELL."""
     seeds, n, d = POWER_CELL
     b_sd, e_sd = SCENARIOS[scenario]
     mu = d * math.sqrt(seed_sd**2 + b_sd**2 + e_sd**2)
     hit = rejections(np.random.default_rng(seed), sims, seeds, n, seed_sd, scenario, mu) / sims
-    theory = stats.power(mu, stats.Variance(seeds, n, seed_sd**2, b_sd**2, e_sd**2))
+    theory = planning.power(mu, stats.Variance(seeds, n, seed_sd**2, b_sd**2, e_sd**2))
     return hit, theory
 
 
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds, n, d = POWER_CELL
         for sd, (hit, theory) in checks.items():
             print(
-                f"power at d = {d}, n = {n}, {seeds} seeds, seed SD {sd}: simulated {hit:.3f}, stats.power {theory:.3f}"
+                f"power at d = {d}, n = {n}, {seeds} seeds, seed SD {sd}: simulated {hit:.3f}, planning.power {theory:.3f}"
             )
         out["scenarios"][scenario] = {
             "bound": limit,

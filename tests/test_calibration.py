@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import calibrate_stats  # noqa: E402
 
-from distill import stats  # noqa: E402
+from distill.report import stats  # noqa: E402
 
 SIMS = 2000  # per cell; the bound is then about 6.8% for the 48 cells
 
@@ -43,7 +43,7 @@ def test_the_bound_is_the_binomial_quantile():
 
 @pytest.mark.parametrize("seed_sd", calibrate_stats.SEED_SDS)
 def test_a_clear_effect_is_found_with_the_power_theory_predicts(seed_sd):
-    """d = 0.5 at n = 50 with 3 seeds: the simulated power is what stats.power says (and high)."""
+    """d = 0.5 at n = 50 with 3 seeds: the simulated power is what planning.power says (and high)."""
     simulated, predicted = calibrate_stats.power_check(SIMS, seed_sd)
     assert simulated == pytest.approx(predicted, abs=0.05)
     assert simulated > 0.7

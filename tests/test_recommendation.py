@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from distill import stats
 from distill.config.schema import ReportConfig
-from distill.report import _about, build_report
+from distill.report import stats
+from distill.report.build import build_report
+from distill.report.markdown import _about
 from distill.store import artifacts
 
 

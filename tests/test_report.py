@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from distill.errors import DistillError
-from distill.report import build_report
+from distill.report.build import build_report
 from distill.store import artifacts
 from distill.store.records import COLUMNS, SCHEMA_VERSION, SCORE_KEYS, read_results
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from distill import stats
+from distill.report import planning, stats
 
 # ------------------------------------------------------------------------ the Behrens–Fisher distribution
 
@@ -119,7 +119,7 @@ def test_identical_constant_and_too_small_inputs():
     assert shift.p_value == 0.0 and shift.effect_size is None and shift.ci95 == pytest.approx((0.1, 0.1))
     one = stats.compare([[0.3]], [[0.2]])  # one example: refuse to test rather than give a p-value from nothing
     assert one.p_value is None and one.ci95 is None and one.variance is None
-    assert stats.evidence(one.variance, one.diff) == stats.Evidence(None, None, None)
+    assert planning.evidence(one.variance, one.diff) == planning.Evidence(None, None, None)
     assert stats.mean_ci([[0.3]]) is None
     with pytest.raises(ValueError):
         stats.compare(np.zeros((1, 5)), np.zeros((1, 6)))
@@ -162,14 +162,14 @@ def _sm_power(effect: float, n: int, alpha: float = 0.05) -> float:
 @pytest.mark.parametrize("n", [4, 10, 50, 400, 5000])
 @pytest.mark.parametrize("effect", [0.05, 0.3, 1.0])
 def test_t_power_is_statsmodels_ttestpower(n, effect):
-    assert stats.t_power(effect * math.sqrt(n), n - 1, alpha=0.05 / 3) == pytest.approx(
+    assert planning.t_power(effect * math.sqrt(n), n - 1, alpha=0.05 / 3) == pytest.approx(
         _sm_power(effect, n, 0.05 / 3), abs=1e-9
     )
 
 
 def test_t_power_is_finite_where_statsmodels_gives_nan():
     assert np.isnan(_sm_power(10.4, 3))  # statsmodels 0.15.0: the reason t_power uses scipy's nct directly
-    assert stats.t_power(10.4 * math.sqrt(2), 1) < 0.8 < stats.t_power(10.4 * math.sqrt(3), 2) <= 1.0
+    assert planning.t_power(10.4 * math.sqrt(2), 1) < 0.8 < planning.t_power(10.4 * math.sqrt(3), 2) <= 1.0
 
 
 def test_one_seed_mde_and_examples_needed_are_ttestpowers():
@@ -177,14 +177,14 @@ def test_one_seed_mde_and_examples_needed_are_ttestpowers():
     base = rng.uniform(0.1, 0.4, size=50)
     method = base + rng.normal(0.004, 0.04, size=50)
     comp = stats.compare(method, base)
-    ev = stats.evidence(comp.variance, comp.diff, alpha=0.05)
+    ev = planning.evidence(comp.variance, comp.diff, alpha=0.05)
     d = method - base
     sd = d.std(ddof=1)
     assert _sm_power(ev.mde / sd, 50) == pytest.approx(0.8, abs=1e-6)
     observed = abs(d.mean()) / sd
     assert ev.n_needed > 50  # the observed difference is below the MDE ...
     assert _sm_power(observed, ev.n_needed) >= 0.8 > _sm_power(observed, ev.n_needed - 1)  # ... and this n fixes it
-    stricter = stats.evidence(comp.variance, comp.diff, alpha=0.05 / 4)
+    stricter = planning.evidence(comp.variance, comp.diff, alpha=0.05 / 4)
     assert stricter.mde > ev.mde and stricter.n_needed > ev.n_needed
     assert ev.seeds_needed is None  # one seed: seed noise cannot be estimated
 
@@ -192,23 +192,23 @@ def test_one_seed_mde_and_examples_needed_are_ttestpowers():
 def test_seeds_and_examples_needed_are_the_smallest_that_reach_the_power():
     model = stats.Variance(3, 100, seed=2e-6, example=1e-3, residual=1e-2)
     observed = 0.012
-    ev = stats.evidence(model, observed)
+    ev = planning.evidence(model, observed)
     assert ev.mde > observed
     assert (
-        stats.power(observed, model, seeds=ev.seeds_needed)
+        planning.power(observed, model, seeds=ev.seeds_needed)
         >= 0.8
-        > stats.power(observed, model, seeds=ev.seeds_needed - 1)
+        > planning.power(observed, model, seeds=ev.seeds_needed - 1)
     )
     assert (
-        stats.power(observed, model, examples=ev.n_needed)
+        planning.power(observed, model, examples=ev.n_needed)
         >= 0.8
-        > stats.power(observed, model, examples=ev.n_needed - 1)
+        > planning.power(observed, model, examples=ev.n_needed - 1)
     )
     # seed noise caps what examples can do, example noise what seeds can do: out of reach is None, never a count
-    assert stats.evidence(stats.Variance(3, 100, 1e-3, 1e-3, 1e-2), observed).n_needed is None
-    assert stats.evidence(stats.Variance(3, 100, 0.0, 1e-1, 1e-2), observed).seeds_needed is None
+    assert planning.evidence(stats.Variance(3, 100, 1e-3, 1e-3, 1e-2), observed).n_needed is None
+    assert planning.evidence(stats.Variance(3, 100, 0.0, 1e-1, 1e-2), observed).seeds_needed is None
     # already detectable: the search counts down, never below 2
-    easy = stats.evidence(model, 10 * observed)
+    easy = planning.evidence(model, 10 * observed)
     assert 2 <= easy.seeds_needed <= 3 and 2 <= easy.n_needed <= 100
 
 
@@ -216,7 +216,7 @@ def test_power_predicts_the_simulated_power_of_the_test():
     """At the MDE of a 3-seed design the test itself (on simulated normal matrices) has 80% power."""
     seeds, n, sd = 3, 40, (0.01, 0.05, 0.08)
     model = stats.Variance(seeds, n, sd[0] ** 2, sd[1] ** 2, sd[2] ** 2)
-    mde = stats.detectable(model)
+    mde = planning.detectable(model)
     rng = np.random.default_rng(9)
     x = (
         mde

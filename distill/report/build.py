@@ -1,0 +1,105 @@
+"""The comparison report: rebuilt from the files a run leaves on disk, into `<out>/comparison/`.
+
+The report reads ONLY the stored contract (`trials/*/metrics.json`, `trials/*/predictions.jsonl`,
+`selected/*.jsonl`, `pool_stats.json`, `run.json`; the records of distill/store/records.py), so `python -m distill
+report <output-dir>` can redo it at any time without re-running a trial. Everything written under
+`<out>/comparison/` (results.json, results.csv, report.md) is deterministic: closed-form statistics (no
+resampling), fixed row order, floats rounded to a fixed number of digits, no timestamps — regenerating gives
+identical bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from distill.config.schema import ReportConfig
+from distill.report.load import _read_json, load_selected_lengths, load_trials
+from distill.report.markdown import render_markdown
+from distill.report.plots import plot_cost, plot_forest, plot_lengths
+from distill.report.rows import METRICS, compute_rows
+from distill.report.table import print_table
+from distill.report.text import _tested
+from distill.store import artifacts
+from distill.store.records import COLUMNS, ReportRow, RunInfo, VsRandom, results_document
+
+
+def write_json(rows: list[ReportRow], path: Path) -> None:
+    artifacts.write_text(path, json.dumps(results_document(rows), indent=2, ensure_ascii=False) + "\n")
+
+
+VS_RANDOM_FIELDS = [f.name for f in fields(VsRandom)]
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """Same columns as results.json, flattened: each 95% CI becomes `<name>_lo/_hi`, each test against random
+    `vs_random.<metric>.<field>` columns (for the metrics tested in this report)."""
+    tested = [m.name for m in _tested(rows)]
+
+    def cells(name: str, value: Any) -> tuple[list[str], list[Any]]:
+        if name.endswith("ci95"):
+            return [f"{name}_lo", f"{name}_hi"], list(value) if value else ["", ""]
+        return [name], ["" if value is None else str(value).lower() if isinstance(value, bool) else value]
+
+    def flat(row: dict) -> tuple[list[str], list[Any]]:
+        names, values = [], []
+        for col in COLUMNS:
+            parts = (
+                [
+                    (f"vs_random.{m}.{f}", ((row[col] or {}).get(m) or {}).get(f))
+                    for m in tested
+                    for f in VS_RANDOM_FIELDS
+                ]
+                if col == "vs_random"
+                else [(col, row[col])]
+            )
+            for name, value in parts:
+                n, v = cells(name, value)
+                names += n
+                values += v
+        return names, values
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(flat(rows[0])[0] if rows else COLUMNS)
+    writer.writerows(flat(row)[1] for row in rows)
+    artifacts.write_text(path, buf.getvalue())
+
+
+def build_report(output_dir: Path, settings: ReportConfig | None = None, console=None) -> list[dict]:
+    """Read a run's stored files, compute statistics, write `<out>/comparison/`, print the table.
+
+    Returns the rows written to results.json (random first, then by ROUGE-L, "full" last), as mappings.
+    """
+    output_dir = Path(output_dir)
+    settings = settings or ReportConfig()
+    trials = load_trials(output_dir)
+    records = compute_rows(trials, tuple(METRICS[name] for name in settings.metrics))
+    rows = [row.to_dict() for row in records]
+    run_path = output_dir / "run.json"
+    run = RunInfo.from_dict(_read_json(run_path), run_path) if run_path.is_file() else None
+    pool_path = output_dir / "pool_stats.json"
+    pool = [int(v) for v in _read_json(pool_path).get("n_words", [])] if pool_path.is_file() else None
+
+    comp = output_dir / "comparison"
+    comp.mkdir(parents=True, exist_ok=True)
+    write_json(records, comp / "results.json")
+    write_csv(rows, comp / "results.csv")
+    order = [r["method"] for r in rows]
+    plots = {}
+    for metric in _tested(rows):
+        plots[f"forest_{metric.name}"] = f"forest_{metric.name}.png"
+        plot_forest(rows, metric, comp / plots[f"forest_{metric.name}"])
+    plot_cost(rows, comp / "cost.png")
+    plots["cost"] = "cost.png"
+    lengths = load_selected_lengths(output_dir)
+    if lengths or pool:
+        plot_lengths(lengths, pool, order, comp / "lengths.png")
+        plots["lengths"] = "lengths.png"
+    artifacts.write_text(comp / "report.md", render_markdown(rows, run, plots))
+    print_table(rows, console)
+    return rows

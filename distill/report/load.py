@@ -1,0 +1,133 @@
+"""Reading a run's stored files for the report (every file checked against its checksum), and exporting exactly
+those files, small enough to publish.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from distill.errors import DistillError
+from distill.store import artifacts
+from distill.store.records import TrialMetrics, TrialRecord
+
+_SEED_SUFFIX = re.compile(r"^(?P<method>.+)-seed(?P<seed>\d+)$")
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+
+def _trusted(path: Path) -> Path:
+    """A stored file the report may read: intact per its checksum, else an error naming it."""
+    problem = artifacts.verify(path)
+    if problem:
+        raise DistillError(
+            f"{path} is damaged: {problem}",
+            f"rerun the experiment into {path.parent.parent} with the same job: "
+            "it recomputes damaged files and reuses intact ones",
+        )
+    return path
+
+
+def _read_json(path: Path) -> Any:
+    _trusted(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DistillError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})",
+            "delete the damaged file and re-run that trial",
+        ) from exc
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    _trusted(path)
+    rows = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DistillError(
+                f"{path} line {lineno} is not valid JSON ({exc.msg})", "delete the damaged file and re-run that trial"
+            ) from exc
+    return rows
+
+
+def load_trials(output_dir: Path) -> list[TrialRecord]:
+    """Every trial's metrics (plus its predictions, when stored), sorted by (method, seed, trial)."""
+    trials_dir = output_dir / "trials"
+    paths = sorted(trials_dir.glob("*/metrics.json")) if trials_dir.is_dir() else []
+    if not paths:
+        raise DistillError(
+            f"no trial results under {trials_dir}", f"run `python -m distill quick --output-dir {output_dir}` first"
+        )
+    trials = []
+    for path in paths:
+        metrics = TrialMetrics.from_dict(_read_json(path), path, trial=path.parent.name)
+        pred_path = path.parent / "predictions.jsonl"
+        trials.append(TrialRecord(metrics, _read_jsonl(pred_path) if pred_path.is_file() else None))
+    trials.sort(key=lambda t: (str(t.metrics.method), int(t.metrics.seed), str(t.metrics.trial)))
+    return trials
+
+
+def load_selected_lengths(output_dir: Path) -> dict[str, list[int]]:
+    """n_words of every selected example, per method (all seeds pooled), from `selected/*.jsonl`."""
+    lengths: dict[str, list[int]] = defaultdict(list)
+    sel_dir = output_dir / "selected"
+    if not sel_dir.is_dir():
+        return {}
+    for path in sorted(sel_dir.glob("*.jsonl")):
+        match = _SEED_SUFFIX.match(path.stem)
+        method = match.group("method") if match else path.stem
+        for row in _read_jsonl(path):
+            if "n_words" in row:
+                lengths[method].append(int(row["n_words"]))
+            elif "text" in row:
+                lengths[method].append(len(str(row["text"]).split()))
+    return dict(lengths)
+
+
+# --------------------------------------------------------------------------------------- exporting
+
+TEXT_FIELDS = ("prediction", "reference")  # what an exported prediction leaves out: the texts, not the scores
+
+
+def export(output_dir: Path, dest: Path) -> None:
+    """Copy exactly what the report reads from a run into `dest`, small enough to publish: run.json,
+    pool_stats.json, every trial's metrics.json and per-example scores (predictions.jsonl without the
+    generated and reference texts), and each selected subset's ids and lengths. `distill report <dest>`
+    then rebuilds the same results.json, and any later correction of the statistics re-tests it.
+    """
+    output_dir, dest = Path(output_dir), Path(dest)
+    if dest.exists() and any(dest.iterdir()):
+        raise DistillError(f"{dest} already has files", "export into a new folder (or delete that one first)")
+    load_trials(output_dir)  # one line for a run without trials, or with a damaged trial file
+    for name in ("run.json", "pool_stats.json"):
+        if (output_dir / name).is_file():
+            artifacts.write_bytes(dest / name, _trusted(output_dir / name).read_bytes())
+    for path in sorted((output_dir / "trials").glob("*/metrics.json")):
+        folder = dest / "trials" / path.parent.name
+        artifacts.write_bytes(folder / "metrics.json", path.read_bytes())
+        predictions = path.parent / "predictions.jsonl"
+        if predictions.is_file():
+            artifacts.write_jsonl(
+                folder / "predictions.jsonl",
+                ({k: v for k, v in p.items() if k not in TEXT_FIELDS} for p in _read_jsonl(predictions)),
+            )
+    for path in sorted((output_dir / "selected").glob("*.jsonl")):
+        artifacts.write_jsonl(
+            dest / "selected" / path.name,
+            (
+                {
+                    "index": row.get("index"),
+                    "id": row.get("id"),
+                    "n_words": row["n_words"] if "n_words" in row else len(str(row.get("text", "")).split()),
+                }
+                for row in _read_jsonl(path)
+            ),
+        )

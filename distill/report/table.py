@@ -1,0 +1,102 @@
+"""The comparison table on the terminal, fitted to its width: 80 columns keep every column, stacked under its
+parent when narrow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from distill.report.text import _better, _fmt, _p_value, _pct, _primary_label, primary
+
+
+@dataclass(frozen=True)
+class ConsoleColumn:
+    """One column of the terminal table. `under` names the column it is stacked beneath when the
+    terminal is too narrow for one column each; a new column (e.g. an MDE) is one more entry here."""
+
+    header: str
+    cell: Callable[[dict], str]
+    under: str | None = None
+
+
+def _console_p(row: dict) -> str:
+    test = (primary(row) or (None, None))[1]
+    if test is None or test["p_holm"] is None:
+        return "—"
+    return _p_value(test["p_holm"]) + ("†" if test["significant"] is None else "" if test["significant"] else " ns")
+
+
+def _beats_random(row: dict) -> bool:
+    """Significantly better than random on the primary metric."""
+    found = primary(row)
+    return bool(found and found[1]["significant"] and _better(found[1], found[0]))
+
+
+CONSOLE_COLUMNS = (
+    ConsoleColumn("Method", lambda r: r["method"]),
+    ConsoleColumn("ROUGE-L", lambda r: _fmt(r["rougeL"])),
+    ConsoleColumn(
+        "95% CI",
+        lambda r: f"{r['rougeL_ci95'][0]:.3f}–{r['rougeL_ci95'][1]:.3f}" if r["rougeL_ci95"] else "—",
+        under="ROUGE-L",
+    ),
+    ConsoleColumn("BERTScore", lambda r: _fmt(r["bertscore_f1"])),
+    ConsoleColumn(
+        "% of full", lambda r: "—" if r["pct_of_full"] is None else f"{r['pct_of_full']:.1f}%", under="BERTScore"
+    ),
+    ConsoleColumn("vs random", lambda r: _pct(r["vs_random_pct"])),
+    ConsoleColumn("p (Holm)", _console_p, under="vs random"),
+    ConsoleColumn("Samples", lambda r: str(r["samples"])),
+    ConsoleColumn("Seeds", lambda r: str(r["seeds"]), under="Samples"),
+    ConsoleColumn("Time (s)", lambda r: _fmt(r["time_s"], ".1f")),
+)
+
+
+MEASURE_WIDTH = 10_000
+
+
+def console_table(rows: list[dict], width: int, columns: tuple[ConsoleColumn, ...] = CONSOLE_COLUMNS):
+    """The comparison as a rich Table no wider than `width` if possible, never dropping a column:
+    one column each when it fits, else every `under` column stacked beneath its parent."""
+    from rich.console import Console
+
+    wide = [[c] for c in columns]
+    stacked = [[c, *(d for d in columns if d.under == c.header)] for c in columns if c.under is None]
+    unbounded = Console(width=MEASURE_WIDTH)  # measures the table's natural width (a narrower console clamps it)
+    for layout in (wide, stacked):
+        table = _layout_table(rows, layout)
+        if unbounded.measure(table).maximum <= width:
+            break
+    return table
+
+
+def _layout_table(rows: list[dict], layout: list[list[ConsoleColumn]]):
+    """A table whose column i shows the cells of layout[i], one per line."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        title="Method comparison",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        caption=f"p: {_primary_label(rows)} vs random over seeds × examples, Holm-adjusted; ns = not "
+        "significant (p ≥ 0.05); † = one seed: per-example test only, no claim",
+    )
+    for i, group in enumerate(layout):
+        table.add_column("\n".join(c.header for c in group), justify="left" if i == 0 else "right", no_wrap=True)
+    for r in rows:
+        table.add_row(
+            *["\n".join(c.cell(r) for c in group) for group in layout],
+            style="bold green" if _beats_random(r) else None,
+            end_section=len(layout[1]) > 1,
+        )
+    return table
+
+
+def print_table(rows: list[dict], console=None) -> None:
+    """The comparison table on the terminal, fitted to its width (80 columns keep every column)."""
+    from rich.console import Console
+
+    console = console or Console()
+    console.print(console_table(rows, console.width))
