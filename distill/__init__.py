@@ -6,7 +6,7 @@ Every module logs to its named logger; the console is the one handler of the `di
 here so that Ray's worker processes, which import distill modules but never the CLI, log the same way.
 """
 
-from distill import console as _console
+from distill.console import run as _console
 
 __version__ = "0.1.0"
 

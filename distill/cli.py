@@ -122,7 +122,7 @@ def config_of(args: argparse.Namespace):
     job_arguments("validate"),
 )
 def validate(args: argparse.Namespace) -> int:
-    from distill.validate import checklist
+    from distill.console.checklist import checklist
 
     return checklist(config_of(args))
 

@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from distill import console, faults, preflight
+from distill import faults, preflight
 from distill.config.env import secret
 from distill.config.schema import ExperimentConfig, ResourcesConfig
+from distill.console import run as console
 from distill.data.load import TASK, Splits
 from distill.errors import DistillError, describe
 from distill.features import probe
@@ -91,11 +92,11 @@ TRACKED_PACKAGES = (
 logger = logging.getLogger(__name__)
 
 
-log = logging.getLogger(__name__).info  # on the console through distill.console.ConsoleHandler
+log = logging.getLogger(__name__).info  # on the console through distill.console.run.ConsoleHandler
 
 
 def stage(name: str):
-    """One line per stage with its wall time (distill/console.py draws it)."""
+    """One line per stage with its wall time (distill/console/run.py draws it)."""
     return console.current().stage(name)
 
 

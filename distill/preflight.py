@@ -14,9 +14,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill import console
 from distill.config.env import secret
 from distill.config.schema import ExperimentConfig
+from distill.console import run as console
 from distill.data.load import Splits, load_splits
 from distill.errors import DistillError
 from distill.model.load import is_test_model, resolve_model
@@ -40,7 +40,7 @@ class Checked:
 def check(cfg: ExperimentConfig) -> Checked:
     """Resolve the run's inputs, failing with a DistillError on the first one that is wrong. `cfg` is
     left as it is: what was resolved (the engine, the encoder, the test-model flag) travels in `Checked`."""
-    log = logging.getLogger(__name__).info  # on the console through distill.console.ConsoleHandler
+    log = logging.getLogger(__name__).info  # on the console through distill.console.run.ConsoleHandler
     out = Path(cfg.output_dir).expanduser().resolve()
     outdir.check(out)  # a foreign or unwritable folder fails before any work, and is left as it was
     storage = open_storage(out, cfg.storage.uri, cfg.storage.endpoint, cfg.storage.region)

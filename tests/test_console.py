@@ -14,8 +14,8 @@ import warnings
 import pytest
 from rich.console import Console
 
-from distill import console as run_console
-from distill.console import PlainCounter, RunConsole, TrialBoard, TrialRow, quiet_libraries
+from distill.console import run as run_console
+from distill.console.run import PlainCounter, RunConsole, TrialBoard, TrialRow, quiet_libraries
 from distill.report.table import CONSOLE_COLUMNS, ConsoleColumn, console_table
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

@@ -11,8 +11,8 @@ import pytest
 import torch
 import yaml
 
-from distill import validate
 from distill.config.load import make_config
+from distill.console import checklist, machine
 
 REPO = Path(__file__).resolve().parent.parent
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU behaviour")
@@ -26,7 +26,7 @@ def _no_cluster_address(monkeypatch, tmp_path):
 
 
 def _run(cfg, capsys):
-    code = validate.checklist(cfg)
+    code = checklist.checklist(cfg)
     return code, capsys.readouterr().out
 
 
@@ -74,9 +74,9 @@ def test_a_job_that_needs_a_gpu_fails_without_one(tiny_job, capsys, setting):
 
 
 def test_needs_gpu_reasons():
-    assert validate.needs_gpu(make_config("quick")) == []
-    assert len(validate.needs_gpu(make_config("all-llama2-7b"))) == 3
-    assert validate.needs_gpu(make_config("quick-gpu")) == ["model.dtype bfloat16", "resources.gpus_per_trial 1"]
+    assert machine.needs_gpu(make_config("quick")) == []
+    assert len(machine.needs_gpu(make_config("all-llama2-7b"))) == 3
+    assert machine.needs_gpu(make_config("quick-gpu")) == ["model.dtype bfloat16", "resources.gpus_per_trial 1"]
 
 
 def test_missing_data_and_model_fail_with_their_fix(tiny_job, capsys, tmp_path):
