@@ -141,10 +141,10 @@ def run_mode(args: argparse.Namespace) -> int:
 def run(cfg, verbose: bool) -> int:
     """The run's inputs are checked first and pipeline (torch, Ray) is imported only once they pass:
     bad input fails in about a second."""
-    from distill import preflight
+    from distill.runtime import preflight
 
     checked = preflight.check(cfg)
-    from distill import pipeline
+    from distill.runtime import pipeline
 
     pipeline.run(cfg, verbose=verbose, checked=checked)
     return 0

@@ -1,12 +1,15 @@
-"""Where this code comes from: the package version and, in a git checkout, the commit.
+"""Where this code comes from: the package version and, in a git checkout, the commit; and what it runs with: the
+lock file the environment was built from and the versions of the packages that shape a result.
 
-`distill --version` prints both, and run.json records the commit, so a result can be traced to
-the code that produced it. An installed wheel is not a checkout: its commit is None, not a guess.
+`distill --version` prints the first two, and run.json records all of them, so a result can be traced to
+the code and environment that produced it. An installed wheel is not a checkout: its commit is None, not a guess.
 """
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -40,3 +43,32 @@ def package_version() -> str:
 def describe() -> str:
     commit = git_commit()
     return f"distill {package_version()} (git {commit[:12] if commit else 'unknown: not a git checkout'})"
+
+
+TRACKED_PACKAGES = (
+    "distill",
+    "ray",
+    "torch",
+    "transformers",
+    "peft",
+    "datasets",
+    "faiss-cpu",
+    "rouge-score",
+    "bert-score",
+    "numpy",
+    "pandas",
+)
+
+
+def lock_hash() -> str | None:
+    """sha256 of the lock file scripts/setup.sh built this environment from (None for any other install)."""
+    record = Path(sys.prefix) / ".distill-lock"  # `sha256sum <lock>`, written by setup.sh
+    return record.read_text().split()[0] if record.exists() else None
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in TRACKED_PACKAGES:
+        with contextlib.suppress(PackageNotFoundError):
+            found[name] = version(name)
+    return found

@@ -39,7 +39,7 @@ def main() -> None:
     from distill.model.load import load_model, load_tokenizer, resolve_model
     from distill.model.prompt import PromptFormat
     from distill.model.train import add_lora, finetune, seed_everything
-    from distill.pipeline import budget
+    from distill.runtime.preflight import budget
 
     torch.set_num_threads(1)
     cfg = make_config("quick")

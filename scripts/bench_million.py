@@ -4,14 +4,14 @@
     .venv/bin/python scripts/bench_million.py --json docs/bench/million.json
 
 This process is the driver: it calls the pipeline's own stage functions (distill.data.load.load_splits,
-pipeline.embed_pool, pipeline.select_subsets) and records each stage's wall time and the driver's
+embed_pool, select_subsets) and records each stage's wall time and the driver's
 peak resident memory during that stage (VmHWM, reset between stages through /proc/self/clear_refs).
 The goal is a driver peak of at most 2x one float32 copy of the embeddings.
 
 Stages:
 1. data: a synthetic pool of short unique texts (written as Parquet), loaded, validated, deduped
    and split by distill.data, then the text statistics of distill.features.
-2. embed (real model): pipeline.embed_pool, a tiny random Llama (real SmolLM2 tokenizer, hidden
+2. embed (real model): embed_pool, a tiny random Llama (real SmolLM2 tokenizer, hidden
    size --dim) on the first --embed-n pool rows. On 2 CPU cores this model embeds a few hundred
    rows per second, so a million rows would take about an hour: --embed-n is the measured part,
    the full-size rate is extrapolated and said to be.
@@ -20,7 +20,7 @@ Stages:
    order as the length-sorted pipeline delivers them), run twice as the pipeline runs it (streamed,
    not materialized): (a) featstore.stream, today's path, and (b) the old path (list(iter_batches)
    + concatenate + reorder), each with its own driver peak.
-4. select: pipeline.select_subsets, every registered selector as Ray tasks (2 at a time on 2
+4. select: select_subsets, every registered selector as Ray tasks (2 at a time on 2
    CPUs), over memory-mapped features of the full pool (stage 3a's file + stage 1's statistics).
    Then each selector once more, alone in a fresh worker, sampling that worker's private memory
    (RssAnon): growth near one copy of the embeddings means the selector copies them.
@@ -193,10 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
 
-    from distill import pipeline
     from distill.config.load import make_config
     from distill.data.load import load_splits
     from distill.features.columns import text_features
+    from distill.runtime.session import ray_session
     from distill.select import registry
     from tests.conftest import build_tiny_llama
 
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         with Stage(res, "data: text statistics"):
             stats = text_features(splits.train["text"].tolist())
 
-        with pipeline.ray_session(cfg.resources):
+        with ray_session(cfg.resources):
             if not args.stream_only:
                 model_embed(res, cfg, splits, model, out, args.embed_n, args.n)
             emb, loss = stream_side_by_side(res, len(splits.train), args.dim, tmp)
@@ -255,14 +255,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def model_embed(res: dict, cfg, splits, model: str, out: Path, embed_n: int, n: int) -> None:
-    """pipeline.embed_pool with the tiny model on the first embed_n pool rows; rate extrapolated to n."""
-    from distill import pipeline
+    """embed_pool with the tiny model on the first embed_n pool rows; rate extrapolated to n."""
     from distill.data.load import Splits
+    from distill.runtime.features import embed_pool
 
     part = Splits(splits.train.iloc[:embed_n].reset_index(drop=True), splits.test, splits.source)
-    name = f"embed: tiny model, {len(part.train):,} rows (pipeline.embed_pool)"
+    name = f"embed: tiny model, {len(part.train):,} rows (embed_pool)"
     with Stage(res, name):
-        real, _ = pipeline.embed_pool(cfg, part, model, out)
+        real, _ = embed_pool(cfg, part, model, out)
     res["stages"][name]["rows_per_second"] = round(len(part.train) / res["stages"][name]["seconds"], 1)
     res["embed_extrapolated_seconds_at_n"] = round(n / res["stages"][name]["rows_per_second"])
     res["embed_real_is_memmap"] = isinstance(real.embeddings, np.memmap)
@@ -290,16 +290,17 @@ def stream_side_by_side(res: dict, n: int, dim: int, tmp: Path) -> tuple[np.memm
 
 
 def select_all(res: dict, cfg, features, pool, out: Path) -> None:
-    """pipeline.select_subsets over the memory-mapped pool, then each selector alone for its memory."""
+    """select_subsets over the memory-mapped pool, then each selector alone for its memory."""
     import ray
 
-    from distill import pipeline, preflight
+    from distill.runtime import preflight
+    from distill.runtime.selection import select_subsets
 
     res["pickled_features_bytes"] = len(pickle.dumps(features))
     res["embeddings_bytes"] = int(features.embeddings.nbytes)
     k = preflight.budget(cfg, len(features))
-    with Stage(res, f"select: {len(cfg.select.methods)} selectors, k={k:,} (pipeline.select_subsets)"):
-        specs = pipeline.select_subsets(cfg, features, pool, out, f"synthetic-{len(features)}")
+    with Stage(res, f"select: {len(cfg.select.methods)} selectors, k={k:,} (select_subsets)"):
+        specs = select_subsets(cfg, features, pool, out, f"synthetic-{len(features)}")
     res["selectors"] = {s.method: {"seconds": round(s.select_seconds, 2), "k": len(s.indices)} for s in specs}
     # each selector again, alone, in a fresh worker (same pickled-by-path features): its own memory
     probe = ray.remote(num_cpus=2, max_calls=1)(selector_memory)

@@ -106,7 +106,8 @@ def embed_bf16() -> dict:
     from distill.config.load import make_config
     from distill.data.load import load_splits
     from distill.model.load import resolve_model
-    from distill.pipeline import embed_plan, embed_pool, ray_session
+    from distill.runtime.features import embed_pool
+    from distill.runtime.session import embed_plan, ray_session
 
     cfg = make_config("quick-gpu")
     splits = load_splits(cfg.data)

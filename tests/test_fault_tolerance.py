@@ -20,7 +20,6 @@ import torch
 import yaml
 from clusters import stop_ray, wait_for
 
-from distill import pipeline
 from distill.config.load import config_from_run, make_config
 from distill.config.schema import ModelConfig, TrainConfig
 from distill.data.load import load_splits
@@ -28,6 +27,9 @@ from distill.model import checkpoint
 from distill.model.load import load_model, load_tokenizer
 from distill.model.prompt import PromptFormat
 from distill.model.train import _shuffled_stream, add_lora, finetune, seed_everything
+from distill.runtime import pipeline
+from distill.runtime.features import embed_pool
+from distill.runtime.session import ray_session
 from distill.store import counters
 from distill.store.records import Resolved
 from distill.trial.evaluate import resolve_scorer
@@ -240,9 +242,9 @@ def test_a_dead_embedding_actor_is_restarted_and_every_row_is_embedded_once(tiny
     model_path = resolve_model(cfg.model.name)
     monkeypatch.setenv("DISTILL_FAULT", "embed_batch:2:exit")  # the actor process exits on its second batch
     monkeypatch.setenv("DISTILL_FAULT_DIR", str(tmp_path))
-    with pipeline.ray_session(cfg.resources):
-        hit, _ = pipeline.embed_pool(cfg, splits, model_path, tmp_path / "hit")
-        calm, _ = pipeline.embed_pool(cfg, splits, model_path, tmp_path / "calm")  # the fault fires once: not here
+    with ray_session(cfg.resources):
+        hit, _ = embed_pool(cfg, splits, model_path, tmp_path / "hit")
+        calm, _ = embed_pool(cfg, splits, model_path, tmp_path / "calm")  # the fault fires once: not here
     assert json.loads((tmp_path / "embed_batch.json").read_text())["action"] == "exit"
     # embed_pool checks the row ids (each pool row exactly once) before it caches anything
     assert counters.read(tmp_path / "hit") == {"embeddings": len(splits.train)}

@@ -151,7 +151,10 @@ def test_pipeline_streams_the_pool_and_selects_from_the_memory_map(tiny_job, tin
     """Through Ray: embed_pool streams to a memmap cache in row order (the query set to its own), a rerun
     reuses it, the selector tasks (which get the features by path) pick what an in-process run picks, and a
     method's time includes the extra features only it reads (the probe's, IFD's pass over the summaries)."""
-    from distill import pipeline, preflight
+    from distill.runtime import preflight
+    from distill.runtime.features import embed_pool
+    from distill.runtime.selection import select_subsets, selection_inputs_key
+    from distill.runtime.session import ray_session
     from distill.select import registry
 
     tiny_job["select"]["methods"] = ["embedding_centroid", "clustering", "loss_based", "el2n_loss", "ifd", "rds_plus"]
@@ -159,14 +162,14 @@ def test_pipeline_streams_the_pool_and_selects_from_the_memory_map(tiny_job, tin
     cfg = make_config(tiny_job)
     splits = load_splits(cfg.data)
     out = Path(cfg.output_dir)
-    with pipeline.ray_session(cfg.resources):
-        features, costs = pipeline.embed_pool(cfg, splits, tiny_model, out)
+    with ray_session(cfg.resources):
+        features, costs = embed_pool(cfg, splits, tiny_model, out)
         features = replace(features, probe_loss=np.random.default_rng(0).random((len(features), 3), dtype=np.float32))
-        key = pipeline.selection_inputs_key(cfg, splits, tiny_model)
-        uncharged = pipeline.select_subsets(cfg, features, splits.train, out, key, {})
+        key = selection_inputs_key(cfg, splits, tiny_model)
+        uncharged = select_subsets(cfg, features, splits.train, out, key, {})
     assert set(costs) == {"loss_alone"} and costs["loss_alone"] > 0
     costs["probe_loss"] = 12.5  # what a probe stage reported
-    specs = pipeline.select_subsets(cfg, features, splits.train, out, key, costs)  # cached: no Ray needed
+    specs = select_subsets(cfg, features, splits.train, out, key, costs)  # cached: no Ray needed
     for spec, alone in zip(specs, uncharged):
         charged = {"el2n_loss": 12.5, "ifd": costs["loss_alone"]}.get(spec.method, 0.0)
         assert spec.select_seconds == pytest.approx(alone.select_seconds + charged), spec.method
@@ -192,7 +195,7 @@ def test_pipeline_streams_the_pool_and_selects_from_the_memory_map(tiny_job, tin
     k = preflight.budget(cfg, len(splits.train))
     for spec in specs:
         assert list(spec.indices) == registry.select(spec.method, features, k, spec.seed).tolist()
-    reused, reused_costs = pipeline.embed_pool(cfg, splits, tiny_model, out)  # cached: no Ray needed
+    reused, reused_costs = embed_pool(cfg, splits, tiny_model, out)  # cached: no Ray needed
     np.testing.assert_array_equal(reused.embeddings, features.embeddings)
     assert reused_costs == {"loss_alone": costs["loss_alone"]}  # the extra pass's cost is stored with its cache
     assert isinstance(reused, Features)

@@ -196,7 +196,7 @@ def test_pipeline_evaluates_every_trial_with_one_vllm_engine(smollm2, tmp_path):
     """The whole run with eval.engine vllm: trials train, one Ray actor generates, every trial is scored."""
     import json
 
-    from distill.pipeline import run
+    from distill.runtime.pipeline import run
 
     cfg = make_config(
         "quick",

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill import pipeline
 from distill.cli import overrides, parser
 from distill.config.load import JOBS_DIR, make_config
 from distill.config.schema import ModelConfig, TrainConfig
 from distill.errors import DistillError
 from distill.model import train
+from distill.runtime.tune import _callbacks
 from distill.select import registry
 
 JOBS = sorted(JOBS_DIR.glob("*.yaml"))
@@ -171,11 +171,11 @@ def test_load_in_8bit_on_cpu_is_a_clear_error(tiny_model):
 def test_wandb_callbacks(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no ./.env with a key
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    assert pipeline._callbacks(make_config({"wandb": {"enabled": False}})) == []
+    assert _callbacks(make_config({"wandb": {"enabled": False}})) == []
     with pytest.raises(DistillError, match="WANDB_API_KEY"):
-        pipeline._callbacks(make_config({"wandb": {"enabled": True, "online": True}}))
+        _callbacks(make_config({"wandb": {"enabled": True, "online": True}}))
     pytest.importorskip("wandb")
-    offline = pipeline._callbacks(make_config({"wandb": {"enabled": True, "online": False}}))
+    offline = _callbacks(make_config({"wandb": {"enabled": True, "online": False}}))
     assert [type(c).__name__ for c in offline] == ["WandbLoggerCallback"]
 
 

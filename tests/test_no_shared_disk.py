@@ -149,7 +149,7 @@ def test_the_node_check_passes_storage_that_every_node_reaches(cluster_ready, tm
     check = f"""if True:
         import ray
         from distill.errors import DistillError
-        from distill.pipeline import check_nodes_see
+        from distill.runtime.session import check_nodes_see
         from distill.store.storage import check_reachable, open_storage
         ray.init(address="{nodes.address}", log_to_driver=False)
         for store in (open_storage("{tmp_path}", "{tmp_path / "nfs"}"),

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from distill import pipeline
 from distill.config.load import make_config
+from distill.runtime import pipeline
 from distill.store.records import SCHEMA_VERSION
 
 pytestmark = pytest.mark.slow

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from test_cli import PYTHON, REPO, assert_one_line_error, run_cli
 
-from distill import pipeline
 from distill.config.load import make_config
 from distill.errors import DistillError
 from distill.features.columns import text_features
+from distill.runtime.selection import _remote_select, select_subsets
 from distill.select import plugins, registry
 
 SHORTEST = """
@@ -235,8 +235,8 @@ def test_a_ray_task_body_runs_a_shipped_plugin_whose_file_is_gone(tmp_path):
     payload = tmp_path / "task.pkl"
     payload.write_bytes(pickle.dumps(("shortest_first", features, 3, 0, {}, shipped)))
     code = (
-        "import pickle, sys; from distill import pipeline; "
-        "idx, _ = pipeline._remote_select(*pickle.load(open(sys.argv[1], 'rb'))); print(idx.tolist())"
+        "import pickle, sys; from distill.runtime.selection import _remote_select; "
+        "idx, _ = _remote_select(*pickle.load(open(sys.argv[1], 'rb'))); print(idx.tolist())"
     )
     result = subprocess.run(
         [PYTHON, "-c", code, str(payload)],
@@ -252,7 +252,7 @@ def test_a_ray_task_body_runs_a_shipped_plugin_whose_file_is_gone(tmp_path):
 
 @pytest.mark.slow
 def test_select_subsets_runs_a_plugin_as_ray_tasks_even_where_its_file_is_gone(tmp_path):
-    """pipeline.select_subsets on a local Ray cluster with a plugin method; then the same task body as a Ray task
+    """select_subsets on a local Ray cluster with a plugin method; then the same task body as a Ray task
     after the file was deleted: the worker can only have the selector from the source that travelled with it."""
     import pandas as pd
     import ray
@@ -275,11 +275,11 @@ def test_select_subsets_runs_a_plugin_as_ray_tasks_even_where_its_file_is_gone(t
         runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
     )
     try:
-        specs = {s.method: s for s in pipeline.select_subsets(cfg, features, frame, Path(cfg.output_dir), "test")}
+        specs = {s.method: s for s in select_subsets(cfg, features, frame, Path(cfg.output_dir), "test")}
         assert sorted(features.n_words[list(specs["shortest_first"].indices)]) == expected
         shipped = plugins.load(cfg.select.plugins)
         path.unlink()
-        task = ray.remote(num_cpus=1)(pipeline._remote_select)
+        task = ray.remote(num_cpus=1)(_remote_select)
         indices, _ = ray.get(task.remote("shortest_first", features, 6, 0, {}, shipped))
     finally:
         ray.shutdown()

@@ -13,6 +13,7 @@ from distill.errors import DistillError
 from distill.features import probe
 from distill.features.columns import charged_seconds, text_features
 from distill.features.embed import EmbedActor
+from distill.runtime.features import dynamics_needed
 
 
 @pytest.fixture
@@ -32,10 +33,10 @@ def pool(cfg):
     return train["text"].tolist(), train["summary"].tolist()
 
 
-def test_needed_reads_the_registry():
-    assert probe.needed(["random", "loss_based"]) == []
-    assert probe.needed(["el2n_loss", "cartography"]) == ["probe_loss"]
-    assert probe.needed(["gradient_match", "learnability"]) == ["probe_loss", "grad_features"]
+def test_dynamics_needed_reads_the_registry():
+    assert dynamics_needed(["random", "loss_based"]) == []
+    assert dynamics_needed(["el2n_loss", "cartography"]) == ["probe_loss"]
+    assert dynamics_needed(["gradient_match", "learnability"]) == ["probe_loss", "grad_features"]
 
 
 @pytest.mark.slow  # a whole probe stage: ~20 s of CPU
@@ -151,16 +152,17 @@ def test_probe_config_is_validated(tiny_job):
 
 @pytest.mark.slow
 def test_probe_stage_runs_on_ray_only_when_needed_and_is_cached(tiny_model, cfg, tmp_path, monkeypatch):
-    from distill import pipeline
+    from distill.runtime.features import probe_pool
+    from distill.runtime.session import ray_session
 
     splits = load_splits(cfg.data)
     marker = np.linspace(1, 2, len(splits.train), dtype=np.float32)  # stands in for the embedding pass's loss
     features = text_features(splits.train["text"].tolist(), loss=marker)
     cfg.select.methods = ["random"]
-    assert pipeline.probe_pool(cfg, features, splits, tiny_model, tmp_path) == (features, {})  # nothing needed
+    assert probe_pool(cfg, features, splits, tiny_model, tmp_path) == (features, {})  # nothing needed
     cfg.select.methods = ["el2n_loss"]
-    with pipeline.ray_session(cfg.resources):
-        first, cost = pipeline.probe_pool(cfg, features, splits, tiny_model, tmp_path)
+    with ray_session(cfg.resources):
+        first, cost = probe_pool(cfg, features, splits, tiny_model, tmp_path)
     paths = probe.cache_paths(tmp_path / "cache", tiny_model, splits.fingerprint, cfg)
     assert first.probe_loss.shape == (len(features), 4) and first.grad_features is None
     np.testing.assert_array_equal(first.probe_loss[:, 0], marker)  # step 0 is taken from the embedding pass
@@ -171,15 +173,13 @@ def test_probe_stage_runs_on_ray_only_when_needed_and_is_cached(tiny_model, cfg,
         raise AssertionError("recomputed a cached probe")
 
     monkeypatch.setattr(probe, "compute_dynamics", fail)
-    again, cost_again = pipeline.probe_pool(
-        cfg, features, splits, tiny_model, tmp_path
-    )  # no Ray session: all from cache
+    again, cost_again = probe_pool(cfg, features, splits, tiny_model, tmp_path)  # no Ray session: all from cache
     np.testing.assert_array_equal(again.probe_loss, first.probe_loss)
     assert cost_again == cost and cost[probe.PROBE_LOSS] > 0  # the cost it had
     monkeypatch.undo()
     cfg.select.methods = ["gradient_match", "el2n_loss"]  # gradients: the cached probe's weights are reused
-    with pipeline.ray_session(cfg.resources):
-        both, cost = pipeline.probe_pool(cfg, features, splits, tiny_model, tmp_path)
+    with ray_session(cfg.resources):
+        both, cost = probe_pool(cfg, features, splits, tiny_model, tmp_path)
     assert both.grad_features.shape == (len(features), 64) and paths.grads.exists()
     assert paths.probe.stat().st_mtime_ns == stamp
     np.testing.assert_array_equal(both.probe_loss, first.probe_loss)
@@ -215,20 +215,15 @@ def test_cache_keys_follow_what_the_probe_depends_on(tiny_job):
 
 
 def test_selection_cache_key_follows_the_probe_only_for_dynamics_methods(tiny_job):
-    from distill import pipeline
+    from distill.runtime.features import features_key
+    from distill.runtime.selection import selection_inputs_key
 
     splits = load_splits(make_config(tiny_job).data)
 
     def key(methods, **overrides):
-        return pipeline.selection_inputs_key(
-            make_config(tiny_job, {"select.methods": methods, **overrides}), splits, "m"
-        )
+        return selection_inputs_key(make_config(tiny_job, {"select.methods": methods, **overrides}), splits, "m")
 
-    assert (
-        key("random", **{"probe.epochs": 3})
-        == key("random")
-        == pipeline.features_key(make_config(tiny_job), splits, "m")
-    )
+    assert key("random", **{"probe.epochs": 3}) == key("random") == features_key(make_config(tiny_job), splits, "m")
     assert key("el2n_loss", **{"probe.epochs": 3}) != key("el2n_loss") != key("random")
     assert key("el2n_loss", **{"probe.grad_dim": 64}) == key("el2n_loss")  # el2n_loss does not read gradients
     assert key("gradient_match", **{"probe.grad_dim": 64}) != key("gradient_match")
@@ -236,7 +231,7 @@ def test_selection_cache_key_follows_the_probe_only_for_dynamics_methods(tiny_jo
 
 def test_selection_cache_key_follows_the_query_set_only_for_query_methods(tiny_job, tmp_path):
     """A new query file must not reuse rds_plus's old subsets, and must not touch any other method's."""
-    from distill import pipeline
+    from distill.runtime.selection import selection_inputs_key
 
     query = tmp_path / "q.jsonl"
     query.write_text(
@@ -244,6 +239,6 @@ def test_selection_cache_key_follows_the_query_set_only_for_query_methods(tiny_j
     )
     cfg = make_config(tiny_job, {"data.query_size": 2, "select.methods": "random,rds_plus"})
     splits, with_file = load_splits(cfg.data), load_splits(cfg.data, [str(query)])
-    assert pipeline.selection_inputs_key(cfg, splits, "m") != pipeline.selection_inputs_key(cfg, with_file, "m")
+    assert selection_inputs_key(cfg, splits, "m") != selection_inputs_key(cfg, with_file, "m")
     plain = make_config(tiny_job, {"data.query_size": 2})
-    assert pipeline.selection_inputs_key(plain, splits, "m") == pipeline.selection_inputs_key(plain, with_file, "m")
+    assert selection_inputs_key(plain, splits, "m") == selection_inputs_key(plain, with_file, "m")

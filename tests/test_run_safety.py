@@ -23,8 +23,8 @@ import psutil
 import pytest
 import yaml
 
-from distill import pipeline
 from distill.config.load import make_config
+from distill.runtime import pipeline
 from distill.store import artifacts
 
 pytestmark = pytest.mark.slow

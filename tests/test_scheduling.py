@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from distill.scheduling import trial_cpus
+from distill.runtime.scheduling import trial_cpus
 
 
 @pytest.mark.parametrize(

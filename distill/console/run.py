@@ -308,6 +308,11 @@ def current() -> RunConsole:
     return _ACTIVE[-1] if _ACTIVE else RunConsole()
 
 
+def stage(name: str):
+    """One line per stage with its wall time, drawn by the running experiment's console."""
+    return current().stage(name)
+
+
 class ConsoleHandler(logging.Handler):
     """distill's loggers on the run's console: one `[distill] …` line per record, drawn above a live bar or table.
 

@@ -35,14 +35,6 @@ ADAPTER = "adapter/"  # prefix of the LoRA weights inside the probe's cache file
 SECONDS = "seconds/"  # result key prefix: wall seconds that computed probe_loss / grad_features
 
 
-def needed(methods: list[str]) -> list[str]:
-    """The dynamics features the given methods need (their registry `needs`), in a fixed order."""
-    from distill.select import registry
-
-    wanted = registry.needs_of(methods)
-    return [name for name in DYNAMICS if name in wanted]
-
-
 @dataclass(frozen=True)
 class CachePaths:
     probe: Path  # probe-<hash>.npz: losses, checkpoint steps, probe slice, final LoRA weights

@@ -1,0 +1,201 @@
+"""The features stage as Ray work (distill/features/): the target model embeds the pool in a Ray Data actor pool,
+then the probe runs as one Ray task when a selected method needs it. Both are cached by content hash in the run's
+storage.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from distill.config.schema import ExperimentConfig
+from distill.console import run as console
+from distill.console.run import stage
+from distill.data.load import TASK, Splits
+from distill.features import probe
+from distill.features import store as featstore
+from distill.features.columns import QUERY_EMBEDDING, Features, text_features
+from distill.features.embed import (
+    EMBEDDING,
+    EMBEDDING_WMEAN,
+    LOSS,
+    LOSS_ALONE,
+    SECONDS,
+    EmbedActor,
+    cache_key,
+    output_columns,
+)
+from distill.runtime.session import embed_plan
+from distill.select import registry
+from distill.store import artifacts, counters
+from distill.store.storage import Storage, open_storage
+
+log = logging.getLogger(__name__).info  # on the console through distill.console.run.ConsoleHandler
+
+
+def embed_pool(
+    cfg: ExperimentConfig, splits: Splits, model_path: str, out: Path, store: Storage | None = None
+) -> tuple[Features, dict[str, float]]:
+    """Target-model features of the pool, and of the query set when a selected method reads it (Ray Data
+    actor pools), cached by content hash; returns them with the seconds of any pass beyond the shared one
+    (IFD's `loss_alone`: features.charged_seconds charges them to the methods that read them)."""
+    store = store or open_storage(out)
+    needs = registry.needs_of(cfg.select.methods)
+    with stage("embed"):
+        pool = _embedded(
+            cfg,
+            splits.train,
+            model_path,
+            store,
+            f"cache/features-{features_key(cfg, splits, model_path)}",
+            LOSS_ALONE in needs,
+        )
+        log(
+            f"features: {' × '.join(map(str, pool[EMBEDDING].shape))} embeddings, mean summary loss {pool[LOSS].mean():.3f}"
+        )
+    features = replace(
+        text_features(splits.train["text"].tolist(), pool[EMBEDDING], pool[LOSS]),
+        embedding_wmean=pool[EMBEDDING_WMEAN],
+        loss_alone=pool.get(LOSS_ALONE),
+    )
+    costs = {LOSS_ALONE: float(np.sum(pool[SECONDS + LOSS_ALONE], dtype=np.float64))} if LOSS_ALONE in pool else {}
+    if QUERY_EMBEDDING in needs:
+        with stage(f"embed the query set ({len(splits.query)} examples)"):
+            query = _embedded(
+                cfg,
+                splits.query,
+                model_path,
+                store,
+                f"cache/query-{query_key(cfg, splits, model_path)}",
+                loss_alone=False,
+            )
+        features = replace(
+            features, query_embedding=query[EMBEDDING_WMEAN], query_task=splits.query[TASK].to_numpy(dtype=np.int64)
+        )
+    artifacts.write_json(out / "pool_stats.json", {"n_words": features.n_words.tolist()})
+    return features, costs
+
+
+def _embedded(
+    cfg: ExperimentConfig, frame: pd.DataFrame, model_path: str, store: Storage, rel: str, loss_alone: bool
+) -> dict[str, np.memmap]:
+    """EmbedActor's columns for every row of `frame` (by position), memory-mapped from the cache folder `rel` of the
+    output folder; computed first (and kept in storage too) when neither holds it. A driver resuming the run on
+    another machine downloads the cache from storage (seconds to minutes) instead of running the model again."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    columns = output_columns(loss_alone)
+    folder = store.local / rel
+    if store.fetched(rel, lambda path: featstore.intact(path, columns)):
+        log(f"reusing cached features {folder.name}")
+        return featstore.load(folder, columns)
+    actors, cpus, gpus = embed_plan(ray.cluster_resources(), cfg.embed.num_actors)
+    log(f"{actors} embedding actor(s), {'1 GPU' if gpus else f'{cpus} CPU'} each, batch {cfg.embed.batch_size}")
+    frame = frame.assign(row=np.arange(len(frame)))[["row", "text", "summary"]]
+    frame = frame.iloc[np.argsort(-frame["text"].str.len().to_numpy(), kind="stable")]  # length-sorted: less padding
+    # many small blocks: every actor stays fed, and progress advances block by block
+    blocks = max(1, min(len(frame) // cfg.embed.batch_size, 16 * actors))
+    # split here: Ray's own split (override_num_blocks) runs np.array_split on a DataFrame, which pandas deprecates
+    parts = [frame.iloc[rows] for rows in np.array_split(np.arange(len(frame)), blocks)]
+    dataset = ray.data.from_pandas(parts).map_batches(
+        EmbedActor,
+        fn_constructor_kwargs={
+            "model_path": model_path,
+            "model_cfg": cfg.model,
+            "pooling": cfg.embed.pooling,
+            "num_threads": cpus or None,
+            "loss_alone": loss_alone,
+        },
+        batch_size=cfg.embed.batch_size,
+        batch_format="numpy",
+        compute=ActorPoolStrategy(size=actors),
+        num_gpus=1 if gpus else 0,
+        num_cpus=cpus or 1,
+        # a dead actor (OOM kill, lost node) is restarted and its batch retried elsewhere
+        max_restarts=cfg.resources.max_failures,
+        max_task_retries=cfg.resources.max_failures,
+    )
+    with console.current().progress("embed", total=len(frame), unit="rows") as advance:
+        # streamed into memory-mapped files at their rows: the driver holds one batch, never the pool
+        # twice; featstore checks every row arrives exactly once before it caches anything
+        stored = featstore.stream(
+            _advancing(dataset.iter_batches(batch_size=None, batch_format="numpy"), advance), folder, len(frame)
+        )
+    store.push(rel)
+    counters.bump(store.local, embeddings=len(frame))
+    return stored
+
+
+def _advancing(batches, advance):
+    for batch in batches:
+        advance(len(batch["row"]))
+        yield batch
+
+
+def features_key(cfg: ExperimentConfig, splits: Splits, model_path: str) -> str:
+    loss_alone = LOSS_ALONE in registry.needs_of(cfg.select.methods)
+    return cache_key(model_path, splits.fingerprint, cfg.model, cfg.embed.pooling, output_columns(loss_alone))
+
+
+def query_key(cfg: ExperimentConfig, splits: Splits, model_path: str) -> str:
+    return cache_key(model_path, splits.query_fingerprint, cfg.model, cfg.embed.pooling)
+
+
+def dynamics_needed(methods: list[str]) -> list[str]:
+    """The probe's dynamics features the given methods need (their registry `needs`), in a fixed order: the
+    probe stage runs only when this is not empty."""
+    wanted = registry.needs_of(methods)
+    return [name for name in probe.DYNAMICS if name in wanted]
+
+
+def probe_pool(
+    cfg: ExperimentConfig, features: Features, splits: Splits, model_path: str, out: Path, store: Storage | None = None
+) -> tuple[Features, dict[str, float]]:
+    """Training dynamics (distill/features/probe.py) as one Ray task on a GPU when there is one, else on the
+    CPUs; run only when a selected method needs them, and cached by content hash. Returns the
+    features with the dynamics added, and the seconds computing each took (features.charged_seconds reads them)."""
+    wanted = dynamics_needed(cfg.select.methods)
+    if not wanted:
+        return features, {}
+    import ray
+
+    store = store or open_storage(out)
+    paths = probe.cache_paths(out / "cache", model_path, splits.fingerprint, cfg)
+    cached = [f"cache/{path.name}" for path in (paths.probe, paths.grads)]
+    with stage(f"probe ({', '.join(wanted)})"):
+        for rel in cached:
+            store.fetched(rel)
+        dynamics = probe.load_cached(paths)
+        if all(name in dynamics for name in wanted):
+            log(f"reusing cached {', '.join(p.name for p in (paths.probe, paths.grads) if p.exists())}")
+        else:
+            _, cpus, gpus = embed_plan(ray.cluster_resources(), 1)
+            task = ray.remote(num_cpus=cpus or 1, num_gpus=gpus)(probe.compute_dynamics)
+            fresh = ray.get(
+                task.remote(
+                    model_path,
+                    cfg,
+                    splits.train["text"].tolist(),
+                    splits.train["summary"].tolist(),
+                    wanted,
+                    dynamics.get("adapter"),
+                    features.loss,
+                    cpus or None,
+                )
+            )
+            probe.store(paths, fresh)
+            for rel in cached:
+                store.push(rel)
+            dynamics.update(fresh)
+        log(
+            "; ".join(
+                f"{name}: {' × '.join(map(str, dynamics[name].shape))} ({dynamics[probe.SECONDS + name]:.1f}s)"
+                for name in wanted
+            )
+        )
+    return replace(features, **{name: dynamics[name] for name in wanted}), probe.costs(dynamics)

@@ -1,0 +1,99 @@
+"""The vLLM engine path: one engine actor per GPU generates for every trained adapter (fetched from storage), the
+engines are released, then each trial is scored as a Ray task and written to storage.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from distill.config.schema import ExperimentConfig
+from distill.console.run import stage
+from distill.model.load import load_tokenizer
+from distill.model.prompt import PromptFormat
+from distill.runtime.session import embed_plan
+from distill.store import counters
+from distill.store.records import HELDOUT_LOSS, Resolved, Scorer
+from distill.store.storage import Storage
+from distill.trial.run import evaluated, trial_path, write_trial
+from distill.trial.vllm import VllmGenerator
+
+TRAINED_FILE = "trained.json"  # those metrics
+ADAPTER = "adapter"  # the trial's LoRA adapter folder
+
+
+def evaluate_with_vllm(
+    cfg: ExperimentConfig, trained: list[str], test: pd.DataFrame, resolved: Resolved, store: Storage, gpus: float
+) -> None:
+    """Generate for every trained adapter with vLLM, then score and persist each trial.
+
+    One engine actor per GPU (one CPU engine sharing the CPUs otherwise), each serving its share of the
+    adapters with per-request LoRA, each adapter fetched from storage onto the engine's node; the engines are
+    killed before the scoring tasks (which hold the same resources as a trial, and write each record to
+    storage) so no GPU is double-booked.
+    """
+    import ray
+
+    names = sorted(trained)
+    model_path = resolved.model_path
+    fmt = PromptFormat(load_tokenizer(model_path), cfg.model.max_source_tokens, cfg.model.max_target_tokens)
+    prompts = [fmt.encode(text).prompt for text in test["text"]]
+    engines, cpus, engine_gpus = embed_plan(ray.cluster_resources())
+    groups = [g for g in (names[i::engines] for i in range(engines)) if g]
+    with stage(f"generate with vLLM: {len(names)} adapter(s) × {len(prompts)} prompt(s) on {len(groups)} engine(s)"):
+        engine = ray.remote(num_gpus=engine_gpus, num_cpus=cpus or 1)(StoredAdapterEngine)
+        actors = [engine.remote(cfg, model_path, len(fmt.prefix) + len(fmt.suffix)) for _ in groups]
+        outputs = ray.get([a.generate_stored.remote(prompts, store, g) for a, g in zip(actors, groups)])
+        for actor in actors:
+            ray.kill(actor)
+    generated = {name: result for output in outputs for name, result in output.items()}
+    with stage(f"score {len(names)} trial(s)"):
+        task = ray.remote(num_gpus=gpus, num_cpus=cfg.resources.cpus_per_trial)(_score_trial)
+        ray.get([task.remote(store, n, test, *generated[n], resolved.scorer, cfg.eval.batch_size, gpus) for n in names])
+        for name in names:
+            store.pull(trial_path(name))
+        counters.bump(store.local, trials=len(names))
+
+
+class StoredAdapterEngine(VllmGenerator):
+    """The vLLM engine, fetching each trial's adapter from storage onto its own node first."""
+
+    def generate_stored(
+        self, prompts: list[list[int]], store: Storage, names: list[str]
+    ) -> dict[str, tuple[list[str], float]]:
+        with tempfile.TemporaryDirectory(prefix="distill-adapters-") as tmp:
+            folders = {name: Path(tmp) / name for name in names}
+            for name, folder in folders.items():
+                store.download(trial_path(name, ADAPTER), folder)
+            return self.generate(prompts, folders)
+
+
+def _score_trial(
+    store: Storage,
+    name: str,
+    test: pd.DataFrame,
+    generated: list[str],
+    generate_seconds: float,
+    scorer: Scorer,
+    batch_size: int,
+    gpus: float,
+) -> None:
+    """A vLLM-generated trial's scores (a Ray task): its complete record, written to storage from this node."""
+    trained = store.read_json(trial_path(name, TRAINED_FILE))
+    write_trial(
+        store,
+        name,
+        evaluated(
+            trained["metrics"],
+            test,
+            trained[HELDOUT_LOSS.name],
+            generated,
+            generate_seconds,
+            "vllm",
+            scorer,
+            batch_size,
+            gpus,
+        ),
+    )

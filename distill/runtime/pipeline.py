@@ -1,0 +1,106 @@
+"""One experiment end to end: the stage order, and nothing else. Each stage's Ray work is in its own module:
+
+    data → embed (features.py: Ray Data actor pool) → probe (features.py: one Ray task, when a method needs it)
+         → select (selection.py: concurrent Ray tasks) → train + evaluate (tune.py: one Ray Tune trial per subset;
+           generation.py: shared vLLM engines) → report (distill/report/)
+
+Every artifact lands at a content-hashed path (features cache, selections, trial folders) in the run's
+storage (distill/store/storage.py: the output folder unless `storage.uri` names a shared path or a bucket), so a
+rerun reuses what is done, a failed trial loses nothing that finished, and a driver on another machine can
+continue the run from storage alone. Workers write there, never to the driver's disk; the driver keeps a copy
+of what it reads in the output folder and writes the report there and to storage.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from dataclasses import asdict
+from pathlib import Path
+
+from distill.config.schema import ExperimentConfig
+from distill.console import run as console
+from distill.console.run import stage
+from distill.data.load import Splits
+from distill.report.build import build_report
+from distill.runtime import preflight
+from distill.runtime.features import embed_pool, probe_pool
+from distill.runtime.selection import select_subsets, selection_inputs_key
+from distill.runtime.session import check_nodes_see, ray_session
+from distill.runtime.tune import log_table_to_wandb, run_trials
+from distill.store import artifacts, outdir
+from distill.store.records import Resolved, RunInfo
+from distill.store.storage import Storage
+from distill.version import _versions, git_commit, lock_hash
+
+log = logging.getLogger(__name__).info  # on the console through distill.console.run.ConsoleHandler
+
+PUBLISHED = ("comparison", "selected", "pool_stats.json", "counters.json")  # the driver's outputs, copied to storage
+
+
+def run(cfg: ExperimentConfig, verbose: bool = False, checked: preflight.Checked | None = None) -> list[dict]:
+    """Run one experiment end to end; returns the report rows. Ray's and Tune's own output goes to
+    <out>/logs/run.log unless `verbose`.
+
+    Everything a user can get wrong (folder, data, budget, model) fails in preflight.check, before the
+    output folder is touched (the CLI runs it before importing this module: `checked`); then the folder
+    is locked for this run (outdir.claim) and the logs start."""
+    checked = checked or preflight.check(cfg)
+    out = checked.out
+    with outdir.claim(out), console.session(out / "logs", verbose):  # one run at a time per output folder
+        return _run(cfg, checked.storage, checked.splits, checked.resolved)
+
+
+def _run(cfg: ExperimentConfig, store: Storage, splits: Splits, resolved: Resolved) -> list[dict]:
+    out = store.local
+    write_run_info(out, cfg, splits, resolved)
+    store.push("run.json")  # first: all `distill resume <storage>` needs, wherever this driver stops
+    model_path = resolved.model_path
+    with ray_session(cfg.resources):
+        check_nodes_see(store)
+        features, embed_costs = embed_pool(cfg, splits, model_path, out, store)
+        features, probe_costs = probe_pool(cfg, features, splits, model_path, out, store)
+        specs = select_subsets(
+            cfg,
+            features,
+            splits.train,
+            out,
+            selection_inputs_key(cfg, splits, model_path),
+            {**embed_costs, **probe_costs},
+            store,
+        )
+        run_trials(cfg, specs, splits, resolved, store)
+    with stage("report"):
+        rows = build_report(out, cfg.report, console=console.current().console)
+        log_table_to_wandb(cfg, rows)
+        for rel in PUBLISHED:
+            store.push(rel)
+    log(f"results in {out / 'comparison'}" + ("" if store.mirrored else f" and {store.uri}/comparison"))
+    return rows
+
+
+def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, resolved: Resolved) -> None:
+    """Everything needed to reproduce the run from its folder (no secrets: config holds none): the config as
+    the user gave it, and beside it what was resolved from it."""
+    info = RunInfo(
+        name=cfg.name,
+        mode=cfg.mode,
+        model=cfg.model.name,
+        model_path=resolved.model_path,
+        test_model=resolved.test_model,
+        eval_engine=resolved.engine,
+        dataset=splits.source,
+        data_fingerprint=splits.fingerprint,
+        pool_size=len(splits.train),
+        test_size=len(splits.test),
+        fraction=cfg.select.fraction,
+        seeds=cfg.seeds,
+        bertscore_model=resolved.scorer.label,
+        git_commit=git_commit(),
+        lock=lock_hash(),
+        python=platform.python_version(),
+        platform=platform.platform(),
+        versions=_versions(),
+        config=asdict(cfg),
+    )
+    artifacts.write_json(out / "run.json", info.to_dict(), indent=2, sort_keys=True)

@@ -1,0 +1,165 @@
+"""The select stage as Ray work (distill/select/): every (method, seed) is a concurrent Ray task over one shared copy
+of the features; each selection is cached by content hash in the run's storage and written to selected/.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from distill.config.schema import ExperimentConfig
+from distill.console.run import stage
+from distill.data.load import Splits
+from distill.errors import DistillError
+from distill.features import probe
+from distill.features.columns import QUERY_EMBEDDING, Features, charged_seconds
+from distill.runtime import preflight
+from distill.runtime.features import dynamics_needed, features_key, query_key
+from distill.runtime.session import first_failure
+from distill.select import plugins, registry
+from distill.store import artifacts, counters
+from distill.store.artifacts import content_hash
+from distill.store.records import FULL
+from distill.store.storage import Storage, open_storage
+from distill.trial.run import TrialSpec
+
+log = logging.getLogger(__name__).info  # on the console through distill.console.run.ConsoleHandler
+
+
+def selection_inputs_key(cfg: ExperimentConfig, splits: Splits, model_path: str) -> str:
+    """What the selectors read: the features' key, plus the probe's outputs and the query set's when a
+    selected method reads them (new probe settings or query files must not reuse subsets selected from the old ones)."""
+    key = features_key(cfg, splits, model_path)
+    extra = {}
+    if wanted := dynamics_needed(cfg.select.methods):
+        paths = probe.cache_paths(Path("cache"), model_path, splits.fingerprint, cfg)
+        files = {probe.PROBE_LOSS: paths.probe.name, probe.GRAD_FEATURES: paths.grads.name}
+        extra.update({name: files[name] for name in wanted})
+    if QUERY_EMBEDDING in registry.needs_of(cfg.select.methods):
+        extra["query"] = query_key(cfg, splits, model_path)
+    return content_hash({"features": key, **extra}) if extra else key
+
+
+def select_subsets(
+    cfg: ExperimentConfig,
+    features: Features,
+    pool: pd.DataFrame,
+    out: Path,
+    features_key: str,
+    costs: dict[str, float] | None = None,
+    store: Storage | None = None,
+) -> list[TrialSpec]:
+    """Every (method, seed) selector as a concurrent Ray task over one shared copy of the features.
+
+    Subsets are cached under <out>/cache by (features, method, params, k, seed): a rerun selects nothing twice.
+    A method's selection time includes what computing the features only it reads took (`costs`, seconds per
+    feature from embed_pool and probe_pool: the probe stage, IFD's extra pass)."""
+    import ray
+
+    k = preflight.budget(cfg, len(features))
+    store = store or open_storage(out)
+    specs = []
+    with stage(f"select {len(cfg.select.methods)} method(s) × {cfg.seeds} seed(s), k={k} of {len(features)}"):
+        shipped = plugins.load(cfg.select.plugins)  # user selector files travel with each task as source text
+        plugin_sources = [p.source or p.module for p in shipped]  # an edited plugin invalidates its selections
+        rels = {
+            (
+                m,
+                s,
+            ): f"cache/selection-{selection_key(features_key, m, cfg.select.params.get(m, {}), k, s, plugin_sources)}.json"
+            for m in cfg.select.methods
+            for s in range(cfg.seeds)
+        }
+        paths = {job: out / rel for job, rel in rels.items()}
+        todo = [job for job, rel in rels.items() if not store.fetched(rel)]
+        if todo:
+            here = _cache_node()  # tasks there map the features cache file: ship its path, not its bytes
+            features_ref = ray.put(features if here != "DEFAULT" else features.by_value())
+            task = ray.remote(num_cpus=1, scheduling_strategy=here)(_remote_select)
+            refs = {(m, s): task.remote(m, features_ref, k, s, cfg.select.params.get(m, {}), shipped) for m, s in todo}
+            failed = {}
+            for (method, seed), ref in refs.items():  # every finished selection is cached, even when another failed
+                try:
+                    indices, seconds = ray.get(ref)
+                except DistillError as exc:  # a selector that raised or answered wrongly (Ray's RayTaskError of it)
+                    failed[f"selection {method} (seed {seed})"] = exc
+                    continue
+                artifacts.write_json(paths[method, seed], {"indices": indices.tolist(), "seconds": seconds})
+                store.push(rels[method, seed])
+            counters.bump(out, selections=len(todo) - len(failed))
+            if failed:
+                _, cause, where = first_failure(failed)
+                raise DistillError(cause.problem, f"{cause.fix} ({where})")
+        log(f"  {len(paths) - len(todo)} selection(s) reused from {store.uri}/cache")
+        for (method, seed), path in paths.items():
+            cached = json.loads(path.read_text())
+            indices, seconds = np.asarray(cached["indices"], dtype=np.int64), cached["seconds"]
+            extra = charged_seconds(registry.get(method).needs, costs or {})
+            write_subset(out, method, seed, pool, indices, features)
+            specs.append(TrialSpec(f"{method}-s{seed}", method, seed, tuple(int(i) for i in indices), seconds + extra))
+            log(
+                f"  {method} (seed {seed}): {len(indices)} examples in {seconds:.2f}s"
+                + (f" (+ {extra:.1f}s computing the features it reads)" if extra else "")
+            )
+    if cfg.include_baseline:
+        specs += [TrialSpec(f"{FULL}-s{s}", FULL, s, tuple(range(len(pool))), 0.0) for s in range(cfg.seeds)]
+    return specs
+
+
+def _cache_node():
+    """Pin selector tasks to the driver's node, where the memory-mapped features cache is, when it
+    offers CPUs; else ("DEFAULT": e.g. a head with --num-cpus 0) they run anywhere on a by-value copy."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = ray.get_runtime_context().get_node_id()
+    cpus = next((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["NodeID"] == node), 0)
+    return NodeAffinitySchedulingStrategy(node, soft=False) if cpus >= 1 else "DEFAULT"
+
+
+def selection_key(features_key: str, method: str, params: dict, k: int, seed: int, plugin_sources: list[str]) -> str:
+    return content_hash(
+        {
+            "features": features_key,
+            "method": method,
+            "params": params,
+            "k": k,
+            "seed": seed,
+            **({"plugins": plugin_sources} if plugin_sources else {}),
+        }
+    )
+
+
+def _remote_select(
+    name: str, features: Features, k: int, seed: int, params: dict, shipped: list[plugins.Plugin]
+) -> tuple[np.ndarray, float]:
+    plugins.install(shipped)  # this worker may be on a node without the user's plugin files
+    start = time.perf_counter()
+    indices = registry.select(name, features, k, seed, **params)
+    return indices, time.perf_counter() - start
+
+
+def write_subset(
+    out: Path, method: str, seed: int, pool: pd.DataFrame, indices: np.ndarray, features: Features
+) -> None:
+    """selected/<method>.jsonl (first seed) or <method>-seed<S>.jsonl: the chosen rows, reusable outside distill."""
+    path = out / "selected" / (f"{method}.jsonl" if seed == 0 else f"{method}-seed{seed}.jsonl")
+    rows = []
+    for i in indices:
+        row = pool.iloc[int(i)]
+        rows.append(
+            {
+                "index": int(i),
+                "id": row["id"],
+                "title": row["title"],
+                "text": row["text"],
+                "summary": row["summary"],
+                "n_words": int(features.n_words[i]),
+            }
+        )
+    artifacts.write_jsonl(path, rows)

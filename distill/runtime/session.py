@@ -1,0 +1,144 @@
+"""The Ray cluster a run uses: join the one it is submitted to (or start a local one on 127.0.0.1), check that
+every node sees the run's storage, what the cluster offers (GPUs, an embedding or engine plan), and where the
+tracebacks of failed Ray work go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import traceback
+
+from distill.config.schema import ResourcesConfig
+from distill.console import run as console
+from distill.errors import DistillError
+from distill.store.storage import SHARED_FIX, Storage
+
+log = logging.getLogger(__name__).info  # on the console through distill.console.run.ConsoleHandler
+
+# Ray reads these when it is imported: a local cluster binds 127.0.0.1 only (without the first, Ray
+# rewrites 127.0.0.1 to the machine's external address), and no usage stats are sent.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+NODE_CHECK_SECONDS = 120  # for every node of the cluster to answer whether it sees the run's storage
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def ray_session(res: ResourcesConfig):
+    """Join the cluster we run on (ray job submit / an address) or start a local one on 127.0.0.1."""
+    import ray
+    from ray.data import DataContext
+
+    address = res.address or os.environ.get("RAY_ADDRESS")
+    started = not ray.is_initialized()
+    dashboard = None
+    if started and address:
+        dashboard = ray.init(address=address, log_to_driver=True).dashboard_url
+    elif started:  # address="local": never attach to a stray `ray start` cluster by accident
+        # DISTILL_RAY_DASHBOARD=0 starts a local cluster without the dashboard, about 8 s sooner on 2 cores:
+        # the test suite, which starts dozens, sets it (tests/conftest.py)
+        dashboard_on = os.environ.get("DISTILL_RAY_DASHBOARD", "1") != "0"
+        local = ray.init(
+            address="local",
+            num_cpus=res.num_cpus,
+            include_dashboard=dashboard_on,
+            dashboard_host="127.0.0.1",
+            _node_ip_address="127.0.0.1",
+            log_to_driver=True,
+        )
+        dashboard = local.dashboard_url if dashboard_on else None
+        log(f"Ray session folder (its logs): {local.address_info['session_dir']}")
+    DataContext.get_current().enable_progress_bars = console.current().verbose  # distill's console draws its own
+    context = ray.get_runtime_context()
+    resources = ray.cluster_resources()
+    log(
+        f"Ray cluster: {resources.get('CPU', 0):.0f} CPU, {resources.get('GPU', 0):.0f} GPU"
+        + (f", dashboard http://{dashboard}" if dashboard else "")
+        + f" (job {context.get_job_id()})"
+    )
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def check_nodes_see(store: Storage) -> None:
+    """Every node of a multi-node cluster must reach the run's storage, where its trials write: one that cannot
+    (a local path on the driver's disk, a node without credentials) fails here, in seconds and with the fix,
+    rather than trial by trial. One tiny task per alive node looks for a marker the driver wrote (Tune checks
+    the same from each trial, later). A one-node cluster is the driver's own machine: nothing to check."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    if len(nodes) < 2:
+        return
+    marker = store.marker()
+    try:
+        look = ray.remote(num_cpus=0, max_retries=0)(Storage.sees)
+        refs = [
+            look.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+                store, marker
+            )
+            for n in nodes
+        ]
+        try:
+            answers = ray.get(refs, timeout=NODE_CHECK_SECONDS)
+        except ray.exceptions.GetTimeoutError:
+            raise DistillError(
+                f"not every node of the cluster answered within {NODE_CHECK_SECONDS} s whether it sees "
+                f"storage {store.uri}",
+                "check the cluster's nodes (`ray status`) and run again",
+            ) from None
+    finally:
+        store.delete(marker)
+    blind = [(n, why) for n, why in zip(nodes, answers) if why]
+    if blind:
+        node, why = blind[0]
+        where = f"node {node['NodeID'][:8]} at {node['NodeManagerAddress']}: {why}"
+        if store.remote:
+            raise DistillError(
+                f"{len(blind)} of {len(nodes)} nodes cannot reach storage {store.uri} ({where})",
+                "give every node credentials (its IAM role, or AWS_*/GOOGLE_* variables in the job's "
+                "runtime_env env_vars) and check storage.endpoint",
+            )
+        raise DistillError(
+            f"storage {store.uri} is a local path that {len(blind)} of {len(nodes)} nodes of the cluster "
+            f"cannot see ({where}), so their trials could not write checkpoints or results",
+            SHARED_FIX,
+        )
+
+
+def cluster_gpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0))
+
+
+def embed_plan(resources: dict, num_actors: int = 0) -> tuple[int, int, int]:
+    """(actors, CPUs per actor, GPUs per actor): one actor per GPU, else one actor sharing the CPUs."""
+    gpus = int(resources.get("GPU", 0))
+    actors = num_actors or max(1, gpus)
+    cpus = 0 if gpus else max(1, int(resources.get("CPU", 1)) // actors)
+    return actors, cpus, 1 if gpus else 0
+
+
+def first_failure(failed: dict[str, BaseException]) -> tuple[str, BaseException, str]:
+    """Write every failure's whole traceback to the run log (a Ray task's error holds the task's own traceback and
+    the exception it chained from); returns the first one's name, its own exception (Ray's RayTaskError carries it
+    as `cause`), and where the user finds the tracebacks, for the one-line error."""
+    where = console.current().log_path  # None with --verbose: the console shows everything
+    for name, error in failed.items():
+        text = f"{name} failed:\n" + "".join(traceback.format_exception(error)).rstrip()
+        if where:
+            with open(where, "a") as run_log:
+                run_log.write(text + "\n")
+        else:
+            logger.error(text)
+    name, cause = next(iter(failed.items()))
+    while isinstance(getattr(cause, "cause", None), BaseException):
+        cause = cause.cause
+    return name, cause, f"the traceback is in {where}" if where else "the traceback is printed above"

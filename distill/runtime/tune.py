@@ -1,0 +1,267 @@
+"""The trials: one Ray Tune trial per subset (its trainable, resources, checkpoints, retries), and the callbacks
+that persist each finished trial, feed the console's trial table and log to W&B.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from distill import faults
+from distill.config.env import secret
+from distill.config.schema import ExperimentConfig, ResourcesConfig
+from distill.console import run as console
+from distill.console.run import stage
+from distill.data.load import Splits
+from distill.errors import DistillError, describe
+from distill.model import checkpoint as ckpt  # (`checkpoint` is a parameter name in Tune's callbacks)
+from distill.runtime.generation import ADAPTER, TRAINED_FILE, evaluate_with_vllm
+from distill.runtime.scheduling import trial_cpus
+from distill.runtime.session import cluster_gpus, first_failure
+from distill.store import counters
+from distill.store.records import HELDOUT_LOSS, Resolved, TrialRecord
+from distill.store.storage import Storage
+from distill.trial.run import TrialSpec, cached_metrics, run_trial, trial_key, trial_path, write_trial
+
+log = logging.getLogger(__name__).info  # on the console through distill.console.run.ConsoleHandler
+
+KEEP_CHECKPOINTS = 2  # per trial: the newest, and the one before in case a driver died before pointing at it
+# Tune result keys of a trial's last report (numbers only: the record itself is in storage, where the trial wrote it)
+FINISHED = "distill_finished"  # trials/<name>/ holds the complete record
+TRAINED = "distill_trained"  # vLLM engine: trials/<name>/ holds the trained metrics and adapter, awaiting generation
+
+
+def run_trials(
+    cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, resolved: Resolved, store: Storage
+) -> None:
+    """One Ray Tune trial per subset, written to trials/<name> in storage by its node and copied into the output
+    folder; finished trials (same content hash) are reused."""
+    from ray import tune
+
+    out = store.local
+    gpus = (
+        cfg.resources.gpus_per_trial if cfg.resources.gpus_per_trial is not None else (1.0 if cluster_gpus() else 0.0)
+    )
+    keys = {s.name: trial_key(s, cfg, resolved, splits.fingerprint) for s in specs}
+    todo = [
+        s
+        for s in specs
+        if not store.fetched(trial_path(s.name), lambda d, k=keys[s.name]: cached_metrics(d, k) is not None)
+    ]
+    cpus = plan_cpus(cfg.resources, len(todo), gpus)
+    log(
+        f"{len(specs) - len(todo)} trial(s) reused from {store.uri}/trials, {len(todo)} to run "
+        f"({gpus:g} GPU, {'/'.join(f'{c:g}' for c in sorted(set(cpus)))} CPU each)"
+    )
+    # trials an earlier driver left unfinished continue from their newest checkpoint
+    resume = {
+        s.name: store.path(path) for s in todo if (path := ckpt.read_pointer(store, trial_path(s.name), keys[s.name]))
+    }
+    if resume:
+        log(f"{len(resume)} unfinished trial(s) continue from their last checkpoint: {', '.join(sorted(resume))}")
+    if todo:
+        with stage(f"train + evaluate {len(todo)} trial(s) with Ray Tune"):
+            cpus_by_trial = {s.name: c for s, c in zip(todo, cpus)}
+            trainable = tune.with_parameters(
+                _trainable,
+                cfg=cfg,
+                pool=splits.train,
+                test=splits.test,
+                specs={s.name: s for s in todo},
+                keys=keys,
+                resolved=resolved,
+                gpus=gpus,
+                cpus=cpus_by_trial,
+                resume=resume,
+                store=store,
+            )
+            trained: list[str] = []  # vLLM engine: trained trials awaiting generation
+            with console.current().trial_board([s.name for s in todo]) as board:
+                callbacks = [_persist_trials(store, keys, trained), _trial_progress(board), *_callbacks(cfg)]
+                grid = make_tuner(trainable, cpus_by_trial, cfg, gpus, store, callbacks).fit()
+            failed = {f"trial {r.config['trial']}": r.error for r in grid if r.error}
+        if trained:
+            evaluate_with_vllm(cfg, trained, splits.test, resolved, store, gpus)
+        if failed:
+            raise trials_failed(failed, len(todo), out)
+
+
+def trials_failed(failed: dict[str, BaseException], n_trials: int, out: Path) -> DistillError:
+    """The one line for failed trials: the first one's name and its own exception, in plain text."""
+    name, cause, where = first_failure(failed)
+    what = cause.problem if isinstance(cause, DistillError) else describe(cause)
+    fix = f"{cause.fix}; " if isinstance(cause, DistillError) else ""
+    return DistillError(
+        f"{len(failed)} of {n_trials} trial(s) failed; the first, {name} failed: {what}",
+        f"{fix}{where}; then `python -m distill resume {out}` reuses finished trials and continues "
+        "the others from their last checkpoint",
+    )
+
+
+def plan_cpus(res: ResourcesConfig, n_trials: int, gpus: float) -> list[float]:
+    """CPUs per queued trial (distill.runtime.scheduling): CPU-only trials of the last round share the idle CPUs."""
+    import ray
+
+    if gpus or not res.share_idle_cpus:
+        return [res.cpus_per_trial] * n_trials
+    node_cpus = max(n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"])
+    return trial_cpus(
+        n_trials, ray.cluster_resources().get("CPU", 1), res.cpus_per_trial, res.max_concurrent_trials, node_cpus
+    )
+
+
+def make_tuner(trainable, cpus: dict[str, float], cfg: ExperimentConfig, gpus: float, store: Storage, callbacks: list):
+    """One Tune trial per name (config {"trial": name}), in queue order, each holding cpus[name] CPUs and `gpus` GPUs;
+    their checkpoints go to tune/ in the run's storage."""
+    from ray import tune
+
+    return tune.Tuner(
+        tune.with_resources(trainable, lambda config: {"cpu": cpus[config["trial"]], "gpu": gpus}),
+        param_space={"trial": tune.grid_search(list(cpus))},
+        tune_config=tune.TuneConfig(max_concurrent_trials=cfg.resources.max_concurrent_trials),
+        # every node writes checkpoints straight to storage, and a retried trial, on whichever node, reads them there
+        run_config=tune.RunConfig(
+            name=f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=store.path("tune"),
+            storage_filesystem=store.fs,
+            callbacks=callbacks,
+            verbose=1,
+            failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
+        ),
+    )
+
+
+def _trainable(config: dict, *, cfg, pool, test, specs, keys, resolved, gpus, cpus, resume, store) -> None:
+    """Runs on whichever node Tune picks; writes its record (or, for the vLLM engine, its adapter) to storage and
+    reports numbers only.
+
+    It checkpoints through Tune as it trains, and starts from the newest checkpoint there is: this trial's own
+    (a retry after a failure, `tune.get_checkpoint()`) or one an earlier driver's run left (`resume`)."""
+    import torch
+    from ray import tune
+
+    torch.set_num_threads(max(1, int(cpus[config["trial"]])))
+    spec = specs[config["trial"]]
+    key = keys[spec.name]
+    origin = tune.get_checkpoint() or (
+        tune.Checkpoint(resume[spec.name], filesystem=store.fs) if spec.name in resume else None
+    )
+    state = None
+    if origin is not None:
+        with origin.as_directory() as folder:
+            state = ckpt.load(Path(folder))
+        log(f"{spec.name}: resuming from the checkpoint at step {state.step}")
+    cadence = ckpt.Cadence(cfg.resources.checkpoint_every, cfg.resources.checkpoint_minutes)
+
+    def on_step(step: int, steps: int, loss: float, snapshot) -> None:
+        """Progress for the console's trial table every step; with a checkpoint when one is due."""
+        progress = {"step": step, "steps": steps, "loss": loss}
+        if cadence.due(step, steps):
+            with tempfile.TemporaryDirectory() as folder:
+                ckpt.save(Path(folder), snapshot(), spec.name, key)
+                tune.report(progress, checkpoint=tune.Checkpoint.from_directory(folder))
+            cadence.saved()
+        else:
+            tune.report(progress)
+        faults.inject("train_step", step, spec.name)
+
+    record = run_trial(spec, cfg, pool, test, resolved, key, gpus, state=state, on_step=on_step)
+    if "adapter" in record:
+        for file, data in record["adapter"].items():
+            store.write_bytes(trial_path(spec.name, ADAPTER, file), base64.b64decode(data))
+        store.write_json(
+            trial_path(spec.name, TRAINED_FILE),
+            {"metrics": record["metrics"], HELDOUT_LOSS.name: record[HELDOUT_LOSS.name]},
+        )
+    else:
+        write_trial(store, spec.name, TrialRecord.from_dict(record))
+    numbers = {k: v for k, v in record["metrics"].items() if isinstance(v, (int, float))}
+    tune.report({**numbers, TRAINED if "adapter" in record else FINISHED: 1})
+
+
+def _persist_trials(store: Storage, keys: dict[str, str], trained: list[str]):
+    """A Tune callback that copies each finished trial's folder from storage into the output folder, whatever node
+    wrote it (or, with the vLLM engine, lists the trained trial for the shared generation stage), and points the
+    folder of an unfinished trial at its newest checkpoint in storage (for a later `resume`)."""
+    from ray import tune
+
+    class PersistTrials(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            name = trial.config["trial"]
+            if FINISHED in result or TRAINED in result:
+                counters.bump(store.local, train_steps=int(result["train_steps"] - result["resumed_from_step"]))
+            if TRAINED in result:
+                trained.append(name)
+            elif FINISHED in result:
+                store.pull(trial_path(name))
+                counters.bump(store.local, trials=1)
+
+        def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+            name = trial.config["trial"]
+            ckpt.write_pointer(store, trial_path(name), keys[name], store.relative(checkpoint.path))
+
+    return PersistTrials()
+
+
+def _trial_progress(board: console.TrialBoard):
+    """A Tune callback feeding the console's trial table from Tune's own trial events."""
+    from ray import tune
+
+    class TrialProgress(tune.Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            board.started(trial.config["trial"])
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if "step" in result:
+                board.result(trial.config["trial"], result["step"], result["steps"], result["loss"])
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            board.finished(trial.config["trial"])
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            board.finished(trial.config["trial"], failed=True)
+
+    return TrialProgress()
+
+
+def _callbacks(cfg: ExperimentConfig) -> list:
+    """A W&B logger (offline unless configured online) when enabled and a key is present; never required."""
+    if not cfg.wandb.enabled:
+        return []
+    key = secret("WANDB_API_KEY")
+    if not key and cfg.wandb.online:
+        raise DistillError(
+            "wandb.online is set but WANDB_API_KEY is not", "export WANDB_API_KEY or set wandb.online: false"
+        )
+    if importlib.util.find_spec("wandb") is None:
+        raise DistillError(
+            "wandb.enabled is set but the wandb package is not installed",
+            "install the extra (DISTILL_EXTRAS=dev,wandb scripts/setup.sh) or set wandb.enabled: false",
+        )
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    return [WandbLoggerCallback(project=cfg.wandb.project, group=cfg.name, api_key=key, mode=cfg.wandb.mode)]
+
+
+def log_table_to_wandb(cfg: ExperimentConfig, rows: list[dict]) -> None:
+    """The comparison table as a W&B Table in the experiment's group (when W&B is enabled)."""
+    if not cfg.wandb.enabled:
+        return
+    import wandb
+
+    columns = sorted({key for row in rows for key, value in row.items() if not isinstance(value, (list, dict))})
+    run = wandb.init(
+        project=cfg.wandb.project,
+        group=cfg.name,
+        name=f"{cfg.name}-report",
+        job_type="report",
+        mode=cfg.wandb.mode,
+        dir=cfg.output_dir,
+    )
+    run.log({"comparison": wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])})
+    run.finish()
