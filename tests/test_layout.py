@@ -1,0 +1,130 @@
+"""The package's shape: folders that read the data flow, no import cycles, short modules, Ray behind runtime/.
+
+Static checks over the source (`ast`, nothing is imported), so they cost milliseconds and name the module to fix.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "distill"
+MAX_LINES = 350
+# Who may import distill.runtime (the Ray orchestration): itself and the command line that starts a run.
+RUNTIME_IMPORTERS = ("distill.runtime", "distill.cli")
+# Who may import ray: the runtime, and the `distill validate` check that asks a cluster what it offers.
+RAY_IMPORTERS = ("distill.runtime", "distill.console.machine")
+# The sub-packages in data-flow order, lowest first: each imports only those before it (and the top-level
+# modules errors and faults). version and the entry points (cli, quick, ...) sit above them all.
+LAYERS = ("store", "config", "data", "model", "features", "select", "trial", "report", "console", "runtime")
+# config/checks.py checks a whole job before any work (methods exist, the data has the splits a setting names),
+# so it reads the selector registry, the Features record and the data source: the one import up the flow.
+UPWARD = {"distill.config.checks": {"data", "features", "select"}}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported(path: Path, name: str) -> set[str]:
+    """Every module `path` names in an import statement: at the top, inside functions, under TYPE_CHECKING.
+    `from a import b` names a and, when it is a module, a.b."""
+    found = set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the package, up level - 1
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """distill's modules → the distill modules each one imports."""
+    paths = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    return {name: (imported(path, name) & paths.keys()) - {name} for name, path in paths.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle (its modules in order, the first repeated at the end), or None."""
+    state: dict[str, str] = {}  # "open" while on the current path, "done" once fully explored
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = "open"
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = "done"
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start)):
+            return cycle
+    return None
+
+
+def inside(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import(tmp_path):
+    module = tmp_path / "b.py"
+    module.write_text("def late():\n    from distill.a import x\n")
+    graph = {"distill.a": {"distill.b"}, "distill.b": imported(module, "distill.b") & {"distill.a"}}
+    assert find_cycle(graph) == ["distill.a", "distill.b", "distill.a"]
+
+
+def test_the_import_graph_has_no_cycle():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " → ".join(cycle)
+
+
+def test_no_module_is_longer_than_the_limit():
+    long = {
+        str(path.relative_to(PACKAGE.parent)): n
+        for path in PACKAGE.rglob("*.py")
+        if (n := len(path.read_text().splitlines())) > MAX_LINES
+    }
+    assert not long, f"over {MAX_LINES} lines (split by responsibility): {long}"
+
+
+def test_only_the_cli_imports_the_runtime_and_only_the_runtime_imports_ray():
+    graph = import_graph()
+    assert "distill.runtime.pipeline" in graph, "the Ray orchestration lives in distill/runtime/"
+    runtime_users = sorted(
+        m
+        for m, deps in graph.items()
+        if not inside(m, RUNTIME_IMPORTERS) and any(inside(d, ("distill.runtime",)) for d in deps)
+    )
+    assert not runtime_users, f"only the CLI may import distill.runtime: {runtime_users}"
+    ray_users = sorted(
+        module_name(path)
+        for path in PACKAGE.rglob("*.py")
+        if not inside(module_name(path), RAY_IMPORTERS)
+        and any(inside(d, ("ray",)) for d in imported(path, module_name(path)))
+    )
+    assert not ray_users, f"Ray belongs in distill/runtime/: {ray_users}"
+
+
+def test_sub_packages_import_only_those_before_them_in_the_flow():
+    wrong = []
+    for module, deps in import_graph().items():
+        own = module.split(".")[1] if module.count(".") else ""
+        if own not in LAYERS:
+            continue
+        for dep in deps:
+            other = dep.split(".")[1] if dep.count(".") else ""
+            if other in LAYERS and LAYERS.index(other) > LAYERS.index(own) and other not in UPWARD.get(module, ()):
+                wrong.append(f"{module} → {dep}")
+    assert not wrong, f"imports against the flow {' → '.join(LAYERS)}: {sorted(wrong)}"
