@@ -26,7 +26,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 def build_tiny_llama(folder: Path, hidden: int = 32, layers: int = 2) -> Path:
     """Save a random ~1.7M-parameter LlamaForCausalLM + the real SmolLM2 tokenizer to `folder`, marked in its
-    config.json as a test model (models.TEST_MODEL_FLAG: run.json records it, reports carry a note)."""
+    config.json as a test model (model.load.TEST_MODEL_FLAG: run.json records it, reports carry a note)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 

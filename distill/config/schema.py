@@ -236,7 +236,7 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
 
-# The settings a trial's numbers depend on, as dotted keys (a section name: all of its keys). trial.trial_key
+# The settings a trial's numbers depend on, as dotted keys (a section name: all of its keys). trial.run.trial_key
 # hashes exactly these, plus the subset, the seed and the resolved facts (model path, data fingerprint, engine,
 # BERTScore encoder). A new setting that changes a trial's result belongs here; one that does not goes to
 # `report` (the report only) or `resources` (how the machines are used), and reruns nothing.

@@ -83,7 +83,7 @@ class TrialMetrics:
     method: str
     scores: dict[str, float]  # SCORE_METRICS name → mean over the held-out examples (flat keys on disk)
     seed: int = 0
-    key: str | None = None  # the trial key (trial.trial_key): a rerun with the same key reuses this trial
+    key: str | None = None  # the trial key (trial.run.trial_key): a rerun with the same key reuses this trial
     samples: int | None = None
     select_seconds: float | None = None
     train_seconds: float | None = None
@@ -161,7 +161,7 @@ class Resolved:
     model_path: str  # what from_pretrained loads (the embedded model's converted folder, a Hub name, a folder)
     engine: str  # "hf" or "vllm": what eval.engine (auto | hf | vllm) resolved to
     scorer: Scorer  # the BERTScore encoder eval.bertscore_model resolved to
-    test_model: bool  # a model made for tests (models.is_test_model): its scores are never results
+    test_model: bool  # a model made for tests (model.load.is_test_model): its scores are never results
 
 
 @dataclass
@@ -186,7 +186,7 @@ class RunInfo:
     python: str | None = None
     platform: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)  # ExperimentConfig as a mapping (config.config_from_run)
+    config: dict[str, Any] = field(default_factory=dict)  # ExperimentConfig as a mapping (config.load.config_from_run)
     schema_version: int = SCHEMA_VERSION  # the version the file was written in (LEGACY_VERSION: a migrated config)
 
     def to_dict(self) -> dict[str, Any]:
@@ -200,7 +200,7 @@ class RunInfo:
 
 @dataclass
 class VsRandom:
-    """One method against random on one metric (distill/stats.py): the test, and what it can detect."""
+    """One method against random on one metric (distill/report/stats.py): the test, and what it can detect."""
 
     diff: float  # mean over paired seeds × held-out examples of (method − random)
     ci95: list[float] | None  # the differences the test would not reject; None: fewer than 2 examples
