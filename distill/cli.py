@@ -164,6 +164,11 @@ def resume_arguments(cmd: argparse.ArgumentParser) -> None:
     )
     cmd.add_argument("--endpoint", help="resuming from an S3-compatible store: its endpoint URL (storage.endpoint)")
     cmd.add_argument("--region", help="resuming from S3: the bucket's region (storage.region)")
+    cmd.add_argument(
+        "--anonymous",
+        action="store_true",
+        help="resuming from a store that takes no credentials, e.g. a GCS emulator (storage.anonymous)",
+    )
     cmd.add_argument("-v", "--verbose", action="store_true", help="show Ray's, Tune's and the libraries' own logs")
 
 
@@ -175,8 +180,9 @@ def resume_arguments(cmd: argparse.ArgumentParser) -> None:
 def resume(args: argparse.Namespace) -> int:
     from distill.config.load import config_from_run, config_from_storage
 
-    if "://" in args.run or args.output_dir or args.endpoint or args.region:
-        return run(config_from_storage(args.run, args.output_dir, args.endpoint, args.region), args.verbose)
+    if "://" in args.run or args.output_dir or args.endpoint or args.region or args.anonymous:
+        stored = config_from_storage(args.run, args.output_dir, args.endpoint, args.region, args.anonymous)
+        return run(stored, args.verbose)
     return run(config_from_run(args.run), args.verbose)
 
 

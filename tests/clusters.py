@@ -1,6 +1,7 @@
 """Real services on 127.0.0.1 for the tests: Ray clusters from `ray start` (a head and worker nodes, optionally
-worker nodes that cannot see a folder of the driver's disk) and an S3-compatible server (moto, as Ray's own
-persistence tests use). Nothing is mocked: the product talks to them through its ordinary clients."""
+worker nodes that cannot see a folder of the driver's disk), an S3-compatible server (moto, as Ray's own
+persistence tests use) and a GCS emulator. Nothing is mocked: the product talks to them through its ordinary
+clients."""
 
 from __future__ import annotations
 
@@ -289,23 +290,14 @@ def cluster(
 
 
 @dataclass
-class S3Server:
-    """moto's S3-compatible server on 127.0.0.1: what the product reaches through pyarrow's real S3 client."""
+class ObjectStore:
+    """An object store on 127.0.0.1 that the product reaches through pyarrow's real client for it."""
 
     endpoint: str
-    env: dict[str, str] = field(default_factory=lambda: {**S3_KEYS, "AWS_EC2_METADATA_DISABLED": "true"})
 
     def filesystem(self):
-        """The test's own client, to create buckets and look inside them (the product takes keys from env)."""
-        from pyarrow.fs import S3FileSystem
-
-        return S3FileSystem(
-            access_key=S3_KEYS["AWS_ACCESS_KEY_ID"],
-            secret_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
-            endpoint_override=self.endpoint,
-            region="us-east-1",
-            allow_bucket_creation=True,
-        )
+        """The test's own client, to create buckets and look inside them."""
+        raise NotImplementedError
 
     def bucket(self, name: str) -> str:
         self.filesystem().create_dir(name)
@@ -320,20 +312,62 @@ class S3Server:
         return {i.path: fs.open_input_stream(i.path).read() for i in infos if i.type == FileType.File}
 
 
+@dataclass
+class S3Server(ObjectStore):
+    """moto's S3-compatible server: the product's keys come from `env`, as a user's would."""
+
+    env: dict[str, str] = field(default_factory=lambda: {**S3_KEYS, "AWS_EC2_METADATA_DISABLED": "true"})
+
+    def filesystem(self):
+        from pyarrow.fs import S3FileSystem
+
+        return S3FileSystem(
+            access_key=S3_KEYS["AWS_ACCESS_KEY_ID"],
+            secret_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
+            endpoint_override=self.endpoint,
+            region="us-east-1",
+            allow_bucket_creation=True,
+        )
+
+
+@dataclass
+class GcsServer(ObjectStore):
+    """gcp-storage-emulator's GCS JSON API: the product reaches it with storage.anonymous (it checks no
+    credentials, and GCS's credential chain fails where it finds none)."""
+
+    def filesystem(self):
+        from pyarrow.fs import GcsFileSystem
+
+        host = self.endpoint.split("://", 1)[1]
+        return GcsFileSystem(endpoint_override=host, scheme="http", anonymous=True, project_id="distill-test")
+
+
 @contextlib.contextmanager
 def s3_server(log: Path) -> Iterator[S3Server]:
     """`python -m moto.server` on a free loopback port, for as long as the context lasts."""
     port = free_port()
-    with open(log, "w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for(lambda: _listening(port) or server.poll() is not None, 60, "moto's S3 server to listen")
-        assert server.poll() is None, Path(log).read_text()[-3000:]
+    with _serving([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], port, log):
         yield S3Server(f"http://127.0.0.1:{port}")
+
+
+@contextlib.contextmanager
+def gcs_server(log: Path) -> Iterator[GcsServer]:
+    """gcp-storage-emulator (in memory) on a free loopback port, for as long as the context lasts."""
+    port = free_port()
+    emulator = [str(VENV_BIN / "gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port", str(port)]
+    with _serving([*emulator, "--in-memory"], port, log):
+        yield GcsServer(f"http://127.0.0.1:{port}")
+
+
+@contextlib.contextmanager
+def _serving(command: list[str], port: int, log: Path) -> Iterator[None]:
+    """Run a server `command` until the context ends, once it listens on `port`; its output goes to `log`."""
+    with open(log, "w") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: _listening(port) or server.poll() is not None, 60, f"{Path(command[0]).name} to listen")
+        assert server.poll() is None, Path(log).read_text()[-3000:]
+        yield
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -170,25 +170,22 @@ def test_the_node_check_passes_storage_that_every_node_reaches(cluster_ready, tm
     assert "refused: storage" in ran.stdout and "2 of 3 nodes" in ran.stdout
 
 
-def test_a_run_with_s3_storage_completes_on_nodes_that_cannot_see_the_driver(cluster_ready, tiny_job, tmp_path):
-    s3 = cluster_ready.s3
-    job, out = cluster_ready.job(tiny_job, "a", cluster_ready.s3_storage("a"))
-    start = time.perf_counter()
-    text = _finish(
-        cluster_ready.distill("quick", "--job", str(job), log=tmp_path / "driver.log"), tmp_path / "driver.log", 600
-    )
+def _assert_completed_in_s3(s3, prefix: str, out: Path, text: str, checkpoints: int) -> None:
+    """A run whose trials ran on the worker nodes: its results in S3 and in the local report, Tune's files
+    (`checkpoints` trial checkpoints among them) in S3 only and holding numbers only, and the S3 keys (from the
+    environment) written nowhere."""
     assert "Ray cluster: 2 CPU" in text  # the head has none: every trial and actor ran on a worker node
-    stored = s3.files("runs/a")
+    stored = s3.files(prefix)
     report = json.loads((out / "comparison" / "results.json").read_text())
     assert {r["method"] for r in report["rows"]} == {"random", "balanced_lengths"}
-    assert json.loads(stored["runs/a/comparison/results.json"]) == report  # the report, locally and in storage
+    assert json.loads(stored[f"{prefix}/comparison/results.json"]) == report  # the report, locally and in storage
     for name in ("random-s0", "balanced_lengths-s0"):  # written by the workers, copied down by the driver
         for file in ("metrics.json", "predictions.jsonl"):
-            assert stored[f"runs/a/trials/{name}/{file}"] == (out / "trials" / name / file).read_bytes()
-    assert {"runs/a/run.json", "runs/a/counters.json", "runs/a/selected/random.jsonl"} <= set(stored)
-    assert [k for k in stored if k.startswith("runs/a/cache/features-") and k.endswith("embedding.npy")]
-    checkpoints = [k for k in stored if k.startswith("runs/a/tune/") and k.endswith(checkpoint.STATE_FILE)]
-    assert len(checkpoints) == 4  # 2 trials × the 2 newest of their step-2/4/6 checkpoints
+            assert stored[f"{prefix}/trials/{name}/{file}"] == (out / "trials" / name / file).read_bytes()
+    assert {f"{prefix}/run.json", f"{prefix}/counters.json", f"{prefix}/selected/random.jsonl"} <= set(stored)
+    assert [k for k in stored if k.startswith(f"{prefix}/cache/features-") and k.endswith("embedding.npy")]
+    stored_checkpoints = [k for k in stored if k.startswith(f"{prefix}/tune/") and k.endswith(checkpoint.STATE_FILE)]
+    assert len(stored_checkpoints) == checkpoints, stored_checkpoints
     assert not (out / "tune").exists()  # nothing of Tune's on the driver's disk: it all went to storage
 
     # Tune's own files hold numbers only: no prediction, no reference summary, no record
@@ -199,7 +196,7 @@ def test_a_run_with_s3_storage_completes_on_nodes_that_cannot_see_the_driver(clu
     tune_files = {
         k: v.decode(errors="replace")
         for k, v in stored.items()
-        if k.startswith("runs/a/tune/") and not k.endswith(checkpoint.STATE_FILE)
+        if k.startswith(f"{prefix}/tune/") and not k.endswith(checkpoint.STATE_FILE)
     }
     assert any(k.endswith("result.json") for k in tune_files) and texts
     assert not [k for k, v in tune_files.items() for t in texts if json.dumps(t)[1:-1] in v or t in v]
@@ -207,7 +204,6 @@ def test_a_run_with_s3_storage_completes_on_nodes_that_cannot_see_the_driver(clu
     # the S3 keys came from the environment and went nowhere: not in storage, the output folder or the logs
     written = [*stored.values(), *(p.read_bytes() for p in out.rglob("*") if p.is_file())]
     assert not [v for v in S3_KEYS.values() for blob in written + [text.encode()] if v.encode() in blob]
-    print(f"S3 run on the split cluster: {time.perf_counter() - start:.1f}s")
 
 
 def test_a_trial_on_a_lost_node_continues_from_its_checkpoint_in_s3(cluster_ready, tiny_job, tmp_path):
@@ -234,7 +230,9 @@ def test_a_trial_on_a_lost_node_continues_from_its_checkpoint_in_s3(cluster_read
     assert "runs/b/comparison/results.json" in cluster_ready.s3.files("runs/b/comparison")
 
 
-def test_resume_from_s3_alone_after_the_driver_is_killed_recomputes_nothing_finished(cluster_ready, tiny_job, tmp_path):
+def test_a_run_in_s3_survives_its_driver_and_resumes_from_s3_alone(cluster_ready, tiny_job, tmp_path):
+    """The driver SIGKILLed mid-trials; a driver on "another machine" (an empty folder) resumes from S3 alone,
+    recomputes nothing finished, and the run ends complete in S3 and in its report, as an uninterrupted one."""
     s3 = cluster_ready.s3
     job, out = cluster_ready.job(tiny_job, "c", cluster_ready.s3_storage("c"))
     cluster_ready.arm(True)  # the first trial to checkpoint step 2 stalls there; the other one finishes
@@ -287,5 +285,7 @@ def test_resume_from_s3_alone_after_the_driver_is_killed_recomputes_nothing_fini
     assert json.loads((fresh / "trials" / hung / "metrics.json").read_text())["resumed_from_step"] == 2
     report = json.loads((fresh / "comparison" / "results.json").read_text())
     assert len(report["rows"]) == 2
-    assert json.loads(s3.files("runs/c/comparison")["runs/c/comparison/results.json"]) == report
     assert not os.path.exists(out / "comparison")  # the first driver never got there
+    # Tune keeps each trial's 2 newest checkpoints per driver's experiment: the first driver's holds the finished
+    # trial's steps 4 and 6 and the stalled one's step 2; the resuming driver's, the stalled trial's steps 4 and 6
+    _assert_completed_in_s3(s3, "runs/c", fresh, resumed.stdout + _run_log(fresh), checkpoints=5)

@@ -247,14 +247,18 @@ def report_settings(output_dir: str | Path, metrics: list[str] | str | None = No
 
 
 def config_from_storage(
-    uri: str, output_dir: str | Path | None = None, endpoint: str | None = None, region: str | None = None
+    uri: str,
+    output_dir: str | Path | None = None,
+    endpoint: str | None = None,
+    region: str | None = None,
+    anonymous: bool = False,
 ) -> ExperimentConfig:
     """The config of the run kept in storage `uri` (its run.json there), continued by this driver into
     `output_dir` (default: a new folder under results/): all a machine that never saw the run needs."""
     from distill.store.storage import check_reachable, open_storage
 
     out = Path(output_dir or Path("results") / f"resumed-{time.strftime('%Y%m%d-%H%M%S')}").expanduser().resolve()
-    store = open_storage(out, uri, endpoint, region)
+    store = open_storage(out, uri, endpoint, region, anonymous)
     check_reachable(store)
     data = store.read_bytes("run.json")
     if data is None:
@@ -266,6 +270,7 @@ def config_from_storage(
         "uri": store.uri,
         **({"endpoint": endpoint} if endpoint else {}),
         **({"region": region} if region else {}),
+        **({"anonymous": True} if anonymous else {}),
     }
     return _continued(data, f"{uri}/run.json", {"output_dir": str(out), "storage": settings})
 

@@ -198,6 +198,7 @@ class StorageConfig:
     uri: str | None = None  # None: the output folder; else a local/NFS path, s3://bucket/prefix or gs://bucket/prefix
     endpoint: str | None = None  # an S3-compatible store's URL (MinIO, Ceph, ...), e.g. http://10.0.0.5:9000
     region: str | None = None  # the S3 region; None: the bucket's own (or the endpoint's default)
+    anonymous: bool = False  # connect without credentials: a GCS emulator or an open S3-compatible store
 
 
 @section

@@ -152,7 +152,9 @@ def check_storage(cfg: ExperimentConfig) -> list[Item]:
     from distill.store.storage import check_reachable, open_storage
 
     try:
-        store = open_storage(Path(cfg.output_dir), cfg.storage.uri, cfg.storage.endpoint, cfg.storage.region)
+        store = open_storage(
+            Path(cfg.output_dir), cfg.storage.uri, cfg.storage.endpoint, cfg.storage.region, cfg.storage.anonymous
+        )
         check_reachable(store)
     except DistillError as exc:
         return [Item("storage", FAIL, exc.problem, exc.fix)]

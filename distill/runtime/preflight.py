@@ -43,7 +43,7 @@ def check(cfg: ExperimentConfig) -> Checked:
     log = logging.getLogger(__name__).info  # on the console through distill.console.run.ConsoleHandler
     out = Path(cfg.output_dir).expanduser().resolve()
     outdir.check(out)  # a foreign or unwritable folder fails before any work, and is left as it was
-    storage = open_storage(out, cfg.storage.uri, cfg.storage.endpoint, cfg.storage.region)
+    storage = open_storage(out, cfg.storage.uri, cfg.storage.endpoint, cfg.storage.region, cfg.storage.anonymous)
     check_reachable(storage)  # a missing bucket, a wrong endpoint, no credentials: in a second
     with console.current().stage("data"):
         splits = load_splits(cfg.data, cfg.select.query)

@@ -183,7 +183,9 @@ class Storage:
         return name
 
 
-def open_storage(out: Path, uri: str | None = None, endpoint: str | None = None, region: str | None = None) -> Storage:
+def open_storage(
+    out: Path, uri: str | None = None, endpoint: str | None = None, region: str | None = None, anonymous: bool = False
+) -> Storage:
     """The storage `uri` names (None: the output folder `out`), checked without touching it."""
     out = Path(out).expanduser().resolve()
     if not uri:
@@ -191,9 +193,9 @@ def open_storage(out: Path, uri: str | None = None, endpoint: str | None = None,
     parts = urlsplit(uri)
     scheme = parts.scheme.lower() if "://" in uri else ""
     if scheme in ("", "file"):
-        if endpoint or region:
+        if endpoint or region or anonymous:
             raise DistillError(
-                f"storage.endpoint/storage.region are set but storage {uri} is a local path, so they would be ignored",
+                f"storage.endpoint/region/anonymous are set but storage {uri} is a local path, so they would be ignored",
                 "drop them, or set --storage to s3://bucket/prefix",
             )
         path = Path(parts.path if scheme else uri).expanduser().resolve()
@@ -215,7 +217,7 @@ def open_storage(out: Path, uri: str | None = None, endpoint: str | None = None,
     if not parts.netloc:
         raise DistillError(f"storage {uri} names no bucket", f"write it as {scheme}://bucket/prefix")
     root = f"{parts.netloc}/{parts.path.strip('/')}".rstrip("/")
-    return Storage(uri.rstrip("/"), _remote_fs(scheme, endpoint, region), root, out)
+    return Storage(uri.rstrip("/"), _remote_fs(scheme, endpoint, region, anonymous), root, out)
 
 
 def _local_fs():
@@ -224,12 +226,13 @@ def _local_fs():
     return LocalFileSystem()
 
 
-def _remote_fs(scheme: str, endpoint: str | None, region: str | None):
+def _remote_fs(scheme: str, endpoint: str | None, region: str | None, anonymous: bool):
     """pyarrow's S3 or GCS filesystem, with the endpoint of an S3-compatible store (or a GCS emulator) when given.
-    No keys are passed: pyarrow's default credential chain finds them on each node."""
+    No keys are passed: pyarrow's default credential chain finds them on each node, unless `anonymous` (a store
+    that takes none, such as a GCS emulator: GCS's chain fails without credentials even where none are needed)."""
     from pyarrow import fs
 
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"anonymous": anonymous}
     if endpoint:
         url = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
         options.update(endpoint_override=url.netloc, scheme=url.scheme)
