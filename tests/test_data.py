@@ -293,34 +293,22 @@ def test_split_column_scitldr_shaped(tmp_path):
     rows = [dict(r, split="train", all_summaries=[r["summary"]]) for r in _rows(20, "t")]
     rows += [dict(r, split="dev", all_summaries=[r["summary"], "x"]) for r in _rows(6, "d")]
     path = _write_jsonl(tmp_path / "scitldr_like.jsonl", rows)
-    splits = load_splits(
-        DataConfig(
-            source=str(path),
-            split_column="split",
-            train_split="train",
-            test_split="dev",
-            id_column="id",
-            title_column=None,
-            test_size=4,
-        )
+    cfg = DataConfig(
+        source=str(path),
+        split_column="split",
+        train_split="train",
+        test_split="dev",
+        id_column="id",
+        title_column=None,
+        test_size=4,
     )
+    splits = load_splits(cfg)
     assert len(splits.test) == 4
     assert splits.test["id"].str.startswith("d").all()
     assert splits.train["id"].str.startswith("t").all()
     assert len(splits.train) == 20
     assert "split=train/dev" in splits.source
-    again = load_splits(
-        DataConfig(
-            source=str(path),
-            split_column="split",
-            train_split="train",
-            test_split="dev",
-            id_column="id",
-            title_column=None,
-            test_size=4,
-        )
-    )
-    assert again.test["id"].tolist() == splits.test["id"].tolist()
+    assert load_splits(cfg).test["id"].tolist() == splits.test["id"].tolist()  # the same held-out set every time
 
 
 def test_split_column_without_test_split_carves_from_train(tmp_path):
