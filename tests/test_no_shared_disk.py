@@ -68,6 +68,17 @@ class Split:
     def s3_storage(self, prefix: str) -> dict:
         return {"uri": f"s3://runs/{prefix}", "endpoint": self.s3.endpoint}
 
+    def run(self, *args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+        """`python -m distill ARGS` on this cluster, to its end."""
+        return subprocess.run(
+            [sys.executable, "-m", "distill", *args],
+            env=self.nodes.env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
     def distill(self, *args: str, log: Path) -> subprocess.Popen:
         with open(log, "w") as out:
             return subprocess.Popen(
@@ -125,14 +136,7 @@ def _run_log(out: Path) -> str:
 def test_local_storage_on_a_cluster_without_a_shared_disk_stops_before_any_work(cluster_ready, tiny_job, tmp_path):
     job, out = cluster_ready.job(tiny_job, "local", storage=None)  # the default: the output folder
     start = time.perf_counter()
-    refused = subprocess.run(
-        [sys.executable, "-m", "distill", "quick", "--job", str(job)],
-        env=cluster_ready.nodes.env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    refused = cluster_ready.run("quick", "--job", str(job), cwd=tmp_path, timeout=300)
     assert refused.returncode == 2, refused.stdout[-3000:] + refused.stderr[-3000:]
     line = refused.stderr.strip()
     assert "\n" not in line and "2 of 3 nodes of the cluster cannot see" in line and str(out) in line
@@ -259,23 +263,8 @@ def test_a_run_in_s3_survives_its_driver_and_resumes_from_s3_alone(cluster_ready
         driver.kill()
     # a machine that never saw the run: a fresh output folder, the storage URI, the endpoint, keys from the environment
     fresh = cluster_ready.root / "c-elsewhere"
-    resumed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "distill",
-            "resume",
-            "s3://runs/c",
-            "--endpoint",
-            s3.endpoint,
-            "--output-dir",
-            str(fresh),
-        ],
-        env=cluster_ready.nodes.env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    resumed = cluster_ready.run(
+        "resume", "s3://runs/c", "--endpoint", s3.endpoint, "--output-dir", str(fresh), cwd=tmp_path, timeout=600
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     # 0 embeddings (the features cache came from storage), 0 selections, 0 finished trials again; the stalled
