@@ -25,10 +25,13 @@ def write_trials(
     noise: float = 0.05,
     seed_noise: float = 0.0,
     seconds: tuple[float, float] = (100.0, 10.0),
+    metric: str = "rougeL",
 ) -> None:
     """Stored trials (metrics.json + predictions.jsonl) where each method is random's per-example ROUGE-L plus
     `shift`, plus per-seed noise (example-level `noise`, and a shift of the whole seed of SD `seed_noise`).
-    BERTScore is constant (no difference), so each method's BERTScore test is a certain null."""
+    BERTScore is constant (no difference), so each method's BERTScore test is a certain null. With `metric`
+    "heldout_loss", the trials of a run that did not generate: that score alone, no ROUGE-L or BERTScore."""
+    generated = {"bertscore_f1": 0.5} if metric == "rougeL" else {}
     rng = np.random.default_rng(0)
     base = rng.uniform(0.1, 0.4, size=n)
     for method, shift in shifts.items():
@@ -39,9 +42,7 @@ def write_trials(
             folder = out / "trials" / f"{method}-s{seed}"
             folder.mkdir(parents=True)
             folder.joinpath("predictions.jsonl").write_text(
-                "".join(
-                    json.dumps({"id": f"d{i}", "rougeL": s, "bertscore_f1": 0.5}) + "\n" for i, s in enumerate(scores)
-                )
+                "".join(json.dumps({"id": f"d{i}", metric: s, **generated}) + "\n" for i, s in enumerate(scores))
             )
             train_s, eval_s = seconds
             folder.joinpath("metrics.json").write_text(
@@ -50,7 +51,7 @@ def write_trials(
                         "method": method,
                         "seed": seed,
                         "samples": 10,
-                        "rougeL": scores.mean(),
+                        metric: scores.mean(),
                         "n_eval": n,
                         "select_seconds": 0.0,
                         "train_seconds": train_s,
@@ -182,3 +183,21 @@ def test_about_rounds_up_to_two_significant_digits():
         "4,100",
         "130,000",
     ]
+
+
+def test_a_loss_only_run_tables_held_out_loss_not_empty_generation_columns(tmp_path):
+    """eval.generate false: the report and the console table show held-out loss (lowest first), with its CI and
+    test, and no ROUGE-L, BERTScore or share-of-full columns of dashes."""
+    write_trials(tmp_path, {"random": 0.0, "worse": 0.3, "better": -0.3}, seeds=3, metric="heldout_loss")
+    console = Console(file=io.StringIO(), width=80)
+    rows = build_report(tmp_path, ReportConfig(metrics=["heldout_loss"]), console=console)
+    md = (tmp_path / "comparison" / "report.md").read_text()
+    assert [r["method"] for r in rows] == ["random", "better", "worse"]  # lower loss first
+    table = md.split("## Results")[1].split("\n\n")[1]
+    assert table.startswith("| Method | Held-out loss ±95% CI | p (Holm) | Samples | Seeds | Time(s) |")
+    assert "ROUGE-L" not in table and "BERTScore model" not in md and "lower is better" in md
+    assert "The lowest among the subset methods is **better**" in md
+    assert rows[1]["vs_random"]["heldout_loss"]["significant"] and "better** beat random on held-out loss" in md
+    shown = console.file.getvalue()
+    assert "held-out loss" in shown and "ROUGE-L" not in shown and "BERTScore" not in shown
+    assert max(map(len, shown.splitlines())) <= 80

@@ -5,6 +5,7 @@ recommendation, with every number taken from the rows.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from distill.report import stats
 from distill.report.text import (
@@ -20,7 +21,12 @@ from distill.report.text import (
     _verdict,
     primary,
 )
-from distill.store.records import FULL, RANDOM, RunInfo
+from distill.store.records import FULL, HELDOUT_LOSS, RANDOM, ROUGE_L, RunInfo
+
+
+def generated(rows: list[dict]) -> bool:
+    """Whether the run generated (ROUGE-L and BERTScore exist), or scored held-out loss alone (eval.generate false)."""
+    return any(r[ROUGE_L.name] is not None for r in rows)
 
 
 def _at_a_glance(rows: list[dict]) -> str:
@@ -33,6 +39,12 @@ def _at_a_glance(rows: list[dict]) -> str:
         ci = best["rougeL_ci95"]
         ci_txt = f" (95% CI {ci[0]:.4f}–{ci[1]:.4f})" if ci else ""
         parts.append(f"The best subset method is **{best['method']}** with ROUGE-L {best['rougeL']:.4f}{ci_txt}.")
+    elif scored := [r for r in rows if r["method"] != FULL and r[HELDOUT_LOSS.name] is not None]:
+        best = min(scored, key=lambda r: (r[HELDOUT_LOSS.name], r["method"] != RANDOM))
+        parts.append(
+            f"This run scored held-out loss alone (no generation). The lowest among the subset methods is "
+            f"**{best['method']}**'s: {_with_ci(best, HELDOUT_LOSS.name)} (lower is better)."
+        )
     if RANDOM in by:
         parts.append(_claims(rows))
     else:
@@ -55,6 +67,36 @@ def _at_a_glance(rows: list[dict]) -> str:
             eff.append(f"peak memory {best['peak_memory_mb']:.0f} MB vs {full['peak_memory_mb']:.0f} MB")
         parts.append(", ".join(eff) + " (measured, mean per seed).")
     return " ".join(parts)
+
+
+def _with_ci(row: dict, name: str) -> str:
+    """A row's mean of metric `name` with its 95% CI."""
+    ci = row[f"{name}_ci95"]
+    return _fmt(row[name]) + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+
+
+def _results_table(rows: list[dict]) -> list[str]:
+    """Every method's scores, their evidence against random and their cost: ROUGE-L and what goes with it, or
+    held-out loss in a run that did not generate."""
+    score = ROUGE_L if generated(rows) else HELDOUT_LOSS
+    columns: list[tuple[str, str, Callable[[dict], str]]] = [
+        ("Method", "---", lambda r: r["method"]),
+        (f"{score.label[0].upper()}{score.label[1:]} ±95% CI", "---", lambda r: _with_ci(r, score.name)),
+    ]
+    if score is ROUGE_L:
+        columns += [
+            ("BERTScore-F1", "---", lambda r: _fmt(r["bertscore_f1"])),
+            ("vs Random %", "---:", lambda r: _pct(r["vs_random_pct"])),
+            ("% of full", "---:", lambda r: "—" if r["pct_of_full"] is None else f"{r['pct_of_full']:.1f}%"),
+        ]
+    columns += [
+        ("p (Holm)", "---", lambda r: _p_text((primary(r) or (None, None))[1])),
+        ("Samples", "---:", lambda r: str(r["samples"])),
+        ("Seeds", "---:", lambda r: str(r["seeds"])),
+        ("Time(s)", "---:", lambda r: _fmt(r["time_s"], ".1f")),
+    ]
+    lines = ["| " + " | ".join(c[0] for c in columns) + " |", "|" + "|".join(c[1] for c in columns) + "|"]
+    return lines + ["| " + " | ".join(c[2](r) for c in columns) + " |" for r in rows]
 
 
 def _claims(rows: list[dict]) -> str:
@@ -247,34 +289,27 @@ def render_markdown(rows: list[dict], run: RunInfo | None, plots: dict[str, str]
             "",
         ]
     lines += ["## At a glance", "", _at_a_glance(rows), ""]
-    lines += [
-        "## Results",
-        "",
-        "| Method | ROUGE-L ±95% CI | BERTScore-F1 | vs Random % | % of full | p (Holm) | Samples | Seeds | Time(s) |",
-        "|---|---|---|---:|---:|---|---:|---:|---:|",
-    ]
-    for r in rows:
-        ci = r["rougeL_ci95"]
-        rl = _fmt(r["rougeL"]) + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
-        pct_full = "—" if r["pct_of_full"] is None else f"{r['pct_of_full']:.1f}%"
-        lines.append(
-            f"| {r['method']} | {rl} | {_fmt(r['bertscore_f1'])} | {_pct(r['vs_random_pct'])} | "
-            f"{pct_full} | {_p_text((primary(r) or (None, None))[1])} | {r['samples']} | {r['seeds']} | {_fmt(r['time_s'], '.1f')} |"
-        )
+    lines += ["## Results", "", *_results_table(rows)]
     models = sorted({r["bertscore_model"] for r in rows if r["bertscore_model"]})
     bs_model = ", ".join(models) or (run and run.bertscore_model) or "unknown"
+    scores = (
+        "ROUGE-L and BERTScore-F1 are means over seeds and held-out examples; empty generations are scored 0, never "
+        "dropped."
+        if generated(rows)
+        else "Held-out loss is each held-out reference summary's mean token cross-entropy under the trial's "
+        "adapter (summary tokens only), averaged over held-out examples and seeds; lower is better. This run "
+        "did not generate (eval.generate: false), so it has no ROUGE-L or BERTScore."
+    )
     lines += [
         "",
-        "ROUGE-L and BERTScore-F1 are means over seeds and held-out examples; empty generations are "
-        "scored 0, never dropped. The 95% CI counts seed-to-seed and example-to-example noise (with one "
+        scores + " The 95% CI counts seed-to-seed and example-to-example noise (with one "
         f"seed, the examples' only). p is the test of {_primary_label(rows)} against `random` (see *Against "
         "random*), Holm–Bonferroni adjusted over every test made; "
         '"not significant" marks adjusted p ≥ 0.05. '
         "Time is the mean wall time per seed (select + train + eval; the select of a training-dynamics "
         "method includes the probe stage it read).",
         "",
-        f"BERTScore model: `{bs_model}`.",
-        "",
+        *([f"BERTScore model: `{bs_model}`.", ""] if generated(rows) else []),
     ]
     n_empty = sum(r["n_empty"] for r in rows)
     if n_empty:

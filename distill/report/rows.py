@@ -16,7 +16,9 @@ from distill.report import planning, stats
 from distill.store.records import (
     COLUMNS,
     FULL,
+    HELDOUT_LOSS,
     RANDOM,
+    ROUGE_L,
     SCORE_KEYS,
     SCORE_METRICS,
     Metric,
@@ -124,8 +126,13 @@ def _round(value: Any) -> Any:
 
 
 def _method_order(rows: dict[str, dict]) -> list[str]:
-    """random first, then methods by ROUGE-L (best first, name as tie-break), the full baseline last."""
-    middle = sorted((m for m in rows if m not in (RANDOM, FULL)), key=lambda m: (-(rows[m]["rougeL"] or 0.0), m))
+    """random first, then methods by ROUGE-L (best first, name as tie-break; by held-out loss, lowest first, in a
+    run that did not generate), the full baseline last."""
+    if any(r[ROUGE_L.name] is not None for r in rows.values()):
+        middle = sorted((m for m in rows if m not in (RANDOM, FULL)), key=lambda m: (-(rows[m]["rougeL"] or 0.0), m))
+    else:
+        loss = HELDOUT_LOSS.name
+        middle = sorted((m for m in rows if m not in (RANDOM, FULL)), key=lambda m: (rows[m][loss] or math.inf, m))
     return ([RANDOM] if RANDOM in rows else []) + middle + ([FULL] if FULL in rows else [])
 
 

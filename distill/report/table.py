@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from distill.report.text import _better, _fmt, _p_value, _pct, _primary_label, primary
+from distill.store.records import HELDOUT_LOSS, ROUGE_L, Metric
 
 
 @dataclass(frozen=True)
@@ -33,32 +34,45 @@ def _beats_random(row: dict) -> bool:
     return bool(found and found[1]["significant"] and _better(found[1], found[0]))
 
 
+def _score_columns(metric: Metric) -> tuple[ConsoleColumn, ConsoleColumn]:
+    """A metric's mean and, stacked beneath it when narrow, its 95% CI."""
+    header, ci = metric.label, f"{metric.name}_ci95"
+    return (
+        ConsoleColumn(header, lambda r: _fmt(r[metric.name])),
+        ConsoleColumn("95% CI", lambda r: f"{r[ci][0]:.3f}–{r[ci][1]:.3f}" if r[ci] else "—", under=header),
+    )
+
+
+_METHOD = ConsoleColumn("Method", lambda r: r["method"])
+_COST = (
+    ConsoleColumn("Samples", lambda r: str(r["samples"])),
+    ConsoleColumn("Seeds", lambda r: str(r["seeds"]), under="Samples"),
+    ConsoleColumn("Time (s)", lambda r: _fmt(r["time_s"], ".1f")),
+)
 CONSOLE_COLUMNS = (
-    ConsoleColumn("Method", lambda r: r["method"]),
-    ConsoleColumn("ROUGE-L", lambda r: _fmt(r["rougeL"])),
-    ConsoleColumn(
-        "95% CI",
-        lambda r: f"{r['rougeL_ci95'][0]:.3f}–{r['rougeL_ci95'][1]:.3f}" if r["rougeL_ci95"] else "—",
-        under="ROUGE-L",
-    ),
+    _METHOD,
+    *_score_columns(ROUGE_L),
     ConsoleColumn("BERTScore", lambda r: _fmt(r["bertscore_f1"])),
     ConsoleColumn(
         "% of full", lambda r: "—" if r["pct_of_full"] is None else f"{r['pct_of_full']:.1f}%", under="BERTScore"
     ),
     ConsoleColumn("vs random", lambda r: _pct(r["vs_random_pct"])),
     ConsoleColumn("p (Holm)", _console_p, under="vs random"),
-    ConsoleColumn("Samples", lambda r: str(r["samples"])),
-    ConsoleColumn("Seeds", lambda r: str(r["seeds"]), under="Samples"),
-    ConsoleColumn("Time (s)", lambda r: _fmt(r["time_s"], ".1f")),
+    *_COST,
 )
+# a run that scored held-out loss alone (eval.generate false): no ROUGE-L, BERTScore or share of the full ROUGE-L
+LOSS_COLUMNS = (_METHOD, *_score_columns(HELDOUT_LOSS), ConsoleColumn("p (Holm)", _console_p), *_COST)
 
 
 MEASURE_WIDTH = 10_000
 
 
-def console_table(rows: list[dict], width: int, columns: tuple[ConsoleColumn, ...] = CONSOLE_COLUMNS):
+def console_table(rows: list[dict], width: int, columns: tuple[ConsoleColumn, ...] | None = None):
     """The comparison as a rich Table no wider than `width` if possible, never dropping a column:
-    one column each when it fits, else every `under` column stacked beneath its parent."""
+    one column each when it fits, else every `under` column stacked beneath its parent. The columns: ROUGE-L's,
+    or held-out loss's in a run that did not generate."""
+    if columns is None:
+        columns = CONSOLE_COLUMNS if any(r[ROUGE_L.name] is not None for r in rows) else LOSS_COLUMNS
     from rich.console import Console
 
     wide = [[c] for c in columns]
