@@ -69,8 +69,13 @@ def test_cluster_yaml_passes_rays_schema_and_launcher_checks():
 # ------------------------------------------------------------------------------------- ray job submit
 
 
-def _submit_when_ready(submit: list[str], env: dict, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """`ray job submit`, retried for up to a minute: `ray start` returns before the head's job agent accepts jobs."""
+def _submit_when_ready(
+    address: str, runtime_env: dict, command: list[str], env: dict, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    """`ray job submit --address ADDRESS --runtime-env-json RUNTIME_ENV -- COMMAND`, retried for up to a minute:
+    `ray start` returns before the head's job agent accepts jobs."""
+    submit = [str(VENV_BIN / "ray"), "job", "submit", "--address", address]
+    submit += ["--runtime-env-json", json.dumps(runtime_env), "--", *command]
     start = time.perf_counter()
     while True:
         job = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=150, cwd=cwd)
@@ -104,20 +109,12 @@ def test_ray_job_submit_runs_the_quick_pipeline_on_a_head_node(head, tiny_job, t
         "env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
     }
     start = time.perf_counter()
-    submit = [
-        str(VENV_BIN / "ray"),
-        "job",
-        "submit",
-        "--address",
-        address,
-        "--runtime-env-json",
-        json.dumps(runtime_env),
-        "--",
+    command = [
         "bash",
         "-c",
         f"python -c 'import sys; print(\"job python:\", sys.executable)' && python -m distill.quick --job {job_path}",
     ]
-    job = _submit_when_ready(submit, env)
+    job = _submit_when_ready(address, runtime_env, command, env)
     log = job.stdout + job.stderr
     assert job.returncode == 0, log[-4000:]
     assert "succeeded" in log
@@ -174,23 +171,10 @@ def test_ray_job_submit_runs_a_plugin_selector_from_the_jobs_working_dir(head, t
         "py_modules": [str(REPO / "distill")],
         "env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
     }
-    submit = [
-        str(VENV_BIN / "ray"),
-        "job",
-        "submit",
-        "--address",
-        address,
-        "--runtime-env-json",
-        json.dumps(runtime_env),
-        "--",
-        "python",
-        "-m",
-        "distill.quick",
-        "--job",
-        "tiny.yaml",
-    ]
     start = time.perf_counter()
-    job_run = _submit_when_ready(submit, env, cwd=tmp_path)
+    job_run = _submit_when_ready(
+        address, runtime_env, ["python", "-m", "distill.quick", "--job", "tiny.yaml"], env, tmp_path
+    )
     log = job_run.stdout + job_run.stderr
     assert job_run.returncode == 0, log[-4000:]
     assert "shortest_first (seed 0): 6 examples" in log

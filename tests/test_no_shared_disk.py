@@ -68,6 +68,19 @@ class Split:
     def s3_storage(self, prefix: str) -> dict:
         return {"uri": f"s3://runs/{prefix}", "endpoint": self.s3.endpoint}
 
+    def start_stalling(self, job: Path, log: Path) -> tuple[subprocess.Popen, dict]:
+        """Start `distill quick` with the fault armed and wait until a trial stalls after its step-2 checkpoint;
+        returns the driver and what the stalled trial recorded (its pid, its tag)."""
+        self.arm(True)
+        stalled = self.faults / f"{FAULT}.json"
+        driver = self.distill("quick", "--job", str(job), log=log)
+        try:
+            wait_for(lambda: stalled.exists() and stalled.read_text() != "{}", 360, "a trial to stall at step 2")
+        except BaseException:
+            driver.kill()
+            raise
+        return driver, json.loads(stalled.read_text())
+
     def run(self, *args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
         """`python -m distill ARGS` on this cluster, to its end."""
         return subprocess.run(
@@ -213,16 +226,9 @@ def _assert_completed_in_s3(s3, prefix: str, out: Path, text: str, checkpoints: 
 def test_a_trial_on_a_lost_node_continues_from_its_checkpoint_in_s3(cluster_ready, tiny_job, tmp_path):
     tiny_job["select"]["methods"] = ["random"]
     job, out = cluster_ready.job(tiny_job, "b", cluster_ready.s3_storage("b"))
-    cluster_ready.arm(True)
-    stalled = cluster_ready.faults / f"{FAULT}.json"
-    driver = cluster_ready.distill("quick", "--job", str(job), log=tmp_path / "driver.log")
+    driver, stalled = cluster_ready.start_stalling(job, log=tmp_path / "driver.log")
     try:
-        wait_for(
-            lambda: stalled.exists() and stalled.read_text() != "{}",
-            360,
-            "the trial to stall after its step-2 checkpoint",
-        )
-        trial = psutil.Process(json.loads(stalled.read_text())["pid"])
+        trial = psutil.Process(stalled["pid"])
         raylet = next(p for p in trial.parents() if p.name() == "raylet")
         raylet.kill()  # SIGKILL: the node is gone, with the trial's process and its view of the disk
         text = _finish(driver, tmp_path / "driver.log", 300) + _run_log(out)
@@ -239,16 +245,10 @@ def test_a_run_in_s3_survives_its_driver_and_resumes_from_s3_alone(cluster_ready
     recomputes nothing finished, and the run ends complete in S3 and in its report, as an uninterrupted one."""
     s3 = cluster_ready.s3
     job, out = cluster_ready.job(tiny_job, "c", cluster_ready.s3_storage("c"))
-    cluster_ready.arm(True)  # the first trial to checkpoint step 2 stalls there; the other one finishes
-    stalled = cluster_ready.faults / f"{FAULT}.json"
-    driver = cluster_ready.distill("quick", "--job", str(job), log=tmp_path / "driver.log")
+    # the first trial to checkpoint step 2 stalls there; the other one finishes
+    driver, stalled = cluster_ready.start_stalling(job, log=tmp_path / "driver.log")
     try:
-        wait_for(
-            lambda: stalled.exists() and stalled.read_text() != "{}",
-            360,
-            "a trial to stall after its step-2 checkpoint",
-        )
-        hung = json.loads(stalled.read_text())["tag"]
+        hung = stalled["tag"]
         wait_for(
             lambda: (
                 f"runs/c/trials/{hung}/{checkpoint.POINTER_FILE}" in s3.files(f"runs/c/trials/{hung}")
