@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable
 
 from distill.report import stats
+from distill.report.rows import generated, headline
 from distill.report.text import (
     _better,
     _fmt,
@@ -22,11 +23,6 @@ from distill.report.text import (
     primary,
 )
 from distill.store.records import FULL, HELDOUT_LOSS, RANDOM, ROUGE_L, RunInfo
-
-
-def generated(rows: list[dict]) -> bool:
-    """Whether the run generated (ROUGE-L and BERTScore exist), or scored held-out loss alone (eval.generate false)."""
-    return any(r[ROUGE_L.name] is not None for r in rows)
 
 
 def _at_a_glance(rows: list[dict]) -> str:
@@ -78,7 +74,7 @@ def _with_ci(row: dict, name: str) -> str:
 def _results_table(rows: list[dict]) -> list[str]:
     """Every method's scores, their evidence against random and their cost: ROUGE-L and what goes with it, or
     held-out loss in a run that did not generate."""
-    score = ROUGE_L if generated(rows) else HELDOUT_LOSS
+    score = headline(rows)
     columns: list[tuple[str, str, Callable[[dict], str]]] = [
         ("Method", "---", lambda r: r["method"]),
         (f"{score.label[0].upper()}{score.label[1:]} ±95% CI", "---", lambda r: _with_ci(r, score.name)),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -125,14 +126,24 @@ def _round(value: Any) -> Any:
     return value
 
 
+def generated(rows: Iterable[dict]) -> bool:
+    """Whether the run generated (ROUGE-L and BERTScore exist), or scored held-out loss alone (eval.generate false)."""
+    return any(r[ROUGE_L.name] is not None for r in rows)
+
+
+def headline(rows: Iterable[dict]) -> Metric:
+    """The score the tables lead with and order by: ROUGE-L, or held-out loss in a run that did not generate."""
+    return ROUGE_L if generated(rows) else HELDOUT_LOSS
+
+
 def _method_order(rows: dict[str, dict]) -> list[str]:
-    """random first, then methods by ROUGE-L (best first, name as tie-break; by held-out loss, lowest first, in a
-    run that did not generate), the full baseline last."""
-    if any(r[ROUGE_L.name] is not None for r in rows.values()):
-        middle = sorted((m for m in rows if m not in (RANDOM, FULL)), key=lambda m: (-(rows[m]["rougeL"] or 0.0), m))
-    else:
-        loss = HELDOUT_LOSS.name
-        middle = sorted((m for m in rows if m not in (RANDOM, FULL)), key=lambda m: (rows[m][loss] or math.inf, m))
+    """random first, then methods best first by the headline score (name as tie-break; a method without it ranks
+    as the worst score: ROUGE-L 0, loss infinite), the full baseline last."""
+    score = headline(rows.values())
+    sign, worst = (-1, 0.0) if score.higher_is_better else (1, math.inf)
+    middle = sorted(
+        (m for m in rows if m not in (RANDOM, FULL)), key=lambda m: (sign * (rows[m][score.name] or worst), m)
+    )
     return ([RANDOM] if RANDOM in rows else []) + middle + ([FULL] if FULL in rows else [])
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from distill.report.rows import generated
 from distill.report.text import _better, _fmt, _p_value, _pct, _primary_label, primary
 from distill.store.records import HELDOUT_LOSS, ROUGE_L, Metric
 
@@ -72,7 +73,7 @@ def console_table(rows: list[dict], width: int, columns: tuple[ConsoleColumn, ..
     one column each when it fits, else every `under` column stacked beneath its parent. The columns: ROUGE-L's,
     or held-out loss's in a run that did not generate."""
     if columns is None:
-        columns = CONSOLE_COLUMNS if any(r[ROUGE_L.name] is not None for r in rows) else LOSS_COLUMNS
+        columns = CONSOLE_COLUMNS if generated(rows) else LOSS_COLUMNS
     from rich.console import Console
 
     wide = [[c] for c in columns]
