@@ -289,19 +289,24 @@ def test_fingerprint_changes_when_a_row_changes(tmp_path):
 # ----------------------------------------------------------------------------- split column
 
 
-def test_split_column_scitldr_shaped(tmp_path):
-    rows = [dict(r, split="train", all_summaries=[r["summary"]]) for r in _rows(20, "t")]
-    rows += [dict(r, split="dev", all_summaries=[r["summary"], "x"]) for r in _rows(6, "d")]
-    path = _write_jsonl(tmp_path / "scitldr_like.jsonl", rows)
-    cfg = DataConfig(
+def _scitldr_layout(path: Path, test_size: int) -> DataConfig:
+    """SciTLDR's column layout: one file, a `split` column (train/dev), ids in `id`, no title."""
+    return DataConfig(
         source=str(path),
         split_column="split",
         train_split="train",
         test_split="dev",
         id_column="id",
         title_column=None,
-        test_size=4,
+        test_size=test_size,
     )
+
+
+def test_split_column_scitldr_shaped(tmp_path):
+    rows = [dict(r, split="train", all_summaries=[r["summary"]]) for r in _rows(20, "t")]
+    rows += [dict(r, split="dev", all_summaries=[r["summary"], "x"]) for r in _rows(6, "d")]
+    path = _write_jsonl(tmp_path / "scitldr_like.jsonl", rows)
+    cfg = _scitldr_layout(path, test_size=4)
     splits = load_splits(cfg)
     assert len(splits.test) == 4
     assert splits.test["id"].str.startswith("d").all()
@@ -321,17 +326,7 @@ def test_split_column_without_test_split_carves_from_train(tmp_path):
 
 @pytest.mark.skipif(not SCITLDR.exists(), reason="SciTLDR file not in this checkout")
 def test_real_scitldr_file():
-    splits = load_splits(
-        DataConfig(
-            source=str(SCITLDR),
-            split_column="split",
-            train_split="train",
-            test_split="dev",
-            id_column="id",
-            title_column=None,
-            test_size=50,
-        )
-    )
+    splits = load_splits(_scitldr_layout(SCITLDR, test_size=50))
     assert len(splits.train) == 1991
     assert len(splits.test) == 50
     assert splits.test["id"].str.contains("dev").all()
