@@ -22,11 +22,12 @@ failed=()
 # leaves idle. Niced to 10, they yield to it without starving (at 19 the vLLM tests, the longest of the three
 # branches, took 2.5x their time alone and finished last). Their output is printed after the suite's.
 logs="$(mktemp -d)"
+setup_failed=90  # a background branch's exit code when its environment could not be set up (pytest never uses it)
 # beside NAME VENV SETUP-ENV TEST...: set NAME's environment up, then run its tests, in the background
 beside() {
   local name=$1 venv=$2 setup=$3
   shift 3
-  (env DISTILL_VENV="$venv" $setup nice -n 10 scripts/setup.sh > "$logs/$name.setup.log" 2>&1 || exit 90
+  (env DISTILL_VENV="$venv" $setup nice -n 10 scripts/setup.sh > "$logs/$name.setup.log" 2>&1 || exit "$setup_failed"
     nice -n 10 "$venv/bin/python" -m pytest -n 0 "$@" > "$logs/$name.log" 2>&1) &
 }
 # outcome PID NAME WHAT: wait for NAME's background run and print its output; WHAT names it among the failures
@@ -34,7 +35,7 @@ outcome() {
   local code=0
   wait "$1" || code=$?
   echo "test: $3"
-  if [[ $code -eq 90 ]]; then
+  if [[ $code -eq $setup_failed ]]; then
     echo "test: setting up $2 failed:" >&2
     tail -n 30 "$logs/$2.setup.log" >&2
     failed+=("the setup of $3")
