@@ -92,9 +92,9 @@ def test_no_leakage_by_normalised_text_or_id(tmp_path):
         DataConfig(source=str(path), split_column="split", test_split="test", test_size=4, id_column="id")
     )
     assert len(splits.test) == 4
-    test_hashes = set(splits.test["text"].map(text_hash))
+    test_hashes = set(splits.test["prompt"].map(text_hash))
     assert not set(splits.train["id"]) & set(splits.test["id"])
-    assert not set(splits.train["text"].map(text_hash)) & test_hashes
+    assert not set(splits.train["prompt"].map(text_hash)) & test_hashes
     assert "dup-text" not in set(splits.train["id"])
     assert len(splits.train) == 12
 
@@ -110,7 +110,7 @@ def test_carved_split_drops_within_file_duplicates(tmp_path):
     path = _write_jsonl(tmp_path / "d.jsonl", rows)
     splits = load_splits(DataConfig(source=str(path), test_size=5, id_column="id"))
     assert len(splits.train) + len(splits.test) == 20
-    all_hashes = pd.concat([splits.train, splits.test])["text"].map(text_hash)
+    all_hashes = pd.concat([splits.train, splits.test])["prompt"].map(text_hash)
     assert all_hashes.is_unique
 
 
@@ -250,7 +250,7 @@ def test_ids_are_text_hashes_without_id_column(tmp_path):
     path = _write_jsonl(tmp_path / "d.jsonl", _rows(8))
     splits = load_splits(DataConfig(source=str(path), test_size=2))
     for _, row in splits.train.iterrows():
-        assert row["id"] == text_hash(row["text"])[:16]
+        assert row["id"] == text_hash(row["prompt"])[:16]
 
 
 def test_missing_title_column_gives_empty_titles(tmp_path):
@@ -259,16 +259,22 @@ def test_missing_title_column_gives_empty_titles(tmp_path):
     assert (splits.train["title"] == "").all()
 
 
-def test_rows_with_empty_or_short_summary_are_dropped(tmp_path):
+def test_rows_with_an_empty_response_are_named_not_dropped(tmp_path):
     rows = _rows(10)
-    rows[0]["summary"] = ""
-    rows[1]["summary"] = "   "
-    rows[2]["summary"] = "abc"  # shorter than min_summary_chars=5
-    rows[3]["text"] = "too short"  # shorter than min_text_chars=20
+    rows[3]["summary"] = "   "
+    rows[6]["summary"] = ""
+    with pytest.raises(DistillError) as err:
+        load_splits(DataConfig(source=str(_write_jsonl(tmp_path / "d.jsonl", rows)), id_column="id", test_size=2))
+    assert "row 4, 7" in err.value.problem and "empty response ('summary')" in err.value.problem
+    assert "remove the row" in err.value.fix
+
+
+def test_short_responses_are_kept(tmp_path):
+    rows = _rows(10)
+    rows[2]["summary"] = "abc"
+    rows[3]["text"] = "too short"
     splits = load_splits(DataConfig(source=str(_write_jsonl(tmp_path / "d.jsonl", rows)), id_column="id", test_size=2))
-    kept = set(splits.train["id"]) | set(splits.test["id"])
-    assert kept == {f"doc{i}" for i in range(4, 10)}
-    assert (pd.concat([splits.train, splits.test])["summary"].str.len() >= 5).all()
+    assert len(splits.train) + len(splits.test) == 10
 
 
 def test_fingerprint_changes_when_a_row_changes(tmp_path):
@@ -331,7 +337,7 @@ def test_real_scitldr_file():
     assert len(splits.test) == 50
     assert splits.test["id"].str.contains("dev").all()
     assert not splits.train["id"].str.contains("dev").any()
-    assert not set(splits.train["text"].map(text_hash)) & set(splits.test["text"].map(text_hash))
+    assert not set(splits.train["prompt"].map(text_hash)) & set(splits.test["prompt"].map(text_hash))
 
 
 # ----------------------------------------------------------------------------- errors
@@ -406,7 +412,7 @@ def test_too_few_rows_to_hold_out(tmp_path):
 
 def test_no_usable_rows(tmp_path):
     rows = [dict(r, summary="") for r in _rows(5)]
-    with pytest.raises(DistillError, match="no usable rows"):
+    with pytest.raises(DistillError, match="row 1, 2, 3 and 2 more"):
         load_splits(DataConfig(source=str(_write_jsonl(tmp_path / "d.jsonl", rows)), test_size=2))
 
 
@@ -457,22 +463,14 @@ def test_hub_dataset_loads_through_datasets(monkeypatch):
 
 def test_null_cells_are_empty_not_the_string_nan(tmp_path):
     rows = _rows(8)
-    rows[0]["summary"] = None
     rows[1]["title"] = None
-    rows[2]["text"] = None
-    splits = load_splits(
-        DataConfig(
-            source=str(_write_jsonl(tmp_path / "d.jsonl", rows)),
-            id_column="id",
-            min_summary_chars=1,
-            min_text_chars=1,
-            test_size=2,
-        )
-    )
+    splits = load_splits(DataConfig(source=str(_write_jsonl(tmp_path / "d.jsonl", rows)), id_column="id", test_size=2))
     both = pd.concat([splits.train, splits.test])
-    assert set(both["id"]) == {f"doc{i}" for i in range(8)} - {"doc0", "doc2"}
     assert both.set_index("id").loc["doc1", "title"] == ""
-    assert not both[["title", "text", "summary"]].isin(["nan", "None"]).any().any()
+    assert not both[["title", "prompt", "response"]].isin(["nan", "None"]).any().any()
+    rows[2]["text"] = None  # a missing prompt is empty, and named
+    with pytest.raises(DistillError, match="row 3 .* an empty prompt"):
+        load_splits(DataConfig(source=str(_write_jsonl(tmp_path / "e.jsonl", rows)), id_column="id", test_size=2))
 
 
 # ----------------------------------------------------------------------------- the query set (rds_plus)
@@ -499,6 +497,7 @@ def test_query_files_are_tasks_without_held_out_examples(tmp_path):
     data = _write_jsonl(tmp_path / "d.jsonl", _rows(12))
     first = _write_jsonl(tmp_path / "q1.jsonl", _rows(3, "qa"))
     held_out = load_splits(DataConfig(source=str(data), test_size=2, id_column="id")).test
+    held_out = held_out.rename(columns={"prompt": "text", "response": "summary"}).drop(columns="turns")
     second = _write_jsonl(tmp_path / "q2.jsonl", _rows(2, "qb") + held_out.assign(title="").to_dict("records"))
     cfg = DataConfig(source=str(data), test_size=2, id_column="id", query_size=1)
     splits = load_splits(cfg, [str(first), str(second)])

@@ -1,13 +1,16 @@
-"""Target-model features: pooled embeddings and per-example summary loss from one forward pass."""
+"""Target-model features: pooled embeddings and per-example response loss from one forward pass."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 import torch
 
-from distill.config.schema import ModelConfig
+from distill.config.schema import ModelConfig, PromptConfig
 from distill.features.embed import EmbedActor, cache_key, output_columns
+from distill.model.prompt import user_turn
 
 TEXTS = [
     "The Secretary of Energy shall carry out a program to support research on grid storage. " * 3,
@@ -24,8 +27,8 @@ SUMMARIES = [
 def batch(indices):
     return {
         "row": np.asarray(indices),
-        "text": np.asarray([TEXTS[i] for i in indices], dtype=object),
-        "summary": np.asarray([SUMMARIES[i] for i in indices], dtype=object),
+        "turns": np.asarray([json.dumps(user_turn(TEXTS[i])) for i in indices], dtype=object),
+        "response": np.asarray([SUMMARIES[i] for i in indices], dtype=object),
     }
 
 
@@ -36,7 +39,7 @@ def model_cfg(tiny_model):
 
 @pytest.fixture(scope="module")
 def actor(tiny_model, model_cfg):
-    return EmbedActor(tiny_model, model_cfg, pooling="mean")
+    return EmbedActor(tiny_model, model_cfg, PromptConfig(), "summarization", pooling="mean")
 
 
 def test_output_shapes_and_values(actor):
@@ -54,7 +57,7 @@ def test_output_shapes_and_values(actor):
 def test_loss_matches_hand_computation(actor):
     out = actor(batch([0, 1, 2]))
     for i in range(3):
-        enc = actor.format.encode(TEXTS[i], SUMMARIES[i])
+        enc = actor.format.encode(user_turn(TEXTS[i]), SUMMARIES[i])
         ids = torch.tensor([enc.prompt + enc.target])
         labels = torch.tensor([[-100] * len(enc.prompt) + enc.target])
         with torch.no_grad():
@@ -64,17 +67,17 @@ def test_loss_matches_hand_computation(actor):
 
 def test_mean_pooling_matches_hand_computation(actor):
     out = actor(batch([1]))
-    enc = actor.format.encode(TEXTS[1], SUMMARIES[1])
+    enc = actor.format.encode(user_turn(TEXTS[1]), SUMMARIES[1])
     with torch.no_grad():
         hidden = actor.model.get_decoder()(input_ids=torch.tensor([enc.prompt + enc.target])).last_hidden_state[0]
-    start, end = enc.doc_span
+    ((start, end),) = enc.content
     np.testing.assert_allclose(out["embedding"][0], hidden[start:end].mean(0).numpy(), atol=1e-4)
 
 
 def test_position_weighted_mean_matches_hand_computation(actor):
-    """RDS+'s pooling: every real token of prompt + summary, weight t / sum(t), padding left out."""
+    """RDS+'s pooling: every real token of prompt + response, weight t / sum(t), padding left out."""
     out = actor(batch([2, 1]))  # row 1 is the shorter: padded in this batch
-    enc = actor.format.encode(TEXTS[1], SUMMARIES[1])
+    enc = actor.format.encode(user_turn(TEXTS[1]), SUMMARIES[1])
     with torch.no_grad():
         hidden = actor.model.get_decoder()(input_ids=torch.tensor([enc.prompt + enc.target])).last_hidden_state[0]
     weights = torch.arange(1, len(hidden) + 1, dtype=torch.float32)
@@ -83,17 +86,17 @@ def test_position_weighted_mean_matches_hand_computation(actor):
     )
 
 
-def test_loss_alone_is_the_summary_without_its_document(tiny_model, model_cfg, actor):
-    """IFD's denominator: the same summary tokens, the same template, the document left out; one more pass
+def test_loss_alone_is_the_response_without_the_user_content(tiny_model, model_cfg, actor):
+    """IFD's denominator: the same response tokens, the same template, the user content left out; one more pass
     whose seconds every row shares; the other columns are exactly the plain actor's."""
-    with_alone = EmbedActor(tiny_model, model_cfg, pooling="mean", loss_alone=True)
+    with_alone = EmbedActor(tiny_model, model_cfg, PromptConfig(), "summarization", pooling="mean", loss_alone=True)
     out, plain = with_alone(batch([0, 1, 2])), actor(batch([0, 1, 2]))
     assert set(out) == set(plain) | {"loss_alone", "seconds_loss_alone"}
     for column in plain:
         np.testing.assert_array_equal(out[column], plain[column])
     for i in range(3):
-        enc = with_alone.format.encode("", SUMMARIES[i])
-        assert enc.target == with_alone.format.encode(TEXTS[i], SUMMARIES[i]).target
+        enc = with_alone.format.encode(user_turn(""), SUMMARIES[i])
+        assert enc.target == with_alone.format.encode(user_turn(TEXTS[i]), SUMMARIES[i]).target
         ids = torch.tensor([enc.prompt + enc.target])
         with torch.no_grad():
             expected = with_alone.model(
@@ -113,7 +116,7 @@ def test_independent_of_batch_composition(actor):
 
 
 def test_last_pooling_differs_from_mean(tiny_model, model_cfg, actor):
-    last = EmbedActor(tiny_model, model_cfg, pooling="last")
+    last = EmbedActor(tiny_model, model_cfg, PromptConfig(), "summarization", pooling="last")
     mean_out, last_out = actor(batch([0, 1])), last(batch([0, 1]))
     assert last_out["embedding"].shape == mean_out["embedding"].shape
     assert not np.allclose(last_out["embedding"], mean_out["embedding"], atol=1e-3)
@@ -124,15 +127,25 @@ def test_last_pooling_differs_from_mean(tiny_model, model_cfg, actor):
 
 
 def test_cache_key_changes_with_settings(model_cfg):
-    base = cache_key("/m", "abc", model_cfg, "mean")
-    assert base == cache_key("/m", "abc", ModelConfig(**vars(model_cfg)), "mean")
+    prompt = PromptConfig()
+    base = cache_key("/m", "abc", model_cfg, prompt, "mean")
+    assert base == cache_key("/m", "abc", ModelConfig(**vars(model_cfg)), PromptConfig(), "mean")
     variants = [
-        cache_key("/other", "abc", model_cfg, "mean"),
-        cache_key("/m", "abd", model_cfg, "mean"),
-        cache_key("/m", "abc", model_cfg, "last"),
-        cache_key("/m", "abc", ModelConfig(**{**vars(model_cfg), "max_source_tokens": 49}), "mean"),
-        cache_key("/m", "abc", ModelConfig(**{**vars(model_cfg), "max_target_tokens": 13}), "mean"),
-        cache_key("/m", "abc", ModelConfig(**{**vars(model_cfg), "dtype": "bfloat16"}), "mean"),
-        cache_key("/m", "abc", model_cfg, "mean", output_columns(loss_alone=True)),
+        cache_key("/other", "abc", model_cfg, prompt, "mean"),
+        cache_key("/m", "abd", model_cfg, prompt, "mean"),
+        cache_key("/m", "abc", model_cfg, prompt, "last"),
+        cache_key("/m", "abc", ModelConfig(**{**vars(model_cfg), "max_source_tokens": 49}), prompt, "mean"),
+        cache_key("/m", "abc", ModelConfig(**{**vars(model_cfg), "max_target_tokens": 13}), prompt, "mean"),
+        cache_key("/m", "abc", ModelConfig(**{**vars(model_cfg), "dtype": "bfloat16"}), prompt, "mean"),
+        cache_key("/m", "abc", model_cfg, PromptConfig(instruction="Shorter."), "mean"),
+        cache_key("/m", "abc", model_cfg, PromptConfig(eos_after_truncated_response=True), "mean"),
+        cache_key("/m", "abc", model_cfg, prompt, "mean", output_columns(loss_alone=True)),
     ]
     assert len({base, *variants}) == len(variants) + 1
+
+
+def test_responses_cut_at_max_target_tokens_are_counted(actor):
+    """The third summary is longer than 12 tokens: cut, and flagged."""
+    out = actor(batch([0, 1, 2]))
+    lengths = [len(actor.tokenizer(s, add_special_tokens=False)["input_ids"]) for s in SUMMARIES]
+    assert out["response_cut"].tolist() == [float(n > 12) for n in lengths] and max(lengths) > 12

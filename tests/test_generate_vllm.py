@@ -146,7 +146,7 @@ def vllm_vs_hf(cfg, model_path: str, test, records: dict, tmp_path: Path) -> lis
 
     tokenizer = load_tokenizer(model_path)
     fmt = PromptFormat(tokenizer, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
-    engine = VllmGenerator(cfg, model_path, len(fmt.prefix) + len(fmt.suffix))
+    engine = VllmGenerator(cfg, model_path, max(len(p) for p in prompts))
     adapters = {name: write_adapter(record["adapter"], tmp_path / name) for name, record in records.items()}
     by_vllm = engine.generate([fmt.encode(t).prompt for t in test["text"]], adapters)
     base = generate(load_model(model_path, cfg.model, "cpu"), tokenizer, fmt, test["text"].tolist(), cfg.eval, "cpu")

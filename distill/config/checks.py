@@ -10,7 +10,7 @@ import dataclasses
 import inspect
 from typing import Any
 
-from distill.config.schema import ExperimentConfig, ProbeConfig
+from distill.config.schema import PROMPT_PLACEHOLDER, ExperimentConfig, ProbeConfig, PromptConfig
 from distill.errors import DistillError
 from distill.store.outdir import safe_name
 
@@ -31,6 +31,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         registry.get(method)
     _check_contradictions(cfg)
     validate_probe(cfg.probe)
+    validate_prompt(cfg.prompt)
     return normalised(cfg)
 
 
@@ -95,6 +96,17 @@ def _check_contradictions(cfg: ExperimentConfig) -> None:
         raise DistillError(
             "wandb.online is set but wandb.enabled is false, so nothing would be logged",
             "set wandb.enabled: true, or drop wandb.online",
+        )
+
+
+def validate_prompt(prompt: PromptConfig) -> None:
+    """A plain template needs exactly one {prompt}: without it the examples would never reach the model."""
+    found = None if prompt.template is None else prompt.template.count(PROMPT_PLACEHOLDER)
+    if found is not None and found != 1:
+        raise DistillError(
+            f"prompt.template {prompt.template[:60]!r} has {found} {PROMPT_PLACEHOLDER} placeholders",
+            f"put {PROMPT_PLACEHOLDER} once where the user content goes, "
+            f"e.g. --set 'prompt.template=### Question:\\n{PROMPT_PLACEHOLDER}\\n\\n### Answer:\\n'",
         )
 
 

@@ -34,18 +34,23 @@ MOVED_KEYS = {
 }
 
 
-# Keys that no longer exist, and why (results schema version 3: the report's statistics are closed-form).
+# Keys that no longer exist: the results schema version that retired them (a run.json written before it may hold
+# them) and why.
+NO_RESAMPLING = "the report no longer resamples (docs/statistics.md)"
+NO_SILENT_DROPS = "an empty prompt or response is an error naming the row; no row is dropped silently"
 RETIRED_KEYS = {
-    "report.bootstrap_samples": "the report no longer resamples (docs/statistics.md)",
-    "eval.bootstrap_samples": "the report no longer resamples (docs/statistics.md)",
+    "report.bootstrap_samples": (3, NO_RESAMPLING),
+    "eval.bootstrap_samples": (3, NO_RESAMPLING),
+    "data.min_text_chars": (4, NO_SILENT_DROPS),
+    "data.min_summary_chars": (4, NO_SILENT_DROPS),
 }
-RETIRED_IN = 3  # the results schema version that retired them: a run.json written before it may hold them
 
 
-def move_keys(values: dict[str, Any], migrate: bool, retire: bool = False) -> None:
+def move_keys(values: dict[str, Any], migrate: bool, written_in: int | None = None) -> None:
     """Old keys (MOVED_KEYS) in a mapping of settings: moved to their new place (`migrate`: an old run.json),
     else refused with one line naming the new key (a job or an override still using one). Retired keys
-    (RETIRED_KEYS) are dropped (`retire`: a run.json from before they retired), else refused likewise."""
+    (RETIRED_KEYS) are dropped from a run.json `written_in` a schema version before they retired, else refused
+    likewise."""
     for old, new in MOVED_KEYS.items():
         if (found := _holding(values, old)) is None:
             continue
@@ -55,10 +60,10 @@ def move_keys(values: dict[str, Any], migrate: bool, retire: bool = False) -> No
                 f"rename it to '{new}' in the job YAML (or pass --set {new}=VALUE)",
             )
         set_key(values, new, found[0].pop(found[1]))
-    for old, why in RETIRED_KEYS.items():
+    for old, (retired_in, why) in RETIRED_KEYS.items():
         if (found := _holding(values, old)) is None:
             continue
-        if not retire:
+        if written_in is None or written_in >= retired_in:
             raise DistillError(
                 f"config key '{old}' is no longer used: {why}", "delete it from the job YAML (or drop that --set)"
             )
@@ -242,7 +247,9 @@ def report_settings(output_dir: str | Path, metrics: list[str] | str | None = No
     path = Path(output_dir).expanduser() / "run.json"
     stored = RunInfo.from_dict(json.loads(path.read_text()), path).config.get("report") if path.is_file() else None
     values = {"report": {**(stored or {}), **({"metrics": metrics} if metrics else {})}}
-    move_keys(values, migrate=True, retire=True)  # a run made before a report key moved or retired still rebuilds
+    move_keys(
+        values, migrate=True, written_in=LEGACY_VERSION
+    )  # a run made before a report key moved or retired rebuilds
     return _build(values).report
 
 
@@ -287,7 +294,7 @@ def _continued(run_json: str | bytes, path: str | Path, changes: dict[str, Any])
     move_keys(
         values,
         migrate=info.schema_version == LEGACY_VERSION,  # a run.json from before the config split
-        retire=info.schema_version < RETIRED_IN,
+        written_in=info.schema_version,
     )
     for key, value in changes.items():
         values[key] = {**(values.get(key) or {}), **value} if isinstance(value, dict) else value

@@ -44,29 +44,60 @@ Ratio = Annotated[float, Field(ge=0, le=1)]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # the seeds numpy's and pandas' RandomState accept
 
 
+DATA_FORMATS = ("summarization", "instruction", "chat")  # the layouts a row can have (distill/data/formats.py)
+PROMPT_PLACEHOLDER = "{prompt}"  # where a plain prompt template puts the user content
+
+
 @section
 class DataConfig:
-    """Where the documents come from and how the held-out set is made."""
+    """Where the examples come from, which layout their rows have, and how the held-out set is made.
+
+    Every format becomes one example model: prompt turns and a target response (distill/data/formats.py)."""
 
     # "embedded:billsum", a Hub dataset name ("billsum"), a local .jsonl/.json/.csv/.tsv/.parquet file (the text
     # formats also gzip-compressed), or a local folder of such shards (file names such as train-*/test-* are splits).
     source: str = EMBEDDED_BILLSUM
+    # auto: from the columns (messages → chat, instruction + output → instruction, text + summary → summarization)
+    format: Literal["auto", *DATA_FORMATS] = "auto"  # type: ignore[valid-type]
     hub_config: str | None = None  # e.g. "billsum" for MothMalone/SLMS-KD-Benchmarks
     train_split: str = "train"  # Hub split, or value of `split_column` in a local file
     test_split: str | None = None  # None: carve the held-out set out of the train split
     split_column: str | None = None  # local files that hold several splits (e.g. SciTLDR's "split")
-    text_column: str = "text"
-    summary_column: str = "summary"
+    text_column: str = "text"  # summarization: the document (the prompt)
+    summary_column: str = "summary"  # summarization: the summary (the response)
+    instruction_column: str = "instruction"  # instruction: the task (the prompt, with the input after it)
+    input_column: str = "input"  # instruction: optional context for the task (a missing column: none)
+    output_column: str = "output"  # instruction: the response
+    messages_column: str = "messages"  # chat: a list of {role, content}; the last assistant turn is the response
     title_column: str | None = "title"
-    id_column: str | None = None  # None: ids are derived from a hash of the text
+    id_column: str | None = None  # None: ids are derived from a hash of the prompt
     test_size: Count = 10  # held-out examples (taken from test_split when given, else from train)
     max_train: Annotated[int, Field(ge=2)] | None = None  # cap on the training pool, after dedup (2: one to select)
     # training examples kept out of the pool (seeded, before max_train) as the query set of query-based
     # selectors (rds_plus): never held-out examples; 0: none (rds_plus then needs select.query files)
     query_size: NonNegative = 0
-    min_text_chars: Count = 20  # an empty text or summary cannot be trained on
-    min_summary_chars: Count = 5
     split_seed: Seed = 0
+
+
+@section
+class PromptConfig:
+    """How an example becomes the model's input: the same in embedding, the probe, training and evaluation
+    (distill/model/prompt.py). Every key changes what the model sees, so all of it is in a trial's key."""
+
+    # auto: the model's own chat template when its tokenizer has one, else the plain template below
+    style: Literal["auto", "chat", "plain"] = "auto"
+    # put before the (last) user turn's content; None: the format's default (summarization: "Summarize the
+    # following document in one or two sentences."; instruction and chat data carry their own)
+    instruction: str | None = None
+    system: str | None = None  # a system turn for every example that has none of its own
+    # the plain style's template, with {prompt} where the user content goes; None: the format's default
+    template: str | None = None
+    # which end of an over-long prompt is cut (only user content is, never the template): auto keeps the start
+    # of a document or instruction (right) and the latest turns of a chat (left)
+    truncation_side: Literal["auto", "right", "left"] = "auto"
+    # a response cut at model.max_target_tokens gets no EOS (most SFT libraries): training would otherwise teach
+    # the model to stop mid-sentence, and the held-out loss would score that EOS
+    eos_after_truncated_response: bool = False
 
 
 @section
@@ -76,8 +107,8 @@ class ModelConfig:
     name: str = EMBEDDED_SMOLLM2  # embedded default, a Hub name, or a local folder
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     load_in_8bit: bool = False  # GPU only (bitsandbytes); prepares the model for k-bit training
-    max_source_tokens: Count = 256  # document tokens kept in the prompt
-    max_target_tokens: Count = 96  # summary tokens trained on
+    max_source_tokens: Count = 256  # user-content tokens kept in the prompt (the template comes on top)
+    max_target_tokens: Count = 96  # response tokens trained on and scored
 
 
 @section
@@ -106,7 +137,7 @@ class ProbeConfig:
     """The training-dynamics probe (distill/features/probe.py): run only when a selected method needs it.
 
     A brief LoRA fine-tune (the `train` section's LoRA settings and learning rate) on a random
-    `fraction` of the pool for `epochs`; every pool example's summary loss is recorded at step 0 and
+    `fraction` of the pool for `epochs`; every pool example's response loss is recorded at step 0 and
     at `checkpoints` evenly spaced steps (the last one is the end). The defaults train on 10% of the
     pool for one epoch (half a quick trial's training); the two loss passes over the whole pool
     dominate the cost, about 2.4 quick trials on CPU (scripts/bench_dynamics.py). `grad_dim` and
@@ -144,7 +175,7 @@ class TrainConfig:
 @section
 class EvalConfig:
     generate: bool = True  # false: held-out loss only (no generation, ROUGE or BERTScore): fast sweeps
-    max_new_tokens: Count = 96  # sized to real summary lengths of the dataset at hand
+    max_new_tokens: Count = 96  # sized to real response lengths of the dataset at hand
     batch_size: Count = 8
     bertscore_model: str = "auto"  # auto: deberta-xlarge-mnli with the Hub, offline MiniLM without
     bertscore_num_layers: Count | None = None
@@ -222,6 +253,7 @@ class ExperimentConfig:
     seeds: Count = 1
     include_baseline: bool = False  # also train on the full pool (always on in baseline/all)
     data: DataConfig = field(default_factory=DataConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
@@ -242,7 +274,8 @@ class ExperimentConfig:
 # BERTScore encoder). A new setting that changes a trial's result belongs here; one that does not goes to
 # `report` (the report only) or `resources` (how the machines are used), and reruns nothing.
 TRIAL_SETTINGS = (
-    "model",  # which weights, in what precision, how much of each document and summary the prompt keeps
+    "model",  # which weights, in what precision, how much of each prompt and response the model sees
+    "prompt",  # the template, instruction, system turn and truncation around every example
     "train",  # LoRA and optimiser settings, batch sizes, steps: they make the adapter
     "eval.max_new_tokens",  # where generation stops
     "eval.batch_size",  # padding within a generation (and BERTScore) batch can flip a near-tie

@@ -1,5 +1,5 @@
 """The features selectors read, computed once per (model, data, settings): embed.py (Ray Data actor: pooled hidden
-states, summary loss), store.py (the memory-mapped feature cache), probe.py (a brief LoRA fine-tune: per-example
+states, response loss), store.py (the memory-mapped feature cache), probe.py (a brief LoRA fine-tune: per-example
 losses and gradients, only when a method needs them), columns.py (the Features record selectors receive).
 
 `Features` is importable from here because plugin selectors outside distill type their argument with it

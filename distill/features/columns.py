@@ -1,6 +1,6 @@
-"""Per-document features that selectors read: text statistics plus target-model signals.
+"""Per-example features that selectors read: text statistics plus target-model signals.
 
-Text statistics are pure functions of the documents; `embeddings`, `loss`, `embedding_wmean`,
+Text statistics are pure functions of the prompts (every turn's content, distill/data/formats.py); `embeddings`, `loss`, `embedding_wmean`,
 `loss_alone` and the query set's `query_embedding` come from the target model (distill.features.embed),
 `probe_loss` and `grad_features` from the probe (distill.features.probe). Computed
 once per run and shared by every selector through the Ray object store. The model signals are usually
@@ -24,24 +24,24 @@ _SENTENCE_END = re.compile(r"[.!?;]+(?:\s|$)|\n\s*\n")
 
 @dataclass(frozen=True)
 class Features:
-    """Aligned per-document arrays; row i describes training-pool document i."""
+    """Aligned per-example arrays; row i describes training-pool example i."""
 
-    n_words: np.ndarray  # int64, words in the document
+    n_words: np.ndarray  # int64, words in the prompt
     n_sentences: np.ndarray  # int64, sentences (>= 1)
     type_token_ratio: np.ndarray  # float64, distinct words / words (lexical diversity)
     info_density: np.ndarray  # float64, distinct words per sentence
     embeddings: np.ndarray | None = None  # float32 (n, d), pooled target-model hidden states
-    loss: np.ndarray | None = None  # float32 (n,), mean summary-token loss under the target model
+    loss: np.ndarray | None = None  # float32 (n,), mean response-token loss under the target model
     # training dynamics (distill/features/probe.py), attached only when a selected method needs them:
     probe_loss: np.ndarray | None = (
-        None  # float32 (n, checkpoints + 1), summary loss at each probe checkpoint, step 0 first
+        None  # float32 (n, checkpoints + 1), response loss at each probe checkpoint, step 0 first
     )
     grad_features: np.ndarray | None = None  # float32 (n, grad_dim), randomly projected per-example LoRA gradient
     # RDS+ and IFD (distill/features/embed.py); loss_alone only when a selected method needs it:
     embedding_wmean: np.ndarray | None = (
-        None  # float32 (n, d), position-weighted mean of prompt + summary hidden states
+        None  # float32 (n, d), position-weighted mean of prompt + response hidden states
     )
-    loss_alone: np.ndarray | None = None  # float32 (n,), summary loss without its document (the template only)
+    loss_alone: np.ndarray | None = None  # float32 (n,), response loss without the user content (the template only)
     # the query set (target-task examples, never pool rows): NOT aligned with the pool, one row per query example
     query_embedding: np.ndarray | None = None  # float32 (m, d), embedding_wmean of each query example
     query_task: np.ndarray | None = None  # int64 (m,), the query source (task) of each query example
@@ -101,7 +101,7 @@ def _rebuild(state: dict) -> Features:
 
 
 def text_statistics(text: str) -> tuple[int, int, float, float]:
-    """(words, sentences, type-token ratio, distinct words per sentence) of one document.
+    """(words, sentences, type-token ratio, distinct words per sentence) of one prompt.
 
     Words are alphanumeric runs, lower-cased; sentences end at . ! ? ; or a blank line (legal
     text uses ';' and blank lines as clause breaks). Both choices are documented in the README.
@@ -119,7 +119,7 @@ _STATS = np.dtype(
 
 
 def text_features(texts: list[str], embeddings: np.ndarray | None = None, loss: np.ndarray | None = None) -> Features:
-    """Features for a list of documents, with optional target-model signals attached.
+    """Features for a list of prompts, with optional target-model signals attached.
 
     The statistics stream into one structured array (no list of a million Python tuples first), and
     float32 C-contiguous signals, memory maps included, are kept as they are: no copy."""

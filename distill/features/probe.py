@@ -4,7 +4,7 @@ Dynamics selectors (distill/select/dynamics.py) need more than the base model's 
 how each example's loss moves while the target model fine-tunes (`probe_loss`), or which way its
 gradient pulls the LoRA weights (`grad_features`). The probe fine-tunes the target model's LoRA
 briefly on a random slice of the pool — LESS's warm-up (Xia et al., 2024) — and records every pool
-example's summary loss at step 0 and at evenly spaced checkpoints; the gradient features are the
+example's response loss at step 0 and at evenly spaced checkpoints; the gradient features are the
 per-example LoRA gradients at the probe's end, randomly projected. Plain torch + peft: pipeline.py
 runs `compute_dynamics` as a Ray task and caches what it returns, keyed by `cache_paths`.
 """
@@ -21,11 +21,11 @@ import torch
 
 from distill.config.schema import ExperimentConfig, ProbeConfig
 from distill.errors import DistillError
-from distill.features.embed import summary_losses
+from distill.features.embed import response_losses
 from distill.model.load import device_name, load_model, load_tokenizer
 from distill.model.prompt import Encoded, PromptFormat
 from distill.model.train import add_lora, collate, encode_examples, finetune, seed_everything
-from distill.model.train import summary_loss as train_loss
+from distill.model.train import response_loss as train_loss
 from distill.store import artifacts
 from distill.store.artifacts import content_hash
 
@@ -52,6 +52,7 @@ def cache_paths(cache_dir: Path, model_path: str, data_fingerprint: str, cfg: Ex
             "model": model_path,
             "data": data_fingerprint,
             "model_cfg": asdict(cfg.model),
+            "prompt": asdict(cfg.prompt),
             "train": train_settings,
             "probe": probe_settings,
         }
@@ -118,8 +119,8 @@ def run_probe(
     model,
     tokenizer,
     fmt: PromptFormat,
-    texts: list[str],
-    summaries: list[str],
+    turns: list[str],
+    responses: list[str],
     cfg: ExperimentConfig,
     device: str,
     step0: np.ndarray | None = None,
@@ -133,10 +134,10 @@ def run_probe(
     from peft import get_peft_model_state_dict
 
     start = time.perf_counter()
-    encoded = [fmt.encode(t, s) for t, s in zip(texts, summaries)]
+    encoded = [fmt.encode(t, s) for t, s in zip(turns, responses)]
 
     def record() -> np.ndarray:
-        return summary_losses(model, encoded, tokenizer.pad_token_id, cfg.probe.batch_size, device)
+        return response_losses(model, encoded, tokenizer.pad_token_id, cfg.probe.batch_size, device)
 
     columns, steps = [record() if step0 is None else np.asarray(step0, dtype=np.float32)], [0]
 
@@ -147,13 +148,13 @@ def run_probe(
             columns.extend([losses] * hits)
             steps.extend([step] * hits)
 
-    trained = probe_slice(len(texts), cfg.probe)
+    trained = probe_slice(len(turns), cfg.probe)
     finetune(
         model,
         tokenizer,
         fmt,
-        [texts[i] for i in trained],
-        [summaries[i] for i in trained],
+        [turns[i] for i in trained],
+        [responses[i] for i in trained],
         replace(cfg.train, epochs=cfg.probe.epochs, max_steps=None),
         cfg.probe.seed,
         device,
@@ -178,10 +179,10 @@ def require_visible_updates(model, example: Encoded, pad_id: int, device: str, s
     away entirely (measured: SmolLM2 under bf16 autocast after the default 2 steps gave every pool
     example the same loss at every checkpoint). Every dynamics score would then be a tie, and the
     selection a disguised random one. One example, adapter on vs off, in the same precision, tells
-    (`summary_losses` runs in eval mode and restores the model's mode)."""
-    with_adapter = summary_losses(model, [example], pad_id, 1, device)
+    (`response_losses` runs in eval mode and restores the model's mode)."""
+    with_adapter = response_losses(model, [example], pad_id, 1, device)
     with model.disable_adapter():
-        without = summary_losses(model, [example], pad_id, 1, device)
+        without = response_losses(model, [example], pad_id, 1, device)
     if np.array_equal(with_adapter, without):
         dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
         raise DistillError(
@@ -221,21 +222,21 @@ class SparseProjection:
 
 
 def gradient_features(
-    model, tokenizer, fmt: PromptFormat, texts: list[str], summaries: list[str], probe: ProbeConfig, device: str
+    model, tokenizer, fmt: PromptFormat, turns: list[str], responses: list[str], probe: ProbeConfig, device: str
 ) -> np.ndarray:
-    """Per-example gradient of the summary loss w.r.t. the LoRA weights, projected to probe.grad_dim.
+    """Per-example gradient of the response loss w.r.t. the LoRA weights, projected to probe.grad_dim.
 
     One backward pass per example (a batched loss would sum the gradients), in eval mode so dropout
     does not make the gradient random: the features are a deterministic function of the example,
     the model and `probe.seed` (which draws the projection). The loss is the trials' (LM head on the
-    summary positions only: the same gradient as the full-vocabulary loss, without the prompt positions'
+    response positions only: the same gradient as the full-vocabulary loss, without the prompt positions'
     logits)."""
     params = [p for p in model.parameters() if p.requires_grad]
     projection = SparseProjection(sum(p.numel() for p in params), probe.grad_dim, probe.grad_blocks, probe.seed, device)
     was_training = model.training
     model.eval()
-    out = np.empty((len(texts), probe.grad_dim), dtype=np.float32)
-    for i, example in enumerate(encode_examples(fmt, texts, summaries)):
+    out = np.empty((len(turns), probe.grad_dim), dtype=np.float32)
+    for i, example in enumerate(encode_examples(fmt, turns, responses)):
         model.zero_grad(set_to_none=True)
         train_loss(model, collate([example], tokenizer.pad_token_id, device)).backward()
         flat = torch.cat([p.grad.reshape(-1) for p in params]).float()
@@ -248,8 +249,9 @@ def gradient_features(
 def compute_dynamics(
     model_path: str,
     cfg: ExperimentConfig,
-    texts: list[str],
-    summaries: list[str],
+    data_format: str,
+    turns: list[str],
+    responses: list[str],
     wanted: list[str],
     adapter: dict | None = None,
     step0: np.ndarray | None = None,
@@ -264,16 +266,16 @@ def compute_dynamics(
         torch.set_num_threads(num_threads)
     device = device_name()
     tokenizer = load_tokenizer(model_path)
-    fmt = PromptFormat(tokenizer, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
+    fmt = PromptFormat(tokenizer, cfg.prompt, data_format, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
     seed_everything(cfg.probe.seed)  # LoRA's initial weights are random
     model = add_lora(load_model(model_path, cfg.model, device), cfg.train, quantized=cfg.model.load_in_8bit)
     result = {}
     if adapter is None:
-        result = run_probe(model, tokenizer, fmt, texts, summaries, cfg, device, step0)
+        result = run_probe(model, tokenizer, fmt, turns, responses, cfg, device, step0)
     else:
         set_peft_model_state_dict(model, {k: torch.from_numpy(v) for k, v in adapter.items()})
     if GRAD_FEATURES in wanted:
         start = time.perf_counter()
-        result[GRAD_FEATURES] = gradient_features(model, tokenizer, fmt, texts, summaries, cfg.probe, device)
+        result[GRAD_FEATURES] = gradient_features(model, tokenizer, fmt, turns, responses, cfg.probe, device)
         result[SECONDS + GRAD_FEATURES] = time.perf_counter() - start
     return result

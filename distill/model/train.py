@@ -1,6 +1,6 @@
 """LoRA fine-tuning of the target model on one subset: plain torch + peft, no Ray inside.
 
-The loss is on summary tokens only (prompt tokens are masked with -100), with the same prompt
+The loss is on response tokens only (prompt tokens are masked with -100), with the same prompt
 template the evaluation uses. On GPUs the micro-batch adapts: `auto_batch_size` probes the largest
 micro-batch that fits (up to the effective batch), and an out-of-memory step halves it and retries
 with more gradient accumulation, so the effective batch — and the experiment — stays the same.
@@ -68,11 +68,12 @@ def add_lora(model, cfg: TrainConfig, quantized: bool = False):
         return get_peft_model(model, lora)
 
 
-def encode_examples(fmt: PromptFormat, texts: list[str], summaries: list[str]) -> list[tuple[list[int], list[int]]]:
-    """(input_ids, labels) per example; labels are -100 on the prompt."""
+def encode_examples(fmt: PromptFormat, turns: list, responses: list[str]) -> list[tuple[list[int], list[int]]]:
+    """(input_ids, labels) per example (`turns`: each example's prompt turns, see PromptFormat.encode); labels
+    are -100 on the prompt."""
     out = []
-    for text, summary in zip(texts, summaries):
-        enc = fmt.encode(text, summary)
+    for prompt, response in zip(turns, responses):
+        enc = fmt.encode(prompt, response)
         out.append((enc.prompt + enc.target, [IGNORE] * len(enc.prompt) + enc.target))
     return out
 
@@ -91,8 +92,8 @@ def finetune(
     model,
     tokenizer,
     fmt: PromptFormat,
-    texts: list[str],
-    summaries: list[str],
+    turns: list,
+    responses: list[str],
     cfg: TrainConfig,
     seed: int,
     device: str,
@@ -108,7 +109,7 @@ def finetune(
     """
     seed_everything(seed)
     start = time.perf_counter()
-    data = encode_examples(fmt, texts, summaries)
+    data = encode_examples(fmt, turns, responses)
     effective = min(cfg.batch_size * cfg.grad_accum, len(data))  # a step never holds more than the subset
     steps = math.ceil(len(data) * cfg.epochs / effective)
     if cfg.max_steps:
@@ -171,11 +172,11 @@ def _shuffled_stream(n: int, seed: int, start: int = 0):
         yield from rng.permutation(n).tolist()
 
 
-def summary_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def response_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The causal-LM loss of `model(**batch).loss`, computing logits only where a label is set.
 
     Why: with a 49k vocabulary the LM head over every prompt position is most of the activation
-    memory (and a fifth of the FLOPs) of a step, yet only summary positions carry a label. So the
+    memory (and a fifth of the FLOPs) of a step, yet only response positions carry a label. So the
     base model gives hidden states, the positions whose next-token label is not -100 are gathered,
     and the LM head + cross-entropy run on those alone: the same mean over the same tokens.
     """
@@ -197,7 +198,7 @@ def _accumulate(model, batch, micro: int, pad_id: int, device: str) -> float:
     labelled = [int((c["labels"][:, 1:] != IGNORE).sum()) for c in chunks]
     total = 0.0
     for chunk, n in zip(chunks, labelled):
-        loss = summary_loss(model, chunk) * (n / sum(labelled))
+        loss = response_loss(model, chunk) * (n / sum(labelled))
         loss.backward()
         total += loss.item()
     return total

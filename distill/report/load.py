@@ -87,8 +87,8 @@ def load_selected_lengths(output_dir: Path) -> dict[str, list[int]]:
         for row in _read_jsonl(path):
             if "n_words" in row:
                 lengths[method].append(int(row["n_words"]))
-            elif "text" in row:
-                lengths[method].append(len(str(row["text"]).split()))
+            elif "prompt" in row or "text" in row:  # "text": runs from before the prompt/response names
+                lengths[method].append(len(str(row.get("prompt", row.get("text"))).split()))
     return dict(lengths)
 
 
@@ -126,7 +126,9 @@ def export(output_dir: Path, dest: Path) -> None:
                 {
                     "index": row.get("index"),
                     "id": row.get("id"),
-                    "n_words": row["n_words"] if "n_words" in row else len(str(row.get("text", "")).split()),
+                    "n_words": row["n_words"]
+                    if "n_words" in row
+                    else len(str(row.get("prompt", row.get("text", ""))).split()),
                 }
                 for row in _read_jsonl(path)
             ),

@@ -292,8 +292,8 @@ def render_markdown(rows: list[dict], run: RunInfo | None, plots: dict[str, str]
         "ROUGE-L and BERTScore-F1 are means over seeds and held-out examples; empty generations are scored 0, never "
         "dropped."
         if generated(rows)
-        else "Held-out loss is each held-out reference summary's mean token cross-entropy under the trial's "
-        "adapter (summary tokens only), averaged over held-out examples and seeds; lower is better. This run "
+        else "Held-out loss is each held-out reference response's mean token cross-entropy under the trial's "
+        "adapter (response tokens only), averaged over held-out examples and seeds; lower is better. This run "
         "did not generate (eval.generate: false), so it has no ROUGE-L or BERTScore."
     )
     lines += [

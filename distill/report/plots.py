@@ -1,5 +1,5 @@
 """The report's plots (PNG, without a version stamp so they stay stable across upgrades): forest plots of the
-differences from random, cost vs score, document lengths of each selection.
+differences from random, cost vs score, prompt lengths of each selection.
 """
 
 from __future__ import annotations
@@ -116,9 +116,9 @@ def plot_cost(rows: list[dict], path: Path) -> None:
 
 
 def plot_lengths(lengths: dict[str, list[int]], pool: list[int] | None, order: list[str], path: Path) -> None:
-    """Horizontal box plots of document length (words): the pool on top, then each selected subset.
+    """Horizontal box plots of prompt length (words): the pool on top, then each selected subset.
 
-    Horizontal boxes stay readable with a dozen methods; a subset skewed to short or long documents
+    Horizontal boxes stay readable with a dozen methods; a subset skewed to short or long prompts
     shows up immediately against the pool's box.
     """
     plt = _plt()
@@ -145,8 +145,8 @@ def plot_lengths(lengths: dict[str, list[int]], pool: list[int] | None, order: l
             )
     else:
         ax.text(0.5, 0.5, "no selected subsets stored", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("document length (words)")
-    ax.set_title("Length of selected documents vs the training pool")
+    ax.set_xlabel("prompt length (words)")
+    ax.set_title("Prompt length of selected examples vs the training pool")
     fig.tight_layout()
     artifacts.write(path, lambda fh: fig.savefig(fh, format="png", dpi=110, metadata=_PNG_META))
     plt.close(fig)

@@ -3,7 +3,7 @@
 The model. A comparison of a method with `random` is a (seeds × examples) matrix of differences
 d[s, i] = method[s, i] − random[s, i]: the two are paired by training seed s (same seed, same
 initialisation and data order; only the subset differs) and by held-out example i. Both the seeds and the
-examples are samples from what the question is about (any training seed, any document), so both are
+examples are samples from what the question is about (any training seed, any example), so both are
 random effects of a crossed design (Clark 1973; Baayen, Davidson & Bates 2008):
 
     d[s, i] = μ + a_s + b_i + e_si,   Var a = σ²_seed, Var b = σ²_example, Var e = σ²_residual,

@@ -24,6 +24,7 @@ from distill.features.embed import (
     EMBEDDING_WMEAN,
     LOSS,
     LOSS_ALONE,
+    RESPONSE_CUT,
     SECONDS,
     EmbedActor,
     cache_key,
@@ -49,16 +50,20 @@ def embed_pool(
         pool = _embedded(
             cfg,
             splits.train,
+            splits.format,
             model_path,
             store,
             f"cache/features-{features_key(cfg, splits, model_path)}",
             LOSS_ALONE in needs,
         )
+        cut = int(np.sum(pool[RESPONSE_CUT]))
         log(
-            f"features: {' × '.join(map(str, pool[EMBEDDING].shape))} embeddings, mean summary loss {pool[LOSS].mean():.3f}"
+            f"features: {' × '.join(map(str, pool[EMBEDDING].shape))} embeddings, mean response loss "
+            f"{pool[LOSS].mean():.3f}, {cut} of {len(splits.train)} responses cut at "
+            f"model.max_target_tokens={cfg.model.max_target_tokens}"
         )
     features = replace(
-        text_features(splits.train["text"].tolist(), pool[EMBEDDING], pool[LOSS]),
+        text_features(splits.train["prompt"].tolist(), pool[EMBEDDING], pool[LOSS]),
         embedding_wmean=pool[EMBEDDING_WMEAN],
         loss_alone=pool.get(LOSS_ALONE),
     )
@@ -68,6 +73,7 @@ def embed_pool(
             query = _embedded(
                 cfg,
                 splits.query,
+                splits.format,
                 model_path,
                 store,
                 f"cache/query-{query_key(cfg, splits, model_path)}",
@@ -76,12 +82,18 @@ def embed_pool(
         features = replace(
             features, query_embedding=query[EMBEDDING_WMEAN], query_task=splits.query[TASK].to_numpy(dtype=np.int64)
         )
-    artifacts.write_json(out / "pool_stats.json", {"n_words": features.n_words.tolist()})
+    artifacts.write_json(out / "pool_stats.json", {"n_words": features.n_words.tolist(), "responses_cut": cut})
     return features, costs
 
 
 def _embedded(
-    cfg: ExperimentConfig, frame: pd.DataFrame, model_path: str, store: Storage, rel: str, loss_alone: bool
+    cfg: ExperimentConfig,
+    frame: pd.DataFrame,
+    data_format: str,
+    model_path: str,
+    store: Storage,
+    rel: str,
+    loss_alone: bool,
 ) -> dict[str, np.memmap]:
     """EmbedActor's columns for every row of `frame` (by position), memory-mapped from the cache folder `rel` of the
     output folder; computed first (and kept in storage too) when neither holds it. A driver resuming the run on
@@ -96,8 +108,8 @@ def _embedded(
         return featstore.load(folder, columns)
     actors, cpus, gpus = embed_plan(ray.cluster_resources(), cfg.embed.num_actors)
     log(f"{actors} embedding actor(s), {'1 GPU' if gpus else f'{cpus} CPU'} each, batch {cfg.embed.batch_size}")
-    frame = frame.assign(row=np.arange(len(frame)))[["row", "text", "summary"]]
-    frame = frame.iloc[np.argsort(-frame["text"].str.len().to_numpy(), kind="stable")]  # length-sorted: less padding
+    frame = frame.assign(row=np.arange(len(frame)))[["row", "turns", "response"]]
+    frame = frame.iloc[np.argsort(-frame["turns"].str.len().to_numpy(), kind="stable")]  # length-sorted: less padding
     # many small blocks: every actor stays fed, and progress advances block by block
     blocks = max(1, min(len(frame) // cfg.embed.batch_size, 16 * actors))
     # split here: Ray's own split (override_num_blocks) runs np.array_split on a DataFrame, which pandas deprecates
@@ -107,6 +119,8 @@ def _embedded(
         fn_constructor_kwargs={
             "model_path": model_path,
             "model_cfg": cfg.model,
+            "prompt_cfg": cfg.prompt,
+            "data_format": data_format,
             "pooling": cfg.embed.pooling,
             "num_threads": cpus or None,
             "loss_alone": loss_alone,
@@ -139,11 +153,13 @@ def _advancing(batches, advance):
 
 def features_key(cfg: ExperimentConfig, splits: Splits, model_path: str) -> str:
     loss_alone = LOSS_ALONE in registry.needs_of(cfg.select.methods)
-    return cache_key(model_path, splits.fingerprint, cfg.model, cfg.embed.pooling, output_columns(loss_alone))
+    return cache_key(
+        model_path, splits.fingerprint, cfg.model, cfg.prompt, cfg.embed.pooling, output_columns(loss_alone)
+    )
 
 
 def query_key(cfg: ExperimentConfig, splits: Splits, model_path: str) -> str:
-    return cache_key(model_path, splits.query_fingerprint, cfg.model, cfg.embed.pooling)
+    return cache_key(model_path, splits.query_fingerprint + splits.format, cfg.model, cfg.prompt, cfg.embed.pooling)
 
 
 def dynamics_needed(methods: list[str]) -> list[str]:
@@ -180,8 +196,9 @@ def probe_pool(
                 task.remote(
                     model_path,
                     cfg,
-                    splits.train["text"].tolist(),
-                    splits.train["summary"].tolist(),
+                    splits.format,
+                    splits.train["turns"].tolist(),
+                    splits.train["response"].tolist(),
                     wanted,
                     dynamics.get("adapter"),
                     features.loss,

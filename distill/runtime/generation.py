@@ -25,7 +25,13 @@ ADAPTER = "adapter"  # the trial's LoRA adapter folder
 
 
 def evaluate_with_vllm(
-    cfg: ExperimentConfig, trained: list[str], test: pd.DataFrame, resolved: Resolved, store: Storage, gpus: float
+    cfg: ExperimentConfig,
+    trained: list[str],
+    test: pd.DataFrame,
+    data_format: str,
+    resolved: Resolved,
+    store: Storage,
+    gpus: float,
 ) -> None:
     """Generate for every trained adapter with vLLM, then score and persist each trial.
 
@@ -38,13 +44,15 @@ def evaluate_with_vllm(
 
     names = sorted(trained)
     model_path = resolved.model_path
-    fmt = PromptFormat(load_tokenizer(model_path), cfg.model.max_source_tokens, cfg.model.max_target_tokens)
-    prompts = [fmt.encode(text).prompt for text in test["text"]]
+    fmt = PromptFormat(
+        load_tokenizer(model_path), cfg.prompt, data_format, cfg.model.max_source_tokens, cfg.model.max_target_tokens
+    )
+    prompts = [fmt.encode(turns).prompt for turns in test["turns"]]
     engines, cpus, engine_gpus = embed_plan(ray.cluster_resources())
     groups = [g for g in (names[i::engines] for i in range(engines)) if g]
     with stage(f"generate with vLLM: {len(names)} adapter(s) × {len(prompts)} prompt(s) on {len(groups)} engine(s)"):
         engine = ray.remote(num_gpus=engine_gpus, num_cpus=cpus or 1)(StoredAdapterEngine)
-        actors = [engine.remote(cfg, model_path, len(fmt.prefix) + len(fmt.suffix)) for _ in groups]
+        actors = [engine.remote(cfg, model_path, max(map(len, prompts))) for _ in groups]
         outputs = ray.get([a.generate_stored.remote(prompts, store, g) for a, g in zip(actors, groups)])
         for actor in actors:
             ray.kill(actor)

@@ -13,6 +13,7 @@ of what it reads in the output folder and writes the report there and to storage
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 from dataclasses import asdict
@@ -22,6 +23,8 @@ from distill.config.schema import ExperimentConfig
 from distill.console import run as console
 from distill.console.run import stage
 from distill.data.load import Splits
+from distill.model.load import load_tokenizer
+from distill.model.prompt import PromptFormat
 from distill.report.build import build_report
 from distill.runtime import preflight
 from distill.runtime.features import embed_pool, probe_pool
@@ -79,6 +82,18 @@ def _run(cfg: ExperimentConfig, store: Storage, splits: Splits, resolved: Resolv
     return rows
 
 
+def prompt_record(cfg: ExperimentConfig, splits: Splits, model_path: str) -> dict:
+    """The prompt as resolved for this data and model (style, instruction, template, truncation side), and the
+    first training example's prompt as the model sees it, with each turn's content left as <role content>."""
+    fmt = PromptFormat(
+        load_tokenizer(model_path), cfg.prompt, splits.format, cfg.model.max_source_tokens, cfg.model.max_target_tokens
+    )
+    turns = [
+        {"role": t["role"], "content": f"<{t['role']} content>"} for t in json.loads(splits.train["turns"].iloc[0])
+    ]
+    return {**asdict(fmt.cfg), "rendered": fmt.render(turns)}
+
+
 def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, resolved: Resolved) -> None:
     """Everything needed to reproduce the run from its folder (no secrets: config holds none): the config as
     the user gave it, and beside it what was resolved from it."""
@@ -90,6 +105,8 @@ def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, resolved: R
         test_model=resolved.test_model,
         eval_engine=resolved.engine,
         dataset=splits.source,
+        data_format=splits.format,
+        prompt=prompt_record(cfg, splits, resolved.model_path),
         data_fingerprint=splits.fingerprint,
         pool_size=len(splits.train),
         test_size=len(splits.test),

@@ -48,7 +48,9 @@ def check(cfg: ExperimentConfig) -> Checked:
     with console.current().stage("data"):
         splits = load_splits(cfg.data, cfg.select.query)
         log(
-            f"{splits.source}: {len(splits.train)} training pool, {len(splits.test)} held out"
+            f"{splits.source}, {splits.format} format"
+            + (" (detected from its columns)" if cfg.data.format == "auto" else "")
+            + f": {len(splits.train)} training pool, {len(splits.test)} held out"
             + (
                 f", {len(splits.query)} query examples in {splits.query['task'].nunique()} task(s)"
                 if len(splits.query)

@@ -147,7 +147,9 @@ def _remote_select(
 def write_subset(
     out: Path, method: str, seed: int, pool: pd.DataFrame, indices: np.ndarray, features: Features
 ) -> None:
-    """selected/<method>.jsonl (first seed) or <method>-seed<S>.jsonl: the chosen rows, reusable outside distill."""
+    """selected/<method>.jsonl (first seed) or <method>-seed<S>.jsonl: the chosen rows, reusable outside distill:
+    each as prompt and response and as `messages` (the prompt turns and the response as the assistant's turn,
+    the chat format TRL, Axolotl and the OpenAI fine-tuning API read)."""
     path = out / "selected" / (f"{method}.jsonl" if seed == 0 else f"{method}-seed{seed}.jsonl")
     rows = []
     for i in indices:
@@ -157,8 +159,9 @@ def write_subset(
                 "index": int(i),
                 "id": row["id"],
                 "title": row["title"],
-                "text": row["text"],
-                "summary": row["summary"],
+                "prompt": row["prompt"],
+                "response": row["response"],
+                "messages": [*json.loads(row["turns"]), {"role": "assistant", "content": row["response"]}],
                 "n_words": int(features.n_words[i]),
             }
         )

@@ -71,6 +71,7 @@ def run_trials(
                 cfg=cfg,
                 pool=splits.train,
                 test=splits.test,
+                data_format=splits.format,
                 specs={s.name: s for s in todo},
                 keys=keys,
                 resolved=resolved,
@@ -85,7 +86,7 @@ def run_trials(
                 grid = make_tuner(trainable, cpus_by_trial, cfg, gpus, store, callbacks).fit()
             failed = {f"trial {r.config['trial']}": r.error for r in grid if r.error}
         if trained:
-            evaluate_with_vllm(cfg, trained, splits.test, resolved, store, gpus)
+            evaluate_with_vllm(cfg, trained, splits.test, splits.format, resolved, store, gpus)
         if failed:
             raise trials_failed(failed, len(todo), out)
 
@@ -136,7 +137,7 @@ def make_tuner(trainable, cpus: dict[str, float], cfg: ExperimentConfig, gpus: f
     )
 
 
-def _trainable(config: dict, *, cfg, pool, test, specs, keys, resolved, gpus, cpus, resume, store) -> None:
+def _trainable(config: dict, *, cfg, pool, test, data_format, specs, keys, resolved, gpus, cpus, resume, store) -> None:
     """Runs on whichever node Tune picks; writes its record (or, for the vLLM engine, its adapter) to storage and
     reports numbers only.
 
@@ -170,7 +171,7 @@ def _trainable(config: dict, *, cfg, pool, test, specs, keys, resolved, gpus, cp
             tune.report(progress)
         faults.inject("train_step", step, spec.name)
 
-    record = run_trial(spec, cfg, pool, test, resolved, key, gpus, state=state, on_step=on_step)
+    record = run_trial(spec, cfg, pool, test, resolved, key, data_format, gpus, state=state, on_step=on_step)
     if "adapter" in record:
         for file, data in record["adapter"].items():
             store.write_bytes(trial_path(spec.name, ADAPTER, file), base64.b64decode(data))

@@ -37,7 +37,7 @@ _DIFFICULTIES = ("auto", "loss", "density", "uniform")
 def difficulty_scores(features: Features, difficulty: str, mean_dist: np.ndarray) -> np.ndarray:
     """Per-example difficulty s (float64, >= 0 for density/uniform).
 
-    loss: features.loss (mean summary-token loss under the target model; higher = harder).
+    loss: features.loss (mean response-token loss under the target model; higher = harder).
     density: mean distance to the kNN neighbours divided by its maximum (atypical = harder).
     uniform: all ones (D2 then reduces to graph-density / diversity sampling).
     auto: loss when computed, else density.

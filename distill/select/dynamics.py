@@ -30,13 +30,13 @@ def checkpoint_column(probe_loss: np.ndarray, checkpoint: int) -> np.ndarray:
 
 @register(
     "el2n_loss",
-    description="Hardest examples after the probe: top-k summary loss at the probe's last checkpoint.",
+    description="Hardest examples after the probe: top-k response loss at the probe's last checkpoint.",
     needs=("probe_loss",),
     cost=PROBE_COST,
     reference="EL2N (late-loss variant), Paul et al. (2021), arXiv 2107.07075, adapted to generation",
 )
 def el2n_loss(features: Features, k: int, seed: int, checkpoint: int = -1) -> np.ndarray:
-    """Top-k of the per-example mean summary-token loss at `checkpoint` (default: the last)."""
+    """Top-k of the per-example mean response-token loss at `checkpoint` (default: the last)."""
     return seeded_top_k(checkpoint_column(features.probe_loss, checkpoint), k, seed)
 
 
@@ -55,7 +55,7 @@ def learnability(features: Features, k: int, seed: int) -> np.ndarray:
 
 def cartography_map(probe_loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(confidence, variability) per example: mean and standard deviation over the checkpoints of
-    p = exp(−loss), the geometric-mean probability of the reference summary's tokens (the
+    p = exp(−loss), the geometric-mean probability of the reference response's tokens (the
     generative stand-in for the gold label's probability)."""
     p = np.exp(-np.asarray(probe_loss, dtype=np.float64))
     return p.mean(axis=1), p.std(axis=1)

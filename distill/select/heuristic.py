@@ -22,7 +22,7 @@ def random_subset(features: Features, k: int, seed: int) -> np.ndarray:
 
 def herdan_c(n_words: np.ndarray, type_token_ratio: np.ndarray) -> np.ndarray:
     """Herdan's C = log(V) / log(N) (V distinct words, N words): lexical diversity that, unlike
-    the raw type-token ratio V/N, does not collapse as documents grow (Heaps' law V ~ N^C).
+    the raw type-token ratio V/N, does not collapse as prompts grow (Heaps' law V ~ N^C).
     Documents with fewer than 2 words get 0."""
     n = np.asarray(n_words, dtype=np.float64)
     v = np.maximum(np.rint(np.asarray(type_token_ratio, dtype=np.float64) * n), 1.0)
@@ -67,7 +67,7 @@ def length_diversity(
 
 
 def length_bins(n_words: np.ndarray, n_bins: int) -> np.ndarray:
-    """Quantile bin (0..n_bins-1) of every document by n_words: documents are ranked by length
+    """Quantile bin (0..n_bins-1) of every example by n_words: examples are ranked by length
     (ties by index) and cut into n_bins equal-count bins, so repeated lengths cannot empty a bin."""
     n = len(n_words)
     b = int(max(1, min(n_bins, n)))
@@ -97,7 +97,7 @@ def even_allocation(capacity: np.ndarray, k: int, rng: np.random.Generator) -> n
 
 @register(
     "balanced_lengths",
-    description="Stratified sample: k split evenly across quantile bins of document length, random within bins.",
+    description="Stratified sample: k split evenly across quantile bins of prompt length, random within bins.",
     cost="O(n log n)",
     reference="stratified sampling (Cochran, 1977)",
 )
@@ -131,10 +131,10 @@ def high_info_density(features: Features, k: int, seed: int) -> np.ndarray:
 
 
 def loss_band(loss: np.ndarray, q_low: float, q_high: float) -> tuple[np.ndarray, np.ndarray]:
-    """(documents ranked by loss ascending, [lo, hi) rank range of the kept middle band).
+    """(examples ranked by loss ascending, [lo, hi) rank range of the kept middle band).
 
     The band drops the floor(q_low*n) lowest-loss (easiest: already learned / trivial) and the
-    floor(q_high*n) highest-loss (noisiest: likely mislabelled or off-distribution) documents."""
+    floor(q_high*n) highest-loss (noisiest: likely mislabelled or off-distribution) examples."""
     n = len(loss)
     order = np.argsort(np.asarray(loss, dtype=np.float64), kind="stable")
     lo = int(np.floor(q_low * n))
@@ -152,8 +152,8 @@ def loss_band(loss: np.ndarray, q_low: float, q_high: float) -> tuple[np.ndarray
 )
 def loss_based(features: Features, k: int, seed: int, q_low: float = 0.1, q_high: float = 0.1) -> np.ndarray:
     """Uniform seeded sample of k from the band of ranks [floor(q_low n), n - floor(q_high n)) of
-    the loss. If the band holds fewer than k documents it is widened symmetrically in rank (the
-    documents nearest the band, alternating low/high side) until it holds k."""
+    the loss. If the band holds fewer than k examples it is widened symmetrically in rank (the
+    examples nearest the band, alternating low/high side) until it holds k."""
     if not (0 <= q_low < 1 and 0 <= q_high < 1 and q_low + q_high < 1):
         raise DistillError(
             f"loss_based band q_low={q_low}, q_high={q_high} is empty", "use 0 <= q_low, q_high and q_low + q_high < 1"
@@ -170,22 +170,23 @@ def loss_based(features: Features, k: int, seed: int, q_low: float = 0.1, q_high
 
 
 def ifd_scores(loss: np.ndarray, loss_alone: np.ndarray) -> np.ndarray:
-    """Instruction-following difficulty L(summary | document) / L(summary); +inf where the summary's own
-    loss is 0 (the document cannot make it easier)."""
+    """Instruction-following difficulty L(response | prompt) / L(response); +inf where the response's own
+    loss is 0 (the prompt cannot make it easier). L(response) is the response in the same template with the user
+    content left out (features.embed: `loss_alone`)."""
     loss, alone = np.asarray(loss, dtype=np.float64), np.asarray(loss_alone, dtype=np.float64)
     return np.divide(loss, alone, out=np.full_like(loss, np.inf), where=alone > 0)
 
 
 @register(
     "ifd",
-    description="Cherry LLM's instruction-following difficulty: top-k by L(summary | document) / L(summary), "
-    "ratios >= 1 (the document does not help) dropped.",
+    description="Cherry LLM's instruction-following difficulty: top-k by L(response | prompt) / L(response), "
+    "ratios >= 1 (the prompt does not help) dropped.",
     needs=("loss", "loss_alone"),
-    cost="O(n log n) + one pass over the summaries",
+    cost="O(n log n) + one pass over the responses",
     reference="IFD, Li et al. (2023), arXiv 2308.12032",
 )
 def ifd(features: Features, k: int, seed: int) -> np.ndarray:
-    """Top-k by `ifd_scores` among the examples with IFD < 1: the document helps predict the summary, yet
+    """Top-k by `ifd_scores` among the examples with IFD < 1: the prompt helps predict the response, yet
     the least. When fewer than k remain, the dropped ones fill the rest, lowest IFD (nearest to helping)
     first. Ties: a seeded permutation."""
     score = ifd_scores(features.loss, features.loss_alone)

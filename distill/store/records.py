@@ -22,7 +22,11 @@ from distill.errors import DistillError
 # 3: a results.json row's tests against random are per metric, in `vs_random` (docs/statistics.md): the
 #    ROUGE-L-only columns rougeL_diff_vs_random, p_vs_random, p_holm, effect_size, significant, mde_rougeL,
 #    mde_pct, n_needed and seeds_needed are gone.
-SCHEMA_VERSION = 3
+# 4: data rows are prompt and response in any of three formats: selected/*.jsonl rows carry prompt, response and
+#    messages (not text, summary); run.json records data_format and prompt (the resolved template); metrics.json
+#    adds train_responses_cut and heldout_responses_cut; the config gains data.format, the instruction and chat
+#    columns and the prompt section, and retires data.min_text_chars and data.min_summary_chars.
+SCHEMA_VERSION = 4
 LEGACY_VERSION = 1  # files written before versioning: the version-1 fields, no `schema_version`
 
 RANDOM = "random"  # the method every other is compared with
@@ -42,7 +46,7 @@ ROUGE1 = Metric("rouge1", "ROUGE-1")
 ROUGE2 = Metric("rouge2", "ROUGE-2")
 ROUGE_L = Metric("rougeL", "ROUGE-L")
 BERTSCORE_F1 = Metric("bertscore_f1", "BERTScore-F1")
-# each held-out reference summary's mean token cross-entropy under the trial's adapter (no generation needed)
+# each held-out reference response's mean token cross-entropy under the trial's adapter (no generation needed)
 HELDOUT_LOSS = Metric("heldout_loss", "held-out loss", higher_is_better=False)
 # What `evaluated` averages over the held-out examples and the report averages over seeds. A new score is
 # one entry here (and a column in ReportRow).
@@ -89,6 +93,8 @@ class TrialMetrics:
     train_seconds: float | None = None
     train_tokens: int | None = None
     train_steps: int | None = None
+    train_responses_cut: int | None = None  # training responses cut at model.max_target_tokens
+    heldout_responses_cut: int | None = None  # held-out references cut there (scored on their kept tokens)
     final_train_loss: float | None = None
     resumed_from_step: int | None = None
     micro_batch: int | None = None
@@ -175,6 +181,8 @@ class RunInfo:
     test_model: bool = False  # version 1 did not record it: such runs read as real models
     eval_engine: str | None = None
     dataset: str | None = None
+    data_format: str = "summarization"  # versions before 4 took summaries only
+    prompt: dict[str, Any] = field(default_factory=dict)  # the resolved prompt section and a rendered example
     data_fingerprint: str | None = None
     pool_size: int | None = None
     test_size: int | None = None

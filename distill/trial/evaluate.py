@@ -36,11 +36,11 @@ def resolve_scorer(cfg: EvalConfig, hub_reachable: bool) -> tuple[Scorer, str]:
     ), reason
 
 
-def generate(model, tokenizer, fmt: PromptFormat, texts: list[str], cfg: EvalConfig, device: str) -> list[str]:
-    """Greedy summaries for `texts`, batched with left padding, longest prompts first."""
+def generate(model, tokenizer, fmt: PromptFormat, turns: list, cfg: EvalConfig, device: str) -> list[str]:
+    """Greedy responses to each example's prompt `turns`, batched with left padding, longest prompts first."""
     import torch  # here, not at the top: the driver resolves the scorer without loading torch
 
-    prompts = [fmt.encode(t).prompt for t in texts]
+    prompts = [fmt.encode(t).prompt for t in turns]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     outputs: dict[int, str] = {}
     pad_id = tokenizer.pad_token_id
@@ -59,7 +59,7 @@ def generate(model, tokenizer, fmt: PromptFormat, texts: list[str], cfg: EvalCon
             )
         for i, row in zip(chunk, generated[:, ids.shape[1] :].tolist()):
             outputs[i] = tokenizer.decode(_until_eos(row, tokenizer.eos_token_id), skip_special_tokens=True).strip()
-    return [outputs[i] for i in range(len(texts))]
+    return [outputs[i] for i in range(len(turns))]
 
 
 def _until_eos(tokens: list[int], eos_id: int) -> list[int]:

@@ -2,7 +2,7 @@
 
 Plain Python (pipeline.py wraps it as a Ray Tune trainable, which writes what it returns to the run's
 storage from its node). Everything a trial produces lands in `trials/<name>/` there (and in the output
-folder): metrics.json and predictions.jsonl (every held-out example with its generated summary, scores and
+folder): metrics.json and predictions.jsonl (every held-out example with its generated response, scores and
 held-out loss), keyed by a content hash so a rerun reuses finished trials.
 """
 
@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from distill.config.schema import ExperimentConfig, trial_settings
-from distill.features.embed import summary_losses
+from distill.features.embed import response_losses
 from distill.model.checkpoint import TrainState
 from distill.model.load import device_name, load_model, load_tokenizer
 from distill.model.prompt import PromptFormat
@@ -76,6 +76,7 @@ def run_trial(
     test: pd.DataFrame,
     resolved: Resolved,
     key: str,
+    data_format: str,
     gpus: float = 0.0,
     state: TrainState | None = None,
     on_step: StepHook | None = None,
@@ -94,7 +95,7 @@ def run_trial(
         torch.cuda.reset_peak_memory_stats()
     model_path = resolved.model_path
     tokenizer = load_tokenizer(model_path)
-    fmt = PromptFormat(tokenizer, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
+    fmt = PromptFormat(tokenizer, cfg.prompt, data_format, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
     seed_everything(spec.seed)  # LoRA's initial weights are random: seed them too, or reruns differ
     model = add_lora(load_model(model_path, cfg.model, device), cfg.train, quantized=cfg.model.load_in_8bit)
     subset = pool.iloc[list(spec.indices)]
@@ -102,8 +103,8 @@ def run_trial(
         model,
         tokenizer,
         fmt,
-        subset["text"].tolist(),
-        subset["summary"].tolist(),
+        subset["turns"].tolist(),
+        subset["response"].tolist(),
         cfg.train,
         spec.seed,
         device,
@@ -111,7 +112,7 @@ def run_trial(
         on_step=on_step,
     )
     start = time.perf_counter()
-    losses = heldout_losses(model, tokenizer, fmt, test, cfg.eval.batch_size, device)
+    losses, heldout_cut = heldout_losses(model, tokenizer, fmt, test, cfg.eval.batch_size, device)
     trained = {
         "trial": spec.name,
         "key": key,
@@ -122,6 +123,8 @@ def run_trial(
         "train_seconds": stats.seconds,
         "train_tokens": stats.train_tokens,
         "train_steps": stats.steps,
+        "train_responses_cut": sum(fmt.encode(t, r).target_cut for t, r in zip(subset["turns"], subset["response"])),
+        "heldout_responses_cut": heldout_cut,
         "final_train_loss": stats.final_loss,
         "resumed_from_step": state.step if state else 0,
         "micro_batch": stats.micro_batch,
@@ -139,7 +142,7 @@ def run_trial(
                 HELDOUT_LOSS.name: losses,
             }
     start = time.perf_counter()
-    generated = generate(model, tokenizer, fmt, test["text"].tolist(), cfg.eval, device)
+    generated = generate(model, tokenizer, fmt, test["turns"].tolist(), cfg.eval, device)
     return evaluated(
         trained, test, losses, generated, time.perf_counter() - start, "hf", resolved.scorer, cfg.eval.batch_size, gpus
     ).to_dict()
@@ -147,12 +150,14 @@ def run_trial(
 
 def heldout_losses(
     model, tokenizer, fmt: PromptFormat, test: pd.DataFrame, batch_size: int, device: str
-) -> list[float]:
-    """Each held-out reference summary's mean per-token cross-entropy under `model` (the fine-tuned adapter):
-    summary positions only, the training prompt and truncation, batched teacher-forced passes (embed.summary_losses,
-    the same code as the embedding pass and the probe)."""
-    encoded = [fmt.encode(text, summary) for text, summary in zip(test["text"], test["summary"])]
-    return summary_losses(model, encoded, tokenizer.pad_token_id, batch_size, device).tolist()
+) -> tuple[list[float], int]:
+    """Each held-out reference response's mean per-token cross-entropy under `model` (the fine-tuned adapter):
+    response positions only, the training prompt and truncation, batched teacher-forced passes
+    (embed.response_losses, the same code as the embedding pass and the probe); and how many references were cut
+    at model.max_target_tokens (their loss covers the kept tokens only)."""
+    encoded = [fmt.encode(turns, response) for turns, response in zip(test["turns"], test["response"])]
+    losses = response_losses(model, encoded, tokenizer.pad_token_id, batch_size, device).tolist()
+    return losses, sum(e.target_cut for e in encoded)
 
 
 def evaluated(
@@ -176,7 +181,7 @@ def evaluated(
     per_example = (
         [{} for _ in losses]
         if generated is None
-        else score(generated, test["summary"].tolist(), scorer, device, batch_size)
+        else score(generated, test["response"].tolist(), scorer, device, batch_size)
     )
     eval_seconds = trained["heldout_loss_seconds"] + generate_seconds + time.perf_counter() - start
     generation = (
@@ -202,7 +207,7 @@ def evaluated(
     texts = [{} for _ in losses] if generated is None else [{"prediction": p} for p in generated]
     predictions = [
         {"id": i, **text, "reference": r, **scores, HELDOUT_LOSS.name: loss}
-        for i, text, r, scores, loss in zip(test["id"], texts, test["summary"], per_example, losses)
+        for i, text, r, scores, loss in zip(test["id"], texts, test["response"], per_example, losses)
     ]
     return TrialRecord(metrics, predictions)
 

@@ -93,7 +93,8 @@ def write_adapter(files: dict[str, str], folder: Path) -> Path:
 class VllmGenerator:
     """One vLLM engine over the base model with LoRA enabled (runs inside a Ray actor in pipeline.py)."""
 
-    def __init__(self, cfg: ExperimentConfig, model_path: str, prefix_tokens: int):
+    def __init__(self, cfg: ExperimentConfig, model_path: str, prompt_tokens: int):
+        """`prompt_tokens`: the longest prompt it will see (template and content), so the context fits it."""
         from vllm import LLM
 
         device = device_name()
@@ -108,7 +109,7 @@ class VllmGenerator:
             max_lora_rank=_lora_rank_slot(cfg.train.lora_r),
             max_loras=cfg.resources.vllm_max_loras,
             max_num_seqs=cfg.resources.vllm_max_num_seqs,
-            max_model_len=prefix_tokens + cfg.model.max_source_tokens + cfg.eval.max_new_tokens,
+            max_model_len=prompt_tokens + cfg.eval.max_new_tokens,
             gpu_memory_utilization=cfg.resources.vllm_gpu_memory_utilization,
             generation_config="vllm",
             seed=0,
@@ -116,7 +117,7 @@ class VllmGenerator:
         )
 
     def generate(self, prompts: list[list[int]], adapters: dict[str, Path]) -> dict[str, tuple[list[str], float]]:
-        """Greedy summaries of every prompt under every adapter (its saved folder), in one batch: {trial: (texts, seconds)}.
+        """Greedy responses to every prompt under every adapter (its saved folder), in one batch: {trial: (texts, seconds)}.
 
         The seconds are the engine's wall time split evenly across its adapters (they share every step).
         """
