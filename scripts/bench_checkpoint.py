@@ -48,7 +48,7 @@ def main() -> None:
     subset = splits.train.sample(k, random_state=0)
     model_path = resolve_model(cfg.model.name)
     tokenizer = load_tokenizer(model_path)
-    fmt = PromptFormat(tokenizer, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
+    fmt = PromptFormat(tokenizer, cfg.prompt, splits.format, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
     trial_steps = math.ceil(k * cfg.train.epochs / min(cfg.train.batch_size * cfg.train.grad_accum, k))
     short = type(cfg.train)(**{**cfg.train.__dict__, "max_steps": opts.steps})
 
@@ -56,7 +56,7 @@ def main() -> None:
         seed_everything(0)
         model = add_lora(load_model(model_path, cfg.model, "cpu"), short)
         stats = finetune(
-            model, tokenizer, fmt, subset["text"].tolist(), subset["summary"].tolist(), short, 0, "cpu", on_step=hook
+            model, tokenizer, fmt, subset["turns"].tolist(), subset["response"].tolist(), short, 0, "cpu", on_step=hook
         )
         return stats.seconds
 

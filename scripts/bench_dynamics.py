@@ -5,7 +5,7 @@
     .venv/bin/python scripts/bench_dynamics.py --job quick-gpu --json docs/bench/dynamics-cuda.json  # on a GPU
 
 The real SmolLM2-135M-Instruct, the first `--n` rows of the embedded BillSum pool, the job's lengths
-(quick.yaml: 256 document / 96 summary tokens) and the default `probe:` section. Every stage runs in
+(quick.yaml: 256 prompt / 96 response tokens) and the default `probe:` section. Every stage runs in
 a fresh 'spawn' subprocess with the same torch thread count, so `peak_mb` (/proc VmHWM) is its own:
   embed       the existing feature pass (EmbedActor: hidden states + step-0 loss), the baseline
   probe       LoRA fine-tune on probe.fraction of the rows + the loss of every row at each checkpoint, in
@@ -57,7 +57,7 @@ def _setup(threads: int, job: str, overrides: dict):
     torch.set_num_threads(threads)
     cfg = make_config(job, overrides)
     splits = load_splits(cfg.data)
-    return cfg, splits.train, splits.test, resolve_model(cfg.model.name)
+    return cfg, splits.train, splits.test, splits.format, resolve_model(cfg.model.name)
 
 
 def _stage(name: str, n: int, threads: int, job: str, model: str, cache_dir: str, queue) -> None:
@@ -68,26 +68,26 @@ def _stage(name: str, n: int, threads: int, job: str, model: str, cache_dir: str
     from distill.model.train import add_lora, seed_everything
 
     overrides = {"model.name": model, **({"model.dtype": "float32"} if name == "probe_fp32" else {})}
-    cfg, full_pool, test, model_path = _setup(threads, job, overrides)
+    cfg, full_pool, test, data_format, model_path = _setup(threads, job, overrides)
     pool = full_pool.iloc[:n]
-    texts, summaries = pool["text"].tolist(), pool["summary"].tolist()
+    turns, responses = pool["turns"].tolist(), pool["response"].tolist()
     paths = probe.cache_paths(Path(cache_dir), model_path, "bench", cfg)
     start = time.perf_counter()
     extra = {}
     if name == "embed":
         from distill.features.embed import EmbedActor
 
-        actor = EmbedActor(model_path, cfg.model, cfg.embed.pooling)
+        actor = EmbedActor(model_path, cfg.model, cfg.prompt, data_format, cfg.embed.pooling)
         load = time.perf_counter()
-        order = np.argsort([-len(t) for t in texts], kind="stable")  # length-sorted batches, as the pipeline does
+        order = np.argsort([-len(t) for t in turns], kind="stable")  # length-sorted batches, as the pipeline does
         losses = np.empty(n, dtype=np.float32)
         for a in range(0, n, cfg.embed.batch_size):
             rows = order[a : a + cfg.embed.batch_size]
             losses[rows] = actor(
                 {
                     "row": rows,
-                    "text": np.array([texts[i] for i in rows]),
-                    "summary": np.array([summaries[i] for i in rows]),
+                    "turns": np.array([turns[i] for i in rows]),
+                    "response": np.array([responses[i] for i in rows]),
                 }
             )["loss"]
         np.save(Path(cache_dir) / "step0.npy", losses)
@@ -103,7 +103,7 @@ def _stage(name: str, n: int, threads: int, job: str, model: str, cache_dir: str
         k = max(1, round(cfg.select.fraction * len(full_pool)))  # the quick job's budget, whatever --n is
         load = time.perf_counter()  # the trial loads its own model: counted in compute_s
         record = run_trial(
-            TrialSpec("bench", "random", 0, tuple(range(k)), 0.0), cfg, full_pool, test, resolved, "bench"
+            TrialSpec("bench", "random", 0, tuple(range(k)), 0.0), cfg, full_pool, test, resolved, "bench", data_format
         )
         extra = {
             "train_s": record["metrics"]["train_seconds"],
@@ -114,7 +114,7 @@ def _stage(name: str, n: int, threads: int, job: str, model: str, cache_dir: str
     else:
         device = device_name()
         tokenizer = load_tokenizer(model_path)
-        fmt = PromptFormat(tokenizer, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
+        fmt = PromptFormat(tokenizer, cfg.prompt, data_format, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
         seed_everything(cfg.probe.seed)
         model = add_lora(load_model(model_path, cfg.model, device), cfg.train)
         load = time.perf_counter()
@@ -122,7 +122,7 @@ def _stage(name: str, n: int, threads: int, job: str, model: str, cache_dir: str
             step0 = Path(cache_dir) / "step0.npy"  # as in the pipeline: step 0 comes from the embedding pass
             reuse = step0.exists() and name == "probe"  # ... in the same precision (probe_fp32 computes its own)
             result = probe.run_probe(
-                model, tokenizer, fmt, texts, summaries, cfg, device, np.load(step0) if reuse else None
+                model, tokenizer, fmt, turns, responses, cfg, device, np.load(step0) if reuse else None
             )
             probe.store(paths, result)
             np.save(Path(cache_dir) / f"{name}.npy", result[probe.PROBE_LOSS])
@@ -140,7 +140,7 @@ def _stage(name: str, n: int, threads: int, job: str, model: str, cache_dir: str
             adapter = probe.load_cached(paths)["adapter"]
             set_peft_model_state_dict(model, {k: torch.from_numpy(v) for k, v in adapter.items()})
             load = time.perf_counter()
-            grads = probe.gradient_features(model, tokenizer, fmt, texts, summaries, cfg.probe, device)
+            grads = probe.gradient_features(model, tokenizer, fmt, turns, responses, cfg.probe, device)
             extra = {
                 "grad_dim": grads.shape[1],
                 "lora_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),

@@ -4,11 +4,11 @@
     .venv/bin/python scripts/bench_embed.py --rows 24 --threads 2
     python scripts/bench_embed.py --device cuda --dtype bfloat16 --rows 80     # on a GPU (not run here)
 
-Both arms produce the same thing for the quick job's pool bills (prompt + summary, 256/96 tokens):
-the mean-pooled document hidden states and the summary loss. The HF arm is what one writes first:
+Both arms produce the same thing for the quick job's pool bills (prompt + response, 256/96 tokens):
+the mean-pooled hidden states of the prompt's content and the response loss. The HF arm is what one writes first:
 one `model(input_ids, labels=…, output_hidden_states=True)` call per bill (LM head over every
 position). distill's arm batches length-sorted rows (embed.batch_size) and applies the LM head to
-summary positions only. tokens/s counts the real (unpadded) tokens.
+response positions only. tokens/s counts the real (unpadded) tokens.
 
 Achieved FLOP/s = 2 · parameters · tokens/s (forward only), reported as a share of the machine's
 matmul peak measured in the same run (torch.matmul on large square matrices, same dtype, threads
@@ -50,13 +50,13 @@ def hf_per_example(actor, frame, batch_size: int) -> tuple[object, int]:
 
     embeddings, losses, tokens = [], [], 0
     with torch.no_grad():
-        for text, summary in zip(frame["text"], frame["summary"]):
-            enc = actor.format.encode(str(text), str(summary))
+        for turns, response in zip(frame["turns"], frame["response"]):
+            enc = actor.format.encode(turns, str(response))
             ids = torch.tensor([enc.prompt + enc.target], device=actor.device)
             labels = torch.tensor([[IGNORE] * len(enc.prompt) + enc.target], device=actor.device)
             out = actor.model(input_ids=ids, labels=labels, output_hidden_states=True)
-            start, end = enc.doc_span
-            embeddings.append(out.hidden_states[-1][0, start:end].mean(dim=0).float().cpu().numpy())
+            positions = enc.content_positions() or [len(enc.prompt) - 1]  # EmbedActor's mean pooling
+            embeddings.append(out.hidden_states[-1][0, positions].mean(dim=0).float().cpu().numpy())
             losses.append(out.loss.item())
             tokens += ids.shape[1]
     return np.stack(embeddings), tokens
@@ -66,16 +66,16 @@ def distill_embed(actor, frame, batch_size: int) -> tuple[object, int]:
     """EmbedActor on length-sorted batches of embed.batch_size rows, as the pipeline feeds it."""
     import numpy as np
 
-    order = np.argsort(-frame["text"].str.len().to_numpy(), kind="stable")
+    order = np.argsort(-frame["turns"].str.len().to_numpy(), kind="stable")
     rows = frame.assign(row=np.arange(len(frame))).iloc[order]
     out, tokens = [], 0
     for i in range(0, len(rows), batch_size):
         part = rows.iloc[i : i + batch_size]
-        batch = {k: part[k].to_numpy() for k in ("row", "text", "summary")}
+        batch = {k: part[k].to_numpy() for k in ("row", "turns", "response")}
         out.append(actor(batch))
         tokens += sum(
             len(e.prompt) + len(e.target)
-            for e in (actor.format.encode(str(t), str(s)) for t, s in zip(part["text"], part["summary"]))
+            for e in (actor.format.encode(t, str(r)) for t, r in zip(part["turns"], part["response"]))
         )
     result = np.concatenate([o["embedding"] for o in out])[np.argsort(np.concatenate([o["row"] for o in out]))]
     return result, tokens
@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     setup = benchlib.quick_setup(args.model)
     setup.cfg.model.dtype = args.dtype
-    actor = EmbedActor(setup.model_path, setup.cfg.model, setup.cfg.embed.pooling, args.threads)
+    actor = EmbedActor(
+        setup.model_path, setup.cfg.model, setup.cfg.prompt, setup.data_format, setup.cfg.embed.pooling, args.threads
+    )
     if actor.device != args.device:
         raise SystemExit(f"--device {args.device}, but the embedding actor picked {actor.device}")
     frame = setup.pool.iloc[: 8 if args.quick else args.rows]

@@ -6,7 +6,7 @@
 At the quick job's settings: the real SmolLM2-135M with the quick job's LoRA adapters attached (as
 in a trial), its 10 held-out bills cut to 256 source tokens, greedy, up to 96 new tokens, the
 trial's thread count (1). Both arms get the same model object; each arm's outputs are checked
-against the per-example ones. tokens/s counts the new tokens up to each summary's EOS.
+against the per-example ones. tokens/s counts the new tokens up to each response's EOS.
 
 An arm is one function `arm(bench) -> list[str]` in ARMS (another engine, e.g. vLLM, is one more
 function and one more entry).
@@ -28,11 +28,11 @@ import benchlib
 
 @dataclass
 class Bench:
-    """What every arm gets: the setup, the LoRA-wrapped model, the texts, the eval settings."""
+    """What every arm gets: the setup, the LoRA-wrapped model, the prompts' turns, the eval settings."""
 
     setup: benchlib.QuickSetup
     model: object
-    texts: list[str]
+    turns: list[str]  # each held-out example's prompt turns (the `turns` column: JSON text)
     device: str
 
 
@@ -43,8 +43,8 @@ def hf_per_example(bench: Bench) -> list[str]:
     from distill.trial.evaluate import _until_eos
 
     tok, cfg, outputs = bench.setup.tokenizer, bench.setup.cfg.eval, []
-    for text in bench.texts:
-        ids = torch.tensor([bench.setup.fmt.encode(text).prompt], device=bench.device)
+    for turns in bench.turns:
+        ids = torch.tensor([bench.setup.fmt.encode(turns).prompt], device=bench.device)
         with torch.no_grad():
             gen = bench.model.generate(
                 input_ids=ids,
@@ -65,7 +65,7 @@ def distill_generate(bench: Bench) -> list[str]:
     from distill.trial.evaluate import generate
 
     return generate(
-        bench.model, bench.setup.tokenizer, bench.setup.fmt, bench.texts, bench.setup.cfg.eval, bench.device
+        bench.model, bench.setup.tokenizer, bench.setup.fmt, bench.turns, bench.setup.cfg.eval, bench.device
     )
 
 
@@ -80,7 +80,7 @@ def floor(bench: Bench, steps: int) -> dict:
     from distill.trial.evaluate import pad
 
     tok, extra = bench.setup.tokenizer, 16
-    prompts = [bench.setup.fmt.encode(t).prompt for t in bench.texts]
+    prompts = [bench.setup.fmt.encode(t).prompt for t in bench.turns]
 
     def timed(rows: list[list[int]], new: int) -> float:
         padded, mask = pad(rows, tok.pad_token_id, side="left")
@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     setup = benchlib.quick_setup(args.model)
     model = benchlib.lora_model(setup, args.device)
-    texts = setup.test["text"].tolist()[: 4 if args.quick else None]
-    bench = Bench(setup, model, texts, args.device)
+    turns = setup.test["turns"].tolist()[: 4 if args.quick else None]
+    bench = Bench(setup, model, turns, args.device)
     rows, reference = [], None
     for name in args.arms.split(","):
         start = time.perf_counter()
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             {
                 "arm": name,
-                "bills": len(texts),
+                "bills": len(turns),
                 "seconds": round(seconds, 2),
                 "new_tokens": new_tokens,
                 "tokens_per_s": round(new_tokens / seconds, 1),

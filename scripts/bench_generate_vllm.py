@@ -1,7 +1,7 @@
 """Benchmark: evaluation generation with vLLM multi-LoRA vs the HF path, side by side in one run.
 
 Trains `--adapters` LoRA adapters on the real SmolLM2-135M (a few steps each, as trials do with
-eval.engine vllm), then generates greedy summaries of the held-out documents for every adapter
+eval.engine vllm), then generates greedy responses to the held-out prompts for every adapter
   - HF:   one `generate` loop per adapter (base model + PeftModel), as each trial does today;
   - vLLM: one engine, all adapters in one batch with a per-request LoRARequest.
 Reports generated tokens/s of each arm, the engine start-up, the exact-match share of vLLM's
@@ -54,10 +54,11 @@ def main() -> None:
     model_path = resolve_model(cfg.model.name)
     device = device_name()
     splits = load_splits(DataConfig(test_size=args.test_size))
-    docs, refs = splits.test["text"].tolist(), splits.test["summary"].tolist()
+    turns, refs = splits.test["turns"].tolist(), splits.test["response"].tolist()
     scorer, _ = resolve_scorer(cfg.eval, hub_reachable=False)
     tokenizer = load_tokenizer(model_path)
-    fmt = PromptFormat(tokenizer, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
+    fmt = PromptFormat(tokenizer, cfg.prompt, splits.format, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
+    prompts = [fmt.encode(t).prompt for t in turns]
 
     rng = np.random.default_rng(0)
     adapters = {}  # name → the saved adapter folder, as the trials leave them in storage
@@ -71,16 +72,17 @@ def main() -> None:
             splits.test,
             Resolved(model_path, "vllm", scorer, is_test_model(model_path)),
             key="bench",
+            data_format=splits.format,
             gpus=0.0,
         )
         adapters[f"adapter{i}"] = write_adapter(record["adapter"], folder / f"adapter{i}")
 
-    hf, hf_seconds = hf_arm(cfg, model_path, tokenizer, fmt, docs, adapters, device)
+    hf, hf_seconds = hf_arm(cfg, model_path, tokenizer, fmt, turns, adapters, device)
     start = time.perf_counter()
-    engine = VllmGenerator(cfg, model_path, len(fmt.prefix) + len(fmt.suffix))
+    engine = VllmGenerator(cfg, model_path, max(map(len, prompts)))
     startup = time.perf_counter() - start
     start = time.perf_counter()
-    by_vllm = engine.generate([fmt.encode(d).prompt for d in docs], adapters)
+    by_vllm = engine.generate(prompts, adapters)
     vllm_seconds = time.perf_counter() - start
     vllm = {name: texts for name, (texts, _) in by_vllm.items()}
 
@@ -98,7 +100,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--json", help="where to write the result (default: docs/bench/generate_vllm-<device>.json)")
     parser.add_argument("--adapters", type=int, default=3, help="LoRA adapters (= trials) to evaluate")
     parser.add_argument("--test-size", type=int, default=10, help="held-out documents per adapter")
-    parser.add_argument("--max-source-tokens", type=int, default=256, help="document tokens (quick job: 256)")
+    parser.add_argument("--max-source-tokens", type=int, default=256, help="prompt content tokens (quick job: 256)")
     parser.add_argument("--max-new-tokens", type=int, default=96, help="generated tokens (quick job: 96)")
     parser.add_argument("--batch-size", type=int, default=10, help="HF generate batch (quick job: 10)")
     parser.add_argument("--max-num-seqs", type=int, default=64, help="vLLM: sequences decoded at once")
@@ -107,14 +109,14 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def hf_arm(cfg, model_path, tokenizer, fmt, docs, adapters, device) -> tuple[dict[str, list[str]], float]:
+def hf_arm(cfg, model_path, tokenizer, fmt, turns, adapters, device) -> tuple[dict[str, list[str]], float]:
     """Each adapter on its own: load base + adapter, generate (the load is timed: each HF trial pays it too)."""
     from peft import PeftModel
 
     out, start = {}, time.perf_counter()
     for name, adapter in adapters.items():
         model = PeftModel.from_pretrained(load_model(model_path, cfg.model, device), str(adapter))
-        out[name] = generate(model, tokenizer, fmt, docs, cfg.eval, device)
+        out[name] = generate(model, tokenizer, fmt, turns, cfg.eval, device)
     return out, time.perf_counter() - start
 
 

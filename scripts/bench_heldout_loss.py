@@ -8,7 +8,7 @@ LoRA adapters attached (as in a trial), its 10 held-out bills cut to 256 source 
 (10), the trial's thread count (1). Arms, each on the same model object: `generate` (distill's batched
 greedy generation, up to 96 new tokens), `score` (ROUGE + the offline BERTScore encoder on those
 generations, as a trial scores them) and `heldout_loss` (trial.heldout_losses: one batched teacher-forced
-pass over prompt + reference summary, cross-entropy on the summary tokens). `--repeats` times each arm
+pass over prompt + reference response, cross-entropy on the response tokens). `--repeats` times each arm
 that many times and keeps the fastest (the box is shared).
 """
 
@@ -48,10 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     test = setup.test.iloc[: 4 if args.quick else None]
     scorer, _ = resolve_scorer(cfg, hub_reachable=False)
     generated, generate_s = timed(
-        lambda: generate(model, setup.tokenizer, setup.fmt, test["text"].tolist(), cfg, "cpu"), args.repeats
+        lambda: generate(model, setup.tokenizer, setup.fmt, test["turns"].tolist(), cfg, "cpu"), args.repeats
     )
-    _, score_s = timed(lambda: score(generated, test["summary"].tolist(), scorer, "cpu", cfg.batch_size), args.repeats)
-    losses, loss_s = timed(
+    _, score_s = timed(lambda: score(generated, test["response"].tolist(), scorer, "cpu", cfg.batch_size), args.repeats)
+    (losses, _), loss_s = timed(
         lambda: heldout_losses(model, setup.tokenizer, setup.fmt, test, cfg.batch_size, "cpu"), args.repeats
     )
     rows = [

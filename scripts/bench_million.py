@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             splits = load_splits(cfg.data)
         res["pool_rows"] = len(splits.train)
         with Stage(res, "data: text statistics"):
-            stats = text_features(splits.train["text"].tolist())
+            stats = text_features(splits.train["prompt"].tolist())
 
         with ray_session(cfg.resources):
             if not args.stream_only:
@@ -259,7 +259,7 @@ def model_embed(res: dict, cfg, splits, model: str, out: Path, embed_n: int, n: 
     from distill.data.load import Splits
     from distill.runtime.features import embed_pool
 
-    part = Splits(splits.train.iloc[:embed_n].reset_index(drop=True), splits.test, splits.source)
+    part = Splits(splits.train.iloc[:embed_n].reset_index(drop=True), splits.test, splits.source, splits.format)
     name = f"embed: tiny model, {len(part.train):,} rows (embed_pool)"
     with Stage(res, name):
         real, _ = embed_pool(cfg, part, model, out)

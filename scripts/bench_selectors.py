@@ -70,7 +70,7 @@ def _save(folder: Path, name: str, values: np.ndarray) -> None:
 # A selector that needs a feature missing here fails the benchmark (exit 1) instead of being reported as None.
 SYNTHETIC = {
     "embeddings": lambda folder, n, args, rng: write_clustered(folder / "embeddings.npy", n, args.dim, args.seed),
-    # the embedding pass's summary loss, and IFD's loss without the document: mostly higher (IFD < 1), some lower
+    # the embedding pass's response loss, and IFD's loss without the prompt's content: mostly higher (IFD < 1), some lower
     "loss": lambda folder, n, args, rng: _save(folder, "loss", rng.gamma(2.0, 0.8, n).astype(np.float32)),
     "loss_alone": lambda folder, n, args, rng: _save(
         folder, "loss_alone", (rng.gamma(2.0, 0.8, n) * rng.uniform(0.8, 2.0, n)).astype(np.float32)
@@ -83,7 +83,7 @@ SYNTHETIC = {
         write_clustered(folder / "query_embedding.npy", args.queries, args.dim, args.seed + 1, first_row=n),
         _save(folder, "query_task", np.arange(args.queries) % 2),
     ),
-    # the probe: summary loss at step 0 and 2 checkpoints, mostly falling
+    # the probe: response loss at step 0 and 2 checkpoints, mostly falling
     "probe_loss": lambda folder, n, args, rng: _save(
         folder, "probe_loss", np.sort(rng.gamma(2.0, 0.8, (n, 3)), axis=1)[:, ::-1].astype(np.float32)
     ),

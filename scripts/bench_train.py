@@ -4,7 +4,7 @@
     .venv/bin/python scripts/bench_train.py --steps 2 --threads 2
 
 Same model (the real SmolLM2-135M), same subset (the quick job's first 8 pool bills), same LoRA
-config, sequence lengths (256 source / 96 summary tokens), effective batch (4) and optimizer steps.
+config, sequence lengths (256 prompt / 96 response tokens), effective batch (4) and optimizer steps.
 Each arm runs in its own subprocess (`--repeats` times, interleaved with the other arms; the
 fastest run is reported, all are in the JSON), so its peak memory is its own: `peak_delta_mb` is the peak
 resident memory during training above the resident memory right before it (model loaded; CPU,
@@ -13,7 +13,7 @@ resident memory during training above the resident memory right before it (model
 
 - trainer          Trainer, micro-batch 4: the LM head over every position (HF's loss)
 - trainer-micro1   Trainer, micro-batch 1 × 4 accumulation steps (same effective batch)
-- distill          finetune, micro-batch 4: LM head + cross-entropy on summary positions only
+- distill          finetune, micro-batch 4: LM head + cross-entropy on response positions only
 - distill-micro1   finetune, length-grouped micro-batches of 1 × 4 (token-weighted: same gradient)
 """
 
@@ -48,7 +48,7 @@ def run_arm(name: str, steps: int, threads: int, device: str, model: str | None)
     subset = setup.subset()
     seed_everything(0)
     model = add_lora(load_model(setup.model_path, cfg.model, device), train_cfg)
-    examples = encode_examples(setup.fmt, subset["text"].tolist(), subset["summary"].tolist())
+    examples = encode_examples(setup.fmt, subset["turns"].tolist(), subset["response"].tolist())
     runner = _trainer if name.startswith("trainer") else _distill
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -76,8 +76,8 @@ def _distill(model, setup, subset, examples, train_cfg, device) -> tuple[int, fl
         model,
         setup.tokenizer,
         setup.fmt,
-        subset["text"].tolist(),
-        subset["summary"].tolist(),
+        subset["turns"].tolist(),
+        subset["response"].tolist(),
         train_cfg,
         seed=0,
         device=device,
@@ -137,7 +137,7 @@ def flop_ceiling(model: str | None, steps: int) -> dict:
 
     Counting the linear layers' FLOPs of a step (forward 2·params·tokens, backward 2·params·tokens for
     the activation gradients only: the base weights are frozen; LoRA's are negligible): `Trainer` runs
-    the LM head on every position, distill on the labelled (summary) ones. Attention is the same on
+    the LM head on every position, distill on the labelled (response) ones. Attention is the same on
     both sides and left out, which makes this an upper bound. Counted on steps × batch examples of
     the subset (at the default 2 steps × 4, the whole 8-bill subset once, as each arm trains on it)."""
     import torch
@@ -153,7 +153,7 @@ def flop_ceiling(model: str | None, steps: int) -> dict:
     if lm.get_output_embeddings().weight is not lm.get_input_embeddings().weight:
         body -= head  # an untied head is counted as the head, not the body
     subset = setup.subset()
-    examples = encode_examples(setup.fmt, subset["text"].tolist(), subset["summary"].tolist())
+    examples = encode_examples(setup.fmt, subset["turns"].tolist(), subset["response"].tolist())
     used = [examples[i % len(examples)] for i in range(steps * setup.cfg.train.batch_size)]
     tokens = sum(len(ids) for ids, _ in used)
     labelled = sum(sum(label != IGNORE for label in labels[1:]) for _, labels in used)

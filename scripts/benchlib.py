@@ -30,6 +30,7 @@ class QuickSetup:
     model_path: str
     tokenizer: object
     fmt: object  # PromptFormat
+    data_format: str  # the data's layout (Splits.format): what PromptFormat and EmbedActor are built for
 
     def subset(self):
         """The first k pool rows, k = the quick job's budget (10% of the pool)."""
@@ -48,8 +49,8 @@ def quick_setup(model: str | None = None) -> QuickSetup:
     splits = load_splits(cfg.data)
     model_path = resolve_model(cfg.model.name)
     tokenizer = load_tokenizer(model_path)
-    fmt = PromptFormat(tokenizer, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
-    return QuickSetup(cfg, splits.train, splits.test, model_path, tokenizer, fmt)
+    fmt = PromptFormat(tokenizer, cfg.prompt, splits.format, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
+    return QuickSetup(cfg, splits.train, splits.test, model_path, tokenizer, fmt, splits.format)
 
 
 def quick_arguments(ap, default_json: Path) -> None:

@@ -129,16 +129,18 @@ def oom_backoff() -> dict:
     from distill.config.load import make_config
     from distill.data.load import load_splits
     from distill.model.load import load_model, load_tokenizer, resolve_model
-    from distill.model.prompt import PromptFormat
+    from distill.model.prompt import PromptFormat, user_turn
     from distill.model.train import _step_with_backoff, add_lora, encode_examples, largest_micro_batch
 
     torch.cuda.set_per_process_memory_fraction(OOM_MEMORY_FRACTION)
     cfg = make_config("quick-gpu")
     path = resolve_model(cfg.model.name)
     tokenizer = load_tokenizer(path)
-    fmt = PromptFormat(tokenizer, 2048, 256)
-    pool = load_splits(cfg.data).train
-    data = encode_examples(fmt, [" ".join([t] * 8) for t in pool["text"][:64]], pool["summary"][:64].tolist())
+    splits = load_splits(cfg.data)
+    fmt = PromptFormat(tokenizer, cfg.prompt, splits.format, 2048, 256)
+    pool = splits.train
+    long_prompts = [user_turn(" ".join([t] * 8)) for t in pool["prompt"][:64]]  # 8× each prompt: about 2k tokens
+    data = encode_examples(fmt, long_prompts, pool["response"][:64].tolist())
     model = add_lora(load_model(path, cfg.model, "cuda"), cfg.train)
     fits = largest_micro_batch(model, data, len(data), tokenizer.pad_token_id, "cuda")
     loss, micro = _step_with_backoff(model, data, len(data), tokenizer.pad_token_id, "cuda")
@@ -175,11 +177,12 @@ def load_8bit() -> dict:
     )
     path = resolve_model(cfg.model.name)
     tokenizer = load_tokenizer(path)
-    fmt = PromptFormat(tokenizer, 512, 128)
+    splits = load_splits(cfg.data)
+    fmt = PromptFormat(tokenizer, cfg.prompt, splits.format, 512, 128)
     model = add_lora(load_model(path, cfg.model, "cuda"), cfg.train, quantized=True)
     n_8bit = sum(isinstance(m, bnb.nn.Linear8bitLt) for m in model.modules())
-    pool = load_splits(cfg.data).train.iloc[:12]
-    stats = finetune(model, tokenizer, fmt, pool["text"].tolist(), pool["summary"].tolist(), cfg.train, 0, "cuda")
+    pool = splits.train.iloc[:12]
+    stats = finetune(model, tokenizer, fmt, pool["turns"].tolist(), pool["response"].tolist(), cfg.train, 0, "cuda")
     assert n_8bit > 0 and stats.steps == 3 and stats.final_loss == stats.final_loss
     return {"linear8bit_modules": n_8bit, "steps": stats.steps, "final_loss": stats.final_loss}
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from distill.config.schema import EvalConfig, ModelConfig
+from distill.model.prompt import user_turn
 from distill.trial.evaluate import HUB_BERTSCORE, OFFLINE_BERTSCORE_LAYERS, _until_eos, generate, resolve_scorer, score
 
 REFS = [
@@ -115,6 +116,7 @@ def test_until_eos():
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model):
+    from distill.config.schema import PromptConfig
     from distill.model.load import load_model, load_tokenizer
     from distill.model.prompt import PromptFormat
 
@@ -127,7 +129,7 @@ def tiny(tiny_model):
         for name, param in model.named_parameters():
             if "norm" not in name:
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-    return model, tokenizer, PromptFormat(tokenizer, max_source_tokens=40, max_target_tokens=8)
+    return model, tokenizer, PromptFormat(tokenizer, PromptConfig(), "summarization", 40, 8)
 
 
 TEXTS = [
@@ -136,25 +138,26 @@ TEXTS = [
     "Amends the Internal Revenue Code to extend the credit for electric vehicles.",
     "Designates the facility of the Postal Service at 100 Main Street as the Jane Doe Post Office. " * 2,
 ]
+TURNS = [user_turn(text) for text in TEXTS]
 
 
 def test_generate_batch_size_does_not_change_outputs(tiny):
     model, tokenizer, fmt = tiny
-    one = generate(model, tokenizer, fmt, TEXTS, EvalConfig(max_new_tokens=6, batch_size=1), "cpu")
-    three = generate(model, tokenizer, fmt, TEXTS, EvalConfig(max_new_tokens=6, batch_size=3), "cpu")
-    assert len(one) == len(TEXTS) and all(isinstance(s, str) for s in one)
-    assert all(one) and len(set(one)) == len(TEXTS)  # non-trivial, input-dependent outputs
+    one = generate(model, tokenizer, fmt, TURNS, EvalConfig(max_new_tokens=6, batch_size=1), "cpu")
+    three = generate(model, tokenizer, fmt, TURNS, EvalConfig(max_new_tokens=6, batch_size=3), "cpu")
+    assert len(one) == len(TURNS) and all(isinstance(s, str) for s in one)
+    assert all(one) and len(set(one)) == len(TURNS)  # non-trivial, input-dependent outputs
     assert one == three
 
 
 def test_generate_returns_outputs_in_input_order(tiny):
     model, tokenizer, fmt = tiny
     cfg = EvalConfig(max_new_tokens=5, batch_size=4)
-    outputs = generate(model, tokenizer, fmt, TEXTS, cfg, "cpu")
-    reversed_outputs = generate(model, tokenizer, fmt, TEXTS[::-1], cfg, "cpu")
+    outputs = generate(model, tokenizer, fmt, TURNS, cfg, "cpu")
+    reversed_outputs = generate(model, tokenizer, fmt, TURNS[::-1], cfg, "cpu")
     assert reversed_outputs == outputs[::-1]
     # each output is what the model writes for that text alone, by hand
-    for text, out in zip(TEXTS, outputs):
+    for text, out in zip(TURNS, outputs):
         ids = torch.tensor([fmt.encode(text).prompt])
         with torch.no_grad():
             gen = model.generate(
@@ -182,7 +185,7 @@ def test_generate_cuts_at_eos(tiny, monkeypatch):
         return torch.cat([input_ids, tail], dim=1)
 
     monkeypatch.setattr(model, "generate", fake_generate)
-    outputs = generate(model, tokenizer, fmt, TEXTS[:2], EvalConfig(max_new_tokens=8, batch_size=2), "cpu")
+    outputs = generate(model, tokenizer, fmt, TURNS[:2], EvalConfig(max_new_tokens=8, batch_size=2), "cpu")
     assert outputs == ["hello", "hello"]
 
 
@@ -200,11 +203,11 @@ def test_generate_with_lora_equals_per_example_unmerged_generation(tiny):
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
     weights = {k: v.detach().clone() for k, v in model.named_parameters()}
     cfg = EvalConfig(max_new_tokens=6, batch_size=4)
-    batched = generate(model, tokenizer, fmt, TEXTS, cfg, "cpu")
+    batched = generate(model, tokenizer, fmt, TURNS, cfg, "cpu")
     for k, v in model.named_parameters():  # generation leaves the weights as they were
         torch.testing.assert_close(v, weights[k], rtol=1e-5, atol=1e-6)
-    assert batched != generate(base, tokenizer, fmt, TEXTS, cfg, "cpu")  # the adapters matter
-    for text, out in zip(TEXTS, batched):
+    assert batched != generate(base, tokenizer, fmt, TURNS, cfg, "cpu")  # the adapters matter
+    for text, out in zip(TURNS, batched):
         ids = torch.tensor([fmt.encode(text).prompt])
         with torch.no_grad():
             gen = model.generate(

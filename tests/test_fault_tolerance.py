@@ -21,11 +21,11 @@ import yaml
 from clusters import stop_ray, wait_for
 
 from distill.config.load import config_from_run, make_config
-from distill.config.schema import ModelConfig, TrainConfig
+from distill.config.schema import ModelConfig, PromptConfig, TrainConfig
 from distill.data.load import load_splits
 from distill.model import checkpoint
 from distill.model.load import load_model, load_tokenizer
-from distill.model.prompt import PromptFormat
+from distill.model.prompt import PromptFormat, user_turn
 from distill.model.train import _shuffled_stream, add_lora, finetune, seed_everything
 from distill.runtime import pipeline
 from distill.runtime.features import embed_pool
@@ -63,13 +63,14 @@ def test_the_data_stream_resumes_at_any_position():
 def test_a_fine_tune_resumed_from_a_saved_checkpoint_is_bit_identical(tiny_model, tmp_path):
     """Save after step 3 of 6 to disk, continue in a fresh model: the same adapter, to the last bit (CPU, one
     thread: the same kernels on the same inputs in the same order; dropout draws from the restored RNG)."""
-    texts = [
-        f"Section {i}. The Secretary shall report on program {i} to Congress within {i + 1} years." for i in range(5)
+    prompts = [
+        user_turn(f"Section {i}. The Secretary shall report on program {i} to Congress within {i + 1} years.")
+        for i in range(5)
     ]
     summaries = [f"Requires report {i}." for i in range(5)]
     cfg = TrainConfig(lora_r=4, lora_dropout=0.1, batch_size=2, epochs=3, max_steps=6, warmup_ratio=0.2)
     tokenizer = load_tokenizer(tiny_model)
-    fmt = PromptFormat(tokenizer, 24, 8)
+    fmt = PromptFormat(tokenizer, PromptConfig(), "summarization", 24, 8)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
 
@@ -86,11 +87,11 @@ def test_a_fine_tune_resumed_from_a_saved_checkpoint_is_bit_identical(tiny_model
 
     try:
         whole = model()
-        stats = finetune(whole, tokenizer, fmt, texts, summaries, cfg, seed=1, device="cpu", on_step=save_at_3)
+        stats = finetune(whole, tokenizer, fmt, prompts, summaries, cfg, seed=1, device="cpu", on_step=save_at_3)
         resumed = model()
         state = checkpoint.load(tmp_path / "ckpt")
         assert state.step == checkpoint.step_of(tmp_path / "ckpt") == 3
-        again = finetune(resumed, tokenizer, fmt, texts, summaries, cfg, seed=1, device="cpu", state=state)
+        again = finetune(resumed, tokenizer, fmt, prompts, summaries, cfg, seed=1, device="cpu", state=state)
     finally:
         torch.set_num_threads(threads)
     assert (again.steps, again.train_tokens, again.final_loss) == (stats.steps, stats.train_tokens, stats.final_loss)
@@ -152,7 +153,13 @@ def test_a_killed_trial_is_retried_from_its_checkpoint_and_matches_an_uninterrup
     torch.set_num_threads(1)
     try:
         record = run_trial(
-            spec, cfg, splits.train, splits.test, resolved, trial_key(spec, cfg, resolved, splits.fingerprint)
+            spec,
+            cfg,
+            splits.train,
+            splits.test,
+            resolved,
+            trial_key(spec, cfg, resolved, splits.fingerprint),
+            splits.format,
         )
     finally:
         torch.set_num_threads(threads)

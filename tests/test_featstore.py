@@ -8,11 +8,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from distill.config.load import make_config
-from distill.config.schema import ModelConfig
+from distill.config.schema import DataConfig, ModelConfig, PromptConfig
 from distill.data.load import load_splits
 from distill.errors import DistillError
 from distill.features import store as featstore
@@ -124,13 +123,16 @@ def test_views_and_plain_arrays_pickle_by_value(tmp_path, table):
 
 def test_streamed_model_features_equal_the_old_in_memory_path(tmp_path, tiny_model, billsum_path):
     """The pipeline's length-sorted batches, streamed, give exactly what concatenate + argsort gave."""
-    pool = pd.read_json(billsum_path, lines=True).head(12)
+    pool = load_splits(DataConfig(source=str(billsum_path), test_size=2)).train.head(12)
     actor = EmbedActor(
-        tiny_model, ModelConfig(name=tiny_model, dtype="float32", max_source_tokens=40, max_target_tokens=8)
+        tiny_model,
+        ModelConfig(name=tiny_model, dtype="float32", max_source_tokens=40, max_target_tokens=8),
+        PromptConfig(),
+        "summarization",
     )
-    order = np.argsort(-pool["text"].str.len().to_numpy(), kind="stable")
+    order = np.argsort(-pool["turns"].str.len().to_numpy(), kind="stable")
     outputs = [
-        actor({"row": rows, "text": pool["text"].to_numpy()[rows], "summary": pool["summary"].to_numpy()[rows]})
+        actor({"row": rows, "turns": pool["turns"].to_numpy()[rows], "response": pool["response"].to_numpy()[rows]})
         for rows in np.array_split(order, 4)
     ]
     rows = np.concatenate([b["row"] for b in outputs])
@@ -141,7 +143,7 @@ def test_streamed_model_features_equal_the_old_in_memory_path(tmp_path, tiny_mod
     np.testing.assert_array_equal(emb, old_emb)
     np.testing.assert_array_equal(loss, old_loss)
     alone = actor(
-        {"row": np.array([5]), "text": pool["text"].to_numpy()[[5]], "summary": pool["summary"].to_numpy()[[5]]}
+        {"row": np.array([5]), "turns": pool["turns"].to_numpy()[[5]], "response": pool["response"].to_numpy()[[5]]}
     )
     np.testing.assert_allclose(emb[5], alone["embedding"][0], atol=1e-4)  # row 5 sits at index 5
 
@@ -150,7 +152,7 @@ def test_streamed_model_features_equal_the_old_in_memory_path(tmp_path, tiny_mod
 def test_pipeline_streams_the_pool_and_selects_from_the_memory_map(tiny_job, tiny_model):
     """Through Ray: embed_pool streams to a memmap cache in row order (the query set to its own), a rerun
     reuses it, the selector tasks (which get the features by path) pick what an in-process run picks, and a
-    method's time includes the extra features only it reads (the probe's, IFD's pass over the summaries)."""
+    method's time includes the extra features only it reads (the probe's, IFD's pass over the responses)."""
     from distill.runtime import preflight
     from distill.runtime.features import embed_pool
     from distill.runtime.selection import select_subsets, selection_inputs_key
@@ -176,10 +178,10 @@ def test_pipeline_streams_the_pool_and_selects_from_the_memory_map(tiny_job, tin
     for name in ("embeddings", "loss", "embedding_wmean", "loss_alone", "query_embedding"):
         assert isinstance(getattr(features, name), np.memmap), name
     assert sorted(p.name.split("-")[0] for p in (out / "cache").iterdir() if p.is_dir()) == ["features", "query"]
-    actor = EmbedActor(tiny_model, cfg.model, cfg.embed.pooling, loss_alone=True)
+    actor = EmbedActor(tiny_model, cfg.model, cfg.prompt, splits.format, cfg.embed.pooling, loss_alone=True)
     for rows, got in ((splits.train, features), (splits.query, None)):
         expected = actor(
-            {"row": np.arange(len(rows)), "text": rows["text"].to_numpy(), "summary": rows["summary"].to_numpy()}
+            {"row": np.arange(len(rows)), "turns": rows["turns"].to_numpy(), "response": rows["response"].to_numpy()}
         )
         if got is None:  # the query set: its position-weighted embeddings, grouped by source
             np.testing.assert_allclose(features.query_embedding, expected["embedding_wmean"], atol=1e-4)

@@ -61,7 +61,9 @@ def test_instruction_rows_become_one_user_turn_with_the_input_after_the_instruct
     assert splits.format == "instruction"
     both = pd.concat([splits.train, splits.test]).set_index("response")
     turns = json.loads(both.loc["Rivers and towns, part 1.", "turns"])
-    assert turns == [{"role": "user", "content": "Give a title for essay number 1.\n\nEssay 1 argues that rivers shape towns."}]
+    assert turns == [
+        {"role": "user", "content": "Give a title for essay number 1.\n\nEssay 1 argues that rivers shape towns."}
+    ]
     assert both.loc["Rivers and towns, part 2.", "prompt"] == "Give a title for essay number 2."  # no input
 
 

@@ -77,7 +77,8 @@ def test_trial_records_its_engine_or_hands_back_its_adapter(tiny_model, engine):
     splits = load_splits(DataConfig(test_size=2, max_train=6))
     scorer, _ = resolve_scorer(cfg.eval, hub_reachable=False)
     resolved = Resolved(tiny_model, engine, scorer, test_model=True)  # preflight resolves an explicit engine as given
-    record = run_trial(TrialSpec("r-s0", "random", 0, (0, 1), 0.0), cfg, splits.train, splits.test, resolved, "k")
+    spec = TrialSpec("r-s0", "random", 0, (0, 1), 0.0)
+    record = run_trial(spec, cfg, splits.train, splits.test, resolved, "k", splits.format)
     if engine == "hf":
         assert record["metrics"]["eval_engine"] == "hf" and len(record["predictions"]) == 2
         assert 0 < record["metrics"]["generate_seconds"] <= record["metrics"]["eval_seconds"]
@@ -87,7 +88,7 @@ def test_trial_records_its_engine_or_hands_back_its_adapter(tiny_model, engine):
         assert record["metrics"]["train_steps"] == 1
         assert len(record["heldout_loss"]) == 2 and record["metrics"]["heldout_loss_seconds"] > 0
         cfg = make_config(cfg.to_dict(), {"eval.generate": False})  # a loss-only trial needs no engine at all
-        record = run_trial(TrialSpec("r-s0", "random", 0, (0, 1), 0.0), cfg, splits.train, splits.test, resolved, "k")
+        record = run_trial(spec, cfg, splits.train, splits.test, resolved, "k", splits.format)
         assert "adapter" not in record and len(record["predictions"]) == 2 and record["metrics"]["heldout_loss"] > 0
 
 
@@ -129,6 +130,7 @@ def train_adapters(model_path: str, overrides: dict) -> tuple:
             splits.test,
             resolved,
             key="k",
+            data_format=splits.format,
         )
         for name, seed in (("a-s0", 0), ("b-s1", 1))
     }
@@ -145,15 +147,16 @@ def vllm_vs_hf(cfg, model_path: str, test, records: dict, tmp_path: Path) -> lis
     from distill.trial.vllm import VllmGenerator
 
     tokenizer = load_tokenizer(model_path)
-    fmt = PromptFormat(tokenizer, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
-    engine = VllmGenerator(cfg, model_path, max(len(p) for p in prompts))
+    fmt = PromptFormat(tokenizer, cfg.prompt, "summarization", cfg.model.max_source_tokens, cfg.model.max_target_tokens)
+    prompts = [fmt.encode(t).prompt for t in test["turns"]]
+    engine = VllmGenerator(cfg, model_path, max(map(len, prompts)))
     adapters = {name: write_adapter(record["adapter"], tmp_path / name) for name, record in records.items()}
-    by_vllm = engine.generate([fmt.encode(t).prompt for t in test["text"]], adapters)
-    base = generate(load_model(model_path, cfg.model, "cpu"), tokenizer, fmt, test["text"].tolist(), cfg.eval, "cpu")
+    by_vllm = engine.generate(prompts, adapters)
+    base = generate(load_model(model_path, cfg.model, "cpu"), tokenizer, fmt, test["turns"].tolist(), cfg.eval, "cpu")
     matches = []
     for name, adapter in adapters.items():
         model = PeftModel.from_pretrained(load_model(model_path, cfg.model, "cpu"), str(adapter))
-        by_hf = generate(model, tokenizer, fmt, test["text"].tolist(), cfg.eval, "cpu")
+        by_hf = generate(model, tokenizer, fmt, test["turns"].tolist(), cfg.eval, "cpu")
         texts, seconds = by_vllm[name]
         assert len(texts) == len(test) and seconds > 0
         assert by_hf != base, "the trained adapter should change the greedy output (else this test proves nothing)"

@@ -39,6 +39,11 @@ REPO = Path(__file__).resolve().parent.parent
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
 ROW = {"text": "A bill to amend the Internal Revenue Code to extend a credit.", "summary": "Extends a tax credit."}
 ROWS = [{"text": f"{ROW['text']} Section {i} applies.", "summary": f"{ROW['summary']} ({i})"} for i in range(30)]
+INSTRUCTIONS = [{"instruction": f"Name river number {i}.", "input": "", "output": f"River {i}."} for i in range(30)]
+CHATS = [
+    {"messages": [{"role": "user", "content": f"What is {i} plus {i}?"}, {"role": "assistant", "content": f"{2 * i}"}]}
+    for i in range(30)
+]
 POOL = "of the 20-example pool rounds to 0"  # ROWS read in full: 30 rows, 10 held out; --fraction 0.01 of 20 is 0
 # A selector plugin whose declared feature the pipeline never computes (what a third-party plugin could do).
 PLUGIN = (
@@ -157,8 +162,58 @@ CASES = [
     Case(
         "data-nan-values",
         ["--data", "{d}/nan.jsonl"],
-        ("no usable rows", "column mapping"),
+        ("row 1, 2, 3 and 27 more", "empty response ('summary')", "remove the row"),
         _write("nan.jsonl", '{"text": NaN, "summary": NaN}\n' * 30),
+    ),
+    # ---------------------------------------------------------------- instruction and chat data
+    Case(
+        "data-empty-response",
+        ["--data", "{d}/empty.jsonl"],
+        ("row 4 of", "empty response ('output')", "remove the row"),
+        _write(
+            "empty.jsonl", _jsonl([dict(r, output="" if i == 3 else r["output"]) for i, r in enumerate(INSTRUCTIONS)])
+        ),
+    ),
+    Case(
+        "chat-no-assistant",
+        ["--data", "{d}/chat.jsonl"],
+        ("row 2 of", "has no assistant turn", "end each conversation"),
+        _write("chat.jsonl", _jsonl([CHATS[0], {"messages": [{"role": "user", "content": "hi"}]}, *CHATS[1:]])),
+    ),
+    Case(
+        "chat-unknown-role",
+        ["--data", "{d}/chat.jsonl"],
+        ("row 1 of", "has the role 'bot'", "system, user, assistant"),
+        _write("chat.jsonl", _jsonl([{"messages": [{"role": "bot", "content": "hi"}]}, *CHATS])),
+    ),
+    Case(
+        "chat-not-a-list",
+        ["--data", "{d}/chat.jsonl"],
+        ("row 3 of", "not a list of messages", '[{"role": "user"'),
+        _write("chat.jsonl", _jsonl([*CHATS[:2], {"messages": {"role": "user"}}, *CHATS[2:]])),
+    ),
+    Case(
+        "data-mixed-formats",
+        ["--data", "{d}/mixed.jsonl"],
+        ("mixes formats (row 1 is chat, row 31 is instruction)", "one file per format"),
+        _write("mixed.jsonl", _jsonl(CHATS + INSTRUCTIONS)),
+    ),
+    Case(
+        "data-format-mismatch",
+        ["--data", "{d}/inst.jsonl", "--set", "data.format=chat"],
+        ("no 'messages' column for the chat format", "data.messages_column", "data.format=auto"),
+        _write("inst.jsonl", _jsonl(INSTRUCTIONS)),
+    ),
+    Case(
+        "data-no-layout",
+        ["--data", "{d}/qa.jsonl"],
+        ("columns are question, answer", "instruction: instruction + output"),
+        _write("qa.jsonl", _jsonl([{"question": f"q{i}?", "answer": "a"} for i in range(30)])),
+    ),
+    Case(
+        "prompt-template-without-placeholder",
+        ["--set", "prompt.template=### Question: {question}"],
+        ("prompt.template", "0 {prompt} placeholders", "put {prompt} once"),
     ),
     Case(
         "data-duplicate-only",

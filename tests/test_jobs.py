@@ -17,6 +17,7 @@ from distill.config.load import JOBS_DIR, make_config
 from distill.config.schema import ModelConfig, TrainConfig
 from distill.errors import DistillError
 from distill.model import train
+from distill.model.prompt import user_turn
 from distill.runtime.tune import _callbacks
 from distill.select import registry
 
@@ -114,11 +115,12 @@ def test_bad_settings_exit_2_with_one_line_and_no_traceback(argv, words):
 @pytest.fixture(scope="module")
 def tiny_lora(tiny_model):
     from distill.model.load import load_model, load_tokenizer
+    from distill.config.schema import PromptConfig
     from distill.model.prompt import PromptFormat
 
     tokenizer = load_tokenizer(tiny_model)
     model = train.add_lora(load_model(tiny_model, ModelConfig(), "cpu"), TrainConfig())
-    return model, tokenizer, PromptFormat(tokenizer, 32, 8)
+    return model, tokenizer, PromptFormat(tokenizer, PromptConfig(), "summarization", 32, 8)
 
 
 def test_out_of_memory_step_is_retried_with_half_the_micro_batch(tiny_lora, monkeypatch, capsys):
@@ -133,7 +135,7 @@ def test_out_of_memory_step_is_retried_with_half_the_micro_batch(tiny_lora, monk
         return real_collate(examples, pad_id, device)
 
     monkeypatch.setattr(train, "collate", collate_that_ooms)
-    texts = [f"document number {i} about the budget of the state." * 3 for i in range(8)]
+    texts = [user_turn(f"document number {i} about the budget of the state." * 3) for i in range(8)]
     summaries = [f"summary {i}" for i in range(8)]
     cfg = TrainConfig(batch_size=4, grad_accum=1, epochs=1.0, max_steps=2)
     stats = train.finetune(model, tokenizer, fmt, texts, summaries, cfg, seed=0, device="cpu")

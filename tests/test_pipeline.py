@@ -32,7 +32,7 @@ def test_quick_pipeline_end_to_end_then_reuses_everything(tiny_job, capsys):
         assert (out / "comparison" / name).stat().st_size > 0
 
     selected = [json.loads(line) for line in (out / "selected" / "random.jsonl").read_text().splitlines()]
-    assert len(selected) == 6 and {"index", "id", "text", "summary"} <= set(selected[0])
+    assert len(selected) == 6 and {"index", "id", "prompt", "response", "messages"} <= set(selected[0])
     predictions = (out / "trials" / "random-s0" / "predictions.jsonl").read_text().splitlines()
     assert len(predictions) == 4
     run_info = json.loads((out / "run.json").read_text())

@@ -30,7 +30,7 @@ def cfg(tiny_job):
 @pytest.fixture
 def pool(cfg):
     train = load_splits(cfg.data).train
-    return train["text"].tolist(), train["summary"].tolist()
+    return train["turns"].tolist(), train["response"].tolist()
 
 
 def test_dynamics_needed_reads_the_registry():
@@ -48,7 +48,7 @@ def test_a_probe_whose_updates_vanish_in_the_model_precision_is_refused(tiny_mod
     texts, summaries = pool
     frozen = replace(cfg, train=replace(cfg.train, learning_rate=1e-12))
     with pytest.raises(DistillError, match="do not change the model's loss at all.*float32.*probe.epochs=2"):
-        probe.compute_dynamics(tiny_model, frozen, texts, summaries, ["probe_loss"])
+        probe.compute_dynamics(tiny_model, frozen, "summarization", texts, summaries, ["probe_loss"])
 
 
 @pytest.mark.slow
@@ -92,15 +92,15 @@ def test_checkpoint_steps_are_evenly_spaced_and_end_at_the_last_step():
 @pytest.mark.slow  # a whole probe stage: ~14 s of CPU
 def test_probe_records_every_example_at_every_checkpoint_including_step_0(tiny_model, cfg, pool):
     texts, summaries = pool
-    out = probe.compute_dynamics(tiny_model, cfg, texts, summaries, ["probe_loss"])
+    out = probe.compute_dynamics(tiny_model, cfg, "summarization", texts, summaries, ["probe_loss"])
     losses = out["probe_loss"]
     assert losses.shape == (len(texts), cfg.probe.checkpoints + 1) and np.isfinite(losses).all()
     # 6 probe rows, 2 epochs, batch 2 -> 6 steps; 3 checkpoints at steps 2, 4, 6
     assert out["trained"].tolist() == probe.probe_slice(len(texts), cfg.probe).tolist() and len(out["trained"]) == 6
     assert out["checkpoint_steps"].tolist() == [0, 2, 4, 6]
     # step 0 is the base model (LoRA B = 0): the same loss the embedding pass records
-    actor = EmbedActor(tiny_model, cfg.model)
-    base = actor({"row": np.arange(len(texts)), "text": np.array(texts), "summary": np.array(summaries)})["loss"]
+    actor = EmbedActor(tiny_model, cfg.model, cfg.prompt, "summarization")
+    base = actor({"row": np.arange(len(texts)), "turns": np.array(texts), "response": np.array(summaries)})["loss"]
     np.testing.assert_allclose(losses[:, 0], base, atol=1e-4)
     assert not np.allclose(losses[:, -1], losses[:, 0], atol=1e-3)  # the probe trained
     trained = out["trained"]
@@ -111,19 +111,25 @@ def test_probe_records_every_example_at_every_checkpoint_including_step_0(tiny_m
 @pytest.mark.slow  # two probes and gradient passes: ~20 s of CPU
 def test_gradient_features_deterministic_for_a_seed_and_sized_by_grad_dim(tiny_model, cfg, pool):
     texts, summaries = pool[0][:5], pool[1][:5]
-    first = probe.compute_dynamics(tiny_model, cfg, texts, summaries, ["probe_loss", "grad_features"])
+    first = probe.compute_dynamics(tiny_model, cfg, "summarization", texts, summaries, ["probe_loss", "grad_features"])
     assert first["grad_features"].shape == (5, 64) and np.isfinite(first["grad_features"]).all()
-    again = probe.compute_dynamics(tiny_model, cfg, texts, summaries, ["grad_features"], adapter=first["adapter"])
+    again = probe.compute_dynamics(
+        tiny_model, cfg, "summarization", texts, summaries, ["grad_features"], adapter=first["adapter"]
+    )
     assert set(again) == {
         "grad_features",
         probe.SECONDS + "grad_features",
     }  # the probe was not rerun: its LoRA weights were given
     np.testing.assert_array_equal(again["grad_features"], first["grad_features"])
     cfg.probe.grad_dim = 32
-    smaller = probe.compute_dynamics(tiny_model, cfg, texts, summaries, ["grad_features"], adapter=first["adapter"])
+    smaller = probe.compute_dynamics(
+        tiny_model, cfg, "summarization", texts, summaries, ["grad_features"], adapter=first["adapter"]
+    )
     assert smaller["grad_features"].shape == (5, 32)
     cfg.probe.seed = 1  # another projection (and probe slice)
-    other = probe.compute_dynamics(tiny_model, cfg, texts, summaries, ["grad_features"], adapter=first["adapter"])
+    other = probe.compute_dynamics(
+        tiny_model, cfg, "summarization", texts, summaries, ["grad_features"], adapter=first["adapter"]
+    )
     assert not np.allclose(other["grad_features"], smaller["grad_features"])
 
 
@@ -157,7 +163,7 @@ def test_probe_stage_runs_on_ray_only_when_needed_and_is_cached(tiny_model, cfg,
 
     splits = load_splits(cfg.data)
     marker = np.linspace(1, 2, len(splits.train), dtype=np.float32)  # stands in for the embedding pass's loss
-    features = text_features(splits.train["text"].tolist(), loss=marker)
+    features = text_features(splits.train["prompt"].tolist(), loss=marker)
     cfg.select.methods = ["random"]
     assert probe_pool(cfg, features, splits, tiny_model, tmp_path) == (features, {})  # nothing needed
     cfg.select.methods = ["el2n_loss"]

@@ -140,7 +140,9 @@ def test_without_chat_template_the_plain_template_is_used(plain):
 
 def test_plain_chat_labels_every_turn(plain):
     text = plain.decode(fmt_for(plain, "chat").encode(CHAT).prompt)
-    assert "### System:\nYou answer questions" in text and text.endswith("### User:\nAnd who enforces it?\n\n### Assistant:\n")
+    assert "### System:\nYou answer questions" in text and text.endswith(
+        "### User:\nAnd who enforces it?\n\n### Assistant:\n"
+    )
 
 
 def test_content_left_out_keeps_the_template(tokenizer):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distill.config.schema import ModelConfig, TrainConfig
+from distill.config.schema import ModelConfig, PromptConfig, TrainConfig
 from distill.model.load import load_model, load_tokenizer
-from distill.model.prompt import PromptFormat
+from distill.model.prompt import PromptFormat, user_turn
 from distill.model.train import IGNORE, add_lora, collate, encode_examples, finetune, seed_everything
 
 TEXTS = [
@@ -24,6 +24,7 @@ SUMMARIES = [
     "Requires lead rules.",
     "Funds rural broadband.",
 ]
+PROMPTS = [user_turn(text) for text in TEXTS]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def tokenizer(tiny_model):
 
 @pytest.fixture(scope="module")
 def fmt(tokenizer):
-    return PromptFormat(tokenizer, max_source_tokens=16, max_target_tokens=8)
+    return PromptFormat(tokenizer, PromptConfig(), "summarization", max_source_tokens=16, max_target_tokens=8)
 
 
 def fresh(tiny_model, cfg: TrainConfig, seed: int = 0):
@@ -41,12 +42,12 @@ def fresh(tiny_model, cfg: TrainConfig, seed: int = 0):
     return add_lora(load_model(tiny_model, ModelConfig(name=tiny_model, dtype="float32"), "cpu"), cfg)
 
 
-def summary_loss(model, tokenizer, fmt) -> float:
+def response_loss(model, tokenizer, fmt) -> float:
     model.eval()
     with torch.no_grad():
         losses = [
             model(**collate([ex], tokenizer.pad_token_id, "cpu")).loss.item()
-            for ex in encode_examples(fmt, TEXTS, SUMMARIES)
+            for ex in encode_examples(fmt, PROMPTS, SUMMARIES)
         ]
     return sum(losses) / len(losses)
 
@@ -56,9 +57,9 @@ def lora_state(model) -> dict[str, torch.Tensor]:
 
 
 def test_labels_masked_on_prompt(fmt, tokenizer):
-    examples = encode_examples(fmt, TEXTS[:2], SUMMARIES[:2])
-    for (ids, labels), text, summary in zip(examples, TEXTS, SUMMARIES):
-        enc = fmt.encode(text, summary)
+    examples = encode_examples(fmt, PROMPTS[:2], SUMMARIES[:2])
+    for (ids, labels), prompt, summary in zip(examples, PROMPTS, SUMMARIES):
+        enc = fmt.encode(prompt, summary)
         assert ids == enc.prompt + enc.target
         assert len(labels) == len(ids)
         assert labels[: len(enc.prompt)] == [IGNORE] * len(enc.prompt)
@@ -67,7 +68,7 @@ def test_labels_masked_on_prompt(fmt, tokenizer):
 
 
 def test_collate_pads_right_and_masks(fmt, tokenizer):
-    examples = encode_examples(fmt, TEXTS[:2], ["x", SUMMARIES[1] * 3])
+    examples = encode_examples(fmt, PROMPTS[:2], ["x", SUMMARIES[1] * 3])
     batch = collate(examples, tokenizer.pad_token_id, "cpu")
     short, long_ = sorted(range(2), key=lambda i: len(examples[i][0]))
     n = len(examples[short][0])
@@ -114,7 +115,7 @@ def test_step_count(tiny_model, tokenizer, fmt, monkeypatch, n, epochs, batch, a
     monkeypatch.setattr(train, "_step_with_backoff", counting_step)
     cfg = TrainConfig(epochs=epochs, batch_size=batch, grad_accum=accum, max_steps=max_steps, lora_r=2)
     model = fresh(tiny_model, cfg)
-    stats = finetune(model, tokenizer, fmt, TEXTS[:n], SUMMARIES[:n], cfg, seed=0, device="cpu")
+    stats = finetune(model, tokenizer, fmt, PROMPTS[:n], SUMMARIES[:n], cfg, seed=0, device="cpu")
     assert stats.steps == expected == len(seen)
     assert sum(seen) >= n * epochs or max_steps  # every epoch is delivered unless max_steps cuts it
     assert seen == [min(batch * accum, n)] * expected  # every step holds one effective batch
@@ -136,7 +137,7 @@ def test_every_optimizer_step_is_reported(tiny_model, tokenizer, fmt, monkeypatc
         fresh(tiny_model, cfg),
         tokenizer,
         fmt,
-        TEXTS,
+        PROMPTS,
         SUMMARIES,
         cfg,
         seed=0,
@@ -154,8 +155,8 @@ def test_every_example_seen_once_per_epoch(tiny_model, tokenizer, fmt, monkeypat
         train, "_step_with_backoff", lambda model, ex, micro, pad, dev: (seen.extend(ex), (0.0, micro))[1]
     )
     cfg = TrainConfig(epochs=2, batch_size=5, lora_r=2)
-    finetune(fresh(tiny_model, cfg), tokenizer, fmt, TEXTS, SUMMARIES, cfg, seed=1, device="cpu")
-    examples = encode_examples(fmt, TEXTS, SUMMARIES)
+    finetune(fresh(tiny_model, cfg), tokenizer, fmt, PROMPTS, SUMMARIES, cfg, seed=1, device="cpu")
+    examples = encode_examples(fmt, PROMPTS, SUMMARIES)
     for epoch in (seen[:5], seen[5:]):
         assert sorted(map(str, epoch)) == sorted(map(str, examples))
 
@@ -174,11 +175,11 @@ def test_finetuning_lowers_training_loss(tiny_model, tokenizer, fmt):
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     )
     model = fresh(tiny_model, cfg)
-    before = summary_loss(model, tokenizer, fmt)
-    stats = finetune(model, tokenizer, fmt, TEXTS, SUMMARIES, cfg, seed=0, device="cpu")
-    after = summary_loss(model, tokenizer, fmt)
+    before = response_loss(model, tokenizer, fmt)
+    stats = finetune(model, tokenizer, fmt, PROMPTS, SUMMARIES, cfg, seed=0, device="cpu")
+    after = response_loss(model, tokenizer, fmt)
     assert stats.steps == 3
-    total = sum(len(ids) for ids, _ in encode_examples(fmt, TEXTS, SUMMARIES))
+    total = sum(len(ids) for ids, _ in encode_examples(fmt, PROMPTS, SUMMARIES))
     assert stats.train_tokens == 3 * total  # batch == pool: every step sees every example once
     assert after < before - 0.05, (before, after)
     assert not model.training  # left in eval mode
@@ -189,7 +190,7 @@ def test_finetune_is_deterministic_for_a_seed(tiny_model, tokenizer, fmt):
     runs = []
     for _ in range(2):
         model = fresh(tiny_model, cfg, seed=3)
-        stats = finetune(model, tokenizer, fmt, TEXTS[:3], SUMMARIES[:3], cfg, seed=3, device="cpu")
+        stats = finetune(model, tokenizer, fmt, PROMPTS[:3], SUMMARIES[:3], cfg, seed=3, device="cpu")
         runs.append((lora_state(model), stats.final_loss))
     (a, loss_a), (b, loss_b) = runs
     assert a.keys() == b.keys() and a
@@ -198,7 +199,7 @@ def test_finetune_is_deterministic_for_a_seed(tiny_model, tokenizer, fmt):
     assert loss_a == loss_b
     # a different training seed gives different weights (different batch order)
     model = fresh(tiny_model, cfg, seed=3)
-    finetune(model, tokenizer, fmt, TEXTS[:3], SUMMARIES[:3], cfg, seed=4, device="cpu")
+    finetune(model, tokenizer, fmt, PROMPTS[:3], SUMMARIES[:3], cfg, seed=4, device="cpu")
     c = lora_state(model)
     assert any(not torch.equal(a[k], c[k]) for k in a)
 
@@ -209,7 +210,7 @@ def test_finetune_trains_lora_b_from_zero(tiny_model, tokenizer, fmt):
     before = lora_state(model)
     assert all(v.abs().sum() == 0 for k, v in before.items() if "lora_B" in k)
     base_before = {k: v.detach().clone() for k, v in model.named_parameters() if "lora_" not in k}
-    finetune(model, tokenizer, fmt, TEXTS, SUMMARIES, cfg, seed=0, device="cpu")
+    finetune(model, tokenizer, fmt, PROMPTS, SUMMARIES, cfg, seed=0, device="cpu")
     after = lora_state(model)
     assert any(after[k].abs().sum() > 0 for k in after if "lora_B" in k)
     for k, v in model.named_parameters():
@@ -221,22 +222,22 @@ def _lora_grads(model) -> dict[str, torch.Tensor]:
     return {k: v.grad.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
 
 
-def test_summary_loss_and_gradients_equal_the_full_lm_loss(tiny_model, tokenizer, fmt):
+def test_response_loss_and_gradients_equal_the_full_lm_loss(tiny_model, tokenizer, fmt):
     """The lean loss (LM head on labelled positions only) is model(**batch).loss, gradients included."""
-    from distill.model.train import summary_loss
+    from distill.model.train import response_loss
 
     cfg = TrainConfig(lora_r=4, lora_dropout=0.0)
     model = fresh(tiny_model, cfg)
     for name, param in model.named_parameters():  # non-zero B, so the LoRA path carries gradient to A too
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=0.5)
-    batch = collate(encode_examples(fmt, TEXTS, SUMMARIES), tokenizer.pad_token_id, "cpu")
+    batch = collate(encode_examples(fmt, PROMPTS, SUMMARIES), tokenizer.pad_token_id, "cpu")
     assert (batch["attention_mask"] == 0).any()  # right padding is exercised
     full = model(**batch).loss
     full.backward()
     expected = _lora_grads(model)
     model.zero_grad(set_to_none=True)
-    lean = summary_loss(model, batch)
+    lean = response_loss(model, batch)
     lean.backward()
     assert abs(lean.item() - full.item()) < 1e-5
     got = _lora_grads(model)
@@ -253,7 +254,7 @@ def test_micro_batches_give_the_gradient_of_the_whole_batch(tiny_model, tokenize
     for name, param in model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=0.5)
-    batch = encode_examples(fmt, TEXTS, SUMMARIES)
+    batch = encode_examples(fmt, PROMPTS, SUMMARIES)
     whole = _accumulate(model, batch, len(batch), tokenizer.pad_token_id, "cpu")
     expected = _lora_grads(model)
     model.zero_grad(set_to_none=True)

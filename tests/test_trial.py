@@ -38,6 +38,8 @@ CONTRACT = {
     "device",
     "heldout_loss",
     "heldout_loss_seconds",
+    "train_responses_cut",
+    "heldout_responses_cut",
 }
 
 
@@ -63,7 +65,7 @@ def finished(setup, tiny_model, tmp_path_factory):
     spec = TrialSpec("random-s0", "random", 0, (0, 2, 3), select_seconds=0.25)
     key = trial_key(spec, cfg, resolved, fingerprint)
     out = tmp_path_factory.mktemp("out")
-    record = run_trial(spec, cfg, pool, test, resolved, key)
+    record = run_trial(spec, cfg, pool, test, resolved, key, "summarization")
     write_trial(open_storage(out), spec.name, TrialRecord.from_dict(record))
     return spec, key, out / "trials" / spec.name, record["metrics"]
 
@@ -98,7 +100,7 @@ def test_predictions_file_one_line_per_test_row_in_order(finished, setup):
     _, _, test, _, _ = setup
     lines = [json.loads(line) for line in (trial_dir / "predictions.jsonl").read_text().splitlines()]
     assert [r["id"] for r in lines] == test["id"].tolist()
-    assert [r["reference"] for r in lines] == test["summary"].tolist()
+    assert [r["reference"] for r in lines] == test["response"].tolist()
     for row in lines:
         assert {"prediction", "rouge1", "rouge2", "rougeL", "bertscore_f1", "empty"} <= set(row)
         assert row["empty"] == (not row["prediction"].strip())
@@ -106,8 +108,8 @@ def test_predictions_file_one_line_per_test_row_in_order(finished, setup):
     assert sum(r["rougeL"] for r in lines) / len(lines) == pytest.approx(metrics["rougeL"])
 
 
-def test_heldout_loss_per_example_is_the_fine_tuned_models_summary_loss(finished, setup, tiny_model):
-    """Each held-out reference summary's mean token cross-entropy under the trained adapter, in the training
+def test_heldout_loss_per_example_is_the_fine_tuned_models_response_loss(finished, setup, tiny_model):
+    """Each held-out reference response's mean token cross-entropy under the trained adapter, in the training
     prompt and truncation: what `model(ids, labels).loss` gives with the prompt masked, one example at a time."""
     import torch
 
@@ -120,19 +122,25 @@ def test_heldout_loss_per_example_is_the_fine_tuned_models_summary_loss(finished
     lines = [json.loads(line) for line in (trial_dir / "predictions.jsonl").read_text().splitlines()]
     assert sum(r["heldout_loss"] for r in lines) / len(lines) == pytest.approx(metrics["heldout_loss"])
     tokenizer = load_tokenizer(tiny_model)
-    fmt = PromptFormat(tokenizer, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
+    fmt = PromptFormat(tokenizer, cfg.prompt, "summarization", cfg.model.max_source_tokens, cfg.model.max_target_tokens)
     seed_everything(spec.seed)
     model = add_lora(load_model(tiny_model, cfg.model, "cpu"), cfg.train)
     subset = pool.iloc[list(spec.indices)]
-    finetune(model, tokenizer, fmt, subset["text"].tolist(), subset["summary"].tolist(), cfg.train, spec.seed, "cpu")
-    for row, text, summary in zip(lines, test["text"], test["summary"]):
-        enc = fmt.encode(text, summary)
+    finetune(model, tokenizer, fmt, subset["turns"].tolist(), subset["response"].tolist(), cfg.train, spec.seed, "cpu")
+    for row, turns, response in zip(lines, test["turns"], test["response"]):
+        enc = fmt.encode(turns, response)
         with torch.no_grad():
             expected = model(
                 input_ids=torch.tensor([enc.prompt + enc.target]),
                 labels=torch.tensor([[-100] * len(enc.prompt) + enc.target]),
             ).loss.item()
         assert row["heldout_loss"] == pytest.approx(expected, abs=1e-4)
+    # max_target_tokens=8 cuts most BillSum summaries: counted for the report, in training and held out
+    cut = [fmt.encode(t, r).target_cut for t, r in zip(test["turns"], test["response"])]
+    assert metrics["heldout_responses_cut"] == sum(cut) > 0
+    assert metrics["train_responses_cut"] == sum(
+        fmt.encode(t, r).target_cut for t, r in zip(subset["turns"], subset["response"])
+    )
 
 
 def test_loss_only_trial_skips_generation_and_keeps_the_same_loss(finished, setup, tiny_model):
@@ -140,7 +148,7 @@ def test_loss_only_trial_skips_generation_and_keeps_the_same_loss(finished, setu
     spec, key, _, metrics = finished
     cfg, pool, test, resolved, _ = setup
     loss_only = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, generate=False))
-    record = run_trial(spec, loss_only, pool, test, resolved, key)
+    record = run_trial(spec, loss_only, pool, test, resolved, key, "summarization")
     assert not {"rouge1", "rougeL", "bertscore_f1"} & set(record["metrics"])
     assert all(record["metrics"][k] is None for k in ("n_empty", "generate_seconds", "eval_engine", "bertscore_model"))
     assert record["metrics"]["heldout_loss"] == metrics["heldout_loss"] and record["metrics"]["n_eval"] == len(test)
@@ -244,7 +252,7 @@ def test_rerun_with_same_seed_is_identical(finished, setup, tmp_path):
     spec, key, trial_dir, metrics = finished
     cfg, pool, test, resolved, _ = setup
     torch.rand(100)  # consume global RNG state: the trial must seed everything it uses itself
-    again = run_trial(spec, cfg, pool, test, resolved, key)
+    again = run_trial(spec, cfg, pool, test, resolved, key, "summarization")
     write_trial(open_storage(tmp_path), spec.name, TrialRecord.from_dict(again))
     assert again["metrics"]["final_train_loss"] == metrics["final_train_loss"]
     assert again["metrics"]["train_tokens"] == metrics["train_tokens"]
