@@ -114,8 +114,8 @@ def test_bad_settings_exit_2_with_one_line_and_no_traceback(argv, words):
 
 @pytest.fixture(scope="module")
 def tiny_lora(tiny_model):
-    from distill.model.load import load_model, load_tokenizer
     from distill.config.schema import PromptConfig
+    from distill.model.load import load_model, load_tokenizer
     from distill.model.prompt import PromptFormat
 
     tokenizer = load_tokenizer(tiny_model)

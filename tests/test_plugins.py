@@ -265,7 +265,15 @@ def test_select_subsets_runs_a_plugin_as_ray_tasks_even_where_its_file_is_gone(t
         }
     )
     features = pool(24)
-    frame = pd.DataFrame({"id": [f"d{i}" for i in range(24)], "title": "", "prompt": "t", "response": "s", "turns": '[{"role": "user", "content": "t"}]'})
+    frame = pd.DataFrame(
+        {
+            "id": [f"d{i}" for i in range(24)],
+            "title": "",
+            "prompt": "t",
+            "response": "s",
+            "turns": '[{"role": "user", "content": "t"}]',
+        }
+    )
     expected = sorted(features.n_words)[:6]
     ray.init(
         address="local",

@@ -65,7 +65,9 @@ def detect(frame: pd.DataFrame, cfg: DataConfig, source: str) -> str:
     if full:
         return full[0]  # chat, then instruction, then summarization: the most specific layout a row can carry
     _refuse_mixed(rows, source)
-    return next(fmt for fmt, has in rows.items() if has.any()) if any(h.any() for h in rows.values()) else next(iter(rows))
+    return (
+        next(fmt for fmt, has in rows.items() if has.any()) if any(h.any() for h in rows.values()) else next(iter(rows))
+    )
 
 
 def _require_columns(frame: pd.DataFrame, cfg: DataConfig, fmt: str, source: str, other: str) -> None:
