@@ -50,7 +50,7 @@ def rayjob(cfg: ExperimentConfig, job: str, image: str, workers: Workers = Worke
             f"a KubeRay job needs storage every pod reaches, and storage.uri is {uri or 'unset'} (pods share no disk)",
             "add --storage s3://bucket/prefix or gs://bucket/prefix",
         )
-    per_trial = cfg.resources.gpus_per_trial or 1.0
+    per_trial = cfg.resources.gpus_per_trial or 1.0  # unset: one GPU per trial; 0 (CPU trials): pods as if 1
     if per_trial > workers.gpus:
         raise DistillError(
             f"a trial takes {per_trial:g} GPU(s) (resources.gpus_per_trial) but a worker pod has {workers.gpus}",
