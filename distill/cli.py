@@ -1,4 +1,4 @@
-"""Command line: `distill {validate,quick,baseline,all,resume,report,methods,jobs}` (also `python -m distill …`).
+"""Command line: `distill {validate,quick,baseline,all,resume,report,methods,jobs,k8s}` (also `python -m distill …`).
 
 Each run mode reads its job spec (distill/config/jobs/<mode>.yaml unless --job says otherwise) and applies
 the flags as overrides. A DistillError becomes one line on stderr and exit code 2: no traceback.
@@ -17,7 +17,7 @@ from distill.config.load import make_config
 from distill.errors import DistillError
 
 # validate checks a job as it is; with no --job it checks the quick job
-DEFAULT_JOB = {"validate": "quick"}
+DEFAULT_JOB = {"validate": "quick", "k8s": "quick"}
 
 # flag → dotted config key; anything else goes through --set section.key=value
 FLAGS = {
@@ -87,7 +87,7 @@ def job_arguments(mode: str) -> Callable[[argparse.ArgumentParser], None]:
             help="override any config key, e.g. --set train.learning_rate=1e-4 (repeatable)",
         )
         add_plugin_flag(cmd)
-        if mode != "validate":
+        if mode not in DEFAULT_JOB:  # a run mode
             cmd.add_argument(
                 "-v",
                 "--verbose",
@@ -214,6 +214,33 @@ def report(args: argparse.Namespace) -> int:
         export(out, Path(args.export).resolve())
         out = Path(args.export).resolve()
     build_report(out, settings)
+    return 0
+
+
+def k8s_arguments(cmd: argparse.ArgumentParser) -> None:
+    from distill.kuberay import Workers, default_image
+
+    job_arguments("k8s")(cmd)
+    cmd.add_argument(
+        "--image", default=default_image(), help="the pods' image, with distill installed (default: %(default)s)"
+    )
+    cmd.add_argument("--workers", type=int, default=Workers.replicas, help="GPU worker pods (default: %(default)s)")
+    cmd.add_argument(
+        "--gpus-per-worker", type=int, default=Workers.gpus, help="GPUs of each worker pod (default: %(default)s)"
+    )
+
+
+@command("k8s", "print a KubeRay RayJob manifest that runs the job (kubectl apply -f -)", k8s_arguments)
+def k8s(args: argparse.Namespace) -> int:
+    import yaml
+
+    from distill.kuberay import Workers, rayjob
+
+    job = args.job or DEFAULT_JOB["k8s"]
+    if args.workers < 1 or args.gpus_per_worker < 1:
+        raise DistillError("--workers and --gpus-per-worker must be at least 1", "give each a whole number ≥ 1")
+    manifest = rayjob(config_of(args), job, args.image, Workers(args.workers, args.gpus_per_worker))
+    print(yaml.safe_dump(manifest, sort_keys=False), end="")
     return 0
 
 

@@ -22,6 +22,7 @@ from pydantic import TypeAdapter, ValidationError
 from distill.config.checks import validate
 from distill.config.schema import ExperimentConfig, ReportConfig
 from distill.errors import DistillError
+from distill.store.artifacts import content_hash
 from distill.store.records import LEGACY_VERSION, RunInfo
 
 JOBS_DIR = Path(__file__).resolve().parent / "jobs"  # package data: found by name after `pip install`
@@ -299,3 +300,9 @@ def _continued(run_json: str | bytes, path: str | Path, changes: dict[str, Any])
     for key, value in changes.items():
         values[key] = {**(values.get(key) or {}), **value} if isinstance(value, dict) else value
     return validate(_build(values))
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    """The whole config's short hash: a Ray job's metadata and a KubeRay manifest carry it, so a run on the
+    dashboard is matched to its config (run.json holds the config itself)."""
+    return content_hash(dataclasses.asdict(cfg))

@@ -30,6 +30,7 @@ from distill.features.embed import (
     cache_key,
     output_columns,
 )
+from distill.runtime import metrics
 from distill.runtime.session import embed_plan
 from distill.select import registry
 from distill.store import artifacts, counters
@@ -138,16 +139,22 @@ def _embedded(
         # streamed into memory-mapped files at their rows: the driver holds one batch, never the pool
         # twice; featstore checks every row arrives exactly once before it caches anything
         stored = featstore.stream(
-            _advancing(dataset.iter_batches(batch_size=None, batch_format="numpy"), advance), folder, len(frame)
+            _advancing(
+                dataset.iter_batches(batch_size=None, batch_format="numpy"), advance, metrics.EmbedMeter(cfg.name)
+            ),
+            folder,
+            len(frame),
         )
     store.push(rel)
     counters.bump(store.local, embeddings=len(frame))
     return stored
 
 
-def _advancing(batches, advance):
+def _advancing(batches, *counters):
+    """The batches, each counted by every one of `counters` (the console's bar, the dashboard's metrics) as it passes."""
     for batch in batches:
-        advance(len(batch["row"]))
+        for count in counters:
+            count(len(batch["row"]))
         yield batch
 
 
@@ -191,7 +198,7 @@ def probe_pool(
             log(f"reusing cached {', '.join(p.name for p in (paths.probe, paths.grads) if p.exists())}")
         else:
             _, cpus, gpus = embed_plan(ray.cluster_resources(), 1)
-            task = ray.remote(num_cpus=cpus or 1, num_gpus=gpus)(probe.compute_dynamics)
+            task = ray.remote(num_cpus=cpus or 1, num_gpus=gpus)(probe.compute_dynamics).options(name="probe")
             fresh = ray.get(
                 task.remote(
                     model_path,

@@ -13,6 +13,7 @@ from distill.config.schema import ExperimentConfig
 from distill.console.run import stage
 from distill.model.load import load_tokenizer
 from distill.model.prompt import PromptFormat
+from distill.runtime import metrics
 from distill.runtime.session import embed_plan
 from distill.store import counters
 from distill.store.records import HELDOUT_LOSS, Resolved, Scorer
@@ -52,16 +53,23 @@ def evaluate_with_vllm(
     groups = [g for g in (names[i::engines] for i in range(engines)) if g]
     with stage(f"generate with vLLM: {len(names)} adapter(s) × {len(prompts)} prompt(s) on {len(groups)} engine(s)"):
         engine = ray.remote(num_gpus=engine_gpus, num_cpus=cpus or 1)(StoredAdapterEngine)
-        actors = [engine.remote(cfg, model_path, max(map(len, prompts))) for _ in groups]
+        actors = [
+            engine.options(name=f"vllm engine {i}").remote(cfg, model_path, max(map(len, prompts)))
+            for i in range(len(groups))
+        ]
         outputs = ray.get([a.generate_stored.remote(prompts, store, g) for a, g in zip(actors, groups)])
         for actor in actors:
             ray.kill(actor)
     generated = {name: result for output in outputs for name, result in output.items()}
     with stage(f"score {len(names)} trial(s)"):
         task = ray.remote(num_gpus=gpus, num_cpus=cfg.resources.cpus_per_trial)(_score_trial)
-        ray.get([task.remote(store, n, test, *generated[n], resolved.scorer, cfg.eval.batch_size, gpus) for n in names])
+        score = {n: task.options(name=f"score trial {n}") for n in names}
+        ray.get(
+            [score[n].remote(store, n, test, *generated[n], resolved.scorer, cfg.eval.batch_size, gpus) for n in names]
+        )
         for name in names:
             store.pull(trial_path(name))
+            metrics.scored(cfg.name, name, len(test))
         counters.bump(store.local, trials=len(names))
 
 

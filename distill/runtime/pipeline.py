@@ -19,6 +19,7 @@ import platform
 from dataclasses import asdict
 from pathlib import Path
 
+from distill.config.load import config_hash
 from distill.config.schema import ExperimentConfig
 from distill.console import run as console
 from distill.console.run import stage
@@ -59,7 +60,7 @@ def _run(cfg: ExperimentConfig, store: Storage, splits: Splits, resolved: Resolv
     write_run_info(out, cfg, splits, resolved)
     store.push("run.json")  # first: all `distill resume <storage>` needs, wherever this driver stops
     model_path = resolved.model_path
-    with ray_session(cfg.resources):
+    with ray_session(cfg.resources, {"distill_run": cfg.name, "distill_config_hash": config_hash(cfg)}):
         check_nodes_see(store)
         features, embed_costs = embed_pool(cfg, splits, model_path, out, store)
         features, probe_costs = probe_pool(cfg, features, splits, model_path, out, store)

@@ -18,7 +18,7 @@ from distill.data.load import Splits
 from distill.errors import DistillError
 from distill.features import probe
 from distill.features.columns import QUERY_EMBEDDING, Features, charged_seconds
-from distill.runtime import preflight
+from distill.runtime import metrics, preflight
 from distill.runtime.features import dynamics_needed, features_key, query_key
 from distill.runtime.session import first_failure
 from distill.select import plugins, registry
@@ -81,14 +81,21 @@ def select_subsets(
             here = _cache_node()  # tasks there map the features cache file: ship its path, not its bytes
             features_ref = ray.put(features if here != "DEFAULT" else features.by_value())
             task = ray.remote(num_cpus=1, scheduling_strategy=here)(_remote_select)
-            refs = {(m, s): task.remote(m, features_ref, k, s, cfg.select.params.get(m, {}), shipped) for m, s in todo}
+            refs = {
+                (m, s): task.options(name=f"select {m} seed {s}").remote(
+                    m, features_ref, k, s, cfg.select.params.get(m, {}), shipped
+                )
+                for m, s in todo
+            }
             failed = {}
             for (method, seed), ref in refs.items():  # every finished selection is cached, even when another failed
                 try:
                     indices, seconds = ray.get(ref)
                 except DistillError as exc:  # a selector that raised or answered wrongly (Ray's RayTaskError of it)
                     failed[f"selection {method} (seed {seed})"] = exc
+                    metrics.selected(cfg.name, method, None)
                     continue
+                metrics.selected(cfg.name, method, seconds)
                 artifacts.write_json(paths[method, seed], {"indices": indices.tolist(), "seconds": seconds})
                 store.push(rels[method, seed])
             counters.bump(out, selections=len(todo) - len(failed))

@@ -26,16 +26,18 @@ logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def ray_session(res: ResourcesConfig):
-    """Join the cluster we run on (ray job submit / an address) or start a local one on 127.0.0.1."""
+def ray_session(res: ResourcesConfig, metadata: dict[str, str] | None = None):
+    """Join the cluster we run on (ray job submit / an address) or start a local one on 127.0.0.1. The Ray job
+    carries `metadata` (the dashboard's Jobs page and `ray list jobs --detail` show it)."""
     import ray
     from ray.data import DataContext
+    from ray.job_config import JobConfig
 
     address = res.address or os.environ.get("RAY_ADDRESS")
     started = not ray.is_initialized()
     dashboard = None
     if started and address:
-        dashboard = ray.init(address=address, log_to_driver=True).dashboard_url
+        dashboard = ray.init(address=address, log_to_driver=True, job_config=JobConfig(metadata=metadata)).dashboard_url
     elif started:  # address="local": never attach to a stray `ray start` cluster by accident
         # DISTILL_RAY_DASHBOARD=0 starts a local cluster without the dashboard, about 8 s sooner on 2 cores:
         # the test suite, which starts dozens, sets it (tests/conftest.py)
@@ -47,16 +49,21 @@ def ray_session(res: ResourcesConfig):
             dashboard_host="127.0.0.1",
             _node_ip_address="127.0.0.1",
             log_to_driver=True,
+            job_config=JobConfig(metadata=metadata),
         )
         dashboard = local.dashboard_url if dashboard_on else None
         log(f"Ray session folder (its logs): {local.address_info['session_dir']}")
     DataContext.get_current().enable_progress_bars = console.current().verbose  # distill's console draws its own
     context = ray.get_runtime_context()
     resources = ray.cluster_resources()
+    job = context.get_job_id()
     log(
         f"Ray cluster: {resources.get('CPU', 0):.0f} CPU, {resources.get('GPU', 0):.0f} GPU"
-        + (f", dashboard http://{dashboard}" if dashboard else "")
-        + f" (job {context.get_job_id()})"
+        + (
+            f", dashboard http://{dashboard}, this job: http://{dashboard}/#/jobs/{job}"
+            if dashboard
+            else f" (job {job})"
+        )
     )
     try:
         yield
@@ -80,9 +87,10 @@ def check_nodes_see(store: Storage) -> None:
     try:
         look = ray.remote(num_cpus=0, max_retries=0)(Storage.sees)
         refs = [
-            look.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
-                store, marker
-            )
+            look.options(
+                name=f"storage check node {n['NodeID'][:8]}",
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
+            ).remote(store, marker)
             for n in nodes
         ]
         try:

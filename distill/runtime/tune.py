@@ -19,6 +19,7 @@ from distill.console.run import stage
 from distill.data.load import Splits
 from distill.errors import DistillError, describe
 from distill.model import checkpoint as ckpt  # (`checkpoint` is a parameter name in Tune's callbacks)
+from distill.runtime import metrics
 from distill.runtime.generation import ADAPTER, TRAINED_FILE, evaluate_with_vllm
 from distill.runtime.scheduling import trial_cpus
 from distill.runtime.session import cluster_gpus, first_failure
@@ -82,7 +83,8 @@ def run_trials(
             )
             trained: list[str] = []  # vLLM engine: trained trials awaiting generation
             with console.current().trial_board([s.name for s in todo]) as board:
-                callbacks = [_persist_trials(store, keys, trained), _trial_progress(board), *_callbacks(cfg)]
+                progress = _trial_progress(board, cfg.name, len(todo), len(splits.test))
+                callbacks = [_persist_trials(store, keys, trained), progress, *_callbacks(cfg)]
                 grid = make_tuner(trainable, cpus_by_trial, cfg, gpus, store, callbacks).fit()
             failed = {f"trial {r.config['trial']}": r.error for r in grid if r.error}
         if trained:
@@ -123,7 +125,11 @@ def make_tuner(trainable, cpus: dict[str, float], cfg: ExperimentConfig, gpus: f
     return tune.Tuner(
         tune.with_resources(trainable, lambda config: {"cpu": cpus[config["trial"]], "gpu": gpus}),
         param_space={"trial": tune.grid_search(list(cpus))},
-        tune_config=tune.TuneConfig(max_concurrent_trials=cfg.resources.max_concurrent_trials),
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=cfg.resources.max_concurrent_trials,
+            trial_name_creator=_trial_name,  # Tune's table and folders name each trial as distill does
+            trial_dirname_creator=_trial_name,
+        ),
         # every node writes checkpoints straight to storage, and a retried trial, on whichever node, reads them there
         run_config=tune.RunConfig(
             name=f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -135,6 +141,20 @@ def make_tuner(trainable, cpus: dict[str, float], cfg: ExperimentConfig, gpus: f
             checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
         ),
     )
+
+
+def _trial_name(trial) -> str:
+    return trial.config["trial"]
+
+
+class NamedTrial:
+    """Mixed into the actor Tune runs a trial in (Tune's `__mixins__` of a function trainable): the actor's repr,
+    which Ray shows as its name in the dashboard's Actors page, `ray list actors --detail` and the prefix of its
+    log lines, becomes "trial <method>-s<seed>" instead of the trainable function's name."""
+
+    def setup(self, config: dict) -> None:
+        self._name = f"trial {config['trial']}"
+        super().setup(config)
 
 
 def _trainable(config: dict, *, cfg, pool, test, data_format, specs, keys, resolved, gpus, cpus, resume, store) -> None:
@@ -185,6 +205,9 @@ def _trainable(config: dict, *, cfg, pool, test, data_format, specs, keys, resol
     tune.report({**numbers, TRAINED if "adapter" in record else FINISHED: 1})
 
 
+_trainable.__mixins__ = (NamedTrial,)
+
+
 def _persist_trials(store: Storage, keys: dict[str, str], trained: list[str]):
     """A Tune callback that copies each finished trial's folder from storage into the output folder, whatever node
     wrote it (or, with the vLLM engine, lists the trained trial for the shared generation stage), and points the
@@ -209,23 +232,33 @@ def _persist_trials(store: Storage, keys: dict[str, str], trained: list[str]):
     return PersistTrials()
 
 
-def _trial_progress(board: console.TrialBoard):
-    """A Tune callback feeding the console's trial table from Tune's own trial events."""
+def _trial_progress(board: console.TrialBoard, run: str, n_trials: int, n_test: int):
+    """A Tune callback feeding the console's trial table and the dashboard's trial metrics from Tune's own trial
+    events (`n_test` held-out examples are scored by each finished trial)."""
     from ray import tune
+
+    states = metrics.TrialStates(run, n_trials)
 
     class TrialProgress(tune.Callback):
         def on_trial_start(self, iteration, trials, trial, **info):
             board.started(trial.config["trial"])
+            states.move(trial.config["trial"], "running")
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
+            name = trial.config["trial"]
             if "step" in result:
-                board.result(trial.config["trial"], result["step"], result["steps"], result["loss"])
+                board.result(name, result["step"], result["steps"], result["loss"])
+                metrics.trial_progress(run, name, result["step"], result["loss"])
+            if FINISHED in result:
+                metrics.scored(run, name, n_test)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             board.finished(trial.config["trial"])
+            states.move(trial.config["trial"], "done")
 
         def on_trial_error(self, iteration, trials, trial, **info):
             board.finished(trial.config["trial"], failed=True)
+            states.move(trial.config["trial"], "failed")
 
     return TrialProgress()
 
