@@ -25,7 +25,8 @@ FLAGS = {
     "data": (
         "data.source",
         "embedded:billsum, a Hub dataset name, a local .jsonl/.json/.csv/.tsv/.parquet "
-        "(text formats also .gz), or a folder of such shards",
+        "(text formats also .gz), or a folder of such shards; rows are summarization (text, summary), "
+        "instruction (instruction, input, output) or chat (messages), detected from the columns",
     ),
     "fraction": ("select.fraction", "selection budget as a share of the training pool, in (0, 1]"),
     "methods": ("select.methods", "comma-separated selection methods (see `distill methods`)"),

@@ -57,3 +57,65 @@ def test_quick_pipeline_end_to_end_then_reuses_everything(tiny_job, capsys):
     log = capsys.readouterr().out
     assert "reusing cached features" in log
     assert "2 trial(s) reused" in log
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_instruction_data_runs_every_selector_end_to_end(tiny_job, tiny_model):
+    """Real GSM8K instruction rows, format detected from the columns, every registered selector (the probe's,
+    IFD's pass and RDS+'s query set included) selects, trains and is reported; run.json says which format and
+    template were used."""
+    from distill.select import registry
+
+    tiny_job["data"] = {"source": str(REPO / "data/gsm8k/gsm8k_instruct.jsonl"), "test_size": 4, "max_train": 40}
+    tiny_job["data"]["query_size"] = 4
+    tiny_job["select"] = {"methods": registry.names(), "fraction": 0.15}
+    tiny_job["probe"] = {"grad_dim": 64, "grad_blocks": 4}
+    tiny_job["eval"]["generate"] = False
+    tiny_job["report"] = {"metrics": ["heldout_loss"]}
+    cfg = make_config(tiny_job)
+    rows = pipeline.run(cfg)
+    out = Path(cfg.output_dir)
+    assert {r["method"] for r in rows} == set(registry.names())
+    run_info = json.loads((out / "run.json").read_text())
+    assert run_info["data_format"] == "instruction" and run_info["config"]["data"]["format"] == "auto"
+    assert run_info["prompt"]["style"] == "chat" and run_info["prompt"]["instruction"] == ""
+    assert "<user content>" in run_info["prompt"]["rendered"]
+    selected = json.loads((out / "selected" / "random.jsonl").read_text().splitlines()[0])
+    assert [m["role"] for m in selected["messages"]] == ["user", "assistant"]
+    assert selected["messages"][-1]["content"] == selected["response"]
+
+
+def test_chat_data_runs_from_the_cli(tiny_model, tmp_path):
+    """`distill quick --data <chat JSONL>`: real GSM8K chats, the model's chat template, the report."""
+    from test_cli import run_cli
+
+    out = tmp_path / "out"
+    result = run_cli(
+        "quick",
+        "--data",
+        str(REPO / "data/gsm8k/gsm8k_chat.jsonl"),
+        "--output-dir",
+        str(out),
+        "--test-size",
+        "4",
+        "--max-train",
+        "24",
+        "--fraction",
+        "0.25",
+        "--set",
+        f"model.name={tiny_model}",
+        "--set",
+        "train.max_steps=1",
+        "--set",
+        "eval.max_new_tokens=4",
+        "--set",
+        "eval.bertscore_model=offline",
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "chat format (detected from its columns)" in result.stdout
+    assert json.loads((out / "run.json").read_text())["data_format"] == "chat"
+    assert (out / "comparison" / "results.json").exists()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from distill.config.schema import DataConfig
+from distill.data.formats import to_examples
 from distill.errors import DistillError
 from distill.features.columns import Features, text_features
 from distill.select import neighbors as nb
@@ -44,6 +48,7 @@ def make_features(
     loss_alone: np.ndarray | None = None,
     query: np.ndarray | None = None,
     query_task: np.ndarray | None = None,
+    texts: list[str] | None = None,
 ) -> Features:
     """Synthetic features for every registered selector's needs. The query set (rds_plus) is 6 rows near
     the pool's embeddings in 2 tasks, unless given; `embedding_wmean` is a rotation of `emb`, so duplicate
@@ -65,7 +70,7 @@ def make_features(
         query = wmean[rng.integers(n, size=6)] + rng.normal(0, 0.1, (6, wmean.shape[1]))
         query_task = np.repeat([0, 1], 3)
     return replace(
-        text_features(make_texts(n, seed), emb.astype(np.float32), loss),
+        text_features(texts or make_texts(n, seed), emb.astype(np.float32), loss),
         probe_loss=np.asarray(probe_loss, dtype=np.float32),
         grad_features=np.asarray(grads, dtype=np.float32),
         embedding_wmean=np.ascontiguousarray(wmean, dtype=np.float32),
@@ -75,9 +80,25 @@ def make_features(
     )
 
 
-@pytest.fixture(scope="module")
-def pool() -> Features:
-    return make_features()
+REPO = Path(__file__).resolve().parent.parent
+# real rows of each data format, whose prompts give the text statistics (lengths, information density) selectors read
+FORMAT_FILES = {
+    "summarization": REPO / "data" / "scitldr" / "scitldr_a_train_dev.jsonl",
+    "instruction": REPO / "data" / "gsm8k" / "gsm8k_instruct.jsonl",
+    "chat": REPO / "data" / "gsm8k" / "gsm8k_chat.jsonl",
+}
+
+
+def format_prompts(fmt: str, n: int = 200) -> list[str]:
+    """The prompts (every turn's content, distill/data/formats.py) of the first `n` rows of a bundled file."""
+    frame = pd.read_json(FORMAT_FILES[fmt], lines=True).head(n)
+    return to_examples(frame, fmt, DataConfig(), fmt)["prompt"].tolist()
+
+
+@pytest.fixture(scope="module", params=["generated", *FORMAT_FILES])
+def pool(request) -> Features:
+    """Every test of the matrix that takes `pool` runs on generated documents and on the prompts of each format."""
+    return make_features(texts=None if request.param == "generated" else format_prompts(request.param))
 
 
 def _check(indices: np.ndarray, k: int, n: int) -> None:
