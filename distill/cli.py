@@ -227,10 +227,24 @@ def methods(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("jobs", "list the job specs shipped with distill (use one with --job NAME)")
-def jobs(args: argparse.Namespace) -> int:
-    from distill.config.load import job_descriptions
+def jobs_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--show",
+        metavar="NAME|PATH",
+        help="print one job as it resolves: its `base:` chain applied, as YAML (defaults left out)",
+    )
 
+
+@command("jobs", "list the job specs shipped with distill (use one with --job NAME)", jobs_arguments)
+def jobs(args: argparse.Namespace) -> int:
+    import yaml
+
+    from distill.config.load import job_descriptions, load_job, make_config
+
+    if args.show:
+        make_config(args.show)  # a job that would not run is refused here too, in one line
+        print(yaml.safe_dump(load_job(args.show), sort_keys=False, allow_unicode=True, width=100), end="")
+        return 0
     for name, description in job_descriptions().items():
         print(f"{name:15s} {description}")
     return 0
