@@ -273,6 +273,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from distill import process
+
+    process.setup()  # the environment and the console's log handler: here, never on import
     args = parser().parse_args(argv)
     try:
         return COMMANDS[args.command].run(args)

@@ -10,6 +10,7 @@ import logging
 import os
 import traceback
 
+from distill import process
 from distill.config.schema import ResourcesConfig
 from distill.console import run as console
 from distill.errors import DistillError
@@ -17,17 +18,16 @@ from distill.store.storage import SHARED_FIX, Storage
 
 log = logging.getLogger(__name__).info  # on the console through distill.console.run.ConsoleHandler
 
-# Ray reads these when it is imported: a local cluster binds 127.0.0.1 only (without the first, Ray
-# rewrites 127.0.0.1 to the machine's external address), and no usage stats are sent.
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+WORKERS = {"worker_process_setup_hook": process.WORKER_SETUP}  # ray.init's runtime_env: merged with a submitted job's
 NODE_CHECK_SECONDS = 120  # for every node of the cluster to answer whether it sees the run's storage
 logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
 def ray_session(res: ResourcesConfig):
-    """Join the cluster we run on (ray job submit / an address) or start a local one on 127.0.0.1."""
+    """Join the cluster we run on (ray job submit / an address) or start a local one on 127.0.0.1; each of its
+    workers sets itself up as the driver did (distill.process.setup: the environment, the console's handler)."""
+    process.set_environment()  # before Ray is imported: it reads its settings then
     import ray
     from ray.data import DataContext
 
@@ -35,7 +35,7 @@ def ray_session(res: ResourcesConfig):
     started = not ray.is_initialized()
     dashboard = None
     if started and address:
-        dashboard = ray.init(address=address, log_to_driver=True).dashboard_url
+        dashboard = ray.init(address=address, log_to_driver=True, runtime_env=WORKERS).dashboard_url
     elif started:  # address="local": never attach to a stray `ray start` cluster by accident
         # DISTILL_RAY_DASHBOARD=0 starts a local cluster without the dashboard, about 8 s sooner on 2 cores:
         # the test suite, which starts dozens, sets it (tests/conftest.py)
@@ -47,6 +47,7 @@ def ray_session(res: ResourcesConfig):
             dashboard_host="127.0.0.1",
             _node_ip_address="127.0.0.1",
             log_to_driver=True,
+            runtime_env=WORKERS,
         )
         dashboard = local.dashboard_url if dashboard_on else None
         log(f"Ray session folder (its logs): {local.address_info['session_dir']}")
