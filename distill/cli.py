@@ -217,13 +217,15 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("methods", "list the registered selection methods", add_plugin_flag)
+@command("methods", "list the registered selection methods, with what each needs and costs", add_plugin_flag)
 def methods(args: argparse.Namespace) -> int:
     from distill.select import plugins, registry
 
     plugins.load(args.plugin)
     for name in registry.names():
-        print(f"{name:20s} {registry.get(name).description}")
+        method = registry.get(name)
+        needs = ", ".join(method.needs) or "text stats"  # no needs: the text statistics every pool has
+        print(f"{name:20s} {method.description} [needs: {needs}; cost: {method.cost}]")
     return 0
 
 

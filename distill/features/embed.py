@@ -6,7 +6,7 @@ One teacher-forced forward pass over `prompt + summary` gives: the document span
 training-dynamics signal of `loss_based` and `d2_pruning`). When a selected method needs it (IFD),
 one more batched pass over the summaries without their documents gives `loss_alone`, with the
 seconds it took (the method's extra cost). `EmbedActor` is the callable class Ray Data runs as an
-actor pool (pipeline.py); it holds no Ray code, so tests call it directly. `summary_losses` is the
+actor pool (distill/runtime/features.py); it holds no Ray code, so tests call it directly. `summary_losses` is the
 batched loss pass that the probe and the trials' held-out loss share.
 """
 

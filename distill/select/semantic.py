@@ -78,7 +78,7 @@ def proportional_with_floor(sizes: np.ndarray, k: int) -> np.ndarray:
     "clustering",
     description="faiss k-means; every cluster represented in proportion to its size by the examples nearest its centroid.",
     needs=("embeddings",),
-    cost="O(n·c·d)",
+    cost="O(n·c·d), c = clusters",
     reference="cluster-stratified sampling, cf. Sorscher et al. (2022) arXiv 2206.14486 (k-means prototypes)",
 )
 def clustering(features: Features, k: int, seed: int, n_clusters: int = 100) -> np.ndarray:
@@ -150,7 +150,7 @@ def _greedy_loop(heap, bounds, order, xs, sq, mind, picks, rng) -> None:
     "diversity_sampling",
     description="Greedy k-center / farthest-point sampling (cell-partitioned approximation of the exact greedy).",
     needs=("embeddings",),
-    cost="O(k·(n/c)·d) + k-means",
+    cost="O(k·(n/c)·d) + k-means (exact: O(n·k·d))",
     reference="Sener & Savarese (2018), arXiv 1708.00489",
 )
 def diversity_sampling(
@@ -237,7 +237,7 @@ def semantic_dedup(
     "hybrid",
     description="Heuristic filter then semantic diversity: top-m by a text-statistics selector, then k-center on them.",
     needs=("embeddings",),
-    cost="O(n log n) + diversity_sampling(m)",
+    cost="filter + diversity_sampling on m = 3k rows",
     reference="filter-then-diversify, cf. Bukharin & Zhao (2023) arXiv 2311.14736",
 )
 def hybrid(

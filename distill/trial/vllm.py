@@ -91,7 +91,7 @@ def write_adapter(files: dict[str, str], folder: Path) -> Path:
 
 
 class VllmGenerator:
-    """One vLLM engine over the base model with LoRA enabled (runs inside a Ray actor in pipeline.py)."""
+    """One vLLM engine over the base model with LoRA enabled (runs inside a Ray actor: distill/runtime/generation.py)."""
 
     def __init__(self, cfg: ExperimentConfig, model_path: str, prefix_tokens: int):
         from vllm import LLM
