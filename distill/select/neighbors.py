@@ -20,6 +20,11 @@ _BLOCK = 16384  # rows per block for blocked numpy work (keeps temporaries ~ ten
 # Exact all-pairs work (an exact kNN graph, O(n² d); exact greedy k-center, O(n k d) with k ~ n/10)
 # above this many rows takes hours on a CPU: such options fail fast instead (`check_exact`).
 EXACT_MAX_ROWS = 100_000
+# Rows the approximate kNN index's PCA trains on (a seeded sample): plenty for a reduce_dim-wide projection, and
+# its cost stays the same however large the pool.
+PCA_SAMPLE_ROWS = 50_000
+# Rows per exact nearest-centre search in covering_radius: its distance block (rows × centres floats) stays bounded.
+SEARCH_BLOCK = 65_536
 
 
 def check_exact(method: str, what: str, n: int, fix: str) -> None:
@@ -205,7 +210,7 @@ def knn_graph(
         def space(blk_x: np.ndarray, blk_inv: np.ndarray | None) -> np.ndarray:
             return blk_x if blk_inv is None else blk_x * blk_inv[:, None]
 
-        sample = np.sort(rng.choice(n, size=min(n, 50000), replace=False))
+        sample = np.sort(rng.choice(n, size=min(n, PCA_SAMPLE_ROWS), replace=False))
         dr = d
         pca = None
         if d > reduce_dim:
@@ -284,7 +289,7 @@ def covering_radius(x: np.ndarray, centers: np.ndarray) -> float:
     index = load_faiss().IndexFlatL2(x.shape[1])
     index.add(np.ascontiguousarray(x[np.asarray(centers)]))
     worst = 0.0
-    for a in range(0, len(x), 65536):
-        dist, _ = index.search(x[a : a + 65536], 1)
+    for a in range(0, len(x), SEARCH_BLOCK):
+        dist, _ = index.search(x[a : a + SEARCH_BLOCK], 1)
         worst = max(worst, float(dist.max()))
     return float(np.sqrt(max(worst, 0.0)))

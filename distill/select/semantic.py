@@ -13,6 +13,12 @@ from distill.errors import DistillError
 from distill.features.columns import Features
 from distill.select.registry import get, register
 
+# semantic_dedup's default cluster size: near-duplicates are looked for within k-means clusters of about this many
+# rows, so the pairwise comparisons cost n × 1,000 rather than n².
+DEDUP_CLUSTER_ROWS = 1000
+# Rows per block of one cluster's pairwise similarities: a block (rows × cluster size floats) stays a few MB.
+PAIR_BLOCK = 1024
+
 
 def subset(features: Features, idx: np.ndarray) -> Features:
     """Features of rows `idx` (copies the rows: a candidate subset, not the pool)."""
@@ -191,7 +197,7 @@ def _drop_near_duplicates(
     x: np.ndarray, order: np.ndarray, sizes: np.ndarray, threshold: float, keep: np.ndarray
 ) -> None:
     starts = np.concatenate([[0], np.cumsum(sizes)])
-    block = 1024
+    block = PAIR_BLOCK
     for c in range(len(sizes)):
         if sizes[c] < 2:
             continue
@@ -224,7 +230,7 @@ def semantic_dedup(
             f"semantic_dedup threshold {threshold} is not a cosine similarity", "use a threshold in [-1, 1], e.g. 0.95"
         )
     n = len(features)
-    c = math.ceil(n / 1000) if n_clusters is None else n_clusters
+    c = math.ceil(n / DEDUP_CLUSTER_ROWS) if n_clusters is None else n_clusters
     keep = semdedup_keep(features.embeddings, threshold, c, seed)
     rng = np.random.default_rng(seed)
     kept, dropped = np.flatnonzero(keep), np.flatnonzero(~keep)
