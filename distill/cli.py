@@ -245,20 +245,36 @@ def k8s(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("methods", "list the registered selection methods", add_plugin_flag)
+@command("methods", "list the registered selection methods, with what each needs and costs", add_plugin_flag)
 def methods(args: argparse.Namespace) -> int:
     from distill.select import plugins, registry
 
     plugins.load(args.plugin)
     for name in registry.names():
-        print(f"{name:20s} {registry.get(name).description}")
+        method = registry.get(name)
+        needs = ", ".join(method.needs) or "text stats"  # no needs: the text statistics every pool has
+        print(f"{name:20s} {method.description} [needs: {needs}; cost: {method.cost}]")
     return 0
 
 
-@command("jobs", "list the job specs shipped with distill (use one with --job NAME)")
-def jobs(args: argparse.Namespace) -> int:
-    from distill.config.load import job_descriptions
+def jobs_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--show",
+        metavar="NAME|PATH",
+        help="print one job as it resolves: its `base:` chain applied, as YAML (defaults left out)",
+    )
 
+
+@command("jobs", "list the job specs shipped with distill (use one with --job NAME)", jobs_arguments)
+def jobs(args: argparse.Namespace) -> int:
+    import yaml
+
+    from distill.config.load import job_descriptions, load_job, make_config
+
+    if args.show:
+        make_config(args.show)  # a job that would not run is refused here too, in one line
+        print(yaml.safe_dump(load_job(args.show), sort_keys=False, allow_unicode=True, width=100), end="")
+        return 0
     for name, description in job_descriptions().items():
         print(f"{name:15s} {description}")
     return 0
@@ -287,6 +303,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from distill import process
+
+    process.setup()  # the environment and the console's log handler: here, never on import
     args = parser().parse_args(argv)
     try:
         return COMMANDS[args.command].run(args)

@@ -181,9 +181,9 @@ def run_method(folder: Path, name: str, k: int, seed: int) -> dict:
 
 
 def quality(emb_path: Path, k: int, seed: int) -> dict:
-    import faiss
-
     from distill.select import neighbors as nb
+
+    faiss = nb.load_faiss()
     from distill.select.semantic import k_center_greedy
 
     x = np.load(emb_path)

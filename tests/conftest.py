@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from distill import process
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray clusters stay on 127.0.0.1
 # One auth mode for every test cluster, in-process or `ray start`: Ray caches the mode of the first in-process
@@ -20,6 +22,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # local clusters without Ray's dashboard start ~8 s sooner (the suite starts dozens); the loopback test turns it on
 os.environ.setdefault("DISTILL_RAY_DASHBOARD", "0")
+
+# the test process is an entry point, as the CLI is: the console is the `distill` logger's handler here too
+process.setup()
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

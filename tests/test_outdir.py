@@ -3,6 +3,7 @@ a lock left by a killed process is taken over with a warning. Real processes hol
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from distill.errors import DistillError
-from distill.store import outdir
+from distill.store import artifacts, outdir
 
 REPO = Path(__file__).resolve().parent.parent
 HOLDER = """
@@ -104,3 +105,26 @@ def test_unsafe_names_are_refused(name):
 @pytest.mark.parametrize("name", ["quick", "all-gpu", "d2_pruning", "llama2.7b", "run+1"])
 def test_safe_names_pass(name):
     assert outdir.safe_name("job name", name) == name
+
+
+def test_a_seed_is_spelt_one_way_and_older_selected_files_read_the_same():
+    """trials/random-s1/ and selected/random-s1.jsonl; a run written when selected files said random-seed1.jsonl
+    still gives its lengths to the report."""
+    assert outdir.seeded_name("random", 1) == "random-s1"
+    assert [outdir.method_of(n) for n in ("random-s1", "random-seed12", "random", "d2_pruning-s0")] == [
+        "random",
+        "random",
+        "random",
+        "d2_pruning",
+    ]
+
+
+def test_the_report_pools_every_seeds_selected_rows_by_method(tmp_path):
+    from distill.report.load import load_selected_lengths
+
+    (tmp_path / "selected").mkdir()
+    for name, words in (("random", 10), (outdir.seeded_name("random", 1), 20), ("random-seed2", 30)):
+        path = tmp_path / "selected" / f"{name}.jsonl"
+        path.write_text(json.dumps({"n_words": words}) + "\n")
+        artifacts.seal(path)  # the checksum beside it, as a run writes it
+    assert {m: sorted(n) for m, n in load_selected_lengths(tmp_path).items()} == {"random": [10, 20, 30]}

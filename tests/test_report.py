@@ -13,6 +13,7 @@ from rich.console import Console
 from distill.errors import DistillError
 from distill.report.build import build_report
 from distill.store import artifacts
+from distill.store.outdir import seeded_name
 from distill.store.records import COLUMNS, SCHEMA_VERSION, SCORE_KEYS, read_results
 
 N_EX = 30
@@ -79,7 +80,7 @@ def _write_run(out, with_run_json=True):
             }
             (tdir / "metrics.json").write_text(json.dumps(metrics))
             if method != "full":
-                name = f"{method}.jsonl" if seed == 0 else f"{method}-seed{seed}.jsonl"
+                name = f"{method if seed == 0 else seeded_name(method, seed)}.jsonl"
                 (out / "selected").mkdir(exist_ok=True)
                 with open(out / "selected" / name, "w") as f:
                     for j in range(samples):

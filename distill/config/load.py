@@ -174,13 +174,31 @@ def _section(path: list[str]) -> type:
 
 
 def load_job(path_or_name: str | Path) -> dict[str, Any]:
-    """Read a job spec: a path, or a name in distill/config/jobs/ ('quick' → distill/config/jobs/quick.yaml)."""
+    """Read a job spec — a path, or a name in distill/config/jobs/ ('quick' → distill/config/jobs/quick.yaml) —
+    with its `base:` chain applied (`resolve_bases`)."""
+    path = _job_path(path_or_name)
+    return resolve_bases(_read_job(path), path.parent, [path.resolve()])
+
+
+def _job_path(path_or_name: str | Path) -> Path:
+    """The file of a job given by path or by packaged name; a missing one is one line listing the names."""
     path = Path(path_or_name)
     if not path.exists() and not path.suffix:
         path = JOBS_DIR / f"{path_or_name}.yaml"
     if not path.exists():
-        available = ", ".join(sorted(p.stem for p in JOBS_DIR.glob("*.yaml")))
-        raise DistillError(f"job spec '{path_or_name}' not found", f"pass a YAML path or one of: {available}")
+        raise DistillError(
+            f"job spec '{path_or_name}' not found", f"pass a YAML path or one of: {', '.join(job_names())}"
+        )
+    return path
+
+
+def job_names() -> list[str]:
+    """The packaged jobs' names, for `distill jobs` and the errors that list them."""
+    return [p.stem for p in sorted(JOBS_DIR.glob("*.yaml"))]
+
+
+def _read_job(path: Path) -> dict[str, Any]:
+    """One job file as written (its `base:` not yet applied)."""
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -195,9 +213,39 @@ def load_job(path_or_name: str | Path) -> dict[str, Any]:
     return values
 
 
+def resolve_bases(values: dict[str, Any], folder: Path, chain: list[Path]) -> dict[str, Any]:
+    """A job that starts from another (`base: scitldr`): the base's settings (its own base applied first), with
+    this job's merged on top, section by section; a list or a value replaces the base's. `base` names a packaged
+    job or a YAML path (relative to `folder`, the job's own); `chain` is the jobs already on the way, so a
+    cycle is one line rather than a recursion error."""
+    if "base" not in values:
+        return values
+    values = dict(values)
+    base = values.pop("base")
+    if not isinstance(base, str) or not base:
+        raise DistillError(f"job key 'base' must name a job, got {base!r}", f"use one of: {', '.join(job_names())}")
+    beside = folder / base
+    path = (beside if beside.suffix and beside.exists() else _job_path(base)).resolve()
+    if path in chain:
+        raise DistillError(
+            f"job specs base on each other in a cycle: {' → '.join(p.stem for p in [*chain, path])}",
+            "remove the `base:` line of one of them",
+        )
+    return _merge(resolve_bases(_read_job(path), path.parent, [*chain, path]), values)
+
+
+def _merge(base: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    """`job` over `base`: sections merge key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in job.items():
+        below = merged.get(key)
+        merged[key] = _merge(below, value) if isinstance(below, dict) and isinstance(value, dict) else value
+    return merged
+
+
 def job_descriptions() -> dict[str, str]:
     """name → the job's one-line `description:`, for `distill jobs`."""
-    return {path.stem: str(load_job(path).get("description", "")) for path in sorted(JOBS_DIR.glob("*.yaml"))}
+    return {name: str(load_job(name).get("description", "")) for name in job_names()}
 
 
 def set_key(values: dict[str, Any], dotted: str, value: Any) -> None:
@@ -218,7 +266,8 @@ def make_config(
 ) -> ExperimentConfig:
     """Job spec + overrides → validated ExperimentConfig. `plugins` (--plugin) are added to the job's
     select.plugins rather than replacing them, so a job's team selectors stay loaded."""
-    values = copy.deepcopy(job) if isinstance(job, dict) else load_job(job)  # never edit the caller's dict
+    # never edit the caller's dict; a dict's `base:` is looked up like a packaged job's
+    values = resolve_bases(copy.deepcopy(job), JOBS_DIR, []) if isinstance(job, dict) else load_job(job)
     for dotted, value in (overrides or {}).items():
         set_key(values, dotted, value)
     if plugins:

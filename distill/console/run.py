@@ -8,7 +8,7 @@ whatever Ray, Tune and the libraries print goes to `<out>/logs/run.log` (named i
 
 On a terminal, rich draws the bar and the table in place. Anywhere else (CI, `ray job submit`
 logs, a pipe) the same events become plain lines, a progress line at most every PLAIN_EVERY_S.
-No Ray here: pipeline.py feeds this module from Ray's own events (result batches, Tune callbacks).
+No Ray here: distill/runtime/ feeds this module from Ray's own events (features.py: result batches; callbacks.py: Tune).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ how each example's loss moves while the target model fine-tunes (`probe_loss`), 
 gradient pulls the LoRA weights (`grad_features`). The probe fine-tunes the target model's LoRA
 briefly on a random slice of the pool — LESS's warm-up (Xia et al., 2024) — and records every pool
 example's response loss at step 0 and at evenly spaced checkpoints; the gradient features are the
-per-example LoRA gradients at the probe's end, randomly projected. Plain torch + peft: pipeline.py
+per-example LoRA gradients at the probe's end, randomly projected. Plain torch + peft: distill/runtime/features.py
 runs `compute_dynamics` as a Ray task and caches what it returns, keyed by `cache_paths`.
 """
 

@@ -3,7 +3,7 @@
 A checkpoint holds the adapter weights, the optimizer and scheduler state, the step (which fixes the
 position in the seeded data stream) and every RNG state (LoRA dropout draws from torch's), so a trial
 resumed from step s makes the same remaining updates as one that never stopped. Plain torch + peft:
-pipeline.py hands these folders to Ray Tune, which keeps them in the run's storage, and points each trial's
+distill/runtime/tune.py hands these folders to Ray Tune, which keeps them in the run's storage, and points each trial's
 folder there at its newest one so that a new driver (`distill resume`, on any machine that reaches the
 storage) can continue trials that an earlier driver left unfinished.
 """

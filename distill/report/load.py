@@ -5,17 +5,14 @@ those files, small enough to publish.
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from distill.errors import DistillError
 from distill.store import artifacts
+from distill.store.outdir import method_of
 from distill.store.records import TrialMetrics, TrialRecord
-
-_SEED_SUFFIX = re.compile(r"^(?P<method>.+)-seed(?P<seed>\d+)$")
-
 
 # ----------------------------------------------------------------------------------------- reading
 
@@ -82,8 +79,7 @@ def load_selected_lengths(output_dir: Path) -> dict[str, list[int]]:
     if not sel_dir.is_dir():
         return {}
     for path in sorted(sel_dir.glob("*.jsonl")):
-        match = _SEED_SUFFIX.match(path.stem)
-        method = match.group("method") if match else path.stem
+        method = method_of(path.stem)
         for row in _read_jsonl(path):
             if "n_words" in row:
                 lengths[method].append(int(row["n_words"]))

@@ -38,6 +38,10 @@ from distill.store.storage import Storage, open_storage
 
 log = logging.getLogger(__name__).info  # on the console through distill.console.run.ConsoleHandler
 
+# Embedding blocks queued per actor (at most): many small blocks keep every actor fed while the others work, and
+# the progress bar advances block by block; each block costs Ray a task, so not one per batch.
+BLOCKS_PER_ACTOR = 16
+
 
 def embed_pool(
     cfg: ExperimentConfig, splits: Splits, model_path: str, out: Path, store: Storage | None = None
@@ -112,7 +116,7 @@ def _embedded(
     frame = frame.assign(row=np.arange(len(frame)))[["row", "turns", "response"]]
     frame = frame.iloc[np.argsort(-frame["turns"].str.len().to_numpy(), kind="stable")]  # length-sorted: less padding
     # many small blocks: every actor stays fed, and progress advances block by block
-    blocks = max(1, min(len(frame) // cfg.embed.batch_size, 16 * actors))
+    blocks = max(1, min(len(frame) // cfg.embed.batch_size, BLOCKS_PER_ACTOR * actors))
     # split here: Ray's own split (override_num_blocks) runs np.array_split on a DataFrame, which pandas deprecates
     parts = [frame.iloc[rows] for rows in np.array_split(np.arange(len(frame)), blocks)]
     dataset = ray.data.from_pandas(parts).map_batches(

@@ -26,6 +26,11 @@ from distill.store.storage import Storage, check_reachable, open_storage
 from distill.trial.evaluate import HUB_BERTSCORE, resolve_scorer
 from distill.trial.vllm import choose_engine
 
+# A suggested --fraction is rounded to 4 decimals (up for the smallest budget, down for the largest), so that
+# the suggestion itself passes the check it comes from.
+FRACTION_GRID = 10_000
+HUB_CHECK_SECONDS = 5  # for the Hub to answer one metadata call; a slower answer counts as unreachable
+
 
 @dataclass(frozen=True)
 class Checked:
@@ -77,13 +82,13 @@ def budget(cfg: ExperimentConfig, pool_size: int) -> int:
     if cfg.select.methods and k < 1:
         raise DistillError(
             f"budget fraction {cfg.select.fraction:g} of the {pool_size}-example pool rounds to 0 examples",
-            f"pass --fraction {math.ceil(1e4 / pool_size) / 1e4:g} or more, or use more data",
+            f"pass --fraction {math.ceil(FRACTION_GRID / pool_size) / FRACTION_GRID:g} or more, or use more data",
         )
     if cfg.select.methods and k >= pool_size:
         raise DistillError(
             f"budget fraction {cfg.select.fraction:g} of the {pool_size}-example pool selects all of it, "
             "so every method would train on the same data",
-            f"pass --fraction {math.floor(1e4 * (pool_size - 1) / pool_size) / 1e4:g} or less, or run `python -m distill baseline` "
+            f"pass --fraction {math.floor(FRACTION_GRID * (pool_size - 1) / pool_size) / FRACTION_GRID:g} or less, or run `python -m distill baseline` "
             "to fine-tune on the whole pool",
         )
     return k
@@ -96,7 +101,7 @@ def hub_reachable() -> bool:
     try:
         import huggingface_hub
 
-        huggingface_hub.model_info(HUB_BERTSCORE, timeout=5, token=secret("HF_TOKEN"))
+        huggingface_hub.model_info(HUB_BERTSCORE, timeout=HUB_CHECK_SECONDS, token=secret("HF_TOKEN"))
         return True
     except Exception:  # any failure (DNS, TLS, HTTP) means: not reachable from here
         return False

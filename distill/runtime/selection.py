@@ -24,6 +24,7 @@ from distill.runtime.session import first_failure
 from distill.select import plugins, registry
 from distill.store import artifacts, counters
 from distill.store.artifacts import content_hash
+from distill.store.outdir import seeded_name
 from distill.store.records import FULL
 from distill.store.storage import Storage, open_storage
 from distill.trial.run import TrialSpec
@@ -50,11 +51,12 @@ def select_subsets(
     features: Features,
     pool: pd.DataFrame,
     out: Path,
-    features_key: str,
+    inputs_key: str,
     costs: dict[str, float] | None = None,
     store: Storage | None = None,
 ) -> list[TrialSpec]:
-    """Every (method, seed) selector as a concurrent Ray task over one shared copy of the features.
+    """Every (method, seed) selector as a concurrent Ray task over one shared copy of the features; `inputs_key`
+    is what they read (selection_inputs_key).
 
     Subsets are cached under <out>/cache by (features, method, params, k, seed): a rerun selects nothing twice.
     A method's selection time includes what computing the features only it reads took (`costs`, seconds per
@@ -71,7 +73,7 @@ def select_subsets(
             (
                 m,
                 s,
-            ): f"cache/selection-{selection_key(features_key, m, cfg.select.params.get(m, {}), k, s, plugin_sources)}.json"
+            ): f"cache/selection-{selection_key(inputs_key, m, cfg.select.params.get(m, {}), k, s, plugin_sources)}.json"
             for m in cfg.select.methods
             for s in range(cfg.seeds)
         }
@@ -108,13 +110,15 @@ def select_subsets(
             indices, seconds = np.asarray(cached["indices"], dtype=np.int64), cached["seconds"]
             extra = charged_seconds(registry.get(method).needs, costs or {})
             write_subset(out, method, seed, pool, indices, features)
-            specs.append(TrialSpec(f"{method}-s{seed}", method, seed, tuple(int(i) for i in indices), seconds + extra))
+            specs.append(
+                TrialSpec(seeded_name(method, seed), method, seed, tuple(int(i) for i in indices), seconds + extra)
+            )
             log(
                 f"  {method} (seed {seed}): {len(indices)} examples in {seconds:.2f}s"
                 + (f" (+ {extra:.1f}s computing the features it reads)" if extra else "")
             )
     if cfg.include_baseline:
-        specs += [TrialSpec(f"{FULL}-s{s}", FULL, s, tuple(range(len(pool))), 0.0) for s in range(cfg.seeds)]
+        specs += [TrialSpec(seeded_name(FULL, s), FULL, s, tuple(range(len(pool))), 0.0) for s in range(cfg.seeds)]
     return specs
 
 
@@ -129,10 +133,11 @@ def _cache_node():
     return NodeAffinitySchedulingStrategy(node, soft=False) if cpus >= 1 else "DEFAULT"
 
 
-def selection_key(features_key: str, method: str, params: dict, k: int, seed: int, plugin_sources: list[str]) -> str:
+def selection_key(inputs_key: str, method: str, params: dict, k: int, seed: int, plugin_sources: list[str]) -> str:
+    """A subset's cache key: what the selectors read (`inputs_key`), the method and its params, k and the seed."""
     return content_hash(
         {
-            "features": features_key,
+            "features": inputs_key,  # the hashed name stays "features": renaming it would re-key every cached subset
             "method": method,
             "params": params,
             "k": k,
@@ -154,10 +159,10 @@ def _remote_select(
 def write_subset(
     out: Path, method: str, seed: int, pool: pd.DataFrame, indices: np.ndarray, features: Features
 ) -> None:
-    """selected/<method>.jsonl (first seed) or <method>-seed<S>.jsonl: the chosen rows, reusable outside distill:
+    """selected/<method>.jsonl (first seed) or <method>-s<S>.jsonl: the chosen rows, reusable outside distill:
     each as prompt and response and as `messages` (the prompt turns and the response as the assistant's turn,
     the chat format TRL, Axolotl and the OpenAI fine-tuning API read)."""
-    path = out / "selected" / (f"{method}.jsonl" if seed == 0 else f"{method}-seed{seed}.jsonl")
+    path = out / "selected" / f"{method if seed == 0 else seeded_name(method, seed)}.jsonl"
     rows = []
     for i in indices:
         row = pool.iloc[int(i)]

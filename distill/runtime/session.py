@@ -10,6 +10,7 @@ import logging
 import os
 import traceback
 
+from distill import process
 from distill.config.schema import ResourcesConfig
 from distill.console import run as console
 from distill.errors import DistillError
@@ -17,18 +18,17 @@ from distill.store.storage import SHARED_FIX, Storage
 
 log = logging.getLogger(__name__).info  # on the console through distill.console.run.ConsoleHandler
 
-# Ray reads these when it is imported: a local cluster binds 127.0.0.1 only (without the first, Ray
-# rewrites 127.0.0.1 to the machine's external address), and no usage stats are sent.
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+WORKERS = {"worker_process_setup_hook": process.WORKER_SETUP}  # ray.init's runtime_env: merged with a submitted job's
 NODE_CHECK_SECONDS = 120  # for every node of the cluster to answer whether it sees the run's storage
 logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
 def ray_session(res: ResourcesConfig, metadata: dict[str, str] | None = None):
-    """Join the cluster we run on (ray job submit / an address) or start a local one on 127.0.0.1. The Ray job
-    carries `metadata` (the dashboard's Jobs page and `ray list jobs --detail` show it)."""
+    """Join the cluster we run on (ray job submit / an address) or start a local one on 127.0.0.1; each of its
+    workers sets itself up as the driver did (distill.process.setup: the environment, the console's handler). The
+    Ray job carries `metadata` (the dashboard's Jobs page and `ray list jobs --detail` show it)."""
+    process.set_environment()  # before Ray is imported: it reads its settings then
     import ray
     from ray.data import DataContext
     from ray.job_config import JobConfig
@@ -37,7 +37,9 @@ def ray_session(res: ResourcesConfig, metadata: dict[str, str] | None = None):
     started = not ray.is_initialized()
     dashboard = None
     if started and address:
-        dashboard = ray.init(address=address, log_to_driver=True, job_config=JobConfig(metadata=metadata)).dashboard_url
+        dashboard = ray.init(
+            address=address, log_to_driver=True, runtime_env=WORKERS, job_config=JobConfig(metadata=metadata)
+        ).dashboard_url
     elif started:  # address="local": never attach to a stray `ray start` cluster by accident
         # DISTILL_RAY_DASHBOARD=0 starts a local cluster without the dashboard, about 8 s sooner on 2 cores:
         # the test suite, which starts dozens, sets it (tests/conftest.py)
@@ -49,6 +51,7 @@ def ray_session(res: ResourcesConfig, metadata: dict[str, str] | None = None):
             dashboard_host="127.0.0.1",
             _node_ip_address="127.0.0.1",
             log_to_driver=True,
+            runtime_env=WORKERS,
             job_config=JobConfig(metadata=metadata),
         )
         dashboard = local.dashboard_url if dashboard_on else None

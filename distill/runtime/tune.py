@@ -1,5 +1,5 @@
-"""The trials: one Ray Tune trial per subset (its trainable, resources, checkpoints, retries), and the callbacks
-that persist each finished trial, feed the console's trial table and log to W&B.
+"""The trials: one Ray Tune trial per subset (its trainable, resources, checkpoints, retries) and the W&B
+callback; the callbacks that persist each finished trial and feed the console's trial table: runtime/callbacks.py.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from distill.runtime import metrics
 from distill.runtime.generation import ADAPTER, TRAINED_FILE, evaluate_with_vllm
 from distill.runtime.scheduling import trial_cpus
 from distill.runtime.session import cluster_gpus, first_failure
-from distill.store import counters
 from distill.store.records import HELDOUT_LOSS, Resolved, TrialRecord
 from distill.store.storage import Storage
 from distill.trial.run import TrialSpec, cached_metrics, run_trial, trial_key, trial_path, write_trial
@@ -31,9 +30,6 @@ from distill.trial.run import TrialSpec, cached_metrics, run_trial, trial_key, t
 log = logging.getLogger(__name__).info  # on the console through distill.console.run.ConsoleHandler
 
 KEEP_CHECKPOINTS = 2  # per trial: the newest, and the one before in case a driver died before pointing at it
-# Tune result keys of a trial's last report (numbers only: the record itself is in storage, where the trial wrote it)
-FINISHED = "distill_finished"  # trials/<name>/ holds the complete record
-TRAINED = "distill_trained"  # vLLM engine: trials/<name>/ holds the trained metrics and adapter, awaiting generation
 
 
 def run_trials(
@@ -42,6 +38,8 @@ def run_trials(
     """One Ray Tune trial per subset, written to trials/<name> in storage by its node and copied into the output
     folder; finished trials (same content hash) are reused."""
     from ray import tune
+
+    from distill.runtime.callbacks import PersistTrials, TrialProgress
 
     out = store.local
     gpus = (
@@ -83,8 +81,8 @@ def run_trials(
             )
             trained: list[str] = []  # vLLM engine: trained trials awaiting generation
             with console.current().trial_board([s.name for s in todo]) as board:
-                progress = _trial_progress(board, cfg.name, len(todo), len(splits.test))
-                callbacks = [_persist_trials(store, keys, trained), progress, *_callbacks(cfg)]
+                progress = TrialProgress(board, metrics.TrialStates(cfg.name, len(todo)), cfg.name, len(splits.test))
+                callbacks = [PersistTrials(store, keys, trained), progress, *_callbacks(cfg)]
                 grid = make_tuner(trainable, cpus_by_trial, cfg, gpus, store, callbacks).fit()
             failed = {f"trial {r.config['trial']}": r.error for r in grid if r.error}
         if trained:
@@ -166,6 +164,8 @@ def _trainable(config: dict, *, cfg, pool, test, data_format, specs, keys, resol
     import torch
     from ray import tune
 
+    from distill.runtime.callbacks import FINISHED, TRAINED
+
     torch.set_num_threads(max(1, int(cpus[config["trial"]])))
     spec = specs[config["trial"]]
     key = keys[spec.name]
@@ -206,61 +206,6 @@ def _trainable(config: dict, *, cfg, pool, test, data_format, specs, keys, resol
 
 
 _trainable.__mixins__ = (NamedTrial,)
-
-
-def _persist_trials(store: Storage, keys: dict[str, str], trained: list[str]):
-    """A Tune callback that copies each finished trial's folder from storage into the output folder, whatever node
-    wrote it (or, with the vLLM engine, lists the trained trial for the shared generation stage), and points the
-    folder of an unfinished trial at its newest checkpoint in storage (for a later `resume`)."""
-    from ray import tune
-
-    class PersistTrials(tune.Callback):
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            name = trial.config["trial"]
-            if FINISHED in result or TRAINED in result:
-                counters.bump(store.local, train_steps=int(result["train_steps"] - result["resumed_from_step"]))
-            if TRAINED in result:
-                trained.append(name)
-            elif FINISHED in result:
-                store.pull(trial_path(name))
-                counters.bump(store.local, trials=1)
-
-        def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-            name = trial.config["trial"]
-            ckpt.write_pointer(store, trial_path(name), keys[name], store.relative(checkpoint.path))
-
-    return PersistTrials()
-
-
-def _trial_progress(board: console.TrialBoard, run: str, n_trials: int, n_test: int):
-    """A Tune callback feeding the console's trial table and the dashboard's trial metrics from Tune's own trial
-    events (`n_test` held-out examples are scored by each finished trial)."""
-    from ray import tune
-
-    states = metrics.TrialStates(run, n_trials)
-
-    class TrialProgress(tune.Callback):
-        def on_trial_start(self, iteration, trials, trial, **info):
-            board.started(trial.config["trial"])
-            states.move(trial.config["trial"], "running")
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            name = trial.config["trial"]
-            if "step" in result:
-                board.result(name, result["step"], result["steps"], result["loss"])
-                metrics.trial_progress(run, name, result["step"], result["loss"])
-            if FINISHED in result:
-                metrics.scored(run, name, n_test)
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            board.finished(trial.config["trial"])
-            states.move(trial.config["trial"], "done")
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            board.finished(trial.config["trial"], failed=True)
-            states.move(trial.config["trial"], "failed")
-
-    return TrialProgress()
 
 
 def _callbacks(cfg: ExperimentConfig) -> list:

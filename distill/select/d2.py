@@ -102,7 +102,7 @@ def reverse_select(g: np.ndarray, indptr: np.ndarray, nbrs: np.ndarray, w_rev: n
     description="D2-Pruning: kNN-graph message passing balancing difficulty (loss) and diversity; "
     "variant='reference' reproduces the authors' code.",
     needs=("embeddings",),
-    cost="O(n·k_nn·d) graph (approx.) + O(k·k_nn·log n)",
+    cost="kNN graph O(n·k_nn·d) (approx.) + O(k·k_nn·log n)",
     reference="Maharana et al. (2023), arXiv 2310.07931; github.com/adymaharana/d2pruning",
 )
 def d2_pruning(

@@ -9,22 +9,22 @@ fly, and large intermediate products are computed in row blocks.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
-# faiss' bundled libgomp reads this when it loads: idle OpenMP workers then sleep instead of
-# spinning, which otherwise starves numpy's BLAS threads between faiss calls on a 2-core box
-# (measured: 10-100x slower small matvecs). setdefault: a user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import numpy as np
 
-import faiss  # noqa: E402
-import numpy as np  # noqa: E402
-
-from distill.errors import DistillError  # noqa: E402
+from distill.errors import DistillError
 
 _BLOCK = 16384  # rows per block for blocked numpy work (keeps temporaries ~ tens of MB)
 # Exact all-pairs work (an exact kNN graph, O(n² d); exact greedy k-center, O(n k d) with k ~ n/10)
 # above this many rows takes hours on a CPU: such options fail fast instead (`check_exact`).
 EXACT_MAX_ROWS = 100_000
+# Rows the approximate kNN index's PCA trains on (a seeded sample): plenty for a reduce_dim-wide projection, and
+# its cost stays the same however large the pool.
+PCA_SAMPLE_ROWS = 50_000
+# Rows per exact nearest-centre search in covering_radius: its distance block (rows × centres floats) stays bounded.
+SEARCH_BLOCK = 65_536
 
 
 def check_exact(method: str, what: str, n: int, fix: str) -> None:
@@ -37,6 +37,18 @@ def check_exact(method: str, what: str, n: int, fix: str) -> None:
         )
 
 
+@functools.cache
+def load_faiss():
+    """faiss, loaded on first use rather than on import, with OMP_WAIT_POLICY=PASSIVE unless the user set it:
+    its bundled libgomp reads that once, when it loads. Idle OpenMP workers then sleep instead of spinning,
+    which otherwise starves numpy's BLAS threads between faiss calls on a 2-core box (measured: 10-100x
+    slower small matvecs)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import faiss
+
+    return faiss
+
+
 def set_threads() -> int:
     """Set faiss' OpenMP threads explicitly: $DISTILL_THREADS, else the CPUs this process may use."""
     env = os.environ.get("DISTILL_THREADS")
@@ -45,7 +57,7 @@ def set_threads() -> int:
     except (AttributeError, ValueError):
         n = os.cpu_count() or 1
     n = max(1, n)
-    faiss.omp_set_num_threads(n)
+    load_faiss().omp_set_num_threads(n)
     return n
 
 
@@ -109,7 +121,7 @@ def kmeans(
     if c == 1:
         centroids = x.mean(axis=0, keepdims=True, dtype=np.float64).astype(np.float32)
     else:
-        km = faiss.Kmeans(
+        km = load_faiss().Kmeans(
             d,
             c,
             niter=niter,
@@ -120,7 +132,7 @@ def kmeans(
         )
         km.train(x)
         centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
-    index = faiss.IndexFlatL2(d)
+    index = load_faiss().IndexFlatL2(d)
     index.add(centroids)
     dist, assign = index.search(x, 1)
     return centroids, assign[:, 0].astype(np.int64), np.maximum(dist[:, 0], 0)
@@ -133,6 +145,7 @@ def _exact_sq_dist(x: np.ndarray, sq: np.ndarray, idx: np.ndarray, inv: np.ndarr
     n, k = idx.shape
     ids = np.ascontiguousarray(idx, dtype=np.int64)
     dots = np.empty((n, k), dtype=np.float32)
+    faiss = load_faiss()
     faiss.fvec_inner_products_by_idx(
         faiss.swig_ptr(dots), faiss.swig_ptr(x), faiss.swig_ptr(x), faiss.swig_ptr(ids), x.shape[1], n, k
     )
@@ -189,7 +202,7 @@ def knn_graph(
     k_search = k + 1
     if exact:
         xs = normalize_rows(x, norms) if metric == "cosine" else x
-        index = faiss.IndexFlatL2(d)
+        index = load_faiss().IndexFlatL2(d)
         index.add(xs)
         _, idx = index.search(xs, k + 1)
     else:
@@ -197,12 +210,12 @@ def knn_graph(
         def space(blk_x: np.ndarray, blk_inv: np.ndarray | None) -> np.ndarray:
             return blk_x if blk_inv is None else blk_x * blk_inv[:, None]
 
-        sample = np.sort(rng.choice(n, size=min(n, 50000), replace=False))
+        sample = np.sort(rng.choice(n, size=min(n, PCA_SAMPLE_ROWS), replace=False))
         dr = d
         pca = None
         if d > reduce_dim:
             dr = reduce_dim
-            pca = faiss.PCAMatrix(d, dr)
+            pca = load_faiss().PCAMatrix(d, dr)
             pca.train(np.ascontiguousarray(space(x[sample], None if inv is None else inv[sample])))
         r = np.empty((n, dr), dtype=np.float32)
         for a in range(0, n, _BLOCK):
@@ -230,7 +243,7 @@ def _cell_block_knn(r: np.ndarray, k: int, nprobe: int, cell_size: int, seed: in
     cents, assign, _ = kmeans(r, cells, seed)
     cells = len(cents)
     probe = int(min(max(1, nprobe), cells))
-    _, near = faiss.knn(cents, cents, probe)
+    _, near = load_faiss().knn(cents, cents, probe)
     order = np.argsort(assign, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(np.bincount(assign, minlength=cells))])
     out = np.full((n, k), -1, dtype=np.int64)
@@ -240,7 +253,7 @@ def _cell_block_knn(r: np.ndarray, k: int, nprobe: int, cell_size: int, seed: in
             continue
         cand = np.concatenate([order[bounds[j] : bounds[j + 1]] for j in near[c] if j >= 0])
         m = int(min(k, len(cand)))
-        _, loc = faiss.knn(np.ascontiguousarray(r[q]), np.ascontiguousarray(r[cand]), m)
+        _, loc = load_faiss().knn(np.ascontiguousarray(r[q]), np.ascontiguousarray(r[cand]), m)
         out[q, :m] = np.where(loc >= 0, cand[np.maximum(loc, 0)], -1)
     return out
 
@@ -273,10 +286,10 @@ def covering_radius(x: np.ndarray, centers: np.ndarray) -> float:
     """max over rows of the Euclidean distance to the nearest selected row (exact, faiss flat)."""
     set_threads()
     x = as_f32(x)
-    index = faiss.IndexFlatL2(x.shape[1])
+    index = load_faiss().IndexFlatL2(x.shape[1])
     index.add(np.ascontiguousarray(x[np.asarray(centers)]))
     worst = 0.0
-    for a in range(0, len(x), 65536):
-        dist, _ = index.search(x[a : a + 65536], 1)
+    for a in range(0, len(x), SEARCH_BLOCK):
+        dist, _ = index.search(x[a : a + SEARCH_BLOCK], 1)
         worst = max(worst, float(dist.max()))
     return float(np.sqrt(max(worst, 0.0)))

@@ -13,6 +13,12 @@ from distill.errors import DistillError
 from distill.features.columns import Features
 from distill.select.registry import get, register
 
+# semantic_dedup's default cluster size: near-duplicates are looked for within k-means clusters of about this many
+# rows, so the pairwise comparisons cost n × 1,000 rather than n².
+DEDUP_CLUSTER_ROWS = 1000
+# Rows per block of one cluster's pairwise similarities: a block (rows × cluster size floats) stays a few MB.
+PAIR_BLOCK = 1024
+
 
 def subset(features: Features, idx: np.ndarray) -> Features:
     """Features of rows `idx` (copies the rows: a candidate subset, not the pool)."""
@@ -78,7 +84,7 @@ def proportional_with_floor(sizes: np.ndarray, k: int) -> np.ndarray:
     "clustering",
     description="faiss k-means; every cluster represented in proportion to its size by the examples nearest its centroid.",
     needs=("embeddings",),
-    cost="O(n·c·d)",
+    cost="O(n·c·d), c = clusters",
     reference="cluster-stratified sampling, cf. Sorscher et al. (2022) arXiv 2206.14486 (k-means prototypes)",
 )
 def clustering(features: Features, k: int, seed: int, n_clusters: int = 100) -> np.ndarray:
@@ -150,7 +156,7 @@ def _greedy_loop(heap, bounds, order, xs, sq, mind, picks, rng) -> None:
     "diversity_sampling",
     description="Greedy k-center / farthest-point sampling (cell-partitioned approximation of the exact greedy).",
     needs=("embeddings",),
-    cost="O(k·(n/c)·d) + k-means",
+    cost="O(k·(n/c)·d) + k-means (exact: O(n·k·d))",
     reference="Sener & Savarese (2018), arXiv 1708.00489",
 )
 def diversity_sampling(
@@ -191,7 +197,7 @@ def _drop_near_duplicates(
     x: np.ndarray, order: np.ndarray, sizes: np.ndarray, threshold: float, keep: np.ndarray
 ) -> None:
     starts = np.concatenate([[0], np.cumsum(sizes)])
-    block = 1024
+    block = PAIR_BLOCK
     for c in range(len(sizes)):
         if sizes[c] < 2:
             continue
@@ -224,7 +230,7 @@ def semantic_dedup(
             f"semantic_dedup threshold {threshold} is not a cosine similarity", "use a threshold in [-1, 1], e.g. 0.95"
         )
     n = len(features)
-    c = math.ceil(n / 1000) if n_clusters is None else n_clusters
+    c = math.ceil(n / DEDUP_CLUSTER_ROWS) if n_clusters is None else n_clusters
     keep = semdedup_keep(features.embeddings, threshold, c, seed)
     rng = np.random.default_rng(seed)
     kept, dropped = np.flatnonzero(keep), np.flatnonzero(~keep)
@@ -237,7 +243,7 @@ def semantic_dedup(
     "hybrid",
     description="Heuristic filter then semantic diversity: top-m by a text-statistics selector, then k-center on them.",
     needs=("embeddings",),
-    cost="O(n log n) + diversity_sampling(m)",
+    cost="filter + diversity_sampling on m = 3k rows",
     reference="filter-then-diversify, cf. Bukharin & Zhao (2023) arXiv 2311.14736",
 )
 def hybrid(

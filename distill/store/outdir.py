@@ -27,6 +27,9 @@ from distill.errors import DistillError
 LOCK = ".distill.lock"
 MARKERS = ("run.json", LOCK, "logs/run.log")  # a non-empty folder holding none was not written by distill
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+# A method's run at one seed: `-s` in every name (trials/random-s1/, selected/random-s1.jsonl); selected files
+# written before the spelling was one said `-seed` (random-seed1.jsonl), and read the same.
+_SEEDED = re.compile(r"^(?P<method>.+)-(?:s|seed)(?P<seed>\d+)$")
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,17 @@ def safe_name(kind: str, name: str) -> str:
             f"use letters, digits and _ . + - only (starting with a letter or digit) for the {kind}",
         )
     return name
+
+
+def seeded_name(method: str, seed: int) -> str:
+    """The one spelling of a method's run at a seed: its trial's name and folder, its selected file's stem."""
+    return f"{method}-s{seed}"
+
+
+def method_of(name: str) -> str:
+    """The method of a seeded name (random-s1, or the older random-seed1 → random); any other name is one."""
+    match = _SEEDED.match(name)
+    return match.group("method") if match else name
 
 
 def check(out: Path) -> None:

