@@ -79,7 +79,7 @@ class Code:
         self.jobs = set(job_names())
         self.tests = test_functions()
         # keys the docs name as gone (moved or retired: the loader names the new place or says why)
-        from distill.config.load import MOVED_KEYS, RETIRED_KEYS
+        from distill.config.migrate import MOVED_KEYS, RETIRED_KEYS
 
         self.gone = set(MOVED_KEYS) | set(RETIRED_KEYS)
 

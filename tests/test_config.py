@@ -11,7 +11,8 @@ import yaml
 
 from distill.config.checks import validate
 from distill.config.env import secret
-from distill.config.load import MOVED_KEYS, config_from_run, make_config, settings
+from distill.config.load import config_from_run, make_config, settings
+from distill.config.migrate import MOVED_KEYS
 from distill.config.schema import ExperimentConfig
 from distill.errors import DistillError
 from distill.store.records import SCHEMA_VERSION

@@ -19,7 +19,7 @@ RAY_IMPORTERS = ("distill.runtime", "distill.console.machine")
 LAYERS = ("store", "config", "data", "model", "features", "select", "trial", "report", "console", "runtime")
 # config/checks.py checks a whole job before any work (methods exist, the data has the splits a setting names),
 # so it reads the selector registry, the Features record and the data source: the one import up the flow.
-UPWARD = {"distill.config.checks": {"data", "features", "select"}}
+UPWARD = {"distill.config.checks": {"data", "features", "select", "trial"}}  # the registries it checks
 
 
 def module_name(path: Path) -> str:

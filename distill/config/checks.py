@@ -29,6 +29,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         check_selector(registry.get(method), cfg.select.params.get(method, {}))  # unknown: names the registered ones
     for method in cfg.select.params:
         registry.get(method)
+    _check_user_metrics(cfg)
     _check_contradictions(cfg)
     validate_probe(cfg.probe)
     validate_prompt(cfg.prompt)
@@ -96,6 +97,19 @@ def _check_contradictions(cfg: ExperimentConfig) -> None:
         raise DistillError(
             "wandb.online is set but wandb.enabled is false, so nothing would be logged",
             "set wandb.enabled: true, or drop wandb.online",
+        )
+
+
+def _check_user_metrics(cfg: ExperimentConfig) -> None:
+    """eval.metrics name registered metrics (plugins are loaded by now), which score generations."""
+    from distill.trial import metrics
+
+    for name in cfg.eval.metrics:
+        metrics.get(name)
+    if cfg.eval.metrics and not cfg.eval.generate:
+        raise DistillError(
+            f"eval.metrics ({', '.join(cfg.eval.metrics)}) score generated responses, but eval.generate is false",
+            "set eval.generate: true, or drop eval.metrics",
         )
 
 

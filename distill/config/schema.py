@@ -181,6 +181,8 @@ class EvalConfig:
     bertscore_num_layers: Count | None = None
     # auto: vLLM when it is installed and supports the model with LoRA (the log says which and why), else hf
     engine: Literal["auto", "hf", "vllm"] = "auto"
+    # your own per-example metrics of each generated response (registered by a plugin: distill/trial/metrics.py)
+    metrics: Names = field(default_factory=list)
 
 
 MetricNames = Annotated[list[Literal[SCORE_KEYS]], BeforeValidator(_split_names)]  # type: ignore[valid-type]
@@ -280,6 +282,7 @@ TRIAL_SETTINGS = (
     "eval.max_new_tokens",  # where generation stops
     "eval.batch_size",  # padding within a generation (and BERTScore) batch can flip a near-tie
     "eval.generate",  # false: a loss-only trial, without generations or the scores of them
+    "eval.metrics",  # which of your metrics score the generations (their code: the plugin sources in the key)
 )
 # Not listed: eval.engine and eval.bertscore_* are requests; what they resolve to is hashed instead (an `auto`
 # that resolves the same reruns nothing). data, select, embed, probe and seeds reach a trial through its subset

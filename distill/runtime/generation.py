@@ -15,6 +15,7 @@ from distill.model.load import load_tokenizer
 from distill.model.prompt import PromptFormat
 from distill.runtime import metrics
 from distill.runtime.session import embed_plan
+from distill.select import plugins
 from distill.store import counters
 from distill.store.records import HELDOUT_LOSS, Resolved, Scorer
 from distill.store.storage import Storage
@@ -44,6 +45,7 @@ def evaluate_with_vllm(
     import ray
 
     names = sorted(trained)
+    shipped = plugins.load(cfg.select.plugins)  # your metrics' plugins, for the scoring tasks
     model_path = resolved.model_path
     fmt = PromptFormat(
         load_tokenizer(model_path), cfg.prompt, data_format, cfg.model.max_source_tokens, cfg.model.max_target_tokens
@@ -65,7 +67,12 @@ def evaluate_with_vllm(
         task = ray.remote(num_gpus=gpus, num_cpus=cfg.resources.cpus_per_trial)(_score_trial)
         score = {n: task.options(name=f"score trial {n}") for n in names}
         ray.get(
-            [score[n].remote(store, n, test, *generated[n], resolved.scorer, cfg.eval.batch_size, gpus) for n in names]
+            [
+                score[n].remote(
+                    store, n, test, *generated[n], resolved.scorer, cfg.eval.batch_size, gpus, cfg.eval.metrics, shipped
+                )
+                for n in names
+            ]
         )
         for name in names:
             store.pull(trial_path(name))
@@ -95,8 +102,12 @@ def _score_trial(
     scorer: Scorer,
     batch_size: int,
     gpus: float,
+    user_metrics: list[str],
+    shipped: list[plugins.Plugin],
 ) -> None:
-    """A vLLM-generated trial's scores (a Ray task): its complete record, written to storage from this node."""
+    """A vLLM-generated trial's scores (a Ray task): its complete record, written to storage from this node. The
+    plugins that register `user_metrics` travel as source (`shipped`): this node may not have their files."""
+    plugins.install(shipped)
     trained = store.read_json(trial_path(name, TRAINED_FILE))
     write_trial(
         store,
@@ -111,5 +122,6 @@ def _score_trial(
             scorer,
             batch_size,
             gpus,
+            user_metrics,
         ),
     )

@@ -23,6 +23,7 @@ from distill.runtime import metrics
 from distill.runtime.generation import ADAPTER, TRAINED_FILE, evaluate_with_vllm
 from distill.runtime.scheduling import trial_cpus
 from distill.runtime.session import cluster_gpus, first_failure
+from distill.select import plugins
 from distill.store.records import HELDOUT_LOSS, Resolved, TrialRecord
 from distill.store.storage import Storage
 from distill.trial.run import TrialSpec, cached_metrics, run_trial, trial_key, trial_path, write_trial
@@ -45,7 +46,9 @@ def run_trials(
     gpus = (
         cfg.resources.gpus_per_trial if cfg.resources.gpus_per_trial is not None else (1.0 if cluster_gpus() else 0.0)
     )
-    keys = {s.name: trial_key(s, cfg, resolved, splits.fingerprint) for s in specs}
+    shipped = plugins.load(cfg.select.plugins)  # your metrics' plugins: their source is in the keys, and travels
+    sources = [p.source or p.module for p in shipped]
+    keys = {s.name: trial_key(s, cfg, resolved, splits.fingerprint, sources) for s in specs}
     todo = [
         s
         for s in specs
@@ -71,6 +74,7 @@ def run_trials(
                 pool=splits.train,
                 test=splits.test,
                 data_format=splits.format,
+                shipped=shipped,
                 specs={s.name: s for s in todo},
                 keys=keys,
                 resolved=resolved,
@@ -155,7 +159,9 @@ class NamedTrial:
         super().setup(config)
 
 
-def _trainable(config: dict, *, cfg, pool, test, data_format, specs, keys, resolved, gpus, cpus, resume, store) -> None:
+def _trainable(
+    config: dict, *, cfg, pool, test, data_format, shipped, specs, keys, resolved, gpus, cpus, resume, store
+) -> None:
     """Runs on whichever node Tune picks; writes its record (or, for the vLLM engine, its adapter) to storage and
     reports numbers only.
 
@@ -166,6 +172,7 @@ def _trainable(config: dict, *, cfg, pool, test, data_format, specs, keys, resol
 
     from distill.runtime.callbacks import FINISHED, TRAINED
 
+    plugins.install(shipped)  # this node may not have the files of the plugins that register your metrics
     torch.set_num_threads(max(1, int(cpus[config["trial"]])))
     spec = specs[config["trial"]]
     key = keys[spec.name]

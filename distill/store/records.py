@@ -100,6 +100,7 @@ class TrialMetrics:
     micro_batch: int | None = None
     device: str | None = None
     n_eval: int | None = None
+    user_metrics: list[str] = field(default_factory=list)  # your metrics (eval.metrics) among the scores
     n_empty: int | None = None
     bertscore_model: str | None = None
     eval_engine: str | None = None
@@ -130,7 +131,8 @@ class TrialMetrics:
         values = _known(cls, data)
         values.setdefault("trial", trial)
         values["seed"] = values.get("seed") or 0
-        return cls(**values, scores={m: data[m] for m in SCORE_KEYS if m in data})
+        scored = (*SCORE_KEYS, *values.get("user_metrics", ()))
+        return cls(**values, scores={m: data[m] for m in scored if m in data})
 
 
 @dataclass

@@ -13,6 +13,7 @@ import posixpath
 import resource
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from distill.store import artifacts
 from distill.store.artifacts import content_hash
 from distill.store.records import GENERATED_KEYS, HELDOUT_LOSS, Resolved, Scorer, TrialMetrics, TrialRecord
 from distill.store.storage import Storage
+from distill.trial import metrics as user_metric
 from distill.trial.evaluate import generate, score
 from distill.trial.vllm import encode_adapter
 
@@ -44,9 +46,16 @@ class TrialSpec:
     select_seconds: float
 
 
-def trial_key(spec: TrialSpec, cfg: ExperimentConfig, resolved: Resolved, data_fingerprint: str) -> str:
+def trial_key(
+    spec: TrialSpec,
+    cfg: ExperimentConfig,
+    resolved: Resolved,
+    data_fingerprint: str,
+    plugin_sources: Sequence[str] = (),
+) -> str:
     """Hash of everything the trial's numbers depend on: its subset and seed, the data, the settings named in
-    config.TRIAL_SETTINGS, and the resolved model, engine and BERTScore encoder."""
+    config.TRIAL_SETTINGS, the resolved model, engine and BERTScore encoder, and (when your metrics score it) the
+    source of the plugins that define them: an edited metric rescores."""
     parts = {
         "indices": list(spec.indices),
         "seed": spec.seed,
@@ -55,6 +64,7 @@ def trial_key(spec: TrialSpec, cfg: ExperimentConfig, resolved: Resolved, data_f
         "settings": trial_settings(cfg),
         "engine": resolved.engine,
         "scorer": asdict(resolved.scorer),
+        **({"metric_plugins": list(plugin_sources)} if cfg.eval.metrics else {}),
     }
     return content_hash(parts)
 
@@ -143,9 +153,9 @@ def run_trial(
             }
     start = time.perf_counter()
     generated = generate(model, tokenizer, fmt, test["turns"].tolist(), cfg.eval, device)
-    return evaluated(
-        trained, test, losses, generated, time.perf_counter() - start, "hf", resolved.scorer, cfg.eval.batch_size, gpus
-    ).to_dict()
+    seconds = time.perf_counter() - start
+    scorer, batch = resolved.scorer, cfg.eval.batch_size
+    return evaluated(trained, test, losses, generated, seconds, "hf", scorer, batch, gpus, cfg.eval.metrics).to_dict()
 
 
 def heldout_losses(
@@ -170,9 +180,11 @@ def evaluated(
     scorer: Scorer,
     batch_size: int,
     gpus: float,
+    user_metrics: Sequence[str] = (),
 ) -> TrialRecord:
     """Score a trained trial's held-out losses and generations (None: a loss-only trial, eval.generate false);
-    returns its complete record (metrics + predictions).
+    returns its complete record (metrics + predictions). `user_metrics`: the names of your registered metrics
+    (distill/trial/metrics.py) that score each generation too.
 
     `engine` ("hf" or "vllm") is recorded, so every trial says which engine wrote its predictions.
     """
@@ -183,6 +195,9 @@ def evaluated(
         if generated is None
         else score(generated, test["response"].tolist(), scorer, device, batch_size)
     )
+    if generated is not None and user_metrics:
+        yours = user_metric.score(user_metrics, generated, test["response"].tolist(), examples_of(test))
+        per_example = [{**builtin, **own} for builtin, own in zip(per_example, yours)]
     eval_seconds = trained["heldout_loss_seconds"] + generate_seconds + time.perf_counter() - start
     generation = (
         {}
@@ -194,11 +209,13 @@ def evaluated(
             "generate_seconds": generate_seconds,
         }
     )
-    means = {} if generated is None else {m: sum(r[m] for r in per_example) / len(per_example) for m in GENERATED_KEYS}
+    scored = (*GENERATED_KEYS, *user_metrics)
+    means = {} if generated is None else {m: sum(r[m] for r in per_example) / len(per_example) for m in scored}
     metrics = TrialMetrics(
         **{**trained, "peak_memory_mb": max(trained.get("peak_memory_mb", 0.0), _peak_memory_mb(device))},
         scores={**means, HELDOUT_LOSS.name: sum(losses) / len(losses)},
         n_eval=len(losses),
+        user_metrics=list(user_metrics) if generated is not None else [],
         **generation,
         eval_seconds=eval_seconds,
         time_s=trained["select_seconds"] + trained["train_seconds"] + eval_seconds,
@@ -210,6 +227,16 @@ def evaluated(
         for i, text, r, scores, loss in zip(test["id"], texts, test["response"], per_example, losses)
     ]
     return TrialRecord(metrics, predictions)
+
+
+def examples_of(test: pd.DataFrame) -> list[dict]:
+    """Each held-out example as a user metric receives it: id, title, prompt, response and the prompt turns."""
+    return [
+        {"id": i, "title": title, "prompt": prompt, "response": response, "turns": json.loads(turns)}
+        for i, title, prompt, response, turns in zip(
+            test["id"], test["title"], test["prompt"], test["response"], test["turns"]
+        )
+    ]
 
 
 def _peak_memory_mb(device: str) -> float:
