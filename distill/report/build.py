@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.config.schema import ReportConfig
+from distill.report import sequential
 from distill.report.load import _read_json, load_selected_lengths, load_trials
 from distill.report.markdown import render_markdown
 from distill.report.plots import plot_cost, plot_forest, plot_lengths
@@ -78,10 +79,12 @@ def build_report(output_dir: Path, settings: ReportConfig | None = None, console
     output_dir = Path(output_dir)
     settings = settings or ReportConfig()
     trials = load_trials(output_dir)
-    records = compute_rows(trials, tuple(METRICS[name] for name in settings.metrics))
-    rows = [row.to_dict() for row in records]
     run_path = output_dir / "run.json"
     run = RunInfo.from_dict(_read_json(run_path), run_path) if run_path.is_file() else None
+    margins = {name: getattr(settings, f"margin_{name}") for name in METRICS}
+    design = sequential.of_run(run.config if run else None)
+    records = compute_rows(trials, tuple(METRICS[name] for name in settings.metrics), margins, design)
+    rows = [row.to_dict() for row in records]
     pool_path = output_dir / "pool_stats.json"
     pool = [int(v) for v in _read_json(pool_path).get("n_words", [])] if pool_path.is_file() else None
 

@@ -22,7 +22,10 @@ from distill.errors import DistillError
 # 3: a results.json row's tests against random are per metric, in `vs_random` (docs/statistics.md): the
 #    ROUGE-L-only columns rougeL_diff_vs_random, p_vs_random, p_holm, effect_size, significant, mde_rougeL,
 #    mde_pct, n_needed and seeds_needed are gone.
-SCHEMA_VERSION = 3
+# 4: each `vs_random` entry carries its verdict (better, worse, equivalent within ±δ, undecided, no claim), read from
+#    an interval simultaneous over every test and look, the margin δ, that interval and its level, and the seeds
+#    that would decide an undecided one; run.json's config has the `adaptive` section (--until-decided).
+SCHEMA_VERSION = 4
 LEGACY_VERSION = 1  # files written before versioning: the version-1 fields, no `schema_version`
 
 RANDOM = "random"  # the method every other is compared with
@@ -215,6 +218,15 @@ class VsRandom:
     n_needed: int | None  # held-out examples (these seeds) that would detect diff; None: out of reach
     seeds_needed: int | None  # seeds (these examples) that would detect diff; None: one seed, or out of reach
     cheaper: str | None  # "examples" or "seeds": the cheaper of the two by the run's own timings; None: unknown
+    # the decision (distill/report/verdict.py); None in files written before version 4
+    verdict: str | None = None  # better | worse | equivalent | undecided | no claim
+    margin: float | None = None  # δ in the metric's units (report.margin_<metric> × random's mean)
+    ci_simultaneous: list[float] | None = None  # the interval the verdict was read from
+    ci_level: float | None = None  # its confidence, 1 − α/(tests × looks): together they hold at 95%
+    look: int | None = None  # the look (of an --until-decided run) the verdict was read at; 1 for a fixed design
+    seeds_to_decide: int | None = (
+        None  # undecided: seeds (these examples) that decide it with 80% power; None: out of reach
+    )
 
 
 @dataclass
