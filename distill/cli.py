@@ -1,4 +1,4 @@
-"""Command line: `distill {validate,quick,baseline,all,resume,report,methods,jobs}` (also `python -m distill …`).
+"""Command line: `distill {validate,quick,baseline,all,resume,report,plan,methods,jobs}` (also `python -m distill …`).
 
 Each run mode reads its job spec (distill/config/jobs/<mode>.yaml unless --job says otherwise) and applies
 the flags as overrides. A DistillError becomes one line on stderr and exit code 2: no traceback.
@@ -214,6 +214,27 @@ def report(args: argparse.Namespace) -> int:
         export(out, Path(args.export).resolve())
         out = Path(args.export).resolve()
     build_report(out, settings)
+    return 0
+
+
+def plan_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("run", metavar="OUTPUT_DIR", help="a pilot run with ≥ 2 seeds (its trials and their timings)")
+    cmd.add_argument(
+        "--mde",
+        required=True,
+        help="the difference the run must detect with 80%% power: in the metric's units (0.01) or a share of "
+        "random's mean (2%%)",
+    )
+    cmd.add_argument("--metric", help="the metric to plan for (default: the pilot's first of report.metrics)")
+    cmd.add_argument("--max-examples", type=int, help="held-out examples available (default: unlimited)")
+    cmd.add_argument("--parallel", type=int, default=2, help="trials running at once, for the wall time (default 2)")
+
+
+@command("plan", "the cheapest seeds × held-out examples that detect a difference, from a pilot run", plan_arguments)
+def plan(args: argparse.Namespace) -> int:
+    from distill.report.plan import run_plan
+
+    print(run_plan(Path(args.run).resolve(), args.mde, args.metric, args.max_examples, args.parallel))
     return 0
 
 

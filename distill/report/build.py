@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.config.schema import ReportConfig
-from distill.report import sequential
+from distill.report import plan, sequential
 from distill.report.load import _read_json, load_selected_lengths, load_trials
 from distill.report.markdown import render_markdown
 from distill.report.plots import plot_cost, plot_forest, plot_lengths
@@ -71,6 +71,19 @@ def write_csv(rows: list[dict], path: Path) -> None:
     artifacts.write_text(path, buf.getvalue())
 
 
+def _next_run(trials: list, rows: list[dict]) -> list[str]:
+    """report.md's *Planning the next run*: the cheapest design that detects the primary metric's δ (plan.py)."""
+    tested = _tested(rows)
+    if not tested:
+        return []
+    tests = [t for r in rows for t in (r["vs_random"] or {}).values() if t["p"] is not None]
+    margin = next(
+        (t["margin"] for r in rows if (t := (r["vs_random"] or {}).get(tested[0].name)) and t["margin"]), None
+    )
+    found = plan.plan_run(trials, tested[0], margin, len(tests)) if margin else None
+    return plan.describe(*found, tested[0], plan.DEFAULT_PARALLEL) if found else []
+
+
 def build_report(output_dir: Path, settings: ReportConfig | None = None, console=None) -> list[dict]:
     """Read a run's stored files, compute statistics, write `<out>/comparison/`, print the table.
 
@@ -103,6 +116,6 @@ def build_report(output_dir: Path, settings: ReportConfig | None = None, console
     if lengths or pool:
         plot_lengths(lengths, pool, order, comp / "lengths.png")
         plots["lengths"] = "lengths.png"
-    artifacts.write_text(comp / "report.md", render_markdown(rows, run, plots))
+    artifacts.write_text(comp / "report.md", render_markdown(rows, run, plots, _next_run(trials, rows)))
     print_table(rows, console)
     return rows

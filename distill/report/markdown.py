@@ -211,7 +211,9 @@ def _against_random(rows: list[dict], plots: dict[str, str]) -> list[str]:
     return lines
 
 
-def render_markdown(rows: list[dict], run: RunInfo | None, plots: dict[str, str]) -> str:
+def render_markdown(
+    rows: list[dict], run: RunInfo | None, plots: dict[str, str], next_run: list[str] | None = None
+) -> str:
     """The human-readable report; deterministic text (no timestamps)."""
     title = (run and run.name) or "experiment"
     lines = [f"# Distill report: {title}", ""]
@@ -275,5 +277,8 @@ def render_markdown(rows: list[dict], run: RunInfo | None, plots: dict[str, str]
         for key, fname in plots.items():
             if key in captions:
                 lines += [f"![{captions[key]}]({fname})", ""]
+    if next_run:
+        lines += ["## Planning the next run", "", *next_run, ""]
+        lines += ["`distill plan <this run> --mde X` plans for another target (docs/statistics.md, Planning).", ""]
     lines += ["## Recommendation", "", recommendation(rows)]
     return "\n".join(lines).rstrip("\n") + "\n"
