@@ -87,6 +87,14 @@ def job_arguments(mode: str) -> Callable[[argparse.ArgumentParser], None]:
             help="override any config key, e.g. --set train.learning_rate=1e-4 (repeatable)",
         )
         add_plugin_flag(cmd)
+        cmd.add_argument(
+            "--until-decided",
+            nargs="?",
+            const="",
+            metavar="MAX_TRIALS",
+            help="after the first round, add seeds only to the methods still undecided against random, look after "
+            "look (adaptive.looks, adaptive.seeds_per_look), until all are decided or MAX_TRIALS trials are spent",
+        )
         if mode != "validate":
             cmd.add_argument(
                 "-v",
@@ -101,6 +109,9 @@ def job_arguments(mode: str) -> Callable[[argparse.ArgumentParser], None]:
 
 def overrides(args: argparse.Namespace) -> dict[str, str]:
     values = {key: getattr(args, flag) for flag, (key, _) in FLAGS.items() if getattr(args, flag) is not None}
+    if args.until_decided is not None:  # the budget is checked by the schema like any adaptive.max_trials
+        values["adaptive.enabled"] = "true"
+        values.update({"adaptive.max_trials": args.until_decided} if args.until_decided else {})
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
