@@ -1,4 +1,4 @@
-"""Command line: `distill {validate,quick,baseline,all,resume,report,methods,jobs,k8s}` (also `python -m distill …`).
+"""Command line: `distill {validate,quick,baseline,all,resume,report,plan,methods,jobs,k8s}` (also `python -m distill …`).
 
 Each run mode reads its job spec (distill/config/jobs/<mode>.yaml unless --job says otherwise) and applies
 the flags as overrides. A DistillError becomes one line on stderr and exit code 2: no traceback.
@@ -88,6 +88,14 @@ def job_arguments(mode: str) -> Callable[[argparse.ArgumentParser], None]:
             help="override any config key, e.g. --set train.learning_rate=1e-4 (repeatable)",
         )
         add_plugin_flag(cmd)
+        cmd.add_argument(
+            "--until-decided",
+            nargs="?",
+            const="",
+            metavar="MAX_TRIALS",
+            help="after the first round, add seeds only to the methods still undecided against random, look after "
+            "look (adaptive.looks, adaptive.seeds_per_look), until all are decided or MAX_TRIALS trials are spent",
+        )
         if mode not in DEFAULT_JOB:  # a run mode
             cmd.add_argument(
                 "-v",
@@ -102,6 +110,9 @@ def job_arguments(mode: str) -> Callable[[argparse.ArgumentParser], None]:
 
 def overrides(args: argparse.Namespace) -> dict[str, str]:
     values = {key: getattr(args, flag) for flag, (key, _) in FLAGS.items() if getattr(args, flag) is not None}
+    if args.until_decided is not None:  # the budget is checked by the schema like any adaptive.max_trials
+        values["adaptive.enabled"] = "true"
+        values.update({"adaptive.max_trials": args.until_decided} if args.until_decided else {})
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
@@ -242,6 +253,27 @@ def k8s(args: argparse.Namespace) -> int:
         raise DistillError("--workers and --gpus-per-worker must be at least 1", "give each a whole number ≥ 1")
     manifest = rayjob(config_of(args), job, args.image, Workers(args.workers, args.gpus_per_worker))
     print(yaml.safe_dump(manifest, sort_keys=False), end="")
+    return 0
+
+
+def plan_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("run", metavar="OUTPUT_DIR", help="a pilot run with ≥ 2 seeds (its trials and their timings)")
+    cmd.add_argument(
+        "--mde",
+        required=True,
+        help="the difference the run must detect with 80%% power: in the metric's units (0.01) or a share of "
+        "random's mean (2%%)",
+    )
+    cmd.add_argument("--metric", help="the metric to plan for (default: the pilot's first of report.metrics)")
+    cmd.add_argument("--max-examples", type=int, help="held-out examples available (default: unlimited)")
+    cmd.add_argument("--parallel", type=int, default=2, help="trials running at once, for the wall time (default 2)")
+
+
+@command("plan", "the cheapest seeds × held-out examples that detect a difference, from a pilot run", plan_arguments)
+def plan(args: argparse.Namespace) -> int:
+    from distill.report.plan import run_plan
+
+    print(run_plan(Path(args.run).resolve(), args.mde, args.metric, args.max_examples, args.parallel))
     return 0
 
 

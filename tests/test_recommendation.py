@@ -105,11 +105,14 @@ def test_significant_method_is_recommended(tmp_path):
     assert "## Against random" in md and "| good | +0.0500 |" in md and "(forest_rougeL.png)" in md
     recommendation = md.split("## Recommendation")[1]
     assert md.rstrip().endswith(recommendation.rstrip())  # it closes the report
-    assert "**Use good.**" in recommendation and "significant after Holm correction over 4 test(s)" in recommendation
+    assert "**Use good.**" in recommendation and "(4 test(s), each at 98.75%, 95% together;" in recommendation
+    assert good["verdict"] == "better" and good["ci_simultaneous"][0] > 0 and good["ci_level"] == 1 - 0.05 / 4
+    assert meh["verdict"] == "equivalent" and -meh["margin"] < meh["ci_simultaneous"][0]
+    assert meh["ci_simultaneous"][1] < meh["margin"] == pytest.approx(0.02 * rows["random"]["rougeL"], abs=1e-6)
     assert "meh" not in recommendation
 
 
-def test_no_significant_method_says_random_is_as_good_and_what_run_would_decide(tmp_path):
+def test_no_significant_method_is_undecided_not_as_good_and_says_what_would_decide(tmp_path):
     write_trials(
         tmp_path, {"random": 0.0, "slight": 0.004, "worse": -0.001}, n=200, seeds=3, noise=0.05, seconds=(10.0, 100.0)
     )  # evaluation dominates: more examples (a rerun of every trial) cost more
@@ -118,15 +121,13 @@ def test_no_significant_method_says_random_is_as_good_and_what_run_would_decide(
     assert not slight["significant"] and slight["mde"] > 0.004
     assert slight["n_needed"] > 200 and slight["seeds_needed"] > 3
     assert slight["cheaper"] == "seeds"
+    assert f"**{_about(slight['n_needed'])}" not in md and f"**{slight['seeds_needed'] - 3} more seed(s)**" in md
+    # "not significant" is not "as good as random": the 0.004 difference is neither excluded from 0 nor within ±δ
+    assert slight["verdict"] == "undecided" and slight["seeds_to_decide"] > 3
     recommendation = md.split("## Recommendation")[1]
-    assert "**No method is recommended.**" in recommendation
-    assert (
-        "random is as good as any method tested" in recommendation
-        and "200 held-out examples, 3 seed(s)" in recommendation
-    )
-    assert f"n ≈ {_about(slight['n_needed'])} held-out examples at 3 seeds" in recommendation
-    assert f"{slight['seeds_needed'] - 3} more seed(s) ({slight['seeds_needed']} in all)" in recommendation
-    assert "more seeds cost less" in recommendation and f"{slight['mde']:.4f} ROUGE-L" in recommendation
+    assert "**No decision yet.**" in recommendation and "as good" not in recommendation
+    assert "200 held-out examples, 3 seed(s)" in recommendation and "--until-decided" in recommendation
+    assert f"about {slight['seeds_to_decide']} seeds ({slight['seeds_to_decide'] - 3} more" in recommendation
 
 
 def test_seeds_needed_never_reads_as_a_negative_count(tmp_path):
@@ -157,7 +158,8 @@ def test_seed_noise_is_counted(tmp_path):
 def test_nothing_better_and_the_holm_family_follows_report_metrics(tmp_path):
     write_trials(tmp_path, {"random": 0.0, "worse": -0.03}, seeds=2, noise=0.01)
     rows, md = build(tmp_path)
-    assert "No method even scored better than random" in md.split("## Recommendation")[1]
+    assert rows["worse"]["vs_random"]["rougeL"]["verdict"] == "worse"
+    assert "**Use random.**" in md.split("## Recommendation")[1] and "worse: worse" in md.split("## Recommendation")[1]
     assert set(rows["worse"]["vs_random"]) == {"rougeL", "bertscore_f1"}  # heldout_loss: not in these predictions
     rows, md = build(tmp_path, ReportConfig(metrics=["rougeL"]))
     assert set(rows["worse"]["vs_random"]) == {"rougeL"} and "over 1 test(s)" in md
@@ -194,10 +196,13 @@ def test_a_loss_only_run_tables_held_out_loss_not_empty_generation_columns(tmp_p
     md = (tmp_path / "comparison" / "report.md").read_text()
     assert [r["method"] for r in rows] == ["random", "better", "worse"]  # lower loss first
     table = md.split("## Results")[1].split("\n\n")[1]
-    assert table.startswith("| Method | Held-out loss ±95% CI | p (Holm) | Samples | Seeds | Time(s) |")
+    assert table.startswith("| Method | Held-out loss ±95% CI | p (Holm) | Verdict | Samples | Seeds | Time(s) |")
     assert "ROUGE-L" not in table and "BERTScore model" not in md and "lower is better" in md
     assert "The lowest among the subset methods is **better**" in md
-    assert rows[1]["vs_random"]["heldout_loss"]["significant"] and "better** beat random on held-out loss" in md
+    assert (
+        rows[1]["vs_random"]["heldout_loss"]["significant"] and "**better** better than random on held-out loss" in md
+    )
+    assert rows[2]["vs_random"]["heldout_loss"]["verdict"] == "worse" and "**Use better.**" in md
     shown = console.file.getvalue()
     assert "held-out loss" in shown and "ROUGE-L" not in shown and "BERTScore" not in shown
     assert max(map(len, shown.splitlines())) <= 80

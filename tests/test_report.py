@@ -178,7 +178,7 @@ def test_files_plots_markdown_and_console(built):
     assert "| Method | ROUGE-L ±95% CI | BERTScore-F1 | vs Random % | % of full | p (Holm) |" in md
     assert "| clustering |" in md and "not significant" in md
     assert "never results" in md  # tiny test model note
-    assert "minilm-offline" in md and "**clustering** beat random on ROUGE-L" in md
+    assert "minilm-offline" in md and "**clustering** better than random on ROUGE-L" in md
     assert "## Against random" in md and "### ROUGE-L (higher is better)" in md and "### BERTScore-F1" in md
     for png in ("forest_rougeL.png", "forest_bertscore_f1.png", "cost.png", "lengths.png"):
         assert f"({png})" in md

@@ -93,6 +93,12 @@ def _check_contradictions(cfg: ExperimentConfig) -> None:
             "hold some training examples out of the pool as the query set (--set data.query_size=20) "
             "or pass your own: --set select.query=target_examples.jsonl",
         )
+    if cfg.adaptive.enabled and (cfg.seeds < 2 or "random" not in cfg.select.methods):
+        raise DistillError(
+            f"--until-decided needs a first round of at least 2 seeds with random among the methods (seeds: "
+            f"{cfg.seeds}, methods: {', '.join(cfg.select.methods)}): verdicts compare with random across seeds",
+            "add --seeds 2 (or more) and keep random in select.methods",
+        )
     if cfg.wandb.online and not cfg.wandb.enabled:
         raise DistillError(
             "wandb.online is set but wandb.enabled is false, so nothing would be logged",

@@ -42,6 +42,9 @@ Positive = Annotated[float, Field(gt=0)]
 Share = Annotated[float, Field(gt=0, le=1)]  # a share of something, in (0, 1]
 Ratio = Annotated[float, Field(ge=0, le=1)]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # the seeds numpy's and pandas' RandomState accept
+DEFAULT_MARGIN = (
+    0.02  # δ of the *equivalent* verdict, a share of random's score: a 2% change is the least worth acting on
+)
 
 
 DATA_FORMATS = ("summarization", "instruction", "chat")  # the layouts a row can have (distill/data/formats.py)
@@ -195,6 +198,28 @@ class ReportConfig:
     # tested against random, per method (docs/statistics.md): every test joins one Holm family, so each metric
     # costs the others power; the first one present orders the methods and decides the recommendation
     metrics: MetricNames = field(default_factory=lambda: ["rougeL", "bertscore_f1", "heldout_loss"])
+    # δ of each metric's *equivalent* verdict, as a share of random's mean score (docs/statistics.md, Verdicts): a
+    # method whose simultaneous interval lies within ±δ of random is as good as random for this purpose
+    margin_rouge1: Share = DEFAULT_MARGIN
+    margin_rouge2: Share = DEFAULT_MARGIN
+    margin_rougeL: Share = DEFAULT_MARGIN
+    margin_bertscore_f1: Share = DEFAULT_MARGIN
+    margin_heldout_loss: Share = DEFAULT_MARGIN
+
+
+@section
+class AdaptiveConfig:
+    """`--until-decided`: more seeds only for the methods still undecided, look after look (report/sequential.py).
+
+    The looks are fixed before the first one: the report's intervals are at α/(tests × looks) from the first look on,
+    so changing `looks` or `seeds_per_look` after a run started would spend a level it did not have."""
+
+    enabled: bool = False
+    looks: Annotated[int, Field(ge=2, le=10)] = (
+        3  # K, the fixed maximum: each look spends α/K (more looks, wider intervals)
+    )
+    seeds_per_look: Count = 2  # seeds added to each undecided method (and to random) per look
+    max_trials: Count | None = None  # budget: no round starts that would take the run past this many trials
 
 
 @section
@@ -263,6 +288,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.config.schema import ReportConfig
+from distill.report import plan, sequential
 from distill.report.load import _read_json, load_selected_lengths, load_trials
 from distill.report.markdown import render_markdown
 from distill.report.plots import plot_cost, plot_forest, plot_lengths
@@ -70,6 +71,19 @@ def write_csv(rows: list[dict], path: Path) -> None:
     artifacts.write_text(path, buf.getvalue())
 
 
+def _next_run(trials: list, rows: list[dict]) -> list[str]:
+    """report.md's *Planning the next run*: the cheapest design that detects the primary metric's δ (plan.py)."""
+    tested = _tested(rows)
+    if not tested:
+        return []
+    tests = [t for r in rows for t in (r["vs_random"] or {}).values() if t["p"] is not None]
+    margin = next(
+        (t["margin"] for r in rows if (t := (r["vs_random"] or {}).get(tested[0].name)) and t["margin"]), None
+    )
+    found = plan.plan_run(trials, tested[0], margin, len(tests)) if margin else None
+    return plan.describe(*found, tested[0], plan.DEFAULT_PARALLEL) if found else []
+
+
 def build_report(output_dir: Path, settings: ReportConfig | None = None, console=None) -> list[dict]:
     """Read a run's stored files, compute statistics, write `<out>/comparison/`, print the table.
 
@@ -78,10 +92,12 @@ def build_report(output_dir: Path, settings: ReportConfig | None = None, console
     output_dir = Path(output_dir)
     settings = settings or ReportConfig()
     trials = load_trials(output_dir)
-    records = compute_rows(trials, tuple(METRICS[name] for name in settings.metrics))
-    rows = [row.to_dict() for row in records]
     run_path = output_dir / "run.json"
     run = RunInfo.from_dict(_read_json(run_path), run_path) if run_path.is_file() else None
+    margins = {name: getattr(settings, f"margin_{name}") for name in METRICS}
+    design = sequential.of_run(run.config if run else None)
+    records = compute_rows(trials, tuple(METRICS[name] for name in settings.metrics), margins, design)
+    rows = [row.to_dict() for row in records]
     pool_path = output_dir / "pool_stats.json"
     pool = [int(v) for v in _read_json(pool_path).get("n_words", [])] if pool_path.is_file() else None
 
@@ -100,6 +116,6 @@ def build_report(output_dir: Path, settings: ReportConfig | None = None, console
     if lengths or pool:
         plot_lengths(lengths, pool, order, comp / "lengths.png")
         plots["lengths"] = "lengths.png"
-    artifacts.write_text(comp / "report.md", render_markdown(rows, run, plots))
+    artifacts.write_text(comp / "report.md", render_markdown(rows, run, plots, _next_run(trials, rows)))
     print_table(rows, console)
     return rows

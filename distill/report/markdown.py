@@ -8,18 +8,18 @@ import math
 from collections.abc import Callable
 
 from distill.report import stats
+from distill.report.advice import family, interval, recommendation, to_decide
 from distill.report.rows import generated, headline
 from distill.report.text import (
-    _better,
     _fmt,
     _n_tests,
     _p_text,
-    _p_value,
     _pct,
     _primary_label,
     _tested,
     _tests,
     _verdict,
+    _verdicts,
     primary,
 )
 from distill.store.records import FULL, HELDOUT_LOSS, RANDOM, ROUGE_L, RunInfo
@@ -71,6 +71,11 @@ def _with_ci(row: dict, name: str) -> str:
     return _fmt(row[name]) + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
 
 
+def _primary_verdict(row: dict) -> str:
+    found = primary(row)
+    return _verdict(found[1], found[0]) if found else "—"
+
+
 def _results_table(rows: list[dict]) -> list[str]:
     """Every method's scores, their evidence against random and their cost: ROUGE-L and what goes with it, or
     held-out loss in a run that did not generate."""
@@ -87,6 +92,7 @@ def _results_table(rows: list[dict]) -> list[str]:
         ]
     columns += [
         ("p (Holm)", "---", lambda r: _p_text((primary(r) or (None, None))[1])),
+        ("Verdict", "---", _primary_verdict),
         ("Samples", "---:", lambda r: str(r["samples"])),
         ("Seeds", "---:", lambda r: str(r["seeds"])),
         ("Time(s)", "---:", lambda r: _fmt(r["time_s"], ".1f")),
@@ -107,17 +113,17 @@ def _claims(rows: list[dict]) -> str:
         )
     found = []
     for metric in _tested(rows):
-        tests = _tests(rows, metric)
-        for word, better in (("beat", True), ("lost to", False)):
-            names = [r["method"] for r, t in tests if t["significant"] and _better(t, metric) == better]
+        for name, word in (("better", "better than"), ("worse", "worse than"), ("equivalent", "equivalent to")):
+            names = [r["method"] for r, _ in _verdicts(rows, metric, name)]
             if names:
                 found.append(f"{', '.join(f'**{n}**' for n in names)} {word} random on {metric.label}")
-    if not found:
-        return (
-            f"After Holm correction over {m} test(s) (methods × metrics), no method differs from random "
-            "significantly: the differences are within the seed and example noise."
-        )
-    return f"After Holm correction over {m} test(s) (methods × metrics): " + "; ".join(found) + " (p < 0.05)."
+        if undecided := _verdicts(rows, metric, "undecided"):
+            found.append(f"{len(undecided)} undecided on {metric.label}")
+    return (
+        f"Verdicts from intervals that hold together over {family(rows)}: " + "; ".join(found) + "."
+        if found
+        else "No method could be judged against random."
+    )
 
 
 def _about(n: int) -> str:
@@ -162,6 +168,11 @@ def _against_random(rows: list[dict], plots: dict[str, str]) -> list[str]:
         "these seeds) that would detect the observed difference with 80% power; the cheaper by this "
         "run's timings in bold.",
         "",
+        f"**Verdict** (docs/statistics.md, Verdicts): read from the *simultaneous CI*, which holds together with "
+        f"every other one here over {family(rows)}: *better* or *worse* when it excludes 0, *equivalent* when it "
+        "lies inside ±δ (δ: `report.margin_<metric>` × random's mean, stated per metric), else *undecided*, with "
+        "the seeds (on these examples) that would decide it with 80% power.",
+        "",
     ]
     if any(t["significant"] is None and t["p"] is not None for r in rows for t in (r["vs_random"] or {}).values()):
         lines += [
@@ -181,15 +192,18 @@ def _against_random(rows: list[dict], plots: dict[str, str]) -> list[str]:
                 f"({plots[f'forest_{metric.name}']})",
                 "",
             ]
+        margin = next((t["margin"] for _, t in tests if t.get("margin") is not None), None)
+        if margin is not None:
+            lines += [f"δ = {margin:.4g} {metric.label}.", ""]
         lines += [
-            "| Method | Δ vs random | 95% CI | p (Holm) | Verdict | MDE | MDE % of random | Seeds × examples "
-            "| Would detect Δ |",
-            "|---|---:|---|---|---|---:|---:|---:|---|",
+            "| Method | Δ vs random | 95% CI | p (Holm) | Verdict | Simultaneous CI | To decide | MDE "
+            "| MDE % of random | Seeds × examples | Would detect Δ |",
+            "|---|---:|---|---|---|---|---|---:|---:|---:|---|",
         ]
         for r, t in tests:
-            ci = f"[{t['ci95'][0]:+.4f}, {t['ci95'][1]:+.4f}]" if t["ci95"] else "—"
             lines.append(
-                f"| {r['method']} | {t['diff']:+.4f} | {ci} | {_p_text(t)} | {_verdict(t, metric)} | "
+                f"| {r['method']} | {t['diff']:+.4f} | {interval(t['ci95'])} | {_p_text(t)} | {_verdict(t, metric)} | "
+                f"{interval(t.get('ci_simultaneous'))} | {to_decide(t)} | "
                 f"{_fmt(t['mde'])} | {_pct(t['mde_pct']).lstrip('+')} | {t['seeds']} × {t['examples']} | "
                 f"{_would_detect(t)} |"
             )
@@ -197,84 +211,9 @@ def _against_random(rows: list[dict], plots: dict[str, str]) -> list[str]:
     return lines
 
 
-def _recommendation(rows: list[dict]) -> str:
-    """The closing advice, written from the primary metric's tests: a method only when it survives Holm."""
-    if not _n_tests(rows):
-        return (
-            "No recommendation: no method was tested against `random` (that needs a `random` run, per-example "
-            "predictions for every trial and at least 2 held-out examples)."
-        )
-    metric = _tested(rows)[0]
-    tested = _tests(rows, metric)
-    m, label = _n_tests(rows), metric.label
-    sign = 1 if metric.higher_is_better else -1
-    by_gain = sorted(tested, key=lambda rt: -sign * rt[1]["diff"])
-    best_row, best = by_gain[0]
-    scale = f"{best['examples']} held-out examples, {best['seeds']} seed(s)"
-    if all(t["significant"] is None for _, t in tested):
-        return (
-            f"**No claim: one seed.** With one training seed per method, seed-to-seed noise is unknown, so no "
-            f"method is claimed to beat random. The best, {best_row['method']} ({best['diff']:+.4f} {label}; "
-            f"per-example test, which holds the trained models fixed: adjusted p = {_p_value(best['p_holm'])}), "
-            "may owe its lead to a lucky training seed. Rerun with `--seeds 3` or more: the report then tests "
-            "seeds and examples together and sizes the run that would decide."
-        )
-    winners = [(r, t) for r, t in by_gain if t["significant"] and _better(t, metric)]
-    if winners:
-        r, t = winners[0]
-        text = (
-            f"**Use {r['method']}.** It beat random by {t['diff']:+.4f} {label}, significant after Holm "
-            f"correction over {m} test(s) "
-            f"(adjusted p = {_p_text(t)}; {t['examples']} held-out examples, {t['seeds']} seed(s))."
-        )
-        if len(winners) > 1:
-            text += " Also significantly better than random: " + ", ".join(w["method"] for w, _ in winners[1:]) + "."
-        return text
-    text = (
-        f"**No method is recommended.** None beat random significantly after Holm correction over {m} "
-        f"test(s), so at this scale ({scale}) random is as good as any method tested."
-    )
-    if not _better(best, metric):
-        return text + " No method even scored better than random, so none is worth a larger run on this evidence."
-    text += f" The best, {best_row['method']} ({best['diff']:+.4f} {label}), "
-    if best["mde"] is None:
-        return text + "cannot be sized: a power analysis needs at least 2 held-out examples."
-    if not stats.can_claim(best["seeds"]):
-        return text + ("was compared on one seed only (seed noise unknown): rerun it with `--seeds 3` or more.")
-    if _would_detect(best).startswith("in reach"):
-        return text + (
-            "is about as large as this run can detect yet not significant: repeat it with new seeds "
-            "or more held-out examples to settle it."
-        )
-    return text + (
-        f"is below what this run can detect ({best['mde']:.4f} {label}, "
-        f"{_pct(best['mde_pct']).lstrip('+')} of random, at 80% power). " + _decider(best)
-    )
-
-
-def _decider(test: dict) -> str:
-    """The run that would detect the observed difference with 80% power, never a negative count."""
-    seeds, n = test["seeds"], test["examples"]
-    by_seeds = test["seeds_needed"] and (
-        f"{test['seeds_needed'] - seeds} more seed(s) ({test['seeds_needed']} in all) on these {n} examples"
-    )
-    by_examples = test["n_needed"] and f"n ≈ {_about(test['n_needed'])} held-out examples at {seeds} seeds"
-    if by_seeds and by_examples:
-        cheaper = {
-            "seeds": " (more seeds cost less, by this run's timings)",
-            "examples": " (more examples cost less, by this run's timings)",
-        }.get(test["cheaper"], "")
-        return f"A run that would decide it: {by_seeds}, or {by_examples}{cheaper}."
-    if by_seeds:
-        return f"A run that would decide it: {by_seeds} (more examples alone would not: the seed noise is too large)."
-    if by_examples:
-        return (
-            f"A run that would decide it: {by_examples} (more seeds alone would not: the example noise is too large)."
-        )
-    return "Neither more seeds nor more held-out examples alone would detect it with 80% power."
-
-
-def render_markdown(rows: list[dict], run: RunInfo | None, plots: dict[str, str]) -> str:
+def render_markdown(
+    rows: list[dict], run: RunInfo | None, plots: dict[str, str], next_run: list[str] | None = None
+) -> str:
     """The human-readable report; deterministic text (no timestamps)."""
     title = (run and run.name) or "experiment"
     lines = [f"# Distill report: {title}", ""]
@@ -338,5 +277,8 @@ def render_markdown(rows: list[dict], run: RunInfo | None, plots: dict[str, str]
         for key, fname in plots.items():
             if key in captions:
                 lines += [f"![{captions[key]}]({fname})", ""]
-    lines += ["## Recommendation", "", _recommendation(rows)]
+    if next_run:
+        lines += ["## Planning the next run", "", *next_run, ""]
+        lines += ["`distill plan <this run> --mde X` plans for another target (docs/statistics.md, Planning).", ""]
+    lines += ["## Recommendation", "", recommendation(rows)]
     return "\n".join(lines).rstrip("\n") + "\n"

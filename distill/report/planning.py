@@ -57,12 +57,12 @@ def power(
     ms_seed, ms_example = model.expected_mean_squares(s, n)
     total = ms_seed + ms_example
     df = total**2 / (ms_seed**2 / (s - 1) + ms_example**2 / (n - 1))
-    crit = _critical_value(alpha, ms_seed / total, s - 1, n - 1)
+    crit = critical_value(alpha, ms_seed / total, s - 1, n - 1)
     return t_power(diff / tau, df, alpha, threshold=crit * math.sqrt(total / (s * n)) / tau)
 
 
 @functools.lru_cache(maxsize=4096)
-def _critical_value(alpha: float, weight: float, df_seed: int, df_example: int) -> float:
+def critical_value(alpha: float, weight: float, df_seed: int, df_example: int) -> float:
     return behrens_fisher_quantile(1 - alpha / 2, weight, df_seed, df_example)
 
 
@@ -101,16 +101,16 @@ def evidence(model: Variance | None, observed: float, alpha: float = ALPHA, pw: 
     mde = detectable(model, alpha, pw)
     if target == 0:
         return Evidence(mde, None, None)
-    n_needed = _smallest(2, model.examples, MAX_EXAMPLES, lambda n: power(target, model, examples=n, alpha=alpha) >= pw)
+    n_needed = smallest(2, model.examples, MAX_EXAMPLES, lambda n: power(target, model, examples=n, alpha=alpha) >= pw)
     seeds_needed = (
-        _smallest(2, model.seeds, MAX_SEEDS, lambda s: power(target, model, seeds=s, alpha=alpha) >= pw)
+        smallest(2, model.seeds, MAX_SEEDS, lambda s: power(target, model, seeds=s, alpha=alpha) >= pw)
         if model.seed_noise_known
         else None
     )
     return Evidence(mde, n_needed, seeds_needed)
 
 
-def _smallest(lo: int, start: int, cap: int, enough: Callable[[int], bool]) -> int | None:
+def smallest(lo: int, start: int, cap: int, enough: Callable[[int], bool]) -> int | None:
     """Smallest k in [lo, cap] with enough(k), for a monotone `enough`; None if even `cap` is not enough.
 
     Doubles up from `start` (the design as run), or bisects down when `start` is already enough.

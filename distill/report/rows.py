@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from distill.errors import DistillError
-from distill.report import planning, stats
+from distill.report import planning, sequential, stats, verdict
 from distill.store.records import (
     COLUMNS,
     FULL,
@@ -147,8 +147,14 @@ def _method_order(rows: dict[str, dict]) -> list[str]:
     return ([RANDOM] if RANDOM in rows else []) + middle + ([FULL] if FULL in rows else [])
 
 
-def compute_rows(trials: list[TrialRecord], tested: tuple[Metric, ...]) -> list[ReportRow]:
-    """One summary row per method: means over seeds, 95% CIs, tests against random on the `tested` metrics, costs."""
+def compute_rows(
+    trials: list[TrialRecord],
+    tested: tuple[Metric, ...],
+    margins: dict[str, float] | None = None,
+    design: sequential.Design | None = None,
+) -> list[ReportRow]:
+    """One summary row per method: means over seeds, 95% CIs, tests against random on the `tested` metrics (with
+    their verdicts: `margins` is δ per metric as a share of random's mean, `design` the run's looks), costs."""
     by_method: dict[str, list[TrialRecord]] = defaultdict(list)
     for t in trials:
         by_method[str(t.metrics.method)].append(t)
@@ -203,12 +209,21 @@ def compute_rows(trials: list[TrialRecord], tested: tuple[Metric, ...]) -> list[
         f_score = full["rougeL"] if full else None
         row["pct_of_full"] = 100 * row["rougeL"] / f_score if f_score and row["rougeL"] is not None else None
         row["vs_random"] = None
-    _tests_against_random(rows, matrices, tuple(m for m in tested if m in metrics))
+    tested_here = tuple(m for m in tested if m in metrics)
+    _tests_against_random(rows, matrices, tested_here, design or sequential.Design(1))
+    _verdicts(rows, matrices, tested_here, margins or {}, design or sequential.Design(1))
     return [ReportRow.from_dict({col: _round(rows[m].get(col)) for col in COLUMNS}) for m in _method_order(rows)]
 
 
+def _pairs(mats: ScoreMatrices, base: ScoreMatrices, design: sequential.Design) -> tuple[list[int], list[int]]:
+    """Rows of a method's and of random's matrices paired by seed: the shared seeds, in order, as many as the
+    design's schedule allows (`Design.usable`: a round cut short is not a look)."""
+    common = sorted(set(mats.seeds) & set(base.seeds))[: design.usable(len(set(mats.seeds) & set(base.seeds)))]
+    return [mats.seeds.index(s) for s in common], [base.seeds.index(s) for s in common]
+
+
 def _tests_against_random(
-    rows: dict[str, dict], matrices: dict[str, ScoreMatrices | None], metrics: tuple[Metric, ...]
+    rows: dict[str, dict], matrices: dict[str, ScoreMatrices | None], metrics: tuple[Metric, ...], design
 ) -> None:
     """Every method × metric against random (paired by seed), Holm-adjusted together, with what each can detect.
 
@@ -220,9 +235,8 @@ def _tests_against_random(
         return
     tests: dict[tuple[str, str], stats.Comparison] = {}
     for method, mats in matrices.items():
-        common = sorted(set(mats.seeds) & set(base.seeds)) if mats and method not in (RANDOM, FULL) else []
-        rows_m, rows_r = [mats.seeds.index(s) for s in common], [base.seeds.index(s) for s in common]
-        for m in metrics if common else ():
+        rows_m, rows_r = _pairs(mats, base, design) if mats and method not in (RANDOM, FULL) else ([], [])
+        for m in metrics if rows_m else ():
             tests[method, m.name] = stats.compare(mats.scores[m.name][rows_m], base.scores[m.name][rows_r])
     keys = list(tests)
     adjusted = stats.holm_adjust([tests[k].p_value for k in keys])
@@ -250,6 +264,41 @@ def _tests_against_random(
                 )
             )
         }
+
+
+def _verdicts(
+    rows: dict[str, dict],
+    matrices: dict[str, ScoreMatrices | None],
+    metrics: tuple[Metric, ...],
+    margins: dict[str, float],
+    design: sequential.Design,
+) -> None:
+    """Each test's verdict (verdict.py), from intervals simultaneous over every claimable test × the design's looks:
+    the family is fixed from the first look on (every method starts with the same first round), so its size m is."""
+    tests = [(method, m) for method, row in rows.items() for m in (row["vs_random"] or {})]  # none without random
+    claimable = [k for k in tests if stats.can_claim(rows[k[0]]["vs_random"][k[1]]["seeds"])]
+    each = verdict.level(len(claimable), design.looks)
+    base = matrices.get(RANDOM)
+    for method, name in tests:
+        test, mats = rows[method]["vs_random"][name], matrices[method]
+        rows_m, rows_r = _pairs(mats, base, design)
+        share = margins.get(name, 0.0)
+        delta = share * abs(rows[RANDOM][name]) if rows[RANDOM][name] is not None else 0.0
+        found = verdict.judge(
+            mats.scores[name][rows_m] - base.scores[name][rows_r],
+            delta,
+            each,
+            METRICS[name].higher_is_better,
+            claimable=(method, name) in claimable,
+        )
+        test.update(
+            verdict=found.verdict,
+            margin=found.margin,
+            ci_simultaneous=list(found.interval) if found.interval else None,
+            ci_level=found.level,
+            look=design.look_of(test["seeds"]),
+            seeds_to_decide=found.seeds_to_decide,
+        )
 
 
 def _cheaper(ev: planning.Evidence, comp: stats.Comparison, row: dict, rand: dict) -> str | None:

@@ -30,9 +30,18 @@ def _console_p(row: dict) -> str:
 
 
 def _beats_random(row: dict) -> bool:
-    """Significantly better than random on the primary metric."""
+    """Better than random on the primary metric: its verdict (a row from before verdicts: its Holm test)."""
     found = primary(row)
+    if found and found[1].get("verdict") is not None:
+        return found[1]["verdict"] == "better"
     return bool(found and found[1]["significant"] and _better(found[1], found[0]))
+
+
+def _console_verdict(row: dict) -> str:
+    """The primary metric's verdict (docs/statistics.md, Verdicts), "—" for random, full and one-seed rows."""
+    test = (primary(row) or (None, None))[1]
+    found = test and test.get("verdict")
+    return "—" if found in (None, "no claim") else "equiv." if found == "equivalent" else found
 
 
 def _score_columns(metric: Metric) -> tuple[ConsoleColumn, ConsoleColumn]:
@@ -59,10 +68,17 @@ CONSOLE_COLUMNS = (
     ),
     ConsoleColumn("vs random", lambda r: _pct(r["vs_random_pct"])),
     ConsoleColumn("p (Holm)", _console_p, under="vs random"),
+    ConsoleColumn("Verdict", _console_verdict, under="vs random"),
     *_COST,
 )
 # a run that scored held-out loss alone (eval.generate false): no ROUGE-L, BERTScore or share of the full ROUGE-L
-LOSS_COLUMNS = (_METHOD, *_score_columns(HELDOUT_LOSS), ConsoleColumn("p (Holm)", _console_p), *_COST)
+LOSS_COLUMNS = (
+    _METHOD,
+    *_score_columns(HELDOUT_LOSS),
+    ConsoleColumn("p (Holm)", _console_p),
+    ConsoleColumn("Verdict", _console_verdict, under="p (Holm)"),
+    *_COST,
+)
 
 
 MEASURE_WIDTH = 10_000
@@ -96,7 +112,8 @@ def _layout_table(rows: list[dict], layout: list[list[ConsoleColumn]]):
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         caption=f"p: {_primary_label(rows)} vs random over seeds × examples, Holm-adjusted; ns = not "
-        "significant (p ≥ 0.05); † = one seed: per-example test only, no claim",
+        "significant (p ≥ 0.05); † = one seed: per-example test only, no claim; verdict: from intervals "
+        "simultaneous over every test (report.md), equiv. = within ±δ of random",
     )
     for i, group in enumerate(layout):
         table.add_column("\n".join(c.header for c in group), justify="left" if i == 0 else "right", no_wrap=True)

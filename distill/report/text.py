@@ -53,7 +53,15 @@ def _better(test: dict, metric: Metric) -> bool:
     return (test["diff"] > 0) == metric.higher_is_better and test["diff"] != 0
 
 
+VERDICT_TEXT = {"better": "better than random", "worse": "worse than random", "undecided": "undecided"}
+
+
 def _verdict(test: dict, metric: Metric) -> str:
+    """A test's verdict as the tables print it (a results.json from before verdicts: its Holm test's reading)."""
+    if test.get("verdict") == "equivalent":
+        return f"equivalent (±{test['margin']:.4g})"
+    if test.get("verdict") in VERDICT_TEXT:
+        return VERDICT_TEXT[test["verdict"]]
     if test["p"] is None:
         return "no test (< 2 examples)"
     if test["significant"] is None:
@@ -75,3 +83,8 @@ def _n_tests(rows: list[dict]) -> int:
 def _primary_label(rows: list[dict]) -> str:
     tested = _tested(rows)
     return tested[0].label if tested else "the first of report.metrics"
+
+
+def _verdicts(rows: list[dict], metric: Metric, name: str) -> list[tuple[dict, dict]]:
+    """(row, test) of every method whose verdict on `metric` is `name`, in row order."""
+    return [(r, t) for r, t in _tests(rows, metric) if t.get("verdict") == name]

@@ -2,7 +2,8 @@
 
     data → embed (features.py: Ray Data actor pool) → probe (features.py: one Ray task, when a method needs it)
          → select (selection.py: concurrent Ray tasks) → train + evaluate (tune.py: one Ray Tune trial per subset;
-           generation.py: shared vLLM engines) → report (distill/report/)
+           generation.py: shared vLLM engines) [→ with --until-decided, adaptive.py: verdicts, then select + train +
+           evaluate more seeds for the undecided methods, look after look] → report (distill/report/)
 
 Every artifact lands at a content-hashed path (features cache, selections, trial folders) in the run's
 storage (distill/store/storage.py: the output folder unless `storage.uri` names a shared path or a bucket), so a
@@ -27,7 +28,7 @@ from distill.data.load import Splits
 from distill.model.load import load_tokenizer
 from distill.model.prompt import PromptFormat
 from distill.report.build import build_report
-from distill.runtime import preflight
+from distill.runtime import adaptive, preflight
 from distill.runtime.features import embed_pool, probe_pool
 from distill.runtime.selection import select_subsets, selection_inputs_key
 from distill.runtime.session import check_nodes_see, ray_session
@@ -64,16 +65,20 @@ def _run(cfg: ExperimentConfig, store: Storage, splits: Splits, resolved: Resolv
         check_nodes_see(store)
         features, embed_costs = embed_pool(cfg, splits, model_path, out, store)
         features, probe_costs = probe_pool(cfg, features, splits, model_path, out, store)
-        specs = select_subsets(
-            cfg,
-            features,
-            splits.train,
-            out,
-            selection_inputs_key(cfg, splits, model_path),
-            {**embed_costs, **probe_costs},
-            store,
-        )
+        key, costs = selection_inputs_key(cfg, splits, model_path), {**embed_costs, **probe_costs}
+        specs = select_subsets(cfg, features, splits.train, out, key, costs, store)
         run_trials(cfg, specs, splits, resolved, store)
+        if cfg.adaptive.enabled:  # more seeds for the undecided methods, look after look
+
+            def run_round(pairs: list[tuple[str, int]]) -> None:
+                more = select_subsets(cfg, features, splits.train, out, key, costs, store, pairs=pairs)
+                run_trials(cfg, more, splits, resolved, store)
+
+            def look() -> list[dict]:
+                with stage("verdicts"):
+                    return build_report(out, cfg.report, console=console.current().console)
+
+            adaptive.until_decided(cfg, len(specs), look(), run_round, look)
     with stage("report"):
         rows = build_report(out, cfg.report, console=console.current().console)
         log_table_to_wandb(cfg, rows)

@@ -54,9 +54,11 @@ def select_subsets(
     inputs_key: str,
     costs: dict[str, float] | None = None,
     store: Storage | None = None,
+    pairs: list[tuple[str, int]] | None = None,
 ) -> list[TrialSpec]:
-    """Every (method, seed) selector as a concurrent Ray task over one shared copy of the features; `inputs_key`
-    is what they read (selection_inputs_key).
+    """Every (method, seed) selector as a concurrent Ray task over one shared copy of the features: all methods ×
+    range(cfg.seeds), or the given `pairs` (an --until-decided look: no full baseline then); `inputs_key` is what
+    they read (selection_inputs_key).
 
     Subsets are cached under <out>/cache by (features, method, params, k, seed): a rerun selects nothing twice.
     A method's selection time includes what computing the features only it reads took (`costs`, seconds per
@@ -66,7 +68,9 @@ def select_subsets(
     k = preflight.budget(cfg, len(features))
     store = store or open_storage(out)
     specs = []
-    with stage(f"select {len(cfg.select.methods)} method(s) × {cfg.seeds} seed(s), k={k} of {len(features)}"):
+    jobs = pairs or [(m, s) for m in cfg.select.methods for s in range(cfg.seeds)]
+    what = f"{len(jobs)} subset(s)" if pairs else f"{len(cfg.select.methods)} method(s) × {cfg.seeds} seed(s)"
+    with stage(f"select {what}, k={k} of {len(features)}"):
         shipped = plugins.load(cfg.select.plugins)  # user selector files travel with each task as source text
         plugin_sources = [p.source or p.module for p in shipped]  # an edited plugin invalidates its selections
         rels = {
@@ -74,8 +78,7 @@ def select_subsets(
                 m,
                 s,
             ): f"cache/selection-{selection_key(inputs_key, m, cfg.select.params.get(m, {}), k, s, plugin_sources)}.json"
-            for m in cfg.select.methods
-            for s in range(cfg.seeds)
+            for m, s in jobs
         }
         paths = {job: out / rel for job, rel in rels.items()}
         todo = [job for job, rel in rels.items() if not store.fetched(rel)]
@@ -117,7 +120,7 @@ def select_subsets(
                 f"  {method} (seed {seed}): {len(indices)} examples in {seconds:.2f}s"
                 + (f" (+ {extra:.1f}s computing the features it reads)" if extra else "")
             )
-    if cfg.include_baseline:
+    if cfg.include_baseline and not pairs:
         specs += [TrialSpec(seeded_name(FULL, s), FULL, s, tuple(range(len(pool))), 0.0) for s in range(cfg.seeds)]
     return specs
 

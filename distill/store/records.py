@@ -26,6 +26,9 @@ from distill.errors import DistillError
 #    messages (not text, summary); run.json records data_format and prompt (the resolved template); metrics.json
 #    adds train_responses_cut and heldout_responses_cut; the config gains data.format, the instruction and chat
 #    columns and the prompt section, and retires data.min_text_chars and data.min_summary_chars.
+#    Each `vs_random` entry carries its verdict (better, worse, equivalent within ±δ, undecided, no claim), read from
+#    an interval simultaneous over every test and look, the margin δ, that interval and its level, and the seeds
+#    that would decide an undecided one; run.json's config has the `adaptive` section (--until-decided).
 SCHEMA_VERSION = 4
 LEGACY_VERSION = 1  # files written before versioning: the version-1 fields, no `schema_version`
 
@@ -225,6 +228,15 @@ class VsRandom:
     n_needed: int | None  # held-out examples (these seeds) that would detect diff; None: out of reach
     seeds_needed: int | None  # seeds (these examples) that would detect diff; None: one seed, or out of reach
     cheaper: str | None  # "examples" or "seeds": the cheaper of the two by the run's own timings; None: unknown
+    # the decision (distill/report/verdict.py); None in files written before version 4
+    verdict: str | None = None  # better | worse | equivalent | undecided | no claim
+    margin: float | None = None  # δ in the metric's units (report.margin_<metric> × random's mean)
+    ci_simultaneous: list[float] | None = None  # the interval the verdict was read from
+    ci_level: float | None = None  # its confidence, 1 − α/(tests × looks): together they hold at 95%
+    look: int | None = None  # the look (of an --until-decided run) the verdict was read at; 1 for a fixed design
+    seeds_to_decide: int | None = (
+        None  # undecided: seeds (these examples) that decide it with 80% power; None: out of reach
+    )
 
 
 @dataclass
