@@ -112,6 +112,21 @@ def _check_user_metrics(cfg: ExperimentConfig) -> None:
 
     for name in cfg.eval.metrics:
         metrics.get(name)
+    from distill.store.records import SCORE_KEYS
+
+    for name in cfg.report.metrics:
+        if name not in SCORE_KEYS and name not in cfg.eval.metrics:
+            raise DistillError(
+                f"report.metrics names '{name}', which is neither distill's metric ({', '.join(SCORE_KEYS)}) "
+                f"nor one of eval.metrics ({', '.join(cfg.eval.metrics) or 'none'})",
+                "test a metric the trials score: one of distill's, or yours listed in eval.metrics",
+            )
+    for name in cfg.report.margins:
+        if name not in cfg.eval.metrics:
+            raise DistillError(
+                f"report.margins sets δ of '{name}', which is not one of eval.metrics",
+                "set margins of your metrics only (distill's have report.margin_<metric>)",
+            )
     if cfg.eval.metrics and not cfg.eval.generate:
         raise DistillError(
             f"eval.metrics ({', '.join(cfg.eval.metrics)}) score generated responses, but eval.generate is false",

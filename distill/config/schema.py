@@ -14,8 +14,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, with_config
 
-from distill.store.records import SCORE_KEYS
-
 EMBEDDED_BILLSUM = "embedded:billsum"
 EMBEDDED_SMOLLM2 = "embedded:smollm2-135m"
 
@@ -188,16 +186,14 @@ class EvalConfig:
     metrics: Names = field(default_factory=list)
 
 
-MetricNames = Annotated[list[Literal[SCORE_KEYS]], BeforeValidator(_split_names)]  # type: ignore[valid-type]
-
-
 @section
 class ReportConfig:
     """Settings of the comparison report only: changing one rebuilds the report (`distill report`), never a trial."""
 
     # tested against random, per method (docs/statistics.md): every test joins one Holm family, so each metric
     # costs the others power; the first one present orders the methods and decides the recommendation
-    metrics: MetricNames = field(default_factory=lambda: ["rougeL", "bertscore_f1", "heldout_loss"])
+    # (distill's own: rougeL, rouge1, rouge2, bertscore_f1, heldout_loss; or yours, named in eval.metrics)
+    metrics: Names = field(default_factory=lambda: ["rougeL", "bertscore_f1", "heldout_loss"])
     # δ of each metric's *equivalent* verdict, as a share of random's mean score (docs/statistics.md, Verdicts): a
     # method whose simultaneous interval lies within ±δ of random is as good as random for this purpose
     margin_rouge1: Share = DEFAULT_MARGIN
@@ -205,6 +201,9 @@ class ReportConfig:
     margin_rougeL: Share = DEFAULT_MARGIN
     margin_bertscore_f1: Share = DEFAULT_MARGIN
     margin_heldout_loss: Share = DEFAULT_MARGIN
+    margins: dict[str, Share] = field(
+        default_factory=dict
+    )  # δ of your metrics (eval.metrics), by name; default as above
 
 
 @section

@@ -17,7 +17,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from distill.config.schema import ReportConfig
+from distill.config.schema import DEFAULT_MARGIN, ReportConfig
 from distill.report import plan, sequential
 from distill.report.load import _read_json, load_selected_lengths, load_trials
 from distill.report.markdown import render_markdown
@@ -26,7 +26,16 @@ from distill.report.rows import METRICS, compute_rows
 from distill.report.table import print_table
 from distill.report.text import _tested
 from distill.store import artifacts
-from distill.store.records import COLUMNS, ReportRow, RunInfo, VsRandom, results_document
+from distill.store.records import (
+    COLUMNS,
+    Metric,
+    ReportRow,
+    RunInfo,
+    VsRandom,
+    metric_named,
+    register_metric,
+    results_document,
+)
 
 
 def write_json(rows: list[ReportRow], path: Path) -> None:
@@ -94,9 +103,12 @@ def build_report(output_dir: Path, settings: ReportConfig | None = None, console
     trials = load_trials(output_dir)
     run_path = output_dir / "run.json"
     run = RunInfo.from_dict(_read_json(run_path), run_path) if run_path.is_file() else None
-    margins = {name: getattr(settings, f"margin_{name}") for name in METRICS}
+    for recorded in run.user_metrics if run else ():  # your metrics, as the run recorded them: no plugin needed
+        register_metric(Metric(**recorded))
+    yours = {m["name"]: settings.margins.get(m["name"], DEFAULT_MARGIN) for m in (run.user_metrics if run else ())}
+    margins = {**{name: getattr(settings, f"margin_{name}") for name in METRICS}, **yours}
     design = sequential.of_run(run.config if run else None)
-    records = compute_rows(trials, tuple(METRICS[name] for name in settings.metrics), margins, design)
+    records = compute_rows(trials, tuple(metric_named(name) for name in settings.metrics), margins, design)
     rows = [row.to_dict() for row in records]
     pool_path = output_dir / "pool_stats.json"
     pool = [int(v) for v in _read_json(pool_path).get("n_words", [])] if pool_path.is_file() else None

@@ -202,7 +202,7 @@ def run_plan(out: Path, mde: str, metric: str | None, max_examples: int | None, 
     trials = load_trials(out)
     config = _read_json(out / "run.json").get("config", {}) if (out / "run.json").is_file() else {}
     tested = _per_example_metrics(
-        trials, tuple(METRICS[m] for m in (config.get("report") or {}).get("metrics", METRICS))
+        trials, tuple(METRICS[m] for m in (config.get("report") or {}).get("metrics", METRICS) if m in METRICS)
     )
     if metric is not None and metric not in METRICS:
         raise DistillError(f"--metric {metric} is not a score", f"use one of {', '.join(METRICS)}")

@@ -26,10 +26,11 @@ from distill.store.records import (
     ReportRow,
     TrialRecord,
     VsRandom,
+    metric_named,
 )
 
 DIGITS = 6  # rounding of every float written to results.json / results.csv
-METRICS = {m.name: m for m in SCORE_METRICS}
+METRICS = {m.name: m for m in SCORE_METRICS}  # distill's own; a user's metric: records.metric_named
 CI_METRICS = tuple(m for m in SCORE_METRICS if f"{m.name}_ci95" in COLUMNS)  # a 95% CI per method, from its examples
 COST_KEYS = ("time_s", "select_seconds", "train_seconds", "eval_seconds", "gpu_seconds")
 
@@ -176,6 +177,8 @@ def compute_rows(
         row["seeds"] = len(ts)
         for key in SCORE_KEYS:
             row[key] = _mean([t.get(key) for t in ts])
+        yours = dict.fromkeys(name for t in ts for name in t.user_metrics)
+        row["user_scores"] = {name: _mean([t.scores.get(name) for t in ts]) for name in yours} or None
         for m in CI_METRICS:
             ci = stats.mean_ci(matrices[method].scores[m.name]) if m in metrics and matrices[method] else None
             point = row[m.name]
@@ -288,7 +291,7 @@ def _verdicts(
             mats.scores[name][rows_m] - base.scores[name][rows_r],
             delta,
             each,
-            METRICS[name].higher_is_better,
+            metric_named(name).higher_is_better,
             claimable=(method, name) in claimable,
         )
         test.update(

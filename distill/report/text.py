@@ -6,19 +6,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from distill.report.rows import METRICS
-from distill.store.records import Metric
+from distill.store.records import Metric, metric_named
 
 
 def _tested(rows: list[dict]) -> list[Metric]:
     """The metrics tested against random, in the order of report.metrics (the first is the primary one)."""
-    return [METRICS[name] for name in dict.fromkeys(name for r in rows for name in (r["vs_random"] or {}))]
+    return [metric_named(name) for name in dict.fromkeys(name for r in rows for name in (r["vs_random"] or {}))]
 
 
 def primary(row: dict) -> tuple[Metric, dict] | None:
     """A row's test against random on the primary metric, the first tested (None: the row was not tested)."""
     name = next(iter(row.get("vs_random") or {}), None)
-    return None if name is None else (METRICS[name], row["vs_random"][name])
+    return None if name is None else (metric_named(name), row["vs_random"][name])
 
 
 def _fmt(value: Any, spec: str = ".4f", none: str = "—") -> str:

@@ -36,6 +36,7 @@ from distill.runtime.tune import log_table_to_wandb, run_trials
 from distill.store import artifacts, outdir
 from distill.store.records import Resolved, RunInfo
 from distill.store.storage import Storage
+from distill.trial import metrics as user_metric
 from distill.version import _versions, git_commit, lock_hash
 
 log = logging.getLogger(__name__).info  # on the console through distill.console.run.ConsoleHandler
@@ -118,6 +119,7 @@ def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, resolved: R
         test_size=len(splits.test),
         fraction=cfg.select.fraction,
         seeds=cfg.seeds,
+        user_metrics=[asdict(user_metric.get(name).metric) for name in cfg.eval.metrics],
         bertscore_model=resolved.scorer.label,
         git_commit=git_commit(),
         lock=lock_hash(),

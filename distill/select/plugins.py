@@ -28,6 +28,7 @@ from pathlib import Path
 from distill.errors import DistillError, describe
 from distill.select import registry
 
+METRIC_MARK = "__distill_metric__"  # the attribute distill.trial.metrics.metric puts on the functions it registers
 MODULE_PREFIX = "distill_plugin_"  # namespace of plugin files in sys.modules (never importable by name)
 
 
@@ -84,11 +85,17 @@ def install(plugins: Iterable[Plugin]) -> None:
             _exec_file(plugin)
         else:
             _import_module(plugin)
-        if not registry.from_module(plugin.module):
+        if not registry.from_module(plugin.module) and not _defines_metrics(plugin.module):
             raise DistillError(
-                f"plugin {plugin.path or plugin.spec} registers no selector",
-                'decorate each selector with @register("name", description=...) from distill.select',
+                f"plugin {plugin.path or plugin.spec} registers no selector and no metric",
+                'decorate each selector with @register("name", description=...) from distill.select, or each '
+                'metric with @metric("name", higher_is_better=...) from distill.trial.metrics',
             )
+
+
+def _defines_metrics(module: str) -> bool:
+    """Whether `module` registered one of your metrics (distill/trial/metrics.py marks each with METRIC_MARK)."""
+    return any(hasattr(value, METRIC_MARK) for value in vars(sys.modules.get(module, types.ModuleType("-"))).values())
 
 
 def _exec_file(plugin: Plugin) -> None:

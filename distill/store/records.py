@@ -57,6 +57,30 @@ GENERATED_METRICS: tuple[Metric, ...] = (ROUGE1, ROUGE2, ROUGE_L, BERTSCORE_F1) 
 SCORE_METRICS: tuple[Metric, ...] = (*GENERATED_METRICS, HELDOUT_LOSS)
 SCORE_KEYS = tuple(m.name for m in SCORE_METRICS)
 GENERATED_KEYS = tuple(m.name for m in GENERATED_METRICS)
+# Every metric a report can name: distill's own, and the user's (distill/trial/metrics.py) once registered in this
+# process, by the plugin that defines them or, when a report is rebuilt, from the run.json that recorded them.
+_KNOWN: dict[str, Metric] = {m.name: m for m in SCORE_METRICS}
+
+
+def register_metric(metric: Metric) -> None:
+    """Know a user metric's label and direction; the same name defined two ways is one line."""
+    known = _KNOWN.get(metric.name)
+    if known is not None and known != metric:
+        raise DistillError(
+            f"metric '{metric.name}' is defined twice: {known} and {metric}",
+            "give one of them another name (distill's own metrics' names are taken)",
+        )
+    _KNOWN[metric.name] = metric
+
+
+def metric_named(name: str) -> Metric:
+    """The Metric called `name`: distill's own or a registered user metric."""
+    if name not in _KNOWN:
+        raise DistillError(
+            f"'{name}' is not a metric this run scored (known: {', '.join(_KNOWN)})",
+            "name one of them (report.metrics, --metrics), or load the plugin that defines yours with --plugin",
+        )
+    return _KNOWN[name]
 
 
 def check_version(data: dict[str, Any], path: Path | str) -> int:
@@ -193,6 +217,7 @@ class RunInfo:
     test_size: int | None = None
     fraction: float | None = None
     seeds: int | None = None
+    user_metrics: list[dict[str, Any]] = field(default_factory=list)  # your metrics: name, label, higher_is_better
     bertscore_model: str | None = None
     git_commit: str | None = None
     lock: str | None = None
@@ -255,6 +280,7 @@ class ReportRow:
     bertscore_f1_ci95: list[float] | None
     heldout_loss: float | None
     heldout_loss_ci95: list[float] | None
+    user_scores: dict[str, float] | None  # your metrics (eval.metrics): name → mean over seeds; None: none scored
     vs_random_pct: float | None
     pct_of_full: float | None
     vs_random: dict[str, VsRandom] | None  # metric name → its test against random; None for random, full

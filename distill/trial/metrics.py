@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from distill.errors import DistillError, describe
+from distill.select.plugins import METRIC_MARK
 from distill.store.outdir import safe_name
-from distill.store.records import SCORE_KEYS, Metric
+from distill.store.records import SCORE_KEYS, Metric, register_metric
 
 MetricFn = Callable[[str, str, dict[str, Any]], float]
 ENTRY_POINT_GROUP = "distill.metrics"
@@ -64,6 +65,8 @@ def metric(
             )
         _check_signature(name, fn, where)
         _REGISTRY[name] = UserMetric(Metric(name, label or name, higher_is_better), fn, description)
+        register_metric(_REGISTRY[name].metric)  # the report reads its label and direction
+        setattr(fn, METRIC_MARK, name)  # the plugin loader counts it as what the plugin registers
         return fn
 
     return wrap
