@@ -89,6 +89,7 @@ def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, resolved: R
         model_path=resolved.model_path,
         test_model=resolved.test_model,
         eval_engine=resolved.engine,
+        precision=resolved.precision,
         dataset=splits.source,
         data_fingerprint=splits.fingerprint,
         pool_size=len(splits.train),

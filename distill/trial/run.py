@@ -22,7 +22,7 @@ import torch
 from distill.config.schema import ExperimentConfig, trial_settings
 from distill.features.embed import summary_losses
 from distill.model.checkpoint import TrainState
-from distill.model.load import device_name, load_model, load_tokenizer
+from distill.model.load import autocast, device_name, load_model, load_tokenizer, resolve_precision
 from distill.model.prompt import PromptFormat
 from distill.model.train import StepHook, add_lora, finetune, seed_everything
 from distill.store import artifacts
@@ -46,11 +46,12 @@ class TrialSpec:
 
 def trial_key(spec: TrialSpec, cfg: ExperimentConfig, resolved: Resolved, data_fingerprint: str) -> str:
     """Hash of everything the trial's numbers depend on: its subset and seed, the data, the settings named in
-    config.TRIAL_SETTINGS, and the resolved model, engine and BERTScore encoder."""
+    config.TRIAL_SETTINGS, and the resolved model, precision, engine and BERTScore encoder."""
     parts = {
         "indices": list(spec.indices),
         "seed": spec.seed,
         "model": resolved.model_path,
+        "precision": resolved.precision,
         "data": data_fingerprint,
         "settings": trial_settings(cfg),
         "engine": resolved.engine,
@@ -93,25 +94,29 @@ def run_trial(
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     model_path = resolved.model_path
+    precision = resolved.precision if device == "cpu" else resolve_precision(cfg.model, device)
     tokenizer = load_tokenizer(model_path)
     fmt = PromptFormat(tokenizer, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
     seed_everything(spec.seed)  # LoRA's initial weights are random: seed them too, or reruns differ
-    model = add_lora(load_model(model_path, cfg.model, device), cfg.train, quantized=cfg.model.load_in_8bit)
+    model = load_model(model_path, cfg.model, device, precision)
+    model = add_lora(model, cfg.train, quantized=cfg.model.load_in_8bit)
     subset = pool.iloc[list(spec.indices)]
-    stats = finetune(
-        model,
-        tokenizer,
-        fmt,
-        subset["text"].tolist(),
-        subset["summary"].tolist(),
-        cfg.train,
-        spec.seed,
-        device,
-        state=state,
-        on_step=on_step,
-    )
+    with autocast(precision, device):  # bf16 matmuls over fp32 weights: LoRA weights and AdamW state stay fp32
+        stats = finetune(
+            model,
+            tokenizer,
+            fmt,
+            subset["text"].tolist(),
+            subset["summary"].tolist(),
+            cfg.train,
+            spec.seed,
+            device,
+            state=state,
+            on_step=on_step,
+        )
     start = time.perf_counter()
-    losses = heldout_losses(model, tokenizer, fmt, test, cfg.eval.batch_size, device)
+    with autocast(precision, device):
+        losses = heldout_losses(model, tokenizer, fmt, test, cfg.eval.batch_size, device)
     trained = {
         "trial": spec.name,
         "key": key,
@@ -126,6 +131,7 @@ def run_trial(
         "resumed_from_step": state.step if state else 0,
         "micro_batch": stats.micro_batch,
         "device": device,
+        "precision": precision,
         "heldout_loss_seconds": time.perf_counter() - start,
     }
     if not cfg.eval.generate:  # a loss-only sweep: nothing to generate, nothing for a vLLM engine to do
@@ -139,7 +145,8 @@ def run_trial(
                 HELDOUT_LOSS.name: losses,
             }
     start = time.perf_counter()
-    generated = generate(model, tokenizer, fmt, test["text"].tolist(), cfg.eval, device)
+    with autocast(precision, device):
+        generated = generate(model, tokenizer, fmt, test["text"].tolist(), cfg.eval, device)
     return evaluated(
         trained, test, losses, generated, time.perf_counter() - start, "hf", resolved.scorer, cfg.eval.batch_size, gpus
     ).to_dict()
