@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from distill.trial.evaluate import generate, resolve_scorer, score
-    from distill.trial.run import heldout_losses
+    from distill.trial.run import encode_heldout, heldout_losses
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--repeats", type=int, default=1)
@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     _, score_s = timed(lambda: score(generated, test["summary"].tolist(), scorer, "cpu", cfg.batch_size), args.repeats)
     losses, loss_s = timed(
-        lambda: heldout_losses(model, setup.tokenizer, setup.fmt, test, cfg.batch_size, "cpu"), args.repeats
+        lambda: heldout_losses(model, setup.tokenizer, encode_heldout(setup.fmt, test), cfg.batch_size, "cpu"),
+        args.repeats,
     )
     rows = [
         {

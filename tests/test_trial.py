@@ -267,6 +267,27 @@ def test_a_bf16_autocast_trial_keeps_lora_in_fp32_and_records_its_precision(setu
     assert metrics["heldout_loss"] != fp32["heldout_loss"]  # but really computed in bf16
 
 
+def test_a_trial_encodes_each_held_out_prompt_once(setup, finished, monkeypatch):
+    """The held-out-loss pass and generation share one encoding of each bill (tokenizing it is the costly part),
+    and sharing it changes no number."""
+    from distill.model.prompt import PromptFormat
+
+    cfg, pool, test, resolved, fingerprint = setup
+    spec, key, trial_dir, metrics = finished
+    encode, calls = PromptFormat.encode, []
+
+    def counted(self, document, summary=None):
+        calls.append(document)
+        return encode(self, document, summary)
+
+    monkeypatch.setattr(PromptFormat, "encode", counted)
+    again = run_trial(spec, cfg, pool, test, resolved, key)
+    assert sorted(c for c in calls if c in set(test["text"])) == sorted(test["text"])
+    assert [p["prediction"] for p in again["predictions"]] == [
+        json.loads(line)["prediction"] for line in (trial_dir / "predictions.jsonl").read_text().splitlines()
+    ]
+
+
 def test_rerun_with_same_seed_is_identical(finished, setup, tmp_path):
     import torch
 

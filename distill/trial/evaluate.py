@@ -36,11 +36,14 @@ def resolve_scorer(cfg: EvalConfig, hub_reachable: bool) -> tuple[Scorer, str]:
     ), reason
 
 
-def generate(model, tokenizer, fmt: PromptFormat, texts: list[str], cfg: EvalConfig, device: str) -> list[str]:
-    """Greedy summaries for `texts`, batched with left padding, longest prompts first."""
+def generate(
+    model, tokenizer, fmt: PromptFormat, texts: list[str] | list[list[int]], cfg: EvalConfig, device: str
+) -> list[str]:
+    """Greedy summaries for `texts` (documents, or their prompts' token ids when the caller has encoded them
+    already), batched with left padding, longest prompts first; returned in the order of `texts`."""
     import torch  # here, not at the top: the driver resolves the scorer without loading torch
 
-    prompts = [fmt.encode(t).prompt for t in texts]
+    prompts = [t if isinstance(t, list) else fmt.encode(t).prompt for t in texts]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     outputs: dict[int, str] = {}
     pad_id = tokenizer.pad_token_id

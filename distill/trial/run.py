@@ -23,7 +23,7 @@ from distill.config.schema import ExperimentConfig, trial_settings
 from distill.features.embed import summary_losses
 from distill.model.checkpoint import TrainState
 from distill.model.load import autocast, device_name, load_model, load_tokenizer, resolve_precision
-from distill.model.prompt import PromptFormat
+from distill.model.prompt import Encoded, PromptFormat
 from distill.model.train import StepHook, add_lora, finetune, seed_everything
 from distill.store import artifacts
 from distill.store.artifacts import content_hash
@@ -115,8 +115,9 @@ def run_trial(
             on_step=on_step,
         )
     start = time.perf_counter()
+    encoded = encode_heldout(fmt, test)
     with autocast(precision, device):
-        losses = heldout_losses(model, tokenizer, fmt, test, cfg.eval.batch_size, device)
+        losses = heldout_losses(model, tokenizer, encoded, cfg.eval.batch_size, device)
     trained = {
         "trial": spec.name,
         "key": key,
@@ -146,19 +147,23 @@ def run_trial(
             }
     start = time.perf_counter()
     with autocast(precision, device):
-        generated = generate(model, tokenizer, fmt, test["text"].tolist(), cfg.eval, device)
+        generated = generate(model, tokenizer, fmt, [e.prompt for e in encoded], cfg.eval, device)
     return evaluated(
         trained, test, losses, generated, time.perf_counter() - start, "hf", resolved.scorer, cfg.eval.batch_size, gpus
     ).to_dict()
 
 
-def heldout_losses(
-    model, tokenizer, fmt: PromptFormat, test: pd.DataFrame, batch_size: int, device: str
-) -> list[float]:
+def encode_heldout(fmt: PromptFormat, test: pd.DataFrame) -> list[Encoded]:
+    """Each held-out example's prompt + reference summary, encoded once: the loss pass reads both, generation
+    the prompt (encoding a bill is most of the tokenizer's work, so it is not done twice)."""
+    return [fmt.encode(text, summary) for text, summary in zip(test["text"], test["summary"])]
+
+
+def heldout_losses(model, tokenizer, encoded: list[Encoded], batch_size: int, device: str) -> list[float]:
     """Each held-out reference summary's mean per-token cross-entropy under `model` (the fine-tuned adapter):
-    summary positions only, the training prompt and truncation, batched teacher-forced passes (embed.summary_losses,
-    the same code as the embedding pass and the probe)."""
-    encoded = [fmt.encode(text, summary) for text, summary in zip(test["text"], test["summary"])]
+    summary positions only, the training prompt and truncation, batched teacher-forced passes in length-sorted
+    batches, returned in the examples' order (embed.summary_losses, the same code as the embedding pass and the
+    probe)."""
     return summary_losses(model, encoded, tokenizer.pad_token_id, batch_size, device).tolist()
 
 
