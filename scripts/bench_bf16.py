@@ -12,8 +12,8 @@ weights, LoRA weights and AdamW state in fp32) in this process, on this machine:
            the held-out-loss batches (length-sorted, as embed.summary_losses runs them, against the
            original order) and in the generation batches, and the seconds of encoding the prompts.
 - step     one optimizer step of a quick-job trial (its effective batch of pool bills) and its held-out-loss
-           pass (`--heldout` bills), on the real SmolLM2-135M with the quick job's LoRA; `--source-tokens`
-           cuts the bills shorter (a CPU that emulates bf16 takes hours over the quick job's 256).
+           pass (`--heldout` bills), on the real SmolLM2-135M with the quick job's LoRA; `--set
+           model.max_source_tokens=16` cuts the bills shorter (a CPU that emulates bf16 takes hours over 256).
 - trials   (`--run DIR`, a finished quick job: its selected/<method>.jsonl) run_trial on each method's subset
            in both precisions: trial seconds, per-method ROUGE-L and held-out loss, per-example held-out
            loss, and each method's verdict against random (report.stats.compare: sign of the difference and
@@ -201,15 +201,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--matmul-seconds", type=float, default=3.0, help="per dtype")
     ap.add_argument("--bills", type=int, default=0, help="pool bills in the step (0: the quick job's effective batch)")
     ap.add_argument("--heldout", type=int, default=10, help="held-out bills in the step's loss pass")
-    ap.add_argument("--source-tokens", type=int, default=0, help="cut the bills to this many tokens (0: quick job's)")
+    ap.add_argument(
+        "--set", action="append", default=[], help="KEY=VALUE over the quick job, e.g. model.max_source_tokens=16"
+    )
     ap.add_argument("--skip-step", action="store_true")
     ap.add_argument("--run", help="a finished quick job's output folder: its selections are the trials")
     ap.add_argument("--trials", type=int, default=0, help="without --run: this many blocks of k pool rows")
     benchlib.quick_arguments(ap, benchlib.ROOT / "docs" / "bench" / "bf16.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    overrides = {"model.max_source_tokens": args.source_tokens} if args.source_tokens else {}
-    setup = benchlib.quick_setup(args.model, overrides)
+    setup = benchlib.quick_setup(args.model, dict(pair.split("=", 1) for pair in args.set))
     if args.quick:
         setup.test = setup.test.iloc[:4]
     flags = torch.cpu.get_capabilities()

@@ -114,18 +114,9 @@ def test_bench_heldout_loss_sets_the_loss_beside_generation(tiny_model, tmp_path
 
 @pytest.mark.slow
 def test_bench_bf16_sets_both_precisions_side_by_side_and_checks_the_tolerances(tiny_model, tmp_path):
-    result = _bench(
-        "bench_bf16",
-        tmp_path,
-        "--quick",
-        "--model",
-        tiny_model,
-        "--skip-step",
-        "--trials",
-        "2",
-        "--matmul-seconds",
-        "0.1",
-    )
+    small = ["--set", "train.max_steps=1", "--set", "eval.max_new_tokens=4", "--set", "model.max_source_tokens=32"]
+    args = ["--quick", "--model", tiny_model, "--skip-step", "--trials", "2", "--matmul-seconds", "0.1", *small]
+    result = _bench("bench_bf16", tmp_path, *args)
     assert set(result["matmul_gflops"]) == {"float32", "bfloat16", "speedup"} and "native_bf16" in result["cpu"]
     assert [row["method"] for row in result["trials"]] == ["block-0", "block-1"]
     for row in result["trials"]:
