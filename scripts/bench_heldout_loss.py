@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from distill.trial.evaluate import generate, resolve_scorer, score
-    from distill.trial.run import heldout_losses
+    from distill.trial.run import encode_heldout, heldout_losses
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--repeats", type=int, default=1)
@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         lambda: generate(model, setup.tokenizer, setup.fmt, test["turns"].tolist(), cfg, "cpu"), args.repeats
     )
     _, score_s = timed(lambda: score(generated, test["response"].tolist(), scorer, "cpu", cfg.batch_size), args.repeats)
-    (losses, _), loss_s = timed(
-        lambda: heldout_losses(model, setup.tokenizer, setup.fmt, test, cfg.batch_size, "cpu"), args.repeats
+    losses, loss_s = timed(
+        lambda: heldout_losses(model, setup.tokenizer, encode_heldout(setup.fmt, test), cfg.batch_size, "cpu"),
+        args.repeats,
     )
     rows = [
         {

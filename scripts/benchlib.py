@@ -38,14 +38,15 @@ class QuickSetup:
         return self.pool.iloc[:k]
 
 
-def quick_setup(model: str | None = None) -> QuickSetup:
-    """The quick job (jobs/quick.yaml) with its data and the real target model, resolved offline."""
+def quick_setup(model: str | None = None, overrides: dict | None = None) -> QuickSetup:
+    """The quick job (jobs/quick.yaml), with `overrides` (dotted keys), its data and the real target model,
+    resolved offline."""
     from distill.config.load import make_config
     from distill.data.load import load_splits
     from distill.model.load import load_tokenizer, resolve_model
     from distill.model.prompt import PromptFormat
 
-    cfg = make_config("quick", {"model.name": model} if model else None)
+    cfg = make_config("quick", {**({"model.name": model} if model else {}), **(overrides or {})} or None)
     splits = load_splits(cfg.data)
     model_path = resolve_model(cfg.model.name)
     tokenizer = load_tokenizer(model_path)

@@ -412,7 +412,7 @@ CASES = [
     Case(
         "choice-dtype",
         ["--set", "model.dtype=int4"],
-        ("'model.dtype' must be one of auto, float32, bfloat16, float16", "int4"),
+        ("'model.dtype' must be one of auto, float32, bfloat16, float16, bfloat16-autocast", "int4"),
     ),
     Case(
         "choice-engine", ["--set", "eval.engine=tensorrt"], ("'eval.engine' must be one of auto, hf, vllm", "tensorrt")

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.config.schema import EMBEDDED_SMOLLM2, ModelConfig
+from distill.config.schema import AUTOCAST_BF16, EMBEDDED_SMOLLM2, ModelConfig
 from distill.errors import DistillError
-from distill.model.load import load_model, load_tokenizer, pick_dtype, resolve_model
+from distill.model import load
+from distill.model.load import load_model, load_tokenizer, pick_dtype, resolve_model, resolve_precision
 
 
 def test_resolve_existing_folder(tiny_model):
@@ -66,6 +67,36 @@ def test_pick_dtype():
     assert pick_dtype(ModelConfig(dtype="auto"), "cpu") == torch.float32
     assert pick_dtype(ModelConfig(dtype="bfloat16"), "cpu") == torch.bfloat16
     assert pick_dtype(ModelConfig(dtype="float16"), "cuda") == torch.float16
+
+
+AVX2_EPYC = "processor\t: 0\nflags\t\t: fpu sse sse2 avx f16c fma avx2 bmi2 sha_ni\n"  # this box: no bf16 unit
+ZEN4_EPYC = AVX2_EPYC.replace("avx2", "avx2 avx512f avx512bw avx512_bf16")
+SAPPHIRE_RAPIDS = AVX2_EPYC.replace("avx2", "avx2 avx512f amx_bf16 amx_tile")
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "expected"), [(AVX2_EPYC, "float32"), (ZEN4_EPYC, AUTOCAST_BF16), (SAPPHIRE_RAPIDS, AUTOCAST_BF16)]
+)
+def test_auto_takes_bf16_autocast_only_on_a_cpu_with_native_bf16(monkeypatch, tmp_path, cpuinfo, expected):
+    (tmp_path / "cpuinfo").write_text(cpuinfo)
+    monkeypatch.setattr(load, "CPUINFO", tmp_path / "cpuinfo")
+    assert resolve_precision(ModelConfig(), "cpu") == expected
+    assert pick_dtype(ModelConfig(), "cpu") == torch.float32  # autocast keeps the weights (and LoRA, AdamW) in fp32
+    assert resolve_precision(ModelConfig(dtype="float32"), "cpu") == "float32"  # an explicit dtype is taken as given
+    monkeypatch.setattr(load, "CPUINFO", tmp_path / "absent")  # macOS, Windows: no /proc/cpuinfo
+    assert resolve_precision(ModelConfig(), "cpu") == "float32"
+
+
+def test_autocast_runs_matmuls_in_bf16_over_fp32_weights(tiny_model):
+    model = load_model(tiny_model, ModelConfig(name=tiny_model), "cpu", AUTOCAST_BF16)
+    assert model.dtype == torch.float32
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.no_grad(), load.autocast(AUTOCAST_BF16, "cpu"):
+        logits = model(input_ids=ids).logits  # the LM head's matmul ran in bf16
+    with torch.no_grad(), load.autocast("float32", "cpu"):
+        plain = model(input_ids=ids).logits
+    assert logits.dtype == torch.bfloat16 and plain.dtype == torch.float32 and model.dtype == torch.float32
+    assert torch.allclose(logits.float(), plain, atol=0.1) and not torch.equal(logits.float(), plain)
 
 
 def test_load_tokenizer_has_pad_token(tiny_model):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from distill.config.load import make_config
+from distill.model.load import resolve_precision
 from distill.runtime import pipeline
 from distill.store.records import SCHEMA_VERSION
 
@@ -39,6 +40,7 @@ def test_quick_pipeline_end_to_end_then_reuses_everything(tiny_job, capsys):
     assert run_info["pool_size"] == 24 and run_info["config"]["select"]["fraction"] == 0.25
     assert run_info["schema_version"] == SCHEMA_VERSION and run_info["test_model"] is True  # conftest marks it
     assert run_info["eval_engine"] == "hf" and run_info["config"]["eval"]["engine"] == "auto"  # resolved beside
+    assert run_info["precision"] == resolve_precision(cfg.model, "cpu")  # what model.dtype auto resolved to
     assert "HF_TOKEN" not in json.dumps(run_info)
 
     # A rerun reuses the cached features and both finished trials, whatever the report and resource settings.

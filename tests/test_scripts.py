@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from distill.model.load import native_bf16_cpu
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -110,3 +112,17 @@ def test_bench_heldout_loss_sets_the_loss_beside_generation(tiny_model, tmp_path
     result = _bench("bench_heldout_loss", tmp_path, "--quick", "--model", tiny_model)
     assert [row["arm"] for row in result["rows"]] == ["generate", "score (ROUGE + BERTScore)", "heldout_loss"]
     assert all(row["seconds"] > 0 and row["bills"] == 4 for row in result["rows"]) and result["mean_heldout_loss"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not native_bf16_cpu(), reason="this CPU emulates bf16 (no avx512_bf16/amx_bf16): 20-30x slower")
+def test_bench_bf16_sets_both_precisions_side_by_side_and_checks_the_tolerances(tiny_model, tmp_path):
+    small = ["--set", "train.max_steps=1", "--set", "eval.max_new_tokens=4", "--set", "model.max_source_tokens=32"]
+    args = ["--quick", "--model", tiny_model, "--skip-step", "--trials", "2", "--matmul-seconds", "0.1", *small]
+    result = _bench("bench_bf16", tmp_path, *args)
+    assert set(result["matmul_gflops"]) == {"float32", "bfloat16", "speedup"} and "native_bf16" in result["cpu"]
+    assert [row["method"] for row in result["trials"]] == ["block-0", "block-1"]
+    for row in result["trials"]:
+        assert row["trial_s_fp32"] > 0 and row["trial_s_bf16"] > 0 and row["max_example_loss_gap"] <= 0.03
+        assert abs(row["rougeL_bf16"] - row["rougeL_fp32"]) <= 0.02
+    assert result["failed"] == [] and result["tolerance"]["verdicts"] == "identical"

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from distill.config.load import make_config
-from distill.config.schema import TRIAL_SETTINGS, DataConfig, ReportConfig, ResourcesConfig
+from distill.config.schema import AUTOCAST_BF16, TRIAL_SETTINGS, DataConfig, ReportConfig, ResourcesConfig
 from distill.data.load import load_splits
 from distill.store.records import FULL, RANDOM, SCHEMA_VERSION, Resolved, TrialRecord
 from distill.store.storage import open_storage
@@ -192,6 +192,7 @@ def test_trial_key_depends_on_everything(setup):
             fingerprint,
         ),
         trial_key(spec, cfg, dataclasses.replace(resolved, engine="vllm"), fingerprint),  # the engine that generated
+        trial_key(spec, cfg, dataclasses.replace(resolved, precision=AUTOCAST_BF16), fingerprint),  # what `auto` became
     ]
     assert len({base, *variants}) == len(variants) + 1
 
@@ -244,6 +245,55 @@ def test_a_training_setting_changes_every_trial_key(setup):
     before = [trial_key(spec, cfg, resolved, fingerprint) for spec in SPECS]
     after = [trial_key(spec, lr, resolved, fingerprint) for spec in SPECS]
     assert len(set(before)) == len(SPECS) and not set(before) & set(after) and len(set(after)) == len(SPECS)
+
+
+def test_a_bf16_autocast_trial_keeps_lora_in_fp32_and_records_its_precision(setup, finished, monkeypatch):
+    """The precision resolved for CPU trials is the one a trial runs in: bf16 matmuls under autocast, LoRA
+    weights and AdamW state in fp32 (pure bf16 weights round small LoRA updates away), and its metrics say so."""
+    import torch
+
+    from distill.model import train
+
+    cfg, pool, test, resolved, fingerprint = setup
+    spec, _, _, fp32 = finished
+    seen = {}
+
+    def spy(model, *args, **kwargs):
+        lora = [p for p in model.parameters() if p.requires_grad]
+        seen["lora"] = {p.dtype for p in lora}
+        seen["autocast"] = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        return finetune(model, *args, **kwargs)
+
+    finetune = train.finetune
+    monkeypatch.setattr("distill.trial.run.finetune", spy)
+    bf16 = dataclasses.replace(resolved, precision=AUTOCAST_BF16)
+    record = run_trial(spec, cfg, pool, test, bf16, trial_key(spec, cfg, bf16, fingerprint), "summarization")
+    metrics = record["metrics"]
+    assert seen == {"lora": {torch.float32}, "autocast": True}
+    assert metrics["precision"] == AUTOCAST_BF16 and fp32["precision"] == "float32"
+    assert metrics["heldout_loss"] == pytest.approx(fp32["heldout_loss"], rel=0.05)  # the same model, bf16 rounding
+    assert metrics["heldout_loss"] != fp32["heldout_loss"]  # but really computed in bf16
+
+
+def test_a_trial_encodes_each_held_out_prompt_once(setup, finished, monkeypatch):
+    """The held-out-loss pass and generation share one encoding of each prompt (tokenizing it is the costly part),
+    and sharing it changes no number."""
+    from distill.model.prompt import PromptFormat
+
+    cfg, pool, test, resolved, fingerprint = setup
+    spec, key, trial_dir, metrics = finished
+    encode, calls = PromptFormat.encode, []
+
+    def counted(self, turns, response=None, keep_content=True):
+        calls.append(turns)
+        return encode(self, turns, response, keep_content)
+
+    monkeypatch.setattr(PromptFormat, "encode", counted)
+    again = run_trial(spec, cfg, pool, test, resolved, key, "summarization")
+    assert sorted(c for c in calls if c in set(test["turns"])) == sorted(test["turns"])
+    assert [p["prediction"] for p in again["predictions"]] == [
+        json.loads(line)["prediction"] for line in (trial_dir / "predictions.jsonl").read_text().splitlines()
+    ]
 
 
 def test_rerun_with_same_seed_is_identical(finished, setup, tmp_path):

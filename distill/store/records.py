@@ -126,6 +126,7 @@ class TrialMetrics:
     resumed_from_step: int | None = None
     micro_batch: int | None = None
     device: str | None = None
+    precision: str | None = None  # the precision it trained, scored and generated in (model.load.resolve_precision)
     n_eval: int | None = None
     user_metrics: list[str] = field(default_factory=list)  # your metrics (eval.metrics) among the scores
     n_empty: int | None = None
@@ -197,6 +198,10 @@ class Resolved:
     engine: str  # "hf" or "vllm": what eval.engine (auto | hf | vllm) resolved to
     scorer: Scorer  # the BERTScore encoder eval.bertscore_model resolved to
     test_model: bool  # a model made for tests (model.load.is_test_model): its scores are never results
+    # what model.dtype resolves to for trials on CPU nodes (model.load.resolve_precision: bf16 autocast only where
+    # the CPU multiplies bf16 natively); it changes the numbers, so trial keys hash it. GPU nodes resolve `auto`
+    # themselves (bf16 where the GPU has it), and every trial records the precision it ran in.
+    precision: str = "float32"
 
 
 @dataclass
@@ -209,6 +214,7 @@ class RunInfo:
     model_path: str | None = None  # as resolved
     test_model: bool = False  # version 1 did not record it: such runs read as real models
     eval_engine: str | None = None
+    precision: str | None = None  # Resolved.precision: what model.dtype resolved to for CPU trials
     dataset: str | None = None
     data_format: str = "summarization"  # versions before 4 took summaries only
     prompt: dict[str, Any] = field(default_factory=dict)  # the resolved prompt section and a rendered example

@@ -41,11 +41,12 @@ def resolve_scorer(cfg: EvalConfig, hub_reachable: bool) -> tuple[Scorer, str]:
     ), reason
 
 
-def generate(model, tokenizer, fmt: PromptFormat, turns: list, cfg: EvalConfig, device: str) -> list[str]:
-    """Greedy responses to each example's prompt `turns`, batched with left padding, longest prompts first."""
+def generate(model, tokenizer, fmt: PromptFormat, prompts: list, cfg: EvalConfig, device: str) -> list[str]:
+    """Greedy responses to each example's prompt — its turns, or its prompt's token ids when the caller has encoded
+    it already — batched with left padding, longest prompts first; returned in the order given."""
     import torch  # here, not at the top: the driver resolves the scorer without loading torch
 
-    prompts = [fmt.encode(t).prompt for t in turns]
+    prompts = [p if _is_ids(p) else fmt.encode(p).prompt for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     outputs: dict[int, str] = {}
     pad_id = tokenizer.pad_token_id
@@ -64,7 +65,12 @@ def generate(model, tokenizer, fmt: PromptFormat, turns: list, cfg: EvalConfig, 
             )
         for i, row in zip(chunk, generated[:, ids.shape[1] :].tolist()):
             outputs[i] = tokenizer.decode(_until_eos(row, tokenizer.eos_token_id), skip_special_tokens=True).strip()
-    return [outputs[i] for i in range(len(turns))]
+    return [outputs[i] for i in range(len(prompts))]
+
+
+def _is_ids(prompt) -> bool:
+    """Token ids (a list of ints), not prompt turns (a list of {role, content}, or their JSON)."""
+    return isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], int)
 
 
 def _until_eos(tokens: list[int], eos_id: int) -> list[int]:

@@ -23,8 +23,8 @@ import torch
 from distill.config.schema import ExperimentConfig, trial_settings
 from distill.features.embed import response_losses
 from distill.model.checkpoint import TrainState
-from distill.model.load import device_name, load_model, load_tokenizer
-from distill.model.prompt import PromptFormat
+from distill.model.load import autocast, device_name, load_model, load_tokenizer, resolve_precision
+from distill.model.prompt import Encoded, PromptFormat
 from distill.model.train import StepHook, add_lora, finetune, seed_everything
 from distill.store import artifacts
 from distill.store.artifacts import content_hash
@@ -54,12 +54,13 @@ def trial_key(
     plugin_sources: Sequence[str] = (),
 ) -> str:
     """Hash of everything the trial's numbers depend on: its subset and seed, the data, the settings named in
-    config.TRIAL_SETTINGS, the resolved model, engine and BERTScore encoder, and (when your metrics score it) the
-    source of the plugins that define them: an edited metric rescores."""
+    config.TRIAL_SETTINGS, the resolved model, precision, engine and BERTScore encoder, and (when your metrics
+    score it) the source of the plugins that define them: an edited metric rescores."""
     parts = {
         "indices": list(spec.indices),
         "seed": spec.seed,
         "model": resolved.model_path,
+        "precision": resolved.precision,
         "data": data_fingerprint,
         "settings": trial_settings(cfg),
         "engine": resolved.engine,
@@ -104,25 +105,31 @@ def run_trial(
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     model_path = resolved.model_path
+    precision = resolved.precision if device == "cpu" else resolve_precision(cfg.model, device)
     tokenizer = load_tokenizer(model_path)
     fmt = PromptFormat(tokenizer, cfg.prompt, data_format, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
     seed_everything(spec.seed)  # LoRA's initial weights are random: seed them too, or reruns differ
-    model = add_lora(load_model(model_path, cfg.model, device), cfg.train, quantized=cfg.model.load_in_8bit)
+    model = load_model(model_path, cfg.model, device, precision)
+    model = add_lora(model, cfg.train, quantized=cfg.model.load_in_8bit)
     subset = pool.iloc[list(spec.indices)]
-    stats = finetune(
-        model,
-        tokenizer,
-        fmt,
-        subset["turns"].tolist(),
-        subset["response"].tolist(),
-        cfg.train,
-        spec.seed,
-        device,
-        state=state,
-        on_step=on_step,
-    )
+    with autocast(precision, device):  # bf16 matmuls over fp32 weights: LoRA weights and AdamW state stay fp32
+        stats = finetune(
+            model,
+            tokenizer,
+            fmt,
+            subset["turns"].tolist(),
+            subset["response"].tolist(),
+            cfg.train,
+            spec.seed,
+            device,
+            state=state,
+            on_step=on_step,
+        )
     start = time.perf_counter()
-    losses, heldout_cut = heldout_losses(model, tokenizer, fmt, test, cfg.eval.batch_size, device)
+    encoded = encode_heldout(fmt, test)
+    heldout_cut = sum(e.target_cut for e in encoded)
+    with autocast(precision, device):
+        losses = heldout_losses(model, tokenizer, encoded, cfg.eval.batch_size, device)
     trained = {
         "trial": spec.name,
         "key": key,
@@ -139,6 +146,7 @@ def run_trial(
         "resumed_from_step": state.step if state else 0,
         "micro_batch": stats.micro_batch,
         "device": device,
+        "precision": precision,
         "heldout_loss_seconds": time.perf_counter() - start,
     }
     if not cfg.eval.generate:  # a loss-only sweep: nothing to generate, nothing for a vLLM engine to do
@@ -152,22 +160,25 @@ def run_trial(
                 HELDOUT_LOSS.name: losses,
             }
     start = time.perf_counter()
-    generated = generate(model, tokenizer, fmt, test["turns"].tolist(), cfg.eval, device)
+    with autocast(precision, device):
+        generated = generate(model, tokenizer, fmt, [e.prompt for e in encoded], cfg.eval, device)
     seconds = time.perf_counter() - start
     scorer, batch = resolved.scorer, cfg.eval.batch_size
     return evaluated(trained, test, losses, generated, seconds, "hf", scorer, batch, gpus, cfg.eval.metrics).to_dict()
 
 
-def heldout_losses(
-    model, tokenizer, fmt: PromptFormat, test: pd.DataFrame, batch_size: int, device: str
-) -> tuple[list[float], int]:
+def encode_heldout(fmt: PromptFormat, test: pd.DataFrame) -> list[Encoded]:
+    """Each held-out example's prompt + reference response, encoded once: the loss pass reads both, generation the
+    prompt (encoding a long prompt is most of the tokenizer's work, so it is not done twice)."""
+    return [fmt.encode(turns, response) for turns, response in zip(test["turns"], test["response"])]
+
+
+def heldout_losses(model, tokenizer, encoded: list[Encoded], batch_size: int, device: str) -> list[float]:
     """Each held-out reference response's mean per-token cross-entropy under `model` (the fine-tuned adapter):
-    response positions only, the training prompt and truncation, batched teacher-forced passes
-    (embed.response_losses, the same code as the embedding pass and the probe); and how many references were cut
-    at model.max_target_tokens (their loss covers the kept tokens only)."""
-    encoded = [fmt.encode(turns, response) for turns, response in zip(test["turns"], test["response"])]
-    losses = response_losses(model, encoded, tokenizer.pad_token_id, batch_size, device).tolist()
-    return losses, sum(e.target_cut for e in encoded)
+    response positions only, the training prompt and truncation (a reference cut at model.max_target_tokens is
+    scored on its kept tokens), batched teacher-forced passes in length-sorted batches, returned in the examples'
+    order (embed.response_losses, the same code as the embedding pass and the probe)."""
+    return response_losses(model, encoded, tokenizer.pad_token_id, batch_size, device).tolist()
 
 
 def evaluated(
