@@ -393,3 +393,19 @@ def test_a_published_run_rebuilds_from_its_folder_alone(run, tmp_path):
     result = run_cli("report", str(copy), cwd=tmp_path, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (copy / "comparison" / "results.json").read_bytes() == published
+
+
+def test_a_rebuilt_report_is_readable_by_the_group_as_the_run_is(tmp_path):
+    """Under the usual umask 022 every file a rebuild writes (and its checksum) is 0644, as a file the user
+    creates is: mkstemp's 0600 survived the atomic rename and hid shared results from the group."""
+    import os
+
+    _write_run(tmp_path)
+    before = os.umask(0o022)
+    try:
+        build_report(tmp_path, console=_console())
+    finally:
+        os.umask(before)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "comparison").iterdir()}
+    assert "results.json" in modes and "report.md.sha256" in modes
+    assert set(modes.values()) == {"0o644"}, modes
