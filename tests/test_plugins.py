@@ -341,3 +341,27 @@ def test_a_selection_worker_that_dies_loses_no_finished_selection(tmp_path):
     assert "my_late_shortest" not in err.value.problem and "1 finished selection(s) are kept" in err.value.fix
     cached = [json.loads(p.read_text()) for p in (out / "cache").glob("selection-*.json")]
     assert len(cached) == 1 and sorted(features.n_words[cached[0]["indices"]]) == sorted(features.n_words)[:6]
+
+
+def test_a_module_in_the_current_folder_is_found_as_python_m_finds_it_and_checked_when_it_loads(tmp_path, monkeypatch):
+    """`--plugin my_mod` names a module in the current folder: the `distill` command finds it there (its own
+    sys.path does not hold that folder) and ships its source to the workers, which could not import it; a clash
+    in it is the one-line error at load, before any work, not `module not found` (or a failure on a worker)."""
+    write_plugin(tmp_path, filename="my_cwd_selectors.py")
+    monkeypatch.chdir(tmp_path)
+    (plugin,) = plugins.load(["my_cwd_selectors"])
+    assert plugin.spec == "my_cwd_selectors" and plugin.source == (tmp_path / "my_cwd_selectors.py").read_text()
+    assert "shortest_first" in registry.names()
+    write_plugin(tmp_path, name="random", filename="my_clash.py")
+    distill = Path(sys.executable).parent / "distill"  # the console script: sys.path[0] is its own folder
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [str(distill), "quick", "--plugin", "my_clash", "--output-dir", str(tmp_path / "out")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert_one_line_error(result, "my_clash.py", "clashes with the built-in selector 'random'")
+    assert not (tmp_path / "out").exists()
