@@ -20,6 +20,7 @@ from distill.console import run as console
 from distill.data.load import Splits, load_splits
 from distill.errors import DistillError
 from distill.model.load import is_test_model, resolve_model
+from distill.runtime.session import check_cluster_answers
 from distill.store import outdir
 from distill.store.records import Resolved
 from distill.store.storage import Storage, check_reachable, open_storage
@@ -45,6 +46,7 @@ def check(cfg: ExperimentConfig) -> Checked:
     outdir.check(out)  # a foreign or unwritable folder fails before any work, and is left as it was
     storage = open_storage(out, cfg.storage.uri, cfg.storage.endpoint, cfg.storage.region, cfg.storage.anonymous)
     check_reachable(storage)  # a missing bucket, a wrong endpoint, no credentials: in a second
+    check_cluster_answers(cfg.resources)  # a stale RAY_ADDRESS: in seconds, not after Ray's silent 240 s
     with console.current().stage("data"):
         splits = load_splits(cfg.data, cfg.select.query)
         log(
