@@ -19,6 +19,7 @@ from distill.config.schema import ExperimentConfig
 from distill.console import run as console
 from distill.data.load import Splits, load_splits
 from distill.errors import DistillError
+from distill.model.fit import check_fits
 from distill.model.load import is_test_model, resolve_model
 from distill.runtime.session import check_cluster_answers
 from distill.store import outdir
@@ -64,6 +65,7 @@ def check(cfg: ExperimentConfig) -> Checked:
         test_model = is_test_model(model_path)
         if test_model:
             log("it is a test model: its scores check that the pipeline works, they are never results")
+        check_fits(cfg, model_path)  # LoRA targets the model has, lengths its positions hold: before any work
         engine, why = choose_engine(cfg, model_path)
         log(f"evaluation engine: {engine} ({why})")
     scorer, why = resolve_scorer(cfg.eval, hub_reachable())
