@@ -213,7 +213,7 @@ def report(args: argparse.Namespace) -> int:
     if args.export:
         export(out, Path(args.export).resolve())
         out = Path(args.export).resolve()
-    build_report(out, settings)
+    build_report(out, settings, asked=bool(args.metrics))
     return 0
 
 

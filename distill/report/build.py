@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.config.schema import ReportConfig
+from distill.errors import DistillError
 from distill.report.load import _read_json, load_selected_lengths, load_trials
 from distill.report.markdown import render_markdown
 from distill.report.plots import plot_cost, plot_forest, plot_lengths
@@ -25,7 +26,16 @@ from distill.report.rows import METRICS, compute_rows
 from distill.report.table import print_table
 from distill.report.text import _tested
 from distill.store import artifacts
-from distill.store.records import COLUMNS, ReportRow, RunInfo, VsRandom, results_document
+from distill.store.records import (
+    COLUMNS,
+    GENERATED_KEYS,
+    SCORE_KEYS,
+    ReportRow,
+    RunInfo,
+    TrialRecord,
+    VsRandom,
+    results_document,
+)
 
 
 def write_json(rows: list[ReportRow], path: Path) -> None:
@@ -70,14 +80,36 @@ def write_csv(rows: list[dict], path: Path) -> None:
     artifacts.write_text(path, buf.getvalue())
 
 
-def build_report(output_dir: Path, settings: ReportConfig | None = None, console=None) -> list[dict]:
-    """Read a run's stored files, compute statistics, write `<out>/comparison/`, print the table.
+def check_scored(trials: list[TrialRecord], asked: tuple[str, ...]) -> None:
+    """Metrics a user asked to test (`distill report --metrics`) that no trial of the run scored: one line naming
+    what the run did score, rather than a report that claims the predictions are missing."""
+    scored = [key for key in SCORE_KEYS if any(key in t.metrics.scores for t in trials)]
+    missing = [name for name in asked if name not in scored]
+    if not missing:
+        return
+    did_generate = any(key in GENERATED_KEYS for key in scored)
+    raise DistillError(
+        ("this run" if did_generate else "this run did not generate;")
+        + (f" has no {', '.join(missing)} scores;" if did_generate else "")
+        + f" its metrics are {', '.join(scored)}",
+        f"pass --metrics {','.join(scored)}"
+        + ("" if did_generate else ", or rerun the job with eval.generate: true to score the generated texts"),
+    )
+
+
+def build_report(
+    output_dir: Path, settings: ReportConfig | None = None, console=None, asked: bool = False
+) -> list[dict]:
+    """Read a run's stored files, compute statistics, write `<out>/comparison/`, print the table. `asked`: the
+    tested metrics were named by the user, so one the run did not score is an error (check_scored), not a gap.
 
     Returns the rows written to results.json (random first, then by ROUGE-L, "full" last), as mappings.
     """
     output_dir = Path(output_dir)
     settings = settings or ReportConfig()
     trials = load_trials(output_dir)
+    if asked:
+        check_scored(trials, tuple(settings.metrics))
     records = compute_rows(trials, tuple(METRICS[name] for name in settings.metrics))
     rows = [row.to_dict() for row in records]
     run_path = output_dir / "run.json"
@@ -94,12 +126,15 @@ def build_report(output_dir: Path, settings: ReportConfig | None = None, console
     for metric in _tested(rows):
         plots[f"forest_{metric.name}"] = f"forest_{metric.name}.png"
         plot_forest(rows, metric, comp / plots[f"forest_{metric.name}"])
-    plot_cost(rows, comp / "cost.png")
-    plots["cost"] = "cost.png"
+    if plot_cost(rows, comp / "cost.png"):
+        plots["cost"] = "cost.png"
     lengths = load_selected_lengths(output_dir)
     if lengths or pool:
         plot_lengths(lengths, pool, order, comp / "lengths.png")
         plots["lengths"] = "lengths.png"
+    for stale in set(comp.glob("*.png")) - {comp / name for name in plots.values()}:  # an earlier report's plot
+        for path in (stale, artifacts.sidecar(stale)):
+            path.unlink(missing_ok=True)
     artifacts.write_text(comp / "report.md", render_markdown(rows, run, plots))
     print_table(rows, console)
     return rows
