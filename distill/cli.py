@@ -187,7 +187,22 @@ def resume(args: argparse.Namespace) -> int:
 
 
 def report_arguments(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("output_dir", nargs="?", default="results")
+    cmd.add_argument(
+        "run",
+        nargs="?",
+        default="results",
+        metavar="RUN",
+        help="the run's output directory (default: results)",
+    )
+    cmd.add_argument(
+        "--output-dir",
+        help="write the report (comparison/) into this folder, not into RUN",
+    )
+    cmd.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the report of a folder that holds a run's trials (without it, such a folder is refused)",
+    )
     cmd.add_argument(
         "--export",
         metavar="DIR",
@@ -206,14 +221,17 @@ def report_arguments(cmd: argparse.ArgumentParser) -> None:
 def report(args: argparse.Namespace) -> int:
     from distill.config.load import report_settings
     from distill.report.build import build_report
-    from distill.report.load import export
+    from distill.report.load import check_destination, export
 
-    out = Path(args.output_dir).resolve()
+    out = Path(args.run).resolve()
+    dest = Path(args.output_dir).resolve() if args.output_dir else out
     settings = report_settings(out, args.metrics)  # a bad --metrics is refused before anything is written
     if args.export:
         export(out, Path(args.export).resolve())
-        out = Path(args.export).resolve()
-    build_report(out, settings, asked=bool(args.metrics))
+        out = dest = Path(args.export).resolve()
+    else:
+        check_destination(dest, out, args.overwrite)
+    build_report(out, settings, asked=bool(args.metrics), dest=dest)
     return 0
 
 

@@ -369,9 +369,9 @@ def test_a_rebuild_tests_the_runs_own_metrics_unless_told(tmp_path):
 
     assert run_cli("report", str(out), cwd=tmp_path).returncode == 0
     assert tested() == {"bertscore_f1"}
-    assert run_cli("report", str(out), "--metrics", "rougeL", cwd=tmp_path).returncode == 0
+    assert run_cli("report", str(out), "--metrics", "rougeL", "--overwrite", cwd=tmp_path).returncode == 0
     assert tested() == {"rougeL"}
-    refused = run_cli("report", str(out), "--metrics", "rougeL,bleu", cwd=tmp_path)
+    refused = run_cli("report", str(out), "--metrics", "rougeL,bleu", "--overwrite", cwd=tmp_path)
     assert refused.returncode == 2 and "report.metrics" in refused.stderr and "bleu" in refused.stderr
     assert tested() == {"rougeL"}  # the last report stands
 
@@ -409,3 +409,26 @@ def test_a_rebuilt_report_is_readable_by_the_group_as_the_run_is(tmp_path):
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "comparison").iterdir()}
     assert "results.json" in modes and "report.md.sha256" in modes
     assert set(modes.values()) == {"0o644"}, modes
+
+
+def test_a_rebuild_writes_where_asked_and_never_over_a_runs_report_unasked(tmp_path):
+    """`distill report RUN --output-dir DIR` leaves RUN's published report as it is; a rebuild into a folder that
+    holds a run's trials and its report is refused unless --overwrite."""
+    from test_cli import assert_one_line_error, run_cli
+
+    run, elsewhere = tmp_path / "published", tmp_path / "rebuilt"
+    _write_run(run)
+    assert run_cli("report", str(run), cwd=tmp_path).returncode == 0  # a run's first report
+    published = {p.name: p.read_bytes() for p in (run / "comparison").iterdir()}
+    result = run_cli("report", str(run), "--output-dir", str(elsewhere), "--metrics", "rougeL", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert {p.name: p.read_bytes() for p in (run / "comparison").iterdir()} == published
+    assert (elsewhere / "comparison" / "results.json").is_file() and not (elsewhere / "trials").exists()
+    refused = run_cli("report", str(run), "--metrics", "rougeL", cwd=tmp_path)
+    assert_one_line_error(refused, "holds a run's trials and its report", "--output-dir", "--overwrite")
+    assert {p.name: p.read_bytes() for p in (run / "comparison").iterdir()} == published
+    other = tmp_path / "other-run"
+    _write_run(other)
+    assert_one_line_error(run_cli("report", str(run), "--output-dir", str(other), cwd=tmp_path), "holds a run's trials")
+    assert run_cli("report", str(run), "--metrics", "rougeL", "--overwrite", cwd=tmp_path).returncode == 0
+    assert (run / "comparison" / "results.json").read_bytes() != published["results.json"]

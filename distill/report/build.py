@@ -98,10 +98,11 @@ def check_scored(trials: list[TrialRecord], asked: tuple[str, ...]) -> None:
 
 
 def build_report(
-    output_dir: Path, settings: ReportConfig | None = None, console=None, asked: bool = False
+    output_dir: Path, settings: ReportConfig | None = None, console=None, asked: bool = False, dest: Path | None = None
 ) -> list[dict]:
-    """Read a run's stored files, compute statistics, write `<out>/comparison/`, print the table. `asked`: the
-    tested metrics were named by the user, so one the run did not score is an error (check_scored), not a gap.
+    """Read a run's stored files, compute statistics, write `<dest>/comparison/` (dest: the run's folder unless
+    `distill report --output-dir` chose another), print the table. `asked`: the tested metrics were named by the
+    user, so one the run did not score is an error (check_scored), not a gap.
 
     Returns the rows written to results.json (random first, then by ROUGE-L, "full" last), as mappings.
     """
@@ -117,7 +118,7 @@ def build_report(
     pool_path = output_dir / "pool_stats.json"
     pool = [int(v) for v in _read_json(pool_path).get("n_words", [])] if pool_path.is_file() else None
 
-    comp = output_dir / "comparison"
+    comp = Path(dest or output_dir) / "comparison"
     comp.mkdir(parents=True, exist_ok=True)
     write_json(records, comp / "results.json")
     write_csv(rows, comp / "results.csv")

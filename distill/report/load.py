@@ -14,6 +14,7 @@ from distill.errors import DistillError
 from distill.store import artifacts
 from distill.store.records import TrialMetrics, TrialRecord
 
+TRIALS = "trials"  # the folder of trial folders (distill.trial.run.TRIALS: the report reads it, never imports it)
 _SEED_SUFFIX = re.compile(r"^(?P<method>.+)-seed(?P<seed>\d+)$")
 
 
@@ -60,7 +61,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def load_trials(output_dir: Path) -> list[TrialRecord]:
     """Every trial's metrics (plus its predictions, when stored), sorted by (method, seed, trial)."""
-    trials_dir = output_dir / "trials"
+    trials_dir = output_dir / TRIALS
     paths = sorted(trials_dir.glob("*/metrics.json")) if trials_dir.is_dir() else []
     if not paths:
         raise DistillError(
@@ -92,6 +93,23 @@ def load_selected_lengths(output_dir: Path) -> dict[str, list[int]]:
     return dict(lengths)
 
 
+# ------------------------------------------------------------------------------------ where to, from where
+
+REPORT_DIR = "comparison"  # the report's folder inside the folder it is written to
+
+
+def check_destination(dest: Path, run: Path, overwrite: bool) -> None:
+    """A rebuild replaces a report only when asked: into a folder that holds a run's trials (a published run in
+    the repository, another run), only a run's own first report goes without --overwrite."""
+    holds_trials, has_report = (dest / TRIALS).is_dir(), (dest / REPORT_DIR).exists()
+    if overwrite or not holds_trials or (dest == run and not has_report):
+        return
+    raise DistillError(
+        f"{dest} holds a run's trials" + (f" and its report ({REPORT_DIR}/)" if has_report else ""),
+        f"write the report to a new folder with --output-dir DIR, or pass --overwrite to replace {dest / REPORT_DIR}",
+    )
+
+
 # --------------------------------------------------------------------------------------- exporting
 
 TEXT_FIELDS = ("prediction", "reference")  # what an exported prediction leaves out: the texts, not the scores
@@ -110,8 +128,8 @@ def export(output_dir: Path, dest: Path) -> None:
     for name in ("run.json", "pool_stats.json"):
         if (output_dir / name).is_file():
             artifacts.write_bytes(dest / name, _trusted(output_dir / name).read_bytes())
-    for path in sorted((output_dir / "trials").glob("*/metrics.json")):
-        folder = dest / "trials" / path.parent.name
+    for path in sorted((output_dir / TRIALS).glob("*/metrics.json")):
+        folder = dest / TRIALS / path.parent.name
         artifacts.write_bytes(folder / "metrics.json", path.read_bytes())
         predictions = path.parent / "predictions.jsonl"
         if predictions.is_file():
