@@ -56,10 +56,11 @@ def check_hf_token(cfg: ExperimentConfig) -> list[Item]:
 
 def check_data(cfg: ExperimentConfig) -> list[Item]:
     from distill.data.load import load_splits
+    from distill.data.remote import readable
 
     start = time.perf_counter()
     try:
-        splits = load_splits(cfg.data, cfg.select.query)
+        splits = load_splits(readable(cfg.data, cfg.storage), cfg.select.query)
     except DistillError as exc:
         return [Item("dataset", FAIL, exc.problem, exc.fix)]
     return [

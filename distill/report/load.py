@@ -96,6 +96,7 @@ def load_selected_lengths(output_dir: Path) -> dict[str, list[int]]:
 # ------------------------------------------------------------------------------------ where to, from where
 
 REPORT_DIR = "comparison"  # the report's folder inside the folder it is written to
+REPORT_READS = ("metrics.json", "predictions.jsonl")  # what the report reads of each trial (not its adapter)
 
 
 def check_destination(dest: Path, run: Path, overwrite: bool) -> None:
@@ -108,6 +109,32 @@ def check_destination(dest: Path, run: Path, overwrite: bool) -> None:
         f"{dest} holds a run's trials" + (f" and its report ({REPORT_DIR}/)" if has_report else ""),
         f"write the report to a new folder with --output-dir DIR, or pass --overwrite to replace {dest / REPORT_DIR}",
     )
+
+
+def fetch_run(uri: str, dest: Path, endpoint: str | None, region: str | None, anonymous: bool) -> Path:
+    """Copy what the report reads of the run kept in storage `uri` (s3://, gs://: the layer `--storage` writes
+    through) into the local folder `dest`, and return it."""
+    from distill.store.storage import open_storage
+
+    store = open_storage(dest, uri, endpoint, region, anonymous)
+    try:
+        if not store.pull("run.json"):
+            raise DistillError(
+                f"{uri} holds no run.json: no run there",
+                "pass the storage of a run (with --endpoint for an S3-compatible store, --region for S3)",
+            )
+        for name in store.names(TRIALS):
+            for file in REPORT_READS:
+                store.pull(f"{TRIALS}/{name}/{file}")
+        for rel in ("pool_stats.json", "selected"):
+            store.pull(rel)
+    except OSError as exc:
+        raise DistillError(
+            f"storage {uri} cannot be read: {str(exc).splitlines()[0][:300]}",
+            "check the bucket, --endpoint / --region, and that this machine has credentials "
+            "(environment variables or an IAM role)",
+        ) from None
+    return dest
 
 
 # --------------------------------------------------------------------------------------- exporting

@@ -18,6 +18,7 @@ from distill.config.env import secret
 from distill.config.schema import ExperimentConfig
 from distill.console import run as console
 from distill.data.load import Splits, load_splits
+from distill.data.remote import readable
 from distill.errors import DistillError
 from distill.model.fit import check_fits
 from distill.model.load import is_test_model, resolve_model
@@ -49,7 +50,7 @@ def check(cfg: ExperimentConfig) -> Checked:
     check_reachable(storage)  # a missing bucket, a wrong endpoint, no credentials: in a second
     check_cluster_answers(cfg.resources)  # a stale RAY_ADDRESS: in seconds, not after Ray's silent 240 s
     with console.current().stage("data"):
-        splits = load_splits(cfg.data, cfg.select.query)
+        splits = load_splits(readable(cfg.data, cfg.storage), cfg.select.query)
         log(
             f"{splits.source}: {len(splits.train)} training pool, {len(splits.test)} held out"
             + (
