@@ -432,3 +432,28 @@ def test_a_rebuild_writes_where_asked_and_never_over_a_runs_report_unasked(tmp_p
     assert_one_line_error(run_cli("report", str(run), "--output-dir", str(other), cwd=tmp_path), "holds a run's trials")
     assert run_cli("report", str(run), "--metrics", "rougeL", "--overwrite", cwd=tmp_path).returncode == 0
     assert (run / "comparison" / "results.json").read_bytes() != published["results.json"]
+
+
+def test_the_report_takes_exactly_the_runs_own_trials_and_names_the_others(tmp_path, caplog):
+    """A second run into the same folder (fewer methods, or the same trial names with other settings) leaves the
+    first run's trial folders there: the report reads the trials run.json lists, with their keys, and names the
+    rest as left out. A run.json from before it listed trials still reads every trial."""
+    _write_run(tmp_path)
+    own = {}
+    for name in ("random_s0", "random_s1", "clustering_s0", "clustering_s1"):
+        path = tmp_path / "trials" / name / "metrics.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "key": f"key-{name}"}))
+        artifacts.seal(path)
+        own[name] = f"key-{name}"
+    own["clustering_s1"] = "key-of-another-learning-rate"  # the same folder name, trained with other settings
+    run = json.loads((tmp_path / "run.json").read_text())
+    (tmp_path / "run.json").write_text(json.dumps({**run, "trials": own}))
+    artifacts.seal(tmp_path / "run.json")
+    with caplog.at_level("WARNING", logger="distill.report.load"):
+        rows = build_report(tmp_path, console=_console())
+    assert {r["method"]: r["seeds"] for r in rows} == {"random": 2, "clustering": 1}
+    assert "left out 7 trial folder(s)" in caplog.text
+    assert "clustering_s1" in caplog.text and "full_s0" in caplog.text and "random_s0" not in caplog.text
+    (tmp_path / "run.json").write_text(json.dumps(run))  # version 3: no list of trials
+    artifacts.seal(tmp_path / "run.json")
+    assert len(build_report(tmp_path, console=_console())) == len(METHODS)

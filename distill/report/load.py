@@ -5,6 +5,7 @@ those files, small enough to publish.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -12,7 +13,9 @@ from typing import Any
 
 from distill.errors import DistillError
 from distill.store import artifacts
-from distill.store.records import TrialMetrics, TrialRecord
+from distill.store.records import RunInfo, TrialMetrics, TrialRecord
+
+log = logging.getLogger(__name__)
 
 TRIALS = "trials"  # the folder of trial folders (distill.trial.run.TRIALS: the report reads it, never imports it)
 _SEED_SUFFIX = re.compile(r"^(?P<method>.+)-seed(?P<seed>\d+)$")
@@ -59,13 +62,34 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def load_trials(output_dir: Path) -> list[TrialRecord]:
-    """Every trial's metrics (plus its predictions, when stored), sorted by (method, seed, trial)."""
+def run_trial_paths(output_dir: Path) -> list[Path]:
+    """The metrics.json of every trial of the run in `output_dir`: those its run.json lists, each with the key it
+    lists (a trial folder an earlier run into the same folder left, with other methods, seeds or settings, is not
+    this run's and is named in a warning as left out). A run.json from before version 4 lists none: every trial."""
     trials_dir = output_dir / TRIALS
     paths = sorted(trials_dir.glob("*/metrics.json")) if trials_dir.is_dir() else []
+    run_path = output_dir / "run.json"
+    own = RunInfo.from_dict(_read_json(run_path), run_path).trials if run_path.is_file() else None
+    if own is None:
+        return paths
+    kept = [p for p in paths if p.parent.name in own and _read_json(p).get("key") == own[p.parent.name]]
+    left_out = sorted(p.parent.name for p in paths if p not in kept)
+    if left_out:
+        log.warning(
+            "left out %d trial folder(s) that are not this run's (another run's, into the same folder): %s",
+            len(left_out),
+            ", ".join(left_out),
+        )
+    return kept
+
+
+def load_trials(output_dir: Path) -> list[TrialRecord]:
+    """The run's trials (run_trial_paths): metrics (plus predictions, when stored), sorted by (method, seed, trial)."""
+    paths = run_trial_paths(output_dir)
     if not paths:
         raise DistillError(
-            f"no trial results under {trials_dir}", f"run `python -m distill quick --output-dir {output_dir}` first"
+            f"no trial results of this run under {output_dir / TRIALS}",
+            f"run `python -m distill quick --output-dir {output_dir}` first",
         )
     trials = []
     for path in paths:
@@ -155,7 +179,7 @@ def export(output_dir: Path, dest: Path) -> None:
     for name in ("run.json", "pool_stats.json"):
         if (output_dir / name).is_file():
             artifacts.write_bytes(dest / name, _trusted(output_dir / name).read_bytes())
-    for path in sorted((output_dir / TRIALS).glob("*/metrics.json")):
+    for path in run_trial_paths(output_dir):
         folder = dest / TRIALS / path.parent.name
         artifacts.write_bytes(folder / "metrics.json", path.read_bytes())
         predictions = path.parent / "predictions.jsonl"

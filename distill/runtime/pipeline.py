@@ -31,6 +31,7 @@ from distill.runtime.tune import log_table_to_wandb, run_trials
 from distill.store import artifacts, outdir
 from distill.store.records import Resolved, RunInfo
 from distill.store.storage import Storage
+from distill.trial.run import trial_key
 from distill.version import _versions, git_commit, lock_hash
 
 log = logging.getLogger(__name__).info  # on the console through distill.console.run.ConsoleHandler
@@ -69,6 +70,9 @@ def _run(cfg: ExperimentConfig, store: Storage, splits: Splits, resolved: Resolv
             {**embed_costs, **probe_costs},
             store,
         )
+        keys = {s.name: trial_key(s, cfg, resolved, splits.fingerprint) for s in specs}
+        write_run_info(out, cfg, splits, resolved, keys)
+        store.push("run.json")  # the run's own trials: the report takes exactly these
         run_trials(cfg, specs, splits, resolved, store)
     with stage("report"):
         rows = build_report(out, cfg.report, console=console.current().console)
@@ -79,9 +83,15 @@ def _run(cfg: ExperimentConfig, store: Storage, splits: Splits, resolved: Resolv
     return rows
 
 
-def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, resolved: Resolved) -> None:
+def write_run_info(
+    out: Path,
+    cfg: ExperimentConfig,
+    splits: Splits,
+    resolved: Resolved,
+    trials: dict[str, str] | None = None,
+) -> None:
     """Everything needed to reproduce the run from its folder (no secrets: config holds none): the config as
-    the user gave it, and beside it what was resolved from it."""
+    the user gave it, and beside it what was resolved from it; once selected, the run's trials (name → key)."""
     info = RunInfo(
         name=cfg.name,
         mode=cfg.mode,
@@ -102,5 +112,6 @@ def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, resolved: R
         platform=platform.platform(),
         versions=_versions(),
         config=asdict(cfg),
+        trials=trials,
     )
     artifacts.write_json(out / "run.json", info.to_dict(), indent=2, sort_keys=True)

@@ -22,7 +22,9 @@ from distill.errors import DistillError
 # 3: a results.json row's tests against random are per metric, in `vs_random` (docs/statistics.md): the
 #    ROUGE-L-only columns rougeL_diff_vs_random, p_vs_random, p_holm, effect_size, significant, mde_rougeL,
 #    mde_pct, n_needed and seeds_needed are gone.
-SCHEMA_VERSION = 3
+# 4: run.json records the run's own trials, `trials` (trial name → trial key): the report reads exactly those and
+#    names any other trial folder it finds (an earlier run's, into the same output folder) as left out.
+SCHEMA_VERSION = 4
 LEGACY_VERSION = 1  # files written before versioning: the version-1 fields, no `schema_version`
 
 RANDOM = "random"  # the method every other is compared with
@@ -187,6 +189,9 @@ class RunInfo:
     platform: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)  # ExperimentConfig as a mapping (config.load.config_from_run)
+    # trial name → trial key of every trial this run is made of, once its subsets are selected; None: not yet, or a
+    # run from before version 4 (its report takes every trial in the folder)
+    trials: dict[str, str] | None = None
     schema_version: int = SCHEMA_VERSION  # the version the file was written in (LEGACY_VERSION: a migrated config)
 
     def to_dict(self) -> dict[str, Any]:
