@@ -457,3 +457,24 @@ def test_the_report_takes_exactly_the_runs_own_trials_and_names_the_others(tmp_p
     (tmp_path / "run.json").write_text(json.dumps(run))  # version 3: no list of trials
     artifacts.seal(tmp_path / "run.json")
     assert len(build_report(tmp_path, console=_console())) == len(METHODS)
+
+
+def test_a_methods_time_is_its_own_cost_not_its_wait_and_the_shared_embedding_is_apart(tmp_path):
+    """Two trials that did the same work, one of which waited for a CPU (twice the wall seconds): the same time
+    in the report, from the CPU seconds each trial measured; the shared embedding pass is named once, apart."""
+    _write_run(tmp_path)
+    for method in METHODS:
+        for seed in (0, 1):
+            path = tmp_path / "trials" / f"{method}_s{seed}" / "metrics.json"
+            metrics = json.loads(path.read_text())
+            waited = 2.0 if method == "clustering" else 1.0
+            metrics.update(train_cpu_seconds=8.0, eval_cpu_seconds=2.0, time_s=waited * metrics["time_s"])
+            path.write_text(json.dumps(metrics))
+            artifacts.seal(path)
+    run = json.loads((tmp_path / "run.json").read_text())
+    (tmp_path / "run.json").write_text(json.dumps({**run, "embed_seconds": 123.4}))
+    artifacts.seal(tmp_path / "run.json")
+    rows = {r["method"]: r for r in build_report(tmp_path, console=_console())}
+    assert rows["clustering"]["time_s"] == rows["random"]["time_s"] == 1.0 + 8.0 + 2.0  # select + train + eval
+    report = (tmp_path / "comparison" / "report.md").read_text()
+    assert "embedding pass every method shares took 123.4 s, once" in report

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -59,7 +60,9 @@ def _run(cfg: ExperimentConfig, store: Storage, splits: Splits, resolved: Resolv
     model_path = resolved.model_path
     with ray_session(cfg.resources):
         check_nodes_see(store)
+        start = time.perf_counter()
         features, embed_costs = embed_pool(cfg, splits, model_path, out, store)
+        embed_seconds = time.perf_counter() - start  # shared by every method: reported once, charged to none
         features, probe_costs = probe_pool(cfg, features, splits, model_path, out, store)
         specs = select_subsets(
             cfg,
@@ -71,7 +74,7 @@ def _run(cfg: ExperimentConfig, store: Storage, splits: Splits, resolved: Resolv
             store,
         )
         keys = {s.name: trial_key(s, cfg, resolved, splits.fingerprint) for s in specs}
-        write_run_info(out, cfg, splits, resolved, keys)
+        write_run_info(out, cfg, splits, resolved, keys, embed_seconds)
         store.push("run.json")  # the run's own trials: the report takes exactly these
         run_trials(cfg, specs, splits, resolved, store)
     with stage("report"):
@@ -89,9 +92,11 @@ def write_run_info(
     splits: Splits,
     resolved: Resolved,
     trials: dict[str, str] | None = None,
+    embed_seconds: float | None = None,
 ) -> None:
     """Everything needed to reproduce the run from its folder (no secrets: config holds none): the config as
-    the user gave it, and beside it what was resolved from it; once selected, the run's trials (name → key)."""
+    the user gave it, and beside it what was resolved from it; once selected, the run's trials (name → key) and
+    what the shared embedding stage took."""
     info = RunInfo(
         name=cfg.name,
         mode=cfg.mode,
@@ -113,5 +118,6 @@ def write_run_info(
         versions=_versions(),
         config=asdict(cfg),
         trials=trials,
+        embed_seconds=embed_seconds,
     )
     artifacts.write_json(out / "run.json", info.to_dict(), indent=2, sort_keys=True)

@@ -98,6 +98,7 @@ def run_trial(
     seed_everything(spec.seed)  # LoRA's initial weights are random: seed them too, or reruns differ
     model = add_lora(load_model(model_path, cfg.model, device), cfg.train, quantized=cfg.model.load_in_8bit)
     subset = pool.iloc[list(spec.indices)]
+    train_cpu = time.process_time()  # the process's CPU seconds: no time spent waiting for a CPU counts
     stats = finetune(
         model,
         tokenizer,
@@ -110,6 +111,7 @@ def run_trial(
         state=state,
         on_step=on_step,
     )
+    train_cpu, eval_cpu = time.process_time() - train_cpu, time.process_time()
     start = time.perf_counter()
     losses = heldout_losses(model, tokenizer, fmt, test, cfg.eval.batch_size, device)
     trained = {
@@ -127,9 +129,11 @@ def run_trial(
         "micro_batch": stats.micro_batch,
         "device": device,
         "heldout_loss_seconds": time.perf_counter() - start,
+        "train_cpu_seconds": train_cpu,
     }
     if not cfg.eval.generate:  # a loss-only sweep: nothing to generate, nothing for a vLLM engine to do
-        return evaluated(trained, test, losses, None, 0.0, "hf", resolved.scorer, cfg.eval.batch_size, gpus).to_dict()
+        record = evaluated(trained, test, losses, None, 0.0, "hf", resolved.scorer, cfg.eval.batch_size, gpus)
+        return _with_eval_cpu(record, eval_cpu)
     if resolved.engine == "vllm":
         with tempfile.TemporaryDirectory(prefix="distill-adapter-") as tmp:
             model.save_pretrained(tmp)
@@ -140,9 +144,16 @@ def run_trial(
             }
     start = time.perf_counter()
     generated = generate(model, tokenizer, fmt, test["text"].tolist(), cfg.eval, device)
-    return evaluated(
+    record = evaluated(
         trained, test, losses, generated, time.perf_counter() - start, "hf", resolved.scorer, cfg.eval.batch_size, gpus
-    ).to_dict()
+    )
+    return _with_eval_cpu(record, eval_cpu)
+
+
+def _with_eval_cpu(record: TrialRecord, started: float) -> dict:
+    """The record with the CPU seconds its evaluation took in this process since `started` (process_time)."""
+    record.metrics.eval_cpu_seconds = time.process_time() - started
+    return record.to_dict()
 
 
 def heldout_losses(
