@@ -304,7 +304,7 @@ def render_markdown(rows: list[dict], run: RunInfo | None, plots: dict[str, str]
         '"not significant" marks adjusted p ≥ 0.05. '
         "Time is what a method costs per seed: its own selection (with any pass only it reads: the probe, IFD's "
         "pass) + training + evaluation, in CPU seconds of the trial's own process on CPU (waiting for a CPU is "
-        "not counted), wall seconds on GPU."
+        "not counted; trials recorded before results schema 4: wall seconds), wall seconds on GPU."
         + (
             f" The embedding pass every method shares took {run.embed_seconds:.1f} s, once."
             if run and run.embed_seconds
