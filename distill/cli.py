@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,14 +175,19 @@ def resume_arguments(cmd: argparse.ArgumentParser) -> None:
         help="resuming from storage: this driver's local folder for the run and its report "
         "(default: a new folder under results/)",
     )
-    cmd.add_argument("--endpoint", help="resuming from an S3-compatible store: its endpoint URL (storage.endpoint)")
-    cmd.add_argument("--region", help="resuming from S3: the bucket's region (storage.region)")
+    add_store_flags(cmd, "resuming")
+    cmd.add_argument("-v", "--verbose", action="store_true", help="show Ray's, Tune's and the libraries' own logs")
+
+
+def add_store_flags(cmd: argparse.ArgumentParser, doing: str) -> None:
+    """How to reach a run kept in an object store (what storage.endpoint/region/anonymous say for a run)."""
+    cmd.add_argument("--endpoint", help=f"{doing} from an S3-compatible store: its endpoint URL (storage.endpoint)")
+    cmd.add_argument("--region", help=f"{doing} from S3: the bucket's region (storage.region)")
     cmd.add_argument(
         "--anonymous",
         action="store_true",
-        help="resuming from a store that takes no credentials, e.g. a GCS emulator (storage.anonymous)",
+        help=f"{doing} from a store that takes no credentials, e.g. a GCS emulator (storage.anonymous)",
     )
-    cmd.add_argument("-v", "--verbose", action="store_true", help="show Ray's, Tune's and the libraries' own logs")
 
 
 @command(
@@ -199,7 +205,24 @@ def resume(args: argparse.Namespace) -> int:
 
 
 def report_arguments(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("output_dir", nargs="?", default="results")
+    cmd.add_argument(
+        "run",
+        nargs="?",
+        default="results",
+        metavar="RUN",
+        help="the run's output directory, or its storage (s3://bucket/prefix, gs://bucket/prefix) (default: results)",
+    )
+    cmd.add_argument(
+        "--output-dir",
+        help="write the report (comparison/) into this folder, not into RUN; for a run in an object store, the "
+        "folder its files are copied into (default: a new folder under results/)",
+    )
+    cmd.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the report of a folder that holds a run's trials (without it, such a folder is refused)",
+    )
+    add_store_flags(cmd, "reporting")
     cmd.add_argument(
         "--export",
         metavar="DIR",
@@ -218,14 +241,22 @@ def report_arguments(cmd: argparse.ArgumentParser) -> None:
 def report(args: argparse.Namespace) -> int:
     from distill.config.load import report_settings
     from distill.report.build import build_report
-    from distill.report.load import export
+    from distill.report.load import check_destination, export, fetch_run
 
-    out = Path(args.output_dir).resolve()
+    if "://" in args.run:  # read through the storage layer, as --storage is, into a local folder
+        dest = Path(args.output_dir or Path("results") / f"report-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+        check_destination(dest, dest, args.overwrite)
+        out = fetch_run(args.run, dest, args.endpoint, args.region, args.anonymous)
+    else:
+        out = Path(args.run).resolve()
+        dest = Path(args.output_dir).resolve() if args.output_dir else out
     settings = report_settings(out, args.metrics)  # a bad --metrics is refused before anything is written
     if args.export:
         export(out, Path(args.export).resolve())
-        out = Path(args.export).resolve()
-    build_report(out, settings)
+        out = dest = Path(args.export).resolve()
+    else:
+        check_destination(dest, out, args.overwrite)
+    build_report(out, settings, asked=bool(args.metrics), dest=dest)
     return 0
 
 

@@ -177,3 +177,25 @@ def test_mode_modules_keep_working(tmp_path, module):
         [PYTHON, "-m", module, "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0 and "--verbose" in result.stdout and "--job" in result.stdout
+
+
+def test_a_stale_ray_address_is_named_within_seconds(tmp_path):
+    """RAY_ADDRESS left over from a cluster that is gone: ray.init waited 240 s in silence, then failed. Now one
+    line within 15 s names the address, that it came from RAY_ADDRESS, and the fix; the output folder is untouched."""
+    import time
+
+    from clusters import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    result = subprocess.run(
+        [PYTHON, "-m", "distill", "quick", "--output-dir", str(tmp_path / "out")],
+        cwd=tmp_path,
+        env={**cli_env(tmp_path), "RAY_ADDRESS": address},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert time.monotonic() - start < 15
+    assert_one_line_error(result, address, "from RAY_ADDRESS", "unset RAY_ADDRESS")
+    assert not (tmp_path / "out").exists()

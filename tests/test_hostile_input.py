@@ -333,6 +333,12 @@ CASES = [
         _model_folder("pytorch_model.bin"),
     ),
     Case("model-no-weights", ["--model", "{d}/model"], ("has no weights", "--model"), _model_folder(None)),
+    Case(
+        "model-lora-target-missing",
+        ["--set", "train.target_modules=nope"],
+        ("llama has no module named nope (train.target_modules)", "e.g. down_proj"),
+        heavy=("torch",),  # an empty meta-device model of the architecture says which modules it has
+    ),
     # transformers' AutoConfig, which asks the Hub for the model's config, imports torch
     Case(
         "model-hub-name-offline",
@@ -532,10 +538,11 @@ RUN_CASES = [
     # ---------------------------------------------------------------- a trial that fails
     Case(
         "run-trial-fails",
-        ["--methods", "random", "--set", "train.target_modules=nope"],
+        # a module the model has (so preflight lets it through: model/fit.py) that LoRA cannot adapt
+        ["--methods", "random", "--set", "train.target_modules=input_layernorm"],
         (
-            "1 of 1 trial(s) failed; the first, trial random-s0 failed: NoMatchingPeftModuleError: Target modules {'nope'} "
-            "not found in the base model",
+            "1 of 1 trial(s) failed; the first, trial random-s0 failed: ValueError: Target module LlamaRMSNorm(",
+            "is not supported",
             "the traceback is in",
             "logs/run.log",
             "distill resume",

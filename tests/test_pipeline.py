@@ -42,6 +42,9 @@ def test_quick_pipeline_end_to_end_then_reuses_everything(tiny_job, capsys):
     assert run_info["eval_engine"] == "hf" and run_info["config"]["eval"]["engine"] == "auto"  # resolved beside
     assert run_info["precision"] == resolve_precision(cfg.model, "cpu")  # what model.dtype auto resolved to
     assert "HF_TOKEN" not in json.dumps(run_info)
+    assert set(run_info["trials"]) == {"random-s0", "balanced_lengths-s0"} and run_info["embed_seconds"] > 0
+    trial = json.loads((out / "trials" / "random-s0" / "metrics.json").read_text())
+    assert run_info["trials"]["random-s0"] == trial["key"] and trial["train_cpu_seconds"] > 0
 
     # A rerun reuses the cached features and both finished trials, whatever the report and resource settings.
     capsys.readouterr()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import subprocess
@@ -292,3 +293,83 @@ def test_select_subsets_runs_a_plugin_as_ray_tasks_even_where_its_file_is_gone(t
     finally:
         ray.shutdown()
     assert sorted(features.n_words[indices]) == expected
+
+
+CRASHING = """
+import os
+import time
+
+import numpy as np
+from distill.select import register
+
+
+@register("my_crash", description="Its worker dies, as on a segfault or an OOM kill.")
+def crash(features, k, seed):
+    os._exit(17)
+
+
+@register("my_late_shortest", description="The k shortest documents, after the crash.")
+def late_shortest(features, k, seed):
+    time.sleep(3)
+    return np.argsort(features.n_words, kind="stable")[:k]
+"""
+
+
+@pytest.mark.slow
+def test_a_selection_worker_that_dies_loses_no_finished_selection(tmp_path):
+    """The first method's worker dies (no Python exception: the process is gone); the second finishes after it.
+    The run fails naming the dead one, and the finished selection is cached, so a rerun reuses it."""
+    import pandas as pd
+    import ray
+
+    path = tmp_path / "my_crashing.py"
+    path.write_text(CRASHING)
+    cfg = make_config(
+        {
+            "output_dir": str(tmp_path / "out"),
+            "select": {"methods": ["my_crash", "my_late_shortest"], "fraction": 0.25, "plugins": [str(path)]},
+        }
+    )
+    features = pool(24)
+    frame = pd.DataFrame({"id": [f"d{i}" for i in range(24)], "title": "", "text": "t", "summary": "s"})
+    out = Path(cfg.output_dir)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
+    )
+    try:
+        with pytest.raises(DistillError) as err:
+            select_subsets(cfg, features, frame, out, "test")
+    finally:
+        ray.shutdown()
+    assert "selection my_crash (seed 0) failed" in err.value.problem, err.value.problem
+    assert "my_late_shortest" not in err.value.problem and "1 finished selection(s) are kept" in err.value.fix
+    cached = [json.loads(p.read_text()) for p in (out / "cache").glob("selection-*.json")]
+    assert len(cached) == 1 and sorted(features.n_words[cached[0]["indices"]]) == sorted(features.n_words)[:6]
+
+
+def test_a_module_in_the_current_folder_is_found_as_python_m_finds_it_and_checked_when_it_loads(tmp_path, monkeypatch):
+    """`--plugin my_mod` names a module in the current folder: the `distill` command finds it there (its own
+    sys.path does not hold that folder) and ships its source to the workers, which could not import it; a clash
+    in it is the one-line error at load, before any work, not `module not found` (or a failure on a worker)."""
+    write_plugin(tmp_path, filename="my_cwd_selectors.py")
+    monkeypatch.chdir(tmp_path)
+    (plugin,) = plugins.load(["my_cwd_selectors"])
+    assert plugin.spec == "my_cwd_selectors" and plugin.source == (tmp_path / "my_cwd_selectors.py").read_text()
+    assert "shortest_first" in registry.names()
+    write_plugin(tmp_path, name="random", filename="my_clash.py")
+    distill = Path(sys.executable).parent / "distill"  # the console script: sys.path[0] is its own folder
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [str(distill), "quick", "--plugin", "my_clash", "--output-dir", str(tmp_path / "out")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert_one_line_error(result, "my_clash.py", "clashes with the built-in selector 'random'")
+    assert not (tmp_path / "out").exists()

@@ -206,3 +206,20 @@ def test_a_loss_only_run_tables_held_out_loss_not_empty_generation_columns(tmp_p
     shown = console.file.getvalue()
     assert "held-out loss" in shown and "ROUGE-L" not in shown and "BERTScore" not in shown
     assert max(map(len, shown.splitlines())) <= 80
+
+
+def test_a_loss_only_run_refuses_generated_metrics_and_draws_no_empty_cost_plot(tmp_path):
+    """`distill report --metrics rougeL` on a run that did not generate: exit 2, naming what it scored; and its
+    report has no cost plot (cost vs ROUGE-L has no points), only the plots that have data."""
+    from test_cli import assert_one_line_error, run_cli
+
+    write_trials(tmp_path, {"random": 0.0, "better": -0.3}, seeds=2, metric="heldout_loss")
+    result = run_cli("report", str(tmp_path), "--metrics", "rougeL", cwd=tmp_path)
+    assert_one_line_error(result, "this run did not generate; its metrics are heldout_loss", "--metrics heldout_loss")
+    assert not (tmp_path / "comparison").exists()  # refused before anything was written
+    (tmp_path / "comparison").mkdir()
+    (tmp_path / "comparison" / "cost.png").write_bytes(b"an earlier report's plot")
+    build_report(tmp_path, ReportConfig(metrics=["heldout_loss"]), console=Console(file=io.StringIO()))
+    drawn = sorted(p.name for p in (tmp_path / "comparison").glob("*.png"))
+    assert drawn == ["forest_heldout_loss.png"]
+    assert "cost.png" not in (tmp_path / "comparison" / "report.md").read_text()

@@ -370,9 +370,9 @@ def test_a_rebuild_tests_the_runs_own_metrics_unless_told(tmp_path):
 
     assert run_cli("report", str(out), cwd=tmp_path).returncode == 0
     assert tested() == {"bertscore_f1"}
-    assert run_cli("report", str(out), "--metrics", "rougeL", cwd=tmp_path).returncode == 0
+    assert run_cli("report", str(out), "--metrics", "rougeL", "--overwrite", cwd=tmp_path).returncode == 0
     assert tested() == {"rougeL"}
-    refused = run_cli("report", str(out), "--metrics", "rougeL,bleu", cwd=tmp_path)
+    refused = run_cli("report", str(out), "--metrics", "rougeL,bleu", "--overwrite", cwd=tmp_path)
     assert refused.returncode == 2 and "report.metrics" in refused.stderr and "bleu" in refused.stderr
     assert tested() == {"rougeL"}  # the last report stands
 
@@ -394,3 +394,88 @@ def test_a_published_run_rebuilds_from_its_folder_alone(run, tmp_path):
     result = run_cli("report", str(copy), cwd=tmp_path, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (copy / "comparison" / "results.json").read_bytes() == published
+
+
+def test_a_rebuilt_report_is_readable_by_the_group_as_the_run_is(tmp_path):
+    """Under the usual umask 022 every file a rebuild writes (and its checksum) is 0644, as a file the user
+    creates is: mkstemp's 0600 survived the atomic rename and hid shared results from the group."""
+    import os
+
+    _write_run(tmp_path)
+    before = os.umask(0o022)
+    try:
+        build_report(tmp_path, console=_console())
+    finally:
+        os.umask(before)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "comparison").iterdir()}
+    assert "results.json" in modes and "report.md.sha256" in modes
+    assert set(modes.values()) == {"0o644"}, modes
+
+
+def test_a_rebuild_writes_where_asked_and_never_over_a_runs_report_unasked(tmp_path):
+    """`distill report RUN --output-dir DIR` leaves RUN's published report as it is; a rebuild into a folder that
+    holds a run's trials and its report is refused unless --overwrite."""
+    from test_cli import assert_one_line_error, run_cli
+
+    run, elsewhere = tmp_path / "published", tmp_path / "rebuilt"
+    _write_run(run)
+    assert run_cli("report", str(run), cwd=tmp_path).returncode == 0  # a run's first report
+    published = {p.name: p.read_bytes() for p in (run / "comparison").iterdir()}
+    result = run_cli("report", str(run), "--output-dir", str(elsewhere), "--metrics", "rougeL", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert {p.name: p.read_bytes() for p in (run / "comparison").iterdir()} == published
+    assert (elsewhere / "comparison" / "results.json").is_file() and not (elsewhere / "trials").exists()
+    refused = run_cli("report", str(run), "--metrics", "rougeL", cwd=tmp_path)
+    assert_one_line_error(refused, "holds a run's trials and its report", "--output-dir", "--overwrite")
+    assert {p.name: p.read_bytes() for p in (run / "comparison").iterdir()} == published
+    other = tmp_path / "other-run"
+    _write_run(other)
+    assert_one_line_error(run_cli("report", str(run), "--output-dir", str(other), cwd=tmp_path), "holds a run's trials")
+    assert run_cli("report", str(run), "--metrics", "rougeL", "--overwrite", cwd=tmp_path).returncode == 0
+    assert (run / "comparison" / "results.json").read_bytes() != published["results.json"]
+
+
+def test_the_report_takes_exactly_the_runs_own_trials_and_names_the_others(tmp_path, caplog):
+    """A second run into the same folder (fewer methods, or the same trial names with other settings) leaves the
+    first run's trial folders there: the report reads the trials run.json lists, with their keys, and names the
+    rest as left out. A run.json from before it listed trials still reads every trial."""
+    _write_run(tmp_path)
+    own = {}
+    for name in ("random_s0", "random_s1", "clustering_s0", "clustering_s1"):
+        path = tmp_path / "trials" / name / "metrics.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "key": f"key-{name}"}))
+        artifacts.seal(path)
+        own[name] = f"key-{name}"
+    own["clustering_s1"] = "key-of-another-learning-rate"  # the same folder name, trained with other settings
+    run = json.loads((tmp_path / "run.json").read_text())
+    (tmp_path / "run.json").write_text(json.dumps({**run, "trials": own}))
+    artifacts.seal(tmp_path / "run.json")
+    with caplog.at_level("WARNING", logger="distill.report.load"):
+        rows = build_report(tmp_path, console=_console())
+    assert {r["method"]: r["seeds"] for r in rows} == {"random": 2, "clustering": 1}
+    assert "left out 7 trial folder(s)" in caplog.text
+    assert "clustering_s1" in caplog.text and "full_s0" in caplog.text and "random_s0" not in caplog.text
+    (tmp_path / "run.json").write_text(json.dumps(run))  # version 3: no list of trials
+    artifacts.seal(tmp_path / "run.json")
+    assert len(build_report(tmp_path, console=_console())) == len(METHODS)
+
+
+def test_a_methods_time_is_its_own_cost_not_its_wait_and_the_shared_embedding_is_apart(tmp_path):
+    """Two trials that did the same work, one of which waited for a CPU (twice the wall seconds): the same time
+    in the report, from the CPU seconds each trial measured; the shared embedding pass is named once, apart."""
+    _write_run(tmp_path)
+    for method in METHODS:
+        for seed in (0, 1):
+            path = tmp_path / "trials" / f"{method}_s{seed}" / "metrics.json"
+            metrics = json.loads(path.read_text())
+            waited = 2.0 if method == "clustering" else 1.0
+            metrics.update(train_cpu_seconds=8.0, eval_cpu_seconds=2.0, time_s=waited * metrics["time_s"])
+            path.write_text(json.dumps(metrics))
+            artifacts.seal(path)
+    run = json.loads((tmp_path / "run.json").read_text())
+    (tmp_path / "run.json").write_text(json.dumps({**run, "embed_seconds": 123.4}))
+    artifacts.seal(tmp_path / "run.json")
+    rows = {r["method"]: r for r in build_report(tmp_path, console=_console())}
+    assert rows["clustering"]["time_s"] == rows["random"]["time_s"] == 1.0 + 8.0 + 2.0  # select + train + eval
+    report = (tmp_path / "comparison" / "report.md").read_text()
+    assert "embedding pass every method shares took 123.4 s, once" in report

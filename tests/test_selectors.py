@@ -486,6 +486,21 @@ def test_rds_plus_one_task_takes_each_querys_nearest_in_turn() -> None:
     assert set(registry.select("rds_plus", alone, 5, seed=0)) == set(np.argsort(-cos[:, 0])[:5])
 
 
+def test_rds_plus_with_fewer_picks_than_queries_lets_every_query_count() -> None:
+    """k < m: a round-robin would stop after the first k queries in file order. Here only the last query
+    matches pool rows well, so the answer must be its rows, whatever the order of the query file."""
+    rng = np.random.default_rng(14)
+    far, near_last = rng.normal(size=(50, 8)), rng.normal(0, 0.05, (3, 8)) + 5 * np.eye(8)[7]
+    pool = np.vstack([far, near_last])
+    queries = np.vstack([rng.normal(size=(5, 8)), 5 * np.eye(8)[[7]]])  # 6 queries, the last one near rows 50-52
+    f = make_features(n=53, emb=pool[:, ::-1], query=queries, query_task=np.zeros(6))
+    cos = _unit(pool) @ _unit(queries).T
+    picks = registry.select("rds_plus", f, 3, seed=0)
+    assert set(picks) == set(np.argsort(-cos.max(axis=1))[:3]) == {50, 51, 52}
+    reversed_file = make_features(n=53, emb=pool[:, ::-1], query=queries[::-1], query_task=np.zeros(6))
+    assert set(registry.select("rds_plus", reversed_file, 3, seed=0)) == set(picks)
+
+
 def test_rds_plus_several_tasks_round_robin_by_their_best_query() -> None:
     """Several query files: each task's score is its best query's similarity; tasks take turns, so a task
     whose queries match few pool rows still gets its share."""

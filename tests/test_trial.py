@@ -309,3 +309,10 @@ def test_rerun_with_same_seed_is_identical(finished, setup, tmp_path):
     assert (tmp_path / "trials" / spec.name / "predictions.jsonl").read_text() == (
         trial_dir / "predictions.jsonl"
     ).read_text()
+
+
+def test_a_trial_records_the_cpu_seconds_of_its_own_training_and_evaluation(finished):
+    """The report's cost of a CPU trial: CPU seconds of its process (waiting for a free CPU adds none)."""
+    _, _, trial_dir, _ = finished
+    stored = json.loads((trial_dir / "metrics.json").read_text())
+    assert stored["train_cpu_seconds"] > 0 and stored["eval_cpu_seconds"] > 0

@@ -126,3 +126,25 @@ def test_module_entry_point_takes_a_job_in_seconds(tiny_job, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "READY: job 'test'" in result.stdout
     assert took < 60, took
+
+
+@pytest.mark.parametrize(
+    ("override", "problem"),
+    [
+        ({"train.target_modules": "foo"}, "llama has no module named foo"),
+        ({"model.max_source_tokens": 2000, "model.max_target_tokens": 64}, "> 2048 positions"),
+    ],
+)
+def test_a_run_refuses_in_preflight_what_validate_fails(tiny_job, capsys, override, problem):
+    """One check for every mode: what `distill validate` lists as FAIL stops a run in its preflight, before any
+    Ray work and with its output folder untouched (a LoRA target the model lacks used to fail every trial after
+    the whole pool was embedded)."""
+    from distill.errors import DistillError
+    from distill.runtime import preflight
+
+    cfg = make_config(tiny_job, override)
+    with pytest.raises(DistillError, match=problem):
+        preflight.check(cfg)
+    assert not Path(cfg.output_dir).exists()
+    code, out = _run(cfg, capsys)
+    assert code == 1 and problem in out

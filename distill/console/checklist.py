@@ -14,7 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from distill.config.env import secret
-from distill.config.schema import EMBEDDED_SMOLLM2, ExperimentConfig
+from distill.config.schema import ExperimentConfig
 from distill.console.machine import (
     FAIL,
     INFO,
@@ -56,10 +56,11 @@ def check_hf_token(cfg: ExperimentConfig) -> list[Item]:
 
 def check_data(cfg: ExperimentConfig) -> list[Item]:
     from distill.data.load import load_splits
+    from distill.data.remote import readable
 
     start = time.perf_counter()
     try:
-        splits = load_splits(cfg.data, cfg.select.query)
+        splits = load_splits(readable(cfg.data, cfg.storage), cfg.select.query)
     except DistillError as exc:
         return [Item("dataset", FAIL, exc.problem, exc.fix)]
     return [
@@ -73,22 +74,15 @@ def check_data(cfg: ExperimentConfig) -> list[Item]:
 
 
 def check_model(cfg: ExperimentConfig) -> list[Item]:
-    """Resolve the target model and load its config + tokenizer (not the weights)."""
-    from transformers import AutoConfig
-
+    """Resolve the target model and load its config + tokenizer (not the weights); then the same fit checks a
+    run makes before any work (model/fit.py), each one an item."""
+    from distill.model.fit import misfits, model_config
     from distill.model.load import load_tokenizer, resolve_model
 
     start = time.perf_counter()
     try:
         path = resolve_model(cfg.model.name)
-        try:
-            config = AutoConfig.from_pretrained(path, token=secret("HF_TOKEN"))
-        except OSError as exc:
-            raise DistillError(
-                f"could not load model config for '{path}': {str(exc).splitlines()[0][:160]}",
-                "check the name and network/HF_TOKEN; offline, pass a local model folder with --model "
-                f"or use the embedded default (--model {EMBEDDED_SMOLLM2})",
-            ) from None
+        config = model_config(path)
         tokenizer = load_tokenizer(path)
     except DistillError as exc:
         return [Item("model", FAIL, exc.problem, exc.fix)]
@@ -102,49 +96,7 @@ def check_model(cfg: ExperimentConfig) -> list[Item]:
             f"vocab {len(tokenizer)} ({time.perf_counter() - start:.1f}s)",
         )
     ]
-    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-    need = cfg.model.max_source_tokens + cfg.model.max_target_tokens + 64  # + prompt template
-    if positions and need > positions:
-        items.append(
-            Item(
-                "model lengths",
-                FAIL,
-                f"max_source_tokens + max_target_tokens + template ≈ {need} > "
-                f"{positions} positions of {cfg.model.name}",
-                "lower model.max_source_tokens / model.max_target_tokens",
-            )
-        )
-    module_names = _module_names(config)
-    missing = [m for m in cfg.train.target_modules if module_names and m not in module_names]
-    if missing:
-        items.append(
-            Item(
-                "LoRA targets",
-                FAIL,
-                f"{config.model_type} has no module named {', '.join(missing)}",
-                f"set train.target_modules to modules of this model, e.g. {', '.join(_suggest(module_names))}",
-            )
-        )
-    return items
-
-
-def _suggest(module_names: set[str]) -> list[str]:
-    """Attention/MLP projection names first (q_proj, c_attn, …): the usual LoRA targets."""
-    likely = sorted(n for n in module_names if "proj" in n or "attn" in n or n in ("query", "key", "value"))
-    return (likely or sorted(module_names))[:8]
-
-
-def _module_names(config) -> set[str]:
-    """Leaf module names of the architecture, from an empty (meta-device) model: no weights are read."""
-    try:
-        import torch
-        from transformers import AutoModelForCausalLM
-
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
-        return {name.rsplit(".", 1)[-1] for name, _ in model.named_modules() if name}
-    except Exception:  # unknown architecture: skip this check rather than guess
-        return set()
+    return items + [Item(m.item, FAIL, m.error.problem, m.error.fix) for m in misfits(cfg, config)]
 
 
 def check_storage(cfg: ExperimentConfig) -> list[Item]:

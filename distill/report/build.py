@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.config.schema import DEFAULT_MARGIN, ReportConfig
+from distill.errors import DistillError
 from distill.report import plan, sequential
 from distill.report.load import _read_json, load_selected_lengths, load_trials
 from distill.report.markdown import render_markdown
@@ -28,9 +29,12 @@ from distill.report.text import _tested
 from distill.store import artifacts
 from distill.store.records import (
     COLUMNS,
+    GENERATED_KEYS,
+    SCORE_KEYS,
     Metric,
     ReportRow,
     RunInfo,
+    TrialRecord,
     VsRandom,
     metric_named,
     register_metric,
@@ -93,14 +97,38 @@ def _next_run(trials: list, rows: list[dict]) -> list[str]:
     return plan.describe(*found, tested[0], plan.DEFAULT_PARALLEL) if found else []
 
 
-def build_report(output_dir: Path, settings: ReportConfig | None = None, console=None) -> list[dict]:
-    """Read a run's stored files, compute statistics, write `<out>/comparison/`, print the table.
+def check_scored(trials: list[TrialRecord], asked: tuple[str, ...]) -> None:
+    """Metrics a user asked to test (`distill report --metrics`) that no trial of the run scored: one line naming
+    what the run did score, rather than a report that claims the predictions are missing."""
+    names = (*SCORE_KEYS, *dict.fromkeys(name for t in trials for name in t.metrics.user_metrics))
+    scored = [key for key in names if any(key in t.metrics.scores for t in trials)]
+    missing = [name for name in asked if name not in scored]
+    if not missing:
+        return
+    did_generate = any(key in GENERATED_KEYS for key in scored)
+    raise DistillError(
+        ("this run" if did_generate else "this run did not generate;")
+        + (f" has no {', '.join(missing)} scores;" if did_generate else "")
+        + f" its metrics are {', '.join(scored)}",
+        f"pass --metrics {','.join(scored)}"
+        + ("" if did_generate else ", or rerun the job with eval.generate: true to score the generated texts"),
+    )
+
+
+def build_report(
+    output_dir: Path, settings: ReportConfig | None = None, console=None, asked: bool = False, dest: Path | None = None
+) -> list[dict]:
+    """Read a run's stored files, compute statistics, write `<dest>/comparison/` (dest: the run's folder unless
+    `distill report --output-dir` chose another), print the table. `asked`: the tested metrics were named by the
+    user, so one the run did not score is an error (check_scored), not a gap.
 
     Returns the rows written to results.json (random first, then by ROUGE-L, "full" last), as mappings.
     """
     output_dir = Path(output_dir)
     settings = settings or ReportConfig()
     trials = load_trials(output_dir)
+    if asked:
+        check_scored(trials, tuple(settings.metrics))
     run_path = output_dir / "run.json"
     run = RunInfo.from_dict(_read_json(run_path), run_path) if run_path.is_file() else None
     for recorded in run.user_metrics if run else ():  # your metrics, as the run recorded them: no plugin needed
@@ -113,7 +141,7 @@ def build_report(output_dir: Path, settings: ReportConfig | None = None, console
     pool_path = output_dir / "pool_stats.json"
     pool = [int(v) for v in _read_json(pool_path).get("n_words", [])] if pool_path.is_file() else None
 
-    comp = output_dir / "comparison"
+    comp = Path(dest or output_dir) / "comparison"
     comp.mkdir(parents=True, exist_ok=True)
     write_json(records, comp / "results.json")
     write_csv(rows, comp / "results.csv")
@@ -122,12 +150,15 @@ def build_report(output_dir: Path, settings: ReportConfig | None = None, console
     for metric in _tested(rows):
         plots[f"forest_{metric.name}"] = f"forest_{metric.name}.png"
         plot_forest(rows, metric, comp / plots[f"forest_{metric.name}"])
-    plot_cost(rows, comp / "cost.png")
-    plots["cost"] = "cost.png"
+    if plot_cost(rows, comp / "cost.png"):
+        plots["cost"] = "cost.png"
     lengths = load_selected_lengths(output_dir)
     if lengths or pool:
         plot_lengths(lengths, pool, order, comp / "lengths.png")
         plots["lengths"] = "lengths.png"
+    for stale in set(comp.glob("*.png")) - {comp / name for name in plots.values()}:  # an earlier report's plot
+        for path in (stale, artifacts.sidecar(stale)):
+            path.unlink(missing_ok=True)
     artifacts.write_text(comp / "report.md", render_markdown(rows, run, plots, _next_run(trials, rows)))
     print_table(rows, console)
     return rows

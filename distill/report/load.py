@@ -5,6 +5,7 @@ those files, small enough to publish.
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,12 @@ from typing import Any
 from distill.errors import DistillError
 from distill.store import artifacts
 from distill.store.outdir import method_of
-from distill.store.records import TrialMetrics, TrialRecord
+from distill.store.records import RunInfo, TrialMetrics, TrialRecord
+
+log = logging.getLogger(__name__)
+
+TRIALS = "trials"  # the folder of trial folders (distill.trial.run.TRIALS: the report reads it, never imports it)
+
 
 # ----------------------------------------------------------------------------------------- reading
 
@@ -55,13 +61,34 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def load_trials(output_dir: Path) -> list[TrialRecord]:
-    """Every trial's metrics (plus its predictions, when stored), sorted by (method, seed, trial)."""
-    trials_dir = output_dir / "trials"
+def run_trial_paths(output_dir: Path) -> list[Path]:
+    """The metrics.json of every trial of the run in `output_dir`: those its run.json lists, each with the key it
+    lists (a trial folder an earlier run into the same folder left, with other methods, seeds or settings, is not
+    this run's and is named in a warning as left out). A run.json from before version 4 lists none: every trial."""
+    trials_dir = output_dir / TRIALS
     paths = sorted(trials_dir.glob("*/metrics.json")) if trials_dir.is_dir() else []
+    run_path = output_dir / "run.json"
+    own = RunInfo.from_dict(_read_json(run_path), run_path).trials if run_path.is_file() else None
+    if own is None:
+        return paths
+    kept = [p for p in paths if p.parent.name in own and _read_json(p).get("key") == own[p.parent.name]]
+    left_out = sorted(p.parent.name for p in paths if p not in kept)
+    if left_out:
+        log.warning(
+            "left out %d trial folder(s) that are not this run's (another run's, into the same folder): %s",
+            len(left_out),
+            ", ".join(left_out),
+        )
+    return kept
+
+
+def load_trials(output_dir: Path) -> list[TrialRecord]:
+    """The run's trials (run_trial_paths): metrics (plus predictions, when stored), sorted by (method, seed, trial)."""
+    paths = run_trial_paths(output_dir)
     if not paths:
         raise DistillError(
-            f"no trial results under {trials_dir}", f"run `python -m distill quick --output-dir {output_dir}` first"
+            f"no trial results of this run under {output_dir / TRIALS}",
+            f"run `python -m distill quick --output-dir {output_dir}` first",
         )
     trials = []
     for path in paths:
@@ -88,6 +115,50 @@ def load_selected_lengths(output_dir: Path) -> dict[str, list[int]]:
     return dict(lengths)
 
 
+# ------------------------------------------------------------------------------------ where to, from where
+
+REPORT_DIR = "comparison"  # the report's folder inside the folder it is written to
+REPORT_READS = ("metrics.json", "predictions.jsonl")  # what the report reads of each trial (not its adapter)
+
+
+def check_destination(dest: Path, run: Path, overwrite: bool) -> None:
+    """A rebuild replaces a report only when asked: into a folder that holds a run's trials (a published run in
+    the repository, another run), only a run's own first report goes without --overwrite."""
+    holds_trials, has_report = (dest / TRIALS).is_dir(), (dest / REPORT_DIR).exists()
+    if overwrite or not holds_trials or (dest == run and not has_report):
+        return
+    raise DistillError(
+        f"{dest} holds a run's trials" + (f" and its report ({REPORT_DIR}/)" if has_report else ""),
+        f"write the report to a new folder with --output-dir DIR, or pass --overwrite to replace {dest / REPORT_DIR}",
+    )
+
+
+def fetch_run(uri: str, dest: Path, endpoint: str | None, region: str | None, anonymous: bool) -> Path:
+    """Copy what the report reads of the run kept in storage `uri` (s3://, gs://: the layer `--storage` writes
+    through) into the local folder `dest`, and return it."""
+    from distill.store.storage import open_storage
+
+    store = open_storage(dest, uri, endpoint, region, anonymous)
+    try:
+        if not store.pull("run.json"):
+            raise DistillError(
+                f"{uri} holds no run.json: no run there",
+                "pass the storage of a run (with --endpoint for an S3-compatible store, --region for S3)",
+            )
+        for name in store.names(TRIALS):
+            for file in REPORT_READS:
+                store.pull(f"{TRIALS}/{name}/{file}")
+        for rel in ("pool_stats.json", "selected"):
+            store.pull(rel)
+    except OSError as exc:
+        raise DistillError(
+            f"storage {uri} cannot be read: {str(exc).splitlines()[0][:300]}",
+            "check the bucket, --endpoint / --region, and that this machine has credentials "
+            "(environment variables or an IAM role)",
+        ) from None
+    return dest
+
+
 # --------------------------------------------------------------------------------------- exporting
 
 TEXT_FIELDS = ("prediction", "reference")  # what an exported prediction leaves out: the texts, not the scores
@@ -106,8 +177,8 @@ def export(output_dir: Path, dest: Path) -> None:
     for name in ("run.json", "pool_stats.json"):
         if (output_dir / name).is_file():
             artifacts.write_bytes(dest / name, _trusted(output_dir / name).read_bytes())
-    for path in sorted((output_dir / "trials").glob("*/metrics.json")):
-        folder = dest / "trials" / path.parent.name
+    for path in run_trial_paths(output_dir):
+        folder = dest / TRIALS / path.parent.name
         artifacts.write_bytes(folder / "metrics.json", path.read_bytes())
         predictions = path.parent / "predictions.jsonl"
         if predictions.is_file():

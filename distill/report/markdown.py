@@ -241,8 +241,14 @@ def render_markdown(
         f"seed, the examples' only). p is the test of {_primary_label(rows)} against `random` (see *Against "
         "random*), Holm–Bonferroni adjusted over every test made; "
         '"not significant" marks adjusted p ≥ 0.05. '
-        "Time is the mean wall time per seed (select + train + eval; the select of a training-dynamics "
-        "method includes the probe stage it read).",
+        "Time is what a method costs per seed: its own selection (with any pass only it reads: the probe, IFD's "
+        "pass) + training + evaluation, in CPU seconds of the trial's own process on CPU (waiting for a CPU is "
+        "not counted; trials recorded before results schema 4: wall seconds), wall seconds on GPU."
+        + (
+            f" The embedding pass every method shares took {run.embed_seconds:.1f} s, once."
+            if run and run.embed_seconds
+            else ""
+        ),
         "",
         *([f"BERTScore model: `{bs_model}`.", ""] if generated(rows) else []),
     ]

@@ -79,11 +79,14 @@ def plot_forest(rows: list[dict], metric: Metric, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_cost(rows: list[dict], path: Path) -> None:
-    """ROUGE-L vs cost per method: GPU-seconds when any trial used a GPU, else wall seconds."""
-    plt = _plt()
+def plot_cost(rows: list[dict], path: Path) -> bool:
+    """ROUGE-L vs cost per method: GPU-seconds when any trial used a GPU, else wall seconds. Draws nothing (and
+    returns False) when no method has both, e.g. a run that did not generate: an empty plot is no result."""
     use_gpu = any((r["gpu_seconds"] or 0) > 0 for r in rows)
     key, label = ("gpu_seconds", "GPU-seconds per seed") if use_gpu else ("time_s", "wall time per seed (s)")
+    if not any(r[key] is not None and r["rougeL"] is not None for r in rows):
+        return False
+    plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 5))
     xs = [r[key] for r in rows if r[key] is not None and r[key] > 0]
     ys = [r["rougeL"] for r in rows if r["rougeL"] is not None]
@@ -113,6 +116,7 @@ def plot_cost(rows: list[dict], path: Path) -> None:
     fig.tight_layout()
     artifacts.write(path, lambda fh: fig.savefig(fh, format="png", dpi=110, metadata=_PNG_META))
     plt.close(fig)
+    return True
 
 
 def plot_lengths(lengths: dict[str, list[int]], pool: list[int] | None, order: list[str], path: Path) -> None:

@@ -24,6 +24,7 @@ from distill.store.records import (
     SCORE_METRICS,
     Metric,
     ReportRow,
+    TrialMetrics,
     TrialRecord,
     VsRandom,
     metric_named,
@@ -101,6 +102,20 @@ def _per_example_metrics(trials: list[TrialRecord], wanted: tuple[Metric, ...]) 
     eval.generate false or held-out loss before it existed, is skipped)."""
     present = {key for t in trials for p in (t.predictions or ()) for key in p}
     return tuple(m for m in wanted if m.name in present)
+
+
+def method_seconds(t: TrialMetrics) -> float | None:
+    """What one trial of a method cost: its own selection (with any pass only the methods that read it need: the
+    probe, IFD's pass) + its training + its evaluation. A CPU trial counts its process's CPU seconds, which neither
+    waiting for a free CPU nor the number of threads the scheduler gave it changes; a GPU trial (or one from before
+    version 4) its wall seconds. The shared embedding pass is no method's: run.json's embed_seconds, apart."""
+    cpu = (t.train_cpu_seconds, t.eval_cpu_seconds)
+    if t.device != "cuda" and t.select_seconds is not None and None not in cpu:
+        return t.select_seconds + sum(cpu)
+    if t.time_s is not None:
+        return t.time_s
+    parts = (t.select_seconds, t.train_seconds, t.eval_seconds)
+    return sum(parts) if None not in parts else None
 
 
 def _mean(values: list[float]) -> float | None:
@@ -186,9 +201,7 @@ def compute_rows(
             row[f"{m.name}_ci95"] = [min(ci[1], point), max(ci[2], point)] if ci and point is not None else None
         for key in COST_KEYS:
             row[key] = _mean([t.get(key) for t in ts])
-        if row["time_s"] is None:
-            parts = [row[k] for k in ("select_seconds", "train_seconds", "eval_seconds")]
-            row["time_s"] = sum(parts) if all(p is not None for p in parts) else None
+        row["time_s"] = _mean([method_seconds(t) for t in ts])
         gpu, time_s, score = row["gpu_seconds"], row["time_s"], row["rougeL"]
         row["rougeL_per_gpu_hour"] = score / (gpu / 3600) if gpu and score is not None else None
         row["rougeL_per_cpu_hour"] = score / (time_s / 3600) if time_s and score is not None else None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from distill.runtime import adaptive, preflight
 from distill.runtime.features import embed_pool, probe_pool
 from distill.runtime.selection import select_subsets, selection_inputs_key
 from distill.runtime.session import check_nodes_see, ray_session
-from distill.runtime.tune import log_table_to_wandb, run_trials
+from distill.runtime.tune import log_table_to_wandb, run_trials, trial_keys
 from distill.store import artifacts, outdir
 from distill.store.records import Resolved, RunInfo
 from distill.store.storage import Storage
@@ -64,15 +65,23 @@ def _run(cfg: ExperimentConfig, store: Storage, splits: Splits, resolved: Resolv
     model_path = resolved.model_path
     with ray_session(cfg.resources, {"distill_run": cfg.name, "distill_config_hash": config_hash(cfg)}):
         check_nodes_see(store)
+        start = time.perf_counter()
         features, embed_costs = embed_pool(cfg, splits, model_path, out, store)
+        embed_seconds = time.perf_counter() - start  # shared by every method: reported once, charged to none
         features, probe_costs = probe_pool(cfg, features, splits, model_path, out, store)
         key, costs = selection_inputs_key(cfg, splits, model_path), {**embed_costs, **probe_costs}
         specs = select_subsets(cfg, features, splits.train, out, key, costs, store)
+        keys = trial_keys(cfg, specs, splits, resolved)
+        write_run_info(out, cfg, splits, resolved, keys, embed_seconds)
+        store.push("run.json")  # the run's own trials: the report takes exactly these
         run_trials(cfg, specs, splits, resolved, store)
         if cfg.adaptive.enabled:  # more seeds for the undecided methods, look after look
 
             def run_round(pairs: list[tuple[str, int]]) -> None:
                 more = select_subsets(cfg, features, splits.train, out, key, costs, store, pairs=pairs)
+                keys.update(trial_keys(cfg, more, splits, resolved))  # the added trials are the run's too
+                write_run_info(out, cfg, splits, resolved, keys, embed_seconds)
+                store.push("run.json")
                 run_trials(cfg, more, splits, resolved, store)
 
             def look() -> list[dict]:
@@ -101,9 +110,17 @@ def prompt_record(cfg: ExperimentConfig, splits: Splits, model_path: str) -> dic
     return {**asdict(fmt.cfg), "rendered": fmt.render(turns)}
 
 
-def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, resolved: Resolved) -> None:
+def write_run_info(
+    out: Path,
+    cfg: ExperimentConfig,
+    splits: Splits,
+    resolved: Resolved,
+    trials: dict[str, str] | None = None,
+    embed_seconds: float | None = None,
+) -> None:
     """Everything needed to reproduce the run from its folder (no secrets: config holds none): the config as
-    the user gave it, and beside it what was resolved from it."""
+    the user gave it, and beside it what was resolved from it; once selected, the run's trials (name → key) and
+    what the shared embedding stage took."""
     info = RunInfo(
         name=cfg.name,
         mode=cfg.mode,
@@ -128,5 +145,7 @@ def write_run_info(out: Path, cfg: ExperimentConfig, splits: Splits, resolved: R
         platform=platform.platform(),
         versions=_versions(),
         config=asdict(cfg),
+        trials=trials,
+        embed_seconds=embed_seconds,
     )
     artifacts.write_json(out / "run.json", info.to_dict(), indent=2, sort_keys=True)

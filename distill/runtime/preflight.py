@@ -18,8 +18,11 @@ from distill.config.env import secret
 from distill.config.schema import ExperimentConfig
 from distill.console import run as console
 from distill.data.load import Splits, load_splits
+from distill.data.remote import readable
 from distill.errors import DistillError
+from distill.model.fit import check_fits
 from distill.model.load import is_test_model, resolve_model, resolve_precision
+from distill.runtime.session import check_cluster_answers
 from distill.store import outdir
 from distill.store.records import Resolved
 from distill.store.storage import Storage, check_reachable, open_storage
@@ -50,8 +53,9 @@ def check(cfg: ExperimentConfig) -> Checked:
     outdir.check(out)  # a foreign or unwritable folder fails before any work, and is left as it was
     storage = open_storage(out, cfg.storage.uri, cfg.storage.endpoint, cfg.storage.region, cfg.storage.anonymous)
     check_reachable(storage)  # a missing bucket, a wrong endpoint, no credentials: in a second
+    check_cluster_answers(cfg.resources)  # a stale RAY_ADDRESS: in seconds, not after Ray's silent 240 s
     with console.current().stage("data"):
-        splits = load_splits(cfg.data, cfg.select.query)
+        splits = load_splits(readable(cfg.data, cfg.storage), cfg.select.query)
         log(
             f"{splits.source}, {splits.format} format"
             + (" (detected from its columns)" if cfg.data.format == "auto" else "")
@@ -69,6 +73,7 @@ def check(cfg: ExperimentConfig) -> Checked:
         test_model = is_test_model(model_path)
         if test_model:
             log("it is a test model: its scores check that the pipeline works, they are never results")
+        check_fits(cfg, model_path)  # LoRA targets the model has, lengths its positions hold: before any work
         engine, why = choose_engine(cfg, model_path)
         log(f"evaluation engine: {engine} ({why})")
         precision = resolve_precision(cfg.model, "cpu")

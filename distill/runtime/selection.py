@@ -15,7 +15,7 @@ import pandas as pd
 from distill.config.schema import ExperimentConfig
 from distill.console.run import stage
 from distill.data.load import Splits
-from distill.errors import DistillError
+from distill.errors import DistillError, describe
 from distill.features import probe
 from distill.features.columns import QUERY_EMBEDDING, Features, charged_seconds
 from distill.runtime import metrics, preflight
@@ -96,7 +96,7 @@ def select_subsets(
             for (method, seed), ref in refs.items():  # every finished selection is cached, even when another failed
                 try:
                     indices, seconds = ray.get(ref)
-                except DistillError as exc:  # a selector that raised or answered wrongly (Ray's RayTaskError of it)
+                except Exception as exc:  # a selector that raised or answered wrongly, or its worker died
                     failed[f"selection {method} (seed {seed})"] = exc
                     metrics.selected(cfg.name, method, None)
                     continue
@@ -105,8 +105,7 @@ def select_subsets(
                 store.push(rels[method, seed])
             counters.bump(out, selections=len(todo) - len(failed))
             if failed:
-                _, cause, where = first_failure(failed)
-                raise DistillError(cause.problem, f"{cause.fix} ({where})")
+                raise failure(failed, len(todo))
         log(f"  {len(paths) - len(todo)} selection(s) reused from {store.uri}/cache")
         for (method, seed), path in paths.items():
             cached = json.loads(path.read_text())
@@ -123,6 +122,19 @@ def select_subsets(
     if cfg.include_baseline and not pairs:
         specs += [TrialSpec(seeded_name(FULL, s), FULL, s, tuple(range(len(pool))), 0.0) for s in range(cfg.seeds)]
     return specs
+
+
+def failure(failed: dict[str, BaseException], tried: int) -> DistillError:
+    """One line for the selections that failed (a selector's own DistillError, any other error of its task,
+    a worker that died), naming each, the first one's error and fix, and that the finished ones are kept."""
+    name, cause, where = first_failure(failed)
+    problem = cause.problem if isinstance(cause, DistillError) else describe(cause)
+    fix = cause.fix if isinstance(cause, DistillError) else "fix the selector or drop it from select.methods"
+    others = [other for other in failed if other != name]
+    return DistillError(
+        f"{name} failed: {problem}" + (f"; also failed: {', '.join(others)}" if others else ""),
+        f"{fix}; the {tried - len(failed)} finished selection(s) are kept and a rerun reuses them ({where})",
+    )
 
 
 def _cache_node():

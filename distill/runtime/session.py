@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import traceback
+from urllib.parse import urlsplit
 
 from distill import process
 from distill.config.schema import ResourcesConfig
@@ -19,8 +21,50 @@ from distill.store.storage import SHARED_FIX, Storage
 log = logging.getLogger(__name__).info  # on the console through distill.console.run.ConsoleHandler
 
 WORKERS = {"worker_process_setup_hook": process.WORKER_SETUP}  # ray.init's runtime_env: merged with a submitted job's
+CONNECT_TIMEOUT_S = 5  # for a cluster's head to accept a TCP connection: a live one answers in milliseconds
+DEFAULT_GCS_PORT = 6379  # the head's GCS port when an address names none (`ray start --head`'s default)
 NODE_CHECK_SECONDS = 120  # for every node of the cluster to answer whether it sees the run's storage
 logger = logging.getLogger(__name__)
+
+
+def cluster_address(res: ResourcesConfig) -> tuple[str | None, str]:
+    """The cluster a run joins and where that came from: resources.address, else RAY_ADDRESS (set by `ray job
+    submit`, or left over in a shell), else none (a local cluster)."""
+    if res.address:
+        return res.address, "resources.address"
+    return os.environ.get("RAY_ADDRESS") or None, "RAY_ADDRESS"
+
+
+def check_cluster_answers(res: ResourcesConfig) -> None:
+    """A cluster address that nobody answers (a cluster that is gone, a stale RAY_ADDRESS) fails here, in
+    seconds and naming the address, where it came from and the fix: ray.init would wait 240 s
+    in silence first. Only the TCP port is tried (no Ray import); "auto" and "local" are Ray's to resolve."""
+    address, origin = cluster_address(res)
+    if not address or address in ("auto", "local"):
+        return
+    parts = urlsplit(address if "://" in address else f"ray://{address}")
+    try:
+        host, port = parts.hostname, parts.port or DEFAULT_GCS_PORT
+    except ValueError:
+        host, port = None, None
+    if not host:
+        raise DistillError(f"Ray cluster address {address!r} (from {origin}) is not host:port", _address_fix(origin))
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise DistillError(
+            f"no Ray cluster answers at {host}:{port} (the address {address} came from {origin}): {exc.strerror or exc}",
+            _address_fix(origin),
+        ) from None
+
+
+def _address_fix(origin: str) -> str:
+    if origin == "RAY_ADDRESS":
+        return (
+            "start that cluster (`ray start --head`), or `unset RAY_ADDRESS` to run on a local cluster, or set "
+            "RAY_ADDRESS to a cluster that runs (`ray status` on its head shows its address)"
+        )
+    return "set resources.address to a cluster that runs (`ray status` on its head), or drop it for a local cluster"
 
 
 @contextlib.contextmanager
@@ -33,7 +77,7 @@ def ray_session(res: ResourcesConfig, metadata: dict[str, str] | None = None):
     from ray.data import DataContext
     from ray.job_config import JobConfig
 
-    address = res.address or os.environ.get("RAY_ADDRESS")
+    address, _ = cluster_address(res)
     started = not ray.is_initialized()
     dashboard = None
     if started and address:

@@ -46,9 +46,8 @@ def run_trials(
     gpus = (
         cfg.resources.gpus_per_trial if cfg.resources.gpus_per_trial is not None else (1.0 if cluster_gpus() else 0.0)
     )
-    shipped = plugins.load(cfg.select.plugins)  # your metrics' plugins: their source is in the keys, and travels
-    sources = [p.source or p.module for p in shipped]
-    keys = {s.name: trial_key(s, cfg, resolved, splits.fingerprint, sources) for s in specs}
+    shipped = plugins.load(cfg.select.plugins)  # your metrics' plugins travel as source to the trials
+    keys = trial_keys(cfg, specs, splits, resolved)
     todo = [
         s
         for s in specs
@@ -93,6 +92,13 @@ def run_trials(
             evaluate_with_vllm(cfg, trained, splits.test, splits.format, resolved, store, gpus)
         if failed:
             raise trials_failed(failed, len(todo), out)
+
+
+def trial_keys(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, resolved: Resolved) -> dict[str, str]:
+    """Each trial's content key (trial.run.trial_key), with the source of the plugins of your metrics: the keys the
+    trials are stored under and run.json lists as the run's own."""
+    sources = [p.source or p.module for p in plugins.load(cfg.select.plugins)]
+    return {s.name: trial_key(s, cfg, resolved, splits.fingerprint, sources) for s in specs}
 
 
 def trials_failed(failed: dict[str, BaseException], n_trials: int, out: Path) -> DistillError:

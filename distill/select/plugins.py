@@ -17,6 +17,7 @@ clashes with a built-in, no selector at all) is a one-line DistillError naming t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import sys
@@ -43,7 +44,10 @@ class Plugin:
 
 
 def resolve(spec: str) -> Plugin:
-    """A --plugin value → Plugin: a path ending in .py (relative to the current directory) or a module name."""
+    """A --plugin value → Plugin: a path ending in .py (relative to the current directory) or a module name. A module
+    whose file is in the current folder is found there first, as `python -m` finds it (the `distill` command's
+    own path does not hold that folder), and travels to the Ray workers as source text like a file: a worker
+    elsewhere could not import it, and its clashes and signatures are checked here, when it loads."""
     if spec.endswith(".py") or "/" in spec:
         path = Path(spec).expanduser().resolve()
         if not path.is_file():
@@ -63,6 +67,9 @@ def resolve(spec: str) -> Plugin:
             f"plugin '{spec}' is neither a .py file nor a module name",
             "pass a path such as my_selectors.py or a module such as my_pkg.selectors",
         )
+    here = Path.cwd() / f"{spec.replace('.', '/')}.py"
+    if here.is_file():  # `python -m`'s rule: the current folder comes first; shipped as source, as a file is
+        return dataclasses.replace(resolve(str(here)), spec=spec)
     return Plugin(spec, spec)
 
 

@@ -44,19 +44,27 @@ def round_robin(rankings: list[np.ndarray], k: int, n: int) -> np.ndarray:
 
 def rds_rankings(similarity: np.ndarray, task: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
     """The lists RDS+ takes from in turn: with one task, one per query example (its most similar pool rows
-    first); with several, one per task, by each pool row's highest similarity to that task's queries."""
+    first); with several, one per task, by each pool row's highest similarity to that task's queries.
+
+    When k is smaller than the number of lists, a round-robin would stop before every list had its turn, so
+    only the first k queries (or tasks) in file order would count: then there is one list instead, every pool
+    row scored by its best similarity over all queries (the max RDS+ already uses within a task), which every
+    query shapes and which does not depend on the order of the query file."""
     tasks = np.unique(task)
     if len(tasks) == 1:
         scores = [similarity[:, j] for j in range(similarity.shape[1])]
     else:
         scores = [similarity[:, task == t].max(axis=1) for t in tasks]
+    if k < len(scores):
+        scores = [similarity.max(axis=1)]
     return [seeded_top_k(score, k, seed) for score in scores]
 
 
 @register(
     "rds_plus",
     description="RDS+: pool examples most similar to a query set of target-task examples (position-weighted "
-    "mean-pooled hidden states, cosine), taken round-robin over the queries.",
+    "mean-pooled hidden states, cosine), taken round-robin over the queries (with k below their number: by each "
+    "example's best similarity to any query).",
     needs=("embedding_wmean", "query_embedding"),
     cost="O(n·m·d) + O(m·n log n), m = query examples",
     reference="RDS+, Ivison et al. (2025), arXiv 2503.01807",
@@ -65,7 +73,8 @@ def rds_plus(features: Features, k: int, seed: int) -> np.ndarray:
     """Cosine similarity of each pool example's `embedding_wmean` to each query example's; with one
     query task, each query example in turn takes its most similar pool example not taken yet; with
     several tasks (query files), each task in turn takes the pool example of highest similarity to any
-    of its queries (Ivison et al.'s round-robin over tasks). Ties: a seeded permutation."""
+    of its queries (Ivison et al.'s round-robin over tasks). With k below the number of queries (tasks),
+    the top k by best similarity over all queries (rds_rankings says why). Ties: a seeded permutation."""
     if not len(features.query_embedding):
         raise DistillError(
             "rds_plus got an empty query set",

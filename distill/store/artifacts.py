@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
@@ -24,6 +24,8 @@ from typing import IO, Any
 import numpy as np
 
 SIDECAR = ".sha256"  # suffix of the checksum file next to each artifact
+NEW_FILE_MODE = 0o666  # what open() asks for; the umask takes away the rest, as for any file the user creates
+TEMP_NAME_BYTES = 6  # random bytes in a temporary file's name: collisions between concurrent writers are negligible
 CHUNK = 1 << 20  # bytes hashed per read: big artifacts (feature caches) are streamed, never loaded whole
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,7 @@ def atomic_write(path: Path, writer: Callable[[IO[bytes]], None]) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             writer(fh)
@@ -54,6 +56,18 @@ def atomic_write(path: Path, writer: Callable[[IO[bytes]], None]) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    """A new hidden temporary file beside `path`, open for writing, created as `open()` creates files: mode
+    0666 less the umask (0644 under the usual 022). tempfile.mkstemp's 0600 would survive the rename, and a
+    result the user shares would be unreadable to the group that can read the rest of the run."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(TEMP_NAME_BYTES)}.tmp"
+        try:
+            return os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, NEW_FILE_MODE), str(tmp)
+        except FileExistsError:  # another writer's temporary file of the same name: draw another
+            continue
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -29,6 +29,11 @@ from distill.errors import DistillError
 #    Each `vs_random` entry carries its verdict (better, worse, equivalent within ±δ, undecided, no claim), read from
 #    an interval simultaneous over every test and look, the margin δ, that interval and its level, and the seeds
 #    that would decide an undecided one; run.json's config has the `adaptive` section (--until-decided).
+#    run.json records the run's own trials, `trials` (trial name → trial key): the report reads exactly those and
+#    names any other trial folder it finds (an earlier run's, into the same output folder) as left out; and the
+#    shared embedding stage's seconds, `embed_seconds`. A trial's metrics.json adds `train_cpu_seconds` and
+#    `eval_cpu_seconds` (CPU seconds of the trial's own process): a CPU trial's time in the report is
+#    select + those, so waiting for a CPU or the threads the scheduler gave it no longer count as its cost.
 SCHEMA_VERSION = 4
 LEGACY_VERSION = 1  # files written before versioning: the version-1 fields, no `schema_version`
 
@@ -135,6 +140,8 @@ class TrialMetrics:
     generate_seconds: float | None = None
     heldout_loss_seconds: float | None = None
     eval_seconds: float | None = None
+    train_cpu_seconds: float | None = None  # CPU seconds of the trial's process while it trained (version 4)
+    eval_cpu_seconds: float | None = None  # ... while it evaluated here (None: a shared vLLM engine evaluated it)
     time_s: float | None = None
     gpu_seconds: float | None = None
     peak_memory_mb: float | None = None
@@ -231,6 +238,10 @@ class RunInfo:
     platform: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)  # ExperimentConfig as a mapping (config.load.config_from_run)
+    # trial name → trial key of every trial this run is made of, once its subsets are selected; None: not yet, or a
+    # run from before version 4 (its report takes every trial in the folder)
+    trials: dict[str, str] | None = None
+    embed_seconds: float | None = None  # the shared embedding stage, once for every method (reused cache: its load)
     schema_version: int = SCHEMA_VERSION  # the version the file was written in (LEGACY_VERSION: a migrated config)
 
     def to_dict(self) -> dict[str, Any]:

@@ -113,6 +113,13 @@ class Storage:
         with self.fs.open_input_stream(self.path(rel)) as stream:
             return stream.read()
 
+    def names(self, rel: str) -> list[str]:
+        """The names directly inside folder `rel`, sorted (none when it does not exist)."""
+        from pyarrow.fs import FileSelector
+
+        infos = self.fs.get_file_info(FileSelector(self.path(rel), allow_not_found=True))
+        return sorted(posixpath.basename(info.path) for info in infos)
+
     def delete(self, rel: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.fs.delete_file(self.path(rel))

@@ -112,6 +112,7 @@ def run_trial(
     model = load_model(model_path, cfg.model, device, precision)
     model = add_lora(model, cfg.train, quantized=cfg.model.load_in_8bit)
     subset = pool.iloc[list(spec.indices)]
+    train_cpu = time.process_time()  # the process's CPU seconds: no time spent waiting for a CPU counts
     with autocast(precision, device):  # bf16 matmuls over fp32 weights: LoRA weights and AdamW state stay fp32
         stats = finetune(
             model,
@@ -125,6 +126,7 @@ def run_trial(
             state=state,
             on_step=on_step,
         )
+    train_cpu, eval_cpu = time.process_time() - train_cpu, time.process_time()
     start = time.perf_counter()
     encoded = encode_heldout(fmt, test)
     heldout_cut = sum(e.target_cut for e in encoded)
@@ -148,9 +150,11 @@ def run_trial(
         "device": device,
         "precision": precision,
         "heldout_loss_seconds": time.perf_counter() - start,
+        "train_cpu_seconds": train_cpu,
     }
     if not cfg.eval.generate:  # a loss-only sweep: nothing to generate, nothing for a vLLM engine to do
-        return evaluated(trained, test, losses, None, 0.0, "hf", resolved.scorer, cfg.eval.batch_size, gpus).to_dict()
+        record = evaluated(trained, test, losses, None, 0.0, "hf", resolved.scorer, cfg.eval.batch_size, gpus)
+        return _with_eval_cpu(record, eval_cpu)
     if resolved.engine == "vllm":
         with tempfile.TemporaryDirectory(prefix="distill-adapter-") as tmp:
             model.save_pretrained(tmp)
@@ -164,7 +168,14 @@ def run_trial(
         generated = generate(model, tokenizer, fmt, [e.prompt for e in encoded], cfg.eval, device)
     seconds = time.perf_counter() - start
     scorer, batch = resolved.scorer, cfg.eval.batch_size
-    return evaluated(trained, test, losses, generated, seconds, "hf", scorer, batch, gpus, cfg.eval.metrics).to_dict()
+    record = evaluated(trained, test, losses, generated, seconds, "hf", scorer, batch, gpus, cfg.eval.metrics)
+    return _with_eval_cpu(record, eval_cpu)
+
+
+def _with_eval_cpu(record: TrialRecord, started: float) -> dict:
+    """The record with the CPU seconds its evaluation took in this process since `started` (process_time)."""
+    record.metrics.eval_cpu_seconds = time.process_time() - started
+    return record.to_dict()
 
 
 def encode_heldout(fmt: PromptFormat, test: pd.DataFrame) -> list[Encoded]:
