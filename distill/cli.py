@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from distill.cli_args import jobs_arguments, plan_arguments, report_arguments, resume_arguments
 from distill.config.load import make_config
 from distill.errors import DistillError
 
@@ -163,33 +164,6 @@ def run(cfg, verbose: bool) -> int:
     return 0
 
 
-def resume_arguments(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument(
-        "run",
-        metavar="OUTPUT_DIR|STORAGE",
-        help="the run's output directory (it holds run.json), or its storage (s3://bucket/prefix, "
-        "gs://bucket/prefix, a shared path) from any machine that reaches it",
-    )
-    cmd.add_argument(
-        "--output-dir",
-        help="resuming from storage: this driver's local folder for the run and its report "
-        "(default: a new folder under results/)",
-    )
-    add_store_flags(cmd, "resuming")
-    cmd.add_argument("-v", "--verbose", action="store_true", help="show Ray's, Tune's and the libraries' own logs")
-
-
-def add_store_flags(cmd: argparse.ArgumentParser, doing: str) -> None:
-    """How to reach a run kept in an object store (what storage.endpoint/region/anonymous say for a run)."""
-    cmd.add_argument("--endpoint", help=f"{doing} from an S3-compatible store: its endpoint URL (storage.endpoint)")
-    cmd.add_argument("--region", help=f"{doing} from S3: the bucket's region (storage.region)")
-    cmd.add_argument(
-        "--anonymous",
-        action="store_true",
-        help=f"{doing} from a store that takes no credentials, e.g. a GCS emulator (storage.anonymous)",
-    )
-
-
 @command(
     "resume",
     "continue a run whose driver died: reuse what is done, continue trials from their checkpoints",
@@ -202,39 +176,6 @@ def resume(args: argparse.Namespace) -> int:
         stored = config_from_storage(args.run, args.output_dir, args.endpoint, args.region, args.anonymous)
         return run(stored, args.verbose)
     return run(config_from_run(args.run), args.verbose)
-
-
-def report_arguments(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument(
-        "run",
-        nargs="?",
-        default="results",
-        metavar="RUN",
-        help="the run's output directory, or its storage (s3://bucket/prefix, gs://bucket/prefix) (default: results)",
-    )
-    cmd.add_argument(
-        "--output-dir",
-        help="write the report (comparison/) into this folder, not into RUN; for a run in an object store, the "
-        "folder its files are copied into (default: a new folder under results/)",
-    )
-    cmd.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the report of a folder that holds a run's trials (without it, such a folder is refused)",
-    )
-    add_store_flags(cmd, "reporting")
-    cmd.add_argument(
-        "--export",
-        metavar="DIR",
-        help="copy what the report reads into the new folder DIR (the trials' "
-        "scores without their texts: small enough to publish) and build "
-        "the report there, from that folder alone",
-    )
-    cmd.add_argument(
-        "--metrics",
-        help="the metrics tested against random, in order, e.g. rougeL,heldout_loss "
-        "(report.metrics; default: what the run was started with)",
-    )
 
 
 @command("report", "rebuild the comparison report from stored trial results", report_arguments)
@@ -287,19 +228,6 @@ def k8s(args: argparse.Namespace) -> int:
     return 0
 
 
-def plan_arguments(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("run", metavar="OUTPUT_DIR", help="a pilot run with ≥ 2 seeds (its trials and their timings)")
-    cmd.add_argument(
-        "--mde",
-        required=True,
-        help="the difference the run must detect with 80%% power: in the metric's units (0.01) or a share of "
-        "random's mean (2%%)",
-    )
-    cmd.add_argument("--metric", help="the metric to plan for (default: the pilot's first of report.metrics)")
-    cmd.add_argument("--max-examples", type=int, help="held-out examples available (default: unlimited)")
-    cmd.add_argument("--parallel", type=int, default=2, help="trials running at once, for the wall time (default 2)")
-
-
 @command("plan", "the cheapest seeds × held-out examples that detect a difference, from a pilot run", plan_arguments)
 def plan(args: argparse.Namespace) -> int:
     from distill.report.plan import run_plan
@@ -318,14 +246,6 @@ def methods(args: argparse.Namespace) -> int:
         needs = ", ".join(method.needs) or "text stats"  # no needs: the text statistics every pool has
         print(f"{name:20s} {method.description} [needs: {needs}; cost: {method.cost}]")
     return 0
-
-
-def jobs_arguments(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument(
-        "--show",
-        metavar="NAME|PATH",
-        help="print one job as it resolves: its `base:` chain applied, as YAML (defaults left out)",
-    )
 
 
 @command("jobs", "list the job specs shipped with distill (use one with --job NAME)", jobs_arguments)

@@ -56,7 +56,7 @@ def test_every_flag_of_every_command_is_documented(code):
 
 
 def test_the_readme_lists_every_subcommand(code):
-    listed = set(re.findall(r"^distill ([a-z]+)\b", _block_after(README.read_text(), "## Modes and jobs"), re.M))
+    listed = set(re.findall(r"^distill ([a-z0-9]+)\b", _block_after(README.read_text(), "## Modes and jobs"), re.M))
     assert listed == set(code.flags), f"README's command list vs distill's subcommands: {listed ^ set(code.flags)}"
 
 

@@ -107,8 +107,8 @@ def check_scored(trials: list[TrialRecord], asked: tuple[str, ...]) -> None:
         return
     did_generate = any(key in GENERATED_KEYS for key in scored)
     raise DistillError(
-        ("this run" if did_generate else "this run did not generate;")
-        + (f" has no {', '.join(missing)} scores;" if did_generate else "")
+        (f"report.metrics names {', '.join(missing)}, which this run did not score;" if did_generate else "")
+        + ("" if did_generate else "this run did not generate;")
         + f" its metrics are {', '.join(scored)}",
         f"pass --metrics {','.join(scored)}"
         + ("" if did_generate else ", or rerun the job with eval.generate: true to score the generated texts"),
