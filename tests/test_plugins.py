@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from test_cli import PYTHON, REPO, assert_one_line_error, run_cli
 
@@ -48,6 +49,27 @@ def write_plugin(folder: Path, name: str = "shortest_first", filename: str = "my
     path = folder / filename
     path.write_text(SHORTEST.format(name=name))
     return path
+
+
+def pool_frame(n: int) -> pd.DataFrame:
+    """A training pool of `n` one-turn examples, as the data layer hands it to selection."""
+    turns = '[{"role": "user", "content": "t"}]'
+    return pd.DataFrame(
+        {"id": [f"d{i}" for i in range(n)], "title": "", "prompt": "t", "response": "s", "turns": turns}
+    )
+
+
+def local_ray() -> None:
+    """A local Ray cluster whose workers import this repo (these tests select through real tasks)."""
+    import ray
+
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
+    )
 
 
 def pool(n: int = 12):
@@ -255,7 +277,6 @@ def test_a_ray_task_body_runs_a_shipped_plugin_whose_file_is_gone(tmp_path):
 def test_select_subsets_runs_a_plugin_as_ray_tasks_even_where_its_file_is_gone(tmp_path):
     """select_subsets on a local Ray cluster with a plugin method; then the same task body as a Ray task
     after the file was deleted: the worker can only have the selector from the source that travelled with it."""
-    import pandas as pd
     import ray
 
     path = write_plugin(tmp_path)
@@ -266,23 +287,9 @@ def test_select_subsets_runs_a_plugin_as_ray_tasks_even_where_its_file_is_gone(t
         }
     )
     features = pool(24)
-    frame = pd.DataFrame(
-        {
-            "id": [f"d{i}" for i in range(24)],
-            "title": "",
-            "prompt": "t",
-            "response": "s",
-            "turns": '[{"role": "user", "content": "t"}]',
-        }
-    )
+    frame = pool_frame(24)
     expected = sorted(features.n_words)[:6]
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
-    )
+    local_ray()
     try:
         specs = {s.method: s for s in select_subsets(cfg, features, frame, Path(cfg.output_dir), "test")}
         assert sorted(features.n_words[list(specs["shortest_first"].indices)]) == expected
@@ -319,7 +326,6 @@ def late_shortest(features, k, seed):
 def test_a_selection_worker_that_dies_loses_no_finished_selection(tmp_path):
     """The first method's worker dies (no Python exception: the process is gone); the second finishes after it.
     The run fails naming the dead one, and the finished selection is cached, so a rerun reuses it."""
-    import pandas as pd
     import ray
 
     path = tmp_path / "my_crashing.py"
@@ -331,15 +337,9 @@ def test_a_selection_worker_that_dies_loses_no_finished_selection(tmp_path):
         }
     )
     features = pool(24)
-    frame = pd.DataFrame({"id": [f"d{i}" for i in range(24)], "title": "", "text": "t", "summary": "s"})
+    frame = pool_frame(24)
     out = Path(cfg.output_dir)
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
-    )
+    local_ray()
     try:
         with pytest.raises(DistillError) as err:
             select_subsets(cfg, features, frame, out, "test")
