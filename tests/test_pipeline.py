@@ -67,22 +67,22 @@ def test_quick_pipeline_end_to_end_then_reuses_everything(tiny_job, capsys):
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_instruction_data_runs_every_selector_end_to_end(tiny_job, tiny_model):
-    """Real GSM8K instruction rows, format detected from the columns, every registered selector (the probe's,
-    IFD's pass and RDS+'s query set included) selects, trains and is reported; run.json says which format and
-    template were used."""
-    from distill.select import registry
-
+def test_instruction_data_runs_end_to_end_with_the_prompt_and_response_selectors(tiny_job, tiny_model):
+    """Real GSM8K instruction rows, format detected from the columns; the selectors whose features are defined on
+    prompt and response (IFD's response-alone pass, RDS+'s query set, the probe's response losses) select, train
+    and are reported; run.json says which format and template were used. (Every selector on each format's
+    prompts: tests/test_selectors.py.)"""
+    methods = ["random", "ifd", "rds_plus", "el2n_loss", "length_diversity"]
     tiny_job["data"] = {"source": str(REPO / "data/gsm8k/gsm8k_instruct.jsonl"), "test_size": 4, "max_train": 40}
     tiny_job["data"]["query_size"] = 4
-    tiny_job["select"] = {"methods": registry.names(), "fraction": 0.15}
+    tiny_job["select"] = {"methods": methods, "fraction": 0.15}
     tiny_job["probe"] = {"grad_dim": 64, "grad_blocks": 4}
     tiny_job["eval"]["generate"] = False
     tiny_job["report"] = {"metrics": ["heldout_loss"]}
     cfg = make_config(tiny_job)
     rows = pipeline.run(cfg)
     out = Path(cfg.output_dir)
-    assert {r["method"] for r in rows} == set(registry.names())
+    assert {r["method"] for r in rows} == set(methods)
     run_info = json.loads((out / "run.json").read_text())
     assert run_info["data_format"] == "instruction" and run_info["config"]["data"]["format"] == "auto"
     assert run_info["prompt"]["style"] == "chat" and run_info["prompt"]["instruction"] == ""
