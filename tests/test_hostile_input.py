@@ -212,7 +212,7 @@ CASES = [
     ),
     Case(
         "prompt-template-without-placeholder",
-        ["--set", "prompt.template=### Question: {question}"],
+        ["--set", "prompt.template=### Question: "],
         ("prompt.template", "0 {prompt} placeholders", "put {prompt} once"),
     ),
     Case(
