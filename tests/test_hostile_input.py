@@ -212,7 +212,7 @@ CASES = [
     ),
     Case(
         "prompt-template-without-placeholder",
-        ["--set", "prompt.template=### Question: "],
+        ["--set", "prompt.template=Answer the question below"],
         ("prompt.template", "0 {prompt} placeholders", "put {prompt} once"),
     ),
     Case(
