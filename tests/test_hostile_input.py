@@ -405,7 +405,7 @@ CASES = [
         "choice-report-metric",
         ["--set", "report.metrics=rougeL,rougeX"],
         (
-            "'report.metrics' must be a comma-separated list of rouge1, rouge2, rougeL",
+            "report.metrics names 'rougeX', which is neither distill's metric (rouge1, rouge2, rougeL",
             "'rougeX'",
             "--set report.metrics=rougeL,bertscore_f1,heldout_loss (the default)",
         ),

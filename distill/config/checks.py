@@ -119,7 +119,8 @@ def _check_user_metrics(cfg: ExperimentConfig) -> None:
             raise DistillError(
                 f"report.metrics names '{name}', which is neither distill's metric ({', '.join(SCORE_KEYS)}) "
                 f"nor one of eval.metrics ({', '.join(cfg.eval.metrics) or 'none'})",
-                "test a metric the trials score: one of distill's, or yours listed in eval.metrics",
+                "test metrics the trials score, e.g. --set report.metrics=rougeL,bertscore_f1,heldout_loss (the "
+                "default), or yours listed in eval.metrics",
             )
     for name in cfg.report.margins:
         if name not in cfg.eval.metrics:
