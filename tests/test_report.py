@@ -479,3 +479,27 @@ def test_a_methods_time_is_its_own_cost_not_its_wait_and_the_shared_embedding_is
     assert rows["clustering"]["time_s"] == rows["random"]["time_s"] == 1.0 + 8.0 + 2.0  # select + train + eval
     report = (tmp_path / "comparison" / "report.md").read_text()
     assert "embedding pass every method shares took 123.4 s, once" in report
+
+
+def test_a_users_metric_is_tested_against_random_with_its_margin(tmp_path):
+    """A metric the run recorded in run.json (eval.metrics) is read from each trial, tested against random and
+    judged with its own margin — its means live under user_scores, never as a column."""
+    from distill.config.schema import ReportConfig
+
+    _write_run(tmp_path)
+    for tdir in (tmp_path / "trials").iterdir():
+        lines = [json.loads(line) for line in (tdir / "predictions.jsonl").read_text().splitlines()]
+        for p in lines:
+            p["exact_answer"] = float(p["rougeL"] > 0.3)
+        (tdir / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in lines))
+        artifacts.seal(tdir / "predictions.jsonl")
+        mean = float(np.mean([p["exact_answer"] for p in lines]))
+        _rewrite(tdir / "metrics.json", exact_answer=mean, user_metrics=["exact_answer"])
+    recorded = [{"name": "exact_answer", "label": "exact answer", "higher_is_better": True}]
+    _rewrite(tmp_path / "run.json", user_metrics=recorded)
+
+    settings = ReportConfig(metrics=["exact_answer"], margins={"exact_answer": 0.05})
+    rows = {r["method"]: r for r in build_report(tmp_path, settings, console=_console())}
+    test = rows["clustering"]["vs_random"]["exact_answer"]
+    assert rows["random"]["user_scores"]["exact_answer"] > 0 and test["diff"] > 0
+    assert test["mde_pct"] is not None and test["verdict"] and test["margin"] > 0

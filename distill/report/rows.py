@@ -231,6 +231,11 @@ def compute_rows(
     return [ReportRow.from_dict({col: _round(rows[m].get(col)) for col in COLUMNS}) for m in _method_order(rows)]
 
 
+def _mean_of(row: dict, name: str) -> float | None:
+    """A method's mean of metric `name`: distill's metrics are columns of the row, a user's are under user_scores."""
+    return row[name] if name in METRICS else (row["user_scores"] or {}).get(name)
+
+
 def _pairs(mats: ScoreMatrices, base: ScoreMatrices, design: sequential.Design) -> tuple[list[int], list[int]]:
     """Rows of a method's and of random's matrices paired by seed: the shared seeds, in order, as many as the
     design's schedule allows (`Design.usable`: a round cut short is not a look)."""
@@ -260,7 +265,7 @@ def _tests_against_random(
     for (method, metric), p_holm in zip(keys, adjusted):
         comp = tests[method, metric]
         ev = planning.evidence(comp.variance, comp.diff, alpha=alpha)
-        random_mean = rows[RANDOM][metric]
+        random_mean = _mean_of(rows[RANDOM], metric)
         rows[method]["vs_random"] = (rows[method]["vs_random"] or {}) | {
             metric: asdict(
                 VsRandom(
@@ -299,7 +304,8 @@ def _verdicts(
         test, mats = rows[method]["vs_random"][name], matrices[method]
         rows_m, rows_r = _pairs(mats, base, design)
         share = margins.get(name, 0.0)
-        delta = share * abs(rows[RANDOM][name]) if rows[RANDOM][name] is not None else 0.0
+        random_mean = _mean_of(rows[RANDOM], name)
+        delta = share * abs(random_mean) if random_mean is not None else 0.0
         found = verdict.judge(
             mats.scores[name][rows_m] - base.scores[name][rows_r],
             delta,
