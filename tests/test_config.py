@@ -37,6 +37,12 @@ def test_yaml_job_and_overrides(tmp_path):
     assert cfg.data.test_size == 7 and isinstance(cfg.data.test_size, int)
 
 
+def test_an_override_yaml_reads_as_a_comment_stays_text_and_null_stays_null():
+    """'--set prompt.system="# Be brief"' is the user's text (YAML alone drops it as a comment: null)."""
+    cfg = make_config({}, {"prompt.system": "# Be brief", "data.max_train": "null"})
+    assert cfg.prompt.system == "# Be brief" and cfg.data.max_train is None
+
+
 def test_named_job_from_jobs_dir():
     cfg = make_config("quick")
     assert cfg.name == "quick"

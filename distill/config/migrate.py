@@ -69,4 +69,14 @@ def set_key(values: dict[str, Any], dotted: str, value: Any) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise DistillError(f"override '{dotted}' goes through a non-section key '{part}'", "use section.key=value")
-    node[leaf] = yaml.safe_load(value) if isinstance(value, str) else value
+    node[leaf] = _yaml_value(value) if isinstance(value, str) else value
+
+
+YAML_NULLS = ("", "~", "null", "Null", "NULL")  # how YAML writes null; any other text YAML reads as null is a comment
+
+
+def _yaml_value(text: str) -> Any:
+    """An override's value as YAML types it, except that text YAML would drop as a comment ('# Answer:') stays
+    text: a prompt or a system message beginning with '#' must not silently become null."""
+    value = yaml.safe_load(text)
+    return text if value is None and text.strip() not in YAML_NULLS else value
