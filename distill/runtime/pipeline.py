@@ -74,7 +74,7 @@ def _run(cfg: ExperimentConfig, store: Storage, splits: Splits, resolved: Resolv
         keys = trial_keys(cfg, specs, splits, resolved)
         write_run_info(out, cfg, splits, resolved, keys, embed_seconds)
         store.push("run.json")  # the run's own trials: the report takes exactly these
-        run_trials(cfg, specs, splits, resolved, store)
+        run_trials(cfg, specs, splits, resolved, store, keys)
         if cfg.adaptive.enabled:  # more seeds for the undecided methods, look after look
 
             def run_round(pairs: list[tuple[str, int]]) -> None:
@@ -82,7 +82,7 @@ def _run(cfg: ExperimentConfig, store: Storage, splits: Splits, resolved: Resolv
                 keys.update(trial_keys(cfg, more, splits, resolved))  # the added trials are the run's too
                 write_run_info(out, cfg, splits, resolved, keys, embed_seconds)
                 store.push("run.json")
-                run_trials(cfg, more, splits, resolved, store)
+                run_trials(cfg, more, splits, resolved, store, keys)
 
             def look() -> list[dict]:
                 with stage("verdicts"):

@@ -34,10 +34,15 @@ KEEP_CHECKPOINTS = 2  # per trial: the newest, and the one before in case a driv
 
 
 def run_trials(
-    cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, resolved: Resolved, store: Storage
+    cfg: ExperimentConfig,
+    specs: list[TrialSpec],
+    splits: Splits,
+    resolved: Resolved,
+    store: Storage,
+    keys: dict[str, str],
 ) -> None:
     """One Ray Tune trial per subset, written to trials/<name> in storage by its node and copied into the output
-    folder; finished trials (same content hash) are reused."""
+    folder; finished trials (same content key, `keys` from trial_keys) are reused."""
     from ray import tune
 
     from distill.runtime.callbacks import PersistTrials, TrialProgress
@@ -47,7 +52,6 @@ def run_trials(
         cfg.resources.gpus_per_trial if cfg.resources.gpus_per_trial is not None else (1.0 if cluster_gpus() else 0.0)
     )
     shipped = plugins.load(cfg.select.plugins)  # your metrics' plugins travel as source to the trials
-    keys = trial_keys(cfg, specs, splits, resolved)
     todo = [
         s
         for s in specs
@@ -97,7 +101,7 @@ def run_trials(
 def trial_keys(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, resolved: Resolved) -> dict[str, str]:
     """Each trial's content key (trial.run.trial_key), with the source of the plugins of your metrics: the keys the
     trials are stored under and run.json lists as the run's own."""
-    sources = [p.source or p.module for p in plugins.load(cfg.select.plugins)]
+    sources = [p.source or p.module for p in map(plugins.resolve, cfg.select.plugins)]
     return {s.name: trial_key(s, cfg, resolved, splits.fingerprint, sources) for s in specs}
 
 
