@@ -85,23 +85,13 @@ def step_arm(setup, precision: str, bills: int, heldout: int) -> dict:
     import dataclasses
 
     from distill.model.load import autocast
-    from distill.model.train import finetune
     from distill.trial.run import encode_heldout, heldout_losses
 
     model = benchlib.lora_model(setup)
     subset = setup.pool.iloc[:bills]
     train_cfg = dataclasses.replace(setup.cfg.train, max_steps=1)
     with autocast(precision, "cpu"):
-        stats = finetune(
-            model,
-            setup.tokenizer,
-            setup.fmt,
-            subset["turns"].tolist(),
-            subset["response"].tolist(),
-            train_cfg,
-            0,
-            "cpu",
-        )
+        stats = benchlib.finetune_subset(model, setup, subset, train_cfg)
         start = time.perf_counter()
         encoded = encode_heldout(setup.fmt, setup.test.iloc[:heldout])
         losses = heldout_losses(model, setup.tokenizer, encoded, heldout, "cpu")

@@ -70,18 +70,7 @@ def run_arm(name: str, steps: int, threads: int, device: str, model: str | None)
 
 
 def _distill(model, setup, subset, examples, train_cfg, device) -> tuple[int, float]:
-    from distill.model.train import finetune
-
-    stats = finetune(
-        model,
-        setup.tokenizer,
-        setup.fmt,
-        subset["turns"].tolist(),
-        subset["response"].tolist(),
-        train_cfg,
-        seed=0,
-        device=device,
-    )
+    stats = benchlib.finetune_subset(model, setup, subset, train_cfg, device)
     return stats.train_tokens, stats.seconds
 
 

@@ -71,6 +71,14 @@ def lora_model(setup: QuickSetup, device: str = "cpu"):
     return add_lora(load_model(setup.model_path, setup.cfg.model, device), setup.cfg.train).eval()
 
 
+def finetune_subset(model, setup: QuickSetup, subset, train_cfg, device: str = "cpu"):
+    """distill's own training loop (model/train.finetune) on `subset`'s rows, seed 0, as a trial runs it."""
+    from distill.model.train import finetune
+
+    turns, responses = subset["turns"].tolist(), subset["response"].tolist()
+    return finetune(model, setup.tokenizer, setup.fmt, turns, responses, train_cfg, seed=0, device=device)
+
+
 def reset_peak_rss() -> float:
     """Reset this process's peak resident memory (Linux clear_refs 5); returns the current RSS in MB."""
     Path("/proc/self/clear_refs").write_text("5")

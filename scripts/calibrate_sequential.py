@@ -19,7 +19,6 @@ bound is the binomial upper limit for a true 5% rate at 99% jointly over the cel
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import asdict, dataclass
@@ -157,10 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n## {scenario}, truth {truth} (Δ = {TRUTHS[truth]:g} for every method)\n")
             print(markdown(cells, limit))
             out["cells"] += [asdict(c) | {"bound": limit} for c in cells]
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=1) + "\n")
-    return 0 if holds else 1
+    return grid.finish(out, args.json, holds)
 
 
 if __name__ == "__main__":

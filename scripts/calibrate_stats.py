@@ -177,9 +177,14 @@ def main(argv: list[str] | None = None) -> int:
             "cells": [asdict(c) for c in cells],
             "power": {sd: {"simulated": h, "predicted": t} for sd, (h, t) in checks.items()},
         }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=1) + "\n")
+    return finish(out, args.json, holds)
+
+
+def finish(out: dict, path: Path | None, holds: bool) -> int:
+    """Write the figures to `path` (when given) and exit non-zero when any cell exceeded its bound."""
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=1) + "\n")
     return 0 if holds else 1
 
 
