@@ -129,8 +129,9 @@ def run_probe(
     step0: np.ndarray | None = None,
 ) -> dict:
     """Fine-tune `model` (LoRA-wrapped) on the probe slice (`train`'s LoRA and optimiser settings, `probe`'s
-    length, slice and seed), recording every example's loss at step 0 and at each checkpoint; returns probe_loss (n × (checkpoints + 1)), checkpoint_steps, trained
-    (the slice), adapter (final LoRA weights, for gradient features later) and its wall seconds.
+    length, slice and seed), recording every example's loss at step 0 and at each checkpoint; returns probe_loss
+    (n × (checkpoints + 1)), checkpoint_steps, trained (the slice), adapter (final LoRA weights, for gradient
+    features later) and its wall seconds.
 
     `step0`: the base model's losses when already known — the embedding pass computes exactly these
     (LoRA starts as the identity), so the pipeline passes them and saves one pass over the pool."""

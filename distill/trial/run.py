@@ -1,10 +1,11 @@
 """One trial: fine-tune the target model on one subset, score it on the held-out set, store it.
 
 Plain Python (distill/runtime/tune.py wraps it as a Ray Tune trainable, which writes what it returns to the run's
-storage from its node). A trial receives the sections it reads (config.sections.TrialSettings), and returns typed
-records (records.TrialRecord, or a TrainedTrial for the shared vLLM stage) until they are written. Everything a trial produces lands in `trials/<name>/` there (and in the output
-folder): metrics.json and predictions.jsonl (every held-out example with its generated response, scores and
-held-out loss), keyed by a content hash so a rerun reuses finished trials.
+storage from its node). A trial receives the sections it reads (config.sections.TrialSettings) and returns typed
+records (records.TrialRecord, or a TrainedTrial for the shared vLLM stage) until they are written. Everything a
+trial produces lands in `trials/<name>/` there (and in the output folder): metrics.json and predictions.jsonl
+(every held-out example with its generated response, scores and held-out loss), keyed by a content hash so a
+rerun reuses finished trials.
 """
 
 from __future__ import annotations
