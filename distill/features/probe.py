@@ -48,7 +48,8 @@ def cache_paths(cache_dir: Path, model_path: str, data_fingerprint: str, setting
     probe plus the projection (dim, blocks)."""
     probe = settings.probe
     probe_settings = {k: v for k, v in asdict(probe).items() if not k.startswith("grad_")}
-    train_settings = {k: v for k, v in asdict(settings.train).items() if k not in ("epochs", "max_steps")}
+    # the train keys the probe replaces with its own (probe_training) are not the probe's inputs: hashed via `probe`
+    train_settings = {k: v for k, v in asdict(settings.train).items() if k not in _own_length(probe)}
     probe_key = content_hash(
         {
             "model": model_path,
@@ -61,6 +62,16 @@ def cache_paths(cache_dir: Path, model_path: str, data_fingerprint: str, setting
     )
     grads_key = content_hash({"probe": probe_key, "dim": probe.grad_dim, "blocks": probe.grad_blocks})
     return CachePaths(cache_dir / f"probe-{probe_key}.npz", cache_dir / f"grads-{grads_key}.npz")
+
+
+def _own_length(probe: ProbeConfig) -> dict:
+    """The train keys the probe sets itself: its length (the trials' epochs and step cap are not the probe's)."""
+    return {"epochs": probe.epochs, "max_steps": None}
+
+
+def probe_training(train: TrainConfig, probe: ProbeConfig) -> TrainConfig:
+    """The fine-tune the probe runs: the trials' LoRA and optimiser settings, for the probe's own length."""
+    return replace(train, **_own_length(probe))
 
 
 def load_cached(paths: CachePaths) -> dict:
@@ -159,7 +170,7 @@ def run_probe(
         fmt,
         [turns[i] for i in trained],
         [responses[i] for i in trained],
-        replace(train, epochs=probe.epochs, max_steps=None),
+        probe_training(train, probe),
         probe.seed,
         device,
         on_step=on_step,
