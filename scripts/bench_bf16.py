@@ -127,6 +127,7 @@ def specs_of(args, setup) -> list:
 def trials_arm(setup, specs, precision: str) -> dict[str, dict]:
     """run_trial on every subset in `precision` (what a run's Resolved carries to its CPU trials); method → its
     record (metrics + per-example predictions)."""
+    from distill.config.sections import TrialSettings
     from distill.store.records import Resolved
     from distill.trial.evaluate import resolve_scorer
     from distill.trial.run import run_trial
@@ -134,7 +135,9 @@ def trials_arm(setup, specs, precision: str) -> dict[str, dict]:
     cfg = setup.cfg
     resolved = Resolved(setup.model_path, "hf", resolve_scorer(cfg.eval, hub_reachable=False)[0], False, precision)
     return {
-        s.method: run_trial(s, cfg, setup.pool, setup.test, resolved, key="bench", data_format=setup.data_format)
+        s.method: run_trial(
+            s, TrialSettings.of(cfg), setup.pool, setup.test, resolved, key="bench", data_format=setup.data_format
+        ).to_dict()  # the record as written: this script reads and prints its fields by their on-disk names
         for s in specs
     }
 

@@ -44,7 +44,7 @@ def main() -> None:
     torch.set_num_threads(1)
     cfg = make_config("quick")
     splits = load_splits(cfg.data)
-    k = budget(cfg, len(splits.train))
+    k = budget(cfg.select, len(splits.train))
     subset = splits.train.sample(k, random_state=0)
     model_path = resolve_model(cfg.model.name)
     tokenizer = load_tokenizer(model_path)

@@ -62,6 +62,7 @@ def _setup(threads: int, job: str, overrides: dict):
 
 def _stage(name: str, n: int, threads: int, job: str, model: str, cache_dir: str, queue) -> None:
     """Run one stage; put {load_s, compute_s, peak_mb, ...} on the queue."""
+    from distill.config.sections import FeatureSettings, TrialSettings
     from distill.features import probe
     from distill.model.load import device_name, load_model, load_tokenizer
     from distill.model.prompt import PromptFormat
@@ -71,7 +72,7 @@ def _stage(name: str, n: int, threads: int, job: str, model: str, cache_dir: str
     cfg, full_pool, test, data_format, model_path = _setup(threads, job, overrides)
     pool = full_pool.iloc[:n]
     turns, responses = pool["turns"].tolist(), pool["response"].tolist()
-    paths = probe.cache_paths(Path(cache_dir), model_path, "bench", cfg)
+    paths = probe.cache_paths(Path(cache_dir), model_path, "bench", FeatureSettings.of(cfg))
     start = time.perf_counter()
     extra = {}
     if name == "embed":
@@ -103,11 +104,17 @@ def _stage(name: str, n: int, threads: int, job: str, model: str, cache_dir: str
         k = max(1, round(cfg.select.fraction * len(full_pool)))  # the quick job's budget, whatever --n is
         load = time.perf_counter()  # the trial loads its own model: counted in compute_s
         record = run_trial(
-            TrialSpec("bench", "random", 0, tuple(range(k)), 0.0), cfg, full_pool, test, resolved, "bench", data_format
+            TrialSpec("bench", "random", 0, tuple(range(k)), 0.0),
+            TrialSettings.of(cfg),
+            full_pool,
+            test,
+            resolved,
+            "bench",
+            data_format,
         )
         extra = {
-            "train_s": record["metrics"]["train_seconds"],
-            "eval_s": record["metrics"]["eval_seconds"],
+            "train_s": record.metrics.train_seconds,
+            "eval_s": record.metrics.eval_seconds,
             "examples": k,
             "held_out": len(test),
         }
@@ -122,7 +129,7 @@ def _stage(name: str, n: int, threads: int, job: str, model: str, cache_dir: str
             step0 = Path(cache_dir) / "step0.npy"  # as in the pipeline: step 0 comes from the embedding pass
             reuse = step0.exists() and name == "probe"  # ... in the same precision (probe_fp32 computes its own)
             result = probe.run_probe(
-                model, tokenizer, fmt, turns, responses, cfg, device, np.load(step0) if reuse else None
+                model, tokenizer, fmt, turns, responses, cfg.train, cfg.probe, device, np.load(step0) if reuse else None
             )
             probe.store(paths, result)
             np.save(Path(cache_dir) / f"{name}.npy", result[probe.PROBE_LOSS])

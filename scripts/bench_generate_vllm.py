@@ -25,6 +25,7 @@ import numpy as np
 
 from distill.config.load import make_config
 from distill.config.schema import EMBEDDED_SMOLLM2, DataConfig
+from distill.config.sections import TrialSettings
 from distill.data.load import load_splits
 from distill.model.load import device_name, is_test_model, load_model, load_tokenizer, resolve_model
 from distill.model.prompt import PromptFormat
@@ -67,7 +68,7 @@ def main() -> None:
         indices = tuple(int(j) for j in rng.choice(len(splits.train), size=args.train_size, replace=False))
         record = run_trial(
             TrialSpec(f"adapter{i}", "random", i, indices, 0.0),
-            cfg,
+            TrialSettings.of(cfg),
             splits.train,
             splits.test,
             Resolved(model_path, "vllm", scorer, is_test_model(model_path)),
@@ -75,11 +76,11 @@ def main() -> None:
             data_format=splits.format,
             gpus=0.0,
         )
-        adapters[f"adapter{i}"] = write_adapter(record["adapter"], folder / f"adapter{i}")
+        adapters[f"adapter{i}"] = write_adapter(record.adapter, folder / f"adapter{i}")
 
     hf, hf_seconds = hf_arm(cfg, model_path, tokenizer, fmt, turns, adapters, device)
     start = time.perf_counter()
-    engine = VllmGenerator(cfg, model_path, max(map(len, prompts)))
+    engine = VllmGenerator(TrialSettings.of(cfg), cfg.resources, model_path, max(map(len, prompts)))
     startup = time.perf_counter() - start
     start = time.perf_counter()
     by_vllm = engine.generate(prompts, adapters)

@@ -256,13 +256,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def model_embed(res: dict, cfg, splits, model: str, out: Path, embed_n: int, n: int) -> None:
     """embed_pool with the tiny model on the first embed_n pool rows; rate extrapolated to n."""
+    from distill.config.sections import FeatureSettings
     from distill.data.load import Splits
     from distill.runtime.features import embed_pool
 
     part = Splits(splits.train.iloc[:embed_n].reset_index(drop=True), splits.test, splits.source, splits.format)
     name = f"embed: tiny model, {len(part.train):,} rows (embed_pool)"
     with Stage(res, name):
-        real, _ = embed_pool(cfg, part, model, out)
+        real, _ = embed_pool(cfg.name, FeatureSettings.of(cfg), cfg.resources.max_failures, part, model, out)
     res["stages"][name]["rows_per_second"] = round(len(part.train) / res["stages"][name]["seconds"], 1)
     res["embed_extrapolated_seconds_at_n"] = round(n / res["stages"][name]["rows_per_second"])
     res["embed_real_is_memmap"] = isinstance(real.embeddings, np.memmap)
@@ -298,9 +299,11 @@ def select_all(res: dict, cfg, features, pool, out: Path) -> None:
 
     res["pickled_features_bytes"] = len(pickle.dumps(features))
     res["embeddings_bytes"] = int(features.embeddings.nbytes)
-    k = preflight.budget(cfg, len(features))
+    k = preflight.budget(cfg.select, len(features))
     with Stage(res, f"select: {len(cfg.select.methods)} selectors, k={k:,} (select_subsets)"):
-        specs = select_subsets(cfg, features, pool, out, f"synthetic-{len(features)}")
+        specs = select_subsets(
+            cfg.name, cfg.select, cfg.seeds, cfg.include_baseline, features, pool, out, f"synthetic-{len(features)}"
+        )
     res["selectors"] = {s.method: {"seconds": round(s.select_seconds, 2), "k": len(s.indices)} for s in specs}
     # each selector again, alone, in a fresh worker (same pickled-by-path features): its own memory
     probe = ray.remote(num_cpus=2, max_calls=1)(selector_memory)

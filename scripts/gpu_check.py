@@ -104,6 +104,7 @@ def embed_bf16() -> dict:
     import ray
 
     from distill.config.load import make_config
+    from distill.config.sections import FeatureSettings
     from distill.data.load import load_splits
     from distill.model.load import resolve_model
     from distill.runtime.features import embed_pool
@@ -114,7 +115,14 @@ def embed_bf16() -> dict:
     with tempfile.TemporaryDirectory() as out, ray_session(cfg.resources):
         actors, _, gpus = embed_plan(ray.cluster_resources())
         start = time.perf_counter()
-        features, _ = embed_pool(cfg, splits, resolve_model(cfg.model.name), Path(out))
+        features, _ = embed_pool(
+            cfg.name,
+            FeatureSettings.of(cfg),
+            cfg.resources.max_failures,
+            splits,
+            resolve_model(cfg.model.name),
+            Path(out),
+        )
         seconds = time.perf_counter() - start
         cluster_gpus = int(ray.cluster_resources().get("GPU", 0))
     assert actors == cluster_gpus and gpus == 1, (actors, cluster_gpus, gpus)

@@ -265,7 +265,9 @@ def test_trials_run_concurrently_one_fake_gpu_each_across_nodes(tmp_path, monkey
             records_dir.mkdir()
             names = [f"t{i}" for i in range(nodes)]
             trainable = tune.with_parameters(_record_gpu_trial, out=str(records_dir), trials=nodes)
-            grid = make_tuner(trainable, {n: 1.0 for n in names}, cfg, 1.0, open_storage(tmp_path), callbacks=[]).fit()
+            grid = make_tuner(
+                trainable, {n: 1.0 for n in names}, cfg.name, cfg.resources, 1.0, open_storage(tmp_path), callbacks=[]
+            ).fit()
             assert not [r.error for r in grid if r.error]
             listening = _listen_addresses([*our_ray_processes(gpu_sim.marker), psutil.Process()])  # the driver too
             assert listening and listening <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening

@@ -22,6 +22,7 @@ from clusters import stop_ray, wait_for
 
 from distill.config.load import config_from_run, make_config
 from distill.config.schema import ModelConfig, PromptConfig, TrainConfig
+from distill.config.sections import FeatureSettings, TrialSettings
 from distill.data.load import load_splits
 from distill.model import checkpoint
 from distill.model.load import load_model, load_tokenizer
@@ -154,21 +155,21 @@ def test_a_killed_trial_is_retried_from_its_checkpoint_and_matches_an_uninterrup
     try:
         record = run_trial(
             spec,
-            cfg,
+            TrialSettings.of(cfg),
             splits.train,
             splits.test,
             resolved,
-            trial_key(spec, cfg, resolved, splits.fingerprint),
+            trial_key(spec, TrialSettings.of(cfg), resolved, splits.fingerprint),
             splits.format,
         )
     finally:
         torch.set_num_threads(threads)
-    assert {m: metrics[m] for m in COMPARED} == {m: record["metrics"][m] for m in COMPARED}  # bit-for-bit
+    assert {m: metrics[m] for m in COMPARED} == {m: record.metrics.get(m) for m in COMPARED}  # bit-for-bit
     predictions = [
         json.loads(line)["prediction"]
         for line in (out / "trials" / "random-s0" / "predictions.jsonl").read_text().splitlines()
     ]
-    assert predictions == [p["prediction"] for p in record["predictions"]]
+    assert predictions == [p["prediction"] for p in record.predictions]
 
 
 # --------------------------------------------------------------------------- 2. the driver is killed
@@ -250,8 +251,12 @@ def test_a_dead_embedding_actor_is_restarted_and_every_row_is_embedded_once(tiny
     monkeypatch.setenv("DISTILL_FAULT", "embed_batch:2:exit")  # the actor process exits on its second batch
     monkeypatch.setenv("DISTILL_FAULT_DIR", str(tmp_path))
     with ray_session(cfg.resources):
-        hit, _ = embed_pool(cfg, splits, model_path, tmp_path / "hit")
-        calm, _ = embed_pool(cfg, splits, model_path, tmp_path / "calm")  # the fault fires once: not here
+        hit, _ = embed_pool(
+            cfg.name, FeatureSettings.of(cfg), cfg.resources.max_failures, splits, model_path, tmp_path / "hit"
+        )
+        calm, _ = embed_pool(
+            cfg.name, FeatureSettings.of(cfg), cfg.resources.max_failures, splits, model_path, tmp_path / "calm"
+        )  # the fault fires once: not here
     assert json.loads((tmp_path / "embed_batch.json").read_text())["action"] == "exit"
     # embed_pool checks the row ids (each pool row exactly once) before it caches anything
     assert counters.read(tmp_path / "hit") == {"embeddings": len(splits.train)}

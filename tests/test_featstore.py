@@ -12,6 +12,7 @@ import pytest
 
 from distill.config.load import make_config
 from distill.config.schema import DataConfig, ModelConfig, PromptConfig
+from distill.config.sections import FeatureSettings
 from distill.data.load import load_splits
 from distill.errors import DistillError
 from distill.features import store as featstore
@@ -165,13 +166,19 @@ def test_pipeline_streams_the_pool_and_selects_from_the_memory_map(tiny_job, tin
     splits = load_splits(cfg.data)
     out = Path(cfg.output_dir)
     with ray_session(cfg.resources):
-        features, costs = embed_pool(cfg, splits, tiny_model, out)
+        features, costs = embed_pool(
+            cfg.name, FeatureSettings.of(cfg), cfg.resources.max_failures, splits, tiny_model, out
+        )
         features = replace(features, probe_loss=np.random.default_rng(0).random((len(features), 3), dtype=np.float32))
-        key = selection_inputs_key(cfg, splits, tiny_model)
-        uncharged = select_subsets(cfg, features, splits.train, out, key, {})
+        key = selection_inputs_key(FeatureSettings.of(cfg), splits, tiny_model)
+        uncharged = select_subsets(
+            cfg.name, cfg.select, cfg.seeds, cfg.include_baseline, features, splits.train, out, key, {}
+        )
     assert set(costs) == {"loss_alone"} and costs["loss_alone"] > 0
     costs["probe_loss"] = 12.5  # what a probe stage reported
-    specs = select_subsets(cfg, features, splits.train, out, key, costs)  # cached: no Ray needed
+    specs = select_subsets(
+        cfg.name, cfg.select, cfg.seeds, cfg.include_baseline, features, splits.train, out, key, costs
+    )  # cached: no Ray needed
     for spec, alone in zip(specs, uncharged):
         charged = {"el2n_loss": 12.5, "ifd": costs["loss_alone"]}.get(spec.method, 0.0)
         assert spec.select_seconds == pytest.approx(alone.select_seconds + charged), spec.method
@@ -194,10 +201,12 @@ def test_pipeline_streams_the_pool_and_selects_from_the_memory_map(tiny_job, tin
             ("loss_alone", "loss_alone"),
         ):
             np.testing.assert_allclose(getattr(got, name), expected[column], atol=1e-4)
-    k = preflight.budget(cfg, len(splits.train))
+    k = preflight.budget(cfg.select, len(splits.train))
     for spec in specs:
         assert list(spec.indices) == registry.select(spec.method, features, k, spec.seed).tolist()
-    reused, reused_costs = embed_pool(cfg, splits, tiny_model, out)  # cached: no Ray needed
+    reused, reused_costs = embed_pool(
+        cfg.name, FeatureSettings.of(cfg), cfg.resources.max_failures, splits, tiny_model, out
+    )  # cached: no Ray needed
     np.testing.assert_array_equal(reused.embeddings, features.embeddings)
     assert reused_costs == {"loss_alone": costs["loss_alone"]}  # the extra pass's cost is stored with its cache
     assert isinstance(reused, Features)

@@ -8,6 +8,7 @@ SmolLM2-135M at tiny settings: matching HF's greedy outputs only means something
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 from pathlib import Path
 
@@ -15,10 +16,11 @@ import pytest
 
 from distill.config.load import make_config
 from distill.config.schema import DataConfig
+from distill.config.sections import TrialSettings
 from distill.errors import DistillError
 from distill.model.load import is_test_model
-from distill.store.records import Resolved
-from distill.trial.vllm import choose_engine, encode_adapter, write_adapter
+from distill.store.records import Resolved, TrialRecord
+from distill.trial.vllm import choose_engine, read_adapter, write_adapter
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed (DISTILL_EXTRAS=dev,vllm scripts/setup.sh)")
@@ -30,27 +32,30 @@ def test_unknown_engine_is_rejected():
 
 
 def test_hf_is_taken_when_asked(tiny_model):
-    assert choose_engine(make_config("quick", {"eval.engine": "hf"}), tiny_model) == ("hf", "eval.engine: hf")
+    cfg = make_config("quick", {"eval.engine": "hf"})
+    assert choose_engine(cfg.eval, cfg.model, tiny_model) == ("hf", "eval.engine: hf")
 
 
 @pytest.mark.skipif(HAS_VLLM, reason="checks the fallback when vLLM is missing")
 def test_auto_falls_back_to_hf_and_says_why(tiny_model):
-    engine, why = choose_engine(make_config("quick"), tiny_model)
+    cfg = make_config("quick")
+    engine, why = choose_engine(cfg.eval, cfg.model, tiny_model)
     assert engine == "hf" and "vLLM is not installed" in why
 
 
 @pytest.mark.skipif(HAS_VLLM, reason="checks the error when vLLM is missing")
 def test_explicit_vllm_without_vllm_is_an_error(tiny_model):
+    cfg = make_config("quick", {"eval.engine": "vllm"})
     with pytest.raises(DistillError, match="vLLM is not installed"):
-        choose_engine(make_config("quick", {"eval.engine": "vllm"}), tiny_model)
+        choose_engine(cfg.eval, cfg.model, tiny_model)
 
 
-def test_adapter_round_trips_through_the_record(tmp_path):
+def test_adapter_round_trips_through_the_trained_trial(tmp_path):
     source = tmp_path / "a"
     source.mkdir()
     (source / "adapter_model.safetensors").write_bytes(bytes(range(256)) * 3)
     (source / "adapter_config.json").write_text('{"r": 8}')
-    copy = write_adapter(encode_adapter(source), tmp_path / "b")
+    copy = write_adapter(read_adapter(source), tmp_path / "b")
     assert {p.name: p.read_bytes() for p in copy.iterdir()} == {p.name: p.read_bytes() for p in source.iterdir()}
 
 
@@ -59,7 +64,7 @@ def test_trial_records_its_engine_or_hands_back_its_adapter(tiny_model, engine):
     """HF trials generate and say so; vLLM trials stop after training and return the adapter instead."""
     from distill.data.load import load_splits
     from distill.trial.evaluate import resolve_scorer
-    from distill.trial.run import TrialSpec, run_trial
+    from distill.trial.run import TrainedTrial, TrialSpec, run_trial
 
     cfg = make_config(
         "quick",
@@ -78,18 +83,22 @@ def test_trial_records_its_engine_or_hands_back_its_adapter(tiny_model, engine):
     scorer, _ = resolve_scorer(cfg.eval, hub_reachable=False)
     resolved = Resolved(tiny_model, engine, scorer, test_model=True)  # preflight resolves an explicit engine as given
     spec = TrialSpec("r-s0", "random", 0, (0, 1), 0.0)
-    record = run_trial(spec, cfg, splits.train, splits.test, resolved, "k", splits.format)
+    record = run_trial(spec, TrialSettings.of(cfg), splits.train, splits.test, resolved, "k", splits.format)
     if engine == "hf":
-        assert record["metrics"]["eval_engine"] == "hf" and len(record["predictions"]) == 2
-        assert 0 < record["metrics"]["generate_seconds"] <= record["metrics"]["eval_seconds"]
+        assert record.metrics.get("eval_engine") == "hf" and len(record.predictions) == 2
+        assert 0 < record.metrics.get("generate_seconds") <= record.metrics.get("eval_seconds")
     else:  # the held-out loss is computed with HF in the trial; the engine only generates
-        assert "predictions" not in record and "rouge1" not in record["metrics"]
-        assert {"adapter_config.json", "adapter_model.safetensors"} <= set(record["adapter"])
-        assert record["metrics"]["train_steps"] == 1
-        assert len(record["heldout_loss"]) == 2 and record["metrics"]["heldout_loss_seconds"] > 0
+        assert isinstance(record, TrainedTrial) and not record.metrics.scores
+        assert {"adapter_config.json", "adapter_model.safetensors"} <= set(record.adapter)
+        assert record.metrics.get("train_steps") == 1
+        assert len(record.heldout_loss) == 2 and record.metrics.get("heldout_loss_seconds") > 0
+        again = TrainedTrial.from_dict(json.loads(json.dumps(record.to_dict())))  # as the scoring task reads it
+        assert again.metrics == record.metrics and again.heldout_loss == record.heldout_loss
         cfg = make_config(cfg.to_dict(), {"eval.generate": False})  # a loss-only trial needs no engine at all
-        record = run_trial(spec, cfg, splits.train, splits.test, resolved, "k", splits.format)
-        assert "adapter" not in record and len(record["predictions"]) == 2 and record["metrics"]["heldout_loss"] > 0
+        record = run_trial(spec, TrialSettings.of(cfg), splits.train, splits.test, resolved, "k", splits.format)
+        assert (
+            isinstance(record, TrialRecord) and len(record.predictions) == 2 and record.metrics.get("heldout_loss") > 0
+        )
 
 
 # --- vLLM (CPU) vs HF on the same trained adapters: a tiny random model, then the real SmolLM2 -------
@@ -125,7 +134,7 @@ def train_adapters(model_path: str, overrides: dict) -> tuple:
     records = {
         name: run_trial(
             TrialSpec(name, "random", seed, tuple(range(seed, seed + 6)), 0.0),
-            cfg,
+            TrialSettings.of(cfg),
             splits.train,
             splits.test,
             resolved,
@@ -149,8 +158,8 @@ def vllm_vs_hf(cfg, model_path: str, test, records: dict, tmp_path: Path) -> lis
     tokenizer = load_tokenizer(model_path)
     fmt = PromptFormat(tokenizer, cfg.prompt, "summarization", cfg.model.max_source_tokens, cfg.model.max_target_tokens)
     prompts = [fmt.encode(t).prompt for t in test["turns"]]
-    engine = VllmGenerator(cfg, model_path, max(map(len, prompts)))
-    adapters = {name: write_adapter(record["adapter"], tmp_path / name) for name, record in records.items()}
+    engine = VllmGenerator(TrialSettings.of(cfg), cfg.resources, model_path, max(map(len, prompts)))
+    adapters = {name: write_adapter(record.adapter, tmp_path / name) for name, record in records.items()}
     by_vllm = engine.generate(prompts, adapters)
     base = generate(load_model(model_path, cfg.model, "cpu"), tokenizer, fmt, test["turns"].tolist(), cfg.eval, "cpu")
     matches = []

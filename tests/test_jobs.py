@@ -173,11 +173,11 @@ def test_load_in_8bit_on_cpu_is_a_clear_error(tiny_model):
 def test_wandb_callbacks(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no ./.env with a key
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    assert _callbacks(make_config({"wandb": {"enabled": False}})) == []
+    assert _callbacks(make_config({"wandb": {"enabled": False}}).wandb, "test") == []
     with pytest.raises(DistillError, match="WANDB_API_KEY"):
-        _callbacks(make_config({"wandb": {"enabled": True, "online": True}}))
+        _callbacks(make_config({"wandb": {"enabled": True, "online": True}}).wandb, "test")
     pytest.importorskip("wandb")
-    offline = _callbacks(make_config({"wandb": {"enabled": True, "online": False}}))
+    offline = _callbacks(make_config({"wandb": {"enabled": True, "online": False}}).wandb, "test")
     assert [type(c).__name__ for c in offline] == ["WandbLoggerCallback"]
 
 

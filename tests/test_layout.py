@@ -128,3 +128,39 @@ def test_sub_packages_import_only_those_before_them_in_the_flow():
             if other in LAYERS and LAYERS.index(other) > LAYERS.index(own) and other not in UPWARD.get(module, ()):
                 wrong.append(f"{module} → {dep}")
     assert not wrong, f"imports against the flow {' → '.join(LAYERS)}: {sorted(wrong)}"
+
+
+# The functions that compose a run hold the whole ExperimentConfig; every stage they call receives the sections it
+# reads (distill/config/sections.py), so what a function may touch is visible in its signature.
+WHOLE_CONFIG_PACKAGES = ("distill.runtime", "distill.trial", "distill.features")
+COMPOSERS = {
+    "distill.runtime.pipeline": {"run", "_run", "write_run_info"},  # write_run_info: run.json records it whole
+    "distill.runtime.preflight": {"check"},
+}
+
+
+def whole_config_takers(path: Path) -> set[str]:
+    """The functions (and methods) in `path` with a parameter annotated as the whole ExperimentConfig."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+            if any(a.annotation is not None and "ExperimentConfig" in ast.unparse(a.annotation) for a in args):
+                found.add(node.name)
+    return found
+
+
+def test_no_stage_takes_the_whole_experiment_config():
+    wrong = {
+        f"{name}.{function}"
+        for path in PACKAGE.rglob("*.py")
+        if inside(name := module_name(path), WHOLE_CONFIG_PACKAGES)
+        for function in whole_config_takers(path) - COMPOSERS.get(name, set())
+    }
+    assert not wrong, f"give these the sections they read (distill/config/sections.py): {sorted(wrong)}"
+
+
+def test_the_whole_config_check_finds_a_planted_taker(tmp_path):
+    module = tmp_path / "stage.py"
+    module.write_text("def stage(x: int, cfg: 'ExperimentConfig') -> None:\n    pass\n")
+    assert whole_config_takers(module) == {"stage"}

@@ -291,7 +291,12 @@ def test_select_subsets_runs_a_plugin_as_ray_tasks_even_where_its_file_is_gone(t
     expected = sorted(features.n_words)[:6]
     local_ray()
     try:
-        specs = {s.method: s for s in select_subsets(cfg, features, frame, Path(cfg.output_dir), "test")}
+        specs = {
+            s.method: s
+            for s in select_subsets(
+                cfg.name, cfg.select, cfg.seeds, cfg.include_baseline, features, frame, Path(cfg.output_dir), "test"
+            )
+        }
         assert sorted(features.n_words[list(specs["shortest_first"].indices)]) == expected
         shipped = plugins.load(cfg.select.plugins)
         path.unlink()
@@ -342,7 +347,7 @@ def test_a_selection_worker_that_dies_loses_no_finished_selection(tmp_path):
     local_ray()
     try:
         with pytest.raises(DistillError) as err:
-            select_subsets(cfg, features, frame, out, "test")
+            select_subsets(cfg.name, cfg.select, cfg.seeds, cfg.include_baseline, features, frame, out, "test")
     finally:
         ray.shutdown()
     assert "selection my_crash (seed 0) failed" in err.value.problem, err.value.problem

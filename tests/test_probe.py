@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from distill.config.load import make_config
+from distill.config.sections import FeatureSettings
 from distill.data.load import load_splits
 from distill.errors import DistillError
 from distill.features import probe
@@ -48,7 +49,9 @@ def test_a_probe_whose_updates_vanish_in_the_model_precision_is_refused(tiny_mod
     texts, summaries = pool
     frozen = replace(cfg, train=replace(cfg.train, learning_rate=1e-12))
     with pytest.raises(DistillError, match="do not change the model's loss at all.*float32.*probe.epochs=2"):
-        probe.compute_dynamics(tiny_model, frozen, "summarization", texts, summaries, ["probe_loss"])
+        probe.compute_dynamics(
+            tiny_model, FeatureSettings.of(frozen), "summarization", texts, summaries, ["probe_loss"]
+        )
 
 
 @pytest.mark.slow
@@ -92,7 +95,7 @@ def test_checkpoint_steps_are_evenly_spaced_and_end_at_the_last_step():
 @pytest.mark.slow  # a whole probe stage: ~14 s of CPU
 def test_probe_records_every_example_at_every_checkpoint_including_step_0(tiny_model, cfg, pool):
     texts, summaries = pool
-    out = probe.compute_dynamics(tiny_model, cfg, "summarization", texts, summaries, ["probe_loss"])
+    out = probe.compute_dynamics(tiny_model, FeatureSettings.of(cfg), "summarization", texts, summaries, ["probe_loss"])
     losses = out["probe_loss"]
     assert losses.shape == (len(texts), cfg.probe.checkpoints + 1) and np.isfinite(losses).all()
     # 6 probe rows, 2 epochs, batch 2 -> 6 steps; 3 checkpoints at steps 2, 4, 6
@@ -111,10 +114,18 @@ def test_probe_records_every_example_at_every_checkpoint_including_step_0(tiny_m
 @pytest.mark.slow  # two probes and gradient passes: ~20 s of CPU
 def test_gradient_features_deterministic_for_a_seed_and_sized_by_grad_dim(tiny_model, cfg, pool):
     texts, summaries = pool[0][:5], pool[1][:5]
-    first = probe.compute_dynamics(tiny_model, cfg, "summarization", texts, summaries, ["probe_loss", "grad_features"])
+    first = probe.compute_dynamics(
+        tiny_model, FeatureSettings.of(cfg), "summarization", texts, summaries, ["probe_loss", "grad_features"]
+    )
     assert first["grad_features"].shape == (5, 64) and np.isfinite(first["grad_features"]).all()
     again = probe.compute_dynamics(
-        tiny_model, cfg, "summarization", texts, summaries, ["grad_features"], adapter=first["adapter"]
+        tiny_model,
+        FeatureSettings.of(cfg),
+        "summarization",
+        texts,
+        summaries,
+        ["grad_features"],
+        adapter=first["adapter"],
     )
     assert set(again) == {
         "grad_features",
@@ -123,12 +134,24 @@ def test_gradient_features_deterministic_for_a_seed_and_sized_by_grad_dim(tiny_m
     np.testing.assert_array_equal(again["grad_features"], first["grad_features"])
     cfg.probe.grad_dim = 32
     smaller = probe.compute_dynamics(
-        tiny_model, cfg, "summarization", texts, summaries, ["grad_features"], adapter=first["adapter"]
+        tiny_model,
+        FeatureSettings.of(cfg),
+        "summarization",
+        texts,
+        summaries,
+        ["grad_features"],
+        adapter=first["adapter"],
     )
     assert smaller["grad_features"].shape == (5, 32)
     cfg.probe.seed = 1  # another projection (and probe slice)
     other = probe.compute_dynamics(
-        tiny_model, cfg, "summarization", texts, summaries, ["grad_features"], adapter=first["adapter"]
+        tiny_model,
+        FeatureSettings.of(cfg),
+        "summarization",
+        texts,
+        summaries,
+        ["grad_features"],
+        adapter=first["adapter"],
     )
     assert not np.allclose(other["grad_features"], smaller["grad_features"])
 
@@ -165,11 +188,14 @@ def test_probe_stage_runs_on_ray_only_when_needed_and_is_cached(tiny_model, cfg,
     marker = np.linspace(1, 2, len(splits.train), dtype=np.float32)  # stands in for the embedding pass's loss
     features = text_features(splits.train["prompt"].tolist(), loss=marker)
     cfg.select.methods = ["random"]
-    assert probe_pool(cfg, features, splits, tiny_model, tmp_path) == (features, {})  # nothing needed
+    assert probe_pool(FeatureSettings.of(cfg), features, splits, tiny_model, tmp_path) == (
+        features,
+        {},
+    )  # nothing needed
     cfg.select.methods = ["el2n_loss"]
     with ray_session(cfg.resources):
-        first, cost = probe_pool(cfg, features, splits, tiny_model, tmp_path)
-    paths = probe.cache_paths(tmp_path / "cache", tiny_model, splits.fingerprint, cfg)
+        first, cost = probe_pool(FeatureSettings.of(cfg), features, splits, tiny_model, tmp_path)
+    paths = probe.cache_paths(tmp_path / "cache", tiny_model, splits.fingerprint, FeatureSettings.of(cfg))
     assert first.probe_loss.shape == (len(features), 4) and first.grad_features is None
     np.testing.assert_array_equal(first.probe_loss[:, 0], marker)  # step 0 is taken from the embedding pass
     assert paths.probe.exists() and not paths.grads.exists()
@@ -179,13 +205,15 @@ def test_probe_stage_runs_on_ray_only_when_needed_and_is_cached(tiny_model, cfg,
         raise AssertionError("recomputed a cached probe")
 
     monkeypatch.setattr(probe, "compute_dynamics", fail)
-    again, cost_again = probe_pool(cfg, features, splits, tiny_model, tmp_path)  # no Ray session: all from cache
+    again, cost_again = probe_pool(
+        FeatureSettings.of(cfg), features, splits, tiny_model, tmp_path
+    )  # no Ray session: all from cache
     np.testing.assert_array_equal(again.probe_loss, first.probe_loss)
     assert cost_again == cost and cost[probe.PROBE_LOSS] > 0  # the cost it had
     monkeypatch.undo()
     cfg.select.methods = ["gradient_match", "el2n_loss"]  # gradients: the cached probe's weights are reused
     with ray_session(cfg.resources):
-        both, cost = probe_pool(cfg, features, splits, tiny_model, tmp_path)
+        both, cost = probe_pool(FeatureSettings.of(cfg), features, splits, tiny_model, tmp_path)
     assert both.grad_features.shape == (len(features), 64) and paths.grads.exists()
     assert paths.probe.stat().st_mtime_ns == stamp
     np.testing.assert_array_equal(both.probe_loss, first.probe_loss)
@@ -210,7 +238,7 @@ def test_a_cache_file_without_its_cost_is_recomputed(tmp_path):
 
 def test_cache_keys_follow_what_the_probe_depends_on(tiny_job):
     def paths(**overrides):
-        return probe.cache_paths(Path("c"), "model", "data", make_config(tiny_job, overrides))
+        return probe.cache_paths(Path("c"), "model", "data", FeatureSettings.of(make_config(tiny_job, overrides)))
 
     base = paths()
     assert paths(**{"train.epochs": 3}) == base  # the trials' length: the probe has its own
@@ -227,9 +255,14 @@ def test_selection_cache_key_follows_the_probe_only_for_dynamics_methods(tiny_jo
     splits = load_splits(make_config(tiny_job).data)
 
     def key(methods, **overrides):
-        return selection_inputs_key(make_config(tiny_job, {"select.methods": methods, **overrides}), splits, "m")
+        cfg = make_config(tiny_job, {"select.methods": methods, **overrides})
+        return selection_inputs_key(FeatureSettings.of(cfg), splits, "m")
 
-    assert key("random", **{"probe.epochs": 3}) == key("random") == features_key(make_config(tiny_job), splits, "m")
+    assert (
+        key("random", **{"probe.epochs": 3})
+        == key("random")
+        == features_key(FeatureSettings.of(make_config(tiny_job)), splits, "m")
+    )
     assert key("el2n_loss", **{"probe.epochs": 3}) != key("el2n_loss") != key("random")
     assert key("el2n_loss", **{"probe.grad_dim": 64}) == key("el2n_loss")  # el2n_loss does not read gradients
     assert key("gradient_match", **{"probe.grad_dim": 64}) != key("gradient_match")
@@ -245,6 +278,10 @@ def test_selection_cache_key_follows_the_query_set_only_for_query_methods(tiny_j
     )
     cfg = make_config(tiny_job, {"data.query_size": 2, "select.methods": "random,rds_plus"})
     splits, with_file = load_splits(cfg.data), load_splits(cfg.data, [str(query)])
-    assert selection_inputs_key(cfg, splits, "m") != selection_inputs_key(cfg, with_file, "m")
+    assert selection_inputs_key(FeatureSettings.of(cfg), splits, "m") != selection_inputs_key(
+        FeatureSettings.of(cfg), with_file, "m"
+    )
     plain = make_config(tiny_job, {"data.query_size": 2})
-    assert selection_inputs_key(plain, splits, "m") == selection_inputs_key(plain, with_file, "m")
+    assert selection_inputs_key(FeatureSettings.of(plain), splits, "m") == selection_inputs_key(
+        FeatureSettings.of(plain), with_file, "m"
+    )

@@ -8,9 +8,10 @@ import json
 import pytest
 
 from distill.config.load import make_config
-from distill.config.schema import AUTOCAST_BF16, TRIAL_SETTINGS, DataConfig, ReportConfig, ResourcesConfig
+from distill.config.schema import AUTOCAST_BF16, DataConfig, ReportConfig, ResourcesConfig
+from distill.config.sections import TRIAL_SETTINGS, TrialSettings
 from distill.data.load import load_splits
-from distill.store.records import FULL, RANDOM, SCHEMA_VERSION, Resolved, TrialRecord
+from distill.store.records import FULL, RANDOM, SCHEMA_VERSION, Resolved
 from distill.store.storage import open_storage
 from distill.trial.evaluate import resolve_scorer
 from distill.trial.run import TrialSpec, cached_metrics, run_trial, trial_key, write_trial
@@ -63,11 +64,11 @@ def setup(tiny_model):
 def finished(setup, tiny_model, tmp_path_factory):
     cfg, pool, test, resolved, fingerprint = setup
     spec = TrialSpec("random-s0", "random", 0, (0, 2, 3), select_seconds=0.25)
-    key = trial_key(spec, cfg, resolved, fingerprint)
+    key = trial_key(spec, TrialSettings.of(cfg), resolved, fingerprint)
     out = tmp_path_factory.mktemp("out")
-    record = run_trial(spec, cfg, pool, test, resolved, key, "summarization")
-    write_trial(open_storage(out), spec.name, TrialRecord.from_dict(record))
-    return spec, key, out / "trials" / spec.name, record["metrics"]
+    record = run_trial(spec, TrialSettings.of(cfg), pool, test, resolved, key, "summarization")
+    write_trial(open_storage(out), spec.name, record)
+    return spec, key, out / "trials" / spec.name, record.metrics.to_dict()
 
 
 def test_metrics_file_holds_the_contract(finished, setup):
@@ -148,11 +149,11 @@ def test_loss_only_trial_skips_generation_and_keeps_the_same_loss(finished, setu
     spec, key, _, metrics = finished
     cfg, pool, test, resolved, _ = setup
     loss_only = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, generate=False))
-    record = run_trial(spec, loss_only, pool, test, resolved, key, "summarization")
-    assert not {"rouge1", "rougeL", "bertscore_f1"} & set(record["metrics"])
-    assert all(record["metrics"][k] is None for k in ("n_empty", "generate_seconds", "eval_engine", "bertscore_model"))
-    assert record["metrics"]["heldout_loss"] == metrics["heldout_loss"] and record["metrics"]["n_eval"] == len(test)
-    assert [set(r) for r in record["predictions"]] == [{"id", "reference", "heldout_loss"}] * len(test)
+    record = run_trial(spec, TrialSettings.of(loss_only), pool, test, resolved, key, "summarization")
+    assert not {"rouge1", "rougeL", "bertscore_f1"} & set(record.metrics.to_dict())
+    assert all(record.metrics.get(k) is None for k in ("n_empty", "generate_seconds", "eval_engine", "bertscore_model"))
+    assert record.metrics.get("heldout_loss") == metrics["heldout_loss"] and record.metrics.get("n_eval") == len(test)
+    assert [set(r) for r in record.predictions] == [{"id", "reference", "heldout_loss"}] * len(test)
 
 
 def test_cached_metrics(finished, tmp_path):
@@ -166,33 +167,44 @@ def test_cached_metrics(finished, tmp_path):
 def test_trial_key_depends_on_everything(setup):
     cfg, _, _, resolved, fingerprint = setup
     spec = TrialSpec("random-s0", "random", 0, (0, 2, 3), 0.25)
-    base = trial_key(spec, cfg, resolved, fingerprint)
+    base = trial_key(spec, TrialSettings.of(cfg), resolved, fingerprint)
     # timing and the display name do not change the numbers, so they do not change the key
-    assert trial_key(dataclasses.replace(spec, select_seconds=9.0), cfg, resolved, fingerprint) == base
+    assert (
+        trial_key(dataclasses.replace(spec, select_seconds=9.0), TrialSettings.of(cfg), resolved, fingerprint) == base
+    )
     train = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, learning_rate=1e-3))
     evaluation = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, max_new_tokens=5))
     eval_batch = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, batch_size=3))
     loss_only = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, generate=False))
     model_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, max_source_tokens=49))
     variants = [
-        trial_key(dataclasses.replace(spec, indices=(0, 2)), cfg, resolved, fingerprint),
-        trial_key(dataclasses.replace(spec, indices=(0, 1, 3)), cfg, resolved, fingerprint),
-        trial_key(dataclasses.replace(spec, seed=1), cfg, resolved, fingerprint),
-        trial_key(spec, train, resolved, fingerprint),
-        trial_key(spec, evaluation, resolved, fingerprint),
-        trial_key(spec, eval_batch, resolved, fingerprint),
-        trial_key(spec, loss_only, resolved, fingerprint),
-        trial_key(spec, model_cfg, resolved, fingerprint),
-        trial_key(spec, cfg, dataclasses.replace(resolved, model_path=resolved.model_path + "-other"), fingerprint),
-        trial_key(spec, cfg, resolved, "f" * 16),
+        trial_key(dataclasses.replace(spec, indices=(0, 2)), TrialSettings.of(cfg), resolved, fingerprint),
+        trial_key(dataclasses.replace(spec, indices=(0, 1, 3)), TrialSettings.of(cfg), resolved, fingerprint),
+        trial_key(dataclasses.replace(spec, seed=1), TrialSettings.of(cfg), resolved, fingerprint),
+        trial_key(spec, TrialSettings.of(train), resolved, fingerprint),
+        trial_key(spec, TrialSettings.of(evaluation), resolved, fingerprint),
+        trial_key(spec, TrialSettings.of(eval_batch), resolved, fingerprint),
+        trial_key(spec, TrialSettings.of(loss_only), resolved, fingerprint),
+        trial_key(spec, TrialSettings.of(model_cfg), resolved, fingerprint),
         trial_key(
             spec,
-            cfg,
+            TrialSettings.of(cfg),
+            dataclasses.replace(resolved, model_path=resolved.model_path + "-other"),
+            fingerprint,
+        ),
+        trial_key(spec, TrialSettings.of(cfg), resolved, "f" * 16),
+        trial_key(
+            spec,
+            TrialSettings.of(cfg),
             dataclasses.replace(resolved, scorer=dataclasses.replace(resolved.scorer, num_layers=5)),
             fingerprint,
         ),
-        trial_key(spec, cfg, dataclasses.replace(resolved, engine="vllm"), fingerprint),  # the engine that generated
-        trial_key(spec, cfg, dataclasses.replace(resolved, precision=AUTOCAST_BF16), fingerprint),  # what `auto` became
+        trial_key(
+            spec, TrialSettings.of(cfg), dataclasses.replace(resolved, engine="vllm"), fingerprint
+        ),  # the engine that generated
+        trial_key(
+            spec, TrialSettings.of(cfg), dataclasses.replace(resolved, precision=AUTOCAST_BF16), fingerprint
+        ),  # what `auto` became
     ]
     assert len({base, *variants}) == len(variants) + 1
 
@@ -219,13 +231,14 @@ def test_no_report_or_resource_setting_changes_a_trial_key(setup, section):
     cfg, _, _, resolved, fingerprint = setup
     fields = dataclasses.fields(ReportConfig if section == "report" else ResourcesConfig)
     assert fields and not any(s == section or s.startswith(section + ".") for s in TRIAL_SETTINGS)
-    base = [trial_key(spec, cfg, resolved, fingerprint) for spec in SPECS]
+    base = [trial_key(spec, TrialSettings.of(cfg), resolved, fingerprint) for spec in SPECS]
     for field in fields:
         changed = dataclasses.replace(
             getattr(cfg, section), **{field.name: _other(getattr(getattr(cfg, section), field.name))}
         )
         assert [
-            trial_key(spec, dataclasses.replace(cfg, **{section: changed}), resolved, fingerprint) for spec in SPECS
+            trial_key(spec, TrialSettings.of(dataclasses.replace(cfg, **{section: changed})), resolved, fingerprint)
+            for spec in SPECS
         ] == base, f"{section}.{field.name} changed a trial key"
 
 
@@ -234,16 +247,16 @@ def test_the_requested_engine_is_not_hashed_only_the_resolved_one(setup):
     requested = dataclasses.replace(
         cfg, eval=dataclasses.replace(cfg.eval, engine="auto" if cfg.eval.engine != "auto" else "hf")
     )
-    assert [trial_key(s, requested, resolved, fingerprint) for s in SPECS] == [
-        trial_key(s, cfg, resolved, fingerprint) for s in SPECS
+    assert [trial_key(s, TrialSettings.of(requested), resolved, fingerprint) for s in SPECS] == [
+        trial_key(s, TrialSettings.of(cfg), resolved, fingerprint) for s in SPECS
     ]
 
 
 def test_a_training_setting_changes_every_trial_key(setup):
     cfg, _, _, resolved, fingerprint = setup
     lr = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, learning_rate=cfg.train.learning_rate * 2))
-    before = [trial_key(spec, cfg, resolved, fingerprint) for spec in SPECS]
-    after = [trial_key(spec, lr, resolved, fingerprint) for spec in SPECS]
+    before = [trial_key(spec, TrialSettings.of(cfg), resolved, fingerprint) for spec in SPECS]
+    after = [trial_key(spec, TrialSettings.of(lr), resolved, fingerprint) for spec in SPECS]
     assert len(set(before)) == len(SPECS) and not set(before) & set(after) and len(set(after)) == len(SPECS)
 
 
@@ -267,8 +280,16 @@ def test_a_bf16_autocast_trial_keeps_lora_in_fp32_and_records_its_precision(setu
     finetune = train.finetune
     monkeypatch.setattr("distill.trial.run.finetune", spy)
     bf16 = dataclasses.replace(resolved, precision=AUTOCAST_BF16)
-    record = run_trial(spec, cfg, pool, test, bf16, trial_key(spec, cfg, bf16, fingerprint), "summarization")
-    metrics = record["metrics"]
+    record = run_trial(
+        spec,
+        TrialSettings.of(cfg),
+        pool,
+        test,
+        bf16,
+        trial_key(spec, TrialSettings.of(cfg), bf16, fingerprint),
+        "summarization",
+    )
+    metrics = record.metrics.to_dict()
     assert seen == {"lora": {torch.float32}, "autocast": True}
     assert metrics["precision"] == AUTOCAST_BF16 and fp32["precision"] == "float32"
     assert metrics["heldout_loss"] == pytest.approx(fp32["heldout_loss"], rel=0.05)  # the same model, bf16 rounding
@@ -289,9 +310,9 @@ def test_a_trial_encodes_each_held_out_prompt_once(setup, finished, monkeypatch)
         return encode(self, turns, response, keep_content)
 
     monkeypatch.setattr(PromptFormat, "encode", counted)
-    again = run_trial(spec, cfg, pool, test, resolved, key, "summarization")
+    again = run_trial(spec, TrialSettings.of(cfg), pool, test, resolved, key, "summarization")
     assert sorted(c for c in calls if c in set(test["turns"])) == sorted(test["turns"])
-    assert [p["prediction"] for p in again["predictions"]] == [
+    assert [p["prediction"] for p in again.predictions] == [
         json.loads(line)["prediction"] for line in (trial_dir / "predictions.jsonl").read_text().splitlines()
     ]
 
@@ -302,10 +323,10 @@ def test_rerun_with_same_seed_is_identical(finished, setup, tmp_path):
     spec, key, trial_dir, metrics = finished
     cfg, pool, test, resolved, _ = setup
     torch.rand(100)  # consume global RNG state: the trial must seed everything it uses itself
-    again = run_trial(spec, cfg, pool, test, resolved, key, "summarization")
-    write_trial(open_storage(tmp_path), spec.name, TrialRecord.from_dict(again))
-    assert again["metrics"]["final_train_loss"] == metrics["final_train_loss"]
-    assert again["metrics"]["train_tokens"] == metrics["train_tokens"]
+    again = run_trial(spec, TrialSettings.of(cfg), pool, test, resolved, key, "summarization")
+    write_trial(open_storage(tmp_path), spec.name, again)
+    assert again.metrics.get("final_train_loss") == metrics["final_train_loss"]
+    assert again.metrics.get("train_tokens") == metrics["train_tokens"]
     assert (tmp_path / "trials" / spec.name / "predictions.jsonl").read_text() == (
         trial_dir / "predictions.jsonl"
     ).read_text()

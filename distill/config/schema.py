@@ -299,31 +299,5 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
 
-# The settings a trial's numbers depend on, as dotted keys (a section name: all of its keys). trial.run.trial_key
-# hashes exactly these, plus the subset, the seed and the resolved facts (model path, data fingerprint, engine,
-# BERTScore encoder). A new setting that changes a trial's result belongs here; one that does not goes to
-# `report` (the report only) or `resources` (how the machines are used), and reruns nothing.
-TRIAL_SETTINGS = (
-    "model",  # which weights, in what precision, how much of each prompt and response the model sees
-    "prompt",  # the template, instruction, system turn and truncation around every example
-    "train",  # LoRA and optimiser settings, batch sizes, steps: they make the adapter
-    "eval.max_new_tokens",  # where generation stops
-    "eval.batch_size",  # padding within a generation (and BERTScore) batch can flip a near-tie
-    "eval.generate",  # false: a loss-only trial, without generations or the scores of them
-    "eval.metrics",  # which of your metrics score the generations (their code: the plugin sources in the key)
-)
-# Not listed: eval.engine and eval.bertscore_* are requests; what they resolve to is hashed instead (an `auto`
-# that resolves the same reruns nothing). data, select, embed, probe and seeds reach a trial through its subset
-# and the data fingerprint; name, description, mode, output_dir and wandb label a run; report, resources and
-# storage above.
-
-
-def trial_settings(cfg: ExperimentConfig) -> dict[str, Any]:
-    """TRIAL_SETTINGS' values in `cfg` (JSON-able), for the trial key."""
-    values = {}
-    for dotted in TRIAL_SETTINGS:
-        node: Any = cfg
-        for part in dotted.split("."):
-            node = getattr(node, part)
-        values[dotted] = dataclasses.asdict(node) if dataclasses.is_dataclass(node) else node
-    return values
+# What each stage of a run receives of this config (the sections it reads, the ones its cache keys hash):
+# distill/config/sections.py.

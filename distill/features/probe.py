@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill.config.schema import ExperimentConfig, ProbeConfig
+from distill.config.schema import ProbeConfig, TrainConfig
+from distill.config.sections import FeatureSettings
 from distill.errors import DistillError
 from distill.features.embed import response_losses
 from distill.model.load import device_name, load_model, load_tokenizer
@@ -41,24 +42,36 @@ class CachePaths:
     grads: Path  # grads-<hash>.npz: projected gradients (keyed by the probe's hash + projection)
 
 
-def cache_paths(cache_dir: Path, model_path: str, data_fingerprint: str, cfg: ExperimentConfig) -> CachePaths:
-    """Content-hashed cache files: the probe depends on model, data, LoRA/optimiser settings (not the
-    trials' length: the probe has its own epochs) and the probe section; the gradients on the probe
-    plus the projection (dim, blocks)."""
-    probe_settings = {k: v for k, v in asdict(cfg.probe).items() if not k.startswith("grad_")}
-    train_settings = {k: v for k, v in asdict(cfg.train).items() if k not in ("epochs", "max_steps")}
+def cache_paths(cache_dir: Path, model_path: str, data_fingerprint: str, settings: FeatureSettings) -> CachePaths:
+    """Content-hashed cache files: the probe depends on model, data, the model and prompt sections, LoRA/optimiser
+    settings (not the trials' length: the probe has its own epochs) and the probe section; the gradients on the
+    probe plus the projection (dim, blocks)."""
+    probe = settings.probe
+    probe_settings = {k: v for k, v in asdict(probe).items() if not k.startswith("grad_")}
+    # the train keys the probe replaces with its own (probe_training) are not the probe's inputs: hashed via `probe`
+    train_settings = {k: v for k, v in asdict(settings.train).items() if k not in _own_length(probe)}
     probe_key = content_hash(
         {
             "model": model_path,
             "data": data_fingerprint,
-            "model_cfg": asdict(cfg.model),
-            "prompt": asdict(cfg.prompt),
+            "model_cfg": asdict(settings.model),
+            "prompt": asdict(settings.prompt),
             "train": train_settings,
             "probe": probe_settings,
         }
     )
-    grads_key = content_hash({"probe": probe_key, "dim": cfg.probe.grad_dim, "blocks": cfg.probe.grad_blocks})
+    grads_key = content_hash({"probe": probe_key, "dim": probe.grad_dim, "blocks": probe.grad_blocks})
     return CachePaths(cache_dir / f"probe-{probe_key}.npz", cache_dir / f"grads-{grads_key}.npz")
+
+
+def _own_length(probe: ProbeConfig) -> dict:
+    """The train keys the probe sets itself: its length (the trials' epochs and step cap are not the probe's)."""
+    return {"epochs": probe.epochs, "max_steps": None}
+
+
+def probe_training(train: TrainConfig, probe: ProbeConfig) -> TrainConfig:
+    """The fine-tune the probe runs: the trials' LoRA and optimiser settings, for the probe's own length."""
+    return replace(train, **_own_length(probe))
 
 
 def load_cached(paths: CachePaths) -> dict:
@@ -121,13 +134,15 @@ def run_probe(
     fmt: PromptFormat,
     turns: list[str],
     responses: list[str],
-    cfg: ExperimentConfig,
+    train: TrainConfig,
+    probe: ProbeConfig,
     device: str,
     step0: np.ndarray | None = None,
 ) -> dict:
-    """Fine-tune `model` (LoRA-wrapped) on the probe slice, recording every example's loss at step 0
-    and at each checkpoint; returns probe_loss (n × (checkpoints + 1)), checkpoint_steps, trained
-    (the slice), adapter (final LoRA weights, for gradient features later) and its wall seconds.
+    """Fine-tune `model` (LoRA-wrapped) on the probe slice (`train`'s LoRA and optimiser settings, `probe`'s
+    length, slice and seed), recording every example's loss at step 0 and at each checkpoint; returns probe_loss
+    (n × (checkpoints + 1)), checkpoint_steps, trained (the slice), adapter (final LoRA weights, for gradient
+    features later) and its wall seconds.
 
     `step0`: the base model's losses when already known — the embedding pass computes exactly these
     (LoRA starts as the identity), so the pipeline passes them and saves one pass over the pool."""
@@ -137,26 +152,26 @@ def run_probe(
     encoded = [fmt.encode(t, s) for t, s in zip(turns, responses)]
 
     def record() -> np.ndarray:
-        return response_losses(model, encoded, tokenizer.pad_token_id, cfg.probe.batch_size, device)
+        return response_losses(model, encoded, tokenizer.pad_token_id, probe.batch_size, device)
 
     columns, steps = [record() if step0 is None else np.asarray(step0, dtype=np.float32)], [0]
 
     def on_step(step: int, total: int, loss: float, snapshot) -> None:
-        hits = int((checkpoint_steps(total, cfg.probe.checkpoints)[1:] == step).sum())
+        hits = int((checkpoint_steps(total, probe.checkpoints)[1:] == step).sum())
         if hits:
             losses = record()
             columns.extend([losses] * hits)
             steps.extend([step] * hits)
 
-    trained = probe_slice(len(turns), cfg.probe)
+    trained = probe_slice(len(turns), probe)
     finetune(
         model,
         tokenizer,
         fmt,
         [turns[i] for i in trained],
         [responses[i] for i in trained],
-        replace(cfg.train, epochs=cfg.probe.epochs, max_steps=None),
-        cfg.probe.seed,
+        probe_training(train, probe),
+        probe.seed,
         device,
         on_step=on_step,
     )
@@ -248,7 +263,7 @@ def gradient_features(
 
 def compute_dynamics(
     model_path: str,
-    cfg: ExperimentConfig,
+    settings: FeatureSettings,
     data_format: str,
     turns: list[str],
     responses: list[str],
@@ -257,25 +272,28 @@ def compute_dynamics(
     step0: np.ndarray | None = None,
     num_threads: int | None = None,
 ) -> dict:
-    """The probe stage in one model load: run the probe (see `run_probe` for `step0`) unless its
-    final LoRA weights (`adapter`, from the cache) are given, then the gradient features at that
-    point if `wanted`."""
+    """The probe stage in one model load (`settings`' model, prompt, train and probe sections): run the probe (see
+    `run_probe` for `step0`) unless its final LoRA weights (`adapter`, from the cache) are given, then the gradient
+    features at that point if `wanted`."""
     from peft import set_peft_model_state_dict
 
     if num_threads:
         torch.set_num_threads(num_threads)
     device = device_name()
     tokenizer = load_tokenizer(model_path)
-    fmt = PromptFormat(tokenizer, cfg.prompt, data_format, cfg.model.max_source_tokens, cfg.model.max_target_tokens)
-    seed_everything(cfg.probe.seed)  # LoRA's initial weights are random
-    model = add_lora(load_model(model_path, cfg.model, device), cfg.train, quantized=cfg.model.load_in_8bit)
+    model_cfg, probe = settings.model, settings.probe
+    fmt = PromptFormat(
+        tokenizer, settings.prompt, data_format, model_cfg.max_source_tokens, model_cfg.max_target_tokens
+    )
+    seed_everything(probe.seed)  # LoRA's initial weights are random
+    model = add_lora(load_model(model_path, model_cfg, device), settings.train, quantized=model_cfg.load_in_8bit)
     result = {}
     if adapter is None:
-        result = run_probe(model, tokenizer, fmt, turns, responses, cfg, device, step0)
+        result = run_probe(model, tokenizer, fmt, turns, responses, settings.train, probe, device, step0)
     else:
         set_peft_model_state_dict(model, {k: torch.from_numpy(v) for k, v in adapter.items()})
     if GRAD_FEATURES in wanted:
         start = time.perf_counter()
-        result[GRAD_FEATURES] = gradient_features(model, tokenizer, fmt, turns, responses, cfg.probe, device)
+        result[GRAD_FEATURES] = gradient_features(model, tokenizer, fmt, turns, responses, probe, device)
         result[SECONDS + GRAD_FEATURES] = time.perf_counter() - start
     return result

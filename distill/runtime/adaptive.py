@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 
 from distill import faults
-from distill.config.schema import ExperimentConfig
+from distill.config.schema import AdaptiveConfig
 from distill.report.sequential import Design
 from distill.report.verdict import UNDECIDED
 from distill.store.records import RANDOM
@@ -22,8 +22,9 @@ from distill.store.records import RANDOM
 log = logging.getLogger(__name__).info  # on the console through distill.console.run.ConsoleHandler
 
 
-def design_of(cfg: ExperimentConfig) -> Design:
-    return Design(cfg.seeds, cfg.adaptive.seeds_per_look, cfg.adaptive.looks)
+def design_of(seeds: int, adaptive: AdaptiveConfig) -> Design:
+    """The looks of a run that starts with `seeds` seeds per method."""
+    return Design(seeds, adaptive.seeds_per_look, adaptive.looks)
 
 
 def undecided(rows: list[dict]) -> list[str]:
@@ -41,16 +42,17 @@ def next_round(design: Design, look: int, rows: list[dict]) -> list[tuple[str, i
 
 
 def until_decided(
-    cfg: ExperimentConfig,
+    adaptive: AdaptiveConfig,
+    seeds: int,
     first_round: int,
     rows: list[dict],
     run_round: Callable[[list[tuple[str, int]]], None],
     report: Callable[[], list[dict]],
 ) -> list[dict]:
     """Looks 2..K: run the next round of trials (`run_round`) and rebuild the report (`report`) until every method is
-    decided, the last look is taken, or the next round would pass the budget. `first_round`: the trials of look 1.
-    Returns the last report's rows."""
-    design, budget = design_of(cfg), cfg.adaptive.max_trials
+    decided, the last look is taken, or the next round would pass the budget (adaptive.max_trials). `seeds`: the
+    seeds of look 1; `first_round`: its trials. Returns the last report's rows."""
+    design, budget = design_of(seeds, adaptive), adaptive.max_trials
     spent = first_round  # counted from the schedule, not from disk: a resumed run counts the same
     for look in range(2, design.looks + 1):
         pairs = next_round(design, look, rows)

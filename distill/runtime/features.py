@@ -6,13 +6,14 @@ storage.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from distill.config.schema import ExperimentConfig
+from distill.config.sections import FeatureSettings
 from distill.console import run as console
 from distill.console.run import stage
 from distill.data.load import TASK, Splits
@@ -44,28 +45,37 @@ BLOCKS_PER_ACTOR = 16
 
 
 def embed_pool(
-    cfg: ExperimentConfig, splits: Splits, model_path: str, out: Path, store: Storage | None = None
+    run: str,
+    settings: FeatureSettings,
+    max_failures: int,
+    splits: Splits,
+    model_path: str,
+    out: Path,
+    store: Storage | None = None,
 ) -> tuple[Features, dict[str, float]]:
     """Target-model features of the pool, and of the query set when a selected method reads it (Ray Data
     actor pools), cached by content hash; returns them with the seconds of any pass beyond the shared one
-    (IFD's `loss_alone`: features.charged_seconds charges them to the methods that read them)."""
+    (IFD's `loss_alone`: features.charged_seconds charges them to the methods that read them). `max_failures`
+    (resources.max_failures): restarts of a dead embedding actor; `run`: the run's name on the dashboard."""
     store = store or open_storage(out)
-    needs = registry.needs_of(cfg.select.methods)
+    needs = registry.needs_of(settings.methods)
     with stage("embed"):
         pool = _embedded(
-            cfg,
+            run,
+            settings,
+            max_failures,
             splits.train,
             splits.format,
             model_path,
             store,
-            f"cache/features-{features_key(cfg, splits, model_path)}",
+            f"cache/features-{features_key(settings, splits, model_path)}",
             LOSS_ALONE in needs,
         )
         cut = int(np.sum(pool[RESPONSE_CUT]))
         log(
             f"features: {' × '.join(map(str, pool[EMBEDDING].shape))} embeddings, mean response loss "
             f"{pool[LOSS].mean():.3f}, {cut} of {len(splits.train)} responses cut at "
-            f"model.max_target_tokens={cfg.model.max_target_tokens}"
+            f"model.max_target_tokens={settings.model.max_target_tokens}"
         )
     features = replace(
         text_features(splits.train["prompt"].tolist(), pool[EMBEDDING], pool[LOSS]),
@@ -76,12 +86,14 @@ def embed_pool(
     if QUERY_EMBEDDING in needs:
         with stage(f"embed the query set ({len(splits.query)} examples)"):
             query = _embedded(
-                cfg,
+                run,
+                settings,
+                max_failures,
                 splits.query,
                 splits.format,
                 model_path,
                 store,
-                f"cache/query-{query_key(cfg, splits, model_path)}",
+                f"cache/query-{query_key(settings, splits, model_path)}",
                 loss_alone=False,
             )
         features = replace(
@@ -92,7 +104,9 @@ def embed_pool(
 
 
 def _embedded(
-    cfg: ExperimentConfig,
+    run: str,
+    settings: FeatureSettings,
+    max_failures: int,
     frame: pd.DataFrame,
     data_format: str,
     model_path: str,
@@ -111,41 +125,40 @@ def _embedded(
     if store.fetched(rel, lambda path: featstore.intact(path, columns)):
         log(f"reusing cached features {folder.name}")
         return featstore.load(folder, columns)
-    actors, cpus, gpus = embed_plan(ray.cluster_resources(), cfg.embed.num_actors)
-    log(f"{actors} embedding actor(s), {'1 GPU' if gpus else f'{cpus} CPU'} each, batch {cfg.embed.batch_size}")
+    embed = settings.embed
+    actors, cpus, gpus = embed_plan(ray.cluster_resources(), embed.num_actors)
+    log(f"{actors} embedding actor(s), {'1 GPU' if gpus else f'{cpus} CPU'} each, batch {embed.batch_size}")
     frame = frame.assign(row=np.arange(len(frame)))[["row", "turns", "response"]]
     frame = frame.iloc[np.argsort(-frame["turns"].str.len().to_numpy(), kind="stable")]  # length-sorted: less padding
     # many small blocks: every actor stays fed, and progress advances block by block
-    blocks = max(1, min(len(frame) // cfg.embed.batch_size, BLOCKS_PER_ACTOR * actors))
+    blocks = max(1, min(len(frame) // embed.batch_size, BLOCKS_PER_ACTOR * actors))
     # split here: Ray's own split (override_num_blocks) runs np.array_split on a DataFrame, which pandas deprecates
     parts = [frame.iloc[rows] for rows in np.array_split(np.arange(len(frame)), blocks)]
     dataset = ray.data.from_pandas(parts).map_batches(
         EmbedActor,
         fn_constructor_kwargs={
             "model_path": model_path,
-            "model_cfg": cfg.model,
-            "prompt_cfg": cfg.prompt,
+            "model_cfg": settings.model,
+            "prompt_cfg": settings.prompt,
             "data_format": data_format,
-            "pooling": cfg.embed.pooling,
+            "pooling": embed.pooling,
             "num_threads": cpus or None,
             "loss_alone": loss_alone,
         },
-        batch_size=cfg.embed.batch_size,
+        batch_size=embed.batch_size,
         batch_format="numpy",
         compute=ActorPoolStrategy(size=actors),
         num_gpus=1 if gpus else 0,
         num_cpus=cpus or 1,
         # a dead actor (OOM kill, lost node) is restarted and its batch retried elsewhere
-        max_restarts=cfg.resources.max_failures,
-        max_task_retries=cfg.resources.max_failures,
+        max_restarts=max_failures,
+        max_task_retries=max_failures,
     )
     with console.current().progress("embed", total=len(frame), unit="rows") as advance:
         # streamed into memory-mapped files at their rows: the driver holds one batch, never the pool
         # twice; featstore checks every row arrives exactly once before it caches anything
         stored = featstore.stream(
-            _advancing(
-                dataset.iter_batches(batch_size=None, batch_format="numpy"), advance, metrics.EmbedMeter(cfg.name)
-            ),
+            _advancing(dataset.iter_batches(batch_size=None, batch_format="numpy"), advance, metrics.EmbedMeter(run)),
             folder,
             len(frame),
         )
@@ -162,18 +175,26 @@ def _advancing(batches, *counters):
         yield batch
 
 
-def features_key(cfg: ExperimentConfig, splits: Splits, model_path: str) -> str:
-    loss_alone = LOSS_ALONE in registry.needs_of(cfg.select.methods)
+def features_key(settings: FeatureSettings, splits: Splits, model_path: str) -> str:
+    """The pool's features cache key (features.embed.cache_key), with the columns the selected methods need."""
+    loss_alone = LOSS_ALONE in registry.needs_of(settings.methods)
     return cache_key(
-        model_path, splits.fingerprint, cfg.model, cfg.prompt, cfg.embed.pooling, output_columns(loss_alone)
+        model_path,
+        splits.fingerprint,
+        settings.model,
+        settings.prompt,
+        settings.embed.pooling,
+        output_columns(loss_alone),
     )
 
 
-def query_key(cfg: ExperimentConfig, splits: Splits, model_path: str) -> str:
-    return cache_key(model_path, splits.query_fingerprint + splits.format, cfg.model, cfg.prompt, cfg.embed.pooling)
+def query_key(settings: FeatureSettings, splits: Splits, model_path: str) -> str:
+    """The query set's features cache key."""
+    fingerprint = splits.query_fingerprint + splits.format
+    return cache_key(model_path, fingerprint, settings.model, settings.prompt, settings.embed.pooling)
 
 
-def dynamics_needed(methods: list[str]) -> list[str]:
+def dynamics_needed(methods: Sequence[str]) -> list[str]:
     """The probe's dynamics features the given methods need (their registry `needs`), in a fixed order: the
     probe stage runs only when this is not empty."""
     wanted = registry.needs_of(methods)
@@ -181,18 +202,23 @@ def dynamics_needed(methods: list[str]) -> list[str]:
 
 
 def probe_pool(
-    cfg: ExperimentConfig, features: Features, splits: Splits, model_path: str, out: Path, store: Storage | None = None
+    settings: FeatureSettings,
+    features: Features,
+    splits: Splits,
+    model_path: str,
+    out: Path,
+    store: Storage | None = None,
 ) -> tuple[Features, dict[str, float]]:
     """Training dynamics (distill/features/probe.py) as one Ray task on a GPU when there is one, else on the
     CPUs; run only when a selected method needs them, and cached by content hash. Returns the
     features with the dynamics added, and the seconds computing each took (features.charged_seconds reads them)."""
-    wanted = dynamics_needed(cfg.select.methods)
+    wanted = dynamics_needed(settings.methods)
     if not wanted:
         return features, {}
     import ray
 
     store = store or open_storage(out)
-    paths = probe.cache_paths(out / "cache", model_path, splits.fingerprint, cfg)
+    paths = probe.cache_paths(out / "cache", model_path, splits.fingerprint, settings)
     cached = [f"cache/{path.name}" for path in (paths.probe, paths.grads)]
     with stage(f"probe ({', '.join(wanted)})"):
         for rel in cached:
@@ -206,7 +232,7 @@ def probe_pool(
             fresh = ray.get(
                 task.remote(
                     model_path,
-                    cfg,
+                    settings,
                     splits.format,
                     splits.train["turns"].tolist(),
                     splits.train["response"].tolist(),

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from distill.config.schema import ExperimentConfig
+from distill.config.schema import ResourcesConfig
+from distill.config.sections import TrialSettings
 from distill.console.run import stage
 from distill.model.load import load_tokenizer
 from distill.model.prompt import PromptFormat
@@ -17,17 +18,17 @@ from distill.runtime import metrics
 from distill.runtime.session import embed_plan
 from distill.select import plugins
 from distill.store import counters
-from distill.store.records import HELDOUT_LOSS, Resolved, Scorer
+from distill.store.records import Resolved, Scorer
 from distill.store.storage import Storage
-from distill.trial.run import evaluated, trial_path, write_trial
+from distill.trial.run import ADAPTER, TRAINED_FILE, TrainedTrial, evaluated, trial_path, write_trial
 from distill.trial.vllm import VllmGenerator
-
-TRAINED_FILE = "trained.json"  # those metrics
-ADAPTER = "adapter"  # the trial's LoRA adapter folder
 
 
 def evaluate_with_vllm(
-    cfg: ExperimentConfig,
+    run: str,
+    settings: TrialSettings,
+    resources: ResourcesConfig,
+    shipped: list[plugins.Plugin],
     trained: list[str],
     test: pd.DataFrame,
     data_format: str,
@@ -35,7 +36,8 @@ def evaluate_with_vllm(
     store: Storage,
     gpus: float,
 ) -> None:
-    """Generate for every trained adapter with vLLM, then score and persist each trial.
+    """Generate for every trained adapter with vLLM, then score and persist each trial of the run named `run`;
+    `shipped`: the plugins that register your metrics (eval.metrics), for the scoring tasks.
 
     One engine actor per GPU (one CPU engine sharing the CPUs otherwise), each serving its share of the
     adapters with per-request LoRA, each adapter fetched from storage onto the engine's node; the engines are
@@ -45,10 +47,9 @@ def evaluate_with_vllm(
     import ray
 
     names = sorted(trained)
-    shipped = plugins.load(cfg.select.plugins)  # your metrics' plugins, for the scoring tasks
-    model_path = resolved.model_path
+    model_path, model = resolved.model_path, settings.model
     fmt = PromptFormat(
-        load_tokenizer(model_path), cfg.prompt, data_format, cfg.model.max_source_tokens, cfg.model.max_target_tokens
+        load_tokenizer(model_path), settings.prompt, data_format, model.max_source_tokens, model.max_target_tokens
     )
     prompts = [fmt.encode(turns).prompt for turns in test["turns"]]
     engines, cpus, engine_gpus = embed_plan(ray.cluster_resources())
@@ -56,7 +57,7 @@ def evaluate_with_vllm(
     with stage(f"generate with vLLM: {len(names)} adapter(s) × {len(prompts)} prompt(s) on {len(groups)} engine(s)"):
         engine = ray.remote(num_gpus=engine_gpus, num_cpus=cpus or 1)(StoredAdapterEngine)
         actors = [
-            engine.options(name=f"vllm engine {i}").remote(cfg, model_path, max(map(len, prompts)))
+            engine.options(name=f"vllm engine {i}").remote(settings, resources, model_path, max(map(len, prompts)))
             for i in range(len(groups))
         ]
         outputs = ray.get([a.generate_stored.remote(prompts, store, g) for a, g in zip(actors, groups)])
@@ -64,19 +65,27 @@ def evaluate_with_vllm(
             ray.kill(actor)
     generated = {name: result for output in outputs for name, result in output.items()}
     with stage(f"score {len(names)} trial(s)"):
-        task = ray.remote(num_gpus=gpus, num_cpus=cfg.resources.cpus_per_trial)(_score_trial)
+        task = ray.remote(num_gpus=gpus, num_cpus=resources.cpus_per_trial)(_score_trial)
         score = {n: task.options(name=f"score trial {n}") for n in names}
         ray.get(
             [
                 score[n].remote(
-                    store, n, test, *generated[n], resolved.scorer, cfg.eval.batch_size, gpus, cfg.eval.metrics, shipped
+                    store,
+                    n,
+                    test,
+                    *generated[n],
+                    resolved.scorer,
+                    settings.eval.batch_size,
+                    gpus,
+                    settings.eval.metrics,
+                    shipped,
                 )
                 for n in names
             ]
         )
         for name in names:
             store.pull(trial_path(name))
-            metrics.scored(cfg.name, name, len(test))
+            metrics.scored(run, name, len(test))
         counters.bump(store.local, trials=len(names))
 
 
@@ -108,14 +117,14 @@ def _score_trial(
     """A vLLM-generated trial's scores (a Ray task): its complete record, written to storage from this node. The
     plugins that register `user_metrics` travel as source (`shipped`): this node may not have their files."""
     plugins.install(shipped)
-    trained = store.read_json(trial_path(name, TRAINED_FILE))
+    trained = TrainedTrial.from_dict(store.read_json(trial_path(name, TRAINED_FILE)))
     write_trial(
         store,
         name,
         evaluated(
-            trained["metrics"],
+            trained.metrics,
             test,
-            trained[HELDOUT_LOSS.name],
+            trained.heldout_loss,
             generated,
             generate_seconds,
             "vllm",

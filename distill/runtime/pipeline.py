@@ -22,7 +22,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from distill.config.load import config_hash
-from distill.config.schema import ExperimentConfig
+from distill.config.schema import ExperimentConfig, ModelConfig, PromptConfig
+from distill.config.sections import FeatureSettings, TrialSettings
 from distill.console import run as console
 from distill.console.run import stage
 from distill.data.load import Splits
@@ -38,6 +39,7 @@ from distill.store import artifacts, outdir
 from distill.store.records import Resolved, RunInfo
 from distill.store.storage import Storage
 from distill.trial import metrics as user_metric
+from distill.trial.run import TrialSpec
 from distill.version import _versions, git_commit, lock_hash
 
 log = logging.getLogger(__name__).info  # on the console through distill.console.run.ConsoleHandler
@@ -63,46 +65,68 @@ def _run(cfg: ExperimentConfig, store: Storage, splits: Splits, resolved: Resolv
     write_run_info(out, cfg, splits, resolved)
     store.push("run.json")  # first: all `distill resume <storage>` needs, wherever this driver stops
     model_path = resolved.model_path
+    features_in, trials_in = FeatureSettings.of(cfg), TrialSettings.of(cfg)  # what the stages receive of `cfg`
+    user_plugins = cfg.select.plugins
     with ray_session(cfg.resources, {"distill_run": cfg.name, "distill_config_hash": config_hash(cfg)}):
         check_nodes_see(store)
         start = time.perf_counter()
-        features, embed_costs = embed_pool(cfg, splits, model_path, out, store)
+        features, embed_costs = embed_pool(
+            cfg.name, features_in, cfg.resources.max_failures, splits, model_path, out, store
+        )
         embed_seconds = time.perf_counter() - start  # shared by every method: reported once, charged to none
-        features, probe_costs = probe_pool(cfg, features, splits, model_path, out, store)
-        key, costs = selection_inputs_key(cfg, splits, model_path), {**embed_costs, **probe_costs}
-        specs = select_subsets(cfg, features, splits.train, out, key, costs, store)
-        keys = trial_keys(cfg, specs, splits, resolved)
-        write_run_info(out, cfg, splits, resolved, keys, embed_seconds)
-        store.push("run.json")  # the run's own trials: the report takes exactly these
-        run_trials(cfg, specs, splits, resolved, store, keys)
-        if cfg.adaptive.enabled:  # more seeds for the undecided methods, look after look
+        features, probe_costs = probe_pool(features_in, features, splits, model_path, out, store)
+        key, costs = selection_inputs_key(features_in, splits, model_path), {**embed_costs, **probe_costs}
 
-            def run_round(pairs: list[tuple[str, int]]) -> None:
-                more = select_subsets(cfg, features, splits.train, out, key, costs, store, pairs=pairs)
-                keys.update(trial_keys(cfg, more, splits, resolved))  # the added trials are the run's too
-                write_run_info(out, cfg, splits, resolved, keys, embed_seconds)
-                store.push("run.json")
-                run_trials(cfg, more, splits, resolved, store, keys)
+        def select(pairs: list[tuple[str, int]] | None = None) -> list[TrialSpec]:
+            return select_subsets(
+                cfg.name,
+                cfg.select,
+                cfg.seeds,
+                cfg.include_baseline,
+                features,
+                splits.train,
+                out,
+                key,
+                costs,
+                store,
+                pairs,
+            )
+
+        def train(specs: list[TrialSpec]) -> None:
+            """The trials of `specs`, once run.json lists them as the run's own (the report takes exactly these)."""
+            keys.update(trial_keys(trials_in, user_plugins, specs, splits, resolved))
+            write_run_info(out, cfg, splits, resolved, keys, embed_seconds)
+            store.push("run.json")
+            run_trials(
+                cfg.name, trials_in, cfg.resources, cfg.wandb, user_plugins, specs, splits, resolved, store, keys
+            )
+
+        keys: dict[str, str] = {}
+        specs = select()
+        train(specs)
+        if cfg.adaptive.enabled:  # more seeds for the undecided methods, look after look
 
             def look() -> list[dict]:
                 with stage("verdicts"):
                     return build_report(out, cfg.report, console=console.current().console)
 
-            adaptive.until_decided(cfg, len(specs), look(), run_round, look)
+            adaptive.until_decided(
+                cfg.adaptive, cfg.seeds, len(specs), look(), lambda pairs: train(select(pairs)), look
+            )
     with stage("report"):
         rows = build_report(out, cfg.report, console=console.current().console)
-        log_table_to_wandb(cfg, rows)
+        log_table_to_wandb(cfg.wandb, cfg.name, cfg.output_dir, rows)
         for rel in PUBLISHED:
             store.push(rel)
     log(f"results in {out / 'comparison'}" + ("" if store.mirrored else f" and {store.uri}/comparison"))
     return rows
 
 
-def prompt_record(cfg: ExperimentConfig, splits: Splits, model_path: str) -> dict:
+def prompt_record(prompt: PromptConfig, model: ModelConfig, splits: Splits, model_path: str) -> dict:
     """The prompt as resolved for this data and model (style, instruction, template, truncation side), and the
     first training example's prompt as the model sees it, with each turn's content left as <role content>."""
     fmt = PromptFormat(
-        load_tokenizer(model_path), cfg.prompt, splits.format, cfg.model.max_source_tokens, cfg.model.max_target_tokens
+        load_tokenizer(model_path), prompt, splits.format, model.max_source_tokens, model.max_target_tokens
     )
     turns = [
         {"role": t["role"], "content": f"<{t['role']} content>"} for t in json.loads(splits.train["turns"].iloc[0])
@@ -131,7 +155,7 @@ def write_run_info(
         precision=resolved.precision,
         dataset=splits.source,
         data_format=splits.format,
-        prompt=prompt_record(cfg, splits, resolved.model_path),
+        prompt=prompt_record(cfg.prompt, cfg.model, splits, resolved.model_path),
         data_fingerprint=splits.fingerprint,
         pool_size=len(splits.train),
         test_size=len(splits.test),

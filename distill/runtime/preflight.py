@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distill.config.env import secret
-from distill.config.schema import ExperimentConfig
+from distill.config.schema import ExperimentConfig, SelectConfig
 from distill.console import run as console
 from distill.data.load import Splits, load_splits
 from distill.data.remote import readable
@@ -66,7 +66,7 @@ def check(cfg: ExperimentConfig) -> Checked:
                 else ""
             )
         )
-    budget(cfg, len(splits.train))  # a budget of 0 or of the whole pool fails before any work
+    budget(cfg.select, len(splits.train))  # a budget of 0 or of the whole pool fails before any work
     with console.current().stage("model"):
         model_path = resolve_model(cfg.model.name)
         log(f"target model: {model_path}")
@@ -74,7 +74,7 @@ def check(cfg: ExperimentConfig) -> Checked:
         if test_model:
             log("it is a test model: its scores check that the pipeline works, they are never results")
         check_fits(cfg, model_path)  # LoRA targets the model has, lengths its positions hold: before any work
-        engine, why = choose_engine(cfg, model_path)
+        engine, why = choose_engine(cfg.eval, cfg.model, model_path)
         log(f"evaluation engine: {engine} ({why})")
         precision = resolve_precision(cfg.model, "cpu")
         if precision != cfg.model.dtype:
@@ -84,17 +84,17 @@ def check(cfg: ExperimentConfig) -> Checked:
     return Checked(out, splits, Resolved(model_path, engine, scorer, test_model, precision), storage)
 
 
-def budget(cfg: ExperimentConfig, pool_size: int) -> int:
+def budget(select: SelectConfig, pool_size: int) -> int:
     """Examples each method selects; a budget that rounds to nothing or to the whole pool is an error."""
-    k = round(cfg.select.fraction * pool_size)
-    if cfg.select.methods and k < 1:
+    k = round(select.fraction * pool_size)
+    if select.methods and k < 1:
         raise DistillError(
-            f"budget fraction {cfg.select.fraction:g} of the {pool_size}-example pool rounds to 0 examples",
+            f"budget fraction {select.fraction:g} of the {pool_size}-example pool rounds to 0 examples",
             f"pass --fraction {math.ceil(FRACTION_GRID / pool_size) / FRACTION_GRID:g} or more, or use more data",
         )
-    if cfg.select.methods and k >= pool_size:
+    if select.methods and k >= pool_size:
         raise DistillError(
-            f"budget fraction {cfg.select.fraction:g} of the {pool_size}-example pool selects all of it, "
+            f"budget fraction {select.fraction:g} of the {pool_size}-example pool selects all of it, "
             "so every method would train on the same data",
             f"pass --fraction {math.floor(FRACTION_GRID * (pool_size - 1) / pool_size) / FRACTION_GRID:g} or less, or run `python -m distill baseline` "
             "to fine-tune on the whole pool",

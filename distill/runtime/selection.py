@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from distill.config.schema import ExperimentConfig
+from distill.config.schema import SelectConfig
+from distill.config.sections import FeatureSettings
 from distill.console.run import stage
 from distill.data.load import Splits
 from distill.errors import DistillError, describe
@@ -32,22 +33,25 @@ from distill.trial.run import TrialSpec
 log = logging.getLogger(__name__).info  # on the console through distill.console.run.ConsoleHandler
 
 
-def selection_inputs_key(cfg: ExperimentConfig, splits: Splits, model_path: str) -> str:
+def selection_inputs_key(settings: FeatureSettings, splits: Splits, model_path: str) -> str:
     """What the selectors read: the features' key, plus the probe's outputs and the query set's when a
     selected method reads them (new probe settings or query files must not reuse subsets selected from the old ones)."""
-    key = features_key(cfg, splits, model_path)
+    key = features_key(settings, splits, model_path)
     extra = {}
-    if wanted := dynamics_needed(cfg.select.methods):
-        paths = probe.cache_paths(Path("cache"), model_path, splits.fingerprint, cfg)
+    if wanted := dynamics_needed(settings.methods):
+        paths = probe.cache_paths(Path("cache"), model_path, splits.fingerprint, settings)
         files = {probe.PROBE_LOSS: paths.probe.name, probe.GRAD_FEATURES: paths.grads.name}
         extra.update({name: files[name] for name in wanted})
-    if QUERY_EMBEDDING in registry.needs_of(cfg.select.methods):
-        extra["query"] = query_key(cfg, splits, model_path)
+    if QUERY_EMBEDDING in registry.needs_of(settings.methods):
+        extra["query"] = query_key(settings, splits, model_path)
     return content_hash({"features": key, **extra}) if extra else key
 
 
 def select_subsets(
-    cfg: ExperimentConfig,
+    run: str,
+    select: SelectConfig,
+    seeds: int,
+    include_baseline: bool,
     features: Features,
     pool: pd.DataFrame,
     out: Path,
@@ -56,28 +60,29 @@ def select_subsets(
     store: Storage | None = None,
     pairs: list[tuple[str, int]] | None = None,
 ) -> list[TrialSpec]:
-    """Every (method, seed) selector as a concurrent Ray task over one shared copy of the features: all methods ×
-    range(cfg.seeds), or the given `pairs` (an --until-decided look: no full baseline then); `inputs_key` is what
-    they read (selection_inputs_key).
+    """Every (method, seed) selector as a concurrent Ray task over one shared copy of the features: all of
+    select.methods × range(seeds) and, with `include_baseline`, the full pool once per seed; or the given `pairs`
+    (an --until-decided look: no full baseline then). `inputs_key` is what they read (selection_inputs_key); `run`
+    names the run on the dashboard.
 
     Subsets are cached under <out>/cache by (features, method, params, k, seed): a rerun selects nothing twice.
     A method's selection time includes what computing the features only it reads took (`costs`, seconds per
     feature from embed_pool and probe_pool: the probe stage, IFD's extra pass)."""
     import ray
 
-    k = preflight.budget(cfg, len(features))
+    k = preflight.budget(select, len(features))
     store = store or open_storage(out)
     specs = []
-    jobs = pairs or [(m, s) for m in cfg.select.methods for s in range(cfg.seeds)]
-    what = f"{len(jobs)} subset(s)" if pairs else f"{len(cfg.select.methods)} method(s) × {cfg.seeds} seed(s)"
+    jobs = pairs or [(m, s) for m in select.methods for s in range(seeds)]
+    what = f"{len(jobs)} subset(s)" if pairs else f"{len(select.methods)} method(s) × {seeds} seed(s)"
     with stage(f"select {what}, k={k} of {len(features)}"):
-        shipped = plugins.load(cfg.select.plugins)  # user selector files travel with each task as source text
+        shipped = plugins.load(select.plugins)  # user selector files travel with each task as source text
         plugin_sources = [p.source or p.module for p in shipped]  # an edited plugin invalidates its selections
         rels = {
             (
                 m,
                 s,
-            ): f"cache/selection-{selection_key(inputs_key, m, cfg.select.params.get(m, {}), k, s, plugin_sources)}.json"
+            ): f"cache/selection-{selection_key(inputs_key, m, select.params.get(m, {}), k, s, plugin_sources)}.json"
             for m, s in jobs
         }
         paths = {job: out / rel for job, rel in rels.items()}
@@ -88,7 +93,7 @@ def select_subsets(
             task = ray.remote(num_cpus=1, scheduling_strategy=here)(_remote_select)
             refs = {
                 (m, s): task.options(name=f"select {m} seed {s}").remote(
-                    m, features_ref, k, s, cfg.select.params.get(m, {}), shipped
+                    m, features_ref, k, s, select.params.get(m, {}), shipped
                 )
                 for m, s in todo
             }
@@ -98,9 +103,9 @@ def select_subsets(
                     indices, seconds = ray.get(ref)
                 except Exception as exc:  # a selector that raised or answered wrongly, or its worker died
                     failed[f"selection {method} (seed {seed})"] = exc
-                    metrics.selected(cfg.name, method, None)
+                    metrics.selected(run, method, None)
                     continue
-                metrics.selected(cfg.name, method, seconds)
+                metrics.selected(run, method, seconds)
                 artifacts.write_json(paths[method, seed], {"indices": indices.tolist(), "seconds": seconds})
                 store.push(rels[method, seed])
             counters.bump(out, selections=len(todo) - len(failed))
@@ -119,8 +124,8 @@ def select_subsets(
                 f"  {method} (seed {seed}): {len(indices)} examples in {seconds:.2f}s"
                 + (f" (+ {extra:.1f}s computing the features it reads)" if extra else "")
             )
-    if cfg.include_baseline and not pairs:
-        specs += [TrialSpec(seeded_name(FULL, s), FULL, s, tuple(range(len(pool))), 0.0) for s in range(cfg.seeds)]
+    if include_baseline and not pairs:
+        specs += [TrialSpec(seeded_name(FULL, s), FULL, s, tuple(range(len(pool))), 0.0) for s in range(seeds)]
     return specs
 
 

@@ -4,7 +4,6 @@ callback; the callbacks that persist each finished trial and feed the console's 
 
 from __future__ import annotations
 
-import base64
 import importlib.util
 import logging
 import tempfile
@@ -13,20 +12,31 @@ from pathlib import Path
 
 from distill import faults
 from distill.config.env import secret
-from distill.config.schema import ExperimentConfig, ResourcesConfig
+from distill.config.schema import ResourcesConfig, WandbConfig
+from distill.config.sections import TrialSettings
 from distill.console import run as console
 from distill.console.run import stage
 from distill.data.load import Splits
 from distill.errors import DistillError, describe
 from distill.model import checkpoint as ckpt  # (`checkpoint` is a parameter name in Tune's callbacks)
 from distill.runtime import metrics
-from distill.runtime.generation import ADAPTER, TRAINED_FILE, evaluate_with_vllm
+from distill.runtime.generation import evaluate_with_vllm
 from distill.runtime.scheduling import trial_cpus
 from distill.runtime.session import cluster_gpus, first_failure
 from distill.select import plugins
-from distill.store.records import HELDOUT_LOSS, Resolved, TrialRecord
+from distill.store.records import Resolved
 from distill.store.storage import Storage
-from distill.trial.run import TrialSpec, cached_metrics, run_trial, trial_key, trial_path, write_trial
+from distill.trial.run import (
+    ADAPTER,
+    TRAINED_FILE,
+    TrainedTrial,
+    TrialSpec,
+    cached_metrics,
+    run_trial,
+    trial_key,
+    trial_path,
+    write_trial,
+)
 
 log = logging.getLogger(__name__).info  # on the console through distill.console.run.ConsoleHandler
 
@@ -34,30 +44,33 @@ KEEP_CHECKPOINTS = 2  # per trial: the newest, and the one before in case a driv
 
 
 def run_trials(
-    cfg: ExperimentConfig,
+    run: str,
+    settings: TrialSettings,
+    resources: ResourcesConfig,
+    wandb: WandbConfig,
+    user_plugins: list[str],
     specs: list[TrialSpec],
     splits: Splits,
     resolved: Resolved,
     store: Storage,
     keys: dict[str, str],
 ) -> None:
-    """One Ray Tune trial per subset, written to trials/<name> in storage by its node and copied into the output
-    folder; finished trials (same content key, `keys` from trial_keys) are reused."""
+    """One Ray Tune trial per subset of the run named `run`, written to trials/<name> in storage by its node and
+    copied into the output folder; finished trials (same content key, `keys` from trial_keys) are reused.
+    `user_plugins` (select.plugins): the files of the plugins that register your metrics, shipped to the trials."""
     from ray import tune
 
     from distill.runtime.callbacks import PersistTrials, TrialProgress
 
     out = store.local
-    gpus = (
-        cfg.resources.gpus_per_trial if cfg.resources.gpus_per_trial is not None else (1.0 if cluster_gpus() else 0.0)
-    )
-    shipped = plugins.load(cfg.select.plugins)  # your metrics' plugins travel as source to the trials
+    gpus = resources.gpus_per_trial if resources.gpus_per_trial is not None else (1.0 if cluster_gpus() else 0.0)
+    shipped = plugins.load(user_plugins)  # your metrics' plugins travel as source to the trials
     todo = [
         s
         for s in specs
         if not store.fetched(trial_path(s.name), lambda d, k=keys[s.name]: cached_metrics(d, k) is not None)
     ]
-    cpus = plan_cpus(cfg.resources, len(todo), gpus)
+    cpus = plan_cpus(resources, len(todo), gpus)
     log(
         f"{len(specs) - len(todo)} trial(s) reused from {store.uri}/trials, {len(todo)} to run "
         f"({gpus:g} GPU, {'/'.join(f'{c:g}' for c in sorted(set(cpus)))} CPU each)"
@@ -73,7 +86,8 @@ def run_trials(
             cpus_by_trial = {s.name: c for s, c in zip(todo, cpus)}
             trainable = tune.with_parameters(
                 _trainable,
-                cfg=cfg,
+                settings=settings,
+                resources=resources,
                 pool=splits.train,
                 test=splits.test,
                 data_format=splits.format,
@@ -88,21 +102,25 @@ def run_trials(
             )
             trained: list[str] = []  # vLLM engine: trained trials awaiting generation
             with console.current().trial_board([s.name for s in todo]) as board:
-                progress = TrialProgress(board, metrics.TrialStates(cfg.name, len(todo)), cfg.name, len(splits.test))
-                callbacks = [PersistTrials(store, keys, trained), progress, *_callbacks(cfg)]
-                grid = make_tuner(trainable, cpus_by_trial, cfg, gpus, store, callbacks).fit()
+                progress = TrialProgress(board, metrics.TrialStates(run, len(todo)), run, len(splits.test))
+                callbacks = [PersistTrials(store, keys, trained), progress, *_callbacks(wandb, run)]
+                grid = make_tuner(trainable, cpus_by_trial, run, resources, gpus, store, callbacks).fit()
             failed = {f"trial {r.config['trial']}": r.error for r in grid if r.error}
         if trained:
-            evaluate_with_vllm(cfg, trained, splits.test, splits.format, resolved, store, gpus)
+            evaluate_with_vllm(
+                run, settings, resources, shipped, trained, splits.test, splits.format, resolved, store, gpus
+            )
         if failed:
             raise trials_failed(failed, len(todo), out)
 
 
-def trial_keys(cfg: ExperimentConfig, specs: list[TrialSpec], splits: Splits, resolved: Resolved) -> dict[str, str]:
-    """Each trial's content key (trial.run.trial_key), with the source of the plugins of your metrics: the keys the
-    trials are stored under and run.json lists as the run's own."""
-    sources = [p.source or p.module for p in map(plugins.resolve, cfg.select.plugins)]
-    return {s.name: trial_key(s, cfg, resolved, splits.fingerprint, sources) for s in specs}
+def trial_keys(
+    settings: TrialSettings, user_plugins: list[str], specs: list[TrialSpec], splits: Splits, resolved: Resolved
+) -> dict[str, str]:
+    """Each trial's content key (trial.run.trial_key), with the source of the plugins of your metrics (select.plugins:
+    `user_plugins`): the keys the trials are stored under and run.json lists as the run's own."""
+    sources = [p.source or p.module for p in map(plugins.resolve, user_plugins)]
+    return {s.name: trial_key(s, settings, resolved, splits.fingerprint, sources) for s in specs}
 
 
 def trials_failed(failed: dict[str, BaseException], n_trials: int, out: Path) -> DistillError:
@@ -129,27 +147,35 @@ def plan_cpus(res: ResourcesConfig, n_trials: int, gpus: float) -> list[float]:
     )
 
 
-def make_tuner(trainable, cpus: dict[str, float], cfg: ExperimentConfig, gpus: float, store: Storage, callbacks: list):
+def make_tuner(
+    trainable,
+    cpus: dict[str, float],
+    run: str,
+    resources: ResourcesConfig,
+    gpus: float,
+    store: Storage,
+    callbacks: list,
+):
     """One Tune trial per name (config {"trial": name}), in queue order, each holding cpus[name] CPUs and `gpus` GPUs;
-    their checkpoints go to tune/ in the run's storage."""
+    their checkpoints go to tune/ in the run's storage, under the run's name."""
     from ray import tune
 
     return tune.Tuner(
         tune.with_resources(trainable, lambda config: {"cpu": cpus[config["trial"]], "gpu": gpus}),
         param_space={"trial": tune.grid_search(list(cpus))},
         tune_config=tune.TuneConfig(
-            max_concurrent_trials=cfg.resources.max_concurrent_trials,
+            max_concurrent_trials=resources.max_concurrent_trials,
             trial_name_creator=_trial_name,  # Tune's table and folders name each trial as distill does
             trial_dirname_creator=_trial_name,
         ),
         # every node writes checkpoints straight to storage, and a retried trial, on whichever node, reads them there
         run_config=tune.RunConfig(
-            name=f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            name=f"{run}-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=store.path("tune"),
             storage_filesystem=store.fs,
             callbacks=callbacks,
             verbose=1,
-            failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
+            failure_config=tune.FailureConfig(max_failures=resources.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
         ),
     )
@@ -170,10 +196,24 @@ class NamedTrial:
 
 
 def _trainable(
-    config: dict, *, cfg, pool, test, data_format, shipped, specs, keys, resolved, gpus, cpus, resume, store
+    config: dict,
+    *,
+    settings: TrialSettings,
+    resources: ResourcesConfig,
+    pool,
+    test,
+    data_format,
+    shipped,
+    specs,
+    keys,
+    resolved,
+    gpus,
+    cpus,
+    resume,
+    store,
 ) -> None:
-    """Runs on whichever node Tune picks; writes its record (or, for the vLLM engine, its adapter) to storage and
-    reports numbers only.
+    """Runs on whichever node Tune picks; writes its record (or, for the vLLM engine, its adapter and trained
+    metrics) to storage and reports numbers only. `resources`: how often it checkpoints.
 
     It checkpoints through Tune as it trains, and starts from the newest checkpoint there is: this trial's own
     (a retry after a failure, `tune.get_checkpoint()`) or one an earlier driver's run left (`resume`)."""
@@ -194,7 +234,7 @@ def _trainable(
         with origin.as_directory() as folder:
             state = ckpt.load(Path(folder))
         log(f"{spec.name}: resuming from the checkpoint at step {state.step}")
-    cadence = ckpt.Cadence(cfg.resources.checkpoint_every, cfg.resources.checkpoint_minutes)
+    cadence = ckpt.Cadence(resources.checkpoint_every, resources.checkpoint_minutes)
 
     def on_step(step: int, steps: int, loss: float, snapshot) -> None:
         """Progress for the console's trial table every step; with a checkpoint when one is due."""
@@ -208,29 +248,28 @@ def _trainable(
             tune.report(progress)
         faults.inject("train_step", step, spec.name)
 
-    record = run_trial(spec, cfg, pool, test, resolved, key, data_format, gpus, state=state, on_step=on_step)
-    if "adapter" in record:
-        for file, data in record["adapter"].items():
-            store.write_bytes(trial_path(spec.name, ADAPTER, file), base64.b64decode(data))
-        store.write_json(
-            trial_path(spec.name, TRAINED_FILE),
-            {"metrics": record["metrics"], HELDOUT_LOSS.name: record[HELDOUT_LOSS.name]},
-        )
+    outcome = run_trial(spec, settings, pool, test, resolved, key, data_format, gpus, state=state, on_step=on_step)
+    trained = isinstance(outcome, TrainedTrial)
+    if trained:
+        for file, data in outcome.adapter.items():
+            store.write_bytes(trial_path(spec.name, ADAPTER, file), data)
+        store.write_json(trial_path(spec.name, TRAINED_FILE), outcome.to_dict())
     else:
-        write_trial(store, spec.name, TrialRecord.from_dict(record))
-    numbers = {k: v for k, v in record["metrics"].items() if isinstance(v, (int, float))}
-    tune.report({**numbers, TRAINED if "adapter" in record else FINISHED: 1})
+        write_trial(store, spec.name, outcome)
+    numbers = {k: v for k, v in outcome.metrics.to_dict().items() if isinstance(v, (int, float))}
+    tune.report({**numbers, TRAINED if trained else FINISHED: 1})
 
 
 _trainable.__mixins__ = (NamedTrial,)
 
 
-def _callbacks(cfg: ExperimentConfig) -> list:
-    """A W&B logger (offline unless configured online) when enabled and a key is present; never required."""
-    if not cfg.wandb.enabled:
+def _callbacks(wandb: WandbConfig, run: str) -> list:
+    """A W&B logger (offline unless configured online) when enabled and a key is present, grouping the trials under
+    the run's name; never required."""
+    if not wandb.enabled:
         return []
     key = secret("WANDB_API_KEY")
-    if not key and cfg.wandb.online:
+    if not key and wandb.online:
         raise DistillError(
             "wandb.online is set but WANDB_API_KEY is not", "export WANDB_API_KEY or set wandb.online: false"
         )
@@ -241,23 +280,23 @@ def _callbacks(cfg: ExperimentConfig) -> list:
         )
     from ray.air.integrations.wandb import WandbLoggerCallback
 
-    return [WandbLoggerCallback(project=cfg.wandb.project, group=cfg.name, api_key=key, mode=cfg.wandb.mode)]
+    return [WandbLoggerCallback(project=wandb.project, group=run, api_key=key, mode=wandb.mode)]
 
 
-def log_table_to_wandb(cfg: ExperimentConfig, rows: list[dict]) -> None:
-    """The comparison table as a W&B Table in the experiment's group (when W&B is enabled)."""
-    if not cfg.wandb.enabled:
+def log_table_to_wandb(settings: WandbConfig, run: str, output_dir: str, rows: list[dict]) -> None:
+    """The comparison table as a W&B Table in the run's group (when W&B is enabled); W&B's files go to `output_dir`."""
+    if not settings.enabled:
         return
     import wandb
 
     columns = sorted({key for row in rows for key, value in row.items() if not isinstance(value, (list, dict))})
-    run = wandb.init(
-        project=cfg.wandb.project,
-        group=cfg.name,
-        name=f"{cfg.name}-report",
+    logged = wandb.init(
+        project=settings.project,
+        group=run,
+        name=f"{run}-report",
         job_type="report",
-        mode=cfg.wandb.mode,
-        dir=cfg.output_dir,
+        mode=settings.mode,
+        dir=output_dir,
     )
-    run.log({"comparison": wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])})
-    run.finish()
+    logged.log({"comparison": wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])})
+    logged.finish()

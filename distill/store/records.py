@@ -180,10 +180,6 @@ class TrialRecord:
     def to_dict(self) -> dict[str, Any]:
         return {"metrics": self.metrics.to_dict(), "predictions": self.predictions}
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], path: Path | str = "trial record") -> TrialRecord:
-        return cls(TrialMetrics.from_dict(data["metrics"], path), data.get("predictions"))
-
 
 @dataclass(frozen=True)
 class Scorer:

@@ -13,13 +13,13 @@ HF tokenizer call. Small numeric differences (different kernels) can still flip 
 
 from __future__ import annotations
 
-import base64
 import importlib.util
 import os
 import time
 from pathlib import Path
 
-from distill.config.schema import ExperimentConfig
+from distill.config.schema import EvalConfig, ModelConfig, ResourcesConfig
+from distill.config.sections import TrialSettings
 from distill.errors import DistillError
 from distill.model.load import device_name, load_tokenizer, pick_dtype
 from distill.trial.evaluate import _until_eos
@@ -29,27 +29,27 @@ INSTALL_FIX = (
 )
 
 
-def choose_engine(cfg: ExperimentConfig, model_path: str) -> tuple[str, str]:
+def choose_engine(evaluation: EvalConfig, model: ModelConfig, model_path: str) -> tuple[str, str]:
     """Resolve eval.engine to 'hf' or 'vllm'; returns it with the reason the driver logs.
 
     `auto` takes vLLM when it is installed and supports this model with LoRA, HF otherwise; an
     explicit `vllm` that cannot work is an error rather than a silent fallback.
     """
-    if cfg.eval.engine == "hf":
+    if evaluation.engine == "hf":
         return "hf", "eval.engine: hf"
-    problem = vllm_problem(cfg, model_path)
-    if problem and cfg.eval.engine == "vllm":
+    problem = vllm_problem(model, model_path)
+    if problem and evaluation.engine == "vllm":
         raise DistillError(f"eval.engine is vllm but {problem}", INSTALL_FIX)
     if problem:
         return "hf", f"{problem}, so the HF path generates"
     return "vllm", f"vLLM {_vllm_version()} is installed and supports {_architecture(model_path)} with LoRA"
 
 
-def vllm_problem(cfg: ExperimentConfig, model_path: str) -> str | None:
+def vllm_problem(model: ModelConfig, model_path: str) -> str | None:
     """Why vLLM cannot evaluate this run (None when it can)."""
     if importlib.util.find_spec("vllm") is None:
         return "vLLM is not installed"
-    if cfg.model.load_in_8bit:
+    if model.load_in_8bit:
         return "the model is loaded in 8-bit (bitsandbytes), which the vLLM path does not reproduce"
     try:
         from vllm import ModelRegistry
@@ -76,41 +76,42 @@ def _architecture(model_path: str) -> str:
     return (AutoConfig.from_pretrained(model_path).architectures or ["unknown"])[0]
 
 
-def encode_adapter(folder: Path) -> dict[str, str]:
-    """A saved adapter folder as {file name: base64}: how a trial's record holds it (the trial's node then
+def read_adapter(folder: Path) -> dict[str, bytes]:
+    """A saved adapter folder as {file name: content}: how a trained trial holds it (the trial's node then
     writes it to the run's storage, where the engine's node reads it)."""
-    return {p.name: base64.b64encode(p.read_bytes()).decode() for p in sorted(folder.iterdir()) if p.is_file()}
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def write_adapter(files: dict[str, str], folder: Path) -> Path:
-    """Inverse of encode_adapter."""
+def write_adapter(files: dict[str, bytes], folder: Path) -> Path:
+    """Inverse of read_adapter."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
-        (folder / name).write_bytes(base64.b64decode(data))
+        (folder / name).write_bytes(data)
     return folder
 
 
 class VllmGenerator:
     """One vLLM engine over the base model with LoRA enabled (runs inside a Ray actor: distill/runtime/generation.py)."""
 
-    def __init__(self, cfg: ExperimentConfig, model_path: str, prompt_tokens: int):
-        """`prompt_tokens`: the longest prompt it will see (template and content), so the context fits it."""
+    def __init__(self, settings: TrialSettings, resources: ResourcesConfig, model_path: str, prompt_tokens: int):
+        """`prompt_tokens`: the longest prompt it will see (template and content), so the context fits it; `resources`:
+        the engine's memory and batching (vllm_*)."""
         from vllm import LLM
 
         device = device_name()
         if device == "cpu":  # vLLM's CPU backend sizes its KV cache from this variable (GiB)
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.resources.vllm_cpu_kvcache_gib))
-        self.cfg = cfg
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(resources.vllm_cpu_kvcache_gib))
+        self.max_new_tokens = settings.eval.max_new_tokens
         self.tokenizer = load_tokenizer(model_path)
         self.llm = LLM(
             model=model_path,
-            dtype=str(pick_dtype(cfg.model, device)).removeprefix("torch."),
+            dtype=str(pick_dtype(settings.model, device)).removeprefix("torch."),
             enable_lora=True,
-            max_lora_rank=_lora_rank_slot(cfg.train.lora_r),
-            max_loras=cfg.resources.vllm_max_loras,
-            max_num_seqs=cfg.resources.vllm_max_num_seqs,
-            max_model_len=prompt_tokens + cfg.eval.max_new_tokens,
-            gpu_memory_utilization=cfg.resources.vllm_gpu_memory_utilization,
+            max_lora_rank=_lora_rank_slot(settings.train.lora_r),
+            max_loras=resources.vllm_max_loras,
+            max_num_seqs=resources.vllm_max_num_seqs,
+            max_model_len=prompt_tokens + settings.eval.max_new_tokens,
+            gpu_memory_utilization=resources.vllm_gpu_memory_utilization,
             generation_config="vllm",
             seed=0,
             enforce_eager=device == "cpu",
@@ -129,7 +130,7 @@ class VllmGenerator:
         requests = [LoRARequest(name, i + 1, str(adapters[name])) for i, name in enumerate(names)]
         params = SamplingParams(
             temperature=0.0,
-            max_tokens=self.cfg.eval.max_new_tokens,
+            max_tokens=self.max_new_tokens,
             stop_token_ids=[self.tokenizer.eos_token_id],
             detokenize=False,
         )
