@@ -5,47 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
-
-
-def cli_env(folder: Path) -> dict[str, str]:
-    """The environment of a `python -m distill` subprocess: offline, this checkout, caches under `folder`, and no
-    RAY_ADDRESS (each run starts its own local cluster)."""
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "PYTHONPATH": str(REPO),
-        "DISTILL_CACHE_DIR": str(folder / "cache"),
-    }
-    env.pop("RAY_ADDRESS", None)
-    return env
-
-
-def run_cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = cli_env(cwd)
-    return subprocess.run(
-        [PYTHON, "-m", "distill", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
-    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("distill: error:")]
-    assert len(errors) == 1, result.stderr
-    assert "fix:" in errors[0]
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
+from tests.cli_helpers import PYTHON, REPO, assert_one_line_error, cli_env, run_cli
 
 
 def assert_nothing_heavy_started(result: subprocess.CompletedProcess, out: Path) -> None:
@@ -184,7 +148,7 @@ def test_a_stale_ray_address_is_named_within_seconds(tmp_path):
     line within 15 s names the address, that it came from RAY_ADDRESS, and the fix; the output folder is untouched."""
     import time
 
-    from clusters import free_port
+    from tests.clusters import free_port
 
     address = f"127.0.0.1:{free_port()}"
     start = time.monotonic()

@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from test_cli import cli_env
 
 from distill.store import artifacts
+from tests.cli_helpers import cli_env
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
 ROW = {"text": "A bill to amend the Internal Revenue Code to extend a credit.", "summary": "Extends a tax credit."}
 ROWS = [{"text": f"{ROW['text']} Section {i} applies.", "summary": f"{ROW['summary']} ({i})"} for i in range(30)]
@@ -56,7 +56,7 @@ RUNNER = (
     "json.dump(sorted(m for m in ('torch', 'ray') if m in sys.modules), open('heavy.json', 'w'))\n"
     "raise SystemExit(code)\n"
 )
-MISBEHAVING = Path(__file__).resolve().parent / "fixtures" / "misbehaving_selectors.py"
+MISBEHAVING = Path(__file__).resolve().parents[1] / "fixtures" / "misbehaving_selectors.py"
 # The earlier run every RUN_CASE starts from (features, the random selection, one finished trial), and the
 # settings each case shares with it, so the cached features and selection are found.
 RUN_SETTINGS = [

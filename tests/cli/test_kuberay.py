@@ -18,7 +18,7 @@ from distill.config.load import config_hash, make_config
 from distill.errors import DistillError
 from distill.kuberay import Workers, rayjob
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "tests" / "fixtures" / "kuberay" / "ray.io_rayjobs-v1.7.0.yaml.gz"
 EXAMPLE = REPO / "docs" / "k8s" / "rayjob-quick-gpu.yaml"
 EXAMPLE_ARGS = ["k8s", "--job", "quick-gpu", "--storage", "s3://YOUR-BUCKET/distill/quick-gpu"]

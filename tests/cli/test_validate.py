@@ -14,7 +14,7 @@ import yaml
 from distill.config.load import make_config
 from distill.console import checklist, machine
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU behaviour")
 
 

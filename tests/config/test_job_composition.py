@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_cli import assert_one_line_error, run_cli
 
 from distill.config.load import job_names, load_job, make_config
 from distill.errors import DistillError
+from tests.cli_helpers import assert_one_line_error, run_cli
 
 # Every packaged job as it was written before the jobs composed (each block spelt out, no `base:`), parsed from
 # its YAML. A job changed on purpose changes here too: the entry is what the job file alone would say.
-FLAT_JOBS = json.loads((Path(__file__).parent / "fixtures" / "jobs_flat.json").read_text())
+FLAT_JOBS = json.loads((Path(__file__).parents[1] / "fixtures" / "jobs_flat.json").read_text())
 
 
 def test_the_snapshot_covers_every_packaged_job():

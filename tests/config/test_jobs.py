@@ -22,7 +22,7 @@ from distill.runtime.tune import _callbacks
 from distill.select import registry
 
 JOBS = sorted(JOBS_DIR.glob("*.yaml"))
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_issue_lists_every_job():

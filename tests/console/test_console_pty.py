@@ -13,7 +13,7 @@ import yaml
 
 pexpect = pytest.importorskip("pexpect")
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 # What Ray, Tune and Ray Data print on a driver's console when left alone
 RAY_NOISE = (

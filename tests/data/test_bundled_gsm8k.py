@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-GSM8K = Path(__file__).resolve().parent.parent / "data" / "gsm8k"
+GSM8K = Path(__file__).resolve().parents[2] / "data" / "gsm8k"
 
 
 def _rows(name: str) -> list[dict]:

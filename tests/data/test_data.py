@@ -13,7 +13,7 @@ from distill.config.schema import DataConfig
 from distill.data.load import COLUMNS, Splits, load_splits, text_hash
 from distill.errors import DistillError
 
-SCITLDR = Path(__file__).resolve().parent.parent / "data" / "scitldr" / "scitldr_a_train_dev.jsonl"
+SCITLDR = Path(__file__).resolve().parents[2] / "data" / "scitldr" / "scitldr_a_train_dev.jsonl"
 
 
 def _rows(n: int, prefix: str = "doc") -> list[dict]:

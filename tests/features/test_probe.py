@@ -75,7 +75,7 @@ def test_the_cli_states_an_error_raised_inside_the_probe_task_in_one_line(tiny_j
         capture_output=True,
         text=True,
         timeout=300,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]

@@ -8,8 +8,9 @@ import ast
 import re
 
 import pytest
-from docs_drift import DOCS, REPO, Code, problems
-from test_layout import LAYERS
+
+from tests.docs_drift import DOCS, REPO, Code, problems
+from tests.project.test_layout import LAYERS
 
 README = REPO / "README.md"
 

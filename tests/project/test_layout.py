@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "distill"
+PACKAGE = Path(__file__).resolve().parents[2] / "distill"
 MAX_LINES = 350
 # Who may import distill.runtime (the Ray orchestration): itself and the command line that starts a run.
 RUNTIME_IMPORTERS = ("distill.runtime", "distill.cli")

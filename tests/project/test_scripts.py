@@ -11,7 +11,7 @@ import pytest
 
 from distill.model.load import native_bf16_cpu
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_gpu_check_limits_cover_every_check_within_its_ten_minutes():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "distill"
+PACKAGE = Path(__file__).resolve().parents[2] / "distill"
 # assembled, so this file itself never matches
 # checkpoint.load reads training state with torch.load(weights_only=True): tensors and plain types only.
 ALLOWED = {"checkpoint.py": {"torch." + "load("}}

@@ -9,7 +9,7 @@ import pytest
 
 from distill.report import plan, planning, stats
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PILOT = ROOT / "docs/results/scitldr-loss-cpu"
 
 

@@ -211,7 +211,7 @@ def test_a_loss_only_run_tables_held_out_loss_not_empty_generation_columns(tmp_p
 def test_a_loss_only_run_refuses_generated_metrics_and_draws_no_empty_cost_plot(tmp_path):
     """`distill report --metrics rougeL` on a run that did not generate: exit 2, naming what it scored; and its
     report has no cost plot (cost vs ROUGE-L has no points), only the plots that have data."""
-    from test_cli import assert_one_line_error, run_cli
+    from tests.cli_helpers import assert_one_line_error, run_cli
 
     write_trials(tmp_path, {"random": 0.0, "better": -0.3}, seeds=2, metric="heldout_loss")
     result = run_cli("report", str(tmp_path), "--metrics", "rougeL", cwd=tmp_path)

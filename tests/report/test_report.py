@@ -281,7 +281,7 @@ def test_every_score_metric_has_a_column():
 @pytest.mark.parametrize("bad", [float("nan"), None, "missing"])
 def test_a_bad_score_is_one_line_naming_the_trial_and_the_example(tmp_path, bad):
     """A NaN, a null or a missing per-example score: `distill report` exits 2 with one line, no traceback."""
-    from test_cli import assert_one_line_error, run_cli
+    from tests.cli_helpers import assert_one_line_error, run_cli
 
     _write_run(tmp_path)
     path = tmp_path / "trials" / "clustering_s1" / "predictions.jsonl"
@@ -301,7 +301,7 @@ def test_a_bad_score_is_one_line_naming_the_trial_and_the_example(tmp_path, bad)
 def test_an_exported_folder_rebuilds_the_same_results(tmp_path, built):
     """`distill report RUN --export DIR` keeps only what the report reads (no generated or reference texts),
     and DIR alone rebuilds a byte-identical results.json."""
-    from test_cli import run_cli
+    from tests.cli_helpers import run_cli
 
     out, _, _ = built
     dest = tmp_path / "published"
@@ -355,7 +355,7 @@ def test_a_results_json_from_before_per_metric_tests_still_reads():
 def test_a_rebuild_tests_the_runs_own_metrics_unless_told(tmp_path):
     """`distill report` tests what the run was started with (run.json's report.metrics); --metrics replaces it
     for this rebuild only, and a name that is not a metric is refused before anything is written."""
-    from test_cli import run_cli
+    from tests.cli_helpers import run_cli
 
     out = tmp_path / "run"
     _write_run(out)
@@ -377,7 +377,7 @@ def test_a_rebuild_tests_the_runs_own_metrics_unless_told(tmp_path):
     assert tested() == {"rougeL"}  # the last report stands
 
 
-PUBLISHED = Path(__file__).resolve().parent.parent / "docs" / "results"
+PUBLISHED = Path(__file__).resolve().parents[2] / "docs" / "results"
 
 
 @pytest.mark.parametrize("run", sorted(p.name for p in PUBLISHED.iterdir() if (p / "trials").is_dir()))
@@ -385,7 +385,7 @@ def test_a_published_run_rebuilds_from_its_folder_alone(run, tmp_path):
     """docs/results/<run> (written by `distill report --export`) keeps every trial's per-example scores: a copy of
     the folder alone rebuilds the published results.json byte for byte, so any correction of the statistics can
     be re-applied to published runs."""
-    from test_cli import run_cli
+    from tests.cli_helpers import run_cli
 
     copy = tmp_path / run
     shutil.copytree(PUBLISHED / run, copy)
@@ -415,7 +415,7 @@ def test_a_rebuilt_report_is_readable_by_the_group_as_the_run_is(tmp_path):
 def test_a_rebuild_writes_where_asked_and_never_over_a_runs_report_unasked(tmp_path):
     """`distill report RUN --output-dir DIR` leaves RUN's published report as it is; a rebuild into a folder that
     holds a run's trials and its report is refused unless --overwrite."""
-    from test_cli import assert_one_line_error, run_cli
+    from tests.cli_helpers import assert_one_line_error, run_cli
 
     run, elsewhere = tmp_path / "published", tmp_path / "rebuilt"
     _write_run(run)

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from clusters import stop_ray
 
 from distill import faults
 from distill.report.sequential import Design
 from distill.runtime import adaptive
+from tests.clusters import stop_ray
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # random's own subset under another name: trained with the same seeds it scores exactly as random does, so its
 # verdict is *equivalent* from the first look; balanced_lengths, on 4 held-out examples and with a margin of 1e-5 of

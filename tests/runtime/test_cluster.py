@@ -14,14 +14,14 @@ import numpy as np
 import psutil
 import pytest
 import yaml
-from clusters import VENV_BIN, cluster, free_port, our_ray_processes
 
 from distill.config.load import make_config
 from distill.runtime.session import embed_plan
 from distill.runtime.tune import make_tuner
 from distill.store.storage import open_storage
+from tests.clusters import VENV_BIN, cluster, free_port, our_ray_processes
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 UPLOAD_EXCLUDES = [
     ".git",
     ".venv",
@@ -154,7 +154,7 @@ def test_ray_job_submit_runs_the_quick_pipeline_on_a_head_node(head, tiny_job, t
 def test_ray_job_submit_runs_a_plugin_selector_from_the_jobs_working_dir(head, tiny_job, tmp_path):
     """A user's project folder (job YAML + selector file, relative paths) as the job's working_dir; distill itself
     travels as a py_module. The plugin selector runs as a Ray task and its trial lands in the report."""
-    from test_plugins import write_plugin
+    from tests.select.test_plugins import write_plugin
 
     env, _, address = head
     project = tmp_path / "project"

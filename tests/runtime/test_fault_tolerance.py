@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from clusters import stop_ray, wait_for
 
 from distill.config.load import config_from_run, make_config
 from distill.config.schema import ModelConfig, PromptConfig, TrainConfig
@@ -34,8 +33,9 @@ from distill.store import counters
 from distill.store.records import Resolved
 from distill.trial.evaluate import resolve_scorer
 from distill.trial.run import TrialSpec, run_trial, trial_key
+from tests.clusters import stop_ray, wait_for
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 COMPARED = ("rouge1", "rouge2", "rougeL", "bertscore_f1", "final_train_loss", "train_steps", "train_tokens", "n_empty")
 
 

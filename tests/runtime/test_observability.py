@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from clusters import VENV_BIN, cluster, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from distill.config.load import config_hash, make_config
+from tests.clusters import VENV_BIN, cluster, free_port
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MISBEHAVING = REPO / "tests" / "fixtures" / "misbehaving_selectors.py"
 # Ray's reporter flushes every 10 s by default; each second here, so even a short-lived driver's last values arrive
 FAST_METRICS = {"RAY_metrics_report_interval_ms": "1000"}

@@ -64,7 +64,7 @@ def test_quick_pipeline_end_to_end_then_reuses_everything(tiny_job, capsys):
     assert "2 trial(s) reused" in log
 
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_instruction_data_runs_end_to_end_with_the_prompt_and_response_selectors(tiny_job, tiny_model):
@@ -94,7 +94,7 @@ def test_instruction_data_runs_end_to_end_with_the_prompt_and_response_selectors
 
 def test_chat_data_runs_from_the_cli(tiny_model, tmp_path):
     """`distill quick --data <chat JSONL>`: real GSM8K chats, the model's chat template, the report."""
-    from test_cli import run_cli
+    from tests.cli_helpers import run_cli
 
     out = tmp_path / "out"
     result = run_cli(

@@ -28,7 +28,7 @@ from distill.runtime import pipeline
 from distill.store import artifacts
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
 SECRETS = {
     "HF_TOKEN": "hf_FAKE0secret0token0do0not0leak",

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from clusters import VENV_BIN, free_port, our_ray_processes, ray_env, stop_ray
 
-REPO = Path(__file__).resolve().parent.parent
-START = REPO / "tests" / "slurm" / "start_local_slurm.sh"
+from tests.clusters import VENV_BIN, free_port, our_ray_processes, ray_env, stop_ray
+
+REPO = Path(__file__).resolve().parents[2]
+START = REPO / "tests" / "runtime" / "slurm" / "start_local_slurm.sh"
 SBATCH = REPO / "scripts" / "distill.sbatch"
 JOB_SECONDS = 300  # the reduced quick job takes about a minute alone; the suite's other worker shares the 2 cores
 RAY_PORT_FLAGS = (  # every per-node port of Ray explicit and free: the suite's other clusters run beside this one

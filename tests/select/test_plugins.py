@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_cli import PYTHON, REPO, assert_one_line_error, run_cli
 
 from distill.config.load import make_config
 from distill.errors import DistillError
 from distill.features.columns import text_features
 from distill.runtime.selection import _remote_select, select_subsets
 from distill.select import plugins, registry
+from tests.cli_helpers import PYTHON, REPO, assert_one_line_error, run_cli
 
 SHORTEST = """
 import numpy as np
@@ -89,7 +89,7 @@ def test_plugin_file_registers_and_runs_through_the_registry_checks(tmp_path):
     assert plugins.load([str(path)]) == loaded  # loading again is harmless (a reused Ray worker does it)
 
 
-MISBEHAVING = Path(__file__).resolve().parent / "fixtures" / "misbehaving_selectors.py"
+MISBEHAVING = Path(__file__).resolve().parents[1] / "fixtures" / "misbehaving_selectors.py"
 # what each answer of the misbehaving selector (k=3 of a pool of 12) must be called
 WRONG = {
     "raises": "raised ValueError: invalid literal for int() with base 10: 'not a number'",

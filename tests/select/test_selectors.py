@@ -80,7 +80,7 @@ def make_features(
     )
 
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # real rows of each data format, whose prompts give the text statistics (lengths, information density) selectors read
 FORMAT_FILES = {
     "summarization": REPO / "data" / "scitldr" / "scitldr_a_train_dev.jsonl",

@@ -15,7 +15,7 @@ import pytest
 
 from distill.store import artifacts
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_roundtrip_and_sidecar(tmp_path):

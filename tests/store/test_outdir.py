@@ -16,7 +16,7 @@ import pytest
 from distill.errors import DistillError
 from distill.store import artifacts, outdir
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 HOLDER = """
 import sys, time
 from pathlib import Path

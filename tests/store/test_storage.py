@@ -11,8 +11,6 @@ import pickle
 
 import pytest
 import yaml
-from clusters import S3_KEYS, free_port, gcs_server, s3_server
-from test_cli import run_cli
 
 from distill.cli import main
 from distill.config.load import make_config
@@ -20,6 +18,8 @@ from distill.config.schema import trial_settings
 from distill.errors import DistillError
 from distill.store import artifacts, counters
 from distill.store.storage import check_reachable, open_storage
+from tests.cli_helpers import run_cli
+from tests.clusters import S3_KEYS, free_port, gcs_server, s3_server
 
 
 @pytest.fixture(scope="module")
@@ -186,11 +186,11 @@ def test_data_and_a_report_are_read_from_s3_through_the_storage_layer(s3_env, bi
     the storage layer: the data reads as the same rows as the local file, and the report of a run kept in the
     bucket is the report of the same run on disk."""
     from rich.console import Console
-    from test_report import _write_run
 
     from distill.data.load import load_splits
     from distill.data.remote import readable
     from distill.report.build import build_report
+    from tests.report.test_report import _write_run
 
     monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path / "cache"))
     prefix = f"s3://runs/{tmp_path.name}"

@@ -13,7 +13,7 @@ from distill.errors import DistillError
 from distill.store.records import metric_named
 from distill.trial import metrics
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "exact_answer.py"
 EXAMPLES = [{"id": "e1"}, {"id": "e2"}]
 

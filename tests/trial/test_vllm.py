@@ -167,7 +167,7 @@ def vllm_vs_hf(cfg, model_path: str, test, records: dict, tmp_path: Path) -> lis
 @needs_vllm
 def test_vllm_matches_hf_on_a_tiny_model(tmp_path):
     """Fast plumbing check (random 2-layer Llama, head_dim 32): exact equality is expected here."""
-    from conftest import build_tiny_llama
+    from tests.conftest import build_tiny_llama
 
     model_path = str(build_tiny_llama(tmp_path / "tiny-vllm", hidden=128))
     cfg, test, records = train_adapters(
@@ -238,7 +238,7 @@ def test_gpu_check_refuses_to_run_without_a_gpu():
     """gpu_check.sh must never produce figures where no GPU ran them."""
     import subprocess
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.run(
         ["bash", "scripts/gpu_check.sh"],
         cwd=root,
