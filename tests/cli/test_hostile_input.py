@@ -507,7 +507,7 @@ CASES = [
 ]
 
 # Each starts Ray, so there are few: the other wrong answers (duplicates, wrong count, not integers, wrong shape) take
-# the same path from registry.select to this line, and tests/test_plugins.py checks every one of them in process.
+# the same path from registry.select to this line, and tests/select/test_plugins.py checks every one of them in process.
 RUN_CASES = [
     # ---------------------------------------------------------------- a user's selector, at run time
     Case(

@@ -31,7 +31,7 @@ PLANTED = {
     "python -m distill.all --job scitldr-al": "job scitldr-al, which is not a packaged job",
     "--set train.lora_rank=8": "config key train.lora_rank, which does not exist",
     "see distill/runtime/pipline.py": "path distill/runtime/pipline.py, which does not exist",
-    "tests/test_cli.py::test_nothing_of_the_sort": "test tests/test_cli.py::test_nothing_of_the_sort",
+    "tests/cli/test_cli.py::test_nothing_of_the_sort": "test tests/cli/test_cli.py::test_nothing_of_the_sort",
     "scripts/bench_train.py --stepz 2": "`scripts/bench_train.py --stepz`, which is not a flag",
 }
 

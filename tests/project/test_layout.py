@@ -1,4 +1,5 @@
-"""The package's shape: folders that read the data flow, no import cycles, short modules, Ray behind runtime/.
+"""The package's shape: folders that read the data flow, no import cycles, short modules, Ray behind runtime/;
+and the tests' shape: a folder per package.
 
 Static checks over the source (`ast`, nothing is imported), so they cost milliseconds and name the module to fix.
 """
@@ -20,6 +21,11 @@ LAYERS = ("store", "config", "data", "model", "features", "select", "trial", "re
 # config/checks.py checks a whole job before any work (methods exist, the data has the splits a setting names),
 # so it reads the selector registry, the Features record and the data source: the one import up the flow.
 UPWARD = {"distill.config.checks": {"data", "features", "select", "trial"}}  # the registries it checks
+TESTS = PACKAGE.parent / "tests"
+# tests/ mirrors distill/: tests/<package>/ tests distill/<package>/, and two folders more: cli/ for the top-level
+# modules (the command line and the commands it runs: validate, k8s, the modes) and project/ for the repository
+# as a whole (docs, layout, install, scripts, static checks over the source).
+EXTRA_TEST_FOLDERS = {"cli", "project"}
 
 
 def module_name(path: Path) -> str:
@@ -128,3 +134,18 @@ def test_sub_packages_import_only_those_before_them_in_the_flow():
             if other in LAYERS and LAYERS.index(other) > LAYERS.index(own) and other not in UPWARD.get(module, ()):
                 wrong.append(f"{module} → {dep}")
     assert not wrong, f"imports against the flow {' → '.join(LAYERS)}: {sorted(wrong)}"
+
+
+def test_tests_mirror_the_packages():
+    """Every test file sits in tests/<package>/ (or an extra folder above), every package has its folder, and
+    each folder is a Python package, so two folders may each hold a test_load.py."""
+    packages = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
+    folders = packages | EXTRA_TEST_FOLDERS
+    misplaced = sorted(
+        str(path.relative_to(TESTS))
+        for path in TESTS.rglob("test_*.py")
+        if path.parent.parent != TESTS or path.parent.name not in folders
+    )
+    assert not misplaced, f"test files outside tests/<package>/ (or {sorted(EXTRA_TEST_FOLDERS)}): {misplaced}"
+    assert packages <= {path.name for path in TESTS.iterdir() if path.is_dir()}, "a package without tests/<package>/"
+    assert all((TESTS / name / "__init__.py").exists() for name in folders), "a test folder without __init__.py"

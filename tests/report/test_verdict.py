@@ -1,6 +1,6 @@
 """Verdicts (distill/report/verdict.py) and the sequential design's schedule (distill/report/sequential.py).
 
-The error rates of both under the crossed seeds × examples model are in tests/test_sequential_calibration.py.
+The error rates of both under the crossed seeds × examples model are in tests/report/test_sequential_calibration.py.
 """
 
 import numpy as np

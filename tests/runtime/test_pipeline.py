@@ -71,7 +71,7 @@ def test_instruction_data_runs_end_to_end_with_the_prompt_and_response_selectors
     """Real GSM8K instruction rows, format detected from the columns; the selectors whose features are defined on
     prompt and response (IFD's response-alone pass, RDS+'s query set, the probe's response losses) select, train
     and are reported; run.json says which format and template were used. (Every selector on each format's
-    prompts: tests/test_selectors.py.)"""
+    prompts: tests/select/test_selectors.py.)"""
     methods = ["random", "ifd", "rds_plus", "el2n_loss", "length_diversity"]
     tiny_job["data"] = {"source": str(REPO / "data/gsm8k/gsm8k_instruct.jsonl"), "test_size": 4, "max_train": 40}
     tiny_job["data"]["query_size"] = 4

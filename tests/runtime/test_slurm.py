@@ -1,4 +1,4 @@
-"""scripts/distill.sbatch on a real Slurm: a one-node slurmctld + slurmd on 127.0.0.1 (tests/slurm/start_local_slurm.sh,
+"""scripts/distill.sbatch on a real Slurm: a one-node slurmctld + slurmd on 127.0.0.1 (tests/runtime/slurm/start_local_slurm.sh,
 which installs slurm-wlm and munge where they are missing and it is root), `sbatch` of the script running a
 reduced quick job, and its results in the job's output folder. Skipped, with the reason, where Slurm cannot start."""
 

@@ -1,5 +1,5 @@
 """Bring your own selector: plugin files, modules, entry points, broken plugins, and shipping to Ray workers
-(`ray job submit` of a plugin selector from a user's project folder: tests/test_cluster.py)."""
+(`ray job submit` of a plugin selector from a user's project folder: tests/runtime/test_cluster.py)."""
 
 from __future__ import annotations
 

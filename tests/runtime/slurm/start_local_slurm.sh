@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# A one-node Slurm on 127.0.0.1 for tests/test_slurm.py: slurmctld + slurmd with their own config, ports, state
+# A one-node Slurm on 127.0.0.1 for tests/runtime/test_slurm.py: slurmctld + slurmd with their own config, ports, state
 # folders and munge daemon under STATE (default /tmp/distill-slurm), so a machine's own Slurm or munge, if any,
 # is left alone. Installs slurm-wlm and munge with apt-get when they are missing (root only: CI's fresh Debian).
 # Idempotent: when this Slurm already answers, it exits at once. Prints `export SLURM_CONF=...` on success;
 # exit 3 with the reason when it cannot run here (not root, no apt-get, a daemon that will not start).
-#   tests/slurm/start_local_slurm.sh [STATE]        stop: kill $(cat STATE/*.pid)
+#   tests/runtime/slurm/start_local_slurm.sh [STATE]        stop: kill $(cat STATE/*.pid)
 set -euo pipefail
 state=${1:-/tmp/distill-slurm}
 ctld_port=${DISTILL_SLURMCTLD_PORT:-16817}  # not Slurm's 6817/6818: a real Slurm on this machine keeps its ports
