@@ -1,7 +1,7 @@
 """A KubeRay `RayJob` for a distill job, rendered from the job's config (`distill k8s --job NAME --storage URI`):
 the RayCluster it starts (a CPU head and GPU workers), the entrypoint, the storage, the image. One function makes
 it, so the manifest cannot drift from the config: docs/k8s/rayjob-quick-gpu.yaml is its output, and
-tests/test_kuberay.py checks both that and every field against KubeRay's own CRD schema (pinned in tests/fixtures).
+tests/cli/test_kuberay.py checks both that and every field against KubeRay's own CRD schema (pinned in tests/fixtures).
 """
 
 from __future__ import annotations

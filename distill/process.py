@@ -1,7 +1,7 @@
 """What every distill process sets up before its work, in one place and never on import: the command line calls
 `setup()` first (the driver), and `distill.runtime.session.ray_session` names it as each Ray worker's setup hook
 (workers import distill modules but never the CLI). Importing distill changes no environment variable and adds
-no log handler (tests/test_import_effects.py).
+no log handler (tests/project/test_import_effects.py).
 """
 
 from __future__ import annotations

@@ -27,8 +27,7 @@ from pathlib import Path
 import benchlib
 from bench_quick import STAGES, run_job, stage_times
 
-sys.path.insert(0, str(benchlib.ROOT / "tests"))
-from clusters import s3_server  # noqa: E402  the S3-compatible server the test suite uses
+from tests.clusters import s3_server  # noqa: E402  the S3-compatible server the test suite uses
 
 BUCKET = "bench"
 

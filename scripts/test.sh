@@ -45,9 +45,9 @@ outcome() {
   fi
 }
 
-beside lowest .venv-lowest DISTILL_RESOLUTION=lowest tests/test_pipeline.py
+beside lowest .venv-lowest DISTILL_RESOLUTION=lowest tests/runtime/test_pipeline.py
 lowest=$!
-beside vllm .venv-vllm DISTILL_EXTRAS=dev,vllm tests/test_generate_vllm.py
+beside vllm .venv-vllm DISTILL_EXTRAS=dev,vllm tests/trial/test_vllm.py
 vllm=$!
 .venv/bin/python "${suite[@]}" || failed+=("the suite")
 outcome "$lowest" lowest "the lowest supported versions (requirements/dev-lowest.lock) on the tiny end-to-end run"

@@ -1,5 +1,5 @@
 """What the docs name, checked against the code: repo paths and links, `distill` subcommands and their flags,
-dotted config keys, job names and test names (tests/test_docs.py runs it over README.md, CONTRIBUTING.md and
+dotted config keys, job names and test names (tests/project/test_docs.py runs it over README.md, CONTRIBUTING.md and
 docs/*.md). It checks only what a doc names, never its wording, so the docs may grow freely.
 """
 
@@ -28,7 +28,7 @@ FLAG = re.compile(r"(?<![\w-])(--?[a-zA-Z][\w-]*)")
 DOTTED = re.compile(r"(?<![\w./-])([a-z]+)\.([a-z][a-z0-9_]*)(?![\w(/*-])")
 # file names that look like `section.key`: report.md, storage.py, model.safetensors
 EXTENSIONS = {"md", "py", "json", "jsonl", "csv", "png", "txt", "yaml", "npz", "npy", "safetensors", "lock", "log"}
-TEST_REF = re.compile(r"(tests/test_\w+\.py)(?:::(\w+))?")
+TEST_REF = re.compile(r"(tests/(?:\w+/)*test_\w+\.py)(?:::(\w+))?")
 # a bare test name: `test_` and at least two more words (`test_model` is a run.json field, not a test)
 TEST_NAME = re.compile(r"(?<![\w/.])(test_[a-z0-9]+_[a-z0-9]+_\w+)(?![\w.(])")
 SCRIPT = re.compile(r"(scripts/\w+\.py)(.*)")
@@ -55,14 +55,14 @@ def subcommand_flags(parser: argparse.ArgumentParser) -> dict[str, set[str]]:
 
 
 def test_functions() -> dict[str, set[str]]:
-    """tests/<file> → the test functions it defines."""
+    """tests/<folder>/<file> → the test functions it defines."""
     return {
-        f"tests/{path.name}": {
+        str(path.relative_to(REPO)): {
             node.name
             for node in ast.walk(ast.parse(path.read_text()))
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
         }
-        for path in (REPO / "tests").glob("test_*.py")
+        for path in (REPO / "tests").rglob("test_*.py")
     }
 
 
@@ -109,8 +109,9 @@ def _line_problems(line: str, code: Code) -> Iterator[str]:
         elif name and name not in code.tests[file]:
             yield f"test {file}::{name}, which does not exist"
     defined = set().union(*code.tests.values())
+    files = {Path(file).stem for file in code.tests}
     for name in TEST_NAME.findall(TEST_REF.sub("", line)):
-        if name not in defined and f"tests/{name}.py" not in code.tests:
+        if name not in defined and name not in files:
             yield f"test {name}, which does not exist"
     for section, key in DOTTED.findall(line):
         dotted = f"{section}.{key}"

@@ -33,7 +33,7 @@ def _split_names(value: Any) -> Any:
 Names = Annotated[list[str], BeforeValidator(_split_names)]  # a list that also takes 'a,b' from the command line
 
 # Every number declares its valid range here, in the schema: pydantic refuses a value outside it when the job is
-# built, before any work, and load._config_error words the refusal (key, value, range, fix). tests/test_config.py walks
+# built, before any work, and load._config_error words the refusal (key, value, range, fix). tests/config/test_config.py walks
 # the schema, tries a value outside every declared range, and fails on a number declared without one.
 Count = Annotated[int, Field(ge=1)]  # how many of something: at least one
 NonNegative = Annotated[int, Field(ge=0)]
