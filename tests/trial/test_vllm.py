@@ -188,7 +188,8 @@ def test_vllm_matches_hf_on_a_tiny_model(tmp_path):
 
 @needs_vllm
 def test_vllm_is_chosen_for_smollm2(smollm2):
-    engine, why = choose_engine(make_config("quick"), smollm2)
+    cfg = make_config("quick")
+    engine, why = choose_engine(cfg.eval, cfg.model, smollm2)
     assert engine == "vllm" and "LlamaForCausalLM" in why
 
 
