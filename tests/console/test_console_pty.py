@@ -35,6 +35,7 @@ RAY_NOISE = (
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_quick_run_in_an_80_column_terminal(tiny_job, tmp_path):
     job = tmp_path / "tiny.yaml"
     job.write_text(yaml.safe_dump(tiny_job))

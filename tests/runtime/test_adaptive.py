@@ -69,6 +69,7 @@ def _run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedPro
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_until_decided_adds_seeds_to_undecided_methods_stops_at_its_budget_and_resumes(tiny_job, tmp_path):
     plugin = tmp_path / "twin.py"
     plugin.write_text(TWIN)

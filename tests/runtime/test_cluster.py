@@ -19,7 +19,7 @@ from distill.config.load import make_config
 from distill.runtime.session import embed_plan
 from distill.runtime.tune import make_tuner
 from distill.store.storage import open_storage
-from tests.clusters import VENV_BIN, cluster, free_port, our_ray_processes
+from tests.clusters import HANG_S, VENV_BIN, cluster, free_port, our_ray_processes
 
 REPO = Path(__file__).resolve().parents[2]
 UPLOAD_EXCLUDES = [
@@ -78,7 +78,7 @@ def _submit_when_ready(
     submit += ["--runtime-env-json", json.dumps(runtime_env), "--", *command]
     start = time.perf_counter()
     while True:
-        job = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=150, cwd=cwd)
+        job = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=HANG_S, cwd=cwd)
         if "No available agent" not in job.stdout + job.stderr or time.perf_counter() - start > 60:
             return job
         time.sleep(2)
@@ -151,6 +151,7 @@ def test_ray_job_submit_runs_the_quick_pipeline_on_a_head_node(head, tiny_job, t
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_ray_job_submit_runs_a_plugin_selector_from_the_jobs_working_dir(head, tiny_job, tmp_path):
     """A user's project folder (job YAML + selector file, relative paths) as the job's working_dir; distill itself
     travels as a py_module. The plugin selector runs as a Ray task and its trial lands in the report."""

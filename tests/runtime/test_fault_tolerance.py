@@ -34,7 +34,7 @@ from distill.store import counters
 from distill.store.records import Resolved
 from distill.trial.evaluate import resolve_scorer
 from distill.trial.run import TrialSpec, run_trial, trial_key
-from tests.clusters import stop_ray, wait_for
+from tests.clusters import HANG_S, stop_ray, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 COMPARED = ("rouge1", "rouge2", "rougeL", "bertscore_f1", "final_train_loss", "train_steps", "train_tokens", "n_empty")
@@ -195,7 +195,7 @@ def test_resume_after_the_driver_is_killed_recomputes_nothing_that_was_finished(
             stderr=subprocess.STDOUT,
         )
         try:
-            wait_for(stalled.exists, 150, "a trial to stall after its step-2 checkpoint")
+            wait_for(stalled.exists, HANG_S, "a trial to stall after its step-2 checkpoint")
             hung = json.loads(stalled.read_text())["tag"]
             wait_for(
                 lambda: (

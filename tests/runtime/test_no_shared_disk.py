@@ -26,7 +26,7 @@ from distill.model import checkpoint
 from distill.store import counters
 from tests.clusters import FAST_NODE_DEATH, S3_KEYS, Cluster, S3Server, cluster, s3_server, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.extended]
 REPO = Path(__file__).resolve().parents[2]
 FAULT = "train_step"  # the fault point the tests arm: a trial stalls after its step-2 checkpoint
 TEST_SETTINGS = {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

@@ -90,6 +90,7 @@ def _run(job: Path, gcs_port: int, env: dict, *extra: str) -> subprocess.Complet
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_a_run_on_a_ray_cluster_names_its_work_and_exports_its_metrics(tiny_job, tmp_path):
     dashboard_port, metrics_port = free_port(), free_port()
     dashboard = f"http://127.0.0.1:{dashboard_port}"

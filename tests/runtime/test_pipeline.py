@@ -92,6 +92,7 @@ def test_instruction_data_runs_end_to_end_with_the_prompt_and_response_selectors
     assert selected["messages"][-1]["content"] == selected["response"]
 
 
+@pytest.mark.extended
 def test_chat_data_runs_from_the_cli(tiny_model, tmp_path):
     """`distill quick --data <chat JSONL>`: real GSM8K chats, the model's chat template, the report."""
     from tests.cli_helpers import run_cli

@@ -62,6 +62,7 @@ def _wait_for_job(job_id: str, env: dict) -> str:
 
 @pytest.mark.slow
 @pytest.mark.slurm
+@pytest.mark.extended
 def test_sbatch_of_distills_script_runs_a_quick_job_to_its_results(slurm, tiny_job, tmp_path):
     job = tmp_path / "tiny.yaml"
     job.write_text(yaml.safe_dump({**tiny_job, "select": {**tiny_job["select"], "methods": ["random"]}}))

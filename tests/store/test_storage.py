@@ -150,6 +150,7 @@ def test_storage_is_a_config_section_and_a_flag_never_in_a_trial_key(capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_a_run_kept_in_gcs_resumes_from_it_alone(gcs, tiny_job, tmp_path):
     """gs:// end to end: the trials write their records and Tune its checkpoints to the GCS emulator through
     pyarrow's GCS client; a driver with an empty folder then continues the run from the bucket alone."""
