@@ -15,6 +15,7 @@ from distill.features import probe
 from distill.features.columns import charged_seconds, text_features
 from distill.features.embed import EmbedActor
 from distill.runtime.features import dynamics_needed
+from tests.clusters import HANG_S
 
 
 @pytest.fixture
@@ -77,7 +78,7 @@ def test_the_cli_states_an_error_raised_inside_the_probe_task_in_one_line(tiny_j
         [sys.executable, "-m", "distill", "quick", "--job", str(job)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_S,
         cwd=Path(__file__).resolve().parents[2],
     )
     assert proc.returncode == 2
