@@ -119,41 +119,21 @@ def test_gradient_features_deterministic_for_a_seed_and_sized_by_grad_dim(tiny_m
         tiny_model, FeatureSettings.of(cfg), "summarization", texts, summaries, ["probe_loss", "grad_features"]
     )
     assert first["grad_features"].shape == (5, 64) and np.isfinite(first["grad_features"]).all()
-    again = probe.compute_dynamics(
-        tiny_model,
-        FeatureSettings.of(cfg),
-        "summarization",
-        texts,
-        summaries,
-        ["grad_features"],
-        adapter=first["adapter"],
-    )
-    assert set(again) == {
-        "grad_features",
-        probe.SECONDS + "grad_features",
-    }  # the probe was not rerun: its LoRA weights were given
+
+    def grads_again() -> dict:  # the gradient pass alone, from the first probe's LoRA weights, as cfg is now
+        features = FeatureSettings.of(cfg)
+        return probe.compute_dynamics(
+            tiny_model, features, "summarization", texts, summaries, ["grad_features"], adapter=first["adapter"]
+        )
+
+    again = grads_again()
+    assert set(again) == {"grad_features", probe.SECONDS + "grad_features"}  # the probe was not rerun
     np.testing.assert_array_equal(again["grad_features"], first["grad_features"])
     cfg.probe.grad_dim = 32
-    smaller = probe.compute_dynamics(
-        tiny_model,
-        FeatureSettings.of(cfg),
-        "summarization",
-        texts,
-        summaries,
-        ["grad_features"],
-        adapter=first["adapter"],
-    )
+    smaller = grads_again()
     assert smaller["grad_features"].shape == (5, 32)
     cfg.probe.seed = 1  # another projection (and probe slice)
-    other = probe.compute_dynamics(
-        tiny_model,
-        FeatureSettings.of(cfg),
-        "summarization",
-        texts,
-        summaries,
-        ["grad_features"],
-        adapter=first["adapter"],
-    )
+    other = grads_again()
     assert not np.allclose(other["grad_features"], smaller["grad_features"])
 
 
