@@ -35,6 +35,7 @@ from distill.runtime.features import embed_pool, probe_pool
 from distill.runtime.selection import select_subsets, selection_inputs_key
 from distill.runtime.session import check_nodes_see, ray_session
 from distill.runtime.tune import log_table_to_wandb, run_trials, trial_keys
+from distill.select import plugins
 from distill.store import artifacts, outdir
 from distill.store.records import Resolved, RunInfo
 from distill.store.storage import Storage
@@ -66,7 +67,8 @@ def _run(cfg: ExperimentConfig, store: Storage, splits: Splits, resolved: Resolv
     store.push("run.json")  # first: all `distill resume <storage>` needs, wherever this driver stops
     model_path = resolved.model_path
     features_in, trials_in = FeatureSettings.of(cfg), TrialSettings.of(cfg)  # what the stages receive of `cfg`
-    user_plugins = cfg.select.plugins
+    shipped = plugins.load(cfg.select.plugins)  # your metrics' plugins: their sources key the trials, which get them
+    keys: dict[str, str] = {}  # every trial of the run → its content key (run.json's list; grows with adaptive looks)
     with ray_session(cfg.resources, {"distill_run": cfg.name, "distill_config_hash": config_hash(cfg)}):
         check_nodes_see(store)
         start = time.perf_counter()
@@ -94,14 +96,11 @@ def _run(cfg: ExperimentConfig, store: Storage, splits: Splits, resolved: Resolv
 
         def train(specs: list[TrialSpec]) -> None:
             """The trials of `specs`, once run.json lists them as the run's own (the report takes exactly these)."""
-            keys.update(trial_keys(trials_in, user_plugins, specs, splits, resolved))
+            keys.update(trial_keys(trials_in, shipped, specs, splits, resolved))
             write_run_info(out, cfg, splits, resolved, keys, embed_seconds)
             store.push("run.json")
-            run_trials(
-                cfg.name, trials_in, cfg.resources, cfg.wandb, user_plugins, specs, splits, resolved, store, keys
-            )
+            run_trials(cfg.name, trials_in, cfg.resources, cfg.wandb, shipped, specs, splits, resolved, store, keys)
 
-        keys: dict[str, str] = {}
         specs = select()
         train(specs)
         if cfg.adaptive.enabled:  # more seeds for the undecided methods, look after look

@@ -48,7 +48,7 @@ def run_trials(
     settings: TrialSettings,
     resources: ResourcesConfig,
     wandb: WandbConfig,
-    user_plugins: list[str],
+    shipped: list[plugins.Plugin],
     specs: list[TrialSpec],
     splits: Splits,
     resolved: Resolved,
@@ -57,14 +57,14 @@ def run_trials(
 ) -> None:
     """One Ray Tune trial per subset of the run named `run`, written to trials/<name> in storage by its node and
     copied into the output folder; finished trials (same content key, `keys` from trial_keys) are reused.
-    `user_plugins` (select.plugins): the files of the plugins that register your metrics, shipped to the trials."""
+    `shipped`: the plugins that register your metrics (select.plugins, loaded once by the pipeline), sent to the
+    trials as source."""
     from ray import tune
 
     from distill.runtime.callbacks import PersistTrials, TrialProgress
 
     out = store.local
     gpus = resources.gpus_per_trial if resources.gpus_per_trial is not None else (1.0 if cluster_gpus() else 0.0)
-    shipped = plugins.load(user_plugins)  # your metrics' plugins travel as source to the trials
     todo = [
         s
         for s in specs
@@ -115,11 +115,11 @@ def run_trials(
 
 
 def trial_keys(
-    settings: TrialSettings, user_plugins: list[str], specs: list[TrialSpec], splits: Splits, resolved: Resolved
+    settings: TrialSettings, shipped: list[plugins.Plugin], specs: list[TrialSpec], splits: Splits, resolved: Resolved
 ) -> dict[str, str]:
-    """Each trial's content key (trial.run.trial_key), with the source of the plugins of your metrics (select.plugins:
-    `user_plugins`): the keys the trials are stored under and run.json lists as the run's own."""
-    sources = [p.source or p.module for p in map(plugins.resolve, user_plugins)]
+    """Each trial's content key (trial.run.trial_key), with the source of the plugins of your metrics (`shipped`):
+    the keys the trials are stored under and run.json lists as the run's own."""
+    sources = [p.source or p.module for p in shipped]
     return {s.name: trial_key(s, settings, resolved, splits.fingerprint, sources) for s in specs}
 
 
