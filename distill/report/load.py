@@ -64,7 +64,8 @@ def _read_jsonl(path: Path) -> list[dict]:
 def run_trial_paths(output_dir: Path) -> list[Path]:
     """The metrics.json of every trial of the run in `output_dir`: those its run.json lists, each with the key it
     lists (a trial folder an earlier run into the same folder left, with other methods, seeds or settings, is not
-    this run's and is named in a warning as left out). A run.json from before version 4 lists none: every trial."""
+    this run's and is named in a warning as left out; a listed trial with no results yet, of an interrupted run, is
+    named too). A run.json from before version 4 lists none: every trial."""
     trials_dir = output_dir / TRIALS
     paths = sorted(trials_dir.glob("*/metrics.json")) if trials_dir.is_dir() else []
     run_path = output_dir / "run.json"
@@ -78,6 +79,16 @@ def run_trial_paths(output_dir: Path) -> list[Path]:
             "left out %d trial folder(s) that are not this run's (another run's, into the same folder): %s",
             len(left_out),
             ", ".join(left_out),
+        )
+    missing = sorted(set(own) - {p.parent.name for p in kept})
+    if missing:  # an interrupted run: its report covers what finished, and says what did not
+        log.warning(
+            "%d of this run's %d trials have no results yet, so the report leaves them out: %s "
+            "(`distill resume %s` runs them)",
+            len(missing),
+            len(own),
+            ", ".join(missing),
+            output_dir,
         )
     return kept
 

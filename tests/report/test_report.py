@@ -447,6 +447,7 @@ def test_the_report_takes_exactly_the_runs_own_trials_and_names_the_others(tmp_p
         artifacts.seal(path)
         own[name] = f"key-{name}"
     own["clustering_s1"] = "key-of-another-learning-rate"  # the same folder name, trained with other settings
+    own["clustering_s2"] = "key-not-run-yet"  # a trial of this run that an interruption left without results
     run = json.loads((tmp_path / "run.json").read_text())
     (tmp_path / "run.json").write_text(json.dumps({**run, "trials": own}))
     artifacts.seal(tmp_path / "run.json")
@@ -455,6 +456,10 @@ def test_the_report_takes_exactly_the_runs_own_trials_and_names_the_others(tmp_p
     assert {r["method"]: r["seeds"] for r in rows} == {"random": 2, "clustering": 1}
     assert "left out 7 trial folder(s)" in caplog.text
     assert "clustering_s1" in caplog.text and "full_s0" in caplog.text and "random_s0" not in caplog.text
+    assert (
+        "2 of this run's 5 trials have no results yet, so the report leaves them out: clustering_s1, clustering_s2"
+        in (caplog.text)
+    )
     (tmp_path / "run.json").write_text(json.dumps(run))  # version 3: no list of trials
     artifacts.seal(tmp_path / "run.json")
     assert len(build_report(tmp_path, console=_console())) == len(METHODS)
