@@ -61,11 +61,11 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def run_trial_paths(output_dir: Path) -> list[Path]:
+def run_trial_paths(output_dir: Path, warn: bool = True) -> list[Path]:
     """The metrics.json of every trial of the run in `output_dir`: those its run.json lists, each with the key it
     lists (a trial folder an earlier run into the same folder left, with other methods, seeds or settings, is not
     this run's and is named in a warning as left out; a listed trial with no results yet, of an interrupted run, is
-    named too). A run.json from before version 4 lists none: every trial."""
+    named too; `warn` false: a second look, unnamed). A run.json from before version 4 lists none: every trial."""
     trials_dir = output_dir / TRIALS
     paths = sorted(trials_dir.glob("*/metrics.json")) if trials_dir.is_dir() else []
     run_path = output_dir / "run.json"
@@ -74,14 +74,14 @@ def run_trial_paths(output_dir: Path) -> list[Path]:
         return paths
     kept = [p for p in paths if p.parent.name in own and _read_json(p).get("key") == own[p.parent.name]]
     left_out = sorted(p.parent.name for p in paths if p not in kept)
-    if left_out:
+    if left_out and warn:
         log.warning(
             "left out %d trial folder(s) that are not this run's (another run's, into the same folder): %s",
             len(left_out),
             ", ".join(left_out),
         )
     missing = sorted(set(own) - {p.parent.name for p in kept})
-    if missing:  # an interrupted run: its report covers what finished, and says what did not
+    if missing and warn:  # an interrupted run: its report covers what finished, and says what did not
         log.warning(
             "%d of this run's %d trials have no results yet, so the report leaves them out: %s "
             "(`distill resume %s` runs them)",
@@ -188,7 +188,7 @@ def export(output_dir: Path, dest: Path) -> None:
     for name in ("run.json", "pool_stats.json"):
         if (output_dir / name).is_file():
             artifacts.write_bytes(dest / name, _trusted(output_dir / name).read_bytes())
-    for path in run_trial_paths(output_dir):
+    for path in run_trial_paths(output_dir, warn=False):  # load_trials named what it leaves out
         folder = dest / TRIALS / path.parent.name
         artifacts.write_bytes(folder / "metrics.json", path.read_bytes())
         predictions = path.parent / "predictions.jsonl"
