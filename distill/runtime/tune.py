@@ -61,7 +61,7 @@ def run_trials(
     trials as source."""
     from ray import tune
 
-    from distill.runtime.callbacks import PersistTrials, TrialProgress
+    from distill.runtime.callbacks import FINISHED, TRAINED, PersistTrials, TrialProgress
 
     out = store.local
     gpus = resources.gpus_per_trial if resources.gpus_per_trial is not None else (1.0 if cluster_gpus() else 0.0)
@@ -106,6 +106,10 @@ def run_trials(
                 callbacks = [PersistTrials(store, keys, trained), progress, *_callbacks(wandb, run)]
                 grid = make_tuner(trainable, cpus_by_trial, run, resources, gpus, store, callbacks).fit()
             failed = {f"trial {r.config['trial']}": r.error for r in grid if r.error}
+            # Tune takes a Ctrl-C itself: it stops the experiment and returns, its unfinished trials neither failed
+            # nor with a last result that says done. The run is not done: it must not go on to a report as if it were.
+            if not failed and any(not {FINISHED, TRAINED} & set(r.metrics or {}) for r in grid):
+                raise KeyboardInterrupt
         if trained:
             evaluate_with_vllm(
                 run, settings, resources, shipped, trained, splits.test, splits.format, resolved, store, gpus

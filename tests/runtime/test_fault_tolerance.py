@@ -237,6 +237,41 @@ def test_resume_after_the_driver_is_killed_recomputes_nothing_that_was_finished(
     assert len(json.loads((out / "comparison" / "results.json").read_text())["rows"]) == 2
 
 
+@pytest.mark.slow
+def test_ctrl_c_during_the_trials_stops_the_run_as_interrupted_not_done(tiny_job, tmp_path):
+    """Ray Tune catches a SIGINT itself, stops the experiment and returns from fit(): the driver used to carry on
+    to a report of the finished trials and exit 0, as if the run were complete. It exits 130, says it was
+    interrupted, keeps the finished trial and writes no report."""
+    tiny_job["train"].update(max_steps=6, epochs=3)
+    tiny_job["resources"].update(checkpoint_every=2)
+    job, out, faults_dir = tmp_path / "job.yaml", Path(tiny_job["output_dir"]), tmp_path / "faults"
+    job.write_text(yaml.safe_dump(tiny_job))
+    faults_dir.mkdir()
+    marker = f"distill-int-{os.getpid()}"
+    env = _env(DISTILL_FAULT="train_step:2:hang", DISTILL_FAULT_DIR=str(faults_dir), DISTILL_TEST_RAY=marker)
+    with open(tmp_path / "driver.log", "w") as log:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "distill", "quick", "--job", str(job)],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for((faults_dir / "train_step.json").exists, HANG_S, "a trial to stall after its step-2 checkpoint")
+            wait_for(lambda: len(list(out.glob("trials/*/metrics.json"))) == 1, 120, "the other trial to finish")
+            driver.send_signal(signal.SIGINT)
+            code = driver.wait(timeout=120)
+        finally:
+            driver.kill()
+            stop_ray(marker)
+    printed = (tmp_path / "driver.log").read_text()
+    assert code == 130, printed[-3000:]
+    assert "distill: interrupted; finished trials are kept" in printed
+    assert not (out / "comparison" / "results.json").exists()
+    assert len(list(out.glob("trials/*/metrics.json"))) == 1
+
+
 # ------------------------------------------------------------------------ 3. an embedding actor dies
 
 
