@@ -175,25 +175,32 @@ def test_a_killed_trial_is_retried_from_its_checkpoint_and_matches_an_uninterrup
 # --------------------------------------------------------------------------- 2. the driver is killed
 
 
-@pytest.mark.slow
-def test_resume_after_the_driver_is_killed_recomputes_nothing_that_was_finished(tiny_job, tmp_path):
+def _stalling_driver(tiny_job: dict, tmp_path: Path, marker: str, log) -> tuple[subprocess.Popen, dict, Path]:
+    """A `distill quick` driver of two trials, printing to `log`, whose first trial to checkpoint step 2 stalls
+    there while the other one finishes: (the driver, its environment, the file the stall writes)."""
     tiny_job["train"].update(max_steps=6, epochs=3)
     tiny_job["resources"].update(checkpoint_every=2)
-    job, out, faults_dir = tmp_path / "job.yaml", Path(tiny_job["output_dir"]), tmp_path / "faults"
+    job, faults_dir = tmp_path / "job.yaml", tmp_path / "faults"
     job.write_text(yaml.safe_dump(tiny_job))
     faults_dir.mkdir()
+    env = _env(DISTILL_FAULT="train_step:2:hang", DISTILL_FAULT_DIR=str(faults_dir), DISTILL_TEST_RAY=marker)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "distill", "quick", "--job", str(job)],
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    return driver, env, faults_dir / "train_step.json"
+
+
+@pytest.mark.slow
+def test_resume_after_the_driver_is_killed_recomputes_nothing_that_was_finished(tiny_job, tmp_path):
+    out = Path(tiny_job["output_dir"])
     marker = f"distill-ft-{os.getpid()}"  # every process of the driver's Ray cluster inherits it
     # the first trial to checkpoint step 2 stalls there; the other one finishes; then the driver is killed
-    env = _env(DISTILL_FAULT="train_step:2:hang", DISTILL_FAULT_DIR=str(faults_dir), DISTILL_TEST_RAY=marker)
-    stalled = faults_dir / "train_step.json"
     with open(tmp_path / "driver.log", "w") as log:
-        driver = subprocess.Popen(
-            [sys.executable, "-m", "distill", "quick", "--job", str(job)],
-            env=env,
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        driver, env, stalled = _stalling_driver(tiny_job, tmp_path, marker, log)
         try:
             wait_for(stalled.exists, HANG_S, "a trial to stall after its step-2 checkpoint")
             hung = json.loads(stalled.read_text())["tag"]
@@ -242,23 +249,12 @@ def test_ctrl_c_during_the_trials_stops_the_run_as_interrupted_not_done(tiny_job
     """Ray Tune catches a SIGINT itself, stops the experiment and returns from fit(): the driver used to carry on
     to a report of the finished trials and exit 0, as if the run were complete. It exits 130, says it was
     interrupted, keeps the finished trial and writes no report."""
-    tiny_job["train"].update(max_steps=6, epochs=3)
-    tiny_job["resources"].update(checkpoint_every=2)
-    job, out, faults_dir = tmp_path / "job.yaml", Path(tiny_job["output_dir"]), tmp_path / "faults"
-    job.write_text(yaml.safe_dump(tiny_job))
-    faults_dir.mkdir()
+    out = Path(tiny_job["output_dir"])
     marker = f"distill-int-{os.getpid()}"
-    env = _env(DISTILL_FAULT="train_step:2:hang", DISTILL_FAULT_DIR=str(faults_dir), DISTILL_TEST_RAY=marker)
     with open(tmp_path / "driver.log", "w") as log:
-        driver = subprocess.Popen(
-            [sys.executable, "-m", "distill", "quick", "--job", str(job)],
-            env=env,
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        driver, _, stalled = _stalling_driver(tiny_job, tmp_path, marker, log)
         try:
-            wait_for((faults_dir / "train_step.json").exists, HANG_S, "a trial to stall after its step-2 checkpoint")
+            wait_for(stalled.exists, HANG_S, "a trial to stall after its step-2 checkpoint")
             wait_for(lambda: len(list(out.glob("trials/*/metrics.json"))) == 1, 120, "the other trial to finish")
             driver.send_signal(signal.SIGINT)
             code = driver.wait(timeout=120)
