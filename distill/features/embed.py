@@ -33,8 +33,11 @@ SECONDS = "seconds_"  # column prefix: each row's share of the wall seconds of t
 
 
 def output_columns(loss_alone: bool = False) -> tuple[str, ...]:
-    """The feature columns EmbedActor writes (with `loss_alone`: also IFD's extra pass and its seconds)."""
-    return (EMBEDDING, LOSS, EMBEDDING_WMEAN, RESPONSE_CUT) + ((LOSS_ALONE, SECONDS + LOSS_ALONE) if loss_alone else ())
+    """The feature columns EmbedActor writes, with the seconds of the pass (with `loss_alone`: also IFD's extra
+    pass and its seconds). The seconds travel with the cache, so a run that reuses it still reports what
+    computing it cost."""
+    shared = (EMBEDDING, LOSS, EMBEDDING_WMEAN, RESPONSE_CUT, SECONDS + EMBEDDING)
+    return shared + ((LOSS_ALONE, SECONDS + LOSS_ALONE) if loss_alone else ())
 
 
 def cache_key(
@@ -103,6 +106,11 @@ def position_weighted_mean(hidden: torch.Tensor, length: int) -> torch.Tensor:
     return (weights / weights.sum()) @ hidden[:length]
 
 
+def per_row_seconds(start: float, rows: int) -> np.ndarray:
+    """Each of a batch's `rows` rows' share of the wall seconds since `start` (summed over a column: the pass's)."""
+    return np.full(rows, (time.perf_counter() - start) / rows, dtype=np.float32)
+
+
 class EmbedActor:
     """Loads the target model once per actor; maps batches of rows to their feature columns."""
 
@@ -132,6 +140,7 @@ class EmbedActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.batches += 1
         faults.inject("embed_batch", self.batches, "embed")
+        start = time.perf_counter()
         turns = [json.loads(t) for t in batch["turns"]]
         encoded = [self.format.encode(t, str(r)) for t, r in zip(turns, batch["response"])]
         hidden, input_ids = teacher_forced(self.model, encoded, self.tokenizer.pad_token_id, self.device)
@@ -145,6 +154,7 @@ class EmbedActor:
             EMBEDDING_WMEAN: torch.stack(weighted).float().cpu().numpy(),
             RESPONSE_CUT: np.asarray([e.target_cut for e in encoded], dtype=np.float32),
         }
+        out[SECONDS + EMBEDDING] = per_row_seconds(start, len(encoded))
         if self.loss_alone:
             out.update(self._loss_alone(turns, batch["response"]))
         return out
@@ -158,8 +168,7 @@ class EmbedActor:
         losses = np.asarray(
             [response_loss(self.model, hidden[i], input_ids[i], e) for i, e in enumerate(alone)], dtype=np.float32
         )
-        seconds = (time.perf_counter() - start) / len(alone)
-        return {LOSS_ALONE: losses, SECONDS + LOSS_ALONE: np.full(len(alone), seconds, dtype=np.float32)}
+        return {LOSS_ALONE: losses, SECONDS + LOSS_ALONE: per_row_seconds(start, len(alone))}
 
     def _pool(self, hidden: torch.Tensor, enc: Encoded) -> torch.Tensor:
         """Mean over the user content's positions (the last prompt token when there is none); `last`: the last

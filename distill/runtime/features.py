@@ -42,6 +42,9 @@ log = logging.getLogger(__name__).info  # on the console through distill.console
 # Embedding blocks queued per actor (at most): many small blocks keep every actor fed while the others work, and
 # the progress bar advances block by block; each block costs Ray a task, so not one per batch.
 BLOCKS_PER_ACTOR = 16
+# embed_pool's costs key for the pool's embedding pass: every method reads it, so it is reported once and charged to
+# none (the other keys are the features only some methods read, charged to those: features.columns.charged_seconds)
+SHARED = "shared embedding pass"
 
 
 def embed_pool(
@@ -54,8 +57,9 @@ def embed_pool(
     store: Storage | None = None,
 ) -> tuple[Features, dict[str, float]]:
     """Target-model features of the pool, and of the query set when a selected method reads it (Ray Data
-    actor pools), cached by content hash; returns them with the seconds of any pass beyond the shared one
-    (IFD's `loss_alone`: features.charged_seconds charges them to the methods that read them). `max_failures`
+    actor pools), cached by content hash; returns them with the seconds of each pass (computed now or when
+    cached): the shared one under SHARED, and any beyond it (IFD's `loss_alone`, the query set's) under the
+    feature it computed (features.charged_seconds charges them to the methods that read them). `max_failures`
     (resources.max_failures): restarts of a dead embedding actor; `run`: the run's name on the dashboard."""
     store = store or open_storage(out)
     needs = registry.needs_of(settings.methods)
@@ -82,7 +86,9 @@ def embed_pool(
         embedding_wmean=pool[EMBEDDING_WMEAN],
         loss_alone=pool.get(LOSS_ALONE),
     )
-    costs = {LOSS_ALONE: float(np.sum(pool[SECONDS + LOSS_ALONE], dtype=np.float64))} if LOSS_ALONE in pool else {}
+    costs = {SHARED: _seconds(pool, EMBEDDING)}
+    if LOSS_ALONE in pool:
+        costs[LOSS_ALONE] = _seconds(pool, LOSS_ALONE)
     if QUERY_EMBEDDING in needs:
         with stage(f"embed the query set ({len(splits.query)} examples)"):
             query = _embedded(
@@ -99,8 +105,14 @@ def embed_pool(
         features = replace(
             features, query_embedding=query[EMBEDDING_WMEAN], query_task=splits.query[TASK].to_numpy(dtype=np.int64)
         )
+        costs[QUERY_EMBEDDING] = _seconds(query, EMBEDDING)  # charged to the methods that read the query set
     artifacts.write_json(out / "pool_stats.json", {"n_words": features.n_words.tolist(), "responses_cut": cut})
     return features, costs
+
+
+def _seconds(columns: dict[str, np.ndarray], name: str) -> float:
+    """The seconds of the pass that computed column `name`, from its rows' shares (kept in the cache with it)."""
+    return float(np.sum(columns[SECONDS + name], dtype=np.float64))
 
 
 def _embedded(

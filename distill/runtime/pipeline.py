@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from distill.model.load import load_tokenizer
 from distill.model.prompt import PromptFormat
 from distill.report.build import build_report
 from distill.runtime import adaptive, preflight
-from distill.runtime.features import embed_pool, probe_pool
+from distill.runtime.features import SHARED, embed_pool, probe_pool
 from distill.runtime.selection import select_subsets, selection_inputs_key
 from distill.runtime.session import check_nodes_see, ray_session
 from distill.runtime.tune import log_table_to_wandb, run_trials, trial_keys
@@ -71,11 +70,10 @@ def _run(cfg: ExperimentConfig, store: Storage, splits: Splits, resolved: Resolv
     keys: dict[str, str] = {}  # every trial of the run → its content key (run.json's list; grows with adaptive looks)
     with ray_session(cfg.resources, {"distill_run": cfg.name, "distill_config_hash": config_hash(cfg)}):
         check_nodes_see(store)
-        start = time.perf_counter()
         features, embed_costs = embed_pool(
             cfg.name, features_in, cfg.resources.max_failures, splits, model_path, out, store
         )
-        embed_seconds = time.perf_counter() - start  # shared by every method: reported once, charged to none
+        embed_seconds = embed_costs[SHARED]  # what computing it cost, also when the cache was reused
         features, probe_costs = probe_pool(features_in, features, splits, model_path, out, store)
         key, costs = selection_inputs_key(features_in, splits, model_path), {**embed_costs, **probe_costs}
 

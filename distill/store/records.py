@@ -237,7 +237,7 @@ class RunInfo:
     # trial name → trial key of every trial this run is made of, once its subsets are selected; None: not yet, or a
     # run from before version 4 (its report takes every trial in the folder)
     trials: dict[str, str] | None = None
-    embed_seconds: float | None = None  # the shared embedding stage, once for every method (reused cache: its load)
+    embed_seconds: float | None = None  # the shared embedding pass (its seconds, kept in the cache: also on reuse)
     schema_version: int = SCHEMA_VERSION  # the version the file was written in (LEGACY_VERSION: a migrated config)
 
     def to_dict(self) -> dict[str, Any]:

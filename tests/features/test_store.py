@@ -153,9 +153,10 @@ def test_streamed_model_features_equal_the_old_in_memory_path(tmp_path, tiny_mod
 def test_pipeline_streams_the_pool_and_selects_from_the_memory_map(tiny_job, tiny_model):
     """Through Ray: embed_pool streams to a memmap cache in row order (the query set to its own), a rerun
     reuses it, the selector tasks (which get the features by path) pick what an in-process run picks, and a
-    method's time includes the extra features only it reads (the probe's, IFD's pass over the responses)."""
+    method's time includes the extra features only it reads (the probe's, IFD's pass over the responses, RDS+'s
+    query set); every pass's seconds come back unchanged when the cache is reused."""
     from distill.runtime import preflight
-    from distill.runtime.features import embed_pool
+    from distill.runtime.features import SHARED, embed_pool
     from distill.runtime.selection import select_subsets, selection_inputs_key
     from distill.runtime.session import ray_session
     from distill.select import registry
@@ -174,13 +175,14 @@ def test_pipeline_streams_the_pool_and_selects_from_the_memory_map(tiny_job, tin
         uncharged = select_subsets(
             cfg.name, cfg.select, cfg.seeds, cfg.include_baseline, features, splits.train, out, key, {}
         )
-    assert set(costs) == {"loss_alone"} and costs["loss_alone"] > 0
+    assert set(costs) == {SHARED, "loss_alone", "query_embedding"} and min(costs.values()) > 0
     costs["probe_loss"] = 12.5  # what a probe stage reported
     specs = select_subsets(
         cfg.name, cfg.select, cfg.seeds, cfg.include_baseline, features, splits.train, out, key, costs
     )  # cached: no Ray needed
     for spec, alone in zip(specs, uncharged):
-        charged = {"el2n_loss": 12.5, "ifd": costs["loss_alone"]}.get(spec.method, 0.0)
+        charged = {"el2n_loss": 12.5, "ifd": costs["loss_alone"], "rds_plus": costs["query_embedding"]}
+        charged = charged.get(spec.method, 0.0)  # the shared pass is charged to none
         assert spec.select_seconds == pytest.approx(alone.select_seconds + charged), spec.method
     for name in ("embeddings", "loss", "embedding_wmean", "loss_alone", "query_embedding"):
         assert isinstance(getattr(features, name), np.memmap), name
@@ -208,7 +210,7 @@ def test_pipeline_streams_the_pool_and_selects_from_the_memory_map(tiny_job, tin
         cfg.name, FeatureSettings.of(cfg), cfg.resources.max_failures, splits, tiny_model, out
     )  # cached: no Ray needed
     np.testing.assert_array_equal(reused.embeddings, features.embeddings)
-    assert reused_costs == {"loss_alone": costs["loss_alone"]}  # the extra pass's cost is stored with its cache
+    assert reused_costs == {k: v for k, v in costs.items() if k != "probe_loss"}  # stored with their caches
     assert isinstance(reused, Features)
 
 

@@ -62,6 +62,8 @@ def test_quick_pipeline_end_to_end_then_reuses_everything(tiny_job, capsys):
     log = capsys.readouterr().out
     assert "reusing cached features" in log
     assert "2 trial(s) reused" in log
+    # the shared embedding pass's cost is what computing it took, not the seconds of loading the cache
+    assert json.loads((out / "run.json").read_text())["embed_seconds"] == run_info["embed_seconds"]
 
 
 REPO = Path(__file__).resolve().parents[2]
