@@ -47,10 +47,10 @@ def test_costs_and_variance_come_from_the_pilots_records():
     cost = plan.costs(trials)
     random0 = next(t.metrics for t in trials if t.metrics.trial == "random-s0")
     assert cost.arms == 18 and cost.generation is None
-    assert 0.3 < cost.per_example < 1.0 and cost.scoring == pytest.approx(cost.per_example, rel=1e-3)
-    assert random0.eval_seconds / random0.n_eval == pytest.approx(0.86, abs=0.01)  # the record it reads
-    model = plan.pooled(trials, HELDOUT_LOSS)
-    assert model.seeds == 3 and model.examples == 150 and model.seed > 0
+    assert 1.5 < cost.per_example < 4.0 and cost.scoring == pytest.approx(cost.per_example, rel=1e-3)
+    assert random0.eval_seconds / random0.n_eval == pytest.approx(2.47, abs=0.01)  # the record it reads
+    model = plan.pooled(trials, HELDOUT_LOSS)  # an adaptive run: 4 seeds for most methods, 6 for gradient_match
+    assert model.seeds in (4, 6) and model.examples == 36 and model.seed > 0
 
 
 def test_distill_plan_refuses_bad_input_in_one_line(tmp_path):
