@@ -71,10 +71,8 @@ def run_trials(
         if not store.fetched(trial_path(s.name), lambda d, k=keys[s.name]: cached_metrics(d, k) is not None)
     ]
     cpus = plan_cpus(resources, len(todo), gpus)
-    log(
-        f"{len(specs) - len(todo)} trial(s) reused from {store.uri}/trials, {len(todo)} to run "
-        f"({gpus:g} GPU, {'/'.join(f'{c:g}' for c in sorted(set(cpus)))} CPU each)"
-    )
+    each = f" ({gpus:g} GPU, {'/'.join(f'{c:g}' for c in sorted(set(cpus)))} CPU each)" if todo else ""
+    log(f"{len(specs) - len(todo)} trial(s) reused from {store.uri}/trials, {len(todo)} to run{each}")
     # trials an earlier driver left unfinished continue from their newest checkpoint
     resume = {
         s.name: store.path(path) for s in todo if (path := ckpt.read_pointer(store, trial_path(s.name), keys[s.name]))
