@@ -21,7 +21,7 @@ from distill.config.schema import DEFAULT_MARGIN, ReportConfig
 from distill.errors import DistillError
 from distill.report import plan, sequential
 from distill.report.load import _read_json, load_selected_lengths, load_trials
-from distill.report.markdown import render_markdown
+from distill.report.markdown import render_markdown, responses_cut
 from distill.report.plots import plot_cost, plot_forest, plot_lengths
 from distill.report.rows import METRICS, compute_rows
 from distill.report.table import print_table
@@ -139,7 +139,9 @@ def build_report(
     records = compute_rows(trials, tuple(metric_named(name) for name in settings.metrics), margins, design)
     rows = [row.to_dict() for row in records]
     pool_path = output_dir / "pool_stats.json"
-    pool = [int(v) for v in _read_json(pool_path).get("n_words", [])] if pool_path.is_file() else None
+    pool_stats = _read_json(pool_path) if pool_path.is_file() else {}
+    pool = [int(v) for v in pool_stats["n_words"]] if "n_words" in pool_stats else None
+    cut = responses_cut([t.metrics for t in trials], pool_stats.get("responses_cut"), run)
 
     comp = Path(dest or output_dir) / "comparison"
     comp.mkdir(parents=True, exist_ok=True)
@@ -159,6 +161,6 @@ def build_report(
     for stale in set(comp.glob("*.png")) - {comp / name for name in plots.values()}:  # an earlier report's plot
         for path in (stale, artifacts.sidecar(stale)):
             path.unlink(missing_ok=True)
-    artifacts.write_text(comp / "report.md", render_markdown(rows, run, plots, _next_run(trials, rows)))
+    artifacts.write_text(comp / "report.md", render_markdown(rows, run, plots, _next_run(trials, rows), cut))
     print_table(rows, console)
     return rows

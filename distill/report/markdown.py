@@ -22,7 +22,7 @@ from distill.report.text import (
     _verdicts,
     primary,
 )
-from distill.store.records import FULL, HELDOUT_LOSS, RANDOM, ROUGE_L, RunInfo
+from distill.store.records import FULL, HELDOUT_LOSS, RANDOM, ROUGE_L, RunInfo, TrialMetrics
 
 
 def _at_a_glance(rows: list[dict]) -> str:
@@ -211,8 +211,46 @@ def _against_random(rows: list[dict], plots: dict[str, str]) -> list[str]:
     return lines
 
 
+def _span(counts: list[int]) -> str:
+    return f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)}–{max(counts)}"
+
+
+def responses_cut(trials: list[TrialMetrics], pool_cut: int | None, run: RunInfo | None) -> str | None:
+    """How many responses were cut at model.max_target_tokens: in the pool, in each trial's training set and among
+    the held-out references. A cut response is trained on and scored without its end, so a reader weighs a
+    held-out loss or a learned stopping point by these counts. None when the run recorded none of them."""
+    config = run.config if run else {}
+    pool_size = run.pool_size if run else None
+    subsets = [t.train_responses_cut for t in trials if t.method != FULL and t.train_responses_cut is not None]
+    full = [t.train_responses_cut for t in trials if t.method == FULL and t.train_responses_cut is not None]
+    heldout = [t.heldout_responses_cut for t in trials if t.heldout_responses_cut is not None]
+    parts = []
+    if pool_cut is not None:
+        parts.append(f"{pool_cut} of the pool's {pool_size}" if pool_size else f"{pool_cut} in the pool")
+    if subsets:
+        parts.append(f"{_span(subsets)} per selected training subset")
+    if full:
+        parts.append(f"{_span(full)} in the full pool's training set")
+    if heldout:
+        n_eval = max((t.n_eval or 0) for t in trials) or None
+        parts.append(
+            f"{_span(heldout)} of the {n_eval} held-out references" if n_eval else f"{_span(heldout)} held out"
+        )
+    if not parts:
+        return None
+    limit = (config.get("model") or {}).get("max_target_tokens")
+    eos = (config.get("prompt") or {}).get("eos_after_truncated_response")
+    how = {False: " (no EOS after a cut: prompt.eos_after_truncated_response false)", True: " (an EOS after the cut)"}
+    at = f"model.max_target_tokens={limit}" if limit else "model.max_target_tokens"
+    return f"- **responses cut** at {at}{how.get(eos, '')}: " + "; ".join(parts)
+
+
 def render_markdown(
-    rows: list[dict], run: RunInfo | None, plots: dict[str, str], next_run: list[str] | None = None
+    rows: list[dict],
+    run: RunInfo | None,
+    plots: dict[str, str],
+    next_run: list[str] | None = None,
+    cut: str | None = None,
 ) -> str:
     """The human-readable report; deterministic text (no timestamps)."""
     title = (run and run.name) or "experiment"
@@ -274,6 +312,7 @@ def render_markdown(
                 k for k in ("lora_r", "lora_alpha", "learning_rate", "epochs", "max_steps", "batch_size") if k in train
             ]
             lines.append("- **training**: " + ", ".join(f"{k}={train[k]}" for k in keys))
+        lines += [cut] if cut else []
         lines.append("")
     else:
         lines += ["_run.json not found: data, model and config details are unavailable._", ""]

@@ -486,6 +486,37 @@ def test_a_methods_time_is_its_own_cost_not_its_wait_and_the_shared_embedding_is
     assert "embedding pass every method shares took 123.4 s, once" in report
 
 
+def test_the_report_says_how_many_responses_were_cut_in_training_and_held_out(tmp_path):
+    """A response cut at model.max_target_tokens is trained on and scored without its end: the report's setup
+    counts them in the pool, per training subset, in the full pool's training set and among the held-out
+    references, with the limit and the EOS setting; a run that recorded no counts says nothing of them."""
+    _write_run(tmp_path)
+    build_report(tmp_path, console=_console())
+    assert "responses cut" not in (tmp_path / "comparison" / "report.md").read_text()
+    for method in METHODS:
+        for seed in (0, 1):
+            path = tmp_path / "trials" / f"{method}_s{seed}" / "metrics.json"
+            metrics = json.loads(path.read_text())
+            train_cut = 37 if method == "full" else 2 + seed
+            metrics.update(train_responses_cut=train_cut, heldout_responses_cut=4)
+            path.write_text(json.dumps(metrics))
+            artifacts.seal(path)
+    stats = json.loads((tmp_path / "pool_stats.json").read_text())
+    (tmp_path / "pool_stats.json").write_text(json.dumps({**stats, "responses_cut": 37}))
+    run = json.loads((tmp_path / "run.json").read_text())
+    config = {**run["config"], "model": {"max_target_tokens": 48}, "prompt": {"eos_after_truncated_response": False}}
+    (tmp_path / "run.json").write_text(json.dumps({**run, "config": config}))
+    for path in (tmp_path / "pool_stats.json", tmp_path / "run.json"):
+        artifacts.seal(path)
+    build_report(tmp_path, console=_console())
+    lines = [line for line in (tmp_path / "comparison" / "report.md").read_text().splitlines() if "cut" in line]
+    assert lines == [
+        "- **responses cut** at model.max_target_tokens=48 (no EOS after a cut: prompt.eos_after_truncated_response "
+        f"false): 37 of the pool's 400; 2–3 per selected training subset; 37 in the full pool's training set; 4 of "
+        f"the {N_EX} held-out references"
+    ]
+
+
 def test_a_users_metric_is_tested_against_random_with_its_margin(tmp_path):
     """A metric the run recorded in run.json (eval.metrics) is read from each trial, tested against random and
     judged with its own margin — its means live under user_scores, never as a column."""
