@@ -12,6 +12,7 @@ from typing import Any
 
 from distill.config.schema import PROMPT_PLACEHOLDER, ExperimentConfig, ProbeConfig, PromptConfig
 from distill.errors import DistillError
+from distill.report.sequential import MIN_FIRST_ROUND
 from distill.store.outdir import safe_name
 
 
@@ -93,11 +94,11 @@ def _check_contradictions(cfg: ExperimentConfig) -> None:
             "hold some training examples out of the pool as the query set (--set data.query_size=20) "
             "or pass your own: --set select.query=target_examples.jsonl",
         )
-    if cfg.adaptive.enabled and (cfg.seeds < 2 or "random" not in cfg.select.methods):
+    if cfg.adaptive.enabled and (cfg.seeds < MIN_FIRST_ROUND or "random" not in cfg.select.methods):
         raise DistillError(
-            f"--until-decided needs a first round of at least 2 seeds with random among the methods (seeds: "
+            f"--until-decided needs a first round of at least {MIN_FIRST_ROUND} seeds with random among the methods (seeds: "
             f"{cfg.seeds}, methods: {', '.join(cfg.select.methods)}): verdicts compare with random across seeds",
-            "add --seeds 2 (or more) and keep random in select.methods",
+            f"add --seeds {MIN_FIRST_ROUND} (or more) and keep random in select.methods",
         )
     if cfg.wandb.online and not cfg.wandb.enabled:
         raise DistillError(

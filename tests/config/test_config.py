@@ -358,3 +358,13 @@ def test_a_query_method_needs_a_query_set():
     ]
     with pytest.raises(DistillError, match="query_size"):
         make_config("quick", {"data.query_size": -1})
+
+
+def test_until_decided_needs_a_first_look_that_measures_seed_noise():
+    """One seed leaves the seed term's variance unknown, so no look could decide: refused before any work."""
+    with pytest.raises(DistillError, match="first round of at least 2 seeds") as err:
+        make_config("quick", {"adaptive.enabled": "true", "seeds": "1"})
+    assert "--seeds 2" in err.value.fix
+    with pytest.raises(DistillError, match="random among the methods"):
+        make_config("quick", {"adaptive.enabled": "true", "seeds": "2", "select.methods": "clustering"})
+    assert make_config("quick", {"adaptive.enabled": "true", "seeds": "2"}).adaptive.enabled
