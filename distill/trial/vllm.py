@@ -82,14 +82,6 @@ def read_adapter(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def write_adapter(files: dict[str, bytes], folder: Path) -> Path:
-    """Inverse of read_adapter."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        (folder / name).write_bytes(data)
-    return folder
-
-
 class VllmGenerator:
     """One vLLM engine over the base model with LoRA enabled (runs inside a Ray actor: distill/runtime/generation.py)."""
 

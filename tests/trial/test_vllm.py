@@ -20,10 +20,18 @@ from distill.config.sections import TrialSettings
 from distill.errors import DistillError
 from distill.model.load import is_test_model
 from distill.store.records import Resolved, TrialRecord
-from distill.trial.vllm import choose_engine, read_adapter, write_adapter
+from distill.trial.vllm import choose_engine, read_adapter
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed (DISTILL_EXTRAS=dev,vllm scripts/setup.sh)")
+
+
+def write_adapter(files: dict[str, bytes], folder: Path) -> Path:
+    """Inverse of read_adapter, as the storage write of distill/runtime/tune.py does it: a folder vLLM can load."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return folder
 
 
 def test_unknown_engine_is_rejected():
