@@ -10,9 +10,8 @@ import dataclasses
 import inspect
 from typing import Any
 
-from distill.config.schema import PROMPT_PLACEHOLDER, ExperimentConfig, ProbeConfig, PromptConfig
+from distill.config.schema import MIN_FIRST_ROUND, PROMPT_PLACEHOLDER, ExperimentConfig, ProbeConfig, PromptConfig
 from distill.errors import DistillError
-from distill.report.sequential import MIN_FIRST_ROUND
 from distill.store.outdir import safe_name
 
 

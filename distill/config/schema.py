@@ -209,6 +209,9 @@ class ReportConfig:
     )  # δ of your metrics (eval.metrics), by name; default as above
 
 
+MIN_FIRST_ROUND = 2  # seeds of --until-decided's first look: with one, seed noise is unknown and nothing is decided
+
+
 @section
 class AdaptiveConfig:
     """`--until-decided`: more seeds only for the methods still undecided, look after look (report/sequential.py).

@@ -18,8 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-MIN_FIRST_ROUND = 2  # seeds of the first look: with one, seed noise is unknown and nothing can be decided
-
 
 @dataclass(frozen=True)
 class Design:
