@@ -135,9 +135,10 @@ def oom_backoff() -> dict:
     import torch
 
     from distill.config.load import make_config
+    from distill.data.formats import user_turn
     from distill.data.load import load_splits
     from distill.model.load import load_model, load_tokenizer, resolve_model
-    from distill.model.prompt import PromptFormat, user_turn
+    from distill.model.prompt import PromptFormat
     from distill.model.train import _step_with_backoff, add_lora, encode_examples, largest_micro_batch
 
     torch.cuda.set_per_process_memory_fraction(OOM_MEMORY_FRACTION)

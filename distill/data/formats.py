@@ -107,6 +107,11 @@ def _setting(cfg: DataConfig, fmt: str, column: str) -> str:
     return names[fmt][column]
 
 
+def user_turn(content: str) -> list[dict[str, str]]:
+    """One user turn: the prompt turns of a summarization or instruction example."""
+    return [{"role": "user", "content": content}]
+
+
 def to_examples(frame: pd.DataFrame, fmt: str, cfg: DataConfig, source: str) -> pd.DataFrame:
     """`frame`'s rows as examples: `turns` (the prompt turns, JSON), `prompt` (their contents as one text, what
     text statistics, dedup and the leak check read) and `response`. A row that cannot be trained on (an empty
@@ -116,13 +121,12 @@ def to_examples(frame: pd.DataFrame, fmt: str, cfg: DataConfig, source: str) -> 
     elif fmt == "instruction":
         inputs = frame[cfg.input_column] if cfg.input_column in frame.columns else [None] * len(frame)
         pairs = [
-            ([{"role": "user", "content": _join(_text(task), _text(context))}], _text(out))
+            (user_turn(_join(_text(task), _text(context))), _text(out))
             for task, context, out in zip(frame[cfg.instruction_column], inputs, frame[cfg.output_column])
         ]
     else:
         pairs = [
-            ([{"role": "user", "content": _text(doc)}], _text(out))
-            for doc, out in zip(frame[cfg.text_column], frame[cfg.summary_column])
+            (user_turn(_text(doc)), _text(out)) for doc, out in zip(frame[cfg.text_column], frame[cfg.summary_column])
         ]
     response_column = {"chat": "the last assistant turn", "instruction": cfg.output_column}.get(fmt, cfg.summary_column)
     _refuse_empty([r for _, r in pairs], f"an empty response ('{response_column}')", source)

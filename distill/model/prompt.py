@@ -81,11 +81,6 @@ def turns_of(value: str | list[dict[str, str]]) -> list[dict[str, str]]:
     return json.loads(value) if isinstance(value, str) else list(value)
 
 
-def user_turn(content: str) -> list[dict[str, str]]:
-    """One user turn: the prompt of a summarization or instruction example."""
-    return [{"role": "user", "content": content}]
-
-
 class PromptFormat:
     """Turns (prompt turns, response) into token ids the same way for every stage."""
 

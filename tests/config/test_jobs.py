@@ -15,9 +15,9 @@ import torch
 from distill.cli import overrides, parser
 from distill.config.load import JOBS_DIR, make_config
 from distill.config.schema import ModelConfig, TrainConfig
+from distill.data.formats import user_turn
 from distill.errors import DistillError
 from distill.model import train
-from distill.model.prompt import user_turn
 from distill.runtime.tune import _callbacks
 from distill.select import registry
 

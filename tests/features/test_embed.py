@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from distill.config.schema import ModelConfig, PromptConfig
+from distill.data.formats import user_turn
 from distill.features.embed import EmbedActor, cache_key, output_columns
-from distill.model.prompt import user_turn
 
 TEXTS = [
     "The Secretary of Energy shall carry out a program to support research on grid storage. " * 3,

@@ -8,8 +8,9 @@ import copy
 import pytest
 
 from distill.config.schema import PromptConfig
+from distill.data.formats import user_turn
 from distill.errors import DistillError
-from distill.model.prompt import DEFAULT_INSTRUCTIONS, PLAIN_TEMPLATES, PromptFormat, resolve, user_turn
+from distill.model.prompt import DEFAULT_INSTRUCTIONS, PLAIN_TEMPLATES, PromptFormat, resolve
 
 DOC = "The Secretary shall establish a pilot program for rural hospitals. " * 40
 SUMMARY = "Establishes a rural hospital pilot program and authorizes appropriations for it over five years. " * 5

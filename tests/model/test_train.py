@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from distill.config.schema import ModelConfig, PromptConfig, TrainConfig
+from distill.data.formats import user_turn
 from distill.model.load import load_model, load_tokenizer
-from distill.model.prompt import PromptFormat, user_turn
+from distill.model.prompt import PromptFormat
 from distill.model.train import IGNORE, add_lora, collate, encode_examples, finetune, seed_everything
 
 TEXTS = [

@@ -22,10 +22,11 @@ import yaml
 from distill.config.load import config_from_run, make_config
 from distill.config.schema import ModelConfig, PromptConfig, TrainConfig
 from distill.config.sections import FeatureSettings, TrialSettings
+from distill.data.formats import user_turn
 from distill.data.load import load_splits
 from distill.model import checkpoint
 from distill.model.load import load_model, load_tokenizer
-from distill.model.prompt import PromptFormat, user_turn
+from distill.model.prompt import PromptFormat
 from distill.model.train import _shuffled_stream, add_lora, finetune, seed_everything
 from distill.runtime import pipeline
 from distill.runtime.features import embed_pool

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from distill.config.schema import EvalConfig, ModelConfig
-from distill.model.prompt import user_turn
+from distill.data.formats import user_turn
 from distill.trial.evaluate import HUB_BERTSCORE, OFFLINE_BERTSCORE_LAYERS, _until_eos, generate, resolve_scorer, score
 
 REFS = [
