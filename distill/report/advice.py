@@ -58,6 +58,26 @@ def recommendation(rows: list[dict]) -> str:
     return decided(rows, metric, by_gain, scale)
 
 
+def next_step(test: dict) -> str:
+    """What would decide an undecided method: more seeds (`--until-decided` reuses every trial) when seeds can,
+    else more held-out examples as well, which `--until-decided` cannot add (every trial reruns on a new test set)."""
+    needed = test.get("seeds_to_decide")
+    if needed:
+        return (
+            f"about {needed} seeds ({needed - test['seeds']} more, on these {test['examples']} examples) would "
+            "decide it. Rerun the job with `--until-decided` into the same output folder: it reuses these trials and "
+            "adds seeds only to the undecided methods, at a level that stays valid however many looks it takes "
+            "(docs/statistics.md)."
+        )
+    return (
+        f"more seeds alone would not decide it: the example-to-example noise of these {test['examples']} held-out "
+        "examples keeps its interval too wide however many seeds run, so `--until-decided`, which only adds seeds, "
+        f"would not either. `distill plan <this run> --mde {test['margin']:.4g}` gives the cheapest seeds × "
+        "held-out examples that would; rerun with those `--seeds` and `--test-size` (every trial reruns on the new "
+        "held-out set; docs/statistics.md, Planning)."
+    )
+
+
 def decided(rows: list[dict], metric: Metric, by_gain: list[tuple[dict, dict]], scale: str) -> str:
     """The advice from the primary metric's verdicts: a method only when it is *better*; random only when every
     method is *equivalent* or *worse*; otherwise what would decide — never a recommendation on "not significant"."""
@@ -75,19 +95,11 @@ def decided(rows: list[dict], metric: Metric, by_gain: list[tuple[dict, dict]], 
     undecided = [(r, t) for r, t in by_gain if t.get("verdict") == "undecided"]
     if undecided:
         r, t = undecided[0]
-        needed = t.get("seeds_to_decide")
-        how = (
-            f"about {needed} seeds ({needed - t['seeds']} more, on these {t['examples']} examples) would decide it"
-            if needed
-            else "more seeds alone would not decide it (its difference is about ±δ)"
-        )
         return (
             f"**No decision yet.** {len(undecided)} method(s) are undecided on {label} "
             f"({', '.join(u['method'] for u, _ in undecided)}): neither better than, worse than nor within "
             f"±{t['margin']:.4g} of random at this scale ({scale}). For the best of them, {r['method']} "
-            f"({t['diff']:+.4f} {label}), {how}. Rerun the job with `--until-decided` into the same output "
-            "folder: it reuses these trials and adds seeds only to the undecided methods, at a level that stays "
-            "valid however many looks it takes (docs/statistics.md)."
+            f"({t['diff']:+.4f} {label}), {next_step(t)}"
         )
     same = [r["method"] for r, t in by_gain if t.get("verdict") == "equivalent"]
     worse = [r["method"] for r, t in by_gain if t.get("verdict") == "worse"]

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from distill.config.schema import ReportConfig
 from distill.report import stats
+from distill.report.advice import next_step
 from distill.report.build import build_report
 from distill.report.markdown import _about
 from distill.store import artifacts
@@ -128,6 +129,16 @@ def test_no_significant_method_is_undecided_not_as_good_and_says_what_would_deci
     assert "**No decision yet.**" in recommendation and "as good" not in recommendation
     assert "200 held-out examples, 3 seed(s)" in recommendation and "--until-decided" in recommendation
     assert f"about {slight['seeds_to_decide']} seeds ({slight['seeds_to_decide'] - 3} more" in recommendation
+
+
+def test_a_method_seeds_cannot_decide_is_sent_to_the_planner_not_to_until_decided():
+    """`--until-decided` only adds seeds: where no number of seeds would decide (a difference about ±δ with the
+    example noise of this test set), the advice names the planner, whose designs add held-out examples."""
+    by_seeds = next_step({"seeds_to_decide": 7, "seeds": 3, "examples": 50, "margin": 0.004882})
+    assert "about 7 seeds (4 more, on these 50 examples)" in by_seeds and "--until-decided` into the same" in by_seeds
+    out_of_reach = next_step({"seeds_to_decide": None, "seeds": 3, "examples": 50, "margin": 0.004882})
+    assert "more seeds alone would not decide it: the example-to-example noise of these 50" in out_of_reach
+    assert "`distill plan <this run> --mde 0.004882`" in out_of_reach and "--test-size" in out_of_reach
 
 
 def test_seeds_needed_never_reads_as_a_negative_count(tmp_path):
