@@ -146,7 +146,7 @@ def _mde(model: stats.Variance, alpha: float, seeds: int, examples: int) -> floa
 def hours(seconds: float, parallel: int = 1) -> str:
     """Trial-seconds as wall time with `parallel` trials at once, for people: "1.3 h", "25 min"."""
     wall = seconds / max(1, parallel)
-    return f"{wall / 3600:.1f} h" if wall >= 5400 else f"{math.ceil(wall / 60)} min"
+    return f"{wall / 3600:,.1f} h" if wall >= 5400 else f"{math.ceil(wall / 60)} min"
 
 
 def plan_run(
@@ -178,7 +178,7 @@ def describe(found: Plan, cost: Costs, metric: Metric, parallel: int) -> list[st
     parts += [f"(generation {cost.generation:.3f} s)"] if cost.generation is not None else []
     lines = [
         f"The cheapest design that detects {found.target:.4g} {unit} with 80% power at α = {found.alpha:.4g}: "
-        f"**{best.seeds} seeds × {best.examples} held-out examples**, {best.seconds / 3600:.1f} trial-hours for "
+        f"**{best.seeds} seeds × {best.examples:,} held-out examples**, {best.seconds / 3600:,.1f} trial-hours for "
         f"{cost.arms} arms (about {hours(best.seconds, parallel)} with {parallel} trials at once). Priced with this "
         f"run's measured costs: {', '.join(parts)}; variance components: the largest over its comparisons.",
         "",
@@ -188,7 +188,7 @@ def describe(found: Plan, cost: Costs, metric: Metric, parallel: int) -> list[st
     for c in found.candidates:
         mark = "**" if c is best else ""
         lines.append(
-            f"| {mark}{c.seeds}{mark} | {mark}{c.examples}{mark} | {c.mde:.4f} | {c.seconds / 3600:.2f} "
+            f"| {mark}{c.seeds}{mark} | {mark}{c.examples:,}{mark} | {c.mde:.4f} | {c.seconds / 3600:,.2f} "
             f"| {hours(c.seconds, parallel)} |"
         )
     return lines

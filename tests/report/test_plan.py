@@ -62,3 +62,13 @@ def test_distill_plan_refuses_bad_input_in_one_line(tmp_path):
             [sys.executable, "-m", "distill", "plan", str(PILOT), *args], capture_output=True, text=True, cwd=ROOT
         )
         assert result.returncode == 2 and words in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_the_plan_reads_large_designs_with_thousands_separators():
+    """A design at the edge of reach is six or seven digits of examples: written as the report's other counts."""
+    from distill.store.records import ROUGE_L
+
+    cost = plan.Costs(6, per_trial=100.0, per_example=7.0, scoring=2.4, generation=4.3)
+    found = plan.cheapest(stats.Variance(3, 50, 0.0004, 0.01, 0.01), cost, 0.004, 0.05)
+    text = "\n".join(plan.describe(found, cost, ROUGE_L, 2))
+    assert found.best.examples >= 1000 and f"{found.best.examples:,} held-out examples**" in text
