@@ -107,8 +107,8 @@ class ModelConfig:
     """The ONE target model: it embeds, it is fine-tuned, it is evaluated."""
 
     name: str = EMBEDDED_SMOLLM2  # embedded default, a Hub name, or a local folder
-    # auto: bf16 on a GPU with bf16; bf16 autocast over fp32 weights in the trials on a CPU that multiplies bf16
-    # natively (AVX512-BF16/AMX), else fp32 (model/load.py resolve_precision)
+    # auto: bf16 on a GPU with bf16, else fp32 (model/load.py resolve_precision); bfloat16-autocast: bf16 matmuls
+    # over fp32 weights in the trials, asked for by name (on a CPU it is faster but not faithful: performance.md)
     dtype: Literal["auto", "float32", "bfloat16", "float16", "bfloat16-autocast"] = "auto"
     load_in_8bit: bool = False  # GPU only (bitsandbytes); prepares the model for k-bit training
     max_source_tokens: Count = 256  # user-content tokens kept in the prompt (the template comes on top)

@@ -21,7 +21,7 @@ from distill.data.load import Splits, load_splits
 from distill.data.remote import readable
 from distill.errors import DistillError
 from distill.model.fit import check_fits
-from distill.model.load import is_test_model, resolve_model, resolve_precision
+from distill.model.load import is_test_model, native_bf16_cpu, resolve_model, resolve_precision
 from distill.runtime.session import check_cluster_answers
 from distill.store import outdir
 from distill.store.records import Resolved
@@ -78,7 +78,8 @@ def check(cfg: ExperimentConfig) -> Checked:
         log(f"evaluation engine: {engine} ({why})")
         precision = resolve_precision(cfg.model, "cpu")
         if precision != cfg.model.dtype:
-            log(f"trials on CPUs run in {precision} (model.dtype {cfg.model.dtype})")
+            why = ", not bf16 autocast: it moves held-out losses more than methods differ" if native_bf16_cpu() else ""
+            log(f"trials on CPUs run in {precision} (model.dtype {cfg.model.dtype}{why})")
     scorer, why = resolve_scorer(cfg.eval, hub_reachable())
     log(f"BERTScore encoder: {scorer.label} ({why})")
     return Checked(out, splits, Resolved(model_path, engine, scorer, test_model, precision), storage)

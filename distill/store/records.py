@@ -201,8 +201,8 @@ class Resolved:
     engine: str  # "hf" or "vllm": what eval.engine (auto | hf | vllm) resolved to
     scorer: Scorer  # the BERTScore encoder eval.bertscore_model resolved to
     test_model: bool  # a model made for tests (model.load.is_test_model): its scores are never results
-    # what model.dtype resolves to for trials on CPU nodes (model.load.resolve_precision: bf16 autocast only where
-    # the CPU multiplies bf16 natively); it changes the numbers, so trial keys hash it. GPU nodes resolve `auto`
+    # what model.dtype resolves to for trials on CPU nodes (model.load.resolve_precision: fp32 for `auto`, bf16
+    # autocast only when asked); it changes the numbers, so trial keys hash it. GPU nodes resolve `auto`
     # themselves (bf16 where the GPU has it), and every trial records the precision it ran in.
     precision: str = "float32"
 
