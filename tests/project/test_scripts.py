@@ -24,7 +24,8 @@ def test_gpu_check_limits_cover_every_check_within_its_ten_minutes():
     assert sum(gpu_check.LIMITS_S.values()) < 600  # gpu_check.sh runs the whole script under `timeout 600`
 
 
-def _bench(script: str, tmp_path: Path, *args: str) -> dict:
+def _bench(script: str, tmp_path: Path, *args: str, judged: bool = False) -> dict:
+    """The script's JSON; it must exit 0, or with `judged` 1 exactly when it lists failed cases."""
     out = tmp_path / f"{script}.json"
     proc = subprocess.run(
         [sys.executable, f"scripts/{script}.py", *args, "--json", str(out)],
@@ -33,8 +34,10 @@ def _bench(script: str, tmp_path: Path, *args: str) -> dict:
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(out.read_text())
+    assert proc.returncode in ((0, 1) if judged else (0,)), proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert proc.returncode == (1 if result.get("failed") else 0), proc.stderr[-3000:]
+    return result
 
 
 @pytest.mark.slow
@@ -122,13 +125,16 @@ def test_bench_heldout_loss_sets_the_loss_beside_generation(tiny_model, tmp_path
 @pytest.mark.slow
 @pytest.mark.skipif(not native_bf16_cpu(), reason="this CPU emulates bf16 (no avx512_bf16/amx_bf16): 20-30x slower")
 @pytest.mark.extended
-def test_bench_bf16_sets_both_precisions_side_by_side_and_checks_the_tolerances(tiny_model, tmp_path):
+def test_bench_bf16_sets_both_precisions_side_by_side_and_judges_them_by_its_tolerances(tiny_model, tmp_path):
     small = ["--set", "train.max_steps=1", "--set", "eval.max_new_tokens=4", "--set", "model.max_source_tokens=32"]
     args = ["--quick", "--model", tiny_model, "--skip-step", "--trials", "2", "--matmul-seconds", "0.1", *small]
-    result = _bench("bench_bf16", tmp_path, *args)
+    result = _bench("bench_bf16", tmp_path, *args, judged=True)  # bf16 may fail them: the real model's run did
     assert set(result["matmul_gflops"]) == {"float32", "bfloat16", "speedup"} and "native_bf16" in result["cpu"]
     assert [row["method"] for row in result["trials"]] == ["block-0", "block-1"]
+    tolerance = result["tolerance"]
     for row in result["trials"]:
-        assert row["trial_s_fp32"] > 0 and row["trial_s_bf16"] > 0 and row["max_example_loss_gap"] <= 0.03
-        assert abs(row["rougeL_bf16"] - row["rougeL_fp32"]) <= 0.02
-    assert result["failed"] == [] and result["tolerance"]["verdicts"] == "identical"
+        assert row["trial_s_fp32"] > 0 and row["trial_s_bf16"] > 0
+        over = row["max_example_loss_gap"] > tolerance["example_heldout_loss"]
+        assert over == any(f.startswith(f"{row['method']}: an example's held-out loss") for f in result["failed"])
+        over = abs(row["rougeL_bf16"] - row["rougeL_fp32"]) > tolerance["method_rougeL"]
+        assert over == any(f.startswith(f"{row['method']}: ROUGE-L moved") for f in result["failed"])
