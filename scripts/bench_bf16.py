@@ -21,7 +21,8 @@ weights, LoRA weights and AdamW state in fp32) in this process, on this machine:
            rows, block-0 standing in for random (a smoke test).
 
 Exit 1 when the bf16 arm is out of the stated tolerances or a verdict differs; the speed is reported, not
-judged (model.load.resolve_precision picks bf16 from the CPU's flags, which this run records beside it).
+judged. model.load.resolve_precision keeps `auto` in fp32 on every CPU because this run failed on a CPU with
+native bf16 (docs/performance.md#bf16-on-cpus): a bf16 mode becomes a default only once it passes here.
 """
 
 from __future__ import annotations
