@@ -132,6 +132,7 @@ def test_bench_bf16_sets_both_precisions_side_by_side_and_judges_them_by_its_tol
     assert set(result["matmul_gflops"]) == {"float32", "bfloat16", "speedup"} and "native_bf16" in result["cpu"]
     assert [row["method"] for row in result["trials"]] == ["block-0", "block-1"]
     tolerance = result["tolerance"]
+    assert tolerance["verdicts"] == "identical"
     for row in result["trials"]:
         assert row["trial_s_fp32"] > 0 and row["trial_s_bf16"] > 0
         over = row["max_example_loss_gap"] > tolerance["example_heldout_loss"]
